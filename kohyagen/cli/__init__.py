@@ -1,0 +1,70 @@
+"""The kohyagen command line: thin click commands over library functions.
+
+This package is the only place where errors become messages and exit codes
+(0 ok, 1 known error, 2 usage, 3 training failed). Each concern keeps its
+commands in its own module here and lists them in COMMANDS.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from kohyagen import __version__
+from kohyagen.errors import EXIT_ERROR, EXIT_INTERRUPTED, KohyagenError
+
+
+def _echo_error(text: str) -> None:
+    click.echo(f"error: {text}", err=True)
+
+
+class KohyagenGroup(click.Group):
+    """A click group that maps kohyagen's error tree to exit codes in one place."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except KohyagenError as exc:
+            if ctx.meta.get("kohyagen.debug"):
+                traceback.print_exc()
+            _echo_error(str(exc))
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except Exception as exc:
+            if ctx.meta.get("kohyagen.debug"):
+                traceback.print_exc()
+            _echo_error(
+                f"unexpected {type(exc).__name__}: {exc} "
+                "(this is a bug in kohyagen; rerun with --debug for the traceback and report it)"
+            )
+            ctx.exit(EXIT_ERROR)
+
+
+@click.group(cls=KohyagenGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kohyagen")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """From a folder of images to a trained, well-chosen Stable Diffusion LoRA,
+    on top of kohya sd-scripts."""
+    ctx.meta["kohyagen.debug"] = debug
+
+
+def _register() -> None:
+    from kohyagen.cli import config_cmd, dataset_cmd, run_cmd, tag_cmd, train_cmd
+
+    for module in (dataset_cmd, tag_cmd, config_cmd, train_cmd, run_cmd):
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

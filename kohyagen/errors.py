@@ -1,0 +1,115 @@
+"""The one exception tree of kohyagen.
+
+Library code raises these; only the CLI turns them into messages and exit codes
+(see EXIT_CODES and kohyagen.cli). Every error carries the place it concerns and
+the next thing to try, so that the CLI can print one useful line instead of a
+traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_TRAINING_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+
+class KohyagenError(Exception):
+    """Base of every error kohyagen reports to the user.
+
+    message: what went wrong, in one sentence.
+    path: the file or folder it concerns, if any.
+    hint: the fix or the next step.
+    """
+
+    exit_code: int = EXIT_ERROR
+
+    def __init__(
+        self, message: str, *, path: str | Path | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = Path(path) if path is not None else None
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.message}" if self.path is not None else self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+class UsageError(KohyagenError):
+    """Options that contradict each other or cannot be understood."""
+
+    exit_code = EXIT_USAGE
+
+
+class DatasetError(KohyagenError):
+    """The dataset folder is missing, empty or unusable."""
+
+
+class ConfigError(KohyagenError):
+    """A kohya TOML is malformed, invalid, or an override cannot be applied."""
+
+
+class LintFailed(ConfigError):
+    """Linting found errors; the findings are attached."""
+
+    def __init__(self, message: str, findings: list, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.findings = findings
+
+
+class PresetError(KohyagenError):
+    """Unknown model or GPU preset name."""
+
+
+class ModelNotFound(KohyagenError):
+    """A base model or a tagger model cannot be found locally or on the hub."""
+
+
+class TaggingError(KohyagenError):
+    """The tagger model or its tag list is unusable."""
+
+
+class MissingDependency(KohyagenError):
+    """An optional extra (e.g. [train]) is needed for this command."""
+
+
+class SdScriptsNotFound(KohyagenError):
+    """No kohya sd-scripts checkout where one was looked for."""
+
+
+class BudgetExceeded(KohyagenError):
+    """The estimated cost is above the user's --budget."""
+
+
+class RunStateError(KohyagenError):
+    """A run directory or its manifest is inconsistent."""
+
+
+class TrainingFailed(KohyagenError):
+    """The training process failed (exit status, or a failure seen in its output)."""
+
+    exit_code = EXIT_TRAINING_FAILED
+
+    def __init__(self, message: str, *, cause: str | None = None, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.cause = cause
+
+
+def require(module: str, extra: str = "train"):
+    """Import an optional dependency or explain which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependency(
+            f"this needs the Python package '{module}', which is not installed",
+            hint=f"pip install 'kohyagen[{extra}]'",
+        ) from exc

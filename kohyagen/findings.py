@@ -1,0 +1,43 @@
+"""Findings: one problem found in a dataset or a config, with where and how to fix it.
+
+Shared by dataset checks and config lint so that every reporting command prints
+and serialises problems the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return {"error": 0, "warning": 1, "info": 2}[self.value]
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    code: str  # stable identifier, e.g. "unknown-key", "truncated-image"
+    message: str
+    file: str | None = None
+    key: str | None = None  # config key or caption tag, where relevant
+    fix: str | None = None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["severity"] = self.severity.value
+        return data
+
+
+def count_errors(findings: list[Finding]) -> int:
+    return sum(1 for f in findings if f.severity is Severity.ERROR)
+
+
+def sort_findings(findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (f.severity.rank, f.file or "", f.key or "", f.code))
