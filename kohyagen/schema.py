@@ -1,0 +1,156 @@
+"""kohya's configuration contract as JSON Schema: loading, validating, defaults.
+
+The schemas in schemas/ (made by scripts/make_schemas.py from sd-scripts' own
+argument tables) are the single definition of what a kohya config may hold.
+This module loads them, reads TOML the way kohya does (top-level tables are
+flattened into one namespace), and validates with two TOML facts added to JSON
+Schema: an "integer" is a TOML integer only, and "x-strict-float" rejects an
+integer literal where voluptuous wants a float.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema import Draft202012Validator, validators
+
+from kohyagen.errors import ConfigError
+from kohyagen.resources import schema_path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TRAIN_NETWORK = "train_network"
+SDXL_TRAIN_NETWORK = "sdxl_train_network"
+SCRIPTS = (TRAIN_NETWORK, SDXL_TRAIN_NETWORK)
+DATASET_CONFIG = "dataset_config"
+
+# kohyagen writes this comment as the first line of a rendered training config so that
+# `kohyagen train` and `lint` know which script it is for; kohya ignores comments.
+SCRIPT_MARKER = re.compile(r"^#\s*kohyagen-script:\s*(\w+)(?:\.py)?\s*$", re.MULTILINE)
+
+
+def _is_toml_integer(checker, instance) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _strict_float(validator, value, instance, schema):
+    if value and isinstance(instance, int) and not isinstance(instance, bool):
+        yield jsonschema.ValidationError(
+            f"{instance!r} is an integer; kohya needs a float here (write {instance}.0)"
+        )
+
+
+_TYPE_CHECKER = Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_toml_integer)
+TomlValidator = validators.extend(
+    Draft202012Validator,
+    validators={"x-strict-float": _strict_float},
+    type_checker=_TYPE_CHECKER,
+)
+
+
+@cache
+def load_schema(name: str) -> dict:
+    """name: "train_network", "sdxl_train_network" or "dataset_config"."""
+    path = schema_path(f"{name}.schema.json")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"unknown schema {name!r}", path=path) from exc
+
+
+def validator_for(name: str) -> Draft202012Validator:
+    return TomlValidator(load_schema(name))
+
+
+def training_properties(script: str) -> dict[str, dict]:
+    return load_schema(script)["properties"]
+
+
+def training_defaults(script: str) -> dict[str, Any]:
+    """kohya's argparse defaults for every option that has one."""
+    return {
+        key: prop["default"]
+        for key, prop in training_properties(script).items()
+        if "default" in prop
+    }
+
+
+@dataclass(frozen=True)
+class TomlDocument:
+    path: Path
+    text: str
+    data: dict[str, Any]
+
+
+def load_toml(path: str | Path) -> TomlDocument:
+    """Read a TOML file; a missing or malformed file is a ConfigError naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError("file not found", path=path, hint="check the path") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError("expected a TOML file, got a folder", path=path) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("not a UTF-8 text file", path=path) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read file: {exc.strerror}", path=path) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"malformed TOML: {exc}", path=path, hint="fix the syntax at that line"
+        ) from exc
+    return TomlDocument(path, text, data)
+
+
+def flatten_training_config(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str | None]]:
+    """Flatten top-level tables as kohya does (later sections win).
+
+    Returns the flat options and, for each key, the section it came from (None for a
+    top-level key). Tables nested deeper than one level stay values, as in kohya.
+    """
+    flat: dict[str, Any] = {}
+    origin: dict[str, str | None] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for sub_key, sub_value in value.items():
+                flat[sub_key] = sub_value
+                origin[sub_key] = key
+        else:
+            flat[key] = value
+            origin[key] = None
+    return flat, origin
+
+
+def is_dataset_config(data: dict[str, Any]) -> bool:
+    """A dataset config has [general] and/or [[datasets]] and no training options."""
+    return "datasets" in data and isinstance(data.get("datasets"), list)
+
+
+def script_for_config(text: str, flat: dict[str, Any]) -> str:
+    """Which kohya script a training config is for.
+
+    The kohyagen marker comment wins; then SDXL-only options; then a model name
+    that says "xl". Everything else is train_network (SD1.x/SD2.x).
+    """
+    marker = SCRIPT_MARKER.search(text)
+    if marker and marker.group(1) in SCRIPTS:
+        return marker.group(1)
+    sd15_keys = set(training_properties(TRAIN_NETWORK))
+    if any(key not in sd15_keys for key in flat if key in training_properties(SDXL_TRAIN_NETWORK)):
+        return SDXL_TRAIN_NETWORK
+    model = str(flat.get("pretrained_model_name_or_path", "")).lower()
+    if re.search(r"(^|[^a-z])(sdxl|xl)([^a-z]|$)", model) or "sd_xl" in model:
+        return SDXL_TRAIN_NETWORK
+    return TRAIN_NETWORK
