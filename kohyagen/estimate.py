@@ -167,18 +167,21 @@ def _span(value: Any, *, what: str, path: Path | None = None) -> Span:
 # Used only when kohyagen.presets is not installed alongside (it is the real source of
 # GPU facts); VRAM in GB of the cards throughput.toml knows.
 _FALLBACK_VRAM = {
-    "rtx3060": 12,
+    "rtx3060-12": 12,
     "rtx3090": 24,
     "rtx4080": 16,
     "rtx4090": 24,
-    "rtx_a6000": 48,
+    "a6000": 48,
     "a10g": 24,
-    "a100": 40,
-    "a100_80gb": 80,
+    "a100-40": 40,
+    "a100-80": 80,
     "h100": 80,
     "l4": 24,
     "l40s": 48,
     "t4": 16,
+    "rtx5090": 32,
+    "v100": 16,
+    "h200": 141,
 }
 _GENERIC = re.compile(r"^(\d+)\s*gb$", re.IGNORECASE)
 
@@ -337,14 +340,46 @@ def steps_for(images_x_repeats: int, *, epochs: int, batch_size: int, grad_accum
 
 
 def memory_needed(
-    model: str, *, batch_size: int, resolution: int, gradient_checkpointing: bool = False
+    model: str,
+    *,
+    batch_size: int,
+    resolution: int,
+    gradient_checkpointing: bool = False,
+    optimizer: str | None = None,
+    unet_only: bool | None = None,
 ) -> float:
-    mem = throughput_data()["memory"][model]
+    """GPU memory in GB of a LoRA run. kohyagen.presets' VRAM model when it is installed
+    (the same one that chose the batch size), else the figures in throughput.toml; the
+    per-sample part scales with the pixel count against the model's native resolution."""
     native = throughput_data()["models"][model]["native_resolution"]
-    per_sample = mem["per_sample_gb"] * (resolution / native) ** 2
+    scale = (resolution / native) ** 2
+    try:
+        from kohyagen import presets
+    except ImportError:
+        presets = None
+    if presets is not None:
+        preset = presets.get_model(model)
+        kwargs = {
+            "gradient_checkpointing": gradient_checkpointing,
+            "optimizer": optimizer or "AdamW8bit",
+            "unet_only": unet_only,
+        }
+        base = presets.memory_need(preset, batch_size=0, **kwargs)
+        per_sample = presets.memory_need(preset, batch_size=1, **kwargs) - base
+        return round(base + per_sample * scale * batch_size, 1)
+    mem = throughput_data()["memory"][model]
+    per_sample = mem["per_sample_gb"] * scale
     if gradient_checkpointing:
         per_sample *= mem["checkpointing_factor"]
     return round(mem["base_gb"] + per_sample * batch_size, 1)
+
+
+def _memory_source(model: str) -> str:
+    try:
+        from kohyagen import presets  # noqa: F401
+    except ImportError:
+        return throughput_data()["memory"][model]["source"]
+    return "kohyagen's VRAM model (templates/presets/models.toml)"
 
 
 def estimate(
@@ -360,6 +395,8 @@ def estimate(
     steps_per_epoch: int | None = None,
     gradient_accumulation_steps: int = 1,
     gradient_checkpointing: bool = False,
+    optimizer: str | None = None,
+    unet_only: bool | None = None,
     prices: dict[str, dict[str, Any]] | None = None,
     own_price_per_hour: float | None = None,
 ) -> Estimate:
@@ -391,8 +428,10 @@ def estimate(
         batch_size=batch_size,
         resolution=resolution,
         gradient_checkpointing=gradient_checkpointing,
+        optimizer=optimizer,
+        unet_only=unet_only,
     )
-    sources = [f"memory ({model}): {data['memory'][model]['source']}"]
+    sources = [f"memory ({model}): {_memory_source(model)}"]
     if info.vram_gb is None:
         fits = "unknown"
         memory_out: float | None = None

@@ -76,7 +76,7 @@ def test_derived_gpu_says_so_and_cites_its_base():
     assert est.basis == "derived" and "50%" in est.certainty
     assert any(s.startswith("rtx3090:") for s in est.sources)
     # rtx3060 is the 3090 figure times its factor
-    f = throughput_data()["gpus"]["rtx3060"]["factor"]
+    f = throughput_data()["gpus"]["rtx3060-12"]["factor"]
     ref = estimate(model="sd15", gpu="rtx3090", images=30, epochs=10)
     assert est.train_minutes[1] == pytest.approx(ref.train_minutes[1] * f[1])
 

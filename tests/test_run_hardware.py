@@ -62,8 +62,8 @@ def test_detect_with_fake_nvidia_smi(fake_path):
     ("name", "vram", "expected"),
     [
         ("NVIDIA GeForce RTX 3090", 24, "rtx3090"),
-        ("NVIDIA A100-SXM4-40GB", 40, "a100"),
-        ("NVIDIA A100-SXM4-80GB", 80, "a100_80gb"),
+        ("NVIDIA A100-SXM4-40GB", 40, "a100-40"),
+        ("NVIDIA A100-SXM4-80GB", 80, "a100-80"),
         ("NVIDIA H100 80GB HBM3", 80, "h100"),
     ],
 )
