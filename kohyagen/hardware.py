@@ -152,7 +152,7 @@ def _named_presets() -> list[tuple[str, tuple[str, ...]]]:
             names = (p.name, p.label, *(getattr(p, "aliases", ()) or ()))
             out.append((p.name, names))
         return out
-    from kohyagen.estimate import throughput_data
+    from kohyagen.throughput import throughput_data
 
     return [(k, (k, *v.get("aliases", []))) for k, v in throughput_data()["gpus"].items()]
 
@@ -192,7 +192,7 @@ def preset_for(gpu: DetectedGpu) -> str:
 
 def _vram_contradicts(preset: str, vram_gb: float) -> bool:
     try:
-        from kohyagen.estimate import gpu_info
+        from kohyagen.throughput import gpu_info
 
         preset_vram = gpu_info(preset).vram_gb
     except Exception:

@@ -1,0 +1,422 @@
+"""The stages of `kohyagen run`, each a function of the run context.
+
+A stage returns (outputs, note) to be recorded in the manifest, or None when it has
+nothing to do (recorded as skipped). What a stage needs from an earlier one it reads
+from the manifest, never from memory, so that any stage can be the first one run when an
+interrupted run continues. kohyagen.pipeline runs them in order and keeps the books.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kohyagen.errors import (
+    BudgetExceeded,
+    DatasetError,
+    KohyagenError,
+    TrainingFailed,
+)
+from kohyagen.layout import IMAGE_EXTENSIONS
+from kohyagen.manifest import Manifest, collect_versions, hash_dataset
+
+if TYPE_CHECKING:
+    from kohyagen.pipeline import RunOptions
+
+Progress = Callable[[str, str], None]
+Confirm = Callable[[Any], bool]
+
+
+@dataclass
+class RunContext:
+    options: RunOptions
+    manifest: Manifest
+    run_dir: Path
+    progress: Progress
+    confirm: Confirm | None
+    notes: list[str] = field(default_factory=list)
+
+    def say(self, stage: str, message: str) -> None:
+        self.progress(stage, message)
+
+    def out(self, stage: str) -> dict[str, Any]:
+        return self.manifest.outputs(stage)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _gpu_name(options: RunOptions) -> tuple[str, str | None]:
+    if options.gpu.lower() != "auto":
+        return options.gpu, None
+    from kohyagen.hardware import detect_preset
+
+    preset, hardware = detect_preset()
+    if preset == "cpu":
+        return preset, hardware.note
+    return preset, f"{hardware.gpus[0].name} → GPU preset {preset}"
+
+
+def _missing_captions(train_dir: Path, caption_ext: str) -> list[Path]:
+    images = [
+        p
+        for p in sorted(train_dir.rglob("*"))
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(train_dir).parts)
+    ]
+    return [p for p in images if not p.with_suffix(caption_ext).is_file()]
+
+
+def _training_values(rendered_training: dict[str, Any], dataset_data: dict[str, Any]) -> dict:
+    """batch size, epochs, resolution, ... as kohya will use them (dataset TOML wins)."""
+    general = dataset_data.get("general", {}) if isinstance(dataset_data, dict) else {}
+    datasets = dataset_data.get("datasets", []) if isinstance(dataset_data, dict) else []
+    first = datasets[0] if datasets else {}
+    flat = rendered_training
+
+    def pick(key: str, train_key: str | None = None, default: Any = None) -> Any:
+        for source in (first, general):
+            if key in source:
+                return source[key]
+        return flat.get(train_key or key, default)
+
+    resolution = pick("resolution")
+    if isinstance(resolution, str):
+        resolution = int(resolution.split(",")[0])
+    elif isinstance(resolution, list):
+        resolution = int(max(resolution))
+    return {
+        "batch_size": int(pick("batch_size", "train_batch_size", 1)),
+        "epochs": int(flat.get("max_train_epochs") or 1),
+        "resolution": resolution,
+        "gradient_checkpointing": bool(flat.get("gradient_checkpointing", False)),
+        "gradient_accumulation_steps": int(flat.get("gradient_accumulation_steps", 1)),
+        "optimizer": flat.get("optimizer_type"),
+        "unet_only": bool(flat.get("network_train_unet_only", False)),
+        "seed": flat.get("seed"),
+    }
+
+
+# ---------------------------------------------------------------- stages
+
+
+def _stage_check(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
+    from kohyagen.dataset import check_dataset
+    from kohyagen.findings import count_errors
+
+    opts = ctx.options
+    report = check_dataset(opts.images, model=opts.model, trigger=opts.trigger)
+    errors = count_errors(list(report.findings))
+    if errors:
+        first = next(f for f in report.findings if f.severity.value == "error")
+        raise DatasetError(
+            f"the dataset check found {errors} error(s), first: {first.message}",
+            path=first.file or opts.images,
+            hint=(first.fix or "") + " (see `kohyagen check " + str(opts.images) + "`)",
+        )
+    digest = hash_dataset(opts.images)
+    ctx.manifest.update("dataset", source=digest.to_dict())
+    outputs = {
+        "kind": report.kind,
+        "images": report.image_count,
+        "images_x_repeats": report.images_x_repeats,
+        "steps_per_epoch": report.steps_per_epoch,
+        "caption_extension": report.caption_extension,
+        "warnings": sum(1 for f in report.findings if f.severity.value == "warning"),
+    }
+    return outputs, f"{report.image_count} images ({report.kind})"
+
+
+def _stage_prepare(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
+    opts = ctx.options
+    check = ctx.out("check")
+    if check.get("kind") == "train_dir":
+        return None  # skipped: kohya's layout already, used in place
+    from kohyagen.dataset import prepare_dataset
+
+    out = ctx.run_dir / "training_data"
+    if out.exists():
+        # A prepare that was interrupted: its copies are ours, start them again.
+        shutil.rmtree(out)
+    result = prepare_dataset(
+        opts.images, out, concept=opts.name, repeats="auto", trigger=opts.trigger
+    )
+    outputs = {
+        "train_dir": str(result.out_dir),
+        "subset_dir": str(result.subset_dir),
+        "repeats": result.repeats,
+        "copied": result.copied,
+        "converted": result.converted,
+        "captions_written": result.captions_written,
+    }
+    return outputs, f"{result.copied} images into {result.subset_dir.name}/"
+
+
+def _train_dir(ctx: RunContext) -> Path:
+    prepared = ctx.out("prepare").get("train_dir")
+    return Path(prepared) if prepared else Path(ctx.options.images).resolve()
+
+
+def _stage_tag(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
+    train_dir = _train_dir(ctx)
+    caption_ext = ctx.out("check").get("caption_extension") or ".txt"
+    missing = _missing_captions(train_dir, caption_ext)
+    if not missing:
+        return None
+    from kohyagen.tagging import tag_directory
+
+    ctx.say("tag", f"{len(missing)} image(s) have no {caption_ext} caption: tagging them")
+    result = tag_directory(
+        train_dir,
+        trigger=ctx.options.trigger,
+        caption_ext=caption_ext,
+        mode="skip",
+        recursive=True,
+        progress=None,
+    )
+    tagged = _count(result.tagged)
+    failed = _count(result.failed)
+    if failed:
+        raise KohyagenError(
+            f"{failed} image(s) could not be tagged",
+            path=train_dir,
+            hint="see `kohyagen tag` for details, or write their captions by hand",
+        )
+    if train_dir == Path(ctx.options.images).resolve():
+        # The captions were written into the user's own train dir: that is now its content.
+        ctx.manifest.update("dataset", source=hash_dataset(train_dir).to_dict())
+    outputs = {
+        "tagged": tagged,
+        "skipped": _count(result.skipped),
+        "caption_extension": caption_ext,
+    }
+    return outputs, f"tagged {tagged} image(s)"
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) else len(value)
+
+
+def _stage_config(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
+    from kohyagen.lint import lint_files
+    from kohyagen.render import render_configs, write_configs
+
+    opts = ctx.options
+    gpu, gpu_note = _gpu_name(opts)
+    if gpu_note:
+        ctx.say("config", f"GPU: {gpu_note}")
+    overrides = list(opts.overrides)
+    if opts.seed is not None and not any(o.split("=", 1)[0].strip() == "seed" for o in overrides):
+        overrides.append(f"seed={opts.seed}")
+    rendered = render_configs(
+        _train_dir(ctx),
+        model=opts.model,
+        gpu=gpu,
+        out_dir=ctx.run_dir,
+        name=opts.name,
+        trigger=opts.trigger,
+        base_model=opts.base_model,
+        overrides=tuple(overrides),
+        epochs=opts.epochs,
+    )
+    # This stage owns these two files; an interrupted earlier attempt may have left them.
+    write_configs(rendered, force=True)
+    from kohyagen.findings import count_errors
+
+    findings = lint_files([rendered.training_path, rendered.dataset_path], cwd=ctx.run_dir)
+    if count_errors(findings):
+        from kohyagen.errors import LintFailed
+
+        first = next(f for f in findings if f.severity.value == "error")
+        raise LintFailed(
+            f"the rendered config has {count_errors(findings)} error(s), first: "
+            f"{first.key or ''} {first.message}",
+            findings,
+            path=first.file or rendered.training_path,
+            hint=first.fix or "fix the --set override that caused it",
+        )
+    from kohyagen.schema import load_toml
+
+    dataset_data = load_toml(rendered.dataset_path).data
+    values = _training_values(dict(rendered.training), dataset_data)
+    ctx.manifest.set("seed", values["seed"])
+    ctx.manifest.update(
+        "configs",
+        training=str(rendered.training_path),
+        dataset=str(rendered.dataset_path),
+        gpu=gpu,
+        resolved=dict(rendered.training),
+        values=values,
+        notes=list(rendered.notes),
+    )
+    outputs = {
+        "training_config": str(rendered.training_path),
+        "dataset_config": str(rendered.dataset_path),
+        "gpu": gpu,
+    }
+    return outputs, f"{rendered.training_path.name} for {gpu}"
+
+
+def _stage_estimate(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
+    from kohyagen.estimate import estimate, load_prices
+
+    opts = ctx.options
+    configs = ctx.manifest.data.get("configs", {})
+    values = configs["values"]
+    check = ctx.out("check")
+    prepare = ctx.out("prepare")
+    if prepare.get("repeats"):
+        seen = check["images"] * int(prepare["repeats"])
+        per_epoch = None
+    else:
+        seen, per_epoch = check["images_x_repeats"], check.get("steps_per_epoch")
+    est = estimate(
+        model=opts.model,
+        gpu=configs["gpu"],
+        images=check["images"],
+        images_x_repeats=seen,
+        epochs=values["epochs"],
+        batch_size=values["batch_size"],
+        resolution=values["resolution"],
+        steps_per_epoch=per_epoch,
+        gradient_accumulation_steps=values["gradient_accumulation_steps"],
+        gradient_checkpointing=values["gradient_checkpointing"],
+        optimizer=values["optimizer"],
+        unet_only=values["unet_only"],
+        prices=load_prices(opts.prices_file),
+        own_price_per_hour=opts.price_per_hour,
+    )
+    data = est.to_dict()
+    ctx.manifest.update("estimate", **data)
+    ctx.say("estimate", _estimate_line(est))
+    if opts.budget is not None and est.budget_cost is not None and est.budget_cost > opts.budget:
+        raise BudgetExceeded(
+            f"estimated cost up to ${est.budget_cost:.2f} ({_estimate_basis(est)}) is above "
+            f"your budget of ${opts.budget:.2f}; nothing was trained",
+            path=ctx.run_dir,
+            hint="raise --budget, train fewer epochs (--epochs) or images, pick a cheaper "
+            "GPU, or give your real price with --price-per-hour",
+        )
+    if opts.budget is not None and est.budget_cost is None:
+        ctx.notes.append("no cost could be estimated for this machine, so --budget was not applied")
+    if est.fits == "no":
+        ctx.notes.append(f"memory: {est.notes[0] if est.notes else 'may not fit'}")
+    if ctx.confirm is not None and not ctx.confirm(est):
+        raise KohyagenError(
+            "stopped before training: not confirmed",
+            path=ctx.run_dir,
+            hint="run the same command again to continue (add --yes to skip the question)",
+        )
+    return {"steps": est.steps, "budget_cost": est.budget_cost}, _estimate_line(est)
+
+
+def _estimate_basis(est: Any) -> str:
+    if est.own_price_per_hour is not None:
+        return f"at your ${est.own_price_per_hour:.2f}/hour"
+    cheapest = min(est.costs, key=lambda c: c.cost[1])
+    return f"high end at {cheapest.label}"
+
+
+def _estimate_line(est: Any) -> str:
+    parts = [f"{est.steps} steps"]
+    if est.total_minutes:
+        low, high = est.total_minutes
+        parts.append(f"{low:.0f}-{high:.0f} min on {est.gpu_label} ({est.certainty})")
+    if est.budget_cost is not None:
+        parts.append(f"up to ${est.budget_cost:.2f}")
+    if est.fits in ("tight", "no"):
+        parts.append(f"VRAM {est.fits}")
+    return ", ".join(parts)
+
+
+def _stage_train(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
+    from kohyagen.launch import train
+
+    opts = ctx.options
+    configs = ctx.manifest.data["configs"]
+    if opts.backend != "builtin":
+        _record_sd_scripts(ctx)
+
+    def on_progress(event: Any) -> None:
+        ctx.say("train", str(event))
+
+    result = train(
+        Path(configs["training"]),
+        dataset_config=Path(configs["dataset"]),
+        sd_scripts=opts.sd_scripts,
+        run_dir=ctx.run_dir,
+        backend=opts.backend,
+        price_per_hour=opts.price_per_hour,
+        on_progress=on_progress,
+    )
+    status = str(getattr(result, "status", "ok"))
+    if status not in ("ok", "done", "success", "succeeded", "finished"):
+        raise TrainingFailed(
+            f"training {status}: {getattr(result, 'failure', None) or 'see train.log'}",
+            path=ctx.run_dir / "train.log",
+            hint="fix the cause above, then run the same command again to retry training",
+        )
+    outputs = {
+        "status": status,
+        "attempts": _count(getattr(result, "attempts", 1)),
+        "command": [str(c) for c in getattr(result, "command", []) or []],
+    }
+    return outputs, f"finished after {outputs['attempts']} attempt(s)"
+
+
+def _record_sd_scripts(ctx: RunContext) -> None:
+    try:
+        from kohyagen.launch import find_sd_scripts
+
+        path = find_sd_scripts(ctx.options.sd_scripts)
+    except KohyagenError:
+        if ctx.options.backend == "kohya":
+            raise
+        return  # backend auto without sd-scripts: the builtin trainer will run
+    ctx.manifest.update("versions", **collect_versions(path))
+
+
+def _stage_report(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
+    from kohyagen.report import write_report
+
+    write_report(ctx.run_dir)
+    outputs = {
+        name: str(ctx.run_dir / name)
+        for name in ("summary.json", "summary.md", "loss.png")
+        if (ctx.run_dir / name).is_file()
+    }
+    return outputs, "summary.json, summary.md" + (", loss.png" if "loss.png" in outputs else "")
+
+
+def _stage_pick(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
+    from kohyagen.checkpoints import pick
+
+    choice = pick(ctx.run_dir)
+    outputs = {
+        "lora": str(choice.path),
+        "best": str(choice.best_path) if choice.best_path else None,
+        "epoch": choice.epoch,
+        "step": choice.step,
+        "reason": choice.reason,
+    }
+    return outputs, f"{Path(choice.path).name}: {choice.reason}"
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[RunContext], Any]] = {
+    "check": _stage_check,
+    "prepare": _stage_prepare,
+    "tag": _stage_tag,
+    "config": _stage_config,
+    "estimate": _stage_estimate,
+    "train": _stage_train,
+    "report": _stage_report,
+    "pick": _stage_pick,
+}
+SKIP_NOTES = {
+    "prepare": "already in kohya's N_name/ layout: used in place",
+    "tag": "every image has a caption",
+}

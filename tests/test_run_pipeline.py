@@ -1,0 +1,266 @@
+"""The run pipeline's bookkeeping with stand-in stages: resume, budget, changed inputs.
+
+The real stages are exercised end to end in test_run_e2e.py; here each stage is replaced
+by a small function so that the orchestration itself is tested in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from kohyagen import stages
+from kohyagen.cli import main
+from kohyagen.errors import BudgetExceeded, RunStateError, TrainingFailed
+from kohyagen.manifest import DONE, FAILED, PENDING, RUNNING, SKIPPED, STAGES, Manifest
+from kohyagen.pipeline import RunOptions, run_pipeline
+from tests.conftest import make_image
+
+
+@pytest.fixture(autouse=True)
+def _no_user_prices(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "images"
+    for i in range(4):
+        make_image(folder / f"{i}.png", color=(i * 40, 10, 10))
+        (folder / f"{i}.txt").write_text(f"sks, picture {i}\n")
+    return folder
+
+
+class FakeStages:
+    """Stand-ins for the stages that need the other modules; estimate stays real."""
+
+    def __init__(self, monkeypatch, *, fail_train: int = 0):
+        self.calls: list[str] = []
+        self.fail_train = fail_train
+        fakes = {
+            "check": self.check,
+            "prepare": self.prepare,
+            "tag": self.tag,
+            "config": self.config,
+            "train": self.train,
+            "report": self.report,
+            "pick": self.pick,
+        }
+        real_estimate = stages.STAGE_FUNCTIONS["estimate"]
+
+        def estimate(ctx):
+            self.calls.append("estimate")
+            return real_estimate(ctx)
+
+        fakes["estimate"] = estimate
+        for name, fn in fakes.items():
+            monkeypatch.setitem(stages.STAGE_FUNCTIONS, name, fn)
+
+    def check(self, ctx):
+        self.calls.append("check")
+        ctx.manifest.update("dataset", source=stages.hash_dataset(ctx.options.images).to_dict())
+        return {"kind": "image_folder", "images": 4, "images_x_repeats": 4,
+                "steps_per_epoch": None, "caption_extension": ".txt"}, "4 images"  # fmt: skip
+
+    def prepare(self, ctx):
+        self.calls.append("prepare")
+        return {"train_dir": str(ctx.run_dir / "training_data"), "repeats": 10}, "prepared"
+
+    def tag(self, ctx):
+        self.calls.append("tag")
+        return None
+
+    def config(self, ctx):
+        self.calls.append("config")
+        ctx.manifest.update(
+            "configs",
+            training=str(ctx.run_dir / "training_config.toml"),
+            dataset=str(ctx.run_dir / "dataset_config.toml"),
+            gpu=ctx.options.gpu,
+            values={"batch_size": 2, "epochs": ctx.options.epochs or 10, "resolution": 512,
+                    "gradient_checkpointing": False, "gradient_accumulation_steps": 1,
+                    "optimizer": "AdamW8bit", "unet_only": False, "seed": 42},
+        )  # fmt: skip
+        return {"gpu": ctx.options.gpu}, "configs"
+
+    def train(self, ctx):
+        self.calls.append("train")
+        if self.fail_train:
+            self.fail_train -= 1
+            raise KeyboardInterrupt
+        (ctx.run_dir / "output").mkdir(exist_ok=True)
+        (ctx.run_dir / "output" / "x.safetensors").write_bytes(b"lora")
+        return {"status": "ok", "attempts": 1}, "trained"
+
+    def report(self, ctx):
+        self.calls.append("report")
+        (ctx.run_dir / "summary.json").write_text("{}")
+        return {"summary.json": str(ctx.run_dir / "summary.json")}, "report"
+
+    def pick(self, ctx):
+        self.calls.append("pick")
+        lora = ctx.run_dir / "output" / "x.safetensors"
+        return {"lora": str(lora), "epoch": 2, "reason": "lowest loss"}, "x"
+
+
+def options(images, tmp_path, **kw):
+    base = {"images": images, "name": "x", "trigger": "sks", "gpu": "rtx4090",
+            "run_dir": tmp_path / "run"}  # fmt: skip
+    base.update(kw)
+    return RunOptions(**base)
+
+
+def test_full_run_records_every_stage(monkeypatch, images, tmp_path):
+    fake = FakeStages(monkeypatch)
+    result = run_pipeline(options(images, tmp_path))
+    assert fake.calls == list(STAGES)
+    m = Manifest.load(tmp_path / "run")
+    assert [m.status(s) for s in STAGES] == [DONE, DONE, SKIPPED, DONE, DONE, DONE, DONE, DONE]
+    assert m.stage("tag")["note"] == "every image has a caption"
+    assert m.data["estimate"]["steps"] == 4 * 10 * 10 // 2
+    assert result.lora == tmp_path / "run" / "output" / "x.safetensors"
+    assert result.resumed_from is None and not result.already_finished
+
+
+def test_finished_run_is_not_trained_twice(monkeypatch, images, tmp_path):
+    fake = FakeStages(monkeypatch)
+    run_pipeline(options(images, tmp_path))
+    fake.calls.clear()
+    result = run_pipeline(options(images, tmp_path))
+    assert fake.calls == []
+    assert result.already_finished and result.lora is not None
+
+
+def test_interrupted_training_resumes_at_train(monkeypatch, images, tmp_path):
+    fake = FakeStages(monkeypatch, fail_train=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(options(images, tmp_path))
+    m = Manifest.load(tmp_path / "run")
+    assert m.status("train") == FAILED and m.stage("train")["error"] == "interrupted"
+    config_finished = m.stage("config")["finished"]
+    fake.calls.clear()
+    result = run_pipeline(options(images, tmp_path))
+    assert fake.calls == ["train", "report", "pick"]
+    assert result.resumed_from == "train"
+    m = Manifest.load(tmp_path / "run")
+    assert m.stage("config")["finished"] == config_finished
+    assert m.stage("train")["attempts"] == 2
+
+
+def test_killed_process_leaves_stage_running_and_resumes(monkeypatch, images, tmp_path):
+    fake = FakeStages(monkeypatch)
+    run_pipeline(options(images, tmp_path), stop_after="estimate")
+    m = Manifest.load(tmp_path / "run")
+    m.start("train")  # as if the process was killed -9 during training
+    assert Manifest.load(tmp_path / "run").status("train") == RUNNING
+    fake.calls.clear()
+    run_pipeline(options(images, tmp_path))
+    assert fake.calls == ["train", "report", "pick"]
+
+
+def test_budget_below_estimate_stops_before_training(monkeypatch, images, tmp_path):
+    fake = FakeStages(monkeypatch)
+    with pytest.raises(BudgetExceeded) as info:
+        run_pipeline(options(images, tmp_path, budget=0.001))
+    assert "train" not in fake.calls
+    assert "budget" in str(info.value)
+    m = Manifest.load(tmp_path / "run")
+    assert m.status("estimate") == FAILED and m.status("train") == PENDING
+    # a higher budget continues from the estimate, without redoing the earlier stages
+    fake.calls.clear()
+    run_pipeline(options(images, tmp_path, budget=100.0))
+    assert fake.calls == ["estimate", "train", "report", "pick"]
+
+
+def test_budget_cli_exit_code_is_1(monkeypatch, images, tmp_path):
+    fake = FakeStages(monkeypatch)
+    result = CliRunner().invoke(
+        main,
+        ["run", str(images), "--name", "x", "--trigger", "sks", "--gpu", "rtx4090",
+         "--run-dir", str(tmp_path / "run"), "--budget", "0.01", "--yes"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "budget" in result.output and "nothing was trained" in result.output
+    assert "train" not in fake.calls
+
+
+def test_changed_images_are_detected_and_explained(monkeypatch, images, tmp_path):
+    FakeStages(monkeypatch, fail_train=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(options(images, tmp_path))
+    make_image(images / "new.png")
+    (images / "0.txt").write_text("sks, changed\n")
+    with pytest.raises(RunStateError) as info:
+        run_pipeline(options(images, tmp_path))
+    text = str(info.value)
+    assert "1 added (new.png)" in text and "1 changed (0.txt)" in text and "--restart" in text
+
+
+def test_restart_moves_the_old_run_aside(monkeypatch, images, tmp_path):
+    fake = FakeStages(monkeypatch)
+    run_pipeline(options(images, tmp_path))
+    make_image(images / "new.png")
+    fake.calls.clear()
+    run_pipeline(options(images, tmp_path, restart=True))
+    assert fake.calls == list(STAGES)
+    previous = list((tmp_path / "run" / "previous").iterdir())
+    assert len(previous) == 1 and (previous[0] / "kohyagen.json").is_file()
+    assert (previous[0] / "output" / "x.safetensors").read_bytes() == b"lora"
+
+
+def test_other_inputs_in_same_run_dir_are_refused(monkeypatch, images, tmp_path):
+    FakeStages(monkeypatch)
+    run_pipeline(options(images, tmp_path), stop_after="check")
+    with pytest.raises(RunStateError) as info:
+        run_pipeline(options(images, tmp_path, model="sdxl"))
+    assert "model" in str(info.value)
+
+
+def test_foreign_folder_is_not_touched(images, tmp_path):
+    foreign = tmp_path / "run"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("keep")
+    with pytest.raises(RunStateError):
+        run_pipeline(options(images, tmp_path))
+    assert [p.name for p in foreign.iterdir()] == ["mine.txt"]
+
+
+def test_training_failure_is_recorded_and_exit_3(monkeypatch, images, tmp_path):
+    fake = FakeStages(monkeypatch)
+
+    def failing(ctx):
+        raise TrainingFailed("CUDA out of memory", path=ctx.run_dir / "train.log")
+
+    monkeypatch.setitem(stages.STAGE_FUNCTIONS, "train", failing)
+    result = CliRunner().invoke(
+        main,
+        ["run", str(images), "--name", "x", "--trigger", "sks", "--gpu", "rtx4090",
+         "--run-dir", str(tmp_path / "run"), "--yes"],
+    )  # fmt: skip
+    assert result.exit_code == 3, result.output
+    m = Manifest.load(tmp_path / "run")
+    assert m.status("train") == FAILED and "out of memory" in m.stage("train")["error"]
+    assert "report" not in fake.calls
+
+
+def test_not_confirmed_stops_before_training(monkeypatch, images, tmp_path):
+    fake = FakeStages(monkeypatch)
+    seen = []
+    with pytest.raises(Exception, match="not confirmed"):
+        run_pipeline(options(images, tmp_path), confirm=lambda est: seen.append(est) or False)
+    assert seen and seen[0].steps > 0 and "train" not in fake.calls
+
+
+def test_cli_prints_where_the_lora_is_and_how_to_use_it(monkeypatch, images, tmp_path):
+    FakeStages(monkeypatch)
+    args = ["run", str(images), "--name", "x", "--trigger", "sks", "--gpu", "rtx4090",
+            "--run-dir", str(tmp_path / "run"), "--yes"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "x.safetensors" in out and "models/Lora" in out and "models/loras" in out
+    assert "<lora:x:0.8>" in out and "sks" in out
+    data = json.loads(CliRunner().invoke(main, [*args, "--json"]).stdout)
+    assert data["already_finished"] and data["lora"].endswith("x.safetensors")
