@@ -26,6 +26,8 @@ from kohyagen.manifest import Manifest, collect_versions, hash_dataset
 if TYPE_CHECKING:
     from kohyagen.pipeline import RunOptions
 
+CPU = "cpu"
+CPU_RENDER_PRESET = "80gb"
 Progress = Callable[[str, str], None]
 Confirm = Callable[[Any], bool]
 
@@ -142,9 +144,9 @@ def _stage_prepare(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
     if out.exists():
         # A prepare that was interrupted: its copies are ours, start them again.
         shutil.rmtree(out)
-    result = prepare_dataset(
-        opts.images, out, concept=opts.name, repeats="auto", trigger=opts.trigger
-    )
+    # No trigger here: the tag stage must still see which images had no caption of their
+    # own; it tags those and then puts the trigger first in every caption of this copy.
+    result = prepare_dataset(opts.images, out, concept=opts.name, repeats="auto")
     outputs = {
         "train_dir": str(result.out_dir),
         "subset_dir": str(result.subset_dir),
@@ -163,38 +165,60 @@ def _train_dir(ctx: RunContext) -> Path:
 
 def _stage_tag(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
     train_dir = _train_dir(ctx)
+    ours = bool(ctx.out("prepare").get("train_dir"))
     caption_ext = ctx.out("check").get("caption_extension") or ".txt"
     missing = _missing_captions(train_dir, caption_ext)
-    if not missing:
-        return None
-    from kohyagen.tagging import tag_directory
+    outputs: dict[str, Any] = {"caption_extension": caption_ext, "tagged": 0, "trigger_added": 0}
+    notes = []
+    if missing:
+        from kohyagen.tagging import tag_directory
 
-    ctx.say("tag", f"{len(missing)} image(s) have no {caption_ext} caption: tagging them")
-    result = tag_directory(
-        train_dir,
-        trigger=ctx.options.trigger,
-        caption_ext=caption_ext,
-        mode="skip",
-        recursive=True,
-        progress=None,
-    )
-    tagged = _count(result.tagged)
-    failed = _count(result.failed)
-    if failed:
-        raise KohyagenError(
-            f"{failed} image(s) could not be tagged",
-            path=train_dir,
-            hint="see `kohyagen tag` for details, or write their captions by hand",
+        ctx.say("tag", f"{len(missing)} image(s) have no {caption_ext} caption: tagging them")
+        result = tag_directory(
+            train_dir,
+            trigger=ctx.options.trigger,
+            caption_ext=caption_ext,
+            mode="skip",
+            recursive=True,
         )
-    if train_dir == Path(ctx.options.images).resolve():
+        failed = _count(result.failed)
+        if failed:
+            raise KohyagenError(
+                f"{failed} image(s) could not be tagged",
+                path=train_dir,
+                hint="see `kohyagen tag` for details, or write their captions by hand",
+            )
+        outputs["tagged"] = _count(result.tagged)
+        notes.append(f"tagged {outputs['tagged']} image(s)")
+    if ours:
+        # Our own copy of the user's captions: every caption gets the trigger first.
+        outputs["trigger_added"] = _ensure_trigger(train_dir, caption_ext, ctx.options.trigger)
+        if outputs["trigger_added"]:
+            notes.append(
+                f"trigger '{ctx.options.trigger}' put first in {outputs['trigger_added']} caption(s)"
+            )
+    if not missing and not outputs["trigger_added"]:
+        return None
+    if missing and not ours:
         # The captions were written into the user's own train dir: that is now its content.
         ctx.manifest.update("dataset", source=hash_dataset(train_dir).to_dict())
-    outputs = {
-        "tagged": tagged,
-        "skipped": _count(result.skipped),
-        "caption_extension": caption_ext,
-    }
-    return outputs, f"tagged {tagged} image(s)"
+    return outputs, "; ".join(notes)
+
+
+def _ensure_trigger(train_dir: Path, caption_ext: str, trigger: str) -> int:
+    from kohyagen.captions import trigger_first
+
+    changed = 0
+    for caption in sorted(train_dir.rglob(f"*{caption_ext}")):
+        text = caption.read_text(encoding="utf-8", errors="replace")
+        first, _, rest = text.partition("\n")
+        updated = trigger_first(first, trigger)
+        if updated != first.strip():
+            tmp = caption.with_name(caption.name + ".tmp")
+            tmp.write_text(updated + "\n" + rest, encoding="utf-8")
+            tmp.replace(caption)
+            changed += 1
+    return changed
 
 
 def _count(value: Any) -> int:
@@ -210,12 +234,23 @@ def _stage_config(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     if gpu_note:
         ctx.say("config", f"GPU: {gpu_note}")
     overrides = list(opts.overrides)
-    if opts.seed is not None and not any(o.split("=", 1)[0].strip() == "seed" for o in overrides):
+    given = {o.split("=", 1)[0].strip().split(".")[-1] for o in overrides}
+    if opts.seed is not None and "seed" not in given:
         overrides.append(f"seed={opts.seed}")
+    render_gpu = gpu
+    if gpu == CPU:
+        # No GPU preset describes a CPU: render for a roomy generic card, in full precision.
+        render_gpu = CPU_RENDER_PRESET
+        if "mixed_precision" not in given:
+            overrides.append("mixed_precision=no")
+        ctx.notes.append(
+            "no GPU: configs rendered for the generic "
+            f"{CPU_RENDER_PRESET} preset with mixed_precision=no, to train on the CPU"
+        )
     rendered = render_configs(
         _train_dir(ctx),
         model=opts.model,
-        gpu=gpu,
+        gpu=render_gpu,
         out_dir=ctx.run_dir,
         name=opts.name,
         trigger=opts.trigger,
@@ -243,6 +278,11 @@ def _stage_config(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
 
     dataset_data = load_toml(rendered.dataset_path).data
     values = _training_values(dict(rendered.training), dataset_data)
+    plan = getattr(rendered, "plan", None) or {}
+    if plan.get("images_x_repeats"):
+        # render knows what kohya will train on per epoch (after a validation split)
+        values["images_x_repeats"] = plan["images_x_repeats"]
+        values["steps_per_epoch"] = plan.get("steps_per_epoch")
     ctx.manifest.set("seed", values["seed"])
     ctx.manifest.update(
         "configs",
@@ -269,7 +309,9 @@ def _stage_estimate(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     values = configs["values"]
     check = ctx.out("check")
     prepare = ctx.out("prepare")
-    if prepare.get("repeats"):
+    if values.get("images_x_repeats"):
+        seen, per_epoch = values["images_x_repeats"], values.get("steps_per_epoch")
+    elif prepare.get("repeats"):
         seen = check["images"] * int(prepare["repeats"])
         per_epoch = None
     else:
