@@ -456,3 +456,37 @@ def queue_item_cmd(
 
 
 COMMANDS += [queue_cmd, queue_item_cmd]
+
+
+@click.command("demo")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("kohyagen-demo"),
+    show_default=True,
+    help="Where the tiny model, the images and the run go.",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def demo_cmd(directory: Path, epochs: int, as_json: bool) -> None:
+    """Run the whole pipeline on a tiny random model and a generated dataset, offline on
+    the CPU (about a minute): see every stage work before renting a GPU."""
+    from kohyagen.demo import run_demo
+
+    if not as_json:
+        click.echo(
+            f"kohyagen demo in {directory.resolve()} (tiny random model, CPU, offline)", err=True
+        )
+    result = run_demo(directory, progress=_ProgressPrinter(quiet=as_json), epochs=epochs)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    print_usage(result)
+    click.echo(
+        "\nThis LoRA comes from a tiny random model, so it is only a demonstration. For a "
+        "real one: kohyagen run YOUR_IMAGES --name NAME --trigger WORD --model sd15 --gpu auto"
+    )
+
+
+COMMANDS.append(demo_cmd)
