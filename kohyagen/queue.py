@@ -301,11 +301,11 @@ def run_item(
         backend=backend or "auto",
         on_progress=(lambda event: progress("train", str(event))) if progress else None,
     )
-    status = str(getattr(outcome, "status", "ok"))
-    if status not in ("ok", "done", "success", "succeeded", "finished"):
+    if hasattr(outcome, "raise_for_status"):
+        outcome.raise_for_status()
+    elif str(getattr(outcome, "status", "succeeded")) not in ("ok", "succeeded"):
         raise TrainingFailed(
-            f"training {status}: {getattr(outcome, 'failure', None) or 'see train.log'}",
-            path=entry.run_dir / "train.log",
+            f"training {outcome.status}: see train.log", path=entry.run_dir / "train.log"
         )
     write_report(entry.run_dir)
     choice = pick(entry.run_dir)

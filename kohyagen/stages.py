@@ -384,7 +384,7 @@ def _stage_train(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
         _record_sd_scripts(ctx)
 
     def on_progress(event: Any) -> None:
-        ctx.say("train", str(event))
+        ctx.say("train", format_progress(event))
 
     result = train(
         Path(configs["training"]),
@@ -395,8 +395,10 @@ def _stage_train(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
         price_per_hour=opts.price_per_hour,
         on_progress=on_progress,
     )
-    status = str(getattr(result, "status", "ok"))
-    if status not in ("ok", "done", "success", "succeeded", "finished"):
+    status = str(getattr(result, "status", "succeeded"))
+    if hasattr(result, "raise_for_status"):
+        result.raise_for_status()
+    elif status not in ("ok", "succeeded"):
         raise TrainingFailed(
             f"training {status}: {getattr(result, 'failure', None) or 'see train.log'}",
             path=ctx.run_dir / "train.log",
@@ -408,6 +410,30 @@ def _stage_train(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
         "command": [str(c) for c in getattr(result, "command", []) or []],
     }
     return outputs, f"finished after {outputs['attempts']} attempt(s)"
+
+
+def format_progress(event: Any) -> str:
+    """One line from the launcher's progress event (kohyagen.launch.Progress)."""
+    message = getattr(event, "message", None)
+    if message:
+        return str(message)
+    step, total = getattr(event, "step", None), getattr(event, "total_steps", None)
+    if step is None:
+        return str(event)
+    parts = [f"step {step}/{total or '?'}"]
+    epoch, epochs = getattr(event, "epoch", None), getattr(event, "total_epochs", None)
+    if epoch is not None:
+        parts.append(f"epoch {epoch}/{epochs or '?'}")
+    loss = getattr(event, "loss", None)
+    if loss is not None:
+        parts.append(f"loss {loss:.4g}")
+    eta = getattr(event, "eta_s", None)
+    if eta is not None:
+        parts.append(f"eta {eta / 60:.1f} min" if eta >= 90 else f"eta {eta:.0f} s")
+    cost = getattr(event, "cost", None)
+    if cost is not None:
+        parts.append(f"${cost:.2f} so far")
+    return ", ".join(parts)
 
 
 def _record_sd_scripts(ctx: RunContext) -> None:
