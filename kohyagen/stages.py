@@ -334,7 +334,6 @@ def _stage_estimate(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     )
     data = est.to_dict()
     ctx.manifest.update("estimate", **data)
-    ctx.say("estimate", _estimate_line(est))
     if opts.budget is not None and est.budget_cost is not None and est.budget_cost > opts.budget:
         raise BudgetExceeded(
             f"estimated cost up to ${est.budget_cost:.2f} ({_estimate_basis(est)}) is above "

@@ -42,11 +42,12 @@ def resolve_gpu(gpu: str) -> tuple[str, str | None]:
 
 
 def print_estimate(est, *, gpu_note: str | None = None) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     console = stdout_console()
     if gpu_note:
-        console.print(f"[dim]GPU: {gpu_note}[/dim]")
+        console.print(f"[dim]GPU: {escape(gpu_note)}[/dim]")
     console.print(
         f"[bold]{est.model}[/bold] on [bold]{est.gpu_label}[/bold]: {est.images} images, "
         f"{est.images_x_repeats} images x repeats per epoch, {est.epochs} epochs, "
@@ -84,7 +85,7 @@ def print_estimate(est, *, gpu_note: str | None = None) -> None:
     if est.own_cost is not None:
         console.print(f"at your ${est.own_price_per_hour:.2f}/hour: {_dollars(est.own_cost)}")
     for note in est.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
     console.print("[dim]sources: kohyagen/templates/throughput.toml, providers.toml[/dim]")
 
 
@@ -226,7 +227,7 @@ def print_usage(result) -> None:
     console.print()
     console.print(f"[bold green]LoRA ready:[/bold green] {escape(str(result.lora))}")
     if result.epoch is not None:
-        console.print(f"chosen: epoch {result.epoch} — {result.reason}")
+        console.print(f"chosen: epoch {result.epoch} — {escape(str(result.reason))}")
     if result.summary_json:
         console.print(
             f"report: {result.summary_json.with_suffix('.md')}  loss plot: {result.loss_png}"
@@ -241,7 +242,7 @@ def print_usage(result) -> None:
         emoji=False,
     )
     for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
 
 
 def _confirm_factory(yes: bool, as_json: bool):
