@@ -475,11 +475,11 @@ def demo_cmd(directory: Path, epochs: int, as_json: bool) -> None:
     the CPU (about a minute): see every stage work before renting a GPU."""
     from kohyagen.demo import run_demo
 
-    if not as_json:
-        click.echo(
-            f"kohyagen demo in {directory.resolve()} (tiny random model, CPU, offline)", err=True
-        )
-    result = run_demo(directory, progress=_ProgressPrinter(quiet=as_json), epochs=epochs)
+    # Progress goes to stderr, so it is shown with --json too (stdout stays pure JSON).
+    click.echo(
+        f"kohyagen demo in {directory.resolve()} (tiny random model, CPU, offline)", err=True
+    )
+    result = run_demo(directory, progress=_ProgressPrinter(), epochs=epochs)
     if as_json:
         emit_json(result.to_dict())
         return
