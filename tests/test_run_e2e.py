@@ -84,30 +84,30 @@ def test_budget_below_estimate_stops_before_training(tmp_path, tiny_model):
     assert m.data["configs"]["gpu"] == "rtx4090"
 
 
-def test_interrupted_run_continues_without_redoing_earlier_stages(
-    tmp_path, tiny_model, subprocess_env
-):
-    images = tmp_path / "images"
-    make_demo_dataset(images, count=4)
-    run_dir = tmp_path / "run"
+def test_demo_interrupted_then_run_continues_and_is_not_trained_twice(tmp_path, subprocess_env):
+    """Ctrl-C during the demo's training; `kohyagen run` with the same inputs continues at
+    the train stage without redoing the earlier ones and ends with a chosen LoRA and its
+    report; `kohyagen demo` afterwards finds the run finished and trains nothing."""
+    demo_dir = tmp_path / "demo"
+    run_dir = demo_dir / "run"
     env = dict(subprocess_env)
     env["PATH"] = os.environ["PATH"]
     env["XDG_CONFIG_HOME"] = os.environ["XDG_CONFIG_HOME"]
-    # A Ctrl-C while the trainer is at work: the whole process group gets SIGINT.
+    # Ctrl-C reaches the whole foreground process group: kohyagen and the trainer.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kohyagen", *run_args(images, run_dir, tiny_model, "--epochs", "3")],
+        [sys.executable, "-m", "kohyagen", "demo", "--dir", str(demo_dir), "--epochs", "2"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
             log = run_dir / "train.log"
             if log.is_file() and "steps:" in log.read_text(errors="replace"):
                 break
             if proc.poll() is not None:
-                pytest.fail("run ended before training started:\n" + proc.stdout.read())
-            time.sleep(0.5)
+                pytest.fail("demo ended before training started:\n" + proc.stdout.read())
+            time.sleep(0.3)
         else:
             pytest.fail("training did not start in time")
         os.killpg(proc.pid, signal.SIGINT)
@@ -122,15 +122,17 @@ def test_interrupted_run_continues_without_redoing_earlier_stages(
     before = stage_times(run_dir)
     subset = next((run_dir / "training_data").iterdir())
     copies = {p.name: p.stat().st_mtime_ns for p in subset.iterdir()}
+    configs = {p: p.stat().st_mtime_ns for p in run_dir.glob("*_config.toml")}
 
-    # The same command again continues at the train stage.
-    result = CliRunner().invoke(
-        main, run_args(images, run_dir, tiny_model, "--epochs", "3", "--json")
-    )
+    args = ["run", str(demo_dir / "images"), "--name", "demo", "--trigger", "kgdemo",
+            "--base-model", str(demo_dir / "tiny-sd15"), "--backend", "builtin", "--gpu", "cpu",
+            "--run-dir", str(run_dir), "--epochs", "2", "--seed", "0", "--yes", "--json"]  # fmt: skip
+    for override in DEMO_OVERRIDES:
+        args += ["--set", override]
+    result = CliRunner().invoke(main, args)
     if result.exit_code != 0:
-        pytest.fail(
-            result.output + "\n" + (run_dir / "train.log").read_text(errors="replace")[-3000:]
-        )
+        log = (run_dir / "train.log").read_text(errors="replace")[-3000:]
+        pytest.fail(f"{result.output}\n{log}")
     data = json.loads(result.stdout)
     assert data["resumed_from"] == "train"
     after = stage_times(run_dir)
@@ -139,18 +141,19 @@ def test_interrupted_run_continues_without_redoing_earlier_stages(
     assert {p.name: p.stat().st_mtime_ns for p in subset.iterdir()} == copies
     m = Manifest.load(run_dir)
     assert m.stage("train")["attempts"] == 2
+    assert all(m.status(s) == DONE for s in STAGES if s != "tag")
     lora = Path(data["lora"])
     assert lora.is_file() and lora.suffix == ".safetensors"
     assert (run_dir / "summary.json").is_file() and (run_dir / "loss.png").is_file()
     assert json.loads((run_dir / "summary.json").read_text())
-    assert m.data["versions"]["kohyagen"] and m.data["seed"] == 1
+    assert m.data["versions"]["kohyagen"] and m.data["seed"] == 0
     assert m.data["dataset"]["source"]["digest"]
+    assert configs  # the configs the train stage used are still there
+    assert "<lora:" not in result.stdout  # --json prints JSON only
 
-    # Finished: a third call does not train again.
     log_size = (run_dir / "train.log").stat().st_size
-    again = CliRunner().invoke(
-        main, run_args(images, run_dir, tiny_model, "--epochs", "3", "--json")
-    )
+    again = CliRunner().invoke(main, ["demo", "--dir", str(demo_dir), "--epochs", "2", "--json"])
     assert again.exit_code == 0, again.output
-    assert json.loads(again.stdout)["already_finished"]
+    final = json.loads(again.stdout)
+    assert final["already_finished"] and final["lora"] == data["lora"]
     assert (run_dir / "train.log").stat().st_size == log_size
