@@ -118,19 +118,27 @@ def parse_resolution(value: Any) -> tuple[int, int] | None:
     return None
 
 
-def _dataset_contexts(flat: dict, dataset: TomlDocument | None) -> list[tuple[str, dict]]:
-    """Effective dataset-level values per [[datasets]] entry (with the training fallback)."""
+def _dataset_contexts(flat: dict, dataset: TomlDocument | None) -> list[tuple[dict, dict]]:
+    """Effective dataset-level values per [[datasets]] entry (with the training fallback).
+
+    Each entry is (values, labels): labels says where each value was written
+    ("datasets[0].resolution", "general.resolution" or the training key).
+    """
     base = {RENAMED_IN_DATASET.get(k, k): v for k, v in flat.items()}
+    base_labels = {RENAMED_IN_DATASET.get(k, k): k for k in flat}
     if dataset is None:
-        return [("", base)]
-    general = dataset.data.get("general", {}) if isinstance(dataset.data, dict) else {}
+        return [(base, base_labels)]
+    general = dataset.data.get("general", {})
+    general = general if isinstance(general, dict) else {}
+    values = {**base, **general}
+    labels = {**base_labels, **{k: f"general.{k}" for k in general}}
     datasets = dataset.data.get("datasets", [])
     if not isinstance(datasets, list) or not datasets:
-        return [("general", {**base, **(general if isinstance(general, dict) else {})})]
+        return [(values, labels)]
     out = []
     for i, ds in enumerate(datasets):
         own = {k: v for k, v in ds.items() if k != "subsets"} if isinstance(ds, dict) else {}
-        out.append((f"datasets[{i}]", {**base, **general, **own}))
+        out.append(({**values, **own}, {**labels, **{k: f"datasets[{i}].{k}" for k in own}}))
     return out
 
 
@@ -213,13 +221,18 @@ def cross_key_findings(
                      file, "optimizer_type",
                      f'optimizer_type = "{close}"' if close else 'optimizer_type = "AdamW8bit"'))  # fmt: skip
     step_multiple = 32 if script == SDXL_TRAIN_NETWORK else 64
-    for where, ctx in _dataset_contexts(flat, dataset):
-        prefix = f"{where}." if where else ""
+    for ctx, labels in _dataset_contexts(flat, dataset):
+
+        def where(key: str, labels=labels) -> tuple[str, str]:
+            label = labels.get(key, key)
+            in_dataset = dataset is not None and label != key
+            return (str(dataset.path) if in_dataset else file), label
+
         steps = ctx.get("bucket_reso_steps", 64)
         if isinstance(steps, int) and steps % step_multiple:
             add(_finding(Severity.ERROR, "bucket-steps",
                          f"bucket_reso_steps {steps} is not divisible by {step_multiple} "
-                         "(kohya asserts)", file, f"{prefix}bucket_reso_steps",
+                         "(kohya asserts)", *where("bucket_reso_steps"),
                          f"bucket_reso_steps = {step_multiple if steps < 64 else 64}"))  # fmt: skip
         res = parse_resolution(ctx.get("resolution"))
         if res is None or not ctx.get("enable_bucket"):
@@ -228,12 +241,12 @@ def cross_key_findings(
         if isinstance(low, int) and low > min(res):
             add(_finding(Severity.ERROR, "min-bucket-above-resolution",
                          f"min_bucket_reso {low} is larger than the resolution {min(res)} "
-                         "(kohya asserts)", file, f"{prefix}min_bucket_reso",
+                         "(kohya asserts)", *where("min_bucket_reso"),
                          f"min_bucket_reso = {max(64, min(res) // 2 // 64 * 64)}"))  # fmt: skip
         if isinstance(high, int) and high < max(res):
             add(_finding(Severity.ERROR, "max-bucket-below-resolution",
                          f"max_bucket_reso {high} is smaller than the resolution {max(res)} "
-                         "(kohya asserts)", file, f"{prefix}max_bucket_reso",
+                         "(kohya asserts)", *where("max_bucket_reso"),
                          f"max_bucket_reso = {max(res) * 2}"))  # fmt: skip
     return out
 
@@ -298,7 +311,7 @@ def _dataset_overlap_findings(file: str, flat: dict, dataset: TomlDocument) -> l
                 file, key, f"remove it; the folders are listed in {ds_name}"))  # fmt: skip
     levels = dataset_level_keys()
     known = levels["general"] | levels["datasets"] | levels["subsets"]
-    contexts = _dataset_contexts({}, dataset)
+    contexts = [ctx for ctx, _ in _dataset_contexts({}, dataset)]
     subsets = [
         s
         for ds in dataset.data.get("datasets", []) or []
@@ -310,7 +323,7 @@ def _dataset_overlap_findings(file: str, flat: dict, dataset: TomlDocument) -> l
         ds_key = RENAMED_IN_DATASET.get(key, key)
         if ds_key not in known or key in IGNORED_WITH_DATASET_CONFIG:
             continue
-        theirs = [ctx[ds_key] for _, ctx in contexts if ds_key in ctx]
+        theirs = [ctx[ds_key] for ctx in contexts if ds_key in ctx]
         theirs += [s[ds_key] for s in subsets if ds_key in s]
         if key == "resolution":
             differing = [v for v in theirs if parse_resolution(v) != parse_resolution(value)]
@@ -356,7 +369,7 @@ def lint_training_config(
                                  "no data", file, "train_data_dir",
                                  'dataset_config = "/abs/path/dataset_config.toml"'))  # fmt: skip
     contexts = _dataset_contexts(flat, dataset)
-    missing_res = any(parse_resolution(ctx.get("resolution")) is None for _, ctx in contexts)
+    missing_res = any(parse_resolution(ctx.get("resolution")) is None for ctx, _ in contexts)
     if missing_res and "resolution" not in flat:
         findings.append(_finding(Severity.ERROR, "missing-resolution",
                                  "resolution is not set here or in the dataset config "

@@ -133,6 +133,12 @@ def _safe_name(text: str) -> str:
     return name or "lora"
 
 
+def default_name(layout: TrainDirLayout, name: str | None = None) -> str:
+    """The LoRA name: as given, else the first folder's class tokens, else the folder name."""
+    tokens = next((s.class_tokens for s in layout.subsets if s.class_tokens), "")
+    return _safe_name(name or tokens or layout.root.name)
+
+
 def _resolve_base_model(base_model: str | None, model: ModelPreset, cwd: Path) -> tuple[str, str]:
     if base_model is None:
         return model.default_base_model, "the preset's default base model (a Hugging Face id)"
@@ -228,7 +234,7 @@ def render_configs(
     notes: list[str] = []
 
     first_tokens = next((s.class_tokens for s in layout.subsets if s.class_tokens), "")
-    name = _safe_name(name or first_tokens or layout.root.name)
+    name = default_name(layout, name)
     trigger = (trigger or "").strip() or None
     prompt_word = trigger or first_tokens or name
     base, base_why = _resolve_base_model(base_model, model, cwd)
@@ -442,6 +448,7 @@ def render_configs(
     final_epochs = flat.get("max_train_epochs", chosen_epochs)
     plan = {
         "model": model.name,
+        "script": model.script,
         "gpu": gpu.name,
         "images": layout.image_count,
         "train_images": train_images,
