@@ -520,7 +520,9 @@ def sample_prompts(
 ) -> str:
     """Preview prompts in kohya's format: the trigger plus the most frequent caption tags."""
     skip = {trigger.lower(), *(e.lower() for e in exclude if e)}
-    tags = [t for t, _ in tag_counts.most_common() if t.lower() not in skip]
+    # Ties broken by name so the file is the same on every run.
+    ranked = sorted(tag_counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    tags = [t for t, _ in ranked if t.lower() not in skip]
     size = model.resolution
     options = f"--n {NEGATIVE_PROMPT} --w {size} --h {size} --l {model.sample_cfg:g} "
     options += f"--s {model.sample_steps}"
