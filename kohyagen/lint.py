@@ -396,6 +396,11 @@ def lint_training_config(
         findings.append(_finding(Severity.WARNING, "file-not-found",
                                  f"sample prompts file {prompts!r} not found", file, prompts,
                                  "write it, or remove sample_prompts"))  # fmt: skip
+    reg = flat.get("reg_data_dir")
+    if dataset is None and isinstance(reg, str) and reg and not resolve(reg, cwd).is_dir():
+        findings.append(_finding(Severity.ERROR, "data-dir-not-found",
+                                 f"reg_data_dir {reg!r} is not a folder (resolved from {cwd})",
+                                 file, "reg_data_dir", "fix the path, or remove reg_data_dir"))  # fmt: skip
     if dataset is None and isinstance(flat.get("train_data_dir"), str):
         ext = flat.get("caption_extention") or flat.get("caption_extension")
         findings += train_data_dir_findings(

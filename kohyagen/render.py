@@ -327,7 +327,11 @@ def render_configs(
     put("learning_rate", model.learning_rate, "base learning rate (= unet_lr)")
     put("unet_lr", model.unet_lr, f"usual {model.name} LoRA U-Net learning rate")
     if not unet_only.value:
-        put("text_encoder_lr", model.text_encoder_lr, "lower than the U-Net's: TEs overfit fast")
+        put(
+            "text_encoder_lr",
+            [model.text_encoder_lr],
+            "lower than the U-Net's: text encoders overfit fast (a list, as kohya parses it)",
+        )
     put("lr_scheduler", "cosine", "decays smoothly, so late checkpoints are the settled ones")
     put("lr_warmup_steps", warmup, "5% of the steps: avoids a rough start")
     put("min_snr_gamma", 5.0, "Min-SNR weighting: faster, steadier convergence")

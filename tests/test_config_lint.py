@@ -130,6 +130,7 @@ def test_clean_config_has_no_errors(tmp_path):
          "shuffle_caption = true", "te-cache-with-caption-changes", "shuffle_caption"),
         ("optimizer_type = 'AdamW9bit'", "unknown-optimizer", "optimizer_type"),
         ("caption_extention = '.txt'", "misspelled-alias", "caption_extention"),
+        ("reg_data_dir = 'reg'", "data-dir-not-found", "reg_data_dir"),
     ],
 )  # fmt: skip
 def test_training_rules(tmp_path, extra, code, key):
