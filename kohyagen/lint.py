@@ -407,7 +407,14 @@ def lint_training_config(
             file, "train_data_dir", flat["train_data_dir"], cwd, ext
         )
     findings += cross_key_findings(file, flat, script, dataset)
-    if "save_every_n_epochs" not in flat and "save_every_n_steps" not in flat:
+    every, epochs = flat.get("save_every_n_epochs"), flat.get("max_train_epochs")
+    if isinstance(every, int) and isinstance(epochs, int) and every >= epochs:
+        findings.append(_finding(Severity.INFO, "no-intermediate-saves",
+                                 f"save_every_n_epochs {every} >= max_train_epochs {epochs}: "
+                                 "kohya never saves the last epoch under a number, so only the "
+                                 "final model is written", file, "save_every_n_epochs",
+                                 f"save_every_n_epochs = {max(1, epochs // 5)}"))  # fmt: skip
+    elif "save_every_n_epochs" not in flat and "save_every_n_steps" not in flat:
         findings.append(_finding(Severity.INFO, "no-intermediate-saves",
                                  "only the final model is saved: no checkpoints to choose from",
                                  file, "save_every_n_epochs", "save_every_n_epochs = 1"))  # fmt: skip
