@@ -22,8 +22,8 @@ from kohyagen.keys import (
     training_keys,
 )
 from kohyagen.layout import parse_folder_name
-from kohyagen.lint import cross_key_findings, parse_resolution, type_finding
 from kohyagen.lint_disk import caption_findings, image_dir_images, resolve
+from kohyagen.lint_rules import cross_key_findings, parse_resolution, type_finding
 from kohyagen.schema import (
     DATASET_CONFIG,
     TRAIN_NETWORK,

@@ -131,6 +131,7 @@ def test_clean_config_has_no_errors(tmp_path):
         ("optimizer_type = 'AdamW9bit'", "unknown-optimizer", "optimizer_type"),
         ("caption_extention = '.txt'", "misspelled-alias", "caption_extention"),
         ("reg_data_dir = 'reg'", "data-dir-not-found", "reg_data_dir"),
+        ("mixed_precision = 'fp16'", "sdxl-vae-fp16", "mixed_precision"),
         ("max_train_epochs = 1", "no-intermediate-saves",
          "save_every_n_epochs"),
     ],
