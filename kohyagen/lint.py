@@ -47,7 +47,17 @@ ESSENTIALS = {
 }
 
 
-def _key_findings(file: str, flat: dict, origin: dict, script: str) -> list[Finding]:
+def flat_sources(data: dict) -> list[tuple[str, dict]]:
+    """(section label, its scalar options) in file order, as kohya flattens them."""
+    top = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    out = [("the top level", top)] if top else []
+    out += [(f"[{k}]", v) for k, v in data.items() if isinstance(v, dict)]
+    return out
+
+
+def _key_findings(
+    file: str, flat: dict, origin: dict, script: str, doc_data: dict
+) -> list[Finding]:
     props = training_properties(script)
     out: list[Finding] = []
     for key, value in flat.items():
@@ -75,6 +85,32 @@ def _key_findings(file: str, flat: dict, origin: dict, script: str) -> list[Find
         bad = type_finding(file, key, value, props[key], key)
         if bad is not None:
             out.append(bad)
+    sections: dict[str, list[str]] = {}
+    for table, content in flat_sources(doc_data):
+        for key in content:
+            sections.setdefault(key, []).append(table)
+    for key, tables in sections.items():
+        if len(tables) > 1:
+            out.append(finding(Severity.WARNING, "duplicate-key",
+                               f"{key} is set in {', '.join(tables)}; kohya flattens the "
+                               f"sections and keeps the last one ({tables[-1]})", file, key,
+                               "keep one of them"))  # fmt: skip
+    res = flat.get("resolution")
+    if isinstance(res, str) and parse_resolution(res) is None:
+        out.append(finding(Severity.ERROR, "bad-resolution",
+                           f"resolution {res!r} is not \"W\" or \"W,H\" (kohya crashes parsing it)",
+                           file, "resolution", 'resolution = "512" or "512,768"'))  # fmt: skip
+    dim, alpha = flat.get("network_dim"), flat.get("network_alpha")
+    if isinstance(dim, int) and isinstance(alpha, (int, float)) and alpha > dim:
+        out.append(finding(Severity.INFO, "alpha-above-dim",
+                           f"network_alpha {alpha} > network_dim {dim} scales LoRA updates up "
+                           f"by {alpha / dim:g}; alpha <= dim is usual", file, "network_alpha",
+                           f"network_alpha = {dim / 2:g}"))  # fmt: skip
+    if "max_train_epochs" not in flat and "max_train_steps" not in flat:
+        out.append(finding(Severity.INFO, "default-steps",
+                           "neither max_train_epochs nor max_train_steps: kohya trains 1600 "
+                           "steps whatever the dataset size", file, "max_train_epochs",
+                           "max_train_epochs = 10"))  # fmt: skip
     if "caption_extention" in flat:
         out.append(finding(Severity.WARNING, "misspelled-alias",
                             "caption_extention is kohya's old misspelling; it still overrides "
@@ -131,7 +167,7 @@ def lint_training_config(
     file = str(doc.path)
     flat, origin = flatten_training_config(doc.data)
     script = script_for_config(doc.text, flat)
-    findings = _key_findings(file, flat, origin, script)
+    findings = _key_findings(file, flat, origin, script, doc.data)
     for key, (example, why) in ESSENTIALS.items():
         if key not in flat:
             findings.append(finding(Severity.ERROR, f"missing-{key.replace('_', '-')}",
