@@ -15,11 +15,18 @@ from kohyagen.schema import SDXL_TRAIN_NETWORK, TomlDocument, TomlValidator
 # Training options whose value a dataset_config.toml replaces when it sets them too
 # (kohya's fallback order: subset > dataset > general > training options).
 RENAMED_IN_DATASET = {"train_batch_size": "batch_size", "dataset_repeats": "num_repeats"}
+# Names kohya's get_optimizer matches case-insensitively.
 KNOWN_OPTIMIZERS = (
     "adamw", "adamw8bit", "pagedadamw", "pagedadamw8bit", "pagedadamw32bit", "lion",
     "lion8bit", "pagedlion8bit", "sgdnesterov", "sgdnesterov8bit", "dadaptation",
-    "dadaptadam", "dadaptadagrad", "dadaptadanip", "dadaptlion", "dadaptsgd", "prodigy",
-    "adafactor", "adamwschedulefree", "sgdschedulefree", "radamschedulefree",
+    "dadaptadampreprint", "dadaptadam", "dadaptadagrad", "dadaptadan", "dadaptadanip",
+    "dadaptlion", "dadaptsgd", "prodigy", "adafactor", "adamwschedulefree",
+    "sgdschedulefree", "radamschedulefree",
+)  # fmt: skip
+# Anything else without a dot is looked up in torch.optim by its exact (case-sensitive) name.
+TORCH_OPTIMIZERS = (
+    "Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "AdamW", "ASGD", "LBFGS", "NAdam",
+    "RAdam", "RMSprop", "Rprop", "SGD", "SparseAdam",
 )  # fmt: skip
 
 
@@ -191,7 +198,8 @@ def cross_key_findings(
                      "max_train_epochs overrides max_train_steps", file, "max_train_steps",
                      "drop one of them"))  # fmt: skip
     opt = flat.get("optimizer_type")
-    if isinstance(opt, str) and opt and "." not in opt and opt.lower() not in KNOWN_OPTIMIZERS:
+    known = isinstance(opt, str) and (opt.lower() in KNOWN_OPTIMIZERS or opt in TORCH_OPTIMIZERS)
+    if isinstance(opt, str) and opt and "." not in opt and not known:
         close = suggest(opt.lower(), KNOWN_OPTIMIZERS)
         add(finding(Severity.WARNING, "unknown-optimizer",
                      f"optimizer_type {opt!r} is not one of kohya's optimizers",

@@ -311,3 +311,15 @@ def test_image_dir_at_train_dir_level(tmp_path):
     findings = lint_files([_write(tmp_path / "ds.toml", text)], cwd=tmp_path)
     (hit,) = _by_code(findings, "no-images")
     assert "10_sks" in hit.fix and "one subset per folder" in hit.fix
+
+
+@pytest.mark.parametrize(
+    ("name", "flagged"),
+    [("AdamW8bit", False), ("prodigy", False), ("RAdam", False), ("radam", True),
+     ("torch.optim.SGD", False), ("AdamW9bit", True)],
+)  # fmt: skip
+def test_optimizer_names_as_kohya_resolves_them(tmp_path, name, flagged):
+    _train_dir(tmp_path)
+    text = GOOD.format(root=tmp_path) + f'optimizer_type = "{name}"\n'
+    findings = lint_files([_write(tmp_path / "c.toml", text)], cwd=tmp_path)
+    assert bool(_by_code(findings, "unknown-optimizer")) is flagged
