@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kohyagen.config_keys import TRAINING_ALIASES, all_dataset_keys, suggest
 from kohyagen.errors import ConfigError
 from kohyagen.findings import Finding, Severity, sort_findings
-from kohyagen.keys import TRAINING_ALIASES, all_dataset_keys, suggest
 from kohyagen.lint_disk import (
     PATH_KEYS,
     looks_like_hub_id,
@@ -120,7 +120,7 @@ def _key_findings(
 
 
 def _dataset_overlap_findings(file: str, flat: dict, dataset: TomlDocument) -> list[Finding]:
-    from kohyagen.keys import dataset_level_keys
+    from kohyagen.config_keys import dataset_level_keys
 
     out = []
     ds_name = dataset.path.name

@@ -13,14 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kohyagen.findings import Finding, Severity, sort_findings
-from kohyagen.keys import (
+from kohyagen.config_keys import (
     DATASET_ALIASES,
     cli_only_dataset_keys,
     dataset_level_keys,
     suggest,
     training_keys,
 )
+from kohyagen.findings import Finding, Severity, sort_findings
 from kohyagen.layout import parse_folder_name
 from kohyagen.lint_disk import caption_findings, image_dir_images, resolve
 from kohyagen.lint_rules import cross_key_findings, parse_resolution, type_finding

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kohyagen.config_keys import suggest
 from kohyagen.findings import Finding, Severity
-from kohyagen.keys import suggest
 from kohyagen.schema import SDXL_TRAIN_NETWORK, TomlDocument, TomlValidator
 
 # Training options whose value a dataset_config.toml replaces when it sets them too

@@ -17,9 +17,9 @@ from typing import Any
 
 import tomlkit
 
+from kohyagen.config_overrides import apply_overrides, parse_override
 from kohyagen.errors import ConfigError, LintFailed
 from kohyagen.findings import Finding, Severity
-from kohyagen.overrides import apply_overrides, parse_override
 from kohyagen.presets import (
     GpuPreset,
     ModelPreset,
@@ -35,7 +35,7 @@ from kohyagen.render_values import (
     training_choices,
 )
 from kohyagen.resources import templates_dir
-from kohyagen.samples import sample_prompts
+from kohyagen.sample_prompts import sample_prompts
 from kohyagen.schema import TomlDocument, flatten_training_config
 
 if sys.version_info >= (3, 11):

@@ -13,7 +13,7 @@ from typing import Any
 
 from kohyagen.layout import Subset, TrainDirLayout
 from kohyagen.presets import GpuPreset, ModelPreset, Setting
-from kohyagen.samples import caption_tag_counts
+from kohyagen.sample_prompts import caption_tag_counts
 
 SEED = 42
 VALIDATION_SEED = 42

@@ -319,7 +319,7 @@ def test_set_typing_property(dataset, tmp_path):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from kohyagen.overrides import parse_override
+    from kohyagen.config_overrides import parse_override
 
     ints = _simple_keys("train_network", "integer")
     bools = _simple_keys("train_network", "boolean")
