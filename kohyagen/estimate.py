@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from kohyagen.errors import ConfigError, PresetError
+from kohyagen.presets import fit_params
 from kohyagen.prices import default_prices_path, load_prices, price_for
 from kohyagen.throughput import (
     CPU,
+    MEMORY_SOURCE,
     GpuInfo,
     Span,
     gpu_info,
     gpu_minutes,
     memory_needed,
-    memory_source,
     parse_span,
     provider_data,
     throughput_data,
@@ -48,8 +49,6 @@ __all__ = [
 MODELS = ("sd15", "sd2", "sdxl")
 # How far off the range may be, by the kind of figure it rests on.
 UNCERTAINTY = {"published": 0.30, "derived": 0.50, "unknown": 1.0}
-# Above this share of the card's memory a run is "tight": it may OOM with a larger bucket.
-TIGHT_SHARE = 0.9
 DEFAULT_REPEATS = 10
 DEFAULT_EPOCHS = 10
 
@@ -175,7 +174,7 @@ def estimate(
         optimizer=optimizer,
         unet_only=unet_only,
     )
-    sources = [f"memory ({model}): {memory_source(model)}"]
+    sources = [f"memory ({model}): {MEMORY_SOURCE}"]
     if info.vram_gb is None:
         fits = "unknown"
         memory_out: float | None = None
@@ -183,7 +182,7 @@ def estimate(
         memory_out = memory
         fits = (
             "yes"
-            if memory <= TIGHT_SHARE * info.vram_gb
+            if memory <= fit_params().usable_fraction * info.vram_gb
             else "tight"
             if memory <= info.vram_gb
             else "no"

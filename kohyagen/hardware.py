@@ -7,14 +7,11 @@ result says why in plain words.
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 
 CPU = "cpu"
-# Generic presets by memory size, used when no named preset matches the card.
-GENERIC_SIZES_GB = (8, 12, 16, 24, 40, 48, 80)
 _QUERY = "index,name,memory.total,memory.used,utilization.gpu"
 
 
@@ -136,73 +133,30 @@ def detect(*, nvidia_smi: str = "nvidia-smi", use_torch: bool = True) -> Hardwar
     )
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[\s_\-]+", "", name.lower()).replace("nvidia", "").replace("geforce", "")
-
-
-def _named_presets() -> list[tuple[str, tuple[str, ...]]]:
-    """(preset name, names it is known by), from kohyagen.presets or throughput.toml."""
-    try:
-        from kohyagen import presets
-    except ImportError:
-        presets = None
-    if presets is not None:
-        out = []
-        for p in presets.list_gpus():
-            names = (p.name, p.label, *(getattr(p, "aliases", ()) or ()))
-            out.append((p.name, names))
-        return out
-    from kohyagen.throughput import throughput_data
-
-    return [(k, (k, *v.get("aliases", []))) for k, v in throughput_data()["gpus"].items()]
-
-
-def _generic_names() -> list[tuple[int, str]]:
-    try:
-        from kohyagen import presets
-    except ImportError:
-        return [(size, f"{size}gb") for size in GENERIC_SIZES_GB]
-    sizes = []
-    for p in presets.list_gpus():
-        match = re.fullmatch(r"(?:generic[_-]?)?(\d+)gb", p.name.lower())
-        if match:
-            sizes.append((int(match.group(1)), p.name))
-    return sorted(sizes)
-
-
 def preset_for(gpu: DetectedGpu) -> str:
-    """The GPU preset for a detected card: by name (longest match wins, so "RTX 4090"
-    is not taken for "RTX 40"), else the largest generic NNgb preset that fits its VRAM."""
-    wanted = _norm(gpu.name)
-    best: tuple[int, str] | None = None
-    for preset, names in _named_presets():
-        for name in names:
-            n = _norm(name)
-            if n and (n == wanted or n in wanted) and (best is None or len(n) > best[0]):
-                # an 80 GB card must not match the 40 GB preset of the same name
-                best = (len(n), preset)
-    if best is not None and not _vram_contradicts(best[1], gpu.vram_gb):
-        return best[1]
-    generic = _generic_names()
-    fitting = [name for size, name in generic if size <= gpu.vram_gb + 0.5]
-    if fitting:
-        return fitting[-1]
-    return generic[0][1] if generic else f"{round(gpu.vram_gb)}gb"
+    """The GPU preset for a detected card: kohyagen.presets matches the driver's name (and
+    memory, so an 80 GB A100 is not taken for the 40 GB one), else the largest generic
+    NNgb preset within its VRAM. A card under the smallest preset is reported as "cpu"."""
+    from kohyagen.errors import PresetError
+    from kohyagen.presets import match_gpu
 
-
-def _vram_contradicts(preset: str, vram_gb: float) -> bool:
     try:
-        from kohyagen.throughput import gpu_info
-
-        preset_vram = gpu_info(preset).vram_gb
-    except Exception:
-        return False
-    return preset_vram is not None and abs(preset_vram - vram_gb) > 0.25 * preset_vram
+        return match_gpu(gpu.name, gpu.vram_gb).name
+    except PresetError:
+        return CPU
 
 
 def detect_preset(hardware: Hardware | None = None) -> tuple[str, Hardware]:
-    """The preset of the first GPU, or "cpu" when there is none."""
+    """The preset of the first GPU, or "cpu" when there is none (or it is too small)."""
     hardware = hardware or detect()
     if not hardware.gpus:
         return CPU, hardware
-    return preset_for(hardware.gpus[0]), hardware
+    preset = preset_for(hardware.gpus[0])
+    if preset == CPU:
+        gpu = hardware.gpus[0]
+        note = (
+            f"{gpu.name} has {gpu.vram_gb:g} GB, less than LoRA training needs (8 GB): "
+            "training here runs on the CPU, which is only practical for the tiny demo model"
+        )
+        return CPU, Hardware(hardware.gpus, hardware.source, note)
+    return preset, hardware

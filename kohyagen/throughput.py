@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from kohyagen.errors import ConfigError, PresetError
+from kohyagen.errors import ConfigError
 from kohyagen.resources import template_path
 
 if sys.version_info >= (3, 11):
@@ -89,57 +89,21 @@ def parse_span(value: Any, *, what: str, path: Path | None = None) -> Span:
 
 # ---------------------------------------------------------------- GPU lookup
 
-# Used only when kohyagen.presets is not installed alongside (it is the real source of
-# GPU facts); VRAM in GB of the cards throughput.toml knows.
-_FALLBACK_VRAM = {
-    "rtx3060-12": 12,
-    "rtx3090": 24,
-    "rtx4080": 16,
-    "rtx4090": 24,
-    "a6000": 48,
-    "a10g": 24,
-    "a100-40": 40,
-    "a100-80": 80,
-    "h100": 80,
-    "l4": 24,
-    "l40s": 48,
-    "t4": 16,
-    "rtx5090": 32,
-    "v100": 16,
-    "h200": 141,
-}
-_GENERIC = re.compile(r"^(\d+)\s*gb$", re.IGNORECASE)
-
 
 def gpu_info(name: str) -> GpuInfo:
-    """Resolve a GPU name (a kohyagen preset name, alias, or "24gb") to what we need.
-
-    "cpu" is a GpuInfo with no VRAM: a run on this machine without a GPU.
-    """
+    """Resolve a GPU preset name or alias (kohyagen.presets, PresetError when unknown);
+    "cpu" is a GpuInfo with no VRAM: a run on this machine without a GPU."""
     if name.strip().lower() == CPU:
         return GpuInfo(CPU, "CPU (no GPU)", None)
-    try:
-        from kohyagen import presets
-    except ImportError:
-        presets = None
-    if presets is not None:
-        preset = presets.get_gpu(name)
-        return GpuInfo(
-            preset.name,
-            preset.label,
-            float(preset.vram_gb),
-            getattr(preset, "price_per_hour", None),
-            tuple(getattr(preset, "aliases", ()) or ()),
-        )
-    key = throughput_key(name)
-    if key in _FALLBACK_VRAM:
-        return GpuInfo(key, key, float(_FALLBACK_VRAM[key]))
-    generic = _GENERIC.match(name.strip())
-    if generic:
-        return GpuInfo(name.lower(), f"a {generic.group(1)} GB GPU", float(generic.group(1)))
-    raise PresetError(
-        f"unknown GPU {name!r}",
-        hint="use one of: " + ", ".join(sorted(_FALLBACK_VRAM)) + ", or NNgb (e.g. 24gb)",
+    from kohyagen.presets import get_gpu
+
+    preset = get_gpu(name)
+    return GpuInfo(
+        preset.name,
+        preset.label,
+        float(preset.vram_gb),
+        preset.price_per_hour,
+        tuple(preset.aliases),
     )
 
 
@@ -180,35 +144,22 @@ def memory_needed(
     optimizer: str | None = None,
     unet_only: bool | None = None,
 ) -> float:
-    """GPU memory in GB of a LoRA run. kohyagen.presets' VRAM model when it is installed
-    (the same one that chose the batch size), else the figures in throughput.toml; the
-    per-sample part scales with the pixel count against the model's native resolution."""
+    """GPU memory in GB of a LoRA run, from kohyagen.presets' VRAM model (the one that chose
+    the batch size); the per-sample part scales with the pixel count against the model's
+    native resolution."""
+    from kohyagen import presets
+
     native = throughput_data()["models"][model]["native_resolution"]
     scale = (resolution / native) ** 2
-    try:
-        from kohyagen import presets
-    except ImportError:
-        presets = None
-    if presets is not None:
-        preset = presets.get_model(model)
-        kwargs = {
-            "gradient_checkpointing": gradient_checkpointing,
-            "optimizer": optimizer or "AdamW8bit",
-            "unet_only": unet_only,
-        }
-        base = presets.memory_need(preset, batch_size=0, **kwargs)
-        per_sample = presets.memory_need(preset, batch_size=1, **kwargs) - base
-        return round(base + per_sample * scale * batch_size, 1)
-    mem = throughput_data()["memory"][model]
-    per_sample = mem["per_sample_gb"] * scale
-    if gradient_checkpointing:
-        per_sample *= mem["checkpointing_factor"]
-    return round(mem["base_gb"] + per_sample * batch_size, 1)
+    preset = presets.get_model(model)
+    kwargs = {
+        "gradient_checkpointing": gradient_checkpointing,
+        "optimizer": optimizer or "AdamW8bit",
+        "unet_only": unet_only,
+    }
+    base = presets.memory_need(preset, batch_size=0, **kwargs)
+    per_sample = presets.memory_need(preset, batch_size=1, **kwargs) - base
+    return round(base + per_sample * scale * batch_size, 1)
 
 
-def memory_source(model: str) -> str:
-    try:
-        from kohyagen import presets  # noqa: F401
-    except ImportError:
-        return throughput_data()["memory"][model]["source"]
-    return "kohyagen's VRAM model (templates/presets/models.toml)"
+MEMORY_SOURCE = "kohyagen's VRAM model (templates/presets/models.toml, kohyagen.presets)"

@@ -81,14 +81,26 @@ def test_derived_gpu_says_so_and_cites_its_base():
     assert est.train_minutes[1] == pytest.approx(ref.train_minutes[1] * f[1])
 
 
-def test_vram_fit_levels():
-    assert estimate(model="sdxl", gpu="rtx4090", images=10, batch_size=2).fits == "yes"
-    assert estimate(model="sdxl", gpu="rtx4090", images=10, batch_size=4).fits == "no"
-    mem = memory_needed("sdxl", batch_size=4, resolution=1024)
+def test_vram_fit_levels_follow_the_presets_memory_model():
+    from kohyagen.presets import fit_params, get_gpu, get_model, memory_need
+
+    kw = {"model": "sdxl", "gpu": "rtx4090", "images": 10}
+    small = estimate(batch_size=1, gradient_checkpointing=True, unet_only=True, **kw)
+    big = estimate(batch_size=4, **kw)
+    assert small.fits == "yes" and big.fits == "no"
+    assert any("gradient_checkpointing" in n for n in big.notes)
+    need = memory_need(get_model("sdxl"), batch_size=4, gradient_checkpointing=False)
+    assert big.memory_gb == pytest.approx(need, abs=0.1)
+    assert (
+        big.memory_gb > get_gpu("rtx4090").vram_gb >= small.memory_gb / fit_params().usable_fraction
+    )
     ckpt = memory_needed("sdxl", batch_size=4, resolution=1024, gradient_checkpointing=True)
-    assert ckpt < mem
-    est = estimate(model="sdxl", gpu="rtx4090", images=10, batch_size=4)
-    assert any("gradient_checkpointing" in n for n in est.notes)
+    assert ckpt < memory_needed("sdxl", batch_size=4, resolution=1024)
+    # half the side, a quarter of the per-sample memory
+    full = memory_needed("sd15", batch_size=2, resolution=512)
+    half = memory_needed("sd15", batch_size=2, resolution=256)
+    base = memory_needed("sd15", batch_size=0, resolution=512)
+    assert half - base == pytest.approx((full - base) / 4, abs=0.1)
 
 
 def test_gradient_accumulation_and_bucket_steps():
@@ -180,19 +192,12 @@ def test_cli_acceptance_prints_steps_time_and_providers():
     )
     assert result.exit_code == 0, result.output
     out = result.output
-    steps = (
-        50
-        * 10
-        * 10
-        // int(
-            json.loads(
-                CliRunner()
-                .invoke(main, ["estimate", "--images", "50", "--gpu", "rtx4090", "--json"])
-                .output
-            )["batch_size"]
-        )
-    )
-    assert f"steps: {steps}" in out
+    from kohyagen.presets import training_settings
+
+    batch = training_settings("sd15", "rtx4090")["train_batch_size"].value
+    per_epoch = math.ceil(50 * 10 / batch)  # 50 images x 10 repeats (the default)
+    assert f"steps: {per_epoch * 10} ({per_epoch} per epoch)" in out
+    assert f"batch {batch}" in out
     for label in ("Vast.ai", "RunPod", "GPUFlow"):
         assert label in out
     assert "time:" in out and "certainty" in out and "$" in out

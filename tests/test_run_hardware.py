@@ -72,9 +72,16 @@ def test_name_match(name, vram, expected):
 
 
 def test_unknown_card_gets_generic_preset_by_vram():
-    preset = preset_for(DetectedGpu(0, "NVIDIA Mystery 9000", 23.6))
-    assert preset.endswith("24gb")
-    assert preset_for(DetectedGpu(0, "NVIDIA Mystery 100", 11.8)).endswith("12gb")
+    assert preset_for(DetectedGpu(0, "NVIDIA Mystery 9000", 23.6)) == "24gb"
+    assert preset_for(DetectedGpu(0, "NVIDIA Mystery 100", 11.8)) == "12gb"
+
+
+def test_too_small_card_means_cpu_and_says_why():
+    from kohyagen.hardware import Hardware
+
+    hw = Hardware((DetectedGpu(0, "NVIDIA GeForce GT 1030", 2.0),), "nvidia-smi", "found")
+    preset, hw2 = detect_preset(hw)
+    assert preset == CPU and "less than LoRA training needs" in hw2.note
 
 
 def test_broken_driver_and_missing_tool_mean_cpu(fake_path):
