@@ -7,6 +7,7 @@ result says why in plain words.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -114,9 +115,24 @@ def _from_torch() -> tuple[tuple[DetectedGpu, ...] | None, str]:
         return None, f"torch could not query CUDA ({exc})"
 
 
+def _visible(gpus: tuple[DetectedGpu, ...]) -> tuple[DetectedGpu, ...]:
+    """The GPUs CUDA_VISIBLE_DEVICES lets this process use (nvidia-smi ignores it), in
+    its order; unchanged when it is unset or names GPUs by UUID."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return gpus
+    wanted = [v.strip() for v in value.split(",") if v.strip()]
+    if not all(v.isdigit() for v in wanted):
+        return gpus
+    by_index = {g.index: g for g in gpus}
+    return tuple(by_index[int(v)] for v in wanted if int(v) in by_index)
+
+
 def detect(*, nvidia_smi: str = "nvidia-smi", use_torch: bool = True) -> Hardware:
-    """The NVIDIA GPUs of this machine; never raises."""
+    """The NVIDIA GPUs this process may use; never raises."""
     gpus, how = _from_nvidia_smi(nvidia_smi)
+    if gpus:
+        gpus = _visible(gpus)
     if gpus:
         return Hardware(gpus, "nvidia-smi", f"found {len(gpus)} GPU(s) with nvidia-smi")
     reasons = [how]

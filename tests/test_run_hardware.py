@@ -110,3 +110,16 @@ def test_estimate_auto_on_cpu_says_so(fake_path, monkeypatch):
     result = CliRunner().invoke(main, ["estimate", "--images", "20", "--gpu", "auto"])
     assert result.exit_code == 0, result.output
     assert "no NVIDIA GPU found" in result.output
+
+
+def test_cuda_visible_devices_limits_what_is_detected(fake_path, monkeypatch):
+    fake_nvidia_smi(
+        fake_path,
+        "0, NVIDIA GeForce RTX 3090, 24576, 0, 0\n1, NVIDIA GeForce RTX 4090, 24564, 0, 0\n",
+    )
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    hw = detect(use_torch=False)
+    assert [g.index for g in hw.gpus] == [1]
+    assert detect_preset(hw)[0] == "rtx4090"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert not detect(use_torch=False).has_gpu
