@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kohyagen.errors import (
-    BudgetExceeded,
     DatasetError,
     KohyagenError,
-    TrainingFailed,
 )
 from kohyagen.layout import IMAGE_EXTENSIONS
-from kohyagen.manifest import Manifest, collect_versions, hash_dataset
+from kohyagen.manifest import Manifest, hash_dataset
 
 if TYPE_CHECKING:
     from kohyagen.pipeline import RunOptions
@@ -301,187 +299,23 @@ def _stage_config(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     return outputs, f"{rendered.training_path.name} for {gpu}"
 
 
-def _stage_estimate(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
-    from kohyagen.estimate import estimate, load_prices
-
-    opts = ctx.options
-    configs = ctx.manifest.data.get("configs", {})
-    values = configs["values"]
-    check = ctx.out("check")
-    prepare = ctx.out("prepare")
-    if values.get("images_x_repeats"):
-        seen, per_epoch = values["images_x_repeats"], values.get("steps_per_epoch")
-    elif prepare.get("repeats"):
-        seen = check["images"] * int(prepare["repeats"])
-        per_epoch = None
-    else:
-        seen, per_epoch = check["images_x_repeats"], check.get("steps_per_epoch")
-    est = estimate(
-        model=opts.model,
-        gpu=configs["gpu"],
-        images=check["images"],
-        images_x_repeats=seen,
-        epochs=values["epochs"],
-        batch_size=values["batch_size"],
-        resolution=values["resolution"],
-        steps_per_epoch=per_epoch,
-        gradient_accumulation_steps=values["gradient_accumulation_steps"],
-        gradient_checkpointing=values["gradient_checkpointing"],
-        optimizer=values["optimizer"],
-        unet_only=values["unet_only"],
-        prices=load_prices(opts.prices_file),
-        own_price_per_hour=opts.price_per_hour,
-    )
-    data = est.to_dict()
-    ctx.manifest.update("estimate", **data)
-    if opts.budget is not None and est.budget_cost is not None and est.budget_cost > opts.budget:
-        raise BudgetExceeded(
-            f"estimated cost up to ${est.budget_cost:.2f} ({_estimate_basis(est)}) is above "
-            f"your budget of ${opts.budget:.2f}; nothing was trained",
-            path=ctx.run_dir,
-            hint="raise --budget, train fewer epochs (--epochs) or images, pick a cheaper "
-            "GPU, or give your real price with --price-per-hour",
-        )
-    if opts.budget is not None and est.budget_cost is None:
-        ctx.notes.append("no cost could be estimated for this machine, so --budget was not applied")
-    if est.fits == "no":
-        ctx.notes.append(f"memory: {est.notes[0] if est.notes else 'may not fit'}")
-    if ctx.confirm is not None and not ctx.confirm(est):
-        raise KohyagenError(
-            "stopped before training: not confirmed",
-            path=ctx.run_dir,
-            hint="run the same command again to continue (add --yes to skip the question)",
-        )
-    return {"steps": est.steps, "budget_cost": est.budget_cost}, _estimate_line(est)
-
-
-def _estimate_basis(est: Any) -> str:
-    if est.own_price_per_hour is not None:
-        return f"at your ${est.own_price_per_hour:.2f}/hour"
-    cheapest = min(est.costs, key=lambda c: c.cost[1])
-    return f"high end at {cheapest.label}"
-
-
-def _estimate_line(est: Any) -> str:
-    parts = [f"{est.steps} steps"]
-    if est.total_minutes:
-        low, high = est.total_minutes
-        parts.append(f"{low:.0f}-{high:.0f} min on {est.gpu_label} ({est.certainty})")
-    if est.budget_cost is not None:
-        parts.append(f"up to ${est.budget_cost:.2f}")
-    if est.fits in ("tight", "no"):
-        parts.append(f"VRAM {est.fits}")
-    return ", ".join(parts)
-
-
-def _stage_train(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
-    from kohyagen.launch import train
-
-    opts = ctx.options
-    configs = ctx.manifest.data["configs"]
-    if opts.backend != "builtin":
-        _record_sd_scripts(ctx)
-
-    def on_progress(event: Any) -> None:
-        ctx.say("train", format_progress(event))
-
-    result = train(
-        Path(configs["training"]),
-        dataset_config=Path(configs["dataset"]),
-        sd_scripts=opts.sd_scripts,
-        run_dir=ctx.run_dir,
-        backend=opts.backend,
-        price_per_hour=opts.price_per_hour,
-        on_progress=on_progress,
-    )
-    status = str(getattr(result, "status", "succeeded"))
-    if hasattr(result, "raise_for_status"):
-        result.raise_for_status()
-    elif status not in ("ok", "succeeded"):
-        raise TrainingFailed(
-            f"training {status}: {getattr(result, 'failure', None) or 'see train.log'}",
-            path=ctx.run_dir / "train.log",
-            hint="fix the cause above, then run the same command again to retry training",
-        )
-    outputs = {
-        "status": status,
-        "attempts": _count(getattr(result, "attempts", 1)),
-        "command": [str(c) for c in getattr(result, "command", []) or []],
-    }
-    return outputs, f"finished after {outputs['attempts']} attempt(s)"
-
-
-def format_progress(event: Any) -> str:
-    """One line from the launcher's progress event (kohyagen.launch.Progress)."""
-    message = getattr(event, "message", None)
-    if message:
-        return str(message)
-    step, total = getattr(event, "step", None), getattr(event, "total_steps", None)
-    if step is None:
-        return str(event)
-    parts = [f"step {step}/{total or '?'}"]
-    epoch, epochs = getattr(event, "epoch", None), getattr(event, "total_epochs", None)
-    if epoch is not None:
-        parts.append(f"epoch {epoch}/{epochs or '?'}")
-    loss = getattr(event, "loss", None)
-    if loss is not None:
-        parts.append(f"loss {loss:.4g}")
-    eta = getattr(event, "eta_s", None)
-    if eta is not None:
-        parts.append(f"eta {eta / 60:.1f} min" if eta >= 90 else f"eta {eta:.0f} s")
-    cost = getattr(event, "cost", None)
-    if cost is not None:
-        parts.append(f"${cost:.2f} so far")
-    return ", ".join(parts)
-
-
-def _record_sd_scripts(ctx: RunContext) -> None:
-    try:
-        from kohyagen.launch import find_sd_scripts
-
-        path = find_sd_scripts(ctx.options.sd_scripts)
-    except KohyagenError:
-        if ctx.options.backend == "kohya":
-            raise
-        return  # backend auto without sd-scripts: the builtin trainer will run
-    ctx.manifest.update("versions", **collect_versions(path))
-
-
-def _stage_report(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
-    from kohyagen.report import write_report
-
-    write_report(ctx.run_dir)
-    outputs = {
-        name: str(ctx.run_dir / name)
-        for name in ("summary.json", "summary.md", "loss.png")
-        if (ctx.run_dir / name).is_file()
-    }
-    return outputs, "summary.json, summary.md" + (", loss.png" if "loss.png" in outputs else "")
-
-
-def _stage_pick(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
-    from kohyagen.checkpoints import pick
-
-    choice = pick(ctx.run_dir)
-    outputs = {
-        "lora": str(choice.path),
-        "best": str(choice.best_path) if choice.best_path else None,
-        "epoch": choice.epoch,
-        "step": choice.step,
-        "reason": choice.reason,
-    }
-    return outputs, f"{Path(choice.path).name}: {choice.reason}"
-
+# The training stages live in their own module; imported here, after RunContext exists.
+from kohyagen.stages_training import (  # noqa: E402
+    stage_estimate,
+    stage_pick,
+    stage_report,
+    stage_train,
+)
 
 STAGE_FUNCTIONS: dict[str, Callable[[RunContext], Any]] = {
     "check": _stage_check,
     "prepare": _stage_prepare,
     "tag": _stage_tag,
     "config": _stage_config,
-    "estimate": _stage_estimate,
-    "train": _stage_train,
-    "report": _stage_report,
-    "pick": _stage_pick,
+    "estimate": stage_estimate,
+    "train": stage_train,
+    "report": stage_report,
+    "pick": stage_pick,
 }
 SKIP_NOTES = {
     "prepare": "already in kohya's N_name/ layout: used in place",
