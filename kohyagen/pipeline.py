@@ -109,6 +109,7 @@ class RunResult:
     already_finished: bool = False
     estimate: dict[str, Any] | None = None
     notes: tuple[str, ...] = ()
+    gpu: str | None = None  # the GPU preset the configs were made for ("cpu" without one)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +129,7 @@ class RunResult:
             "already_finished": self.already_finished,
             "estimate": self.estimate,
             "notes": list(self.notes),
+            "gpu": self.gpu,
         }
 
 
@@ -283,4 +285,5 @@ def _result(
         already_finished=already,
         estimate=manifest.data.get("estimate") or None,
         notes=tuple(notes),
+        gpu=manifest.data.get("configs", {}).get("gpu"),
     )

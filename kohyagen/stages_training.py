@@ -94,10 +94,11 @@ def _estimate_line(est: Any) -> str:
 
 
 def stage_train(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
-    from kohyagen.launch import train
-
     opts = ctx.options
     configs = ctx.manifest.data["configs"]
+    _require_gpu_if_configured_for_one(ctx, configs.get("gpu"))
+    from kohyagen.launch import train
+
     if opts.backend != "builtin":
         _record_sd_scripts(ctx)
 
@@ -128,6 +129,23 @@ def stage_train(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
         "command": [str(c) for c in getattr(result, "command", []) or []],
     }
     return outputs, f"finished after {outputs['attempts']} attempt(s)"
+
+
+def _require_gpu_if_configured_for_one(ctx: RunContext, gpu: str | None) -> None:
+    """Configs made for a GPU would train a real model on the CPU for days: refuse."""
+    if gpu in (None, "cpu"):
+        return
+    from kohyagen.hardware import detect
+
+    hardware = detect()
+    if hardware.has_gpu:
+        return
+    raise KohyagenError(
+        f"the configs are for {gpu}, but {hardware.note.split(':')[0]}",
+        path=ctx.run_dir,
+        hint="continue this run on the GPU machine (copy the run folder and the images "
+        "there and run the same command), or start a CPU run with --gpu cpu --restart",
+    )
 
 
 def format_progress(event: Any) -> str:

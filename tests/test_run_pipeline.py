@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from kohyagen import stages
 from kohyagen.cli import main
-from kohyagen.errors import BudgetExceeded, RunStateError, TrainingFailed
+from kohyagen.errors import BudgetExceeded, KohyagenError, RunStateError, TrainingFailed
 from kohyagen.manifest import DONE, FAILED, PENDING, RUNNING, SKIPPED, STAGES, Manifest
 from kohyagen.pipeline import RunOptions, run_pipeline
 from tests.conftest import make_image
@@ -264,3 +264,18 @@ def test_cli_prints_where_the_lora_is_and_how_to_use_it(monkeypatch, images, tmp
     assert "<lora:x:0.8>" in out and "sks" in out
     data = json.loads(CliRunner().invoke(main, [*args, "--json"]).stdout)
     assert data["already_finished"] and data["lora"].endswith("x.safetensors")
+
+
+def test_gpu_configs_are_not_trained_on_a_cpu(monkeypatch, images, tmp_path):
+    from kohyagen import stages_training
+
+    fake = FakeStages(monkeypatch)
+    monkeypatch.setitem(stages.STAGE_FUNCTIONS, "train", stages_training.stage_train)
+    monkeypatch.setenv("PATH", str(tmp_path / "nobin"))
+    monkeypatch.setattr("kohyagen.hardware._from_torch", lambda: ((), "torch sees no CUDA device"))
+    with pytest.raises(KohyagenError) as info:
+        run_pipeline(options(images, tmp_path))
+    assert "configs are for rtx4090" in str(info.value) and "--gpu cpu" in str(info.value)
+    assert fake.calls[-1] == "estimate"
+    m = Manifest.load(tmp_path / "run")
+    assert m.status("train") == FAILED and not (tmp_path / "run" / "train.log").exists()

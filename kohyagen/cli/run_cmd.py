@@ -44,6 +44,11 @@ def print_usage(result) -> None:
     )
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    if result.gpu not in (None, "cpu"):
+        console.print(
+            "[bold]On a rented GPU?[/bold] Copy the LoRA off the machine, then stop the "
+            "instance: billing runs until you do."
+        )
 
 
 def _confirm_factory(yes: bool, as_json: bool):
