@@ -181,10 +181,12 @@ def _stage_tag(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
         )
         failed = _count(result.failed)
         if failed:
+            first = next(iter(getattr(result, "failures", ()) or ()), None)
             raise KohyagenError(
-                f"{failed} image(s) could not be tagged",
-                path=train_dir,
-                hint="see `kohyagen tag` for details, or write their captions by hand",
+                f"{failed} image(s) could not be tagged"
+                + (f", first: {first.reason}" if first is not None else ""),
+                path=getattr(first, "path", None) or train_dir,
+                hint="write their captions by hand, or remove them, then run again",
             )
         outputs["tagged"] = _count(result.tagged)
         notes.append(f"tagged {outputs['tagged']} image(s)")
