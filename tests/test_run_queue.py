@@ -118,3 +118,20 @@ def test_one_worker_per_free_gpu(child_env, tmp_path):
 def test_explicit_gpus(child_env):
     assert worker_gpus(["1", "3", "1"], sequential=False) == ["1", "3"]
     assert worker_gpus(["1", "3"], sequential=True) == ["1"]
+
+
+def test_config_item_failure_is_reported_and_the_rest_runs(child_env, tmp_path):
+    pytest.importorskip("kohyagen.launch")
+    cfg_dir = tmp_path / "style"
+    cfg_dir.mkdir()
+    missing = tmp_path / "nowhere" / "dataset_config.toml"
+    (cfg_dir / "training_config.toml").write_text(
+        "# kohyagen-script: train_network.py\n[model]\n"
+        'pretrained_model_name_or_path = "x"\n'
+        f'dataset_config = "{missing}"\n'
+    )
+    good = finished_run(tmp_path, "one")
+    result = run_queue([cfg_dir, good], sequential=True)
+    assert [r.status for r in result.results] == ["failed", "ok"]
+    assert "dataset config not found" in result.results[0].message
+    assert (cfg_dir / "queue.log").is_file()
