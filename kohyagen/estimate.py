@@ -48,7 +48,7 @@ __all__ = [
 
 MODELS = ("sd15", "sd2", "sdxl")
 # How far off the range may be, by the kind of figure it rests on.
-UNCERTAINTY = {"published": 0.30, "derived": 0.50, "unknown": 1.0}
+UNCERTAINTY = {"measured": 0.15, "published": 0.30, "derived": 0.50, "unknown": 1.0}
 DEFAULT_REPEATS = 10
 DEFAULT_EPOCHS = 10
 
@@ -125,6 +125,21 @@ def steps_for(images_x_repeats: int, *, epochs: int, batch_size: int, grad_accum
     return math.ceil(per_epoch / grad_accum) * epochs
 
 
+def _measured_minutes(
+    gpu: str, model: str, resolution: int, seen_total: int
+) -> tuple[Span, str, str] | None:
+    """Training minutes from the user's own runs on this GPU and model, if any."""
+    from kohyagen.measurements import for_gpu, measurements_path
+
+    runs = [m for m in for_gpu(gpu, model) if m.resolution > 0 and m.seconds_per_image > 0]
+    if not runs:
+        return None
+    per_image = [m.seconds_per_image * (resolution / m.resolution) ** 2 for m in runs]
+    span = (seen_total * min(per_image) / 60, seen_total * max(per_image) / 60)
+    source = f"{len(runs)} of your runs of {model} on {gpu} ({measurements_path()})"
+    return span, "measured", source
+
+
 def estimate(
     *,
     model: str,
@@ -142,6 +157,7 @@ def estimate(
     unet_only: bool | None = None,
     prices: dict[str, dict[str, Any]] | None = None,
     own_price_per_hour: float | None = None,
+    use_measured: bool = True,
 ) -> Estimate:
     """Estimate one LoRA run. images_x_repeats defaults to images x repeats;
     steps_per_epoch (e.g. from a bucketed dataset check) overrides the plain division."""
@@ -218,6 +234,10 @@ def estimate(
         m / ref_seen * seen_total * f * pixel_scale
         for m, f in zip(ref_minutes, model_factor, strict=True)
     )
+    measured = _measured_minutes(info.name, model, resolution, seen_total) if use_measured else None
+    if measured is not None:
+        train, basis, measured_source = measured
+        gpu_sources = [measured_source]
     overhead_data = data["overhead"][model]
     startup = parse_span(overhead_data["startup_seconds"], what="startup_seconds")
     per_image = parse_span(overhead_data["seconds_per_image"], what="seconds_per_image")
@@ -238,6 +258,7 @@ def estimate(
 
     uncertainty = UNCERTAINTY[basis]
     certainty = {
+        "measured": "from your own runs on this GPU",
         "published": "from published figures for this GPU",
         "derived": "scaled from a related GPU or model",
         "unknown": "no figure for this GPU: a wide guess",

@@ -252,10 +252,24 @@ def run_pipeline(
         else:
             outputs, note = outcome
             manifest.finish(stage, outputs=outputs, note=note)
+            if stage == "train":
+                _remember_throughput(manifest)
             ctx.say(stage, f"done: {note}" if note else "done")
         if stage == stop_after:
             break
     return _result(manifest, options, resumed_from, already, ctx.notes)
+
+
+def _remember_throughput(manifest: Manifest) -> None:
+    """Record how fast this GPU trained, for later estimates; never fails the run."""
+    from kohyagen import measurements
+
+    try:
+        measurement = measurements.from_manifest(manifest)
+        if measurement is not None:
+            measurements.record(measurement)
+    except OSError:
+        pass  # a read-only home is no reason to lose a finished training
 
 
 def _result(
