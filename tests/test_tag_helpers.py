@@ -49,9 +49,7 @@ def expected_scores(rgb_mean: tuple[float, float, float]) -> dict[str, float]:
     """The scores the tiny model gives an image with these RGB channel means."""
     r, g, b = (c / 255 for c in rgb_mean)
     m = np.array([b, g, r])
-    return {
-        name: float(1 / (1 + np.exp(-(m @ np.array(w) + bias)))) for name, _, w, bias in TAGS
-    }
+    return {name: float(1 / (1 + np.exp(-(m @ np.array(w) + bias)))) for name, _, w, bias in TAGS}
 
 
 def write_tags_csv(path: Path, tags=TAGS) -> Path:
@@ -124,10 +122,7 @@ def solid(path: Path, color=RED, size=(32, 32), mode="RGB") -> Path:
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    if mode == "RGBA":
-        fill = color if len(color) == 4 else (*color, 255)
-    else:
-        fill = color
+    fill = (*color, 255) if mode == "RGBA" and len(color) == 3 else color
     Image.new(mode, size, fill).save(path)
     return path
 
