@@ -23,8 +23,12 @@ def load_square_rgb(path: Path, size: int) -> np.ndarray:
     stored, and the tags should describe what the trainer sees.
     """
     with Image.open(path) as image:
-        # Let the JPEG decoder do most of the downscaling (never below `size`).
-        image.draft("RGB", (size, size))
+        # Let the JPEG decoder do most of the downscaling: it may pick any DCT scale
+        # that keeps the long side at least `size` (draft wants both sides covered).
+        width, height = image.size
+        if width and height:
+            fit = size / max(width, height)
+            image.draft("RGB", (max(1, round(width * fit)), max(1, round(height * fit))))
         image = _flatten_on_white(image)
     width, height = image.size
     scale = size / max(width, height)

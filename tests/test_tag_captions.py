@@ -148,6 +148,21 @@ def test_load_square_rgb_centres_and_resizes():
     assert (out[:, :10] == 255).all()
 
 
+def test_large_jpeg_decoded_at_reduced_scale_keeps_geometry(tmp_path, tagger):
+    from PIL import Image
+
+    path = tmp_path / "big" / "photo.jpg"
+    path.parent.mkdir()
+    Image.new("RGB", (2000, 1000), RED).save(path, quality=95)
+    out = load_square_rgb(path, 32)
+    assert out.shape == (32, 32, 3)
+    red_rows = np.flatnonzero(out[:, 16, 1] < 50)  # red, not white
+    assert (red_rows.min(), red_rows.max()) == (8, 23)
+    assert (out[:7] == 255).all()
+    tag_directory(path.parent, model=tagger)
+    assert read_tags(path.with_suffix(".txt"))[:3] == ["1girl", "solo", "long hair"]
+
+
 def test_grayscale_and_palette_images(tmp_path, tagger):
     from PIL import Image
 

@@ -264,3 +264,71 @@ def test_model_and_tag_list_mismatch(tmp_path, images):
     with pytest.raises(TaggingError, match="7 scores but its tag list has 12 rows"):
         tag_directory(images, model=tagger)
     assert not list(images.glob("*.txt"))
+
+
+def test_accelerator_pipeline_loads_next_batches_during_inference(tmp_path, monkeypatch):
+    """Off the CPU, batch k+1 is being loaded while batch k runs."""
+    import threading
+
+    from kohyagen import tagging, tagging_runtime
+
+    tagger = make_tagger(tmp_path / "tagger")
+    folder = tmp_path / "imgs"
+    for i in range(6):
+        solid(folder / f"{i}.png", [RED, GREEN, BLUE][i % 3])
+    loaded_later_batch = threading.Event()
+    real_prepare = tagging.prepare_into
+
+    def prepare(batch, row, path, size, layout):
+        if int(path.stem) >= 2:
+            loaded_later_batch.set()
+        return real_prepare(batch, row, path, size, layout)
+
+    overlapped = []
+    real_run = tagging_runtime.Runtime.run
+
+    def run(self, batch):
+        if not overlapped:
+            overlapped.append(loaded_later_batch.wait(timeout=10))
+        return real_run(self, batch)
+
+    real_open = tagging.open_runtime
+
+    def open_as_gpu(*args, **kwargs):
+        runtime = real_open(*args, **kwargs)
+        runtime.provider = "CUDA"  # what matters here is only the pipeline depth
+        return runtime
+
+    monkeypatch.setattr(tagging, "prepare_into", prepare)
+    monkeypatch.setattr(tagging_runtime.Runtime, "run", run)
+    monkeypatch.setattr(tagging, "open_runtime", open_as_gpu)
+    result = tag_directory(folder, model=tagger, batch_size=2)
+    assert overlapped == [True]
+    assert result.tagged == 6 and result.provider == "CUDA"
+    assert read_tags(folder / "5.txt") == ["kirisame marisa", "blue sky"]
+
+
+def test_cpu_loads_between_runs(tmp_path, monkeypatch):
+    """On the CPU the next batch is loaded after the current run, not during it."""
+    from kohyagen import tagging, tagging_runtime
+
+    tagger = make_tagger(tmp_path / "tagger")
+    folder = tmp_path / "imgs"
+    for i in range(4):
+        solid(folder / f"{i}.png", RED)
+    events = []
+    real_prepare = tagging.prepare_into
+    real_run = tagging_runtime.Runtime.run
+
+    def prepare(batch, row, path, size, layout):
+        events.append(f"load{path.stem}")
+        return real_prepare(batch, row, path, size, layout)
+
+    def run(self, batch):
+        events.append("run")
+        return real_run(self, batch)
+
+    monkeypatch.setattr(tagging, "prepare_into", prepare)
+    monkeypatch.setattr(tagging_runtime.Runtime, "run", run)
+    tag_directory(folder, model=tagger, batch_size=2, workers=1)
+    assert events == ["load0", "load1", "run", "load2", "load3", "run"]
