@@ -119,8 +119,8 @@ def tag_directory(
 
     mode: "skip" leaves images that have a caption alone (and so resumes a killed
     run), "append" adds the tags a caption lacks, "overwrite" replaces captions.
-    progress(done, total) is called as images finish; total counts only the images
-    that need tagging. providers forces onnxruntime execution providers ("cpu",
+    progress(done, total) is called once the model is loaded and then as images
+    finish; total counts only the images that need tagging. providers forces onnxruntime execution providers ("cpu",
     "cuda", ...); by default the fastest available one is used. on_message gets the
     provider and any warnings as soon as the model is loaded (they are also in the
     result), so that a front end can show them before a long run.
@@ -150,8 +150,6 @@ def tag_directory(
         "images": len(found),
         "skipped": len(found) - len(todo),
     }
-    if progress is not None:
-        progress(0, len(todo))
     if not todo:
         # Nothing to do, so no model is loaded (or downloaded) at all.
         return TagResult(
@@ -181,6 +179,9 @@ def tag_directory(
         on_message(f"tagger {files.name} on {runtime.provider}, batches of {rows}")
         for warning in warnings:
             on_message(f"warning: {warning}")
+    if progress is not None:
+        # Only now: a download's own progress output has finished by this point.
+        progress(0, len(todo))
 
     run = _Run(runtime, TagSelector(tags, options), options, mode, caption_ext, rows, progress)
     run.tag(todo, workers or min(8, os.cpu_count() or 2))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 WHITE = (255, 255, 255)
 
@@ -80,6 +80,8 @@ def prepare_into(batch: np.ndarray, row: int, path: Path, size: int, layout: str
 
 
 def _describe(exc: Exception) -> str:
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image format Pillow can read, or the file is corrupt"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     text = str(exc).splitlines()[0] if str(exc) else ""

@@ -151,14 +151,17 @@ def _hub_file(
     except LocalEntryNotFoundError as exc:
         offline = constants.HF_HUB_OFFLINE
         where = cache_dir or constants.HF_HUB_CACHE
-        reason = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
+        local = "or pass --model with a folder holding model.onnx and selected_tags.csv"
+        if offline:
+            reason = "HF_HUB_OFFLINE is set"
+            fix = f"unset HF_HUB_OFFLINE and run once with network access to download it, {local}"
+        else:
+            reason = "the hub could not be reached"
+            fix = f"check the network connection or proxy (HTTPS_PROXY), {local}"
         raise ModelNotFound(
             f"tagger {repo_id} ({filename}) is not in the Hugging Face cache at {where} "
             f"and {reason}",
-            hint=(
-                "run once with network access and HF_HUB_OFFLINE unset to download it, "
-                "or pass --model with a folder holding model.onnx and selected_tags.csv"
-            ),
+            hint=fix,
         ) from exc
     except GatedRepoError as exc:
         raise ModelNotFound(

@@ -87,13 +87,16 @@ def tag_command(
     task = bar.add_task("tagging", total=None)
 
     def progress(done: int, total: int) -> None:
+        # Started on the first call, after any model download has printed its own bars.
+        if not bar.live.is_started:
+            bar.start()
         bar.update(task, completed=done, total=total)
 
     def message(text: str) -> None:
         style = "yellow" if text.startswith("warning:") else "cyan"
         err.print(f"[{style}]{text}[/{style}]")
 
-    with bar:
+    try:
         result = tag_directory(
             directory,
             model=model,
@@ -111,6 +114,8 @@ def tag_command(
             progress=progress,
             on_message=None if as_json else message,
         )
+    finally:
+        bar.stop()
     if as_json:
         emit_json(result.to_dict())
         return
