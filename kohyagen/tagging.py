@@ -1,8 +1,10 @@
 """WD14 auto-tagging: a folder of images to caption files, through onnxruntime.
 
 tag_directory() is the entry point. Images are loaded and preprocessed in a thread
-pool that keeps the next batches ready while onnxruntime runs the current one (both
-release the GIL), so on a GPU the model, not the JPEG decoder, sets the pace.
+pool. On an accelerator the pool keeps the next batches ready while onnxruntime runs
+the current one (both release the GIL), so the model, not the JPEG decoder, sets the
+pace; on the CPU, where onnxruntime already occupies every core, each batch is
+loaded on all cores between runs instead (see kohyagen.tagging_run).
 Existing captions are never replaced unless the mode says so, and every caption is
 written atomically: a run killed midway leaves each caption old or new, and running
 again carries on with the images still uncaptioned.
@@ -12,14 +14,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from kohyagen.errors import DatasetError, TaggingError, UsageError
 from kohyagen.layout import is_image_name
@@ -27,34 +25,16 @@ from kohyagen.tagging_captions import (
     MODES,
     CaptionOptions,
     TagSelector,
-    caption_text,
     has_caption,
-    merge_tags,
-    read_caption,
     remove_stale_temps,
-    split_tags,
-    write_atomic,
 )
-from kohyagen.tagging_image import prepare_into
 from kohyagen.tagging_models import DEFAULT_MODEL, load_tags, resolve_model
+from kohyagen.tagging_run import BatchRun, ImageFailure, ProgressCallback, caption_path
 from kohyagen.tagging_runtime import Runtime, open_runtime
 
-ProgressCallback = Callable[[int, int], None]
+__all__ = ["DEFAULT_MODEL", "ImageFailure", "TagResult", "find_images", "tag_directory"]
 GPU_BATCH = 32
 CPU_BATCH = 8
-# Batches prepared ahead of the one running on an accelerator: enough to hide a slow
-# decode, few enough to bound memory (a 32 x 448 x 448 x 3 float batch is 77 MB).
-PREFETCH_BATCHES = 2
-# On the CPU provider onnxruntime already uses every core, so loading alongside it
-# only preempts its threads, and each preemption stalls the others at the next
-# barrier: measured ~20% slower than loading each batch (on all cores) between runs.
-CPU_PREFETCH_BATCHES = 0
-
-
-@dataclass(frozen=True)
-class ImageFailure:
-    path: Path
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -142,7 +122,7 @@ def tag_directory(
     found = find_images(root, recursive=recursive)
     remove_stale_temps({p.parent for p in found})
     images, shared = _one_image_per_caption(found, caption_ext)
-    todo = [p for p in images if mode != "skip" or not has_caption(_caption_path(p, caption_ext))]
+    todo = [p for p in images if mode != "skip" or not has_caption(caption_path(p, caption_ext))]
     base = {
         "root": root,
         "mode": mode,
@@ -183,7 +163,7 @@ def tag_directory(
         # Only now: a download's own progress output has finished by this point.
         progress(0, len(todo))
 
-    run = _Run(runtime, TagSelector(tags, options), options, mode, caption_ext, rows, progress)
+    run = BatchRun(runtime, TagSelector(tags, options), options, mode, caption_ext, rows, progress)
     run.tag(todo, workers or min(8, os.cpu_count() or 2))
     return TagResult(
         model=files.name,
@@ -221,115 +201,13 @@ def find_images(root: Path, *, recursive: bool = False) -> list[Path]:
     return sorted(found)
 
 
-class _Run:
-    """One pass over the images: a prefetching loader feeding batched inference."""
-
-    def __init__(
-        self,
-        runtime: Runtime,
-        selector: TagSelector,
-        options: CaptionOptions,
-        mode: str,
-        caption_ext: str,
-        rows: int,
-        progress: ProgressCallback | None,
-    ) -> None:
-        self.runtime = runtime
-        self.selector = selector
-        self.options = options
-        self.mode = mode
-        self.caption_ext = caption_ext
-        self.rows = rows
-        self.progress = progress
-        self.tagged = 0
-        self.failures: list[ImageFailure] = []
-        self.counts: Counter[str] = Counter()
-
-    def tag(self, todo: list[Path], workers: int) -> None:
-        batches = [todo[i : i + self.rows] for i in range(0, len(todo), self.rows)]
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kohyagen-tag")
-        pending: deque[tuple[list[Path], np.ndarray, list[Future]]] = deque()
-        ahead = CPU_PREFETCH_BATCHES if self.runtime.provider == "CPU" else PREFETCH_BATCHES
-        submitted = 0
-        done = 0
-        try:
-            for _ in batches:
-                while submitted < len(batches) and len(pending) <= ahead:
-                    pending.append(self._submit(pool, batches[submitted]))
-                    submitted += 1
-                paths, batch, futures = pending.popleft()
-                self._finish(paths, batch, [f.result() for f in futures])
-                done += len(paths)
-                if self.progress is not None:
-                    self.progress(done, len(todo))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _submit(self, pool: ThreadPoolExecutor, paths: list[Path]):
-        spec = self.runtime.input
-        fixed = spec.fixed_batch
-        batch = np.empty(spec.batch_shape(fixed or len(paths)), dtype=spec.dtype)
-        if fixed and fixed > len(paths):
-            batch[len(paths) :] = 255.0
-        futures = [
-            pool.submit(prepare_into, batch, row, p, spec.size, spec.layout)
-            for row, p in enumerate(paths)
-        ]
-        return paths, batch, futures
-
-    def _finish(self, paths: list[Path], batch: np.ndarray, errors: list[str | None]) -> None:
-        ok = [i for i, err in enumerate(errors) if err is None]
-        for path, err in zip(paths, errors, strict=True):
-            if err is not None:
-                self.failures.append(ImageFailure(path, f"cannot read image: {err}"))
-        if not ok:
-            return
-        compacted = False
-        if len(ok) < len(paths):
-            if self.runtime.input.fixed_batch:
-                batch[[i for i, e in enumerate(errors) if e is not None]] = 255.0
-            else:
-                batch, compacted = batch[ok], True
-        try:
-            probs = self.runtime.run(batch)
-        except Exception as exc:  # onnxruntime's errors are untyped
-            raise TaggingError(
-                f"inference failed on a batch of {len(batch)}: {str(exc).splitlines()[0]}",
-                hint="a smaller --batch-size may fit in memory",
-            ) from exc
-        if probs.ndim != 2 or probs.shape[1] != len(self.selector.display):
-            raise TaggingError(
-                f"the model gives scores of shape {list(probs.shape)} but its tag list has "
-                f"{len(self.selector.display)} rows",
-                hint="model.onnx and selected_tags.csv must come from the same tagger",
-            )
-        for k, row in enumerate(ok):
-            self._write(paths[row], self.selector.select(probs[k if compacted else row]))
-
-    def _write(self, image: Path, tags: list[str]) -> None:
-        target = _caption_path(image, self.caption_ext)
-        try:
-            if self.mode == "append":
-                existing = read_caption(target)
-                if existing is not None:
-                    tags = merge_tags(split_tags(existing), tags, self.options.trigger)
-            write_atomic(target, caption_text(tags))
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            self.failures.append(ImageFailure(image, f"cannot write {target.name}: {reason}"))
-            return
-        self.tagged += 1
-        trigger = self.options.trigger
-        self.counts.update(t for t in tags if t != trigger)
-
-
 def _one_image_per_caption(images: list[Path], extension: str) -> tuple[list[Path], list[str]]:
     """a.png and a.jpg would write the same a.txt: tag the first, warn about the rest."""
     owner: dict[Path, Path] = {}
     kept: list[Path] = []
     clashes: list[str] = []
     for image in images:
-        caption = _caption_path(image, extension)
+        caption = caption_path(image, extension)
         if caption in owner:
             clashes.append(f"{image.name} shares {caption.name} with {owner[caption].name}")
             continue
@@ -343,10 +221,6 @@ def _one_image_per_caption(images: list[Path], extension: str) -> tuple[list[Pat
             "their captions apart"
         )
     return kept, warnings
-
-
-def _caption_path(image: Path, extension: str) -> Path:
-    return image.with_suffix(extension)
 
 
 def _batch_size(runtime: Runtime, requested: int | None, warnings: list[str]) -> int:

@@ -270,14 +270,14 @@ def test_accelerator_pipeline_loads_next_batches_during_inference(tmp_path, monk
     """Off the CPU, batch k+1 is being loaded while batch k runs."""
     import threading
 
-    from kohyagen import tagging, tagging_runtime
+    from kohyagen import tagging, tagging_run, tagging_runtime
 
     tagger = make_tagger(tmp_path / "tagger")
     folder = tmp_path / "imgs"
     for i in range(6):
         solid(folder / f"{i}.png", [RED, GREEN, BLUE][i % 3])
     loaded_later_batch = threading.Event()
-    real_prepare = tagging.prepare_into
+    real_prepare = tagging_run.prepare_into
 
     def prepare(batch, row, path, size, layout):
         if int(path.stem) >= 2:
@@ -299,7 +299,7 @@ def test_accelerator_pipeline_loads_next_batches_during_inference(tmp_path, monk
         runtime.provider = "CUDA"  # what matters here is only the pipeline depth
         return runtime
 
-    monkeypatch.setattr(tagging, "prepare_into", prepare)
+    monkeypatch.setattr(tagging_run, "prepare_into", prepare)
     monkeypatch.setattr(tagging_runtime.Runtime, "run", run)
     monkeypatch.setattr(tagging, "open_runtime", open_as_gpu)
     result = tag_directory(folder, model=tagger, batch_size=2)
@@ -310,14 +310,14 @@ def test_accelerator_pipeline_loads_next_batches_during_inference(tmp_path, monk
 
 def test_cpu_loads_between_runs(tmp_path, monkeypatch):
     """On the CPU the next batch is loaded after the current run, not during it."""
-    from kohyagen import tagging, tagging_runtime
+    from kohyagen import tagging_run, tagging_runtime
 
     tagger = make_tagger(tmp_path / "tagger")
     folder = tmp_path / "imgs"
     for i in range(4):
         solid(folder / f"{i}.png", RED)
     events = []
-    real_prepare = tagging.prepare_into
+    real_prepare = tagging_run.prepare_into
     real_run = tagging_runtime.Runtime.run
 
     def prepare(batch, row, path, size, layout):
@@ -328,7 +328,7 @@ def test_cpu_loads_between_runs(tmp_path, monkeypatch):
         events.append("run")
         return real_run(self, batch)
 
-    monkeypatch.setattr(tagging, "prepare_into", prepare)
+    monkeypatch.setattr(tagging_run, "prepare_into", prepare)
     monkeypatch.setattr(tagging_runtime.Runtime, "run", run)
     tag_directory(folder, model=tagger, batch_size=2, workers=1)
     assert events == ["load0", "load1", "run", "load2", "load3", "run"]
