@@ -140,8 +140,12 @@ class BatchRun:
                 if existing is not None:
                     tags = merge_tags(split_tags(existing), tags, self.options.trigger)
             write_atomic(target, caption_text(tags))
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
+        except UnicodeDecodeError:
+            reason = f"{target.name} is not UTF-8 text, so it was left as it is"
+            self.failures.append(ImageFailure(image, reason))
+            return
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
             self.failures.append(ImageFailure(image, f"cannot write {target.name}: {reason}"))
             return
         self.tagged += 1

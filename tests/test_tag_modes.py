@@ -332,3 +332,19 @@ def test_cpu_loads_between_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(tagging_runtime.Runtime, "run", run)
     tag_directory(folder, model=tagger, batch_size=2, workers=1)
     assert events == ["load0", "load1", "run", "load2", "load3", "run"]
+
+
+def test_append_leaves_a_non_utf8_caption_alone(images, tagger):
+    (images / "a_red.txt").write_bytes(b"caf\xe9, latin-1\n")
+    result = tag_directory(images, model=tagger, mode="append")
+    assert result.tagged == 3 and result.failed == 1
+    assert "not UTF-8" in result.failures[0].reason
+    assert (images / "a_red.txt").read_bytes() == b"caf\xe9, latin-1\n"
+
+
+def test_unwritable_caption_is_a_failure_not_a_crash(images, tagger):
+    (images / "b_green.txt").mkdir()  # a folder where the caption should go
+    result = tag_directory(images, model=tagger, mode="overwrite")
+    assert result.tagged == 3
+    assert [f.path.name for f in result.failures] == ["b_green.png"]
+    assert "cannot write b_green.txt" in result.failures[0].reason
