@@ -94,3 +94,28 @@ def test_users_train_dir_keeps_its_captions_and_records_the_new_content(tmp_path
     assert (subset / "1.txt").exists()
     recorded = Manifest.load(tmp_path / "run").data["dataset"]["source"]["digest"]
     assert recorded == hash_dataset(train_dir).digest
+
+
+def test_sd_scripts_revision_is_recorded_for_the_kohya_backend(tmp_path):
+    pytest.importorskip("kohyagen.launch")
+    import subprocess
+
+    from kohyagen.stages_training import _record_sd_scripts
+
+    checkout = tmp_path / "sd-scripts"
+    checkout.mkdir()
+    (checkout / "train_network.py").write_text("")
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"}  # fmt: skip
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "x"]):
+        subprocess.run(["git", "-C", str(checkout), *cmd], check=True, env=env)
+    rev = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    manifest = Manifest.create(tmp_path / "run", inputs={})
+    options = RunOptions(images=tmp_path, name="x", trigger="sks", backend="kohya",
+                         sd_scripts=checkout)  # fmt: skip
+    ctx = RunContext(options, manifest, manifest.run_dir, lambda s, m: None, None)
+    _record_sd_scripts(ctx)
+    versions = Manifest.load(tmp_path / "run").data["versions"]
+    assert versions["sd_scripts"] == {"path": str(checkout.resolve()), "rev": rev}
