@@ -53,10 +53,11 @@ def stage_estimate(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     )
     data = est.to_dict()
     ctx.manifest.update("estimate", **data)
+    ctx.say("estimate", _estimate_line(est))
     if opts.budget is not None and est.budget_cost is not None and est.budget_cost > opts.budget:
         raise BudgetExceeded(
-            f"estimated cost up to ${est.budget_cost:.2f} ({_estimate_basis(est)}) is above "
-            f"your budget of ${opts.budget:.2f}; nothing was trained",
+            f"estimated cost up to ${est.budget_cost:.2f} ({_estimate_basis(est)}, "
+            f"{est.steps} steps) is above your budget of ${opts.budget:.2f}; nothing was trained",
             path=ctx.run_dir,
             hint="raise --budget, train fewer epochs (--epochs) or images, pick a cheaper "
             "GPU, or give your real price with --price-per-hour",
@@ -71,14 +72,18 @@ def stage_estimate(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
             path=ctx.run_dir,
             hint="run the same command again to continue (add --yes to skip the question)",
         )
-    return {"steps": est.steps, "budget_cost": est.budget_cost}, _estimate_line(est)
+    if opts.budget is not None and est.budget_cost is not None:
+        note = f"within your ${opts.budget:.2f} budget"
+    else:
+        note = f"{est.steps} steps"
+    return {"steps": est.steps, "budget_cost": est.budget_cost}, note
 
 
 def _estimate_basis(est: Any) -> str:
     if est.own_price_per_hour is not None:
         return f"at your ${est.own_price_per_hour:.2f}/hour"
     cheapest = min(est.costs, key=lambda c: c.cost[1])
-    return f"high end at {cheapest.label}"
+    return f"the high end at the cheapest provider, {cheapest.label}"
 
 
 def _estimate_line(est: Any) -> str:
