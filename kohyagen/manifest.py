@@ -63,16 +63,25 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def dataset_files(root: Path) -> list[Path]:
-    """Images and caption files under root (recursively), sorted; hidden files skipped."""
+def dataset_files(root: Path, *, exclude: Path | None = None) -> list[Path]:
+    """Images and caption files kohya could read under root: in root itself and in its
+    direct subfolders (the N_name/ layout), sorted; hidden files and `exclude` (e.g. a run
+    folder made inside the images folder) left out."""
     wanted = set(IMAGE_EXTENSIONS) | set(CAPTION_EXTENSIONS)
-    files = [
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in wanted
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
+    excluded = exclude.resolve() if exclude is not None else None
+
+    def entries(folder: Path) -> list[Path]:
+        try:
+            return [p for p in folder.iterdir() if not p.name.startswith(".")]
+        except OSError:
+            return []
+
+    files = []
+    for entry in entries(root):
+        if excluded is not None and entry.resolve() == excluded:
+            continue
+        children = entries(entry) if entry.is_dir() else [entry]
+        files += [p for p in children if p.suffix.lower() in wanted and p.is_file()]
     return sorted(files)
 
 
@@ -89,9 +98,12 @@ class DatasetHash:
         return cls(data["digest"], dict(data["files"]))
 
 
-def hash_dataset(root: str | Path) -> DatasetHash:
+def hash_dataset(root: str | Path, *, exclude: Path | None = None) -> DatasetHash:
     root = Path(root)
-    files = {p.relative_to(root).as_posix(): _file_sha256(p) for p in dataset_files(root)}
+    files = {
+        p.relative_to(root).as_posix(): _file_sha256(p)
+        for p in dataset_files(root, exclude=exclude)
+    }
     total = hashlib.sha256()
     for rel, digest in sorted(files.items()):
         total.update(f"{rel}\0{digest}\n".encode())

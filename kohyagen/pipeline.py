@@ -164,7 +164,7 @@ def _open_run_dir(options: RunOptions) -> tuple[Manifest, bool]:
         )
     recorded = existing.data.get("dataset", {}).get("source")
     if recorded and existing.is_finished("check"):
-        now = hash_dataset(options.images)
+        now = hash_dataset(options.images, exclude=run_dir)
         before = DatasetHash.from_dict(recorded)
         if now.digest != before.digest:
             raise RunStateError(

@@ -118,7 +118,7 @@ def _stage_check(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
             path=first.file or opts.images,
             hint=(first.fix or "") + " (see `kohyagen check " + str(opts.images) + "`)",
         )
-    digest = hash_dataset(opts.images)
+    digest = hash_dataset(opts.images, exclude=ctx.run_dir)
     ctx.manifest.update("dataset", source=digest.to_dict())
     outputs = {
         "kind": report.kind,
@@ -201,7 +201,8 @@ def _stage_tag(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
         return None
     if missing and not ours:
         # The captions were written into the user's own train dir: that is now its content.
-        ctx.manifest.update("dataset", source=hash_dataset(train_dir).to_dict())
+        source = hash_dataset(train_dir, exclude=ctx.run_dir).to_dict()
+        ctx.manifest.update("dataset", source=source)
     return outputs, "; ".join(notes)
 
 

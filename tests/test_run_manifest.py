@@ -120,3 +120,16 @@ def test_versions_include_sd_scripts_revision(tmp_path):
     versions = collect_versions(repo)
     assert versions["sd_scripts"]["rev"] == rev
     assert git_revision(tmp_path / "nothing") is None
+
+
+def test_dataset_hash_covers_two_levels_and_skips_the_run_folder(tmp_path):
+    make_image(tmp_path / "a.png")
+    make_image(tmp_path / "10_x" / "b.png")
+    make_image(tmp_path / "10_x" / "deep" / "c.png")  # kohya does not read this deep
+    make_image(tmp_path / ".hidden" / "d.png")
+    make_image(tmp_path / "runs" / "e.png")
+    digest = hash_dataset(tmp_path, exclude=tmp_path / "runs")
+    assert set(digest.files) == {"a.png", "10_x/b.png"}
+    make_image(tmp_path / "runs" / "f.png", color=(9, 9, 9))
+    make_image(tmp_path / "10_x" / "deep" / "g.png")
+    assert hash_dataset(tmp_path, exclude=tmp_path / "runs") == digest

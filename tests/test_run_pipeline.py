@@ -60,7 +60,8 @@ class FakeStages:
 
     def check(self, ctx):
         self.calls.append("check")
-        ctx.manifest.update("dataset", source=stages.hash_dataset(ctx.options.images).to_dict())
+        digest = stages.hash_dataset(ctx.options.images, exclude=ctx.run_dir)
+        ctx.manifest.update("dataset", source=digest.to_dict())
         return {"kind": "image_folder", "images": 4, "images_x_repeats": 4,
                 "steps_per_epoch": None, "caption_extension": ".txt"}, "4 images"  # fmt: skip
 
@@ -279,3 +280,14 @@ def test_gpu_configs_are_not_trained_on_a_cpu(monkeypatch, images, tmp_path):
     assert fake.calls[-1] == "estimate"
     m = Manifest.load(tmp_path / "run")
     assert m.status("train") == FAILED and not (tmp_path / "run" / "train.log").exists()
+
+
+def test_run_folder_inside_the_images_folder_is_not_a_dataset_change(monkeypatch, images, tmp_path):
+    fake = FakeStages(monkeypatch, fail_train=1)
+    inside = {"run_dir": images / "runs" / "x"}
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(options(images, tmp_path, **inside))
+    (images / "runs" / "x" / "preview.png").write_bytes(b"not in the dataset")
+    fake.calls.clear()
+    run_pipeline(options(images, tmp_path, **inside))
+    assert fake.calls == ["train", "report", "pick"]
