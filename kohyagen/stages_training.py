@@ -101,7 +101,7 @@ def _estimate_line(est: Any) -> str:
 def stage_train(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     opts = ctx.options
     configs = ctx.manifest.data["configs"]
-    _require_gpu_if_configured_for_one(ctx, configs.get("gpu"))
+    _check_where_training_runs(ctx, configs.get("gpu"))
     from kohyagen.launch import train
 
     if opts.backend != "builtin":
@@ -136,9 +136,19 @@ def stage_train(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     return outputs, f"finished after {outputs['attempts']} attempt(s)"
 
 
-def _require_gpu_if_configured_for_one(ctx: RunContext, gpu: str | None) -> None:
-    """Configs made for a GPU would train a real model on the CPU for days: refuse."""
-    if gpu in (None, "cpu"):
+def _check_where_training_runs(ctx: RunContext, gpu: str | None) -> None:
+    """Refuse a training that would take days: configs made for a GPU on a machine without
+    one, or a CPU run nobody asked for (--gpu auto found no GPU)."""
+    if gpu == "cpu":
+        if ctx.options.gpu.lower() == "auto":
+            raise KohyagenError(
+                "no NVIDIA GPU on this machine: training a real model on the CPU takes days",
+                path=ctx.run_dir,
+                hint="run this on a GPU machine, or pass --gpu cpu to train here anyway "
+                "(practical only for tiny models such as `kohyagen demo`'s)",
+            )
+        return
+    if gpu is None:
         return
     from kohyagen.hardware import detect
 

@@ -7,13 +7,21 @@ by a small function so that the orchestration itself is tested in milliseconds.
 from __future__ import annotations
 
 import json
+import sys
+import types
 
 import pytest
 from click.testing import CliRunner
 
 from kohyagen import stages
 from kohyagen.cli import main
-from kohyagen.errors import BudgetExceeded, KohyagenError, RunStateError, TrainingFailed
+from kohyagen.errors import (
+    BudgetExceeded,
+    KohyagenError,
+    RunStateError,
+    SdScriptsNotFound,
+    TrainingFailed,
+)
 from kohyagen.manifest import DONE, FAILED, PENDING, RUNNING, SKIPPED, STAGES, Manifest
 from kohyagen.pipeline import RunOptions, run_pipeline
 from tests.conftest import make_image
@@ -291,3 +299,37 @@ def test_run_folder_inside_the_images_folder_is_not_a_dataset_change(monkeypatch
     fake.calls.clear()
     run_pipeline(options(images, tmp_path, **inside))
     assert fake.calls == ["train", "report", "pick"]
+
+
+def test_auto_without_a_gpu_stops_before_training_unless_cpu_is_asked(
+    monkeypatch, images, tmp_path
+):
+    from kohyagen import stages_training
+
+    fake = FakeStages(monkeypatch)
+    monkeypatch.setitem(stages.STAGE_FUNCTIONS, "train", stages_training.stage_train)
+
+    def config_for_cpu(ctx):
+        fake.config(ctx)
+        ctx.manifest.update("configs", gpu="cpu")
+        return {"gpu": "cpu"}, "configs"
+
+    monkeypatch.setitem(stages.STAGE_FUNCTIONS, "config", config_for_cpu)
+    with pytest.raises(KohyagenError) as info:
+        run_pipeline(options(images, tmp_path, gpu="auto"))
+    assert "no NVIDIA GPU" in str(info.value) and "--gpu cpu" in str(info.value)
+    assert Manifest.load(tmp_path / "run").status("train") == FAILED
+    # --gpu cpu says "train here anyway": the train stage goes on to the launcher
+    launched = []
+
+    def fake_train(*args, **kwargs):
+        launched.append(kwargs)
+        return types.SimpleNamespace(status="succeeded", attempts=[1], command=["x"])
+
+    def no_checkout(flag=None):
+        raise SdScriptsNotFound("no sd-scripts")
+
+    fake_launch = types.SimpleNamespace(train=fake_train, find_sd_scripts=no_checkout)
+    monkeypatch.setitem(sys.modules, "kohyagen.launch", fake_launch)
+    run_pipeline(options(images, tmp_path, gpu="cpu"))
+    assert launched and launched[0]["backend"] == "auto"
