@@ -90,7 +90,8 @@ SIGNATURES: tuple[_Signature, ...] = (
     _sig(
         "tokenizer-offline",
         r"tokenization_clip\.py.{0,3000}?expected str, bytes or os\.PathLike object, not NoneType"
-        r"|Max retries exceeded.{0,400}?huggingface\.co|couldn't connect to 'https://huggingface\.co'"
+        r"|Max retries exceeded.{0,400}?huggingface\.co|huggingface\.co.{0,400}?Max retries exceeded|"
+        r"couldn't connect to 'https://huggingface\.co'"
         r"|OfflineModeIsEnabled|LocalEntryNotFoundError",
         "a tokenizer (or model file) had to come from the Hugging Face Hub, which was not "
         "reachable",

@@ -185,7 +185,8 @@ class LogParser:
 
     def _complete(self, segment: str) -> list[Event]:
         found = parse_segment(segment)
-        if self._early is not None and found and found[0] == self._early:
+        # repr, not ==: a NaN loss never equals itself
+        if self._early is not None and found and repr(found[0]) == repr(self._early):
             found = found[1:]
         self._early = None
         return found
