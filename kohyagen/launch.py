@@ -9,30 +9,33 @@ when the run ends, however it ends.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kohyagen import attempts as cfg
-from kohyagen.diagnose import Diagnosis, diagnose_run, find_signature, nan_loss
 from kohyagen.errors import (
     ConfigError,
-    KohyagenError,
     LintFailed,
     RunStateError,
     SdScriptsNotFound,
-    TrainingFailed,
     UsageError,
 )
 from kohyagen.findings import Finding, Severity, count_errors
-from kohyagen.logs import LogParser, LogSummary, StepProgress, is_bad_loss
-from kohyagen.process import child_env, run_streaming
 from kohyagen.schema import flatten_training_config, load_toml, script_for_config
+from kohyagen.trainrun import Attempt, Progress, TrainResult, run_attempts
+
+__all__ = [
+    "Attempt",
+    "Progress",
+    "TrainResult",
+    "build_command",
+    "choose_run_dir",
+    "find_python",
+    "find_sd_scripts",
+    "train",
+]
 
 BACKENDS = ("auto", "kohya", "builtin")
 CLONE_HINT = "git clone https://github.com/kohya-ss/sd-scripts vendor/sd-scripts"
@@ -154,70 +157,6 @@ def build_command(
     return argv
 
 
-# --- results --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What the live line shows; sent to on_progress on every bar update and event."""
-
-    attempt: int
-    step: int
-    total_steps: int | None
-    epoch: int
-    total_epochs: int | None
-    loss: float | None
-    seconds_per_step: float | None
-    eta_s: float | None
-    elapsed_s: float
-    cost: float | None
-    message: str | None = None  # an event worth a line of its own (checkpoint, retry...)
-
-
-@dataclass(frozen=True)
-class Attempt:
-    number: int
-    command: list[str]
-    training_config: str
-    dataset_config: str | None
-    changes: list[dict]
-    exit_code: int | None
-    stop_reason: str | None
-    diagnosis: Diagnosis | None
-    started_at: float
-    ended_at: float
-    log_start: int
-    log_end: int
-
-    def to_dict(self) -> dict:
-        data = {k: v for k, v in self.__dict__.items() if k != "diagnosis"}
-        data["diagnosis"] = self.diagnosis.to_dict() if self.diagnosis else None
-        return data
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    run_dir: Path
-    status: str  # "succeeded" | "failed" | "interrupted" | "dry-run"
-    attempts: list[Attempt]
-    failure: Diagnosis | None
-    command: list[str]
-    summary: dict | None = None
-    cost: float | None = None
-    lint: list[Finding] = field(default_factory=list)
-
-    def raise_for_status(self) -> None:
-        if self.status in ("succeeded", "dry-run"):
-            return
-        failure = self.failure
-        raise TrainingFailed(
-            f"training {self.status}: {failure.cause if failure else 'unknown cause'}",
-            cause=failure.code if failure else None,
-            path=self.run_dir / "train.log",
-            hint=failure.fix if failure else None,
-        )
-
-
 # --- the run folder -------------------------------------------------------------------------
 
 
@@ -260,23 +199,6 @@ def _pid_alive(pid: Any) -> bool:
     except OSError:
         return False
     return pid != os.getpid()
-
-
-def _write_state(run_dir: Path, state: dict) -> None:
-    cfg.atomic_write_text(
-        run_dir / "train.json", json.dumps(state, indent=2, ensure_ascii=False, default=str)
-    )
-
-
-def _keep_previous_log(run_dir: Path) -> None:
-    """A reused run folder keeps its earlier train.log as train-N.log."""
-    log = run_dir / "train.log"
-    if not log.exists():
-        return
-    n = 1
-    while (run_dir / f"train-{n}.log").exists():
-        n += 1
-    log.rename(run_dir / f"train-{n}.log")
 
 
 # --- lint -----------------------------------------------------------------------------------
@@ -324,61 +246,6 @@ def _resolve_backend(
         return "kohya", find_sd_scripts(None, cwd=cwd)
     except SdScriptsNotFound:
         return "builtin", None
-
-
-class _Watcher:
-    """Feeds output to the parser, keeps the state, decides when to stop, reports progress."""
-
-    def __init__(self, attempt: int, started: float, price: float | None, on_progress):
-        self.parser = LogParser()
-        self.summary = LogSummary()
-        self.attempt = attempt
-        self.started = started
-        self.price = price
-        self.on_progress = on_progress
-        self.fatal: Diagnosis | None = None
-        self.tail = ""
-
-    def progress(self, message: str | None = None) -> None:
-        if self.on_progress is None:
-            return
-        s = self.summary
-        elapsed = time.time() - self.started
-        cost = self.price * elapsed / 3600 if self.price is not None else None
-        loss = s.loss_by_step.get(s.step) if s.step else None
-        self.on_progress(
-            Progress(
-                self.attempt, s.step, s.total_steps, s.epoch, s.total_epochs, loss,
-                s.seconds_per_step, s.remaining_s, elapsed, cost, message,
-            )
-        )  # fmt: skip
-
-    def __call__(self, text: str) -> str | None:
-        self.tail = (self.tail + text)[-20000:]
-        stop = None
-        for event in self.parser.feed(text):
-            stop = self._apply(event) or stop
-        return stop
-
-    def close(self) -> None:
-        for event in self.parser.close():
-            self._apply(event)
-
-    def _apply(self, event) -> str | None:
-        from kohyagen.logs import CheckpointSaved, EpochStarted
-
-        self.summary.apply(event)
-        if is_bad_loss(event):
-            self.fatal = nan_loss(event.step)
-            self.progress(f"loss is NaN at step {event.step}: stopping")
-            return "nan-loss"
-        if isinstance(event, StepProgress):
-            self.progress()
-        elif isinstance(event, EpochStarted):
-            self.progress(f"epoch {event.epoch}/{event.total}")
-        elif isinstance(event, CheckpointSaved):
-            self.progress(f"saved {Path(event.path).name}")
-        return None
 
 
 def train(
@@ -451,125 +318,9 @@ def train(
             target, "dry-run", [], None, command_for(training_copy, dataset_copy), lint=findings
         )
 
-    return _run(
+    return run_attempts(
         target=target, config_path=config_path, dataset_path=dataset_path, cwd=cwd,
         command_for=command_for, backend=chosen, checkout=checkout, interpreter=interpreter,
         retry=retry, price=price_per_hour, on_progress=on_progress, env=env, gpus=gpus,
         max_attempts=max_attempts, findings=findings,
     )  # fmt: skip
-
-
-def _run(
-    *, target, config_path, dataset_path, cwd, command_for, backend, checkout, interpreter,
-    retry, price, on_progress, env, gpus, max_attempts, findings,
-) -> TrainResult:  # fmt: skip
-    target.mkdir(parents=True, exist_ok=True)
-    _keep_previous_log(target)
-    log_path = target / "train.log"
-    training_copy = target / "training_config.toml"
-    dataset_copy = target / "dataset_config.toml" if dataset_path else None
-    # The copies are written even when the sources are these very files: paths become absolute.
-    dataset_doc = (
-        cfg.copy_dataset_config(dataset_path, dataset_copy, base=cwd) if dataset_path else None
-    )
-    training_doc = cfg.copy_training_config(
-        config_path,
-        training_copy,
-        base=cwd,
-        dataset_copy=dataset_copy.resolve() if dataset_copy else None,
-    )
-    child_environment = child_env(env)
-    if backend == "builtin":
-        child_environment["PYTHONPATH"] = os.pathsep.join(
-            p
-            for p in (
-                str(Path(__file__).resolve().parent.parent),
-                child_environment.get("PYTHONPATH"),
-            )
-            if p
-        )
-    started = time.time()
-    state: dict[str, Any] = {
-        "status": "running",
-        "pid": os.getpid(),
-        "backend": backend,
-        "sd_scripts": str(checkout) if checkout else None,
-        "python": interpreter,
-        "gpus": gpus,
-        "source_config": str(config_path),
-        "source_dataset_config": str(dataset_path) if dataset_path else None,
-        "price_per_hour": price,
-        "started_at": started,
-        "attempts": [],
-    }
-    done: list[Attempt] = []
-    changes: list[dict] = []
-    failure: Diagnosis | None = None
-    status = "failed"
-    number = 0
-    while True:
-        number += 1
-        folder = target / "attempts" / str(number)
-        attempt_training, attempt_dataset = cfg.write_attempt(folder, training_doc, dataset_doc)
-        command = command_for(
-            attempt_training.resolve(), attempt_dataset.resolve() if attempt_dataset else None
-        )
-        state["command"] = command
-        _write_state(target, state)
-        watcher = _Watcher(number, started, price, on_progress)
-        if number > 1:
-            watcher.progress(
-                f"attempt {number}: " + ", ".join(f"{c['key']} -> {c['new']}" for c in changes)
-            )
-        outcome = run_streaming(
-            command, cwd=target, env=child_environment, log_path=log_path, on_text=watcher
-        )
-        watcher.close()
-        s = watcher.summary
-        text = watcher.tail
-        diagnosis = diagnose_run(
-            text, outcome.exit_code,
-            nan_at_step=s.nan_at_step if outcome.stop_reason == "nan-loss" else None,
-            model_saved=s.model_saved or bool(s.checkpoints),
-            interrupted=outcome.stop_reason == "interrupted",
-        )  # fmt: skip
-        if diagnosis is None and outcome.exit_code != 0:
-            diagnosis = find_signature(text)
-        attempt = Attempt(
-            number, command, str(attempt_training), str(attempt_dataset) if attempt_dataset else None,
-            changes, outcome.exit_code, outcome.stop_reason, diagnosis, outcome.started_at,
-            outcome.ended_at, outcome.log_start, outcome.log_end,
-        )  # fmt: skip
-        done.append(attempt)
-        state["attempts"] = [a.to_dict() for a in done]
-        if diagnosis is None:
-            status, failure = "succeeded", None
-            break
-        failure = diagnosis
-        status = "interrupted" if diagnosis.code == "interrupted" else "failed"
-        if not (retry and diagnosis.retryable) or number >= max_attempts:
-            break
-        applied = cfg.shrink(training_doc, dataset_doc)
-        if not applied:
-            break
-        changes = [c.to_dict() for c in applied]
-    # The run folder's configs are the ones that produced the result.
-    cfg.write_attempt(target, training_doc, dataset_doc)
-    ended = time.time()
-    cost = price * (ended - started) / 3600 if price is not None else None
-    state.update(
-        status=status,
-        ended_at=ended,
-        duration_s=ended - started,
-        cost=None if cost is None or math.isnan(cost) else round(cost, 4),
-        failure=failure.to_dict() if failure else None,
-    )
-    _write_state(target, state)
-    summary = None
-    try:
-        from kohyagen.report import write_report
-
-        summary = write_report(target)
-    except KohyagenError:
-        summary = None
-    return TrainResult(target, status, done, failure, done[-1].command, summary, cost, findings)

@@ -85,6 +85,7 @@ def write_configs(
         lines.append(f'dataset_config = "{dataset_path}"')
     else:
         lines.append(f"train_batch_size = {batch_size}")
+        lines.append('caption_extension = ".txt"')
         lines.append(f'train_data_dir = "{data.parent}"')
     config = root / "training_config.toml"
     config.write_text("\n".join(lines) + "\n" + extra)
