@@ -185,6 +185,8 @@ def shrink(training: Any, dataset: Any | None) -> list[Change]:
         changes: list[Change] = []
         dataset_tables = _dataset_batch_sizes(dataset) if dataset is not None else []
         for table, size in dataset_tables:
+            if size <= 1:
+                continue
             new = max(1, size // 2)
             table["batch_size"] = new
             changes.append(Change("batch_size", size, new, "dataset"))

@@ -168,7 +168,7 @@ def read_trend(
     tolerance = max(0.01 * abs(low), 2 * math.sqrt(2) * noise if noise else 0.0)
     turn_index = values.index(low)
     first, last = values[0], values[-1]
-    if first - low <= tolerance and max(values) - low <= tolerance and len(values) >= 3:
+    if first - low <= tolerance and len(values) >= 3:  # never really dropped
         return "flat", None, tolerance
     if turn_index < len(values) - 1 and last - low > tolerance:
         return "overfitting", series[turn_index][0], tolerance

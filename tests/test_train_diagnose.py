@@ -103,7 +103,9 @@ def test_no_data_with_exit_zero_is_a_failure():
 
 
 def test_clean_run_is_not_a_failure(shared_dir):
-    text = (shared_dir / "kohya" / "samples" / "run_B" / "combined.log").read_text(encoding="utf-8")
+    text = (
+        (shared_dir / "kohya" / "samples" / "run_B" / "combined.log").read_bytes().decode("utf-8")
+    )
     assert find_signature(text) is None
     assert diagnose_run(text, 0, model_saved=True) is None
 

@@ -26,7 +26,7 @@ BAR = "steps:  50%|█████     | 8/16 [00:14<00:14,  1.83s/it, avr_loss=
 
 
 def sample(shared_dir, run, name="combined.log"):
-    return (shared_dir / "kohya" / "samples" / run / name).read_text(encoding="utf-8")
+    return (shared_dir / "kohya" / "samples" / run / name).read_bytes().decode("utf-8")
 
 
 def tb_epoch(shared_dir, run, tag):
@@ -226,4 +226,4 @@ def shared_dir_cached():
     path = SHARED / "kohya" / "samples" / "run_B" / "combined.log"
     if not path.is_file():
         pytest.skip("../shared is not beside this checkout")
-    return path.read_text(encoding="utf-8")
+    return path.read_bytes().decode("utf-8")
