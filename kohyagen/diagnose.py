@@ -75,7 +75,7 @@ SIGNATURES: tuple[_Signature, ...] = (
     ),
     _sig(
         "network-module-missing",
-        r"No module named '((?:networks|lycoris)[\w.]*)'",
+        r"(?:ModuleNotFoundError|ImportError): No module named '((?:networks|lycoris)[\w.]*)'",
         "the network module cannot be imported",
         'use network_module = "networks.lora" (or install the package that provides it, '
         "e.g. lycoris-lora, in the interpreter that runs sd-scripts)",
@@ -99,7 +99,7 @@ SIGNATURES: tuple[_Signature, ...] = (
     ),
     _sig(
         "missing-package",
-        r"No module named '([\w.]+)'",
+        r"(?:ModuleNotFoundError|ImportError): No module named '([\w.]+)'",
         "a Python package is missing from the interpreter that runs sd-scripts",
         "install sd-scripts' requirements in its venv (pip install -r requirements.txt), or "
         "pass --python with an interpreter that has them",
@@ -206,6 +206,8 @@ SIGNATURES: tuple[_Signature, ...] = (
     ),
 )
 
+OUT_OF_MEMORY = SIGNATURES[0].pattern
+
 _ERROR_LINE = re.compile(r"^\s*((?:[\w.]+\.)?\w*(?:Error|Exception|Interrupt)\b.*)$", re.MULTILINE)
 
 
@@ -269,7 +271,18 @@ def diagnose_run(
         )
     if nan_at_step is not None:
         return nan_loss(nan_at_step)
+    if exit_code == 0 and model_saved:
+        return None  # warnings in a run that finished are not failures
     found = find_signature(text)
+    if exit_code == 0:
+        if found is not None and found.code == "no-data":
+            return found
+        return Diagnosis(
+            "no-model",
+            "the trainer exited without saving a model",
+            "read train.log in the run folder; kohya prints `model saved.` at a normal end",
+            last_error_line(text),
+        )
     if found is not None:
         return found
     if exit_code in (-9, 137):
@@ -280,18 +293,9 @@ def diagnose_run(
             "cache_latents_to_disk = true",
             f"exit status {exit_code}",
         )
-    if exit_code not in (0, None):
-        return Diagnosis(
-            "trainer-error",
-            f"the trainer exited with status {exit_code}",
-            "read the end of train.log in the run folder for the traceback",
-            last_error_line(text),
-        )
-    if not model_saved:
-        return Diagnosis(
-            "no-model",
-            "the trainer exited without saving a model",
-            "read train.log in the run folder; kohya prints `model saved.` at a normal end",
-            last_error_line(text),
-        )
-    return None
+    return Diagnosis(
+        "trainer-error",
+        f"the trainer exited with status {exit_code}",
+        "read the end of train.log in the run folder for the traceback",
+        last_error_line(text),
+    )

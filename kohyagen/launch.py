@@ -22,7 +22,7 @@ from kohyagen.errors import (
     SdScriptsNotFound,
     UsageError,
 )
-from kohyagen.findings import Finding, Severity, count_errors
+from kohyagen.findings import Finding, count_errors
 from kohyagen.schema import flatten_training_config, load_toml, script_for_config
 from kohyagen.trainrun import Attempt, Progress, TrainResult, run_attempts
 
@@ -205,29 +205,9 @@ def _pid_alive(pid: Any) -> bool:
 
 
 def _lint(paths: list[Path], cwd: Path) -> list[Finding]:
-    try:
-        from kohyagen.lint import lint_files
-    except ImportError:
-        return _schema_only_lint(paths)
+    from kohyagen.lint import lint_files  # lazily: the linter pulls in presets and disk checks
+
     return list(lint_files(paths, cwd=cwd))
-
-
-def _schema_only_lint(paths: list[Path]) -> list[Finding]:
-    """Schema validation alone, for when kohyagen.lint is not available."""
-    from kohyagen.schema import is_dataset_config, validator_for
-
-    findings = []
-    for path in paths:
-        doc = load_toml(path)
-        if is_dataset_config(doc.data):
-            name, data = "dataset_config", doc.data
-        else:
-            data, _ = flatten_training_config(doc.data)
-            name = script_for_config(doc.text, data)
-        for error in validator_for(name).iter_errors(data):
-            key = ".".join(str(p) for p in error.absolute_path) or None
-            findings.append(Finding(Severity.ERROR, "schema", error.message, str(path), key))
-    return findings
 
 
 # --- training -------------------------------------------------------------------------------

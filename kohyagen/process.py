@@ -140,48 +140,59 @@ def run_streaming(
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stopper = _Stopper(proc, interrupt_grace, terminate_grace)
         stop_reason: str | None = None
-        drained = False
-        while not drained:
-            try:
-                try:
-                    data = chunks.get(timeout=0.1)
-                except queue.Empty:
-                    stopper.tick()
-                    continue
-                if data is None:
-                    drained = True
-                    text = decoder.decode(b"", final=True)
-                else:
-                    log.write(data)
-                    log.flush()
-                    text = decoder.decode(data)
-                if text:
-                    reason = on_text(text)
-                    if reason and stop_reason is None:
-                        stop_reason = reason
-                        stopper.request()
-                stopper.tick()
-            except KeyboardInterrupt:
-                if stop_reason == "interrupted":
-                    stopper.request(hard=True)
-                else:
-                    stop_reason = "interrupted"
-                    stopper.request()
-        # Output is closed; the process exits right after (or is being stopped).
-        while True:
-            try:
-                exit_code = proc.wait(timeout=0.2)
-                break
-            except subprocess.TimeoutExpired:
-                stopper.tick()
-            except KeyboardInterrupt:
-                stop_reason = stop_reason or "interrupted"
-                stopper.request(hard=True)
+        try:
+            stop_reason = _watch(proc, chunks, log, decoder, stopper, on_text)
+        except BaseException:
+            # a failing callback must not leave a trainer running on the GPU
+            stopper.request(hard=True)
+            proc.wait()
+            raise
         reader.join(timeout=1)
         if proc.stdout is not None:
             proc.stdout.close()
         log_end = log.tell()
-    return ProcessOutcome(exit_code, stop_reason, log_start, log_end, started, time.time())
+    return ProcessOutcome(proc.returncode, stop_reason, log_start, log_end, started, time.time())
+
+
+def _watch(proc, chunks, log, decoder, stopper, on_text) -> str | None:
+    stop_reason: str | None = None
+    drained = False
+    while not drained:
+        try:
+            try:
+                data = chunks.get(timeout=0.1)
+            except queue.Empty:
+                stopper.tick()
+                continue
+            if data is None:
+                drained = True
+                text = decoder.decode(b"", final=True)
+            else:
+                log.write(data)
+                log.flush()
+                text = decoder.decode(data)
+            if text:
+                reason = on_text(text)
+                if reason and stop_reason is None:
+                    stop_reason = reason
+                    stopper.request()
+            stopper.tick()
+        except KeyboardInterrupt:
+            if stop_reason == "interrupted":
+                stopper.request(hard=True)
+            else:
+                stop_reason = "interrupted"
+                stopper.request()
+    # Output is closed; the process exits right after (or is being stopped).
+    while True:
+        try:
+            proc.wait(timeout=0.2)
+            return stop_reason
+        except subprocess.TimeoutExpired:
+            stopper.tick()
+        except KeyboardInterrupt:
+            stop_reason = stop_reason or "interrupted"
+            stopper.request(hard=True)
 
 
 def default_python() -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kohyagen import attempts as cfg
-from kohyagen.diagnose import Diagnosis, diagnose_run, find_signature, nan_loss
+from kohyagen.diagnose import OUT_OF_MEMORY, Diagnosis, diagnose_run, nan_loss
 from kohyagen.errors import KohyagenError, TrainingFailed
 from kohyagen.findings import Finding
 from kohyagen.logs import (
@@ -121,6 +121,7 @@ class _Watcher:
         self.price = price
         self.on_progress = on_progress
         self.fatal: Diagnosis | None = None
+        self.oom_seen = False
         self.tail = ""
 
     def progress(self, message: str | None = None) -> None:
@@ -140,6 +141,11 @@ class _Watcher:
     def __call__(self, text: str) -> str | None:
         self.tail = (self.tail + text)[-20000:]
         stop = None
+        if not self.oom_seen and OUT_OF_MEMORY.search(self.tail[-(len(text) + 200) :]):
+            # With several GPUs the other ranks wait forever for the one that died:
+            # stop the whole group (a single process is exiting by itself anyway).
+            self.oom_seen = True
+            stop = "out-of-memory"
         for event in self.parser.feed(text):
             stop = self._apply(event) or stop
         return stop
@@ -237,8 +243,6 @@ def run_attempts(
             model_saved=s.model_saved or bool(s.checkpoints),
             interrupted=outcome.stop_reason == "interrupted",
         )  # fmt: skip
-        if diagnosis is None and outcome.exit_code != 0:
-            diagnosis = find_signature(text)
         attempt = Attempt(
             number, command, str(attempt_training), str(attempt_dataset) if attempt_dataset else None,
             changes, outcome.exit_code, outcome.stop_reason, diagnosis, outcome.started_at,

@@ -122,4 +122,23 @@ def test_fallbacks():
 
 
 def test_module_names_are_named_in_the_cause():
-    assert "bitsandbytes" in find_signature("No module named 'bitsandbytes'").cause
+    text = "ModuleNotFoundError: No module named 'bitsandbytes'"
+    assert "bitsandbytes" in find_signature(text).cause
+
+
+def test_warnings_in_a_finished_run_are_not_failures():
+    text = "WARNING: triton not found: No module named 'triton'\nmodel saved.\n"
+    assert diagnose_run(text, 0, model_saved=True) is None
+    # nor do they mask the real error of a failed run
+    crash = text + "Traceback (most recent call last):\nRuntimeError: cuDNN error\n"
+    assert diagnose_run(crash, 1).code == "trainer-error"
+    assert diagnose_run(crash, 1).evidence == "RuntimeError: cuDNN error"
+
+
+def test_missing_accelerate_module():
+    text = (
+        "/usr/bin/python3: Error while finding module specification for "
+        "'accelerate.commands.launch' (ModuleNotFoundError: No module named 'accelerate')"
+    )
+    found = diagnose_run(text, 1)
+    assert found.code == "missing-package" and "accelerate" in found.cause
