@@ -210,3 +210,41 @@ def test_load_run_uses_only_the_last_attempts_output(tmp_path):
     data = load_run(run)
     assert 9.99 not in data.avg_loss_step.values()
     assert data.train_loss_epoch == {1: 0.3, 2: 0.2}
+
+
+def test_checkpoints_left_by_an_earlier_run_are_ignored(tmp_path):
+    import time
+
+    run = make_run(tmp_path, [0.3, 0.2, 0.25])
+    out = tmp_path / "out" / "output"
+    stale = write_checkpoint(out / "mylora-000007.safetensors", epoch=7, step=28)
+    os.utime(stale, (1000, 1000))
+    started = time.time() - 5
+    (run / "train.json").write_text(
+        json.dumps({"status": "succeeded", "attempts": [{"started_at": started, "log_start": 0}]})
+    )
+    names = [c.name for c in load_run(run).checkpoints]
+    assert "mylora-000007.safetensors" not in names and len(names) == 3
+
+
+def test_report_cli_json(tmp_path):
+    run = make_run(tmp_path, [0.3, 0.2])
+    result = CliRunner().invoke(main, ["report", str(run), "--json"])
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert data["steps"]["done"] == 8 and data["recommended"]["file"] == "mylora.safetensors"
+    text = CliRunner().invoke(main, ["report", str(run)])
+    assert "epoch 2: loss 0.2" in text.output and "best checkpoint" in text.output
+
+
+def test_progress_line():
+    from kohyagen.cli.train_cmd import progress_line
+    from kohyagen.launch import Progress
+
+    line = progress_line(Progress(2, 8, 16, 1, 2, 1.08, 1.83, 14.0, 3725.0, 0.71))
+    assert line == (
+        "attempt 2 · epoch 1/2 · step 8/16 (50%) · loss 1.08 · 1.83 s/step · ETA 0:14 · "
+        "elapsed 1:02:05 · $0.71"
+    )
+    fast = progress_line(Progress(1, 0, None, 0, None, None, 0.25, None, 5.0, None))
+    assert fast == "loading · 4 step/s · elapsed 0:05"
