@@ -17,7 +17,7 @@ from typing import Any
 
 from kohyagen import attempts as cfg
 from kohyagen.diagnose import OUT_OF_MEMORY, Diagnosis, diagnose_run, nan_loss
-from kohyagen.errors import KohyagenError, TrainingFailed
+from kohyagen.errors import TrainingFailed
 from kohyagen.findings import Finding
 from kohyagen.logs import (
     CheckpointSaved,
@@ -80,6 +80,7 @@ class TrainResult:
     summary: dict | None = None
     cost: float | None = None
     lint: list[Finding] = field(default_factory=list)
+    report_error: str | None = None  # the run's result stands even if its report failed
 
     def raise_for_status(self) -> None:
         if self.status in ("succeeded", "dry-run"):
@@ -217,50 +218,55 @@ def run_attempts(
     failure: Diagnosis | None = None
     status = "failed"
     number = 0
-    while True:
-        number += 1
-        folder = target / "attempts" / str(number)
-        attempt_training, attempt_dataset = cfg.write_attempt(folder, training_doc, dataset_doc)
-        command = command_for(
-            attempt_training.resolve(), attempt_dataset.resolve() if attempt_dataset else None
-        )
-        state["command"] = command
-        _write_state(target, state)
-        watcher = _Watcher(number, started, price, on_progress)
-        if number > 1:
-            watcher.progress(
-                f"attempt {number}: " + ", ".join(f"{c['key']} -> {c['new']}" for c in changes)
+    try:
+        while True:
+            number += 1
+            folder = target / "attempts" / str(number)
+            attempt_training, attempt_dataset = cfg.write_attempt(folder, training_doc, dataset_doc)
+            command = command_for(
+                attempt_training.resolve(), attempt_dataset.resolve() if attempt_dataset else None
             )
-        outcome = run_streaming(
-            command, cwd=target, env=child_environment, log_path=log_path, on_text=watcher
-        )
-        watcher.close()
-        s = watcher.summary
-        text = watcher.tail
-        diagnosis = diagnose_run(
-            text, outcome.exit_code,
-            nan_at_step=s.nan_at_step if outcome.stop_reason == "nan-loss" else None,
-            model_saved=s.model_saved or bool(s.checkpoints),
-            interrupted=outcome.stop_reason == "interrupted",
-        )  # fmt: skip
-        attempt = Attempt(
-            number, command, str(attempt_training), str(attempt_dataset) if attempt_dataset else None,
-            changes, outcome.exit_code, outcome.stop_reason, diagnosis, outcome.started_at,
-            outcome.ended_at, outcome.log_start, outcome.log_end,
-        )  # fmt: skip
-        done.append(attempt)
-        state["attempts"] = [a.to_dict() for a in done]
-        if diagnosis is None:
-            status, failure = "succeeded", None
-            break
-        failure = diagnosis
-        status = "interrupted" if diagnosis.code == "interrupted" else "failed"
-        if not (retry and diagnosis.retryable) or number >= max_attempts:
-            break
-        applied = cfg.shrink(training_doc, dataset_doc)
-        if not applied:
-            break
-        changes = [c.to_dict() for c in applied]
+            state["command"] = command
+            _write_state(target, state)
+            watcher = _Watcher(number, started, price, on_progress)
+            if number > 1:
+                watcher.progress(
+                    f"attempt {number}: " + ", ".join(f"{c['key']} -> {c['new']}" for c in changes)
+                )
+            outcome = run_streaming(
+                command, cwd=target, env=child_environment, log_path=log_path, on_text=watcher
+            )
+            watcher.close()
+            s = watcher.summary
+            text = watcher.tail
+            diagnosis = diagnose_run(
+                text, outcome.exit_code,
+                nan_at_step=s.nan_at_step if outcome.stop_reason == "nan-loss" else None,
+                model_saved=s.model_saved or bool(s.checkpoints),
+                interrupted=outcome.stop_reason == "interrupted",
+            )  # fmt: skip
+            attempt = Attempt(
+                number, command, str(attempt_training), str(attempt_dataset) if attempt_dataset else None,
+                changes, outcome.exit_code, outcome.stop_reason, diagnosis, outcome.started_at,
+                outcome.ended_at, outcome.log_start, outcome.log_end,
+            )  # fmt: skip
+            done.append(attempt)
+            state["attempts"] = [a.to_dict() for a in done]
+            if diagnosis is None:
+                status, failure = "succeeded", None
+                break
+            failure = diagnosis
+            status = "interrupted" if diagnosis.code == "interrupted" else "failed"
+            if not (retry and diagnosis.retryable) or number >= max_attempts:
+                break
+            applied = cfg.shrink(training_doc, dataset_doc)
+            if not applied:
+                break
+            changes = [c.to_dict() for c in applied]
+    except KeyboardInterrupt:
+        # Ctrl-C outside the trainer (between attempts, while diagnosing): the trainer is
+        # not running, so the run simply ends here as interrupted.
+        status, failure = "interrupted", diagnose_run("", None, interrupted=True)
     # The run folder's configs are the ones that produced the result.
     cfg.write_attempt(target, training_doc, dataset_doc)
     ended = time.time()
@@ -273,11 +279,14 @@ def run_attempts(
         failure=failure.to_dict() if failure else None,
     )
     _write_state(target, state)
-    summary = None
+    summary, report_error = None, None
     try:
         from kohyagen.report import write_report
 
         summary = write_report(target)
-    except KohyagenError:
-        summary = None
-    return TrainResult(target, status, done, failure, done[-1].command, summary, cost, findings)
+    except Exception as exc:  # the training result matters more than its report
+        report_error = f"{type(exc).__name__}: {exc}"
+    command = done[-1].command if done else []
+    return TrainResult(
+        target, status, done, failure, command, summary, cost, findings, report_error
+    )

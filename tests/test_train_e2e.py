@@ -189,3 +189,17 @@ def test_real_accelerate_launches_the_fake_script(tmp_path, subprocess_env, monk
     log = (result.run_dir / "train.log").read_text(encoding="utf-8")
     assert result.status == "succeeded", log[-2000:]
     assert "saving checkpoint" in log
+
+
+def test_a_failing_report_does_not_hide_the_result(tmp_path, monkeypatch):
+    import kohyagen.report
+
+    def broken(run_dir):
+        raise OSError("disk trouble")
+
+    monkeypatch.setattr(kohyagen.report, "write_report", broken)
+    checkout = make_checkout(tmp_path)
+    config, _ = write_configs(tmp_path, epochs=2)
+    result = launch.train(config, sd_scripts=checkout, cwd=tmp_path, env=fake_env(mode="nodata"))
+    assert result.status == "failed" and result.failure.code == "no-data"
+    assert result.report_error == "OSError: disk trouble" and result.summary is None

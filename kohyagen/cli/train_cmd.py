@@ -133,6 +133,7 @@ def train_command(
                 "command": result.command,
                 "cost": result.cost,
                 "summary": result.summary,
+                "report_error": result.report_error,
             }
         )
     else:
@@ -159,7 +160,10 @@ def _print_outcome(console, result) -> None:
         console.print(f"  best checkpoint: [bold]{rec['file']}[/bold]: {rec['reason']}")
     if result.cost is not None:
         console.print(f"  cost: {_money(result.cost)}")
-    console.print(f"  report: {result.run_dir / 'summary.md'}")
+    if result.report_error:
+        console.print(f"  [yellow]the report could not be written[/yellow]: {result.report_error}")
+    else:
+        console.print(f"  report: {result.run_dir / 'summary.md'}")
 
 
 @click.command("report")
