@@ -40,7 +40,6 @@ __all__ = [
 BACKENDS = ("auto", "kohya", "builtin")
 CLONE_HINT = "git clone https://github.com/kohya-ss/sd-scripts vendor/sd-scripts"
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-FINISHED = ("succeeded", "failed", "interrupted")
 
 
 # --- finding things ------------------------------------------------------------------------
@@ -194,8 +193,8 @@ def _pid_alive(pid: Any) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
+    except PermissionError:
+        return True  # it exists, under another user
     except OSError:
         return False
     return pid != os.getpid()

@@ -214,3 +214,22 @@ def test_cli_help_lists_commands():
     for option in ("--dataset-config", "--sd-scripts", "--python", "--gpus", "--run-dir",
                    "--backend", "--price", "--no-retry", "--dry-run"):  # fmt: skip
         assert option in result.output
+
+
+@pytest.mark.parametrize("gpus", [1, 4])
+@pytest.mark.parametrize("sdxl", [False, True])
+def test_pinned_argv_matrix(tmp_path, gpus, sdxl):
+    checkout = make_checkout(tmp_path)
+    config, _ = write_configs(tmp_path, sdxl=sdxl)
+    result = launch.train(config, sd_scripts=checkout, gpus=gpus, cwd=tmp_path, dry_run=True)
+    run = tmp_path / "runs" / "mylora"
+    script = "sdxl_train_network.py" if sdxl else "train_network.py"
+    assert result.status == "dry-run"
+    assert result.command == [
+        str(checkout / "venv" / "bin" / "python"), "-m", "accelerate.commands.launch",
+        "--num_processes", str(gpus), "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", *(["--multi_gpu"] if gpus > 1 else []),
+        str(checkout / script),
+        "--config_file", str(run / "training_config.toml"),
+        "--dataset_config", str(run / "dataset_config.toml"),
+    ]  # fmt: skip
