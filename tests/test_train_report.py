@@ -235,6 +235,7 @@ def test_report_cli_json(tmp_path):
     assert data["steps"]["done"] == 8 and data["recommended"]["file"] == "mylora.safetensors"
     text = CliRunner().invoke(main, ["report", str(run)])
     assert "epoch 2: loss 0.2" in text.output and "best checkpoint" in text.output
+    assert "[epoch-average loss 1: 0.3, 2: 0.2]" in text.output  # not eaten as rich markup
 
 
 def test_progress_line():

@@ -12,7 +12,16 @@ from kohyagen.errors import EXIT_INTERRUPTED, LintFailed
 
 
 def _money(value: float | None) -> str:
-    return f"${value:.2f}" if value is not None else ""
+    if value is None:
+        return ""
+    return f"${value:.2f}" if value >= 0.01 else f"${value:.4f}"
+
+
+def _esc(value: object) -> str:
+    """Text from files and logs, shown literally (rich would read [..] as markup)."""
+    from rich.markup import escape
+
+    return escape(str(value))
 
 
 def _clock(seconds: float | None) -> str:
@@ -98,7 +107,7 @@ def train_command(
         from rich.text import Text
 
         if p.message:
-            live.console.print(f"[dim]{_clock(p.elapsed_s)}[/dim] {p.message}")
+            live.console.print(f"[dim]{_clock(p.elapsed_s)}[/dim] {_esc(p.message)}")
         live.update(Text(progress_line(p)))
 
     try:
@@ -145,25 +154,27 @@ def train_command(
 
 def _print_outcome(console, result) -> None:
     style = {"succeeded": "green", "interrupted": "yellow"}.get(result.status, "red")
-    console.print(f"[{style}]training {result.status}[/{style}] in {result.run_dir}")
+    console.print(f"[{style}]training {result.status}[/{style}] in {_esc(result.run_dir)}")
     for attempt in result.attempts[:-1]:
         cause = attempt.diagnosis.cause if attempt.diagnosis else "failed"
-        console.print(f"  attempt {attempt.number}: {cause}")
+        console.print(f"  attempt {attempt.number}: {_esc(cause)}")
     if result.failure:
-        console.print(f"  cause: {result.failure.cause}")
-        console.print(f"  fix:   {result.failure.fix}")
+        console.print(f"  cause: {_esc(result.failure.cause)}")
+        console.print(f"  fix:   {_esc(result.failure.fix)}")
         if result.failure.evidence:
             console.print(f"  seen:  {result.failure.evidence}", markup=False)
     summary = result.summary or {}
     if summary.get("recommended"):
         rec = summary["recommended"]
-        console.print(f"  best checkpoint: [bold]{rec['file']}[/bold]: {rec['reason']}")
+        console.print(f"  best checkpoint: [bold]{_esc(rec['file'])}[/bold]: {_esc(rec['reason'])}")
     if result.cost is not None:
         console.print(f"  cost: {_money(result.cost)}")
     if result.report_error:
-        console.print(f"  [yellow]the report could not be written[/yellow]: {result.report_error}")
+        console.print(
+            f"  [yellow]the report could not be written[/yellow]: {_esc(result.report_error)}"
+        )
     else:
-        console.print(f"  report: {result.run_dir / 'summary.md'}")
+        console.print(f"  report: {_esc(result.run_dir / 'summary.md')}")
 
 
 @click.command("report")
@@ -178,7 +189,7 @@ def report_command(run_dir: Path, as_json: bool) -> None:
         emit_json(summary)
         return
     console = stdout_console()
-    console.print(f"[bold]{summary['output_name']}[/bold]: {summary['status']} "
+    console.print(f"[bold]{_esc(summary['output_name'])}[/bold]: {summary['status']} "
                   f"(ended by {summary['ended_by']})")  # fmt: skip
     steps, epochs = summary["steps"], summary["epochs"]
     console.print(f"  steps {steps['done']}/{steps['total'] or '?'}, "
@@ -193,11 +204,11 @@ def report_command(run_dir: Path, as_json: bool) -> None:
         console.print(f"  epoch {row['epoch']}: loss {loss}{extra}")
     if summary["recommended"]:
         rec = summary["recommended"]
-        console.print(f"  best checkpoint: [bold]{rec['file']}[/bold]: {rec['reason']}")
+        console.print(f"  best checkpoint: [bold]{_esc(rec['file'])}[/bold]: {_esc(rec['reason'])}")
     if summary.get("cost") is not None:
         console.print(f"  cost: {_money(summary['cost'])}")
     console.print(f"  wrote summary.json, summary.md{', loss.png' if summary.get('plot') else ''} "
-                  f"in {run_dir}")  # fmt: skip
+                  f"in {_esc(run_dir)}")  # fmt: skip
 
 
 @click.command("pick")
@@ -215,11 +226,11 @@ def pick_command(run_dir: Path, by: str, prune: bool, as_json: bool) -> None:
         emit_json(choice.to_dict())
         return
     console = stdout_console()
-    console.print(f"best: [bold]{choice.path.name}[/bold]")
+    console.print(f"best: [bold]{_esc(choice.path.name)}[/bold]")
     console.print(f"  why: {choice.reason}", markup=False)
     for flag in choice.flags:
         console.print(f"  [yellow]warning[/yellow]: {flag.replace('-', ' ')}")
-    console.print(f"  wrote {choice.best_path}")
+    console.print(f"  wrote {_esc(choice.best_path)}")
     if choice.pruned:
         console.print(f"  deleted {len(choice.pruned)} other checkpoint(s)")
 
