@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -200,6 +201,37 @@ def _pid_alive(pid: Any) -> bool:
     return pid != os.getpid()
 
 
+def _guard_outputs(flat: dict, cwd: Path, *, overwrite: bool) -> None:
+    from kohyagen.checkpoints import CHECKPOINT_EXTENSIONS
+
+    output_dir, name = flat.get("output_dir"), flat.get("output_name") or "last"
+    if not isinstance(output_dir, str):
+        return
+    folder = Path(output_dir).expanduser()
+    folder = folder if folder.is_absolute() else cwd / folder
+    if not folder.is_dir():
+        return
+    pattern = re.compile(re.escape(str(name)) + r"(-\d{6}|-step\d{8}|-best)?\.\w+")
+    existing = sorted(
+        p for p in folder.iterdir()
+        if pattern.fullmatch(p.name) and p.suffix in CHECKPOINT_EXTENSIONS
+    )  # fmt: skip
+    if not existing:
+        return
+    if not overwrite:
+        shown = ", ".join(p.name for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
+        raise RunStateError(
+            f"output_dir already holds {len(existing)} checkpoint(s) named {name!r} from an "
+            f"earlier run ({shown}); kohya would overwrite them",
+            path=folder,
+            hint="set another output_name or output_dir, move those files, or pass --overwrite",
+        )
+    for path in existing:
+        if path.stem.endswith("-best"):
+            # -best may be a hard link to a file kohya is about to rewrite in place
+            path.unlink()
+
+
 # --- lint -----------------------------------------------------------------------------------
 
 
@@ -243,8 +275,13 @@ def train(
     env: dict[str, str] | None = None,
     cwd: str | Path | None = None,
     max_attempts: int = 8,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Train with kohya (or the builtin trainer) and report. See the module docstring."""
+    """Train with kohya (or the builtin trainer) and report. See the module docstring.
+
+    Refuses to start when output_dir already holds checkpoints of this output_name (kohya
+    would overwrite them in place) unless overwrite is given.
+    """
     cwd = Path(cwd or Path.cwd()).resolve()
     config_path = Path(config)
     config_path = (config_path if config_path.is_absolute() else cwd / config_path).resolve()
@@ -297,6 +334,7 @@ def train(
             target, "dry-run", [], None, command_for(training_copy, dataset_copy), lint=findings
         )
 
+    _guard_outputs(flat, cwd, overwrite=overwrite)
     return run_attempts(
         target=target, config_path=config_path, dataset_path=dataset_path, cwd=cwd,
         command_for=command_for, backend=chosen, checkout=checkout, interpreter=interpreter,

@@ -203,3 +203,25 @@ def test_a_failing_report_does_not_hide_the_result(tmp_path, monkeypatch):
     result = launch.train(config, sd_scripts=checkout, cwd=tmp_path, env=fake_env(mode="nodata"))
     assert result.status == "failed" and result.failure.code == "no-data"
     assert result.report_error == "OSError: disk trouble" and result.summary is None
+
+
+def test_a_second_run_does_not_overwrite_checkpoints_silently(tmp_path, monkeypatch):
+    checkout = make_checkout(tmp_path)
+    config, _ = write_configs(tmp_path, epochs=2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FAKE_KOHYA_LOSSES", "0.3,0.2")
+    first = CliRunner().invoke(main, ["train", str(config), "--sd-scripts", str(checkout)])
+    assert first.exit_code == 0, first.output
+    assert CliRunner().invoke(main, ["pick", "runs/mylora"]).exit_code == 0
+    out = tmp_path / "out" / "output"
+    assert (out / "mylora-best.safetensors").exists()
+    again = CliRunner().invoke(main, ["train", str(config), "--sd-scripts", str(checkout)])
+    assert again.exit_code == 1
+    assert "already holds 3 checkpoint(s)" in again.output and "--overwrite" in again.output
+    assert not (tmp_path / "runs" / "mylora-2").exists()
+    forced = CliRunner().invoke(
+        main, ["train", str(config), "--sd-scripts", str(checkout), "--overwrite"]
+    )
+    assert forced.exit_code == 0, forced.output
+    assert (tmp_path / "runs" / "mylora-2" / "summary.json").is_file()
+    assert not (out / "mylora-best.safetensors").exists()  # the stale choice is gone

@@ -72,6 +72,8 @@ def progress_line(p) -> str:
               show_default=True, help="auto: kohya when a checkout is found, else builtin.")  # fmt: skip
 @click.option("--price", type=click.FloatRange(min=0), help="GPU price per hour, for the cost.")
 @click.option("--no-retry", is_flag=True, help="Do not retry with a smaller configuration on OOM.")
+@click.option("--overwrite", is_flag=True,
+              help="Let kohya overwrite checkpoints an earlier run left in output_dir.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Print the command and stop.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
@@ -86,6 +88,7 @@ def train_command(
     backend: str,
     price: float | None,
     no_retry: bool,
+    overwrite: bool,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -117,7 +120,7 @@ def train_command(
             result = train(
                 config, dataset_config=dataset_config, sd_scripts=sd_scripts, python=python_,
                 gpus=gpus, run_dir=run_dir, retry=not no_retry, backend=backend,
-                price_per_hour=price, on_progress=on_progress, dry_run=dry_run,
+                price_per_hour=price, on_progress=on_progress, dry_run=dry_run, overwrite=overwrite,
             )  # fmt: skip
         finally:
             if live is not None:
