@@ -13,17 +13,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kohyagen.findings import Finding, Severity, sort_findings
-from kohyagen.keys import (
+from kohyagen.config_keys import (
     DATASET_ALIASES,
     cli_only_dataset_keys,
     dataset_level_keys,
     suggest,
     training_keys,
 )
+from kohyagen.findings import Finding, Severity, sort_findings
 from kohyagen.layout import parse_folder_name
-from kohyagen.lint import cross_key_findings, parse_resolution, type_finding
 from kohyagen.lint_disk import caption_findings, image_dir_images, resolve
+from kohyagen.lint_rules import cross_key_findings, parse_resolution, type_finding
 from kohyagen.schema import (
     DATASET_CONFIG,
     TRAIN_NETWORK,
@@ -216,9 +216,19 @@ def _subset(
         return out
     images = image_dir_images(folder)
     if not images:
+        inner = [
+            d.name for d in sorted(folder.iterdir()) if d.is_dir() and parse_folder_name(d.name)
+        ]
+        fix = (
+            f"image_dir is the train dir; make one subset per folder ({', '.join(inner[:3])}), "
+            "each with its own num_repeats and class_tokens"
+            if inner
+            else "point image_dir at the folder with the images"
+        )
         out.append(_f(Severity.ERROR, "no-images",
-                      f"{folder} has no images kohya reads (.png .jpg .jpeg .webp .bmp)", file,
-                      f"{label}.image_dir", "point image_dir at the folder with the images"))  # fmt: skip
+                      f"{folder} has no images kohya reads (.png .jpg .jpeg .webp .bmp); "
+                      "image_dir is not scanned for subfolders", file,
+                      f"{label}.image_dir", fix))  # fmt: skip
         return out
     parsed = parse_folder_name(folder.name)
     repeats = _first(subset.get("num_repeats"), ds.get("num_repeats"), general.get("num_repeats"),

@@ -13,6 +13,7 @@ from kohyagen.layout import (
     CAPTION_EXTENSIONS,
     KOHYA_DEFAULT_CAPTION_EXTENSION,
     list_images,
+    parse_folder_name,
     scan_train_dir,
 )
 
@@ -189,8 +190,12 @@ def train_data_dir_findings(
                 "exits 0 without training",
                 file=file,
                 key=key,
-                fix="put the images in a folder named like 10_sks inside it "
-                "(kohyagen dataset prepare)",
+                fix=(
+                    f'use its parent: {key} = "{root.parent}"'
+                    if layout.loose_images and parse_folder_name(root.name)
+                    else "put the images in a folder named like 10_sks inside it "
+                    "(kohyagen dataset prepare)"
+                ),
             )
         )
         return findings

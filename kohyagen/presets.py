@@ -9,6 +9,7 @@ from fastest to slowest and keeps the first that fits.
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -169,6 +170,36 @@ def get_gpu(name: str) -> GpuPreset:
         if key in gpu.aliases:
             return gpu
     raise _unknown("GPU", name, list(gpus))
+
+
+def match_gpu(label: str, vram_gb: float | None = None) -> GpuPreset:
+    """The preset for a GPU as the driver names it (e.g. nvidia-smi's "NVIDIA GeForce RTX
+    4090"); an unlisted card falls back to the largest generic size within its memory."""
+    wanted = re.sub(r"[^a-z0-9]", "", label.lower())
+    named = [g for g in _gpus().values() if not g.name[0].isdigit()]
+    for gpu in named:
+        if re.sub(r"[^a-z0-9]", "", gpu.label.lower()) == wanted:
+            return gpu
+    # "NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3": model name plus memory.
+    candidates = [
+        g
+        for g in named
+        if re.sub(r"[^a-z0-9]", "", g.name.split("-")[0]) in wanted
+        and (vram_gb is None or abs(g.vram_gb - vram_gb) <= max(2.0, 0.1 * g.vram_gb))
+    ]
+    if candidates:
+        return max(candidates, key=lambda g: len(g.name))
+    if vram_gb is None:
+        raise PresetError(
+            f"no GPU preset matches {label!r}", hint="pass --gpu NAME or a size such as 24gb"
+        )
+    generic = [g for g in _gpus().values() if g.name[0].isdigit() and g.vram_gb <= vram_gb + 0.5]
+    if not generic:
+        raise PresetError(
+            f"{label} has {vram_gb:g} GB, less than the smallest preset (8 GB)",
+            hint="LoRA training needs at least 8 GB of GPU memory",
+        )
+    return max(generic, key=lambda g: g.vram_gb)
 
 
 # --- memory model -------------------------------------------------------------------

@@ -131,6 +131,12 @@ def test_clean_config_has_no_errors(tmp_path):
         ("optimizer_type = 'AdamW9bit'", "unknown-optimizer", "optimizer_type"),
         ("caption_extention = '.txt'", "misspelled-alias", "caption_extention"),
         ("reg_data_dir = 'reg'", "data-dir-not-found", "reg_data_dir"),
+        ("mixed_precision = 'fp16'", "sdxl-vae-fp16", "mixed_precision"),
+        ("network_dim = 4\nnetwork_alpha = 8.0", "alpha-above-dim", "network_alpha"),
+        ("network_dim = 4", "default-steps", "max_train_epochs"),
+        ("[extra]\nresolution = '1024'", "duplicate-key", "resolution"),
+        ("max_train_epochs = 1", "no-intermediate-saves",
+         "save_every_n_epochs"),
     ],
 )  # fmt: skip
 def test_training_rules(tmp_path, extra, code, key):
@@ -282,3 +288,38 @@ def test_lint_cli_errors(tmp_path):
     result = runner.invoke(main, ["lint", str(bad)])
     assert result.exit_code == 1 and "malformed TOML" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bad_resolution_string(tmp_path):
+    _train_dir(tmp_path)
+    text = GOOD.format(root=tmp_path).replace('"1024"', '"1024x1024"')
+    findings = lint_files([_write(tmp_path / "c.toml", text)], cwd=tmp_path)
+    assert ("bad-resolution", "resolution") in _codes(findings)
+
+
+def test_train_data_dir_at_subset_level_points_to_parent(tmp_path):
+    data = _train_dir(tmp_path)
+    text = GOOD.format(root=tmp_path).replace(str(data), str(data / "10_sks"))
+    findings = lint_files([_write(tmp_path / "c.toml", text)], cwd=tmp_path)
+    (hit,) = _by_code(findings, "no-subsets")
+    assert str(data) in hit.fix
+
+
+def test_image_dir_at_train_dir_level(tmp_path):
+    data = _train_dir(tmp_path)
+    text = DATASET.format(root=tmp_path).replace(str(data / "10_sks"), str(data))
+    findings = lint_files([_write(tmp_path / "ds.toml", text)], cwd=tmp_path)
+    (hit,) = _by_code(findings, "no-images")
+    assert "10_sks" in hit.fix and "one subset per folder" in hit.fix
+
+
+@pytest.mark.parametrize(
+    ("name", "flagged"),
+    [("AdamW8bit", False), ("prodigy", False), ("RAdam", False), ("radam", True),
+     ("torch.optim.SGD", False), ("AdamW9bit", True)],
+)  # fmt: skip
+def test_optimizer_names_as_kohya_resolves_them(tmp_path, name, flagged):
+    _train_dir(tmp_path)
+    text = GOOD.format(root=tmp_path) + f'optimizer_type = "{name}"\n'
+    findings = lint_files([_write(tmp_path / "c.toml", text)], cwd=tmp_path)
+    assert bool(_by_code(findings, "unknown-optimizer")) is flagged

@@ -120,3 +120,28 @@ def test_fp8_only_on_fp8_cards():
             except PresetError:
                 continue
             assert not plan.fp8_base or gpu.fp8
+
+
+@pytest.mark.parametrize(
+    ("label", "vram", "name"),
+    [
+        ("NVIDIA GeForce RTX 4090", 23.99, "rtx4090"),
+        ("NVIDIA A100-SXM4-80GB", 80, "a100-80"),
+        ("NVIDIA A100-PCIE-40GB", 40, "a100-40"),
+        ("NVIDIA H100 80GB HBM3", 79.6, "h100"),
+        ("Tesla T4", 15.1, "t4"),
+        ("NVIDIA L40S", 46, "l40s"),
+        ("NVIDIA L4", 22.5, "l4"),
+        ("NVIDIA RTX A4000", 16, "16gb"),  # unlisted: generic by memory
+        ("NVIDIA GeForce RTX 2080 Ti", 11, "8gb"),
+    ],
+)
+def test_match_gpu_from_driver_names(label, vram, name):
+    assert presets.match_gpu(label, vram).name == name
+
+
+def test_match_gpu_errors():
+    with pytest.raises(PresetError, match="no GPU preset matches"):
+        presets.match_gpu("Some Accelerator")
+    with pytest.raises(PresetError, match="less than the smallest"):
+        presets.match_gpu("GeForce GTX 1050", 4)

@@ -305,3 +305,49 @@ def test_write_configs_atomic_and_no_overwrite(dataset, tmp_path):
     findings = lint_files([out / "training_config.toml"], cwd=tmp_path / "elsewhere")
     assert [f for f in findings if f.severity.value == "error"] == []
     assert not [f for f in findings if f.code == "relative-path"]
+
+
+def _simple_keys(script: str, kind: str) -> list[str]:
+    props = schema.training_properties(script)
+    skip = {"dataset_config", "resolution", "config_file", "output_config"}
+    return sorted(k for k, p in props.items() if p.get("type") == kind and "enum" not in p
+                  and k not in skip)  # fmt: skip
+
+
+def test_set_typing_property(dataset, tmp_path):
+    """Any integer/boolean/number option set with --set lands with kohya's TOML type."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from kohyagen.config_overrides import parse_override
+
+    ints = _simple_keys("train_network", "integer")
+    bools = _simple_keys("train_network", "boolean")
+    nums = _simple_keys("train_network", "number")
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        key_kind=st.sampled_from(
+            [(k, "int") for k in ints] + [(k, "bool") for k in bools] + [(k, "num") for k in nums]
+        ),
+        n=st.integers(min_value=0, max_value=10_000),
+        b=st.booleans(),
+    )
+    def check(key_kind, n, b):
+        key, kind = key_kind
+        raw = {"int": str(n), "bool": str(b).lower(), "num": str(n)}[kind]
+        (ov,) = [o for o in parse_override(f"training.{key}={raw}", "train_network")]
+        if kind == "int":
+            assert ov.value == n and type(ov.value) is int
+        elif kind == "bool":
+            assert ov.value is b
+        else:
+            assert ov.value == n and isinstance(ov.value, (int, float))
+        if kind != "bool":
+            with pytest.raises(ConfigError):
+                parse_override(f"training.{key}=lots", "train_network")
+        if kind == "int":
+            with pytest.raises(ConfigError):
+                parse_override(f"training.{key}={n}.5", "train_network")
+
+    check()

@@ -16,14 +16,14 @@ from typing import Any
 import tomlkit
 from tomlkit.items import Table
 
-from kohyagen.errors import ConfigError
-from kohyagen.keys import (
+from kohyagen.config_keys import (
     DATASET_ALIASES,
     TRAINING_ALIASES,
     dataset_level_keys,
     suggest,
     training_keys,
 )
+from kohyagen.errors import ConfigError
 from kohyagen.schema import DATASET_CONFIG, TomlValidator, load_schema, training_properties
 
 if sys.version_info >= (3, 11):
