@@ -177,21 +177,25 @@ def read_trend(
     return "leveled", None, tolerance
 
 
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
 def _train_value(cp: Checkpoint, run) -> float | None:
     if cp.kind in ("epoch", "final") and cp.epoch in run.train_loss_epoch:
-        return run.train_loss_epoch[cp.epoch]
+        return _finite(run.train_loss_epoch[cp.epoch])
     if cp.step is not None and run.avg_loss_step:
         earlier = [s for s in run.avg_loss_step if s <= cp.step]
         if earlier:
-            return run.avg_loss_step[max(earlier)]
+            return _finite(run.avg_loss_step[max(earlier)])
     return None
 
 
 def _val_value(cp: Checkpoint, run) -> float | None:
     if cp.kind in ("epoch", "final") and cp.epoch in run.val_loss_epoch:
-        return run.val_loss_epoch[cp.epoch]
+        return _finite(run.val_loss_epoch[cp.epoch])
     if cp.step is not None and cp.step in run.val_loss_step:
-        return run.val_loss_step[cp.step]
+        return _finite(run.val_loss_step[cp.step])
     return None
 
 

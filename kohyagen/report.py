@@ -108,17 +108,21 @@ def load_run(run_dir: str | Path) -> RunData:
     event_files: list[Path] = []
     logging_dir = _resolve(training.get("logging_dir"), run_dir)
     if logging_dir is not None:
-        last = _last_attempt(state)
-        event_files = find_event_files(logging_dir, newer_than=(last or {}).get("started_at"))
-        prefix = str(training.get("log_prefix") or "")
-        if prefix:
-            event_files = [
-                p for p in event_files if any(q.name.startswith(prefix) for q in p.parents)
-            ]
-        if event_files:
-            # One attempt writes one timestamped folder; keep the newest one's files.
-            newest = event_files[-1].parent
-            event_files = [p for p in event_files if p.parent == newest]
+        last = _last_attempt(state) or {}
+        if isinstance(last.get("event_files"), list):
+            # kohyagen recorded which files this attempt wrote: exact, even within a second
+            event_files = [Path(p) for p in last["event_files"] if Path(p).is_file()]
+        else:
+            event_files = find_event_files(logging_dir, newer_than=last.get("started_at"))
+            prefix = str(training.get("log_prefix") or "")
+            if prefix:
+                event_files = [
+                    p for p in event_files if any(q.name.startswith(prefix) for q in p.parents)
+                ]
+            if event_files:
+                # One attempt writes one timestamped folder; keep the newest one's files.
+                newest = event_files[-1].parent
+                event_files = [p for p in event_files if p.parent == newest]
         events = []
         for path in event_files:
             events += read_scalars(path)
@@ -127,19 +131,23 @@ def load_run(run_dir: str | Path) -> RunData:
     epoch_end_step = dict(log.epoch_end_step) if log else {}
     epoch_end_step.pop(0, None)
     epoch_avg = dict(scalars.get("loss/epoch_average", []))
-    train_loss_epoch = epoch_avg or (log.epoch_losses() if log else {})
+    train_loss_epoch = _merge(epoch_avg, log.epoch_losses() if log else {})
     if not epoch_end_step and epoch_avg and log is None:
         total = _max_step(scalars)
         epochs = max(epoch_avg)
         if total and epochs:
             epoch_end_step = {e: round(total * e / epochs) for e in epoch_avg}
-    val_loss_epoch = dict(scalars.get("loss/validation/epoch_average", [])) or (
-        dict(log.val_loss_by_epoch) if log else {}
+    val_loss_epoch = _merge(
+        dict(scalars.get("loss/validation/epoch_average", [])),
+        dict(log.val_loss_by_epoch) if log else {},
     )
-    val_loss_step = dict(scalars.get("loss/validation/step_average", [])) or (
-        dict(log.val_loss_by_step) if log else {}
+    val_loss_step = _merge(
+        dict(scalars.get("loss/validation/step_average", [])),
+        dict(log.val_loss_by_step) if log else {},
     )
-    avg_loss_step = dict(scalars.get("loss/average", [])) or (dict(log.loss_by_step) if log else {})
+    avg_loss_step = _merge(
+        dict(scalars.get("loss/average", [])), dict(log.loss_by_step) if log else {}
+    )
     current = scalars.get("loss/current", [])
 
     total_epochs = (log.total_epochs if log else None) or _int(training.get("max_train_epochs"))
@@ -167,6 +175,17 @@ def load_run(run_dir: str | Path) -> RunData:
     )  # fmt: skip
     run.samples = _samples(output_dir, output_name) if output_dir else {}
     return run
+
+
+def _merge(exact: dict[int, float], printed: dict[int, float]) -> dict[int, float]:
+    """TensorBoard's exact values, plus what the log printed beyond the last event
+    (events are written after the bar is drawn, so a stopped run's log is ahead)."""
+    if not exact:
+        return dict(printed)
+    last = max(exact)
+    merged = dict(exact)
+    merged.update({k: v for k, v in printed.items() if k > last})
+    return dict(sorted(merged.items()))
 
 
 def _int(value: Any) -> int | None:
@@ -344,16 +363,28 @@ def _hms(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN and infinity (a diverged run) become null: summary.json stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def write_report(run_dir: str | Path) -> dict:
     """Write summary.json, summary.md and loss.png in the run folder; return the summary."""
     run = load_run(run_dir)
-    summary = summarize(run)
+    summary = _json_safe(summarize(run))
     from kohyagen.plot import plot_losses
 
     plot = plot_losses(run, run.run_dir / "loss.png")
     summary["plot"] = str(plot) if plot else None
     atomic_write_text(
-        run.run_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str)
+        run.run_dir / "summary.json",
+        json.dumps(summary, indent=2, ensure_ascii=False, default=str, allow_nan=False),
     )
     atomic_write_text(run.run_dir / "summary.md", _markdown(summary, run, plot))
     return summary

@@ -239,7 +239,7 @@ def find_event_files(logging_dir: str | Path, *, newer_than: float | None = None
     for path in root.rglob(EVENT_FILE_GLOB):
         if not path.is_file():
             continue
-        if newer_than is not None and path.stat().st_mtime < newer_than - 0.05:
+        if newer_than is not None and path.stat().st_mtime < newer_than - 0.01:
             continue
         found.append((_created_at(path), str(path), path))
     return [item[2] for item in sorted(found)]

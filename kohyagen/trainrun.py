@@ -63,6 +63,7 @@ class Attempt:
     ended_at: float
     log_start: int
     log_end: int
+    event_files: list[str] = field(default_factory=list)  # TensorBoard files it wrote
 
     def to_dict(self) -> dict:
         data = {k: v for k, v in self.__dict__.items() if k != "diagnosis"}
@@ -98,6 +99,14 @@ def _write_state(run_dir: Path, state: dict) -> None:
     cfg.atomic_write_text(
         run_dir / "train.json", json.dumps(state, indent=2, ensure_ascii=False, default=str)
     )
+
+
+def _event_files(logging_dir: Any) -> list[Path]:
+    if not isinstance(logging_dir, str) or not logging_dir:
+        return []
+    from kohyagen.tensorboard import find_event_files
+
+    return find_event_files(logging_dir)
 
 
 def _keep_previous_log(run_dir: Path) -> None:
@@ -227,6 +236,18 @@ def run_attempts(
                 attempt_training.resolve(), attempt_dataset.resolve() if attempt_dataset else None
             )
             state["command"] = command
+            logging_dir = cfg.option(training_doc, "logging_dir")
+            events_before = set(_event_files(logging_dir))
+            # A provisional entry, so that a report made while it runs reads this attempt.
+            state["attempts"] = [a.to_dict() for a in done] + [
+                {
+                    "number": number,
+                    "command": command,
+                    "started_at": time.time(),
+                    "log_start": log_path.stat().st_size if log_path.exists() else 0,
+                    "running": True,
+                }
+            ]
             _write_state(target, state)
             watcher = _Watcher(number, started, price, on_progress)
             if number > 1:
@@ -249,6 +270,7 @@ def run_attempts(
                 number, command, str(attempt_training), str(attempt_dataset) if attempt_dataset else None,
                 changes, outcome.exit_code, outcome.stop_reason, diagnosis, outcome.started_at,
                 outcome.ended_at, outcome.log_start, outcome.log_end,
+                [str(p) for p in _event_files(logging_dir) if p not in events_before],
             )  # fmt: skip
             done.append(attempt)
             state["attempts"] = [a.to_dict() for a in done]

@@ -81,6 +81,8 @@ def test_oom_retry_then_report_and_pick(tmp_path, monkeypatch):
     assert 99.0 not in [v for _s, v in load_run(run).current_loss]
     state = json.loads((run / "train.json").read_text())
     assert state["status"] == "succeeded" and state["price_per_hour"] == 0.69
+    assert [len(a["event_files"]) for a in state["attempts"]] == [1, 1, 1]
+    assert summary["sources"]["events"] == state["attempts"][-1]["event_files"]
 
     picked = CliRunner().invoke(main, ["pick", str(run), "--json"])
     assert picked.exit_code == 0, picked.output
@@ -134,6 +136,12 @@ def test_nan_loss_stops_the_run_early(tmp_path):
     attempt = result.attempts[-1]
     assert attempt.stop_reason == "nan-loss" and len(result.attempts) == 1
     assert result.summary["steps"]["done"] < 100
+
+    def no_nan(constant):
+        raise ValueError(f"summary.json holds {constant}")
+
+    summary = json.loads((result.run_dir / "summary.json").read_text(), parse_constant=no_nan)
+    assert summary["ended_by"] == "nan-loss" and summary["final_loss"] is None
     with pytest.raises(Exception) as err:
         result.raise_for_status()
     assert getattr(err.value, "exit_code", None) == 3
