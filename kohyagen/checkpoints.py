@@ -22,9 +22,12 @@ import statistics
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kohyagen.errors import KohyagenError, RunStateError, UsageError
+
+if TYPE_CHECKING:
+    from kohyagen.report import RunData
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".pt")
 BEST_SUFFIX = "-best"
@@ -181,7 +184,7 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _train_value(cp: Checkpoint, run) -> float | None:
+def _train_value(cp: Checkpoint, run: RunData) -> float | None:
     if cp.kind in ("epoch", "final") and cp.epoch in run.train_loss_epoch:
         return _finite(run.train_loss_epoch[cp.epoch])
     if cp.step is not None and run.avg_loss_step:
@@ -191,7 +194,7 @@ def _train_value(cp: Checkpoint, run) -> float | None:
     return None
 
 
-def _val_value(cp: Checkpoint, run) -> float | None:
+def _val_value(cp: Checkpoint, run: RunData) -> float | None:
     if cp.kind in ("epoch", "final") and cp.epoch in run.val_loss_epoch:
         return _finite(run.val_loss_epoch[cp.epoch])
     if cp.step is not None and cp.step in run.val_loss_step:
@@ -205,7 +208,7 @@ def _label(cp: Checkpoint) -> str:
     return f"step {cp.step}"
 
 
-def rank(run, *, by: str = "auto") -> Choice:
+def rank(run: RunData, *, by: str = "auto") -> Choice:
     """Choose a checkpoint of a loaded run (kohyagen.report.load_run) without writing."""
     if by not in ("auto", "val", "train"):
         raise UsageError(f"--by must be auto, val or train, got {by!r}")

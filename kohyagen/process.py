@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 # Seconds to wait after SIGINT before SIGTERM, and after SIGTERM before SIGKILL.
 INTERRUPT_GRACE_S = 15.0
@@ -154,7 +155,15 @@ def run_streaming(
     return ProcessOutcome(proc.returncode, stop_reason, log_start, log_end, started, time.time())
 
 
-def _watch(proc, chunks, log, decoder, stopper, on_text) -> str | None:
+def _watch(
+    proc: subprocess.Popen,
+    chunks: queue.Queue[bytes | None],
+    log: BinaryIO,
+    decoder: codecs.IncrementalDecoder,
+    stopper: _Stopper,
+    on_text: Callable[[str], str | None],
+) -> str | None:
+    """Pass output on until it ends, stopping the child when asked; return why it stopped."""
     stop_reason: str | None = None
     drained = False
     while not drained:

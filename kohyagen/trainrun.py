@@ -11,6 +11,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from kohyagen.findings import Finding
 from kohyagen.logs import (
     CheckpointSaved,
     EpochStarted,
+    Event,
     LogParser,
     LogSummary,
     StepProgress,
@@ -123,7 +125,13 @@ def _keep_previous_log(run_dir: Path) -> None:
 class _Watcher:
     """Feeds output to the parser, keeps the state, decides when to stop, reports progress."""
 
-    def __init__(self, attempt: int, started: float, price: float | None, on_progress):
+    def __init__(
+        self,
+        attempt: int,
+        started: float,
+        price: float | None,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> None:
         self.parser = LogParser()
         self.summary = LogSummary()
         self.attempt = attempt
@@ -164,7 +172,7 @@ class _Watcher:
         for event in self.parser.close():
             self._apply(event)
 
-    def _apply(self, event) -> str | None:
+    def _apply(self, event: Event) -> str | None:
         self.summary.apply(event)
         if is_bad_loss(event):
             self.fatal = nan_loss(event.step)
@@ -180,9 +188,25 @@ class _Watcher:
 
 
 def run_attempts(
-    *, target, config_path, dataset_path, cwd, command_for, backend, checkout, interpreter,
-    retry, price, on_progress, env, gpus, max_attempts, findings,
-) -> TrainResult:  # fmt: skip
+    *,
+    target: Path,
+    config_path: Path,
+    dataset_path: Path | None,
+    cwd: Path,
+    command_for: Callable[[Path, Path | None], list[str]],
+    backend: str,
+    checkout: Path | None,
+    interpreter: str,
+    retry: bool,
+    price: float | None,
+    on_progress: Callable[[Progress], None] | None,
+    env: dict[str, str] | None,
+    gpus: int,
+    max_attempts: int,
+    findings: list[Finding],
+) -> TrainResult:
+    """Copy the configs into target, run attempts until one succeeds or retrying cannot
+    help, record train.json and write the report."""
     target.mkdir(parents=True, exist_ok=True)
     _keep_previous_log(target)
     log_path = target / "train.log"
