@@ -212,6 +212,17 @@ class LogParser:
         return self._complete(rest)
 
 
+_RICH_PREFIX = re.compile(
+    r"^\s*(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+)?(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)?\s*"
+)
+_RICH_SOURCE = re.compile(r"\s+[\w.]+\.py:\d+\s*$")
+
+
+def log_message(text: str) -> str:
+    """A rich log line without its time, level and `file.py:line` columns."""
+    return _RICH_SOURCE.sub("", _RICH_PREFIX.sub("", text, count=1)).strip()
+
+
 def parse_events(text: str) -> list[Event]:
     parser = LogParser()
     return parser.feed(text) + parser.close()

@@ -27,9 +27,14 @@ from kohyagen.logs import (
     LogParser,
     LogSummary,
     StepProgress,
+    TextLine,
     is_bad_loss,
+    log_message,
 )
 from kohyagen.process import child_env, run_streaming
+
+# kohya warnings that change what is trained, worth a line while it runs.
+NOTABLE_WARNINGS = ("ignore directory without repeats", "NaN found in latents")
 
 # --- results --------------------------------------------------------------------------------
 
@@ -184,6 +189,8 @@ class _Watcher:
             self.progress(f"epoch {event.epoch}/{event.total}")
         elif isinstance(event, CheckpointSaved):
             self.progress(f"saved {Path(event.path).name}")
+        elif isinstance(event, TextLine) and any(w in event.text for w in NOTABLE_WARNINGS):
+            self.progress(f"kohya: {log_message(event.text)}")
         return None
 
 
@@ -274,7 +281,9 @@ def run_attempts(
             ]
             _write_state(target, state)
             watcher = _Watcher(number, started, price, on_progress)
-            if number > 1:
+            if number == 1:
+                watcher.progress(f"training in {target} (kohya's raw output: train.log)")
+            else:
                 watcher.progress(
                     f"attempt {number}: " + ", ".join(f"{c['key']} -> {c['new']}" for c in changes)
                 )

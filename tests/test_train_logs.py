@@ -227,3 +227,16 @@ def shared_dir_cached():
     if not path.is_file():
         pytest.skip("../shared is not beside this checkout")
     return path.read_bytes().decode("utf-8")
+
+
+def test_log_message_strips_rich_columns():
+    from kohyagen.logs import log_message
+
+    assert (
+        log_message("2026-11-29 11:04:24 INFO     model saved.        train_network.py:1729")
+        == "model saved."
+    )
+    assert log_message(
+        "                    WARNING  no regularization images   train_util.py:2167"
+    ) == ("no regularization images")
+    assert log_message("plain text") == "plain text"
