@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -318,6 +318,3 @@ def is_bad_loss(event: Event) -> bool:
         and event.loss is not None
         and (math.isnan(event.loss) or math.isinf(event.loss))
     )
-
-
-ProgressCallback = Callable[[object], None]
