@@ -230,14 +230,11 @@ def run_attempts(
         dataset_copy=dataset_copy.resolve() if dataset_copy else None,
     )
     child_environment = child_env(env)
-    if backend == "builtin":
+    source_root = Path(__file__).resolve().parent.parent
+    if backend == "builtin" and (source_root / "pyproject.toml").is_file():
+        # a source checkout (not an installed package): let the trainer import kohyagen
         child_environment["PYTHONPATH"] = os.pathsep.join(
-            p
-            for p in (
-                str(Path(__file__).resolve().parent.parent),
-                child_environment.get("PYTHONPATH"),
-            )
-            if p
+            p for p in (str(source_root), child_environment.get("PYTHONPATH")) if p
         )
     started = time.time()
     state: dict[str, Any] = {

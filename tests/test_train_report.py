@@ -249,3 +249,13 @@ def test_progress_line():
     )
     fast = progress_line(Progress(1, 0, None, 0, None, None, 0.25, None, 5.0, None))
     assert fast == "loading · 4 step/s · elapsed 0:05"
+
+
+def test_report_from_events_alone(tmp_path, shared_dir):
+    run = sample_run(tmp_path, shared_dir, "run_B")
+    (run / "train.log").unlink()
+    summary = write_report(run)
+    assert [round(r["loss"], 4) for r in summary["loss_per_epoch"]] == [1.102, 1.0408]
+    assert [r["step"] for r in summary["loss_per_epoch"]] == [6, 12]
+    assert [(c["epoch"], c["step"]) for c in summary["checkpoints"]] == [(1, 6), (2, 12)]
+    assert summary["recommended"]["file"] == "harness.safetensors"
