@@ -250,8 +250,12 @@ def nan_loss(step: int | None) -> Diagnosis:
 
 def last_error_line(text: str) -> str | None:
     """The last `SomethingError: message` line (a traceback's conclusion)."""
-    matches = _ERROR_LINE.findall(_ANSI.sub("", text))
-    return matches[-1].strip()[:300] if matches else None
+    matches = [m.strip() for m in _ERROR_LINE.findall(_ANSI.sub("", text))]
+    # accelerate's own CalledProcessError only says that the trainer failed; the
+    # trainer's error comes before it
+    real = [m for m in matches if not m.startswith("subprocess.CalledProcessError")]
+    chosen = real or matches
+    return chosen[-1][:300] if chosen else None
 
 
 def diagnose_run(

@@ -142,3 +142,16 @@ def test_missing_accelerate_module():
     )
     found = diagnose_run(text, 1)
     assert found.code == "missing-package" and "accelerate" in found.cause
+
+
+def test_the_trainers_error_wins_over_accelerates_wrapper():
+    text = (
+        "Traceback (most recent call last):\n"
+        "AttributeError: 'types.SimpleNamespace' object has no attribute 'x'\n"
+        "Traceback (most recent call last):\n"
+        "subprocess.CalledProcessError: Command '['python', 'train_network.py']' returned "
+        "non-zero exit status 1.\n"
+    )
+    assert diagnose_run(text, 1).evidence == (
+        "AttributeError: 'types.SimpleNamespace' object has no attribute 'x'"
+    )
