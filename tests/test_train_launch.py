@@ -160,6 +160,12 @@ def test_lint_errors_refuse_to_start(tmp_path):
     result = CliRunner().invoke(main, ["train", str(config), "--sd-scripts", str(checkout)])
     assert result.exit_code == 1
     assert "not starting" in result.output
+    as_json = CliRunner().invoke(
+        main, ["train", str(config), "--sd-scripts", str(checkout), "--json"]
+    )
+    assert as_json.exit_code == 1
+    findings = json.loads(as_json.stdout)["findings"]
+    assert {f["key"] for f in findings} >= {"train_batch_sise"}
     assert not (tmp_path / "runs").exists()
 
 

@@ -126,7 +126,9 @@ def train_command(
             if live is not None:
                 live.stop()
     except LintFailed as exc:
-        if not as_json:
+        if as_json:
+            emit_json({"status": "lint-failed", "findings": [f.to_dict() for f in exc.findings]})
+        else:
             print_findings(exc.findings, title="lint")
         raise
     if dry_run:
@@ -166,6 +168,10 @@ def _print_outcome(console, result) -> None:
         console.print(f"  fix:   {_esc(result.failure.fix)}")
         if result.failure.evidence:
             console.print(f"  seen:  {result.failure.evidence}", markup=False)
+    warnings = [f for f in result.lint if f.severity.value == "warning"]
+    if warnings:
+        codes = ", ".join(sorted({f.code for f in warnings}))
+        console.print(f"  lint: {len(warnings)} warning(s) ({_esc(codes)}); see `kohyagen lint`")
     summary = result.summary or {}
     if summary.get("recommended"):
         rec = summary["recommended"]
