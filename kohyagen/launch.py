@@ -276,11 +276,13 @@ def train(
     cwd: str | Path | None = None,
     max_attempts: int = 8,
     overwrite: bool = False,
+    extra_args: Sequence[str] = (),
 ) -> TrainResult:
     """Train with kohya (or the builtin trainer) and report. See the module docstring.
 
     Refuses to start when output_dir already holds checkpoints of this output_name (kohya
-    would overwrite them in place) unless overwrite is given.
+    would overwrite them in place) unless overwrite is given. extra_args go to the trainer
+    after the config options (e.g. ["--resume", STATE_DIR]).
     """
     cwd = Path(cwd or Path.cwd()).resolve()
     config_path = Path(config)
@@ -324,7 +326,7 @@ def train(
     def command_for(training: Path, dataset: Path | None) -> list[str]:
         return build_command(
             backend=chosen, script=script, config=training, dataset_config=dataset,
-            gpus=gpus, mixed_precision=mixed, python=interpreter,
+            gpus=gpus, mixed_precision=mixed, python=interpreter, extra_args=extra_args,
         )  # fmt: skip
 
     if dry_run:

@@ -143,6 +143,15 @@ def test_dry_run_picks_the_script_and_prints_the_command(tmp_path, monkeypatch, 
     assert plain.exit_code == 0 and "accelerate.commands.launch" in plain.output
 
 
+def test_extra_args_follow_the_configs(tmp_path):
+    checkout = make_checkout(tmp_path)
+    config, _ = write_configs(tmp_path)
+    result = launch.train(
+        config, sd_scripts=checkout, cwd=tmp_path, dry_run=True, extra_args=["--resume", "/s"]
+    )
+    assert result.command[-2:] == ["--resume", "/s"]
+
+
 def test_auto_backend_falls_back_to_builtin(tmp_path, monkeypatch):
     config, _ = write_configs(tmp_path)
     result = launch.train(config, dry_run=True, cwd=tmp_path)
