@@ -241,7 +241,11 @@ def summarize(run: RunData) -> dict:
         cost = round(price * duration / 3600, 4)
     step = log.step if log else _max_step(run.scalars) or 0
     total_steps = log.total_steps if log else None
-    epochs_done = max([e for e in run.epoch_end_step if e > 0] + [0])
+    # an epoch is done once the next one started, the run saved its model, or kohya
+    # logged its average; the current epoch of a running run is not
+    from_log = (log.epoch if log.model_saved else max(log.epoch - 1, 0)) if log else 0
+    logged = [step for step, _value in run.scalars.get("loss/epoch_average", [])]
+    epochs_done = max([from_log, *logged])
     total_epochs = (log.total_epochs if log else None) or _int(run.training.get("max_train_epochs"))
     recommendation = None
     if run.checkpoints:

@@ -86,6 +86,7 @@ def test_report_on_a_run_in_progress(tmp_path):
     summary = write_report(run)
     assert summary["status"] == "running"
     assert summary["steps"]["total"] == 16 and 12 <= summary["steps"]["done"] < 16
+    assert summary["epochs"] == {"done": 3, "total": 4}
     assert [c["epoch"] for c in summary["checkpoints"]] == [1, 2, 3]
     assert summary["duration_s"] > 0
 
