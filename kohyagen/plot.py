@@ -63,7 +63,7 @@ def plot_losses(run: RunData, path: Path) -> Path | None:
         ax.set_ylabel("loss")
         title = f"{run.output_name}: loss (dotted: checkpoints"
         ax.set_title(title + (", red: recommended)" if best else ")"))
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="best", fontsize=8, framealpha=0.8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         tmp = path.with_name(f".{path.name}.tmp.png")

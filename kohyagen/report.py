@@ -339,7 +339,7 @@ def _markdown(summary: dict, run: RunData, plot: Path | None) -> str:
         lines += ["", "| checkpoint | epoch | step | size |", "|---|---:|---:|---:|"]
         for cp in s["checkpoints"]:
             lines.append(
-                f"| {cp['file']} | {cp['epoch'] or ''} | {cp['step'] or ''} | {cp['bytes'] / 2**20:.1f} MiB |"
+                f"| {cp['file']} | {cp['epoch'] or ''} | {cp['step'] or ''} | {_size(cp['bytes'])} |"
             )
     if s["samples"]:
         lines += ["", "## Samples"]
@@ -356,6 +356,14 @@ def _relative(path: Path, base: Path) -> str:
         return os.path.relpath(path, base)
     except ValueError:
         return str(path)
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 def _num(value: Any) -> str:
