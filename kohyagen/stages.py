@@ -238,6 +238,10 @@ def _stage_config(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     given = {o.split("=", 1)[0].strip().split(".")[-1] for o in overrides}
     if opts.seed is not None and "seed" not in given:
         overrides.append(f"seed={opts.seed}")
+    if not given & {"save_state", "save_state_on_train_end", "save_last_n_epochs_state"}:
+        # A training state with each checkpoint (only the latest kept): an interrupted
+        # run continues from its last epoch instead of starting over.
+        overrides += ["save_state=true", "save_last_n_epochs_state=1"]
     render_gpu = gpu
     if gpu == CPU:
         # No GPU preset describes a CPU: render for a roomy generic card, in full precision.

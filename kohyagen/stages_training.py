@@ -6,6 +6,8 @@ for the manifest, reading what earlier stages made from the manifest.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +112,12 @@ def stage_train(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     def on_progress(event: Any) -> None:
         ctx.say("train", format_progress(event))
 
+    again = ctx.manifest.stage("train").get("attempts", 1) > 1
+    state = latest_state(configs.get("resolved", {})) if again else None
+    extra: list[str] = []
+    if state is not None:
+        extra = ["--resume", str(state.path)]
+        ctx.say("train", f"continuing from the training state saved after epoch {state.epoch}")
     result = train(
         Path(configs["training"]),
         dataset_config=Path(configs["dataset"]),
@@ -118,6 +126,9 @@ def stage_train(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
         backend=opts.backend,
         price_per_hour=opts.price_per_hour,
         on_progress=on_progress,
+        # checkpoints left by our own interrupted attempt may be replaced
+        overwrite=again,
+        extra_args=extra,
     )
     status = str(getattr(result, "status", "succeeded"))
     if hasattr(result, "raise_for_status"):
@@ -129,11 +140,36 @@ def stage_train(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
             hint="fix the cause above, then run the same command again to retry training",
         )
     outputs = {
+        "resumed_from_state": str(state.path) if state is not None else None,
         "status": status,
         "attempts": _count(getattr(result, "attempts", 1)),
         "command": [str(c) for c in getattr(result, "command", []) or []],
     }
     return outputs, f"finished after {outputs['attempts']} attempt(s)"
+
+
+@dataclass(frozen=True)
+class SavedState:
+    path: Path
+    epoch: int
+    step: int
+
+
+def latest_state(training: dict[str, Any]) -> SavedState | None:
+    """The most advanced training state (save_state) in the config's output_dir, if any."""
+    output_dir, name = training.get("output_dir"), training.get("output_name")
+    if not output_dir or not name:
+        return None
+    best: SavedState | None = None
+    for folder in Path(output_dir).glob(f"{name}*-state"):
+        try:
+            data = json.loads((folder / "train_state.json").read_text(encoding="utf-8"))
+            found = SavedState(folder, int(data["current_epoch"]), int(data["current_step"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a state folder cut short by the interruption itself
+        if best is None or (found.epoch, found.step) > (best.epoch, best.step):
+            best = found
+    return best
 
 
 def _check_where_training_runs(ctx: RunContext, gpu: str | None) -> None:

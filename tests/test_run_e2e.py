@@ -85,9 +85,10 @@ def test_budget_below_estimate_stops_before_training(tmp_path, tiny_model):
 
 
 def test_demo_interrupted_then_run_continues_and_is_not_trained_twice(tmp_path, subprocess_env):
-    """Ctrl-C during the demo's training; `kohyagen run` with the same inputs continues at
-    the train stage without redoing the earlier ones and ends with a chosen LoRA and its
-    report; `kohyagen demo` afterwards finds the run finished and trains nothing."""
+    """Ctrl-C during the demo's training (after epoch 1 is saved); `kohyagen run` with the
+    same inputs continues at the train stage from the saved state, without redoing the
+    earlier stages or epoch 1, and ends with a chosen LoRA and its report; `kohyagen demo`
+    afterwards finds the run finished and trains nothing."""
     demo_dir = tmp_path / "demo"
     run_dir = demo_dir / "run"
     env = dict(subprocess_env)
@@ -95,15 +96,15 @@ def test_demo_interrupted_then_run_continues_and_is_not_trained_twice(tmp_path, 
     env["XDG_CONFIG_HOME"] = os.environ["XDG_CONFIG_HOME"]
     # Ctrl-C reaches the whole foreground process group: kohyagen and the trainer.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kohyagen", "demo", "--dir", str(demo_dir), "--epochs", "2"],
+        [sys.executable, "-m", "kohyagen", "demo", "--dir", str(demo_dir), "--epochs", "3"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
+    first_state = run_dir / "output" / "demo-000001-state" / "train_state.json"
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
-            log = run_dir / "train.log"
-            if log.is_file() and "steps:" in log.read_text(errors="replace"):
+            if first_state.is_file():  # epoch 1 is saved, with its training state
                 break
             if proc.poll() is not None:
                 pytest.fail("demo ended before training started:\n" + proc.stdout.read())
@@ -118,6 +119,8 @@ def test_demo_interrupted_then_run_continues_and_is_not_trained_twice(tmp_path, 
     assert proc.returncode != 0, output
     m = Manifest.load(run_dir)
     assert m.status("train") == FAILED, output
+    epoch1 = run_dir / "output" / "demo-000001.safetensors"
+    epoch1_mtime = epoch1.stat().st_mtime_ns
     assert all(m.status(s) in ("done", "skipped") for s in STAGES[: STAGES.index("train")])
     before = stage_times(run_dir)
     subset = next((run_dir / "training_data").iterdir())
@@ -126,7 +129,7 @@ def test_demo_interrupted_then_run_continues_and_is_not_trained_twice(tmp_path, 
 
     args = ["run", str(demo_dir / "images"), "--name", "demo", "--trigger", "kgdemo",
             "--base-model", str(demo_dir / "tiny-sd15"), "--backend", "builtin", "--gpu", "cpu",
-            "--run-dir", str(run_dir), "--epochs", "2", "--seed", "0", "--yes", "--json"]  # fmt: skip
+            "--run-dir", str(run_dir), "--epochs", "3", "--seed", "0", "--yes", "--json"]  # fmt: skip
     for override in DEMO_OVERRIDES:
         args += ["--set", override]
     result = CliRunner().invoke(main, args)
@@ -141,6 +144,10 @@ def test_demo_interrupted_then_run_continues_and_is_not_trained_twice(tmp_path, 
     assert {p.name: p.stat().st_mtime_ns for p in subset.iterdir()} == copies
     m = Manifest.load(run_dir)
     assert m.stage("train")["attempts"] == 2
+    # training went on from the saved state: epoch 1 was not trained (nor written) again
+    assert m.outputs("train")["resumed_from_state"].endswith("demo-000001-state")
+    assert epoch1.stat().st_mtime_ns == epoch1_mtime
+    assert (run_dir / "output" / "demo.safetensors").is_file()
     assert all(m.status(s) == DONE for s in STAGES if s != "tag")
     lora = Path(data["lora"])
     assert lora.is_file() and lora.suffix == ".safetensors"
@@ -152,7 +159,7 @@ def test_demo_interrupted_then_run_continues_and_is_not_trained_twice(tmp_path, 
     assert "<lora:" not in result.stdout  # --json prints JSON only
 
     log_size = (run_dir / "train.log").stat().st_size
-    again = CliRunner().invoke(main, ["demo", "--dir", str(demo_dir), "--epochs", "2", "--json"])
+    again = CliRunner().invoke(main, ["demo", "--dir", str(demo_dir), "--epochs", "3", "--json"])
     assert again.exit_code == 0, again.output
     final = json.loads(again.stdout)
     assert final["already_finished"] and final["lora"] == data["lora"]
