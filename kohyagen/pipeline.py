@@ -110,6 +110,7 @@ class RunResult:
     estimate: dict[str, Any] | None = None
     notes: tuple[str, ...] = ()
     gpu: str | None = None  # the GPU preset the configs were made for ("cpu" without one)
+    seconds: tuple[tuple[str, float], ...] = ()  # (stage, seconds) of each finished stage
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,6 +131,7 @@ class RunResult:
             "estimate": self.estimate,
             "notes": list(self.notes),
             "gpu": self.gpu,
+            "seconds": dict(self.seconds),
         }
 
 
@@ -272,6 +274,17 @@ def _remember_throughput(manifest: Manifest) -> None:
         pass  # a read-only home is no reason to lose a finished training
 
 
+def _durations(manifest: Manifest) -> list[tuple[str, float]]:
+    out = []
+    for stage in STAGES:
+        record = manifest.stage(stage)
+        if record.get("started") and record.get("finished"):
+            start = datetime.fromisoformat(record["started"])
+            end = datetime.fromisoformat(record["finished"])
+            out.append((stage, (end - start).total_seconds()))
+    return out
+
+
 def _result(
     manifest: Manifest,
     options: RunOptions,
@@ -300,4 +313,5 @@ def _result(
         estimate=manifest.data.get("estimate") or None,
         notes=tuple(notes),
         gpu=manifest.data.get("configs", {}).get("gpu"),
+        seconds=tuple(_durations(manifest)),
     )

@@ -131,6 +131,8 @@ def test_full_run_records_every_stage(monkeypatch, images, tmp_path):
     assert m.data["estimate"]["steps"] == 4 * 10 * 10 // 2
     assert result.lora == tmp_path / "run" / "output" / "x.safetensors"
     assert result.resumed_from is None and not result.already_finished
+    assert [stage for stage, _ in result.seconds] == list(STAGES)
+    assert all(seconds >= 0 for _, seconds in result.seconds)
 
 
 def test_finished_run_is_not_trained_twice(monkeypatch, images, tmp_path):

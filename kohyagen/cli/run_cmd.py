@@ -33,6 +33,10 @@ def print_usage(result) -> None:
         console.print(
             f"report: {result.summary_json.with_suffix('.md')}  loss plot: {result.loss_png}"
         )
+    if result.seconds:
+        console.print(
+            "stages: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in result.seconds)
+        )
     console.print("use it:")
     console.print("  AUTOMATIC1111 / Forge: copy it to stable-diffusion-webui/models/Lora/")
     console.print("  ComfyUI: copy it to ComfyUI/models/loras/ and load it with a LoraLoader node")
