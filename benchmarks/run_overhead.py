@@ -4,8 +4,9 @@ In a temp folder, in the same run:
 
 - pipeline: `kohyagen demo` (check, prepare, tag, config, estimate, train, report, pick on a
   tiny random model, CPU, builtin trainer), timed per stage from its manifest;
-- baseline: `python -m kohyagen.trainer` on the very configs the pipeline used (output and
-  logs redirected), which is what a user of the bare trainer would run.
+- baseline: the bare trainer on the very configs the pipeline used (output and logs
+  redirected), started as the launcher starts it (`accelerate launch -m kohyagen.trainer`,
+  from kohyagen.launch.build_command), which is what a user of the bare trainer would run.
 
 Prints the seconds of each stage, then the ratios train-stage / bare trainer and whole
 pipeline / bare trainer. Target: the stages around training add a few seconds, so the
@@ -86,11 +87,16 @@ def main() -> None:
         bare = work / "bare"
         bare.mkdir(exist_ok=True)
         training, dataset = _bare_configs(work / "demo" / "run", bare)
+        from kohyagen.launch import build_command
+
+        argv = build_command(
+            backend="builtin", script=None, config=training, dataset_config=dataset,
+            python=sys.executable, mixed_precision="no",
+        )  # fmt: skip
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "kohyagen.trainer", "--config_file", str(training),
-             "--dataset_config", str(dataset)],
-            env=env, check=True, cwd=bare, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            argv, env=env, check=True, cwd=bare, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )  # fmt: skip
         bare_s = time.perf_counter() - started
     finally:
