@@ -19,7 +19,7 @@ from kohyagen.errors import (
     KohyagenError,
 )
 from kohyagen.layout import IMAGE_EXTENSIONS
-from kohyagen.manifest import Manifest, hash_dataset
+from kohyagen.manifest import Manifest, dataset_files, hash_dataset
 
 if TYPE_CHECKING:
     from kohyagen.pipeline import RunOptions
@@ -60,13 +60,10 @@ def _gpu_name(options: RunOptions) -> tuple[str, str | None]:
     return preset, f"{hardware.gpus[0].name} → GPU preset {preset}"
 
 
-def _missing_captions(train_dir: Path, caption_ext: str) -> list[Path]:
+def _missing_captions(train_dir: Path, caption_ext: str, *, exclude: Path) -> list[Path]:
+    """Images kohya reads (the train dir and its N_name/ folders) that have no caption."""
     images = [
-        p
-        for p in sorted(train_dir.rglob("*"))
-        if p.is_file()
-        and p.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in p.relative_to(train_dir).parts)
+        p for p in dataset_files(train_dir, exclude=exclude) if p.suffix.lower() in IMAGE_EXTENSIONS
     ]
     return [p for p in images if not p.with_suffix(caption_ext).is_file()]
 
@@ -116,7 +113,8 @@ def _stage_check(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
         raise DatasetError(
             f"the dataset check found {errors} error(s), first: {first.message}",
             path=first.file or opts.images,
-            hint=(first.fix or "") + " (see `kohyagen check " + str(opts.images) + "`)",
+            hint=(f"{first.fix}; " if first.fix else "")
+            + f"`kohyagen dataset check {opts.images}` lists every problem",
         )
     digest = hash_dataset(opts.images, exclude=ctx.run_dir)
     ctx.manifest.update("dataset", source=digest.to_dict())
@@ -128,7 +126,12 @@ def _stage_check(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
         "caption_extension": report.caption_extension,
         "warnings": sum(1 for f in report.findings if f.severity.value == "warning"),
     }
-    return outputs, f"{report.image_count} images ({report.kind})"
+    note = f"{report.image_count} images ({report.kind})"
+    if outputs["warnings"]:
+        note += (
+            f", {outputs['warnings']} warning(s): `kohyagen dataset check {opts.images}` shows them"
+        )
+    return outputs, note
 
 
 def _stage_prepare(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
@@ -165,7 +168,7 @@ def _stage_tag(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
     train_dir = _train_dir(ctx)
     ours = bool(ctx.out("prepare").get("train_dir"))
     caption_ext = ctx.out("check").get("caption_extension") or ".txt"
-    missing = _missing_captions(train_dir, caption_ext)
+    missing = _missing_captions(train_dir, caption_ext, exclude=ctx.run_dir)
     outputs: dict[str, Any] = {"caption_extension": caption_ext, "tagged": 0, "trigger_added": 0}
     notes = []
     if missing:
