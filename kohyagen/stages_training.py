@@ -131,6 +131,13 @@ def stage_train(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
         extra_args=extra,
     )
     status = str(getattr(result, "status", "succeeded"))
+    if status == "interrupted":
+        raise TrainingFailed(
+            "training interrupted",
+            cause="interrupted",
+            path=ctx.run_dir / "train.log",
+            hint="run the same command again: it continues from the last saved epoch",
+        )
     if hasattr(result, "raise_for_status"):
         result.raise_for_status()
     elif status not in ("ok", "succeeded"):
