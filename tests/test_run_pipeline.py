@@ -335,3 +335,18 @@ def test_auto_without_a_gpu_stops_before_training_unless_cpu_is_asked(
     monkeypatch.setitem(sys.modules, "kohyagen.launch", fake_launch)
     run_pipeline(options(images, tmp_path, gpu="cpu"))
     assert launched and launched[0]["backend"] == "auto"
+
+
+def test_prepare_only_stops_before_training_and_says_how_to_train(monkeypatch, images, tmp_path):
+    fake = FakeStages(monkeypatch)
+    args = ["run", str(images), "--name", "x", "--trigger", "sks", "--gpu", "rtx4090",
+            "--run-dir", str(tmp_path / "run"), "--prepare-only"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert fake.calls == ["check", "prepare", "tag", "config", "estimate"]
+    assert "kohyagen queue" in result.output
+    assert Manifest.load(tmp_path / "run").status("train") == PENDING
+    fake.calls.clear()
+    result = CliRunner().invoke(main, [*args[:-1], "--yes"])
+    assert result.exit_code == 0, result.output
+    assert fake.calls == ["train", "report", "pick"]

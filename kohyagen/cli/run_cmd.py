@@ -20,6 +20,12 @@ def print_usage(result) -> None:
     console = stdout_console()
     if result.lora is None:
         console.print(f"run folder: {result.run_dir}")
+        if {s: status for s, status, _ in result.stages}.get("train") == "pending":
+            console.print(
+                "prepared, not trained: train it with the same `kohyagen run` command "
+                f"(without --prepare-only) or with `kohyagen queue {result.run_dir}`",
+                markup=False,
+            )
         return
     from rich.markup import escape
 
@@ -114,6 +120,12 @@ def _confirm_factory(yes: bool, as_json: bool):
 @click.option(
     "--restart", is_flag=True, help="Start the run folder over (old files kept under previous/)."
 )
+@click.option(
+    "--prepare-only",
+    is_flag=True,
+    help="Stop before training (after the estimate): train later with this command again "
+    "or with `kohyagen queue`.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def run_cmd(
     images: Path,
@@ -133,6 +145,7 @@ def run_cmd(
     prices_file: Path | None,
     sd_scripts: Path | None,
     restart: bool,
+    prepare_only: bool,
     as_json: bool,
 ) -> None:
     """From a folder of images to a chosen LoRA: check → prepare → tag → config →
@@ -160,7 +173,8 @@ def run_cmd(
     result = run_pipeline(
         options,
         progress=ProgressPrinter(quiet=False),
-        confirm=_confirm_factory(yes, as_json),
+        confirm=None if prepare_only else _confirm_factory(yes, as_json),
+        stop_after="estimate" if prepare_only else None,
     )
     if as_json:
         emit_json(result.to_dict())
