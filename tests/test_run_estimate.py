@@ -229,3 +229,16 @@ def test_cli_usage_errors(tmp_path):
     assert result.exit_code == 2 and "--images" in result.output
     result = CliRunner().invoke(main, ["estimate", "--images", "5", "--gpu", "nosuchgpu"])
     assert result.exit_code == 1 and "nosuchgpu" in result.output
+
+
+def test_documented_prices_example_loads(tmp_path):
+    from kohyagen.cli.estimate_cmd import _PRICES_EPILOG
+
+    lines = _PRICES_EPILOG.splitlines()
+    example = [line.strip() for line in lines if line.startswith("  ")]
+    path = tmp_path / "prices.toml"
+    path.write_text("\n".join(example) + "\n")
+    table = load_prices(path)
+    assert table["myhost"]["prices"] == {"rtx4090": (0.42, 0.42), "a100-40": (1.10, 1.40)}
+    est = estimate(model="sd15", gpu="a100", images=10, prices=table)
+    assert any(c.provider == "myhost" and c.basis == "user" for c in est.costs)

@@ -95,7 +95,18 @@ def _default_batch_size(model: str, gpu: str) -> int:
     return 2
 
 
-@click.command("estimate")
+_PRICES_EPILOG = """\b
+Your own prices: ~/.config/kohyagen/prices.toml ($XDG_CONFIG_HOME/kohyagen/prices.toml)
+or --prices FILE, in dollars per hour; a provider of the same name replaces the default:
+  [providers.myhost]
+  label = "My usual host"
+  setup_minutes = [2, 5]
+  prices = { rtx4090 = 0.42, a100-40 = [1.10, 1.40] }
+Figures and their sources: templates/throughput.toml and templates/providers.toml.
+"""
+
+
+@click.command("estimate", epilog=_PRICES_EPILOG)
 @click.argument("dataset", required=False, type=click.Path(path_type=Path))
 @click.option("--images", type=click.IntRange(min=1), help="Number of images (without DATASET).")
 @click.option(
