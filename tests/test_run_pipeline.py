@@ -350,3 +350,17 @@ def test_prepare_only_stops_before_training_and_says_how_to_train(monkeypatch, i
     result = CliRunner().invoke(main, [*args[:-1], "--yes"])
     assert result.exit_code == 0, result.output
     assert fake.calls == ["train", "report", "pick"]
+
+
+def test_interactive_run_asks_before_training(monkeypatch, images, tmp_path):
+    fake = FakeStages(monkeypatch)
+    args = ["run", str(images), "--name", "x", "--trigger", "sks", "--gpu", "rtx4090",
+            "--run-dir", str(tmp_path / "run")]  # fmt: skip
+    monkeypatch.setattr("kohyagen.cli.run_cmd._stdin_is_terminal", lambda: True)
+    result = CliRunner().invoke(main, args, input="n\n")
+    assert result.exit_code == 1, result.output
+    assert "start training?" in result.output and "steps:" in result.output
+    assert "not confirmed" in result.output and "train" not in fake.calls
+    result = CliRunner().invoke(main, args, input="y\n")
+    assert result.exit_code == 0, result.output
+    assert fake.calls[-3:] == ["train", "report", "pick"]

@@ -61,10 +61,14 @@ def print_usage(result) -> None:
         )
 
 
-def _confirm_factory(yes: bool, as_json: bool):
+def _stdin_is_terminal() -> bool:
     import sys
 
-    if yes or not sys.stdin.isatty():
+    return sys.stdin.isatty()
+
+
+def _confirm_factory(yes: bool, as_json: bool):
+    if yes or not _stdin_is_terminal():
         return None
 
     def confirm(est) -> bool:
