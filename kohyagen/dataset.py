@@ -20,27 +20,21 @@ from kohyagen.buckets import (
     select_bucket,
     steps_per_epoch,
 )
-from kohyagen.captions import CaptionRead, read_caption, tag_frequencies
+from kohyagen.caption_rules import check_captions, choose_caption_extension
+from kohyagen.captions import CaptionRead, tag_frequencies
 from kohyagen.dataset_prepare import PrepareResult, auto_repeats, prepare_dataset
 from kohyagen.dataset_rules import (
-    caption_extension_finding,
-    caption_file_findings,
     count_findings,
     duplicate_findings,
     image_findings,
     layout_findings,
-    missing_caption_finding,
-    no_caption_finding,
-    orphan_caption_finding,
     same_stem_findings,
     size_advice,
-    trigger_findings,
 )
-from kohyagen.dataset_scan import DirListing, SubsetListing, scan
+from kohyagen.dataset_scan import SubsetListing, scan
 from kohyagen.errors import UsageError
 from kohyagen.findings import Finding, Severity, sort_findings
 from kohyagen.images import ImageProbe
-from kohyagen.layout import KOHYA_DEFAULT_CAPTION_EXTENSION
 from kohyagen.probe_pool import ProgressFn, probe_many
 
 __all__ = [
@@ -69,7 +63,6 @@ MODELS: dict[str, ModelSize] = {
     "sd2": ModelSize(768, 256, 1024),
     "sdxl": ModelSize(1024, 256, 2048),
 }
-CAPTION_CANDIDATES = (".caption", ".txt")
 
 
 @dataclass(frozen=True)
@@ -221,14 +214,14 @@ def check_dataset(
         findings += same_stem_findings(subset)
 
     train_subsets = [s for s in subsets if not s.is_reg]
-    ext, ext_finding = _choose_caption_extension(listing, train_subsets, given_ext)
+    ext, ext_finding = choose_caption_extension(listing, train_subsets, given_ext)
     if ext_finding:
         findings.append(ext_finding)
     broken = {Path(p) for p, probe in probes.items() if probe.error}
     captions_by_subset = {}
     effective_captions: list[str] = []
     for subset in subsets:
-        sub_findings, captions, effective = _check_captions(
+        sub_findings, captions, effective = check_captions(
             subset, ext, None if subset.is_reg else trigger, broken
         )
         findings += sub_findings
@@ -285,72 +278,6 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
 def _bucket_sort(key: str) -> tuple[int, int]:
     w, _, h = key.partition("x")
     return int(w), int(h)
-
-
-def _caption_counts(subsets: list[SubsetListing], extensions: set[str]) -> dict[str, int]:
-    counts = dict.fromkeys(sorted(extensions), 0)
-    for subset in subsets:
-        names = {p.name for p in subset.listing.files}
-        for img in subset.listing.images:
-            for ext in extensions:
-                counts[ext] += (img.stem + ext) in names
-    return counts
-
-
-def _choose_caption_extension(
-    listing: DirListing, train_subsets: list[SubsetListing], given: str | None
-) -> tuple[str, Finding | None]:
-    extensions = set(CAPTION_CANDIDATES) | ({given} if given else set())
-    counts = _caption_counts(train_subsets, extensions)
-    if given:
-        chosen = given
-    else:
-        best = max(counts.items(), key=lambda kv: (kv[1], kv[0] == KOHYA_DEFAULT_CAPTION_EXTENSION))
-        chosen = best[0] if best[1] else KOHYA_DEFAULT_CAPTION_EXTENSION
-    return chosen, caption_extension_finding(listing.root, counts, chosen, given is not None)
-
-
-def _check_captions(
-    subset: SubsetListing, ext: str, trigger: str | None, broken: set[Path]
-) -> tuple[list[Finding], dict[Path, CaptionRead], list[str]]:
-    """Findings, the caption read for each image, and the caption each image trains on.
-
-    Images that cannot be loaded get no caption findings: their fix is to replace them.
-    """
-    findings: list[Finding] = []
-    by_name = {p.name: p for p in subset.listing.files}
-    captions: dict[Path, CaptionRead] = {}
-    uncaptioned: list[Path] = []
-    effective: list[str] = []
-    reads: dict[Path, CaptionRead] = {}
-    for img in subset.listing.images:
-        cap = by_name.get(img.stem + ext)
-        if cap is None:
-            if img not in broken:
-                uncaptioned.append(img)
-                effective.append(subset.class_tokens)
-            continue
-        if cap not in reads:
-            reads[cap] = read_caption(cap)
-        captions[img] = reads[cap]
-        effective.append(reads[cap].text or "")
-    for read in reads.values():  # once per file: two images with one stem share a caption
-        findings += caption_file_findings(read)
-    if captions:
-        findings += [missing_caption_finding(i, ext, subset.class_tokens) for i in uncaptioned]
-    elif subset.listing.images and not subset.pseudo:
-        # a plain image folder gets its captions from tag/prepare; no finding for it here
-        findings.append(no_caption_finding(subset, ext))
-    image_stems = {
-        p.stem
-        for p in (*subset.listing.images, *subset.listing.wrong_case, *subset.listing.unsupported)
-    }
-    for f in subset.listing.files:
-        if f.suffix == ext and f.stem not in image_stems:
-            findings.append(orphan_caption_finding(f))
-    if trigger:
-        findings += trigger_findings(subset, reads, [] if subset.pseudo else uncaptioned, trigger)
-    return findings, captions, effective
 
 
 def _numbers(

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from kohyagen.captions import CaptionRead, contains_trigger, repeated_tags
 from kohyagen.dataset_scan import DirListing, SubsetListing
 from kohyagen.findings import Finding, Severity
 from kohyagen.images import (
@@ -23,7 +22,7 @@ from kohyagen.images import (
     ImageProbe,
     near_duplicate_pairs,
 )
-from kohyagen.layout import IMAGE_EXTENSIONS, KOHYA_DEFAULT_CAPTION_EXTENSION
+from kohyagen.layout import IMAGE_EXTENSIONS
 
 ERR, WARN, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 
@@ -34,7 +33,7 @@ PREPARE = "kohyagen dataset prepare"
 KOHYA_READS = " ".join(IMAGE_EXTENSIONS)
 
 
-def _f(
+def finding(
     sev: Severity,
     code: str,
     message: str,
@@ -59,7 +58,7 @@ def layout_findings(listing: DirListing) -> list[Finding]:
         )
         if listing.kind == "train_dir":
             out.append(
-                _f(
+                finding(
                     WARN,
                     "skipped-folder",
                     f"kohya ignores this folder: {why}",
@@ -71,7 +70,7 @@ def layout_findings(listing: DirListing) -> list[Finding]:
     if listing.kind == "image_folder":
         if listing.subsets[0].listing.images:
             out.append(
-                _f(
+                finding(
                     INFO,
                     "image-folder",
                     "a plain folder of images: kohya trains only from N_name/ folders "
@@ -83,7 +82,7 @@ def layout_findings(listing: DirListing) -> list[Finding]:
     else:
         for img in listing.root_listing.images:
             out.append(
-                _f(
+                finding(
                     WARN,
                     "loose-image",
                     "kohya ignores images directly in the train dir",
@@ -94,7 +93,7 @@ def layout_findings(listing: DirListing) -> list[Finding]:
     for subset in listing.subsets:
         if subset.listing.error:
             out.append(
-                _f(
+                finding(
                     ERR,
                     "unreadable",
                     f"cannot list the folder: {subset.listing.error}",
@@ -104,7 +103,7 @@ def layout_findings(listing: DirListing) -> list[Finding]:
             )
         elif not subset.listing.images and not subset.pseudo:
             out.append(
-                _f(
+                finding(
                     WARN,
                     "empty-subset",
                     "this folder holds no image kohya reads",
@@ -115,7 +114,7 @@ def layout_findings(listing: DirListing) -> list[Finding]:
         for sub in subset.listing.subdirs:
             if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in _safe_iter(sub)):
                 out.append(
-                    _f(
+                    finding(
                         WARN,
                         "nested-folder",
                         "kohya reads only the files directly in a subset folder; "
@@ -127,7 +126,7 @@ def layout_findings(listing: DirListing) -> list[Finding]:
     for subset in listing.subsets:
         for p in subset.listing.wrong_case:
             out.append(
-                _f(
+                finding(
                     WARN,
                     "extension-case",
                     f"kohya looks for {p.suffix.lower()} and {p.suffix.upper()} only, "
@@ -138,7 +137,7 @@ def layout_findings(listing: DirListing) -> list[Finding]:
             )
         for p in subset.listing.unsupported:
             out.append(
-                _f(
+                finding(
                     WARN,
                     "unsupported-format",
                     f"kohya reads only {KOHYA_READS}; it skips {p.suffix} files",
@@ -186,12 +185,12 @@ def image_findings(probe: ImageProbe, *, min_side: int, model: str) -> list[Find
     if probe.error:
         message, fix = _FATAL[probe.error]
         message = message.format(d=probe.detail, w=probe.width, h=probe.height)
-        return [_f(ERR, probe.error, message, p, fix)]
+        return [finding(ERR, probe.error, message, p, fix)]
     out: list[Finding] = []
     w, h, mode = probe.width, probe.height, probe.mode
     if probe.oversized:
         out.append(
-            _f(
+            finding(
                 WARN,
                 DECOMPRESSION_BOMB,
                 f"{w}x{h} pixels: above Pillow's decompression-bomb warning limit; "
@@ -202,7 +201,7 @@ def image_findings(probe: ImageProbe, *, min_side: int, model: str) -> list[Find
         )
     if mode == "CMYK":
         out.append(
-            _f(
+            finding(
                 WARN,
                 "mode-cmyk",
                 "CMYK image: kohya converts it to RGB without a colour profile, so colours shift",
@@ -212,7 +211,7 @@ def image_findings(probe: ImageProbe, *, min_side: int, model: str) -> list[Find
         )
     elif mode in HIGH_BIT_MODES:
         out.append(
-            _f(
+            finding(
                 ERR,
                 "high-bit-depth",
                 f"{mode} ({'16' if mode.startswith('I;16') else '32'}-bit) image: kohya's "
@@ -224,7 +223,7 @@ def image_findings(probe: ImageProbe, *, min_side: int, model: str) -> list[Find
     if probe.has_alpha:
         if probe.alpha_used is False:
             out.append(
-                _f(
+                finding(
                     INFO,
                     "alpha-channel",
                     "has an alpha channel, but every pixel is opaque",
@@ -234,7 +233,7 @@ def image_findings(probe: ImageProbe, *, min_side: int, model: str) -> list[Find
             )
         else:
             out.append(
-                _f(
+                finding(
                     WARN,
                     "alpha-channel",
                     "has transparency: kohya drops the alpha channel, so transparent areas "
@@ -245,7 +244,7 @@ def image_findings(probe: ImageProbe, *, min_side: int, model: str) -> list[Find
             )
     elif mode == "P":
         out.append(
-            _f(
+            finding(
                 INFO,
                 "mode-palette",
                 "palette image: kohya converts it to RGB on load",
@@ -255,7 +254,7 @@ def image_findings(probe: ImageProbe, *, min_side: int, model: str) -> list[Find
         )
     if probe.orientation != 1:
         out.append(
-            _f(
+            finding(
                 WARN,
                 "exif-rotation",
                 f"EXIF orientation {probe.orientation}: kohya ignores it, so the image "
@@ -267,7 +266,7 @@ def image_findings(probe: ImageProbe, *, min_side: int, model: str) -> list[Find
     short = min(w, h)
     if short < min_side:
         out.append(
-            _f(
+            finding(
                 WARN,
                 "too-small",
                 f"{w}x{h}: short side {short} px is below {min_side} px, the minimum for "
@@ -279,7 +278,7 @@ def image_findings(probe: ImageProbe, *, min_side: int, model: str) -> list[Find
     ratio = max(w, h) / short
     if ratio > EXTREME_ASPECT:
         out.append(
-            _f(
+            finding(
                 WARN,
                 "extreme-aspect",
                 f"{w}x{h}: aspect ratio {ratio:.1f}:1; buckets crop or squeeze such images",
@@ -301,7 +300,7 @@ def duplicate_findings(probes: list[ImageProbe], *, near: bool) -> list[Finding]
         if first != probe.path:
             exact.add(probe.path)
             out.append(
-                _f(
+                finding(
                     WARN,
                     "duplicate",
                     f"same bytes as {first}",
@@ -314,7 +313,7 @@ def duplicate_findings(probes: list[ImageProbe], *, near: bool) -> list[Finding]
         for i, j, dist in near_duplicate_pairs([p.dhash for p in hashed], NEAR_DUPLICATE_BITS):
             a, b = hashed[i], hashed[j]
             out.append(
-                _f(
+                finding(
                     INFO,
                     "near-duplicate",
                     f"looks almost the same as {a.path} ({dist}/64 hash bits differ)",
@@ -333,7 +332,7 @@ def same_stem_findings(subset: SubsetListing) -> list[Finding]:
     for paths in by_stem.values():
         for extra in paths[1:]:
             out.append(
-                _f(
+                finding(
                     WARN,
                     "same-stem",
                     f"{paths[0].name} and {extra.name} share a name, so they share one "
@@ -343,192 +342,6 @@ def same_stem_findings(subset: SubsetListing) -> list[Finding]:
                 )
             )
     return out
-
-
-# --- captions ---------------------------------------------------------------------------
-
-
-def caption_extension_finding(
-    root: Path, counts: dict[str, int], chosen: str, given: bool
-) -> Finding | None:
-    """When the captions on disk are not the ones kohya will read."""
-    others = {ext: n for ext, n in counts.items() if ext != chosen and n}
-    if given and others and counts.get(chosen, 0) == 0:
-        other, n = max(others.items(), key=lambda kv: kv[1])
-        return _f(
-            WARN,
-            "caption-extension",
-            f"no {chosen} captions, but {n} {other} captions that would not be read",
-            root,
-            f'use caption_extension = "{other}" (and --caption-ext {other})',
-            key="caption_extension",
-        )
-    if not given and chosen != KOHYA_DEFAULT_CAPTION_EXTENSION and counts.get(chosen):
-        return _f(
-            WARN,
-            "caption-extension",
-            f"captions are {chosen} files, but kohya reads {KOHYA_DEFAULT_CAPTION_EXTENSION} "
-            "by default: without caption_extension every caption is ignored",
-            root,
-            f'set caption_extension = "{chosen}" in the dataset config (kohyagen config '
-            f"does) or --caption_extension {chosen}; check with --caption-ext {chosen}",
-            key="caption_extension",
-        )
-    return None
-
-
-def caption_file_findings(read: CaptionRead) -> list[Finding]:
-    p = read.path
-    if read.error:
-        return [
-            _f(
-                ERR,
-                "unreadable",
-                f"cannot read the caption: {read.error}",
-                p,
-                "check its permissions",
-            )
-        ]
-    if read.not_utf8:
-        return [
-            _f(
-                ERR,
-                "caption-not-utf8",
-                "not UTF-8 text: kohya fails to read it",
-                p,
-                f"save it as UTF-8 ({PREPARE} re-encodes it)",
-            )
-        ]
-    out = []
-    if read.no_lines:
-        out.append(
-            _f(
-                ERR,
-                "empty-caption",
-                "empty caption file: kohya stops with an assertion",
-                p,
-                "write the caption, or delete the file to use the class tokens",
-            )
-        )
-    elif read.blank:
-        out.append(
-            _f(
-                WARN,
-                "empty-caption",
-                "the first line is blank: kohya trains it with an empty caption",
-                p,
-                "put the caption on the first line",
-            )
-        )
-    if read.has_bom:
-        out.append(
-            _f(
-                WARN,
-                "caption-bom",
-                "starts with a UTF-8 byte-order mark, which kohya keeps as part of the first tag",
-                p,
-                f"save without BOM ({PREPARE} does)",
-            )
-        )
-    if read.extra_lines:
-        out.append(
-            _f(
-                WARN,
-                "multiline-caption",
-                f"kohya reads only the first line; {read.extra_lines} more line(s) ignored",
-                p,
-                "join the caption into one line",
-            )
-        )
-    repeats = repeated_tags(read.tags)
-    if repeats:
-        out.append(
-            _f(
-                WARN,
-                "repeated-tag",
-                f"tag(s) repeated: {', '.join(repeats)}",
-                p,
-                "keep one of each",
-                key=", ".join(repeats),
-            )
-        )
-    return out
-
-
-def trigger_findings(
-    subset: SubsetListing,
-    captions: dict[Path, CaptionRead],
-    uncaptioned: list[Path],
-    trigger: str,
-) -> list[Finding]:
-    out = []
-    for path, read in captions.items():
-        if read.text is not None and not read.no_lines and not contains_trigger(read.text, trigger):
-            out.append(
-                _f(
-                    WARN,
-                    "trigger-missing",
-                    f"the caption lacks the trigger '{trigger}'",
-                    path,
-                    f"{PREPARE} --trigger {trigger} puts it first in every caption",
-                    key=trigger,
-                )
-            )
-    if uncaptioned and not contains_trigger(subset.class_tokens, trigger):
-        tokens = subset.class_tokens or "(none)"
-        out.append(
-            _f(
-                WARN,
-                "trigger-missing",
-                f"{len(uncaptioned)} image(s) without captions train on the class tokens "
-                f"'{tokens}', which lack the trigger '{trigger}'",
-                subset.path,
-                f"{PREPARE} --trigger {trigger} writes captions with it",
-                key=trigger,
-            )
-        )
-    return out
-
-
-def no_caption_finding(subset: SubsetListing, ext: str) -> Finding:
-    if subset.class_tokens:
-        return _f(
-            INFO,
-            "no-captions",
-            f"no {ext} captions here: every image trains on the class tokens "
-            f"'{subset.class_tokens}'",
-            subset.path,
-            "fine for a simple concept; `kohyagen tag` writes captions",
-        )
-    return _f(
-        WARN,
-        "no-captions",
-        f"no {ext} captions and no class tokens in the folder name: the images "
-        "train with empty captions",
-        subset.path,
-        "add captions (`kohyagen tag`) or class tokens (e.g. 10_sks dog)",
-    )
-
-
-def missing_caption_finding(image: Path, ext: str, class_tokens: str) -> Finding:
-    fallback = f"the class tokens '{class_tokens}'" if class_tokens else "an empty caption"
-    return _f(
-        WARN,
-        "missing-caption",
-        f"no {image.stem}{ext}: kohya uses {fallback} instead",
-        image,
-        f"write {image.stem}{ext}",
-    )
-
-
-def orphan_caption_finding(path: Path) -> Finding:
-    return _f(
-        WARN,
-        "orphan-caption",
-        "caption without an image of the same name",
-        path,
-        "rename it to match its image, or remove it",
-    )
 
 
 # --- numbers ----------------------------------------------------------------------------
@@ -559,7 +372,7 @@ def count_findings(root: Path, n: int, kind: str) -> list[Finding]:
             else "this folder holds no image kohya reads"
         )
         return [
-            _f(
+            finding(
                 ERR,
                 "no-images",
                 what,
@@ -569,7 +382,7 @@ def count_findings(root: Path, n: int, kind: str) -> list[Finding]:
         ]
     if n < TOO_FEW_IMAGES:
         return [
-            _f(
+            finding(
                 WARN,
                 "too-few-images",
                 size_advice(n),

@@ -72,8 +72,8 @@ def _read(path: str) -> tuple[bytes, str, int]:
     with open(path, "rb") as fh:
         if size <= _WHOLE_READ_LIMIT:
             data = fh.read()
-            return data, hashlib.blake2b(data, digest_size=16).hexdigest(), len(data)
-        digest = hashlib.blake2b(digest_size=16)
+            return data, hashlib.sha256(data).hexdigest(), len(data)
+        digest = hashlib.sha256()
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
         fh.seek(0)
@@ -100,12 +100,9 @@ def _probe(path: str, *, deep: bool, perceptual: bool) -> ImageProbe:
         except Image.DecompressionBombError as exc:
             w, h = header_size(data)
             return ImageProbe(**base, error=DECOMPRESSION_BOMB, detail=str(exc), width=w, height=h)
-        except UnidentifiedImageError:
-            return ImageProbe(
-                **base, error=NOT_AN_IMAGE, detail="Pillow cannot identify it as an image"
-            )
-        except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
-            return ImageProbe(**base, error=NOT_AN_IMAGE, detail=f"broken header: {exc}")
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error,
+                EOFError) as exc:  # fmt: skip
+            return _unopenable(base, data, exc)
     oversized = any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught)
 
     fmt = im.format
@@ -145,6 +142,22 @@ def _probe(path: str, *, deep: bool, perceptual: bool) -> ImageProbe:
         return ImageProbe(**facts, error=DECODE_FAILED, detail=f"{type(exc).__name__}: {exc}")
     alpha_used = _alpha_used(im) if has_alpha else None
     return ImageProbe(**facts, alpha_used=alpha_used, dhash=dhash_of(im), decoded=True)
+
+
+def _unopenable(base: dict, data: bytes, exc: Exception) -> ImageProbe:
+    from PIL import Image, UnidentifiedImageError
+
+    # A header claiming a huge size is the real problem even when the rest is garbage.
+    w, h = header_size(data)
+    if w * h > 2 * (Image.MAX_IMAGE_PIXELS or w * h):
+        return ImageProbe(
+            **base, error=DECOMPRESSION_BOMB, detail=f"the header claims {w}x{h}", width=w, height=h
+        )
+    if isinstance(exc, UnidentifiedImageError):
+        return ImageProbe(
+            **base, error=NOT_AN_IMAGE, detail="Pillow cannot identify it as an image"
+        )
+    return ImageProbe(**base, error=NOT_AN_IMAGE, detail=f"broken header: {exc}")
 
 
 def _orientation(im) -> int:
