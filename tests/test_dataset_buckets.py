@@ -62,6 +62,9 @@ def test_sdxl_buckets():
         # 1024x768 (1.333) scaled to area 262144: 591.2 x 443.4. Width rounded to 576 gives
         # height 384 (1.5); height rounded to 384 gives width 512 (1.333, exact) -> 512x384
         ((1024, 768), (512, 384)),
+        # 512x640 (0.8) scaled to the area: 457.9 x 572.4. Width 448 gives height 512 (0.875);
+        # height 512 gives width 384 (0.75, closer) -> resized 410x512 -> floored 384x512
+        ((512, 640), (384, 512)),
         # 4:1 scaled to the area is exactly 1024x256
         ((4000, 1000), (1024, 256)),
     ],
