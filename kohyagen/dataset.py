@@ -1,7 +1,7 @@
 """Dataset check: everything kohya would trip over, found before any GPU time is spent.
 
 check_dataset() lists the folders as kohya does (dataset_scan), probes every image
-(images, probe_pool), reads every caption (captions), applies the rules
+(images, probe_pool), reads every caption (captions, caption_rules), applies the rules
 (dataset_rules) and computes the numbers kohya will use: images × repeats, the bucket
 of each image (buckets) and the steps per epoch. prepare_dataset() (dataset_prepare)
 builds a clean kohya layout from a folder of images.

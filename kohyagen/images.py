@@ -141,7 +141,8 @@ def _probe(path: str, *, deep: bool, perceptual: bool) -> ImageProbe:
     except Exception as exc:
         return ImageProbe(**facts, error=DECODE_FAILED, detail=f"{type(exc).__name__}: {exc}")
     alpha_used = _alpha_used(im) if has_alpha else None
-    return ImageProbe(**facts, alpha_used=alpha_used, dhash=dhash_of(im), decoded=True)
+    dhash = dhash_of(im) if perceptual else None
+    return ImageProbe(**facts, alpha_used=alpha_used, dhash=dhash, decoded=True)
 
 
 def _unopenable(base: dict, data: bytes, exc: Exception) -> ImageProbe:

@@ -186,3 +186,36 @@ def test_report_to_dict_is_json_ready(tmp_path):
     assert data["findings"][0]["severity"] in ("error", "warning", "info")
     assert data["images"][0]["bucket"] == "448x576"
     assert data["bucket_settings"]["resolution"] == [512, 512]
+
+
+def crash_on_marked_file(path: str, **kw):
+    """Stands in for probe_image in worker processes: dies like a crashing C decoder."""
+    from kohyagen.images import probe_image
+
+    if path.endswith("crash.png"):
+        os._exit(1)
+    return probe_image(path, **kw)
+
+
+def test_a_worker_crash_is_pinned_on_its_file(tmp_path, monkeypatch):
+    import kohyagen.probe_pool as pool_mod
+
+    sub = tmp_path / "3_many"
+    for i in range(70):
+        solid(sub / f"i{i:02d}.png", size=(64, 64))
+    solid(sub / "crash.png", size=(64, 64))
+    monkeypatch.setattr(pool_mod, "probe_image", crash_on_marked_file)
+    probes = pool_mod.probe_many([str(p) for p in sorted(sub.iterdir())], deep=True, workers=2)
+    bad = [(Path(p.path).name, p.error) for p in probes if p.error]
+    assert bad == [("crash.png", "unreadable")]
+    assert len(probes) == 71
+
+
+def test_regularisation_folder_without_subsets(tmp_path):
+    build_clean_dataset(tmp_path / "train")
+    solid(tmp_path / "reg" / "dog.png")  # not inside an N_class/ folder
+    report = check_dataset(tmp_path / "train", caption_ext=".txt", reg=tmp_path / "reg")
+    assert {(f.code, Path(f.file).name) for f in report.findings} == {
+        ("reg-no-images", "reg"),
+        ("loose-image", "dog.png"),
+    }

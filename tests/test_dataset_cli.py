@@ -68,3 +68,16 @@ def test_model_and_bucket_options(tmp_path):
     assert json.loads(nu.output)["buckets"] == {"384x512": 20}
     bad = invoke("check", str(root), "--model", "sd9")
     assert bad.exit_code == 2
+
+
+def test_long_lists_are_folded_per_code(tmp_path):
+    from dataset_fixtures import caption, solid
+
+    for i in range(12):
+        img = solid(tmp_path / "5_x" / f"i{i:02d}.png", size=(520, 520))
+        caption(img.with_suffix(".txt"), "no trigger here")
+    result = invoke("check", str(tmp_path), "--trigger", "sks", "--caption-ext", ".txt")
+    assert result.exit_code == 0
+    assert "... 4 more" in result.output
+    # 12 trigger-missing and too-few-images: the true total, not the rows shown
+    assert "13 warning(s)" in result.output.replace("\n", " ")

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from kohyagen.cli.output import emit_json, print_findings, stdout_console
+from kohyagen.findings import Finding, Severity
 
 MODEL_CHOICES = ("sd15", "sd2", "sdxl")
 
@@ -52,6 +53,32 @@ def _rel(path: str | None, root: Path) -> str | None:
     except ValueError:
         return path
     return path if rel.startswith("..") else rel
+
+
+ROWS_PER_CODE = 8
+
+
+def _trim(findings, root: Path) -> tuple[list[Finding], int]:
+    """At most ROWS_PER_CODE rows per finding code, plus one row saying how many more."""
+    by_code: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_code.setdefault(f.code, []).append(dataclasses.replace(f, file=_rel(f.file, root)))
+    rows: list[Finding] = []
+    hidden = 0
+    for same in by_code.values():
+        rows += same[:ROWS_PER_CODE]
+        if len(same) > ROWS_PER_CODE:
+            more = len(same) - ROWS_PER_CODE
+            hidden += more
+            rows.append(
+                dataclasses.replace(
+                    same[ROWS_PER_CODE],
+                    file=f"... {more} more",
+                    key=None,
+                    message=f"{more} more files with {same[0].code} (--json lists them)",
+                )
+            )
+    return rows, hidden
 
 
 @click.group("dataset")
@@ -184,8 +211,15 @@ def _print_report(report) -> None:
         tags = list(report.tag_frequencies.items())[:15]
         console.print("top tags: " + ", ".join(f"{t} ({n})" for t, n in tags))
 
-    shown = [dataclasses.replace(f, file=_rel(f.file, root)) for f in report.findings]
+    shown, hidden = _trim(report.findings, root)
     print_findings(shown, title="findings")
+    if hidden:
+        counts = {sev: sum(f.severity is sev for f in report.findings) for sev in Severity}
+        console.print(
+            f"(rows for {hidden} more files folded; all of them: {counts[Severity.ERROR]} "
+            f"error(s), {counts[Severity.WARNING]} warning(s), {counts[Severity.INFO]} info; "
+            "--json lists every one)"
+        )
     for note in report.notes:
         console.print(f"[dim]note: {note}[/dim]")
 
