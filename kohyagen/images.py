@@ -230,15 +230,15 @@ def near_duplicate_pairs(hashes: list[int], max_distance: int) -> list[tuple[int
         return []
     values = np.array(hashes, dtype=np.uint64)
     pairs: list[tuple[int, int, int]] = []
-    block = 512  # rows per step: bounds memory at block × n words
+    block = max(1, 4_000_000 // n)  # rows per step: keeps each step's matrix near 32 MB
     for start in range(0, n - 1, block):
         rows = values[start : start + block]
-        dist = np.bitwise_count(rows[:, None] ^ values[None, :])
-        ii, jj = np.nonzero(dist <= max_distance)
-        for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
-            gi = start + i
-            if gi < j:
-                pairs.append((gi, j, int(dist[i, j])))
+        # only columns from `start` on: pairs are unordered, so i < j suffices
+        dist = np.bitwise_count(rows[:, None] ^ values[None, start:])
+        for i, j in zip(*np.nonzero(dist <= max_distance), strict=True):
+            gi, gj = start + int(i), start + int(j)
+            if gi < gj:
+                pairs.append((gi, gj, int(dist[i, j])))
     return pairs
 
 
@@ -350,10 +350,18 @@ def header_size(data: bytes) -> tuple[int, int]:
             return struct.unpack(">II", data[16:24])
         if data.startswith(b"\xff\xd8"):
             return _jpeg_sof_size(data)
-        if data.startswith(b"RIFF") and data[8:12] == b"WEBP" and data[12:16] == b"VP8X":
-            w = int.from_bytes(data[24:27], "little") + 1
-            h = int.from_bytes(data[27:30], "little") + 1
-            return w, h
+        if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+            kind = data[12:16]
+            if kind == b"VP8X":  # extended: 24-bit canvas size minus one
+                w = int.from_bytes(data[24:27], "little") + 1
+                h = int.from_bytes(data[27:30], "little") + 1
+                return w, h
+            if kind == b"VP8 ":  # lossy: 14-bit sizes after the key-frame start code
+                w, h = struct.unpack("<HH", data[26:30])
+                return w & 0x3FFF, h & 0x3FFF
+            if kind == b"VP8L":  # lossless: two 14-bit sizes minus one after the signature
+                bits = int.from_bytes(data[21:25], "little")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
     except (struct.error, IndexError):
         pass
     return 0, 0
