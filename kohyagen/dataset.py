@@ -209,7 +209,7 @@ def check_dataset(
     )
     for probe in probes.values():
         findings += image_findings(probe, min_side=res, model=model)
-    findings += duplicate_findings(list(probes.values()), near=near_duplicates)
+    findings += duplicate_findings(list(probes.values()), near=near_duplicates, root=listing.root)
     for subset in subsets:
         findings += same_stem_findings(subset)
 

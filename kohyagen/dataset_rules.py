@@ -289,7 +289,19 @@ def image_findings(probe: ImageProbe, *, min_side: int, model: str) -> list[Find
     return out
 
 
-def duplicate_findings(probes: list[ImageProbe], *, near: bool) -> list[Finding]:
+def shown_path(path: str, root: Path | None) -> str:
+    """path relative to the checked folder when it is inside it (for messages)."""
+    if root is None:
+        return path
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
+
+
+def duplicate_findings(
+    probes: list[ImageProbe], *, near: bool, root: Path | None = None
+) -> list[Finding]:
     out: list[Finding] = []
     first_by_digest: dict[str, str] = {}
     exact: set[str] = set()
@@ -303,20 +315,22 @@ def duplicate_findings(probes: list[ImageProbe], *, near: bool) -> list[Finding]
                 finding(
                     WARN,
                     "duplicate",
-                    f"same bytes as {first}",
+                    f"same bytes as {shown_path(first, root)}",
                     probe.path,
                     "remove one copy (duplicates weigh twice in training)",
                 )
             )
     if near:
         hashed = [p for p in probes if p.dhash is not None and p.path not in exact]
-        for i, j, dist in near_duplicate_pairs([p.dhash for p in hashed], NEAR_DUPLICATE_BITS):
+        hashes = [p.dhash for p in hashed]
+        tones = [p.tone or (0, 0, 0) for p in hashed]
+        for i, j, dist in near_duplicate_pairs(hashes, NEAR_DUPLICATE_BITS, tones):
             a, b = hashed[i], hashed[j]
             out.append(
                 finding(
                     INFO,
                     "near-duplicate",
-                    f"looks almost the same as {a.path} ({dist}/64 hash bits differ)",
+                    f"looks almost the same as {shown_path(a.path, root)} ({dist}/64 hash bits differ)",
                     b.path,
                     "keep the better one unless the difference matters",
                 )

@@ -53,6 +53,7 @@ class ImageProbe:
     oversized: bool = False  # above Pillow's decompression-bomb warning limit
     digest: str | None = None  # content hash of the bytes
     dhash: int | None = None  # 64-bit difference hash of the pixels
+    tone: tuple[int, int, int] | None = None  # mean colour, to tell flat images apart
     decoded: bool = False
 
 
@@ -126,10 +127,8 @@ def _probe(path: str, *, deep: bool, perceptual: bool) -> ImageProbe:
         return ImageProbe(**facts, error=TRUNCATED, detail=incomplete)
 
     if not deep:
-        dhash = None
-        if perceptual:
-            dhash = _dhash_cheap(im)
-        return ImageProbe(**facts, dhash=dhash)
+        sig = _signature_cheap(im) if perceptual else None
+        return ImageProbe(**facts, **_sig_fields(sig))
 
     try:
         with warnings.catch_warnings():
@@ -141,8 +140,12 @@ def _probe(path: str, *, deep: bool, perceptual: bool) -> ImageProbe:
     except Exception as exc:
         return ImageProbe(**facts, error=DECODE_FAILED, detail=f"{type(exc).__name__}: {exc}")
     alpha_used = _alpha_used(im) if has_alpha else None
-    dhash = dhash_of(im) if perceptual else None
-    return ImageProbe(**facts, alpha_used=alpha_used, dhash=dhash, decoded=True)
+    sig = signature(im) if perceptual else None
+    return ImageProbe(**facts, alpha_used=alpha_used, decoded=True, **_sig_fields(sig))
+
+
+def _sig_fields(sig: tuple[int, tuple[int, int, int]] | None) -> dict:
+    return {"dhash": sig[0], "tone": sig[1]} if sig else {}
 
 
 def _unopenable(base: dict, data: bytes, exc: Exception) -> ImageProbe:
@@ -190,52 +193,91 @@ def _alpha_used(im) -> bool:
 # --- perceptual hash -------------------------------------------------------------------
 
 
-def dhash_of(im) -> int:
-    """64-bit difference hash: 9×8 grayscale, one bit per horizontal neighbour comparison."""
+def _as_8bit(im):
+    """An RGB or L view of any mode, so that reduce/resize accept it."""
     import numpy as np
     from PIL import Image
 
-    small = im
-    # Shrink big images in integer steps first: much cheaper than resampling from full size.
-    factor = min(im.size[0] // 72, im.size[1] // 64)
-    if factor >= 2:
-        small = im.reduce(factor)
-    gray = small.convert("L").resize((9, 8), Image.Resampling.BILINEAR)
-    pixels = np.asarray(gray, dtype=np.int16)
-    bits = (pixels[:, 1:] > pixels[:, :-1]).ravel()
-    return int(np.packbits(bits).view(">u8")[0])
+    if im.mode in ("RGB", "L"):
+        return im
+    if im.mode in HIGH_BIT_MODES:
+        arr = np.asarray(im, dtype=np.float64)
+        top = 1.0 if im.mode == "F" and arr.max(initial=0) <= 1.0 else 65535.0
+        return Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    return im.convert("RGB")
 
 
-def _dhash_cheap(im) -> int | None:
-    """dHash without a full decode where the format allows it (JPEG DCT scaling)."""
+def signature(im) -> tuple[int, tuple[int, int, int]] | None:
+    """(64-bit dHash, mean RGB) of an image; None when it cannot be computed."""
+    import numpy as np
+    from PIL import Image
+
     try:
-        if im.format == "JPEG":
-            im.draft("L", (72, 64))
-        im.load()
-        return dhash_of(im)
+        small = _as_8bit(im)
+        # Shrink big images in integer steps first: much cheaper than resampling from full size.
+        factor = min(small.size[0] // 72, small.size[1] // 64)
+        if factor >= 2:
+            small = small.reduce(factor)
+        tone = np.asarray(small.convert("RGB"), dtype=np.float64).mean(axis=(0, 1))
+        gray = small.convert("L").resize((9, 8), Image.Resampling.BILINEAR)
     except Exception:
         return None
+    pixels = np.asarray(gray, dtype=np.int16)
+    bits = (pixels[:, 1:] > pixels[:, :-1]).ravel()
+    dhash = int(np.packbits(bits).view(">u8")[0])
+    return dhash, (int(tone[0] + 0.5), int(tone[1] + 0.5), int(tone[2] + 0.5))
+
+
+def dhash_of(im) -> int:
+    """64-bit difference hash: 9×8 grayscale, one bit per horizontal neighbour comparison."""
+    sig = signature(im)
+    if sig is None:
+        raise ValueError(f"cannot hash an image of mode {im.mode}")
+    return sig[0]
+
+
+def _signature_cheap(im) -> tuple[int, tuple[int, int, int]] | None:
+    """The signature without a full decode where the format allows it (JPEG DCT scaling)."""
+    try:
+        if im.format == "JPEG" and im.mode in ("RGB", "L"):
+            im.draft(im.mode, (72, 64))
+        im.load()
+    except Exception:
+        return None
+    return signature(im)
 
 
 def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
-def near_duplicate_pairs(hashes: list[int], max_distance: int) -> list[tuple[int, int, int]]:
-    """(i, j, distance) for every pair i < j whose hashes differ in at most max_distance bits."""
+def near_duplicate_pairs(
+    hashes: list[int],
+    max_distance: int,
+    tones: list[tuple[int, int, int]] | None = None,
+    max_tone: int = 24,
+) -> list[tuple[int, int, int]]:
+    """(i, j, distance) for every pair i < j whose hashes differ in at most max_distance bits
+    and, when tones are given, whose mean colours differ by at most max_tone per channel
+    (a dHash only sees brightness steps, so all flat images share one)."""
     import numpy as np
 
     n = len(hashes)
     if n < 2:
         return []
     values = np.array(hashes, dtype=np.uint64)
+    colours = np.array(tones, dtype=np.int16) if tones is not None else None
     pairs: list[tuple[int, int, int]] = []
     block = max(1, 4_000_000 // n)  # rows per step: keeps each step's matrix near 32 MB
     for start in range(0, n - 1, block):
         rows = values[start : start + block]
         # only columns from `start` on: pairs are unordered, so i < j suffices
         dist = np.bitwise_count(rows[:, None] ^ values[None, start:])
-        for i, j in zip(*np.nonzero(dist <= max_distance), strict=True):
+        close = dist <= max_distance
+        if colours is not None:
+            diff = np.abs(colours[start : start + block, None, :] - colours[None, start:, :])
+            close &= diff.max(axis=2) <= max_tone
+        for i, j in zip(*np.nonzero(close), strict=True):
             gi, gj = start + int(i), start + int(j)
             if gi < gj:
                 pairs.append((gi, gj, int(dist[i, j])))

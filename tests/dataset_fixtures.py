@@ -16,14 +16,20 @@ _colors = itertools.count(1)
 
 def unique_color() -> tuple[int, int, int]:
     """A colour no other image in the test has, so solid images never share bytes."""
-    n = next(_colors)
-    return (n * 37 % 256, n * 91 % 256, n * 53 % 256)
+    # a 6x6x6 grid with steps of 40: any two colours differ by 40 or more in some channel,
+    # so even flat images (which share one dHash) are not near-duplicates
+    n = next(_colors) % 216
+    return (20 + 40 * (n % 6), 20 + 40 * (n // 6 % 6), 20 + 40 * (n // 36))
 
 
 def solid(path: Path, size=(600, 600), mode="RGB", fmt=None, **save) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     color = unique_color()
-    if mode in ("L", "P", "I;16"):
+    if mode == "P":
+        im = Image.new("RGB", size, color).convert("P", palette=Image.Palette.ADAPTIVE)
+        im.save(path, format=fmt, **save)
+        return path
+    if mode in ("L", "I;16"):
         color = color[0] * (257 if mode == "I;16" else 1)
     elif mode == "RGBA":
         color = (*color, 0)

@@ -37,6 +37,17 @@ def test_each_defect_yields_exactly_the_expected_findings(tmp_path):
     assert by_code["repeated-tag"].key == "dog"
     assert all(f.fix for f in report.findings)
     assert report.errors and report.kind == "train_dir"
+    assert {f.message for f in report.findings if f.code == "duplicate"} == {
+        "same bytes as 10_sks dog/good1.png"
+    }
+
+
+def test_deep_check_of_the_defect_dataset(tmp_path):
+    train, reg, expected = build_defect_dataset(tmp_path)
+    report = check_dataset(train, trigger="sks", caption_ext=".txt", reg=reg, deep=True)
+    # decoding adds nothing to find here (the damage is all visible in the structure), and
+    # no two pictures are alike, so deep agrees with the fast check
+    assert pairs(report, train) == expected
 
 
 def test_clean_dataset_has_no_findings(tmp_path):
