@@ -218,7 +218,8 @@ def signature(im) -> tuple[int, tuple[int, int, int]] | None:
         factor = min(small.size[0] // 72, small.size[1] // 64)
         if factor >= 2:
             small = small.reduce(factor)
-        tone = np.asarray(small.convert("RGB"), dtype=np.float64).mean(axis=(0, 1))
+        tiny = small.convert("RGB").resize((8, 8), Image.Resampling.BOX)
+        tone = np.asarray(tiny, dtype=np.float64).mean(axis=(0, 1))
         gray = small.convert("L").resize((9, 8), Image.Resampling.BILINEAR)
     except Exception:
         return None
