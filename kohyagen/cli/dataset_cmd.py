@@ -83,7 +83,7 @@ def _trim(findings, root: Path) -> tuple[list[Finding], int]:
 
 @click.group("dataset")
 def dataset_group() -> None:
-    """Check a dataset for what kohya would trip over, and prepare a clean kohya layout."""
+    """Check a dataset, and prepare a clean kohya layout."""
 
 
 @dataset_group.command("check")
@@ -122,7 +122,9 @@ def check_cmd(
     bucket_no_upscale: bool,
     as_json: bool,
 ) -> None:
-    """Check DIR: a kohya train dir (parent of N_name/ folders) or a folder of images.
+    """Check DIR for what kohya would trip over, before training.
+
+    DIR is the parent of N_name/ folders, or one folder of images.
 
     Exits 1 when anything would make kohya fail or train on nothing.
     """
