@@ -35,10 +35,14 @@ from kohyagen.dataset_scan import SubsetListing, scan
 from kohyagen.errors import UsageError
 from kohyagen.findings import Finding, Severity, sort_findings
 from kohyagen.images import ImageProbe
+from kohyagen.presets import get_model
 from kohyagen.probe_pool import ProgressFn, probe_many
+from kohyagen.render_values import bucket_range
+
+# `kohyagen config` renders bucket_no_upscale = true (render_values.training_choices).
+RENDERED_NO_UPSCALE = True
 
 __all__ = [
-    "MODELS",
     "DatasetReport",
     "ImageRecord",
     "PrepareResult",
@@ -48,21 +52,6 @@ __all__ = [
     "check_dataset",
     "prepare_dataset",
 ]
-
-
-@dataclass(frozen=True)
-class ModelSize:
-    resolution: int  # kohya `resolution` and the minimum short side of a training image
-    min_bucket_reso: int
-    max_bucket_reso: int
-
-
-# The bucket range a kohyagen-rendered config uses for each model family.
-MODELS: dict[str, ModelSize] = {
-    "sd15": ModelSize(512, 256, 1024),
-    "sd2": ModelSize(768, 256, 1024),
-    "sdxl": ModelSize(1024, 256, 2048),
-}
 
 
 @dataclass(frozen=True)
@@ -153,29 +142,31 @@ def check_dataset(
     min_bucket_reso: int | None = None,
     max_bucket_reso: int | None = None,
     bucket_reso_steps: int = 64,
-    bucket_no_upscale: bool = False,
+    bucket_no_upscale: bool | None = None,
 ) -> DatasetReport:
     """Check a kohya train dir (parent of N_name/) or a folder of images.
 
     The default reads headers only; deep=True decodes every pixel in a process pool.
     Near-duplicates need pixels, so they are looked for when deep (or near_duplicates=True,
     which decodes JPEGs at 1/8 scale and other formats fully).
-    Raises DatasetError when path (or reg) is missing or not a folder.
+    Bucket options default to what `kohyagen config` renders for the model (bucket range
+    resolution/2 to 2×resolution, no upscaling), so the numbers match the training run.
+    Raises DatasetError when path (or reg) is missing or not a folder, PresetError for an
+    unknown model.
     """
-    if model not in MODELS:
-        raise UsageError(f"unknown model '{model}'", hint="use one of " + ", ".join(MODELS))
+    preset = get_model(model)
     if batch_size < 1:
         raise UsageError("batch size must be 1 or more", hint="e.g. --batch-size 2")
     trigger = trigger.strip() if trigger else None
     given_ext = _normalise_ext(caption_ext)
-    size = MODELS[model]
-    res = resolution or size.resolution
+    res = resolution or preset.resolution
+    low, high = bucket_range(res, bucket_reso_steps)
     settings = BucketSettings(
         (res, res),
-        min_bucket_reso or size.min_bucket_reso,
-        max_bucket_reso or size.max_bucket_reso,
+        min_bucket_reso or low,
+        max_bucket_reso or high,
         bucket_reso_steps,
-        bucket_no_upscale,
+        RENDERED_NO_UPSCALE if bucket_no_upscale is None else bucket_no_upscale,
     )
     if near_duplicates is None:
         near_duplicates = deep
@@ -208,7 +199,7 @@ def check_dataset(
         )
     )
     for probe in probes.values():
-        findings += image_findings(probe, min_side=res, model=model)
+        findings += image_findings(probe, min_side=preset.min_side, model=preset.name)
     findings += duplicate_findings(list(probes.values()), near=near_duplicates, root=listing.root)
     for subset in subsets:
         findings += same_stem_findings(subset)
@@ -252,7 +243,7 @@ def check_dataset(
     return DatasetReport(
         root=str(listing.root),
         kind=listing.kind,
-        model=model,
+        model=preset.name,
         subsets=tuple(subset_reports),
         findings=tuple(sort_findings(_dedupe(findings))),
         image_count=image_count,

@@ -17,7 +17,7 @@ from dataset_fixtures import (
 from PIL import Image
 
 from kohyagen.dataset import check_dataset
-from kohyagen.errors import DatasetError, UsageError
+from kohyagen.errors import DatasetError, PresetError, UsageError
 from kohyagen.findings import Severity
 
 
@@ -56,8 +56,14 @@ def test_clean_dataset_has_no_findings(tmp_path):
     assert report.findings == ()
     assert report.image_count == 16
     assert report.images_x_repeats == 160
-    assert report.buckets == {"448x576": 160}  # 512x640 (0.8) -> 448x576 (0.78)
+    # kohyagen's configs set bucket_no_upscale: 512x640 is above the 512² area, so it is
+    # scaled down to 410x512 and floored to 384x512 (worked by hand in the buckets test)
+    assert report.buckets == {"384x512": 160}
     assert report.steps_per_epoch == 80
+    assert report.bucket_settings.no_upscale
+    assert (report.bucket_settings.min_reso, report.bucket_settings.max_reso) == (256, 1024)
+    upscale = check_dataset(root, caption_ext=".txt", bucket_no_upscale=False)
+    assert upscale.buckets == {"448x576": 160}  # 0.8 -> nearest bucket 448x576 (0.78)
     assert report.caption_extension == ".txt"
     assert report.tag_frequencies["sks"] == 16
     assert "low side" in report.size_advice  # 16: under the guide's 20-40
@@ -136,8 +142,9 @@ def test_numbers_repeats_and_regularisation(tmp_path):
     report = check_dataset(train, reg=reg)
     assert report.image_count == 3 and report.images_x_repeats == 6
     assert report.reg_image_count == 2
-    # kohya cycles the 2 reg images until they match the 6 training samples: 3 each
-    assert report.buckets == {"512x512": 6, "576x448": 6}
+    # kohya cycles the 2 reg images until they match the 6 training samples: 3 each;
+    # 1024x768 without upscaling shrinks to 512x384 (worked by hand in the buckets test)
+    assert report.buckets == {"512x384": 6, "512x512": 6}
     assert report.steps_per_epoch == 12
     assert [s.is_reg for s in report.subsets] == [False, True]
     assert report.subsets[0].buckets == {"512x512": 3}
@@ -177,7 +184,7 @@ def test_model_minimum_side(tmp_path):
 
 
 def test_bad_arguments_raise_usage_errors(tmp_path):
-    with pytest.raises(UsageError):
+    with pytest.raises(PresetError, match="sd9"):
         check_dataset(tmp_path, model="sd9")
     with pytest.raises(UsageError):
         check_dataset(tmp_path, batch_size=0)
@@ -195,7 +202,7 @@ def test_report_to_dict_is_json_ready(tmp_path):
     data = json.loads(json.dumps(check_dataset(root, caption_ext=".txt").to_dict()))
     assert data["counts"]["warning"] >= 2
     assert data["findings"][0]["severity"] in ("error", "warning", "info")
-    assert data["images"][0]["bucket"] == "448x576"
+    assert data["images"][0]["bucket"] == "384x512"
     assert data["bucket_settings"]["resolution"] == [512, 512]
 
 

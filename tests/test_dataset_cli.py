@@ -27,7 +27,7 @@ def test_clean_dataset_exits_0_with_readable_tables(tmp_path):
         "steps per epoch",
         "40 at batch size 4",
         "10_sks",
-        "448x576",
+        "384x512",
         "no problems found",
         "sks (16)",
     ):
@@ -63,8 +63,9 @@ def test_model_and_bucket_options(tmp_path):
     data = json.loads(result.output)
     assert data["model"] == "sdxl"
     assert {f["code"] for f in data["findings"]} == {"too-small", "too-few-images"}
+    up = invoke("check", str(root), "--caption-ext", ".txt", "--bucket-upscale", "--json")
+    assert json.loads(up.output)["buckets"] == {"448x576": 20}
     nu = invoke("check", str(root), "--caption-ext", ".txt", "--bucket-no-upscale", "--json")
-    # 512x640 is above the 512x512 area, so even without upscaling it shrinks (see buckets test)
     assert json.loads(nu.output)["buckets"] == {"384x512": 20}
     bad = invoke("check", str(root), "--model", "sd9")
     assert bad.exit_code == 2

@@ -102,9 +102,13 @@ def dataset_group() -> None:
     "--deep", is_flag=True, help="Decode every pixel (both cores) and find near-duplicates."
 )
 @click.option("--resolution", type=click.IntRange(min=64), help="Override the model's resolution.")
-@click.option("--min-bucket-reso", type=click.IntRange(min=64))
-@click.option("--max-bucket-reso", type=click.IntRange(min=64))
-@click.option("--bucket-no-upscale", is_flag=True)
+@click.option("--min-bucket-reso", type=click.IntRange(min=64), help="Default: resolution / 2.")
+@click.option("--max-bucket-reso", type=click.IntRange(min=64), help="Default: 2 × resolution.")
+@click.option(
+    "--bucket-no-upscale/--bucket-upscale",
+    default=None,
+    help="kohya's bucket_no_upscale (default: on, as kohyagen config renders it).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def check_cmd(
@@ -119,7 +123,7 @@ def check_cmd(
     resolution: int | None,
     min_bucket_reso: int | None,
     max_bucket_reso: int | None,
-    bucket_no_upscale: bool,
+    bucket_no_upscale: bool | None,
     as_json: bool,
 ) -> None:
     """Check DIR for what kohya would trip over, before training.
