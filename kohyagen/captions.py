@@ -7,7 +7,9 @@ of that line (the tagger's ", " separator; kohya's caption_separator default is 
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +33,16 @@ class CaptionRead:
         return split_tags(self.text or "")
 
 
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes; OSError for anything but a regular file (a FIFO would block)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(0, "not a regular file")
+    return path.read_bytes()
+
+
 def read_caption(path: Path) -> CaptionRead:
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path)
     except OSError as exc:
         return CaptionRead(path, None, error=exc.strerror or str(exc))
     try:

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kohyagen.captions import decode_caption_bytes, trigger_first
+from kohyagen.captions import decode_caption_bytes, read_bytes, trigger_first
 from kohyagen.dataset_scan import list_folder
 from kohyagen.errors import DatasetError, UsageError
 from kohyagen.images import HIGH_BIT_MODES, ImageProbe
@@ -259,7 +259,7 @@ def _source_caption(image: Path, files: dict[str, Path], caption_ext: str) -> st
         if cap is None:
             continue
         try:
-            text = decode_caption_bytes(cap.read_bytes())
+            text = decode_caption_bytes(read_bytes(cap))
         except OSError:
             continue
         lines = [line.strip() for line in text.splitlines() if line.strip()]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import struct
 import warnings
 from dataclasses import dataclass
@@ -69,7 +70,11 @@ def probe_image(path: str, *, deep: bool = False, perceptual: bool = False) -> I
 
 def _read(path: str) -> tuple[bytes, str, int]:
     """(bytes to parse, hex digest of the whole file, file size)."""
-    size = os.stat(path).st_size
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        # a FIFO or device would block or never end; kohya could not train on it either
+        raise OSError(0, "not a regular file")
+    size = st.st_size
     with open(path, "rb") as fh:
         if size <= _WHOLE_READ_LIMIT:
             data = fh.read()

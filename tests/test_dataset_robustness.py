@@ -42,6 +42,9 @@ def test_hostile_files_in_one_subset(tmp_path):
     solid(sub / "ünïcødé name ☃.png")
     caption(sub / "ünïcødé name ☃.txt", b"\xff\xfe\x00bad utf8 \xc3\x28")
     (sub / "dir.png").mkdir()  # a folder with an image name
+    os.mkfifo(sub / "pipe.png")  # reading it would block forever
+    solid(sub / "piped.png")
+    os.mkfifo(sub / "piped.txt")
     result = run_check(str(tmp_path), "--caption-ext", ".txt", "--json")
     assert_clean_exit(result, 1)
     import json
@@ -53,6 +56,8 @@ def test_hostile_files_in_one_subset(tmp_path):
         ("empty-file", "zero.webp"),
         ("unreadable", "loop.png"),
         ("unreadable", "dangling.png"),
+        ("unreadable", "pipe.png"),
+        ("unreadable", "piped.txt"),
         ("decompression-bomb", "huge.png"),
         ("caption-not-utf8", "ünïcødé name ☃.txt"),
     } <= found
