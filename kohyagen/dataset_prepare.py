@@ -162,6 +162,8 @@ def prepare_dataset(
             hint="run `kohyagen dataset check` on it to see why",
         )
     n_repeats = fixed_repeats or auto_repeats(len(usable))
+    if out.exists() and not out.is_dir():
+        raise DatasetError("the output path is a file", path=out, hint="choose a folder with -o")
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"{n_repeats}_{concept}"
     _refuse_clobber(src, out, target, concept, force)
@@ -192,6 +194,8 @@ def _refuse_clobber(src: Path, out: Path, target: Path, concept: str, force: boo
         raise DatasetError(
             "the target folder is the source folder", path=target, hint="choose another -o"
         )
+    if target.exists() and not target.is_dir():
+        raise DatasetError("a file is in the way of the target folder", path=target)
     if force:
         return
     if _non_empty(target):

@@ -150,6 +150,13 @@ def test_bad_inputs(tmp_path, source):
         prepare_dataset(source, tmp_path / "out", concept="../x")
     with pytest.raises(UsageError):
         prepare_dataset(source, tmp_path / "out", concept="x", repeats="lots")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DatasetError, match="is a file"):
+        prepare_dataset(source, tmp_path / "afile", concept="x")
+    (tmp_path / "o2").mkdir()
+    (tmp_path / "o2" / "3_x").write_text("x")
+    with pytest.raises(DatasetError, match="in the way"):
+        prepare_dataset(source, tmp_path / "o2", concept="x", repeats=3, force=True)
     empty = tmp_path / "empty"
     (empty / "10_already").mkdir(parents=True)
     with pytest.raises(DatasetError, match="pass one of them"):
