@@ -223,13 +223,14 @@ def signature(im) -> tuple[int, tuple[int, int, int]] | None:
         factor = min(small.size[0] // 72, small.size[1] // 64)
         if factor >= 2:
             small = small.reduce(factor)
-        tiny = small.convert("RGB").resize((8, 8), Image.Resampling.BOX)
-        tone = np.asarray(tiny, dtype=np.float64).mean(axis=(0, 1))
-        gray = small.convert("L").resize((9, 8), Image.Resampling.BILINEAR)
+        if small.mode != "RGB":
+            small = small.convert("RGB")
+        thumb = np.asarray(small.resize((9, 8), Image.Resampling.BILINEAR), dtype=np.float32)
     except Exception:
         return None
-    pixels = np.asarray(gray, dtype=np.int16)
-    bits = (pixels[:, 1:] > pixels[:, :-1]).ravel()
+    tone = thumb.mean(axis=(0, 1))
+    gray = thumb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    bits = (gray[:, 1:] > gray[:, :-1]).ravel()
     dhash = int(np.packbits(bits).view(">u8")[0])
     return dhash, (int(tone[0] + 0.5), int(tone[1] + 0.5), int(tone[2] + 0.5))
 
