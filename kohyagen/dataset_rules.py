@@ -22,7 +22,7 @@ from kohyagen.images import (
     ImageProbe,
     near_duplicate_pairs,
 )
-from kohyagen.layout import IMAGE_EXTENSIONS
+from kohyagen.layout import IMAGE_EXTENSIONS, parse_folder_name
 
 ERR, WARN, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 
@@ -68,7 +68,19 @@ def layout_findings(listing: DirListing) -> list[Finding]:
                 )
             )
     if listing.kind == "image_folder":
-        if listing.subsets[0].listing.images:
+        if listing.subsets[0].listing.images and parse_folder_name(listing.root.name):
+            # the commonest kohya mistake: train_data_dir pointing at the N_name folder itself
+            out.append(
+                finding(
+                    WARN,
+                    "subset-folder-given",
+                    "this is an N_name/ folder itself: kohya's train_data_dir must be the "
+                    "folder above it, or kohya finds no data",
+                    listing.root,
+                    f"check (and train on) {listing.root.parent}",
+                )
+            )
+        elif listing.subsets[0].listing.images:
             out.append(
                 finding(
                     INFO,

@@ -159,6 +159,14 @@ def test_image_folder_is_reported_as_such(tmp_path):
     assert report.image_count == 20 and report.images_x_repeats == 20
 
 
+def test_pointing_at_the_subset_folder_itself(tmp_path):
+    root = build_clean_dataset(tmp_path / "train")
+    report = check_dataset(root / "10_sks", caption_ext=".txt")
+    assert [(f.code, f.fix) for f in report.findings] == [
+        ("subset-folder-given", f"check (and train on) {root}")
+    ]
+
+
 def test_a_folder_named_without_repeats_is_no_data(tmp_path):
     solid(tmp_path / "concept" / "a.png")
     report = check_dataset(tmp_path)
