@@ -323,32 +323,28 @@ class DatasetCounts:
 
 
 def count_dataset(
-    path: str | Path, *, model: str = "sd15", batch_size: int = 1, repeats: int = DEFAULT_REPEATS
+    path: str | Path, *, model: str = "sd15", batch_size: int = 1, repeats: int | None = None
 ) -> DatasetCounts:
     """Images and images x repeats of a dataset folder (kohya N_name/ layout or plain images).
 
-    A plain folder of images is counted with `repeats`, as prepare would lay it out.
+    A plain folder of images counts with `repeats`, by default the repeats `kohyagen run`
+    (dataset prepare's "auto") would give it. Raises DatasetError for an unusable folder.
     """
-    try:
-        from kohyagen.dataset import check_dataset
-    except ImportError:
-        check_dataset = None
-    if check_dataset is not None:
-        report = check_dataset(path, model=model, batch_size=batch_size)
-        if report.kind == "train_dir":
-            return DatasetCounts(
-                report.image_count, report.images_x_repeats, report.steps_per_epoch, report.kind
-            )
-        return DatasetCounts(report.image_count, report.image_count * repeats, None, report.kind)
-    from kohyagen.errors import DatasetError
-    from kohyagen.layout import list_images, scan_train_dir
+    from kohyagen.dataset import check_dataset
 
-    layout = scan_train_dir(path)
-    if layout.subsets:
-        return DatasetCounts(layout.image_count, layout.images_x_repeats, None, "train_dir")
-    images = list_images(Path(path))
-    if not images:
+    report = check_dataset(path, model=model, batch_size=batch_size)
+    if report.kind == "train_dir":
+        return DatasetCounts(
+            report.image_count, report.images_x_repeats, report.steps_per_epoch, report.kind
+        )
+    if not report.image_count:
+        from kohyagen.errors import DatasetError
+
         raise DatasetError(
             "no images found", path=path, hint="pass a folder of images or of N_name/ folders"
         )
-    return DatasetCounts(len(images), len(images) * repeats, None, "image_folder")
+    if repeats is None:
+        from kohyagen.dataset_prepare import auto_repeats
+
+        repeats = auto_repeats(report.image_count)
+    return DatasetCounts(report.image_count, report.image_count * repeats, None, report.kind)

@@ -218,10 +218,14 @@ def test_cli_json_and_dataset(tmp_path):
 
 
 def test_count_plain_folder_uses_repeats(tmp_path):
+    from kohyagen.dataset_prepare import auto_repeats
+
     for i in range(3):
         make_image(tmp_path / f"{i}.jpg")
     counts = count_dataset(tmp_path, repeats=4)
     assert (counts.images, counts.images_x_repeats, counts.kind) == (3, 12, "image_folder")
+    # without --repeats: what `kohyagen run` (prepare's auto repeats) would use
+    assert count_dataset(tmp_path).images_x_repeats == 3 * auto_repeats(3)
 
 
 def test_cli_usage_errors(tmp_path):
@@ -242,3 +246,11 @@ def test_documented_prices_example_loads(tmp_path):
     assert table["myhost"]["prices"] == {"rtx4090": (0.42, 0.42), "a100-40": (1.10, 1.40)}
     est = estimate(model="sd15", gpu="a100", images=10, prices=table)
     assert any(c.provider == "myhost" and c.basis == "user" for c in est.costs)
+
+
+def test_estimate_of_an_empty_or_missing_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for target in (tmp_path / "empty", tmp_path / "missing"):
+        result = CliRunner().invoke(main, ["estimate", str(target), "--gpu", "rtx4090"])
+        assert result.exit_code == 1, result.output
+        assert str(target) in result.output and "Traceback" not in result.output

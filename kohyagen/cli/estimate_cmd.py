@@ -126,9 +126,8 @@ Figures and their sources: templates/throughput.toml and templates/providers.tom
 @click.option(
     "--repeats",
     type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="Repeats per image (ignored for an N_name/ train dir, whose folders say it).",
+    help="Repeats per image. Default: 10 with --images (the guide's folder), what "
+    "`kohyagen run` would choose for a plain folder; an N_name/ train dir's folders say it.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), help="Default: the GPU preset's.")
 @click.option("--resolution", type=click.IntRange(min=64), help="Default: the model's native.")
@@ -147,7 +146,7 @@ def estimate_cmd(
     model: str,
     gpu: str,
     epochs: int,
-    repeats: int,
+    repeats: int | None,
     batch_size: int | None,
     resolution: int | None,
     gradient_checkpointing: bool,
@@ -157,7 +156,7 @@ def estimate_cmd(
 ) -> None:
     """Steps, wall time, VRAM fit and cost by provider of a LoRA run, before renting."""
     from kohyagen.errors import UsageError
-    from kohyagen.estimate import count_dataset, estimate, load_prices
+    from kohyagen.estimate import DEFAULT_REPEATS, count_dataset, estimate, load_prices
 
     if (dataset is None) == (images is None):
         raise UsageError("give either a DATASET folder or --images N")
@@ -167,7 +166,7 @@ def estimate_cmd(
         counts = count_dataset(dataset, model=model, batch_size=batch, repeats=repeats)
         n_images, seen, per_epoch = counts.images, counts.images_x_repeats, counts.steps_per_epoch
     else:
-        n_images, seen, per_epoch = images, images * repeats, None
+        n_images, seen, per_epoch = images, images * (repeats or DEFAULT_REPEATS), None
     est = estimate(
         model=model,
         gpu=gpu_name,
