@@ -57,8 +57,13 @@ class BatchDataset(torch.utils.data.Dataset):
             ),
             "time_ids": torch.tensor(
                 [
-                    [it.original_size[1], it.original_size[0], *crop_top_left(it)]
-                    + [it.bucket[1], it.bucket[0]]
+                    [
+                        it.original_size[1],
+                        it.original_size[0],
+                        *crop_top_left(it),
+                        it.bucket[1],
+                        it.bucket[0],
+                    ]
                     for it in items
                 ],
                 dtype=torch.float32,
