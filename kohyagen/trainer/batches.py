@@ -30,7 +30,7 @@ class BatchDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.batches = epoch_batches(prepared, seed, 0, shuffle=shuffle)
 
-    def set_epoch(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self.batches = epoch_batches(self.prepared, self.seed, epoch, shuffle=self.shuffle)
 

@@ -113,6 +113,9 @@ class LoRANetwork(nn.Module):
                 prefix = f"lora_te{idx + 1}" if sdxl else "lora_te"
                 seen: set[str] = set()
                 for path, module in _targets(te, TE_TARGETS):
+                    # transformers 5 dropped the text_model wrapper; kohya's names keep it.
+                    if not path.startswith("text_model."):
+                        path = "text_model." + path
                     name = f"{prefix}_{path.replace('.', '_')}"
                     if name not in seen:
                         seen.add(name)

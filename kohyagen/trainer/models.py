@@ -111,7 +111,7 @@ def encode_prompts(components: Components, captions: list[str], *, clip_skip: in
         ).input_ids.to(device)
         if clip_skip and clip_skip > 1:
             out = te(ids, output_hidden_states=True)
-            hidden = te.text_model.final_layer_norm(out.hidden_states[-clip_skip])
+            hidden = getattr(te, "text_model", te).final_layer_norm(out.hidden_states[-clip_skip])
         else:
             hidden = te(ids)[0]
         return hidden, None

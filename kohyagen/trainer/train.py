@@ -418,7 +418,7 @@ def run(
             break
         console.epoch_header(epoch + 1, num_epochs)
         console.log(f"epoch is incremented. current_epoch: {epoch}, epoch: {epoch + 1}")
-        train_set.set_epoch(epoch)
+        train_set.start_epoch(epoch)  # not set_epoch: accelerate would call that with its own count
         network.train()
         for step, batch in enumerate(loader):
             if epoch == first_epoch and step < skip_in_first * grad_accum:

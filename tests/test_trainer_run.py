@@ -1,0 +1,209 @@
+"""End-to-end runs of the builtin trainer on tiny random pipelines (CPU, 64 px)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("diffusers")
+pytest.importorskip("accelerate")
+
+from tests.trainer_helpers import make_train_dir, run_trainer, scalars, write_config
+
+STEPS_RE = re.compile(
+    r"steps:\s+(\d+)%\|.*?\|\s*(\d+)/(\d+) \[([^<]+)<([^,]+),\s*([\d.]+)(s/it|it/s)(?:, (.*?))?\]"
+)
+KEY_RE = re.compile(
+    r"^lora_(te|te1|te2|unet)_[a-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$"
+)
+
+
+@pytest.fixture(scope="module")
+def sd15(tmp_path_factory) -> Path:
+    from kohyagen.tiny import make_tiny_pipeline
+
+    return make_tiny_pipeline(tmp_path_factory.mktemp("models") / "sd15", "sd15")
+
+
+@pytest.fixture(scope="module")
+def sd15_run(tmp_path_factory, sd15):
+    """One 2-epoch run shaped like the kohya sample run_A (4 images x 2 repeats)."""
+    tmp = tmp_path_factory.mktemp("run_a")
+    data = make_train_dir(tmp / "data")
+    config = write_config(tmp, sd15, data=data, save_state=True)
+    capture = pytest.MonkeyPatch()
+    import io
+    import sys
+
+    out, err = io.StringIO(), io.StringIO()
+    capture.setattr(sys, "stdout", out)
+    capture.setattr(sys, "stderr", err)
+    try:
+        rc = run_trainer(["--config_file", str(config)])
+    finally:
+        capture.undo()
+    return {
+        "tmp": tmp,
+        "rc": rc,
+        "stdout": out.getvalue(),
+        "stderr": err.getvalue(),
+        "config": config,
+    }
+
+
+def _metadata(path: Path) -> tuple[dict[str, str], list[str]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata()), sorted(f.keys())
+
+
+def test_stdout_matches_kohya_sample(sd15_run, shared_dir):
+    assert sd15_run["rc"] == 0, sd15_run["stderr"][-2000:]
+    ref = (shared_dir / "kohya/samples/run_A/stdout.log").read_text(encoding="utf-8")
+    out_dir = sd15_run["tmp"] / "output"
+    ref = ref.replace("/data/harness/runs/A/output/harness", f"{out_dir}/tl")
+    assert sd15_run["stdout"] == ref
+
+
+def test_stderr_has_tqdm_steps_bar_and_logs(sd15_run):
+    err = sd15_run["stderr"]
+    bars = [m for m in STEPS_RE.finditer(err.replace("\r", "\n"))]
+    assert bars, err[-2000:]
+    last = bars[-1]
+    assert (last.group(2), last.group(3)) == ("16", "16")
+    assert re.match(r"avr_loss=[\d.]+", last.group(8))
+    assert "epoch is incremented. current_epoch: 1, epoch: 2" in err
+    assert "saving state at epoch 1" in err and "saving last state." in err
+    assert err.rstrip().endswith("model saved.")
+
+
+def test_checkpoint_files_keys_and_metadata(sd15_run, shared_dir):
+    out = sd15_run["tmp"] / "output"
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["tl-000001-state", "tl-000001.safetensors", "tl-state", "tl.safetensors"]
+    md, keys = _metadata(out / "tl.safetensors")
+    ref = json.loads(
+        (shared_dir / "kohya/samples/run_A/safetensors/harness.safetensors.json").read_text()
+    )
+    assert set(md) == set(ref["metadata"])
+    for key in (
+        "ss_network_module",
+        "ss_network_dim",
+        "ss_network_alpha",
+        "ss_num_epochs",
+        "ss_max_train_steps",
+        "ss_num_train_images",
+        "ss_resolution",
+        "ss_optimizer",
+        "ss_base_model_version",
+        "ss_lr_scheduler",
+        "ss_mixed_precision",
+        "ss_dataset_dirs",
+        "modelspec.architecture",
+        "modelspec.prediction_type",
+        "modelspec.resolution",
+    ):
+        assert md[key] == ref["metadata"][key], key
+    assert md["ss_epoch"] == "2" and md["ss_steps"] == "16"
+    md1, _ = _metadata(out / "tl-000001.safetensors")
+    assert md1["ss_epoch"] == "1" and md1["ss_steps"] == "8"
+    assert all(KEY_RE.match(k) for k in keys)
+
+    # The same module kinds as kohya's SD1 network, by name suffix.
+    def kinds(names):
+        return {re.sub(r"^.*?(attentions_\d+_|layers_\d+_)", "", k.split(".")[0]) for k in names}
+
+    assert kinds(keys) == kinds(ref["keys"])
+    assert {k for k in keys if k.startswith("lora_te_")} and {
+        k for k in keys if k.startswith("lora_unet_")
+    }
+    assert len(md["sshs_model_hash"]) == 64 and len(md["sshs_legacy_hash"]) == 8
+    state = json.loads((out / "tl-000001-state" / "train_state.json").read_text())
+    assert state == {"current_epoch": 1, "current_step": 8}
+
+
+def test_tensorboard_tags_as_kohya(sd15_run, shared_dir):
+    logs = sd15_run["tmp"] / "logs"
+    run_dirs = list(logs.iterdir())
+    assert len(run_dirs) == 1 and re.fullmatch(r"t_\d{14}", run_dirs[0].name)
+    tags = scalars(logs)
+    ref = json.loads((shared_dir / "kohya/samples/run_A/tensorboard_scalars.json").read_text())
+    ref_tags = next(iter(ref.values()))["tags"]["scalars"]
+    assert set(tags) == set(ref_tags)
+    assert [s for s, _ in tags["loss/current"]] == list(range(1, 17))
+    assert [s for s, _ in tags["loss/epoch_average"]] == [1, 2]
+
+
+def test_lora_loads_in_diffusers_and_changes_output(sd15_run, sd15):
+    import diffusers
+    import torch
+
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(sd15)
+
+    def image():
+        return pipe(
+            "sks, color 1",
+            num_inference_steps=2,
+            height=64,
+            width=64,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        ).images
+
+    before = image()
+    pipe.load_lora_weights(str(sd15_run["tmp"] / "output" / "tl.safetensors"))
+    assert abs(image() - before).max() > 1e-4
+    te_lora = [n for n, _ in pipe.text_encoder.named_modules() if n.endswith("lora_A")]
+    assert te_lora  # the text-encoder half was recognised too
+
+
+def test_resume_continues_from_saved_state(sd15_run, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    first = sd15_run["tmp"]
+    config = first / "training_config.toml"
+    text = config.read_text().replace(str(first / "output"), str(tmp_path / "output"))
+    text = text.replace(str(first / "logs"), str(tmp_path / "logs"))
+    resumed_config = tmp_path / "training_config.toml"
+    resumed_config.write_text(text)
+    rc = run_trainer(
+        [
+            "--config_file",
+            str(resumed_config),
+            "--resume",
+            str(first / "output" / "tl-000001-state"),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    assert "epoch 1/2" not in captured.out and "epoch 2/2" in captured.out
+    assert "saving checkpoint: " + str(tmp_path / "output" / "tl.safetensors") in captured.out
+    assert [s for s, _ in scalars(tmp_path / "logs")["loss/current"]] == list(range(9, 17))
+    full = load_file(first / "output" / "tl.safetensors")
+    resumed = load_file(tmp_path / "output" / "tl.safetensors")
+    epoch1 = load_file(first / "output" / "tl-000001.safetensors")
+    key = next(k for k in full if k.endswith("lora_up.weight") and "unet" in k)
+    assert not resumed[key].equal(epoch1[key])  # it trained on from the state
+    assert all(resumed[k].allclose(full[k], atol=1e-5) for k in full)  # exactly as uninterrupted
+
+
+def test_unsupported_options_are_refused(tmp_path, sd15, capsys):
+    data = make_train_dir(tmp_path / "data", n=1)
+    config = write_config(
+        tmp_path,
+        sd15,
+        data=data,
+        color_aug=True,
+        network_args=["conv_dim=4"],
+        optimizer_type="DAdaptation",
+    )
+    rc = run_trainer(["--config_file", str(config)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "color_aug = True" in err and "network_args" in err and "DAdaptation" in err
+    assert "kohya backend" in err
+    assert not (tmp_path / "output").exists()
