@@ -1,0 +1,193 @@
+"""The builtin trainer on a dataset config with validation, on SDXL and on SD2 v-prediction."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("diffusers")
+pytest.importorskip("accelerate")
+
+from tests.trainer_helpers import (
+    make_train_dir,
+    run_trainer,
+    scalars,
+    toml_value,
+    write_config,
+)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    from kohyagen.tiny import make_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("models")
+    return {kind: make_tiny_pipeline(root / kind, kind) for kind in ("sd15", "sd2", "sdxl")}
+
+
+def _metadata(path: Path) -> tuple[dict[str, str], list[str]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata()), sorted(f.keys())
+
+
+def test_dataset_config_with_validation_split_like_kohya(tmp_path, models, shared_dir, capsys):
+    data = make_train_dir(tmp_path / "data")
+    ds = tmp_path / "dataset_config.toml"
+    ds.write_text(
+        '[general]\ncaption_extension = ".txt"\nshuffle_caption = false\nkeep_tokens = 0\n\n'
+        "[[datasets]]\nresolution = 64\nbatch_size = 1\nenable_bucket = false\n"
+        "validation_split = 0.25\nvalidation_seed = 1234\n\n"
+        f"  [[datasets.subsets]]\n  image_dir = {toml_value(str(data / '2_sks'))}\n"
+        '  class_tokens = "sks"\n  num_repeats = 2\n'
+    )
+    config = write_config(
+        tmp_path,
+        models["sd15"],
+        dataset_config=str(ds),
+        validation_seed=1234,
+        validate_every_n_epochs=1,
+    )
+    rc = run_trainer(["--config_file", str(config)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    ref = (shared_dir / "kohya/samples/run_B/stdout.log").read_text(encoding="utf-8")
+    ref = ref.replace("/data/harness/runs/B/output/harness", f"{tmp_path}/output/tl")
+    assert captured.out == ref
+    assert "epoch validation steps" in captured.err and "val_epoch_avg_loss=" in captured.err
+    tags = scalars(tmp_path / "logs")
+    ref_json = json.loads((shared_dir / "kohya/samples/run_B/tensorboard_scalars.json").read_text())
+    assert set(tags) == set(next(iter(ref_json.values()))["tags"]["scalars"])
+    assert [s for s, _ in tags["loss/validation/epoch_average"]] == [1, 2]
+    md, _ = _metadata(tmp_path / "output" / "tl.safetensors")
+    ref_md = json.loads(
+        (shared_dir / "kohya/samples/run_B/safetensors/harness.safetensors.json").read_text()
+    )["metadata"]
+    assert set(md) == set(ref_md)
+    assert md["ss_num_validation_images"] == "1" and md["ss_num_train_images"] == "6"
+    assert json.loads(md["ss_datasets"])[0]["subsets"][0]["img_count"] == 3
+
+
+def test_sdxl_two_epochs_sgm_keys_and_diffusers_load(tmp_path, models, capsys):
+    import diffusers
+    import torch
+
+    data = make_train_dir(tmp_path / "data", n=2, repeats=1)
+    config = write_config(tmp_path, models["sdxl"], data=data)
+    text = config.read_text()
+    config.write_text("# kohyagen-script: sdxl_train_network.py\n" + text)
+    rc = run_trainer(["--config_file", str(config)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    out = tmp_path / "output"
+    assert sorted(p.name for p in out.iterdir()) == ["tl-000001.safetensors", "tl.safetensors"]
+    md, keys = _metadata(out / "tl.safetensors")
+    assert md["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert md["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
+    prefixes = {k.split("_blocks")[0] for k in keys if k.startswith("lora_unet_")}
+    assert {"lora_unet_input", "lora_unet_output"} <= prefixes
+    assert any(k.startswith("lora_unet_middle_block_1_") for k in keys)
+    assert any(k.startswith("lora_te1_text_model_encoder_layers_0_") for k in keys)
+    assert any(k.startswith("lora_te2_text_model_encoder_layers_0_") for k in keys)
+    # layers_per_block 1: down block 1's attention is SGM input block 1 + 1 * 2 + 0 = 3
+    assert any(k.startswith("lora_unet_input_blocks_3_1_transformer_blocks_0_attn1") for k in keys)
+
+    pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(models["sdxl"])
+
+    def image():
+        return pipe(
+            "sks, color 1",
+            num_inference_steps=2,
+            height=64,
+            width=64,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        ).images
+
+    before = image()
+    pipe.load_lora_weights(str(out / "tl.safetensors"))
+    assert abs(image() - before).max() > 1e-4
+
+
+def test_sd2_v_prediction_metadata_and_unet_only(tmp_path, models, capsys):
+    data = make_train_dir(tmp_path / "data", n=2, repeats=1)
+    config = write_config(
+        tmp_path,
+        models["sd2"],
+        data=data,
+        v2=True,
+        v_parameterization=True,
+        network_train_unet_only=True,
+        min_snr_gamma=5.0,
+        noise_offset=0.05,
+        save_precision="fp16",
+        max_train_epochs=1,
+    )
+    rc = run_trainer(["--config_file", str(config)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    md, keys = _metadata(tmp_path / "output" / "tl.safetensors")
+    assert md["ss_v2"] == "True" and md["ss_base_model_version"] == "sd_v2_v"
+    assert md["modelspec.prediction_type"] == "v"
+    assert md["ss_min_snr_gamma"] == "5.0" and md["ss_noise_offset"] == "0.05"
+    assert keys and all(k.startswith("lora_unet_") for k in keys)
+    from safetensors.torch import load_file
+
+    tensors = load_file(tmp_path / "output" / "tl.safetensors")
+    assert {t.dtype for t in tensors.values()} == {__import__("torch").float16}
+    tags = scalars(tmp_path / "logs")
+    assert "lr/unet" in tags and "lr/group0" in tags and "lr/textencoder" not in tags
+
+
+def test_samples_written_with_kohya_names(tmp_path, models, capsys):
+    import re
+
+    data = make_train_dir(tmp_path / "data", n=1, repeats=1)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# a comment\nsks, color 0 --w 64 --h 64 --d 7 --s 2 --l 5.0 --n blurry\n")
+    config = write_config(
+        tmp_path,
+        models["sd15"],
+        data=data,
+        sample_prompts=str(prompts),
+        sample_every_n_epochs=1,
+        sample_sampler="euler_a",
+    )
+    rc = run_trainer(["--config_file", str(config)])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    names = sorted(p.name for p in (tmp_path / "output" / "sample").iterdir())
+    assert len(names) == 2
+    assert re.fullmatch(r"tl_e000001_00_\d{14}_7\.png", names[0])
+    assert re.fullmatch(r"tl_e000002_00_\d{14}_7\.png", names[1])
+
+
+def test_loss_falls_on_an_easy_dataset(tmp_path, models, capsys):
+    """Four copies of one solid colour; validation loss (fixed noise and timesteps) must fall."""
+    from PIL import Image
+
+    sub = tmp_path / "data" / "4_sks"
+    sub.mkdir(parents=True)
+    for i in range(4):
+        Image.new("RGB", (64, 64), (200, 60, 30)).save(sub / f"{i}.png")
+    config = write_config(
+        tmp_path,
+        models["sd15"],
+        data=tmp_path / "data",
+        learning_rate=3e-3,
+        max_train_epochs=6,
+        save_every_n_epochs=None,
+        cache_latents=True,
+        train_batch_size=2,
+        validation_split=0.25,
+        validation_seed=1,
+    )
+    rc = run_trainer(["--config_file", str(config)])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    val = [v for _, v in scalars(tmp_path / "logs")["loss/validation/epoch_average"]]
+    assert len(val) == 6
+    assert all(b < a for a, b in itertools.pairwise(val)), val
+    assert val[-1] < val[0] * 0.95, val
