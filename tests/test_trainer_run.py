@@ -207,3 +207,61 @@ def test_unsupported_options_are_refused(tmp_path, sd15, capsys):
     assert "color_aug = True" in err and "network_args" in err and "DAdaptation" in err
     assert "kohya backend" in err
     assert not (tmp_path / "output").exists()
+
+
+def test_many_options_together(tmp_path, sd15, capsys):
+    """bf16, checkpointing, accumulation, buckets, disk cache, flips, caption ops, step saves."""
+    from PIL import Image
+
+    sub = tmp_path / "data" / "2_sks"
+    sub.mkdir(parents=True)
+    for i, size in enumerate([(64, 64), (128, 64), (64, 128), (96, 80)]):
+        Image.new("RGB", size, (200, 40 * i, 30)).save(sub / f"{i}.png")
+        (sub / f"{i}.txt").write_text(f"sks, tag{i}, red, square\n")
+    config = write_config(
+        tmp_path,
+        sd15,
+        data=tmp_path / "data",
+        resolution="64,64",
+        mixed_precision="bf16",
+        gradient_checkpointing=True,
+        gradient_accumulation_steps=2,
+        train_batch_size=2,
+        enable_bucket=True,
+        min_bucket_reso=32,
+        max_bucket_reso=128,
+        bucket_reso_steps=32,
+        flip_aug=True,
+        shuffle_caption=True,
+        keep_tokens=1,
+        caption_tag_dropout_rate=0.2,
+        cache_latents_to_disk=True,
+        save_every_n_steps=3,
+        optimizer_type="AdamW8bit",
+        lr_scheduler="cosine_with_restarts",
+        lr_scheduler_num_cycles=2,
+        lr_warmup_steps=0.25,
+        text_encoder_lr=5e-5,
+        unet_lr=2e-4,
+    )
+    rc = run_trainer(["--config_file", str(config)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    out = tmp_path / "output"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "tl-000001.safetensors",
+        "tl-step00000003.safetensors",
+        "tl.safetensors",
+    ]
+    md, _ = _metadata(out / "tl.safetensors")
+    assert md["ss_mixed_precision"] == "bf16" and md["ss_enable_bucket"] == "True"
+    assert md["ss_optimizer"] == "bitsandbytes.optim.adamw.AdamW8bit"
+    assert md["ss_text_encoder_lr"] == "5e-05" and md["ss_unet_lr"] == "0.0002"
+    buckets = json.loads(md["ss_bucket_info"])["buckets"]
+    assert len(buckets) >= 2  # wide and tall images got their own buckets
+    npz = sorted(p.name for p in sub.glob("*.npz"))
+    assert len(npz) == 4 and all(n.endswith("_sd.npz") for n in npz)
+    tags = scalars(tmp_path / "logs")
+    lrs = [v for _, v in tags["lr/unet"]]
+    assert lrs[0] < 2e-4 and max(lrs) == pytest.approx(2e-4, rel=0.2)  # warmup, then cosine
+    assert max(v for _, v in tags["lr/textencoder"]) == pytest.approx(5e-5, rel=0.2)

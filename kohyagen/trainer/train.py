@@ -34,8 +34,8 @@ class TrainingModel(torch.nn.Module):
         if "latents" in batch:
             return batch["latents"]
         with torch.no_grad():
-            vae_dtype = next(self.vae.parameters()).dtype
-            pixels = batch["pixels"].to(vae_dtype)
+            param = next(self.vae.parameters())
+            pixels = batch["pixels"].to(param.device, param.dtype)
             dist = self.vae.encode(pixels).latent_dist
             return (dist.sample() * self.components.scaling_factor).float()
 

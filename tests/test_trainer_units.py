@@ -1,0 +1,227 @@
+"""Unit tests of the builtin trainer's pieces: config, buckets, split, captions, names."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kohyagen.errors import ConfigError, DatasetError
+from kohyagen.trainer.config import SubsetSpec, load_config, parse_resolution, unsupported_options
+from kohyagen.trainer.data import (
+    make_buckets,
+    prepare,
+    process_caption,
+    select_bucket,
+    split_validation,
+)
+from kohyagen.trainer.output import LossRecorder
+from kohyagen.trainer.sample import parse_prompt_line, sample_filename
+from tests.trainer_helpers import make_train_dir, write_config
+
+
+def test_buckets_follow_kohya_rules():
+    buckets = make_buckets((512, 512), 256, 1024, 64)
+    assert all(w % 64 == 0 and h % 64 == 0 for w, h in buckets)
+    assert all(w * h <= 512 * 512 for w, h in buckets)
+    for expected in [(512, 512), (448, 576), (576, 448), (384, 640), (320, 768), (256, 1024)]:
+        assert expected in buckets
+    assert (1024, 256) in buckets and (1088, 192) not in buckets
+    wide = select_bucket((1600, 900), buckets, max_reso=(512, 512), steps=64, no_upscale=False)
+    assert wide[0] > wide[1]
+    assert select_bucket((100, 70), buckets, max_reso=(512, 512), steps=64, no_upscale=True) == (
+        64,
+        64,
+    )
+
+
+def test_validation_split_is_disjoint_and_sized_like_kohya():
+    images = [Path(f"{i}.png") for i in range(10)]
+    train = split_validation(images, 0.25, 7, training=True)
+    val = split_validation(images, 0.25, 7, training=False)
+    assert len(train) == 8 and len(val) == 2  # ceil(10 * 0.75), round(10 * 0.25)
+    assert not set(train) & set(val)
+    assert split_validation(images, 0.0, None, training=False) == []
+
+
+def test_caption_processing_keeps_tokens_and_drops():
+    subset = SubsetSpec(
+        Path("x"), 1, None, ".txt", shuffle_caption=True, keep_tokens=1, caption_tag_dropout_rate=0
+    )
+    rng = random.Random(0)
+    outs = {process_caption("sks, a, b, c, d", subset, 1, rng) for _ in range(20)}
+    assert all(o.startswith("sks, ") for o in outs) and len(outs) > 1
+    drop_all = SubsetSpec(Path("x"), 1, None, ".txt", caption_dropout_rate=1.0)
+    assert process_caption("sks, a", drop_all, 1, rng) == ""
+    every = SubsetSpec(Path("x"), 1, None, ".txt", caption_dropout_every_n_epochs=2)
+    assert process_caption("sks", every, 2, rng) == "" and process_caption("sks", every, 3, rng)
+
+
+def test_loss_recorder_windows_after_first_epoch():
+    rec = LossRecorder()
+    for i, v in enumerate([1.0, 2.0, 3.0]):
+        rec.add(epoch=0, step=i, loss=v)
+    assert rec.moving_average == pytest.approx(2.0)
+    rec.add(epoch=1, step=0, loss=4.0)  # replaces 1.0
+    assert rec.moving_average == pytest.approx(3.0)
+
+
+def test_resolution_parsing():
+    assert parse_resolution("512") == (512, 512)
+    assert parse_resolution("512,768") == (512, 768)
+    assert parse_resolution(64) == (64, 64)
+    assert parse_resolution([64, 128]) == (64, 128)
+    with pytest.raises(ConfigError):
+        parse_resolution("big")
+
+
+def test_unsupported_options_listed_and_defaults_allowed():
+    flat = {
+        "color_aug": True,
+        "random_crop": False,  # at its default: fine
+        "optimizer_type": "AdaFactor",
+        "loss_type": "huber",
+        "learning_rate": 1e-4,
+        "network_module": "networks.lora",
+        "some_unknown_key": 3,  # kohya ignores it; lint reports it
+    }
+    problems = unsupported_options(flat, "train_network")
+    text = "; ".join(problems)
+    assert "color_aug" in text and "AdaFactor" in text and "loss_type" in text
+    assert "random_crop" not in text and "some_unknown_key" not in text
+
+
+def test_dataset_config_fallback_chain(tmp_path):
+    data = make_train_dir(tmp_path / "data", n=2)
+    ds = tmp_path / "ds.toml"
+    ds.write_text(
+        '[general]\nshuffle_caption = true\ncaption_extension = ".txt"\n'
+        "[[datasets]]\nbatch_size = 2\nkeep_tokens = 2\n"
+        f'  [[datasets.subsets]]\n  image_dir = "{data / "2_sks"}"\n  keep_tokens = 3\n'
+        f'  [[datasets.subsets]]\n  image_dir = "{data / "2_sks"}"\n  is_reg = true\n'
+    )
+    config = write_config(tmp_path, tmp_path / "model", dataset_config=str(ds), flip_aug=True)
+    cfg = load_config(config)
+    spec = cfg.datasets[0]
+    assert spec.batch_size == 2 and spec.resolution == (
+        64,
+        64,
+    )  # resolution from the training config
+    first, second = spec.subsets
+    assert first.keep_tokens == 3 and second.keep_tokens == 2
+    assert first.shuffle_caption and first.caption_extension == ".txt"
+    assert first.flip_aug  # the training option is the last fallback
+    assert first.num_repeats == 1  # folder prefix not parsed with a dataset config, as in kohya
+    assert second.is_reg and not first.is_reg
+    prepared = prepare(spec)
+    assert prepared.train_count == 2 and prepared.reg_count == 2
+
+
+def test_dataset_config_extra_key_is_rejected(tmp_path):
+    ds = tmp_path / "ds.toml"
+    ds.write_text(
+        '[[datasets]]\n  [[datasets.subsets]]\n  image_dir = "x"\n  validation_split = 0.1\n'
+    )
+    config = write_config(tmp_path, tmp_path / "model", dataset_config=str(ds))
+    with pytest.raises(ConfigError, match="validation_split"):
+        load_config(config)
+
+
+def test_folder_layout_and_oversized_image_without_buckets(tmp_path):
+    data = make_train_dir(tmp_path / "data", n=2, repeats=3)
+    config = write_config(tmp_path, tmp_path / "model", data=data)
+    cfg = load_config(config)
+    sub = cfg.datasets[0].subsets[0]
+    assert sub.num_repeats == 3 and sub.class_tokens == "sks"
+    prepared = prepare(cfg.datasets[0])
+    assert prepared.train_count == 6
+    assert [it.caption for it in prepared.items] == ["sks, color 0", "sks, color 1"]
+    make_train_dir(tmp_path / "big", n=1, size=(96, 64))
+    cfg = load_config(write_config(tmp_path, tmp_path / "model", data=tmp_path / "big"))
+    with pytest.raises(DatasetError, match="enable_bucket"):
+        prepare(cfg.datasets[0])
+
+
+def test_sgm_names_for_sdxl():
+    from kohyagen.trainer.lora import sgm_unet_path
+
+    assert sgm_unet_path("down_blocks.1.attentions.0.proj_in", 2) == "input_blocks.4.1.proj_in"
+    assert sgm_unet_path("down_blocks.2.attentions.1.x", 2) == "input_blocks.8.1.x"
+    assert sgm_unet_path("mid_block.attentions.0.x", 2) == "middle_block.1.x"
+    assert sgm_unet_path("up_blocks.0.attentions.2.x", 2) == "output_blocks.2.1.x"
+    assert sgm_unet_path("up_blocks.1.attentions.0.x", 2) == "output_blocks.3.1.x"
+
+
+def test_sample_prompt_options_and_names():
+    p = parse_prompt_line("a cat, sks --n blurry, bad --w 640 --h 512 --d 5 --l 6.5 --s 20", 3)
+    assert (p.prompt, p.negative, p.width, p.height, p.seed, p.scale, p.steps) == (
+        "a cat, sks",
+        "blurry, bad",
+        640,
+        512,
+        5,
+        6.5,
+        20,
+    )
+    name = sample_filename("tl", epoch=None, step=120, index=3, seed=None)
+    assert name.startswith("tl_000120_03_") and name.endswith(".png")
+
+
+def test_sshs_hashes_ignore_non_ss_metadata():
+    torch = pytest.importorskip("torch")
+    from kohyagen.trainer.saving import sshs_hashes
+
+    tensors = {"a": torch.zeros(4)}
+    h1 = sshs_hashes(tensors, {"ss_x": "1", "modelspec.date": "now"})
+    h2 = sshs_hashes(tensors, {"ss_x": "1", "modelspec.date": "later"})
+    h3 = sshs_hashes({"a": torch.ones(4)}, {"ss_x": "1"})
+    assert h1 == h2 and h1[0] != h3[0] and len(h1[0]) == 64
+
+
+def test_latent_disk_cache_is_reused(tmp_path):
+    torch = pytest.importorskip("torch")
+    from kohyagen.trainer.latents import LatentCache
+
+    data = make_train_dir(tmp_path / "data", n=2)
+    cfg = load_config(write_config(tmp_path, tmp_path / "model", data=data))
+    items = list(prepare(cfg.datasets[0]).items)
+
+    class FakeVAE(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+            self.calls = 0
+
+        @property
+        def device(self):
+            return torch.device("cpu")
+
+        def encode(self, x):
+            self.calls += 1
+            lat = x[:, :1, ::8, ::8].repeat(1, 4, 1, 1)
+            return type("Out", (), {"latent_dist": type("D", (), {"sample": lambda s: lat})()})()
+
+    vae = FakeVAE()
+    cache = LatentCache(vae, scaling_factor=1.0, sdxl=False, to_disk=True, batch_size=4)
+    cache.fill(items, flip_aug=True)
+    assert vae.calls == 1
+    assert (data / "2_sks" / "0_0064x0064_sd.npz").is_file()
+    again = LatentCache(FakeVAE(), scaling_factor=1.0, sdxl=False, to_disk=True, batch_size=4)
+    again.fill(items, flip_aug=True)
+    assert again.vae.calls == 0
+    assert again.get(items[0], True).shape == (4, 8, 8)
+
+
+def test_module_entry_reports_config_errors(tmp_path, subprocess_env):
+    proc = subprocess.run(
+        [sys.executable, "-m", "kohyagen.trainer", "--config_file", str(tmp_path / "nope.toml")],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "nope.toml" in proc.stderr and "Traceback" not in proc.stderr
