@@ -412,6 +412,7 @@ def run(
         vbar.close()
         return sum(losses) / len(losses)
 
+    loop_started = time.perf_counter()
     skip_in_first = initial_step - first_epoch * steps_per_epoch if resume else 0
     for epoch in range(first_epoch, num_epochs):
         if global_step >= max_train_steps:
@@ -511,6 +512,7 @@ def run(
             sample(epoch + 1, global_step)
 
     bar.close()
+    train_seconds = time.perf_counter() - loop_started
     accelerator.wait_for_everyone()
     if args.save_state or args.save_state_on_train_end:
         console.log("saving last state.")
@@ -520,7 +522,13 @@ def run(
     console.log("model saved.")
     accelerator.end_training()
     network.restore()
-    return {"final": final, "checkpoints": saved, "steps": global_step, "epochs": num_epochs}
+    return {
+        "final": final,
+        "checkpoints": saved,
+        "steps": global_step - initial_step,
+        "epochs": num_epochs,
+        "train_seconds": train_seconds,
+    }
 
 
 def _dataset_metadata(cfg: TrainerConfig, train_ds, json_field) -> dict[str, str]:
