@@ -265,3 +265,32 @@ def test_many_options_together(tmp_path, sd15, capsys):
     lrs = [v for _, v in tags["lr/unet"]]
     assert lrs[0] < 2e-4 and max(lrs) == pytest.approx(2e-4, rel=0.2)  # warmup, then cosine
     assert max(v for _, v in tags["lr/textencoder"]) == pytest.approx(5e-5, rel=0.2)
+
+
+def test_rotation_keeps_last_epochs(tmp_path, sd15, capsys):
+    data = make_train_dir(tmp_path / "data", n=1, repeats=1)
+    config = write_config(
+        tmp_path,
+        sd15,
+        data=data,
+        max_train_epochs=4,
+        save_last_n_epochs=2,
+        save_state=True,
+        save_last_n_epochs_state=1,
+        logging_dir=None,
+    )
+    rc = run_trainer(["--config_file", str(config)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    names = sorted(p.name for p in (tmp_path / "output").iterdir())
+    assert names == [
+        "tl-000002.safetensors",
+        "tl-000003-state",
+        "tl-000003.safetensors",
+        "tl-state",
+        "tl.safetensors",
+    ]
+    assert (
+        "removing old checkpoint: " + str(tmp_path / "output" / "tl-000001.safetensors")
+        in captured.err
+    )

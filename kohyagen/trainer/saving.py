@@ -227,3 +227,100 @@ def modelspec(args, *, sdxl: bool, v_param: bool, resolution: tuple[int, int]) -
 
 def json_field(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+def dataset_metadata(cfg, train_ds) -> dict[str, str]:
+    """ss_dataset_dirs, ss_tag_frequency and (with a dataset config) ss_datasets."""
+    args = cfg.args
+    dirs: dict[str, dict[str, int]] = {}
+    reg_dirs: dict[str, dict[str, int]] = {}
+    tags: dict[str, dict[str, int]] = {}
+    for subset in train_ds.spec.subsets:
+        items = [it for it in train_ds.items if it.subset is subset]
+        target = reg_dirs if subset.is_reg else dirs
+        target[subset.image_dir.name] = {"n_repeats": subset.num_repeats, "img_count": len(items)}
+        freq = tags.setdefault(subset.image_dir.name, {})
+        for it in items:
+            for tag in (t.strip() for t in it.caption.split(",")):
+                if tag:
+                    freq[tag] = freq.get(tag, 0) + 1
+    spec = train_ds.spec
+    out = {"ss_tag_frequency": json_field(tags), "ss_dataset_dirs": json_field(dirs)}
+    if cfg.dataset_config_path is None:
+        out.update(
+            {
+                "ss_batch_size_per_device": str(spec.batch_size),
+                "ss_total_batch_size": str(
+                    spec.batch_size * int(args.gradient_accumulation_steps or 1)
+                ),
+                "ss_resolution": str(spec.resolution),
+                "ss_color_aug": "False",
+                "ss_flip_aug": str(bool(args.flip_aug)),
+                "ss_random_crop": "False",
+                "ss_shuffle_caption": str(bool(args.shuffle_caption)),
+                "ss_enable_bucket": str(spec.enable_bucket),
+                "ss_bucket_no_upscale": str(spec.bucket_no_upscale),
+                "ss_min_bucket_reso": str(spec.min_bucket_reso if spec.enable_bucket else None),
+                "ss_max_bucket_reso": str(spec.max_bucket_reso if spec.enable_bucket else None),
+                "ss_keep_tokens": str(args.keep_tokens),
+                "ss_reg_dataset_dirs": json_field(reg_dirs),
+                "ss_bucket_info": json_field(_bucket_info(train_ds)),
+            }
+        )
+    else:
+        subsets = [
+            {
+                "img_count": len([it for it in train_ds.items if it.subset is s]),
+                "num_repeats": s.num_repeats,
+                "color_aug": False,
+                "flip_aug": s.flip_aug,
+                "random_crop": False,
+                "shuffle_caption": s.shuffle_caption,
+                "keep_tokens": s.keep_tokens,
+                "keep_tokens_separator": s.keep_tokens_separator,
+                "secondary_separator": None,
+                "enable_wildcard": False,
+                "caption_prefix": s.caption_prefix,
+                "caption_suffix": s.caption_suffix,
+                "resize_interpolation": None,
+                "image_dir": s.image_dir.name,
+                "class_tokens": s.class_tokens,
+                "is_reg": s.is_reg,
+            }
+            for s in spec.subsets
+        ]
+        out["ss_datasets"] = json_field(
+            [
+                {
+                    "is_dreambooth": True,
+                    "batch_size_per_device": spec.batch_size,
+                    "num_train_images": train_ds.train_count,
+                    "num_reg_images": train_ds.reg_count,
+                    "resolution": list(spec.resolution),
+                    "enable_bucket": spec.enable_bucket,
+                    "min_bucket_reso": spec.min_bucket_reso if spec.enable_bucket else None,
+                    "max_bucket_reso": spec.max_bucket_reso if spec.enable_bucket else None,
+                    "tag_frequency": tags,
+                    "bucket_info": _bucket_info(train_ds) if spec.enable_bucket else None,
+                    "resize_interpolation": None,
+                    "subsets": subsets,
+                }
+            ]
+        )
+    return out
+
+
+def _bucket_info(train_ds) -> dict | None:
+    if not train_ds.spec.enable_bucket:
+        return None
+    counts: dict[tuple[int, int], int] = {}
+    for it in train_ds.items:
+        counts[it.bucket] = counts.get(it.bucket, 0) + (
+            it.subset.num_repeats if not it.is_reg else 1
+        )
+    buckets = {
+        str(i): {"resolution": list(reso), "count": n}
+        for i, reso in enumerate(sorted(counts))
+        for n in [counts[reso]]
+    }
+    return {"buckets": buckets, "mean_img_ar_error": 0.0}

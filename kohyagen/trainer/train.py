@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -15,75 +16,6 @@ from kohyagen.trainer.config import TrainerConfig
 from kohyagen.trainer.output import Console, LossRecorder, lr_logs, step_bar
 
 
-class TrainingModel(torch.nn.Module):
-    """U-Net, text encoders and the LoRA network in one module, so DDP syncs the LoRA grads."""
-
-    def __init__(self, components, network, *, args, noise_scheduler):
-        super().__init__()
-        self.components = components
-        self.unet = components.unet
-        self.text_encoders = torch.nn.ModuleList(components.text_encoders)
-        self.vae = components.vae
-        self.network = network
-        self.args = args
-        self.noise_scheduler = noise_scheduler
-
-    def latents_of(self, batch):
-        import torch
-
-        if "latents" in batch:
-            return batch["latents"]
-        with torch.no_grad():
-            param = next(self.vae.parameters())
-            pixels = batch["pixels"].to(param.device, param.dtype)
-            dist = self.vae.encode(pixels).latent_dist
-            return (dist.sample() * self.components.scaling_factor).float()
-
-    def forward(self, batch, timesteps=None, noise=None):
-        import torch
-
-        from kohyagen.trainer.loss import diffusion_loss, sample_noise
-        from kohyagen.trainer.models import encode_prompts
-
-        args = self.args
-        device = next(self.unet.parameters()).device
-        latents = self.latents_of(batch).to(device)
-        dtype = next(self.unet.parameters()).dtype
-        train_te = len(self.network.text_encoder_loras) > 0 and self.training
-        with torch.set_grad_enabled(train_te):
-            hidden, pooled = encode_prompts(
-                self.components, batch["captions"], clip_skip=args.clip_skip, device=device
-            )
-        if noise is None:
-            noise = sample_noise(
-                latents,
-                noise_offset=args.noise_offset,
-                random_strength=bool(args.noise_offset_random_strength),
-            )
-        if timesteps is None:
-            lo = int(args.min_timestep or 0)
-            hi = int(args.max_timestep or 1000)
-            timesteps = torch.randint(lo, hi, (latents.shape[0],), device=device)
-        added = None
-        if self.components.sdxl:
-            added = {
-                "text_embeds": pooled.to(dtype),
-                "time_ids": batch["time_ids"].to(device, dtype),
-            }
-        return diffusion_loss(
-            self.unet,
-            self.noise_scheduler,
-            latents.to(dtype),
-            hidden.to(dtype),
-            timesteps=timesteps,
-            noise=noise.to(device, dtype),
-            weights=batch["weights"],
-            v_prediction=self.components.v_parameterization,
-            min_snr_gamma=args.min_snr_gamma,
-            added_cond=added,
-        )
-
-
 def _output_name(args, kind: str) -> str:
     if args.output_name:
         return args.output_name
@@ -92,6 +24,12 @@ def _output_name(args, kind: str) -> str:
 
 def _ext(args) -> str:
     return "." + (args.save_model_as or "safetensors")
+
+
+def old_step(step: int, keep_steps: int, every: int) -> int:
+    """The step-numbered save that falls out of the last keep_steps steps (kohya's rule)."""
+    old = step - keep_steps - 1
+    return old - old % every
 
 
 def _validation_timesteps(args) -> list[int]:
@@ -112,10 +50,11 @@ def run(
     from kohyagen.trainer.lora import LoRANetwork
     from kohyagen.trainer.loss import make_noise_scheduler
     from kohyagen.trainer.models import load_components
+    from kohyagen.trainer.network_model import TrainingModel
     from kohyagen.trainer.optim import make_optimizer, make_scheduler
     from kohyagen.trainer.saving import (
+        dataset_metadata,
         epoch_name,
-        json_field,
         step_name,
         training_metadata,
         write_lora,
@@ -320,7 +259,7 @@ def run(
         num_epochs=num_epochs,
         max_train_steps=max_train_steps,
         optimizer_name=optimizer_name,
-        dataset_info=_dataset_metadata(cfg, train_ds, json_field),
+        dataset_info=dataset_metadata(cfg, train_ds),
         model_name=components.name,
         resolution=spec.resolution,
     )
@@ -368,6 +307,47 @@ def run(
             device=accelerator.device,
             v_prediction=components.v_parameterization,
         )
+
+    def remove_old(path: Path) -> None:
+        if accelerator.is_main_process and path.exists():
+            console.log(f"removing old checkpoint: {path}")
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+    def save_at_step(epoch: int, step: int) -> None:
+        name = _output_name(args, "step")
+        saved.append(save_model(step_name(name, step, ext), epoch=epoch, step=step))
+        every = int(args.save_every_n_steps)
+        if args.save_last_n_steps:
+            old = old_step(step, int(args.save_last_n_steps), every)
+            if old > 0:
+                remove_old(out_dir / step_name(name, old, ext))
+        if args.save_state:
+            console.log(f"saving state at step {step}")
+            save_state(step_name(name, step, "-state"), epoch=epoch, step=step)
+            keep = args.save_last_n_steps_state or args.save_last_n_steps
+            if keep:
+                old = old_step(step, int(keep), every)
+                if old > 0:
+                    remove_old(out_dir / step_name(name, old, "-state"))
+
+    def save_at_epoch(epoch_no: int, step: int) -> None:
+        name = _output_name(args, "epoch")
+        saved.append(save_model(epoch_name(name, epoch_no, ext), epoch=epoch_no, step=step))
+        if args.save_last_n_epochs:
+            old = epoch_no - int(save_every) * int(args.save_last_n_epochs)
+            if old > 0:
+                remove_old(out_dir / epoch_name(name, old, ext))
+        if args.save_state:
+            console.log(f"saving state at epoch {epoch_no}")
+            save_state(epoch_name(name, epoch_no, "-state"), epoch=epoch_no, step=step)
+            keep = args.save_last_n_epochs_state or args.save_last_n_epochs
+            if keep:
+                old = epoch_no - int(save_every) * int(keep)
+                if old > 0:
+                    remove_old(out_dir / epoch_name(name, old, "-state"))
 
     recorder = LossRecorder()
     global_step = initial_step
@@ -439,20 +419,7 @@ def run(
                 global_step += 1
                 if args.save_every_n_steps and global_step % int(args.save_every_n_steps) == 0:
                     accelerator.wait_for_everyone()
-                    saved.append(
-                        save_model(
-                            step_name(_output_name(args, "step"), global_step, ext),
-                            epoch=epoch,
-                            step=global_step,
-                        )
-                    )
-                    if args.save_state:
-                        console.log(f"saving state at step {global_step}")
-                        save_state(
-                            step_name(_output_name(args, "step"), global_step, "-state"),
-                            epoch=epoch,
-                            step=global_step,
-                        )
+                    save_at_step(epoch, global_step)
                 if args.sample_every_n_steps and global_step % int(args.sample_every_n_steps) == 0:
                     sample(None, global_step)
             current = float(loss.detach())
@@ -494,20 +461,7 @@ def run(
                 )
         accelerator.wait_for_everyone()
         if save_every and (epoch + 1) % int(save_every) == 0 and epoch + 1 < num_epochs:
-            saved.append(
-                save_model(
-                    epoch_name(_output_name(args, "epoch"), epoch + 1, ext),
-                    epoch=epoch + 1,
-                    step=global_step,
-                )
-            )
-            if args.save_state:
-                console.log(f"saving state at epoch {epoch + 1}")
-                save_state(
-                    epoch_name(_output_name(args, "epoch"), epoch + 1, "-state"),
-                    epoch=epoch + 1,
-                    step=global_step,
-                )
+            save_at_epoch(epoch + 1, global_step)
         if args.sample_every_n_epochs and (epoch + 1) % int(args.sample_every_n_epochs) == 0:
             sample(epoch + 1, global_step)
 
@@ -529,100 +483,3 @@ def run(
         "epochs": num_epochs,
         "train_seconds": train_seconds,
     }
-
-
-def _dataset_metadata(cfg: TrainerConfig, train_ds, json_field) -> dict[str, str]:
-    """ss_dataset_dirs, ss_tag_frequency and (with a dataset config) ss_datasets."""
-    args = cfg.args
-    dirs: dict[str, dict[str, int]] = {}
-    reg_dirs: dict[str, dict[str, int]] = {}
-    tags: dict[str, dict[str, int]] = {}
-    for subset in train_ds.spec.subsets:
-        items = [it for it in train_ds.items if it.subset is subset]
-        target = reg_dirs if subset.is_reg else dirs
-        target[subset.image_dir.name] = {"n_repeats": subset.num_repeats, "img_count": len(items)}
-        freq = tags.setdefault(subset.image_dir.name, {})
-        for it in items:
-            for tag in (t.strip() for t in it.caption.split(",")):
-                if tag:
-                    freq[tag] = freq.get(tag, 0) + 1
-    spec = train_ds.spec
-    out = {"ss_tag_frequency": json_field(tags), "ss_dataset_dirs": json_field(dirs)}
-    if cfg.dataset_config_path is None:
-        out.update(
-            {
-                "ss_batch_size_per_device": str(spec.batch_size),
-                "ss_total_batch_size": str(
-                    spec.batch_size * int(args.gradient_accumulation_steps or 1)
-                ),
-                "ss_resolution": str(spec.resolution),
-                "ss_color_aug": "False",
-                "ss_flip_aug": str(bool(args.flip_aug)),
-                "ss_random_crop": "False",
-                "ss_shuffle_caption": str(bool(args.shuffle_caption)),
-                "ss_enable_bucket": str(spec.enable_bucket),
-                "ss_bucket_no_upscale": str(spec.bucket_no_upscale),
-                "ss_min_bucket_reso": str(spec.min_bucket_reso if spec.enable_bucket else None),
-                "ss_max_bucket_reso": str(spec.max_bucket_reso if spec.enable_bucket else None),
-                "ss_keep_tokens": str(args.keep_tokens),
-                "ss_reg_dataset_dirs": json_field(reg_dirs),
-                "ss_bucket_info": json_field(_bucket_info(train_ds)),
-            }
-        )
-    else:
-        subsets = [
-            {
-                "img_count": len([it for it in train_ds.items if it.subset is s]),
-                "num_repeats": s.num_repeats,
-                "color_aug": False,
-                "flip_aug": s.flip_aug,
-                "random_crop": False,
-                "shuffle_caption": s.shuffle_caption,
-                "keep_tokens": s.keep_tokens,
-                "keep_tokens_separator": s.keep_tokens_separator,
-                "secondary_separator": None,
-                "enable_wildcard": False,
-                "caption_prefix": s.caption_prefix,
-                "caption_suffix": s.caption_suffix,
-                "resize_interpolation": None,
-                "image_dir": s.image_dir.name,
-                "class_tokens": s.class_tokens,
-                "is_reg": s.is_reg,
-            }
-            for s in spec.subsets
-        ]
-        out["ss_datasets"] = json_field(
-            [
-                {
-                    "is_dreambooth": True,
-                    "batch_size_per_device": spec.batch_size,
-                    "num_train_images": train_ds.train_count,
-                    "num_reg_images": train_ds.reg_count,
-                    "resolution": list(spec.resolution),
-                    "enable_bucket": spec.enable_bucket,
-                    "min_bucket_reso": spec.min_bucket_reso if spec.enable_bucket else None,
-                    "max_bucket_reso": spec.max_bucket_reso if spec.enable_bucket else None,
-                    "tag_frequency": tags,
-                    "bucket_info": _bucket_info(train_ds) if spec.enable_bucket else None,
-                    "resize_interpolation": None,
-                    "subsets": subsets,
-                }
-            ]
-        )
-    return out
-
-
-def _bucket_info(train_ds) -> dict | None:
-    if not train_ds.spec.enable_bucket:
-        return None
-    counts: dict[tuple[int, int], int] = {}
-    for it in train_ds.items:
-        counts[it.bucket] = counts.get(it.bucket, 0) + (
-            it.subset.num_repeats if not it.is_reg else 1
-        )
-    buckets = {
-        str(i): {"resolution": list(reso), "count": n}
-        for i, reso in enumerate(sorted(counts))
-        for n in [counts[reso]]
-    }
-    return {"buckets": buckets, "mean_img_ar_error": 0.0}

@@ -1,0 +1,78 @@
+"""The module accelerate prepares: base models plus LoRA, whose forward is the training loss.
+
+Wrapping everything in one module lets DistributedDataParallel see the forward pass, so
+the LoRA gradients are synchronised across processes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class TrainingModel(torch.nn.Module):
+    """U-Net, text encoders and the LoRA network in one module, so DDP syncs the LoRA grads."""
+
+    def __init__(self, components, network, *, args, noise_scheduler):
+        super().__init__()
+        self.components = components
+        self.unet = components.unet
+        self.text_encoders = torch.nn.ModuleList(components.text_encoders)
+        self.vae = components.vae
+        self.network = network
+        self.args = args
+        self.noise_scheduler = noise_scheduler
+
+    def latents_of(self, batch):
+        import torch
+
+        if "latents" in batch:
+            return batch["latents"]
+        with torch.no_grad():
+            param = next(self.vae.parameters())
+            pixels = batch["pixels"].to(param.device, param.dtype)
+            dist = self.vae.encode(pixels).latent_dist
+            return (dist.sample() * self.components.scaling_factor).float()
+
+    def forward(self, batch, timesteps=None, noise=None):
+        import torch
+
+        from kohyagen.trainer.loss import diffusion_loss, sample_noise
+        from kohyagen.trainer.models import encode_prompts
+
+        args = self.args
+        device = next(self.unet.parameters()).device
+        latents = self.latents_of(batch).to(device)
+        dtype = next(self.unet.parameters()).dtype
+        train_te = len(self.network.text_encoder_loras) > 0 and self.training
+        with torch.set_grad_enabled(train_te):
+            hidden, pooled = encode_prompts(
+                self.components, batch["captions"], clip_skip=args.clip_skip, device=device
+            )
+        if noise is None:
+            noise = sample_noise(
+                latents,
+                noise_offset=args.noise_offset,
+                random_strength=bool(args.noise_offset_random_strength),
+            )
+        if timesteps is None:
+            lo = int(args.min_timestep or 0)
+            hi = int(args.max_timestep or 1000)
+            timesteps = torch.randint(lo, hi, (latents.shape[0],), device=device)
+        added = None
+        if self.components.sdxl:
+            added = {
+                "text_embeds": pooled.to(dtype),
+                "time_ids": batch["time_ids"].to(device, dtype),
+            }
+        return diffusion_loss(
+            self.unet,
+            self.noise_scheduler,
+            latents.to(dtype),
+            hidden.to(dtype),
+            timesteps=timesteps,
+            noise=noise.to(device, dtype),
+            weights=batch["weights"],
+            v_prediction=self.components.v_parameterization,
+            min_snr_gamma=args.min_snr_gamma,
+            added_cond=added,
+        )
