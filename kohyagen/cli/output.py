@@ -32,6 +32,7 @@ def stdout_console():
 
 def print_findings(findings: list[Finding], *, title: str | None = None) -> None:
     """A readable table of findings: severity, file, key, message and fix."""
+    from rich.markup import escape
     from rich.table import Table
 
     console = stdout_console()
@@ -48,10 +49,11 @@ def print_findings(findings: list[Finding], *, title: str | None = None) -> None
         style = _STYLE[f.severity]
         table.add_row(
             f"[{style}]{f.severity.value}[/{style}]",
-            f.file or "",
-            f.key or "",
-            f.message,
-            f.fix or "",
+            # Findings quote TOML ("[general]"), which rich would take for markup.
+            escape(f.file or ""),
+            escape(f.key or ""),
+            escape(f.message),
+            escape(f.fix or ""),
         )
     console.print(table)
     counts = {s: sum(1 for f in findings if f.severity is s) for s in Severity}
