@@ -191,3 +191,33 @@ def test_loss_falls_on_an_easy_dataset(tmp_path, models, capsys):
     assert len(val) == 6
     assert all(b < a for a, b in itertools.pairwise(val)), val
     assert val[-1] < val[0] * 0.95, val
+
+
+def test_sdxl_cached_text_encoder_outputs(tmp_path, models, capsys):
+    data = make_train_dir(tmp_path / "data", n=2, repeats=1)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("sks, color 0 --w 64 --h 64 --d 1 --s 2\n")
+    config = write_config(
+        tmp_path,
+        models["sdxl"],
+        data=data,
+        max_train_epochs=1,
+        network_train_unet_only=True,
+        cache_text_encoder_outputs=True,
+        cache_latents=True,
+        sample_prompts=str(prompts),
+        sample_every_n_epochs=1,
+    )
+    config.write_text("# kohyagen-script: sdxl_train_network.py\n" + config.read_text())
+    rc = run_trainer(["--config_file", str(config)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    _, keys = _metadata(tmp_path / "output" / "tl.safetensors")
+    assert keys and all(k.startswith("lora_unet_") for k in keys)
+    assert len(list((tmp_path / "output" / "sample").glob("tl_e000001_00_*_1.png"))) == 1
+
+    # Captions that change per epoch cannot be cached: refused before training.
+    config.write_text(config.read_text() + "shuffle_caption = true\n")
+    rc = run_trainer(["--config_file", str(config)])
+    assert rc == 1
+    assert "cache_text_encoder_outputs" in capsys.readouterr().err

@@ -233,3 +233,33 @@ def test_old_step_rule():
     # save every 5 steps, keep the last 10 steps: at step 20, step 5 goes
     assert old_step(20, 10, 5) == 5
     assert old_step(10, 10, 5) <= 0
+
+
+def test_every_rendered_preset_is_accepted_by_the_builtin_trainer(tmp_path):
+    """`kohyagen config` output must train on the builtin backend without refusals."""
+    import tomllib
+
+    render = pytest.importorskip("kohyagen.render")
+    from kohyagen import presets
+    from kohyagen.errors import PresetError
+    from kohyagen.schema import flatten_training_config, script_for_config
+
+    data = make_train_dir(tmp_path / "data", n=3)
+    checked = 0
+    for model in presets.list_models():
+        for gpu in presets.list_gpus():
+            try:
+                rendered = render.render_configs(
+                    data,
+                    model=model.name,
+                    gpu=gpu.name,
+                    out_dir=tmp_path / f"{model.name}-{gpu.name}",
+                    samples=True,
+                )
+            except PresetError:
+                continue  # does not fit that GPU
+            flat, _ = flatten_training_config(tomllib.loads(rendered.training_text))
+            script = script_for_config(rendered.training_text, flat)
+            assert unsupported_options(flat, script) == [], (model.name, gpu.name)
+            checked += 1
+    assert checked >= 3

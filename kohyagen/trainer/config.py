@@ -57,6 +57,7 @@ SUPPORTED: frozenset[str] = frozenset(
         "flip_aug",
         "cache_latents",
         "cache_latents_to_disk",
+        "cache_text_encoder_outputs",
         "vae_batch_size",
         "max_data_loader_n_workers",
         "persistent_data_loader_workers",

@@ -16,6 +16,9 @@ class TrainingModel(torch.nn.Module):
         super().__init__()
         self.components = components
         self.unet = components.unet
+        # Caption -> (hidden states, pooled) when cache_text_encoder_outputs is on; the
+        # text encoders are then not part of this module (they may live on the CPU).
+        self.text_cache: dict[str, tuple] | None = None
         self.text_encoders = torch.nn.ModuleList(components.text_encoders)
         self.vae = components.vae
         self.network = network
@@ -43,11 +46,20 @@ class TrainingModel(torch.nn.Module):
         device = next(self.unet.parameters()).device
         latents = self.latents_of(batch).to(device)
         dtype = next(self.unet.parameters()).dtype
-        train_te = len(self.network.text_encoder_loras) > 0 and self.training
-        with torch.set_grad_enabled(train_te):
-            hidden, pooled = encode_prompts(
-                self.components, batch["captions"], clip_skip=args.clip_skip, device=device
+        if self.text_cache is not None:
+            entries = [self.text_cache[c] for c in batch["captions"]]
+            hidden = torch.stack([e[0] for e in entries]).to(device)
+            pooled = (
+                torch.stack([e[1] for e in entries]).to(device)
+                if entries[0][1] is not None
+                else None
             )
+        else:
+            train_te = len(self.network.text_encoder_loras) > 0 and self.training
+            with torch.set_grad_enabled(train_te):
+                hidden, pooled = encode_prompts(
+                    self.components, batch["captions"], clip_skip=args.clip_skip, device=device
+                )
         if noise is None:
             noise = sample_noise(
                 latents,
@@ -76,3 +88,24 @@ class TrainingModel(torch.nn.Module):
             min_snr_gamma=args.min_snr_gamma,
             added_cond=added,
         )
+
+    def cache_text_outputs(self, captions: list[str], *, batch_size: int = 8) -> None:
+        """Encode every caption once, then drop the text encoders from this module."""
+        from kohyagen.trainer.models import encode_prompts
+
+        device = next(self.components.text_encoders[0].parameters()).device
+        cache: dict[str, tuple] = {}
+        unique = sorted(set(captions))
+        with torch.no_grad():
+            for start in range(0, len(unique), batch_size):
+                chunk = unique[start : start + batch_size]
+                hidden, pooled = encode_prompts(
+                    self.components, chunk, clip_skip=self.args.clip_skip, device=device
+                )
+                for i, caption in enumerate(chunk):
+                    cache[caption] = (
+                        hidden[i].float().cpu(),
+                        pooled[i].float().cpu() if pooled is not None else None,
+                    )
+        self.text_cache = cache
+        self.text_encoders = torch.nn.ModuleList()

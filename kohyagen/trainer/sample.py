@@ -136,6 +136,10 @@ def sample_images(
             **common, safety_checker=None, feature_extractor=None, requires_safety_checker=False
         )
     pipe.set_progress_bar_config(disable=True)
+    unet_device = next(components.unet.parameters()).device
+    te_devices = [next(te.parameters()).device for te in components.text_encoders]
+    for te in components.text_encoders:
+        te.to(unet_device)  # cached text-encoder outputs may have parked them on the CPU
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     rng_state = torch.get_rng_state()
@@ -160,4 +164,6 @@ def sample_images(
             written.append(path)
     finally:
         torch.set_rng_state(rng_state)
+        for te, dev in zip(components.text_encoders, te_devices, strict=True):
+            te.to(dev)
     return written

@@ -26,6 +26,29 @@ def _ext(args) -> str:
     return "." + (args.save_model_as or "safetensors")
 
 
+def _check_text_cache(args, network, spec, cfg) -> None:
+    """kohya's conditions for cache_text_encoder_outputs: fixed captions, frozen encoders."""
+    if len(network.text_encoder_loras):
+        raise ConfigError(
+            "cache_text_encoder_outputs needs network_train_unet_only = true",
+            path=cfg.path,
+            hint="set network_train_unet_only = true or turn the cache off",
+        )
+    for sub in spec.subsets:
+        if (
+            sub.shuffle_caption
+            or sub.caption_dropout_rate
+            or sub.caption_tag_dropout_rate
+            or sub.caption_dropout_every_n_epochs
+        ):
+            raise ConfigError(
+                "cache_text_encoder_outputs cannot be combined with shuffle_caption or caption"
+                " dropout (captions must not change between epochs)",
+                path=cfg.dataset_config_path or cfg.path,
+                hint="turn those off or turn cache_text_encoder_outputs off",
+            )
+
+
 def old_step(step: int, keep_steps: int, every: int) -> int:
     """The step-numbered save that falls out of the last keep_steps steps (kohya's rule)."""
     old = step - keep_steps - 1
@@ -197,6 +220,11 @@ def run(
     )
     noise_scheduler = make_noise_scheduler(components.v_parameterization)
     model = TrainingModel(components, network, args=args, noise_scheduler=noise_scheduler)
+    if args.cache_text_encoder_outputs:
+        _check_text_cache(args, network, spec, cfg)
+        model.cache_text_outputs([it.caption for it in (*train_ds.items, *val_ds.items)])
+        for te in components.text_encoders:
+            te.to("cpu")  # encoded once; they only return to the device to draw samples
     model, optimizer, loader, lr_scheduler = accelerator.prepare(
         model, optimizer, loader, lr_scheduler
     )
