@@ -263,3 +263,17 @@ def test_every_rendered_preset_is_accepted_by_the_builtin_trainer(tmp_path):
             assert unsupported_options(flat, script) == [], (model.name, gpu.name)
             checked += 1
     assert checked >= 3
+
+
+def test_unloadable_model_is_a_clean_error(tmp_path, capsys):
+    pytest.importorskip("diffusers")
+    from tests.trainer_helpers import run_trainer
+
+    bogus = tmp_path / "model.safetensors"
+    bogus.write_bytes(b"not a checkpoint")
+    data = make_train_dir(tmp_path / "data", n=1)
+    rc = run_trainer(["--config_file", str(write_config(tmp_path, bogus, data=data))])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "cannot load the base model" in err and str(bogus) in err
+    assert "Traceback" not in err

@@ -437,7 +437,9 @@ def load_config(config_file: str | Path, dataset_config: str | Path | None = Non
             path=path,
             hint=KOHYA_HINT,
         )
-    values: dict[str, Any] = dict.fromkeys(training_properties(script))
+    # Both scripts' option names exist on args, so SDXL-only options read as None for SD1.
+    values: dict[str, Any] = dict.fromkeys(training_properties(SDXL_TRAIN_NETWORK))
+    values.update(dict.fromkeys(training_properties(script)))
     values.update(training_defaults(script))
     values.update(flat)
     args = SimpleNamespace(**values)

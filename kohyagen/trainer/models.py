@@ -50,7 +50,7 @@ def load_components(args, *, sdxl: bool) -> Components:
             pipe = cls.from_single_file(str(path), **extra)
         else:
             pipe = cls.from_pretrained(source, **extra)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # diffusers raises many kinds for a missing or foreign model
         hint = (
             "check the path"
             if path.exists() or "/" not in source or source.startswith((".", "/"))
@@ -77,7 +77,7 @@ def load_components(args, *, sdxl: bool) -> Components:
                 if Path(args.vae).is_file()
                 else diffusers.AutoencoderKL.from_pretrained(args.vae)
             )
-        except (OSError, ValueError) as exc:
+        except Exception as exc:
             raise ModelNotFound(f"cannot load the VAE: {exc}", path=args.vae) from exc
     prediction = getattr(pipe.scheduler.config, "prediction_type", "epsilon")
     # kohya decides by the flag; a folder whose scheduler says v_prediction agrees with it.

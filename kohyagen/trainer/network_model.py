@@ -12,7 +12,7 @@ import torch
 class TrainingModel(torch.nn.Module):
     """U-Net, text encoders and the LoRA network in one module, so DDP syncs the LoRA grads."""
 
-    def __init__(self, components, network, *, args, noise_scheduler):
+    def __init__(self, components, network, *, args, noise_scheduler, needs_vae: bool = True):
         super().__init__()
         self.components = components
         self.unet = components.unet
@@ -20,7 +20,9 @@ class TrainingModel(torch.nn.Module):
         # text encoders are then not part of this module (they may live on the CPU).
         self.text_cache: dict[str, tuple] | None = None
         self.text_encoders = torch.nn.ModuleList(components.text_encoders)
-        self.vae = components.vae
+        # With cached latents the VAE is not registered, so prepare() leaves it parked.
+        if needs_vae:
+            self.vae = components.vae
         self.network = network
         self.args = args
         self.noise_scheduler = noise_scheduler
@@ -31,9 +33,10 @@ class TrainingModel(torch.nn.Module):
         if "latents" in batch:
             return batch["latents"]
         with torch.no_grad():
-            param = next(self.vae.parameters())
+            vae = self.components.vae
+            param = next(vae.parameters())
             pixels = batch["pixels"].to(param.device, param.dtype)
-            dist = self.vae.encode(pixels).latent_dist
+            dist = vae.encode(pixels).latent_dist
             return (dist.sample() * self.components.scaling_factor).float()
 
     def forward(self, batch, timesteps=None, noise=None):

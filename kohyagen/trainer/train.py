@@ -219,7 +219,11 @@ def run(
         args, optimizer, max_train_steps=max_train_steps, num_processes=n_proc
     )
     noise_scheduler = make_noise_scheduler(components.v_parameterization)
-    model = TrainingModel(components, network, args=args, noise_scheduler=noise_scheduler)
+    if cache is not None and device.type != "cpu":
+        components.vae.to("cpu")  # latents are cached; free the device memory as kohya does
+    model = TrainingModel(
+        components, network, args=args, noise_scheduler=noise_scheduler, needs_vae=cache is None
+    )
     if args.cache_text_encoder_outputs:
         _check_text_cache(args, network, spec, cfg)
         model.cache_text_outputs([it.caption for it in (*train_ds.items, *val_ds.items)])
