@@ -294,3 +294,36 @@ def test_rotation_keeps_last_epochs(tmp_path, sd15, capsys):
         "removing old checkpoint: " + str(tmp_path / "output" / "tl-000001.safetensors")
         in captured.err
     )
+
+
+def test_module_entry_streams(tmp_path, sd15, subprocess_env):
+    """As a child process: stdout holds only kohya's lines; the bar and logs go to stderr."""
+    import subprocess
+    import sys
+
+    data = make_train_dir(tmp_path / "data", n=1, repeats=1)
+    config = write_config(tmp_path, sd15, data=data, max_train_epochs=1, logging_dir=None)
+    env = dict(subprocess_env, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "kohyagen.trainer", "--config_file", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "accelerator device: cpu"
+    assert lines[-1] == f"saving checkpoint: {tmp_path / 'output' / 'tl.safetensors'}"
+    known = (
+        "accelerator device: ",
+        "import network module: ",
+        "prepare optimizer, data loader etc.",
+        "override steps. ",
+        "running training / ",
+        "  ",
+        "epoch ",
+        "saving checkpoint: ",
+    )
+    assert all(line == "" or line.startswith(known) for line in lines), lines
+    assert "steps: 100%" in proc.stderr and "model saved." in proc.stderr

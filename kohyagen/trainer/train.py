@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -186,7 +187,7 @@ def run(
     val_set = BatchDataset(
         val_ds, seed=seed, cache=cache, prior_loss_weight=1.0, flip_aug=False, shuffle=False
     )
-    workers = min(int(args.max_data_loader_n_workers or 0), 8)
+    workers = min(int(args.max_data_loader_n_workers or 0), os.cpu_count() or 1)
     if cache is not None:
         workers = 0  # latents are already in memory; worker processes would copy them
     loader = torch.utils.data.DataLoader(
