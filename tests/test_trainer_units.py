@@ -277,3 +277,19 @@ def test_unloadable_model_is_a_clean_error(tmp_path, capsys):
     assert rc == 1
     assert "cannot load the base model" in err and str(bogus) in err
     assert "Traceback" not in err
+
+
+def test_model_hashes_by_source_kind(tmp_path):
+    import hashlib
+
+    from kohyagen.trainer.saving import model_hashes
+
+    blob = bytes(range(256)) * 8192  # 2 MiB
+    f = tmp_path / "base.safetensors"
+    f.write_bytes(blob)
+    got = model_hashes(str(f), "sd_model")
+    assert got["ss_sd_model_name"] == "base.safetensors"
+    assert got["ss_new_sd_model_hash"] == hashlib.sha256(blob).hexdigest()
+    assert got["ss_sd_model_hash"] == hashlib.sha256(blob[0x100000:0x110000]).hexdigest()[:8]
+    assert model_hashes(str(tmp_path), "sd_model")["ss_sd_model_hash"] == "IsADirectory"
+    assert model_hashes("org/repo", "sd_model") == {"ss_sd_model_name": "org/repo"}

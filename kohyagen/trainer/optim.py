@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
-from kohyagen.errors import ConfigError, require
+from kohyagen.errors import ConfigError, MissingDependency
 
 
 def parse_optimizer_args(values: list[str] | None) -> dict[str, Any]:
@@ -25,6 +25,18 @@ def parse_optimizer_args(values: list[str] | None) -> dict[str, Any]:
     return kwargs
 
 
+def _optional(module: str, package: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependency(
+            f"optimizer_type needs the Python package '{package}', which is not installed",
+            hint=f"pip install {package}",
+        ) from exc
+
+
 def make_optimizer(args, groups: list[dict[str, Any]]):
     """The optimizer for these parameter groups, and its kohya-style name for ss_optimizer."""
     import torch
@@ -36,11 +48,11 @@ def make_optimizer(args, groups: list[dict[str, Any]]):
     if kind == "adamw":
         cls = torch.optim.AdamW
     elif kind == "adamw8bit":
-        cls = require("bitsandbytes").optim.AdamW8bit
+        cls = _optional("bitsandbytes", "bitsandbytes").optim.AdamW8bit
     elif kind == "lion":
-        cls = require("lion_pytorch").Lion
+        cls = _optional("lion_pytorch", "lion-pytorch").Lion
     elif kind == "prodigy":
-        cls = require("prodigyopt").Prodigy
+        cls = _optional("prodigyopt", "prodigyopt").Prodigy
     elif kind == "sgdnesterov":
         cls = torch.optim.SGD
         kwargs.setdefault("momentum", 0.9)

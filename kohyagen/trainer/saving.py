@@ -86,6 +86,34 @@ def write_lora(
     return path
 
 
+def file_hashes(path: Path) -> tuple[str, str]:
+    """(legacy 8-hex hash of 64 KiB at 1 MiB, sha256 of the whole file), as kohya writes them."""
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        f.seek(0x100000)
+        legacy = hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
+        f.seek(0)
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return legacy, sha.hexdigest()
+
+
+def model_hashes(source: str, kind: str) -> dict[str, str]:
+    """ss_<kind>_name and its hashes: "IsADirectory" for a folder, none for a hub id."""
+    path = Path(str(source))
+    if not path.exists():
+        return {f"ss_{kind}_name": str(source)}
+    if path.is_dir():
+        legacy = new = "IsADirectory"
+    else:
+        legacy, new = file_hashes(path)
+    return {
+        f"ss_{kind}_name": path.name,
+        f"ss_{kind}_hash": legacy,
+        f"ss_new_{kind}_hash": new,
+    }
+
+
 def _s(value: Any) -> str:
     return str(value)
 
@@ -119,7 +147,6 @@ def training_metadata(
     max_train_steps: int,
     optimizer_name: str,
     dataset_info: dict[str, Any],
-    model_name: str,
     resolution: tuple[int, int],
 ) -> dict[str, str]:
     """The ss_* keys written at the start of training (values are strings, as kohya's)."""
@@ -186,10 +213,10 @@ def training_metadata(
         "ss_validate_every_n_epochs": a.validate_every_n_epochs,
         "ss_validate_every_n_steps": a.validate_every_n_steps,
         "ss_resize_interpolation": None,
-        "ss_sd_model_name": model_name,
-        "ss_new_sd_model_hash": "IsADirectory",
-        "ss_sd_model_hash": "IsADirectory",
     }
+    md.update(model_hashes(args.pretrained_model_name_or_path, "sd_model"))
+    if args.vae:
+        md.update(model_hashes(args.vae, "vae"))
     md.update(dataset_info)
     if a.no_metadata:
         keep = (

@@ -293,7 +293,6 @@ def run(
         max_train_steps=max_train_steps,
         optimizer_name=optimizer_name,
         dataset_info=dataset_metadata(cfg, train_ds),
-        model_name=components.name,
         resolution=spec.resolution,
     )
 
