@@ -228,7 +228,7 @@ def test_module_entry_reports_config_errors(tmp_path, subprocess_env):
 
 
 def test_old_step_rule():
-    from kohyagen.trainer.train import old_step
+    from kohyagen.trainer.checkpointing import old_step
 
     # save every 5 steps, keep the last 10 steps: at step 20, step 5 goes
     assert old_step(20, 10, 5) == 5

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kohyagen.errors import ModelNotFound, require
+from kohyagen.errors import ConfigError, ModelNotFound, require
 
 
 @dataclass
@@ -132,3 +132,33 @@ def encode_prompts(components: Components, captions: list[str], *, clip_skip: in
         if i == 1:
             pooled = out.text_embeds if hasattr(out, "text_embeds") else out[0]
     return torch.cat(states, dim=-1), pooled
+
+
+def place_components(
+    components: Components, *, weight_dtype, device, xformers: bool, gradient_checkpointing: bool
+) -> None:
+    """Freeze the base models, cast them (VAE stays fp32) and move them to the device."""
+    import torch
+
+    for module in [components.unet, components.vae, *components.text_encoders]:
+        module.requires_grad_(False)
+        module.eval()
+    for module in [components.unet, *components.text_encoders, components.vae]:
+        dtype = torch.float32 if module is components.vae else weight_dtype
+        # .to(dtype) on a model already in that dtype only prints a diffusers warning.
+        if next(module.parameters()).dtype != dtype:
+            module.to(dtype)
+        module.to(device)
+    if xformers:
+        try:
+            components.unet.enable_xformers_memory_efficient_attention()
+        except Exception as exc:  # diffusers raises several kinds when xformers is absent
+            raise ConfigError(
+                f"xformers is not usable here: {exc}",
+                hint="pip install xformers, or use sdpa = true",
+            ) from exc
+    if gradient_checkpointing:
+        components.unet.enable_gradient_checkpointing()
+        components.unet.train()  # diffusers checkpoints only in training mode
+        for te in components.text_encoders:
+            te.gradient_checkpointing_enable()

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -15,16 +14,6 @@ import torch
 from kohyagen.errors import ConfigError, require
 from kohyagen.trainer.config import TrainerConfig
 from kohyagen.trainer.output import Console, LossRecorder, lr_logs, step_bar
-
-
-def _output_name(args, kind: str) -> str:
-    if args.output_name:
-        return args.output_name
-    return {"epoch": "epoch", "step": "at", "final": "last"}[kind]
-
-
-def _ext(args) -> str:
-    return "." + (args.save_model_as or "safetensors")
 
 
 def _check_text_cache(args, network, spec, cfg) -> None:
@@ -50,18 +39,6 @@ def _check_text_cache(args, network, spec, cfg) -> None:
             )
 
 
-def old_step(step: int, keep_steps: int, every: int) -> int:
-    """The step-numbered save that falls out of the last keep_steps steps (kohya's rule)."""
-    old = step - keep_steps - 1
-    return old - old % every
-
-
-def _validation_timesteps(args) -> list[int]:
-    lo = int(args.min_timestep or 0)
-    hi = int(args.max_timestep or 1000)
-    return [lo + (hi - lo) * (i + 1) // 5 for i in range(4)]
-
-
 def run(
     cfg: TrainerConfig, *, resume: str | None = None, console_factory=Console
 ) -> dict[str, object]:
@@ -70,19 +47,15 @@ def run(
     require("diffusers")
     from kohyagen.trainer import data as data_mod
     from kohyagen.trainer.batches import BatchDataset, first
+    from kohyagen.trainer.checkpointing import Checkpointer
     from kohyagen.trainer.latents import LatentCache
     from kohyagen.trainer.lora import LoRANetwork
     from kohyagen.trainer.loss import make_noise_scheduler
-    from kohyagen.trainer.models import load_components
+    from kohyagen.trainer.models import load_components, place_components
     from kohyagen.trainer.network_model import TrainingModel
     from kohyagen.trainer.optim import make_optimizer, make_scheduler
-    from kohyagen.trainer.saving import (
-        dataset_metadata,
-        epoch_name,
-        step_name,
-        training_metadata,
-        write_lora,
-    )
+    from kohyagen.trainer.saving import dataset_metadata, training_metadata
+    from kohyagen.trainer.validation import validation_loss, validation_timesteps
 
     args = cfg.args
     resume = resume or args.resume
@@ -124,28 +97,13 @@ def run(
         args.mixed_precision, torch.float32
     )
     device = accelerator.device
-    for module in [components.unet, components.vae, *components.text_encoders]:
-        module.requires_grad_(False)
-        module.eval()
-    for module in [components.unet, *components.text_encoders, components.vae]:
-        dtype = torch.float32 if module is components.vae else weight_dtype
-        # .to(dtype) on a model already in that dtype only prints a diffusers warning.
-        if next(module.parameters()).dtype != dtype:
-            module.to(dtype)
-        module.to(device)
-    if args.xformers:
-        try:
-            components.unet.enable_xformers_memory_efficient_attention()
-        except Exception as exc:  # diffusers raises several kinds when xformers is absent
-            raise ConfigError(
-                f"xformers is not usable here: {exc}",
-                hint="pip install xformers, or use sdpa = true",
-            ) from exc
-    if args.gradient_checkpointing:
-        components.unet.enable_gradient_checkpointing()
-        components.unet.train()
-        for te in components.text_encoders:
-            te.gradient_checkpointing_enable()
+    place_components(
+        components,
+        weight_dtype=weight_dtype,
+        device=device,
+        xformers=bool(args.xformers),
+        gradient_checkpointing=bool(args.gradient_checkpointing),
+    )
 
     train_unet = not args.network_train_text_encoder_only
     train_te = not args.network_train_unet_only
@@ -300,30 +258,7 @@ def run(
         accelerator.init_trackers(args.log_tracker_name or "network_train")
 
     out_dir = Path(args.output_dir)
-    ext = _ext(args)
     unwrapped = accelerator.unwrap_model(model)
-
-    def save_model(filename: str, *, epoch: int, step: int) -> Path:
-        path = out_dir / filename
-        console.saving(path)
-        if accelerator.is_main_process:
-            md = dict(metadata)
-            if not args.no_metadata:
-                md["ss_training_finished_at"] = str(time.time())
-                md["ss_steps"] = str(step)
-                md["ss_epoch"] = str(epoch)
-            write_lora(
-                path, unwrapped.network.kohya_state_dict(), md, save_precision=args.save_precision
-            )
-        return path
-
-    def save_state(dirname: str, *, epoch: int, step: int) -> None:
-        state_dir = out_dir / dirname
-        accelerator.save_state(str(state_dir))
-        if accelerator.is_main_process:
-            (state_dir / "train_state.json").write_text(
-                json.dumps({"current_epoch": epoch, "current_step": step})
-            )
 
     def sample(epoch: int | None, step: int) -> None:
         if not args.sample_prompts or not accelerator.is_main_process:
@@ -340,89 +275,34 @@ def run(
             v_prediction=components.v_parameterization,
         )
 
-    def remove_old(path: Path) -> None:
-        if accelerator.is_main_process and path.exists():
-            console.log(f"removing old checkpoint: {path}")
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-
-    def save_at_step(epoch: int, step: int) -> None:
-        name = _output_name(args, "step")
-        saved.append(save_model(step_name(name, step, ext), epoch=epoch, step=step))
-        every = int(args.save_every_n_steps)
-        if args.save_last_n_steps:
-            old = old_step(step, int(args.save_last_n_steps), every)
-            if old > 0:
-                remove_old(out_dir / step_name(name, old, ext))
-        if args.save_state:
-            console.log(f"saving state at step {step}")
-            save_state(step_name(name, step, "-state"), epoch=epoch, step=step)
-            keep = args.save_last_n_steps_state or args.save_last_n_steps
-            if keep:
-                old = old_step(step, int(keep), every)
-                if old > 0:
-                    remove_old(out_dir / step_name(name, old, "-state"))
-
-    def save_at_epoch(epoch_no: int, step: int) -> None:
-        name = _output_name(args, "epoch")
-        saved.append(save_model(epoch_name(name, epoch_no, ext), epoch=epoch_no, step=step))
-        if args.save_last_n_epochs:
-            old = epoch_no - int(save_every) * int(args.save_last_n_epochs)
-            if old > 0:
-                remove_old(out_dir / epoch_name(name, old, ext))
-        if args.save_state:
-            console.log(f"saving state at epoch {epoch_no}")
-            save_state(epoch_name(name, epoch_no, "-state"), epoch=epoch_no, step=step)
-            keep = args.save_last_n_epochs_state or args.save_last_n_epochs
-            if keep:
-                old = epoch_no - int(save_every) * int(keep)
-                if old > 0:
-                    remove_old(out_dir / epoch_name(name, old, "-state"))
+    ckpt = Checkpointer(
+        accelerator,
+        console,
+        args,
+        out_dir=out_dir,
+        metadata=metadata,
+        network=unwrapped.network,
+        save_every=save_every,
+    )
 
     recorder = LossRecorder()
     global_step = initial_step
     bar = step_bar(max_train_steps, initial_step, accelerator.is_local_main_process)
-    saved: list[Path] = []
     if args.sample_at_first:
         sample(None, 0)
 
     def validate(desc: str, postfix_key: str) -> float | None:
-        if not len(val_set):
-            return None
-        from tqdm.auto import tqdm
-
-        batches = list(range(len(val_set)))
-        if args.max_validation_steps:
-            batches = batches[: int(args.max_validation_steps)]
-        ts_list = _validation_timesteps(args)
-        gen = torch.Generator().manual_seed(int(args.validation_seed or seed))
-        losses: list[float] = []
-        vbar = tqdm(
-            total=len(batches) * len(ts_list),
+        return validation_loss(
+            model,
+            val_set,
+            timesteps=validation_timesteps(args.min_timestep, args.max_timestep),
+            seed=int(args.validation_seed or seed),
+            max_batches=args.max_validation_steps,
+            device=accelerator.device,
             desc=desc,
-            disable=not accelerator.is_local_main_process,
-            leave=False,
+            postfix_key=postfix_key,
+            show=accelerator.is_local_main_process,
         )
-        with torch.no_grad():
-            for index in batches:
-                batch = val_set[index]
-                latents = unwrapped.latents_of(batch)
-                for t in ts_list:
-                    from kohyagen.trainer.loss import sample_noise
-
-                    noise = sample_noise(
-                        latents, noise_offset=None, random_strength=False, generator=gen
-                    )
-                    timesteps = torch.full((latents.shape[0],), t, device=accelerator.device)
-                    batch_l = dict(batch, latents=latents)
-                    loss = model(batch_l, timesteps=timesteps, noise=noise)
-                    losses.append(float(loss))
-                    vbar.update(1)
-                    vbar.set_postfix({postfix_key: sum(losses) / len(losses), "timestep": t})
-        vbar.close()
-        return sum(losses) / len(losses)
 
     loop_started = time.perf_counter()
     skip_in_first = initial_step - first_epoch * steps_per_epoch if resume else 0
@@ -451,11 +331,12 @@ def run(
                 global_step += 1
                 if args.save_every_n_steps and global_step % int(args.save_every_n_steps) == 0:
                     accelerator.wait_for_everyone()
-                    save_at_step(epoch, global_step)
+                    ckpt.save_at_step(epoch, global_step)
                 if args.sample_every_n_steps and global_step % int(args.sample_every_n_steps) == 0:
                     sample(None, global_step)
             current = float(loss.detach())
-            recorder.add(epoch=epoch, step=step, loss=current)
+            # This run's first epoch fills the window, also after a resume.
+            recorder.add(epoch=epoch - first_epoch, step=step, loss=current)
             avr = recorder.moving_average
             bar.set_postfix({"avr_loss": avr})
             logs = {"loss/current": current, "loss/average": avr}
@@ -493,24 +374,20 @@ def run(
                 )
         accelerator.wait_for_everyone()
         if save_every and (epoch + 1) % int(save_every) == 0 and epoch + 1 < num_epochs:
-            save_at_epoch(epoch + 1, global_step)
+            ckpt.save_at_epoch(epoch + 1, global_step)
         if args.sample_every_n_epochs and (epoch + 1) % int(args.sample_every_n_epochs) == 0:
             sample(epoch + 1, global_step)
 
     bar.close()
     train_seconds = time.perf_counter() - loop_started
     accelerator.wait_for_everyone()
-    if args.save_state or args.save_state_on_train_end:
-        console.log("saving last state.")
-        save_state(f"{_output_name(args, 'final')}-state", epoch=num_epochs, step=global_step)
-    final = save_model(f"{_output_name(args, 'final')}{ext}", epoch=num_epochs, step=global_step)
-    saved.append(final)
+    final = ckpt.save_final(num_epochs, global_step)
     console.log("model saved.")
     accelerator.end_training()
     network.restore()
     return {
         "final": final,
-        "checkpoints": saved,
+        "checkpoints": ckpt.saved,
         "steps": global_step - initial_step,
         "epochs": num_epochs,
         "train_seconds": train_seconds,
