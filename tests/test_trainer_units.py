@@ -293,3 +293,36 @@ def test_model_hashes_by_source_kind(tmp_path):
     assert got["ss_sd_model_hash"] == hashlib.sha256(blob[0x100000:0x110000]).hexdigest()[:8]
     assert model_hashes(str(tmp_path), "sd_model")["ss_sd_model_hash"] == "IsADirectory"
     assert model_hashes("org/repo", "sd_model") == {"ss_sd_model_name": "org/repo"}
+
+
+def test_cli_overrides_typed_like_kohya(tmp_path):
+    from kohyagen.errors import UsageError
+    from kohyagen.trainer.config import parse_cli_overrides
+
+    got = parse_cli_overrides(
+        [
+            "--train_batch_size",
+            "2",
+            "--gradient_checkpointing",
+            "--learning_rate=5e-5",
+            "--optimizer_args",
+            "weight_decay=0.1",
+            "betas=(0.9,0.99)",
+            "--output_name",
+            "x",
+        ]
+    )
+    assert got == {
+        "train_batch_size": 2,
+        "gradient_checkpointing": True,
+        "learning_rate": 5e-5,
+        "optimizer_args": ["weight_decay=0.1", "betas=(0.9,0.99)"],
+        "output_name": "x",
+    }
+    with pytest.raises(UsageError, match="--train_batchsize"):
+        parse_cli_overrides(["--train_batchsize", "2"])
+    data = make_train_dir(tmp_path / "data", n=1)
+    config = write_config(tmp_path, tmp_path / "model", data=data, train_batch_size=4)
+    cfg = load_config(config, overrides={"train_batch_size": 1, "gradient_checkpointing": True})
+    assert cfg.args.train_batch_size == 1 and cfg.datasets[0].batch_size == 1
+    assert cfg.args.gradient_checkpointing is True

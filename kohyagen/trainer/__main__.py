@@ -16,11 +16,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m kohyagen.trainer",
         description="kohyagen's builtin kohya-compatible LoRA trainer",
+        allow_abbrev=False,
     )
     parser.add_argument("--config_file", required=True, help="training_config.toml")
     parser.add_argument("--dataset_config", default=None, help="dataset_config.toml")
     parser.add_argument("--resume", default=None, help="a state folder written by save_state")
-    return parser.parse_args(argv)
+    parser.epilog = "Any other kohya option (--name value, --flag) overrides the config file."
+    ns, extra = parser.parse_known_args(argv)
+    ns.extra = extra  # kohya-style --option value overrides, checked in main()
+    return ns
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,9 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for module in ("torch", "diffusers", "transformers", "accelerate", "safetensors"):
             require(module)
-        from kohyagen.trainer.config import load_config
+        from kohyagen.trainer.config import load_config, parse_cli_overrides
 
-        cfg = load_config(ns.config_file, ns.dataset_config)
+        overrides = parse_cli_overrides(ns.extra)
+        cfg = load_config(ns.config_file, ns.dataset_config, overrides=overrides)
         from kohyagen.trainer.train import run
 
         run(cfg, resume=ns.resume)

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from kohyagen.errors import ConfigError
+from kohyagen.errors import ConfigError, UsageError
 from kohyagen.schema import (
     SDXL_TRAIN_NETWORK,
     flatten_training_config,
@@ -261,13 +261,77 @@ def _datasets_from_folders(args: SimpleNamespace, path: Path) -> tuple[DatasetSp
     return (_dataset_from_chain([cli], subsets, path),)
 
 
-def load_config(config_file: str | Path, dataset_config: str | Path | None = None) -> TrainerConfig:
-    """Read the training config (and dataset config) the way kohya would."""
+def parse_cli_overrides(argv: list[str], script: str = SDXL_TRAIN_NETWORK) -> dict[str, Any]:
+    """kohya-style `--option value` / `--flag` arguments, typed by kohya's argument table.
+
+    As in kohya, they override the config file (CLI > file > default).
+    """
+    props = training_properties(script)
+    out: dict[str, Any] = {}
+    unknown: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--"):
+            raise UsageError(
+                f"unexpected argument {token!r}", hint="options look like --name value"
+            )
+        name, eq, inline = token[2:].partition("=")
+        values: list[str] = [inline] if eq else []
+        i += 1
+        while not eq and i < len(argv) and not argv[i].startswith("--"):
+            values.append(argv[i])
+            i += 1
+        prop = props.get(name)
+        if prop is None:
+            unknown.append(token)
+            continue
+        out[name] = _typed(name, prop, values)
+    if unknown:
+        raise UsageError(
+            "unrecognized arguments: " + " ".join(unknown),
+            hint="use kohya's option names (see `kohyagen lint` for suggestions)",
+        )
+    return out
+
+
+def _typed(name: str, prop: dict[str, Any], values: list[str]) -> Any:
+    kind = prop.get("type")
+    if kind == "boolean":
+        if values:
+            raise UsageError(f"--{name} is a flag and takes no value")
+        return True
+    if kind == "array":
+        return list(values)
+    if len(values) != 1:
+        raise UsageError(f"--{name} needs exactly one value")
+    raw = values[0]
+    try:
+        if kind == "integer":
+            return int(raw)
+        if kind == "number" or "anyOf" in prop:
+            return float(raw) if any(c in raw for c in ".eE") else int(raw)
+    except ValueError as exc:
+        raise UsageError(f"--{name} {raw!r} is not a number") from exc
+    return raw
+
+
+def load_config(
+    config_file: str | Path,
+    dataset_config: str | Path | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+) -> TrainerConfig:
+    """Read the training config (and dataset config) the way kohya would.
+
+    overrides: kohya options given on the command line; they win over the file.
+    """
     path = Path(config_file)
     if path.suffix != ".toml" and not path.exists():
         path = path.with_name(path.name + ".toml")  # kohya appends .toml
     doc = load_toml(path)
     flat, _origin = flatten_training_config(doc.data)
+    flat.update(overrides or {})
     if dataset_config is not None:
         flat["dataset_config"] = str(dataset_config)
     script = script_for_config(doc.text, flat)
