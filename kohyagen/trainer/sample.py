@@ -148,7 +148,7 @@ def sample_images(
             gen = torch.Generator(device="cpu")
             gen.manual_seed(p.seed if p.seed is not None else torch.seed() % 2**32)
             with torch.no_grad():
-                image = pipe(
+                latents = pipe(
                     p.prompt,
                     negative_prompt=p.negative or None,
                     width=max(64, p.width // 8 * 8),
@@ -156,7 +156,9 @@ def sample_images(
                     num_inference_steps=p.steps,
                     guidance_scale=p.scale,
                     generator=gen,
-                ).images[0]
+                    output_type="latent",
+                ).images
+                image = _decode(pipe, components, latents)
             path = out_dir / sample_filename(
                 args.output_name, epoch=epoch, step=step, index=p.index, seed=p.seed
             )
@@ -167,3 +169,16 @@ def sample_images(
         for te, dev in zip(components.text_encoders, te_devices, strict=True):
             te.to(dev)
     return written
+
+
+def _decode(pipe, components, latents):
+    """Decode in the VAE's own dtype (fp32 here): a bf16/fp16 U-Net's latents would not fit it,
+    and SDXL's VAE overflows in fp16."""
+    import torch
+
+    vae = components.vae
+    param = next(vae.parameters())
+    latents = latents.to(param.device, param.dtype) / components.scaling_factor
+    with torch.no_grad():
+        decoded = vae.decode(latents).sample
+    return pipe.image_processor.postprocess(decoded.float(), output_type="pil")[0]

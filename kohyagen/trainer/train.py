@@ -39,6 +39,18 @@ def _check_text_cache(args, network, spec, cfg) -> None:
             )
 
 
+def _cpu_only() -> bool:
+    """No accelerator device (asked before accelerate's process state exists)."""
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+        return True
+    xpu = getattr(torch, "xpu", None)
+    return not (
+        torch.cuda.is_available()
+        or torch.backends.mps.is_available()
+        or (xpu is not None and xpu.is_available())
+    )
+
+
 def run(
     cfg: TrainerConfig, *, resume: str | None = None, console_factory=Console
 ) -> dict[str, object]:
@@ -62,13 +74,24 @@ def run(
     log_dir = None
     if args.logging_dir and args.log_with in (None, "tensorboard"):
         log_dir = Path(args.logging_dir) / f"{args.log_prefix or ''}{time.strftime('%Y%m%d%H%M%S')}"
+    mixed_precision = args.mixed_precision or "no"
+    cpu_fallback = mixed_precision != "no" and _cpu_only()
+    if cpu_fallback:
+        # CPUs emulate bf16/fp16 matmuls: tens of times slower than fp32, for no memory need.
+        mixed_precision = "no"
     accelerator = accelerate.Accelerator(
         gradient_accumulation_steps=int(args.gradient_accumulation_steps or 1),
-        mixed_precision=args.mixed_precision or "no",
+        mixed_precision=mixed_precision,
         log_with="tensorboard" if log_dir is not None else None,
         project_dir=str(log_dir) if log_dir is not None else None,
     )
     console = console_factory(accelerator.is_main_process)
+    if cpu_fallback:
+        console.log(
+            f"mixed_precision = {args.mixed_precision!r} on the CPU would be emulated and very"
+            " slow; training in fp32 instead",
+            level="WARNING",
+        )
     seed = args.seed if args.seed is not None else random.randint(0, 2**32 - 1)
     accelerate.utils.set_seed(seed)
 
@@ -94,7 +117,7 @@ def run(
 
     components = load_components(args, sdxl=cfg.is_sdxl)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
-        args.mixed_precision, torch.float32
+        mixed_precision, torch.float32
     )
     device = accelerator.device
     place_components(
