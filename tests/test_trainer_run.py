@@ -209,6 +209,16 @@ def test_unsupported_options_are_refused(tmp_path, sd15, capsys):
     assert not (tmp_path / "output").exists()
 
 
+def make_reg_dir(root: Path) -> Path:
+    from PIL import Image
+
+    sub = root / "1_dog"
+    sub.mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (64, 64), (90, 90, 90 + 40 * i)).save(sub / f"r{i}.png")
+    return root
+
+
 def test_many_options_together(tmp_path, sd15, capsys):
     """bf16, checkpointing, accumulation, buckets, disk cache, flips, caption ops, step saves."""
     from PIL import Image
@@ -243,17 +253,23 @@ def test_many_options_together(tmp_path, sd15, capsys):
         lr_warmup_steps=0.25,
         text_encoder_lr=5e-5,
         unet_lr=2e-4,
+        reg_data_dir=str(make_reg_dir(tmp_path / "reg")),
+        prior_loss_weight=0.5,
     )
     rc = run_trainer(["--config_file", str(config)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err[-2000:]
+    assert "  num reg images / 正則化画像の数: 2" in captured.out
+    # 8 training samples + 8 reg samples (2 reg images looped), batches of 2 per bucket
+    assert "  num train images * repeats / 学習画像の数×繰り返し回数: 8" in captured.out
     out = tmp_path / "output"
-    assert sorted(p.name for p in out.iterdir()) == [
-        "tl-000001.safetensors",
-        "tl-step00000003.safetensors",
-        "tl.safetensors",
-    ]
+    names = sorted(p.name for p in out.iterdir())
+    assert {"tl-000001.safetensors", "tl-step00000003.safetensors", "tl.safetensors"} <= set(names)
+    steps = [int(n[7:15]) for n in names if n.startswith("tl-step")]
+    assert steps and all(s % 3 == 0 for s in steps)
     md, _ = _metadata(out / "tl.safetensors")
+    assert md["ss_num_reg_images"] == "2" and md["ss_prior_loss_weight"] == "0.5"
+    assert json.loads(md["ss_reg_dataset_dirs"]) == {"1_dog": {"n_repeats": 1, "img_count": 2}}
     assert md["ss_mixed_precision"] == "bf16" and md["ss_enable_bucket"] == "True"
     assert "training in fp32 instead" in captured.err  # bf16 is emulated on CPUs
     assert md["ss_optimizer"] == "bitsandbytes.optim.adamw.AdamW8bit"

@@ -288,6 +288,7 @@ def run(
             return
         from kohyagen.trainer.sample import sample_images
 
+        console.log(f"generating sample images at step / サンプル画像生成 ステップ: {step}")
         sample_images(
             components,
             args,
