@@ -326,3 +326,14 @@ def test_cli_overrides_typed_like_kohya(tmp_path):
     cfg = load_config(config, overrides={"train_batch_size": 1, "gradient_checkpointing": True})
     assert cfg.args.train_batch_size == 1 and cfg.datasets[0].batch_size == 1
     assert cfg.args.gradient_checkpointing is True
+
+
+def test_missing_hub_model_offline_is_a_clean_error(tmp_path, capsys):
+    pytest.importorskip("diffusers")
+    from tests.trainer_helpers import run_trainer
+
+    data = make_train_dir(tmp_path / "data", n=1)
+    config = write_config(tmp_path, "nobody-here/no-such-model", data=data)
+    rc = run_trainer(["--config_file", str(config)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "cannot load the base model" in err and "nobody-here/no-such-model" in err

@@ -162,3 +162,4 @@ def place_components(
         components.unet.train()  # diffusers checkpoints only in training mode
         for te in components.text_encoders:
             te.gradient_checkpointing_enable()
+            te.train()  # CLIP has no dropout at these settings; train mode enables checkpointing
