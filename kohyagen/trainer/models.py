@@ -51,11 +51,14 @@ def load_components(args, *, sdxl: bool) -> Components:
         else:
             pipe = cls.from_pretrained(source, **extra)
     except Exception as exc:  # diffusers raises many kinds for a missing or foreign model
-        hint = (
-            "check the path"
-            if path.exists() or "/" not in source or source.startswith((".", "/"))
-            else "check the repo id, or download it first (offline mode is on?)"
-        )
+        import os
+
+        if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
+            hint = "check the path; a single file must be an SD1/SD2/SDXL checkpoint"
+        elif os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+            hint = f"offline mode is on: fetch it once with `huggingface-cli download {source}`"
+        else:
+            hint = "check the repo id and your network or HF_TOKEN"
         raise ModelNotFound(f"cannot load the base model: {exc}", path=source, hint=hint) from exc
     text_encoders = [pipe.text_encoder]
     tokenizers = [pipe.tokenizer]
