@@ -344,3 +344,30 @@ def test_module_entry_streams(tmp_path, sd15, subprocess_env):
     )
     assert all(line == "" or line.startswith(known) for line in lines), lines
     assert "steps: 100%" in proc.stderr and "model saved." in proc.stderr
+
+
+def test_resume_from_a_mid_epoch_step_state(tmp_path, sd15, capsys):
+    from safetensors.torch import load_file
+
+    data = make_train_dir(tmp_path / "data", n=2, repeats=2)  # 4 steps per epoch
+    full_dir = tmp_path / "full"
+    full_dir.mkdir()
+    config = write_config(
+        full_dir, sd15, data=data, save_every_n_steps=3, save_state=True, logging_dir=None
+    )
+    assert run_trainer(["--config_file", str(config)]) == 0
+    capsys.readouterr()
+    state = full_dir / "output" / "tl-step00000006-state"  # step 6 is inside epoch 2
+    assert json.loads((state / "train_state.json").read_text()) == {
+        "current_epoch": 1,
+        "current_step": 6,
+    }
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    config2 = write_config(resumed_dir, sd15, data=data, logging_dir=None)
+    assert run_trainer(["--config_file", str(config2), "--resume", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 2/2" in out and "epoch 1/2" not in out
+    full = load_file(full_dir / "output" / "tl.safetensors")
+    resumed = load_file(resumed_dir / "output" / "tl.safetensors")
+    assert all(resumed[k].allclose(full[k], atol=1e-5) for k in full)

@@ -172,7 +172,14 @@ def run(
     if cache is not None:
         workers = 0  # latents are already in memory; worker processes would copy them
     loader = torch.utils.data.DataLoader(
-        train_set, batch_size=1, shuffle=False, collate_fn=first, num_workers=workers
+        train_set,
+        batch_size=1,
+        shuffle=False,
+        collate_fn=first,
+        num_workers=workers,
+        # Its own generator: starting an epoch then draws nothing from the global RNG, so a
+        # run resumed mid-epoch replays the same noise as the uninterrupted one.
+        generator=torch.Generator().manual_seed(seed),
     )
     grad_accum = int(args.gradient_accumulation_steps or 1)
     n_proc = accelerator.num_processes
