@@ -12,12 +12,18 @@ pytest.importorskip("diffusers")
 pytest.importorskip("accelerate")
 
 from tests.trainer_helpers import (
+    load_kohya_reference,
     make_train_dir,
     run_trainer,
     scalars,
     toml_value,
     write_config,
 )
+
+
+@pytest.fixture(scope="module")
+def kohya_ref() -> dict:
+    return load_kohya_reference()
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +41,7 @@ def _metadata(path: Path) -> tuple[dict[str, str], list[str]]:
         return dict(f.metadata()), sorted(f.keys())
 
 
-def test_dataset_config_with_validation_split_like_kohya(tmp_path, models, shared_dir, capsys):
+def test_dataset_config_with_validation_split_like_kohya(tmp_path, models, kohya_ref, capsys):
     data = make_train_dir(tmp_path / "data")
     ds = tmp_path / "dataset_config.toml"
     ds.write_text(
@@ -55,18 +61,15 @@ def test_dataset_config_with_validation_split_like_kohya(tmp_path, models, share
     rc = run_trainer(["--config_file", str(config)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err[-2000:]
-    ref = (shared_dir / "kohya/samples/run_B/stdout.log").read_text(encoding="utf-8")
-    ref = ref.replace("/data/harness/runs/B/output/harness", f"{tmp_path}/output/tl")
+    ref = kohya_ref["run_B"]["stdout"]
+    ref = ref.replace(kohya_ref["run_B"]["output_dir"] + "/harness", f"{tmp_path}/output/tl")
     assert captured.out == ref
     assert "epoch validation steps" in captured.err and "val_epoch_avg_loss=" in captured.err
     tags = scalars(tmp_path / "logs")
-    ref_json = json.loads((shared_dir / "kohya/samples/run_B/tensorboard_scalars.json").read_text())
-    assert set(tags) == set(next(iter(ref_json.values()))["tags"]["scalars"])
+    assert set(tags) == set(kohya_ref["run_B"]["scalar_tags"])
     assert [s for s, _ in tags["loss/validation/epoch_average"]] == [1, 2]
     md, _ = _metadata(tmp_path / "output" / "tl.safetensors")
-    ref_md = json.loads(
-        (shared_dir / "kohya/samples/run_B/safetensors/harness.safetensors.json").read_text()
-    )["metadata"]
+    ref_md = kohya_ref["run_B"]["metadata"]
     assert set(md) == set(ref_md)
     assert md["ss_num_validation_images"] == "1" and md["ss_num_train_images"] == "6"
     assert json.loads(md["ss_datasets"])[0]["subsets"][0]["img_count"] == 3

@@ -11,7 +11,14 @@ import pytest
 pytest.importorskip("diffusers")
 pytest.importorskip("accelerate")
 
-from tests.trainer_helpers import make_train_dir, run_trainer, scalars, write_config
+from tests.trainer_helpers import (
+    key_kind,
+    load_kohya_reference,
+    make_train_dir,
+    run_trainer,
+    scalars,
+    write_config,
+)
 
 STEPS_RE = re.compile(
     r"steps:\s+(\d+)%\|.*?\|\s*(\d+)/(\d+) \[([^<]+)<([^,]+),\s*([\d.]+)(s/it|it/s)(?:, (.*?))?\]"
@@ -19,6 +26,11 @@ STEPS_RE = re.compile(
 KEY_RE = re.compile(
     r"^lora_(te|te1|te2|unet)_[a-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$"
 )
+
+
+@pytest.fixture(scope="module")
+def kohya_ref() -> dict:
+    return load_kohya_reference()
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +73,11 @@ def _metadata(path: Path) -> tuple[dict[str, str], list[str]]:
         return dict(f.metadata()), sorted(f.keys())
 
 
-def test_stdout_matches_kohya_sample(sd15_run, shared_dir):
+def test_stdout_matches_kohya_sample(sd15_run, kohya_ref):
     assert sd15_run["rc"] == 0, sd15_run["stderr"][-2000:]
-    ref = (shared_dir / "kohya/samples/run_A/stdout.log").read_text(encoding="utf-8")
+    ref = kohya_ref["run_A"]["stdout"]
     out_dir = sd15_run["tmp"] / "output"
-    ref = ref.replace("/data/harness/runs/A/output/harness", f"{out_dir}/tl")
+    ref = ref.replace(kohya_ref["run_A"]["output_dir"] + "/harness", f"{out_dir}/tl")
     assert sd15_run["stdout"] == ref
 
 
@@ -81,14 +93,12 @@ def test_stderr_has_tqdm_steps_bar_and_logs(sd15_run):
     assert err.rstrip().endswith("model saved.")
 
 
-def test_checkpoint_files_keys_and_metadata(sd15_run, shared_dir):
+def test_checkpoint_files_keys_and_metadata(sd15_run, kohya_ref):
     out = sd15_run["tmp"] / "output"
     names = sorted(p.name for p in out.iterdir())
     assert names == ["tl-000001-state", "tl-000001.safetensors", "tl-state", "tl.safetensors"]
     md, keys = _metadata(out / "tl.safetensors")
-    ref = json.loads(
-        (shared_dir / "kohya/samples/run_A/safetensors/harness.safetensors.json").read_text()
-    )
+    ref = kohya_ref["run_A"]
     assert set(md) == set(ref["metadata"])
     for key in (
         "ss_network_module",
@@ -114,10 +124,9 @@ def test_checkpoint_files_keys_and_metadata(sd15_run, shared_dir):
     assert all(KEY_RE.match(k) for k in keys)
 
     # The same module kinds as kohya's SD1 network, by name suffix.
-    def kinds(names):
-        return {re.sub(r"^.*?(attentions_\d+_|layers_\d+_)", "", k.split(".")[0]) for k in names}
-
-    assert kinds(keys) == kinds(ref["keys"])
+    assert (
+        sorted({key_kind(k) for k in keys} | {k.split(".", 1)[1] for k in keys}) == ref["key_kinds"]
+    )
     assert {k for k in keys if k.startswith("lora_te_")} and {
         k for k in keys if k.startswith("lora_unet_")
     }
@@ -126,14 +135,12 @@ def test_checkpoint_files_keys_and_metadata(sd15_run, shared_dir):
     assert state == {"current_epoch": 1, "current_step": 8}
 
 
-def test_tensorboard_tags_as_kohya(sd15_run, shared_dir):
+def test_tensorboard_tags_as_kohya(sd15_run, kohya_ref):
     logs = sd15_run["tmp"] / "logs"
     run_dirs = list(logs.iterdir())
     assert len(run_dirs) == 1 and re.fullmatch(r"t_\d{14}", run_dirs[0].name)
     tags = scalars(logs)
-    ref = json.loads((shared_dir / "kohya/samples/run_A/tensorboard_scalars.json").read_text())
-    ref_tags = next(iter(ref.values()))["tags"]["scalars"]
-    assert set(tags) == set(ref_tags)
+    assert set(tags) == set(kohya_ref["run_A"]["scalar_tags"])
     assert [s for s, _ in tags["loss/current"]] == list(range(1, 17))
     assert [s for s, _ in tags["loss/epoch_average"]] == [1, 2]
 

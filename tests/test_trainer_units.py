@@ -337,3 +337,16 @@ def test_missing_hub_model_offline_is_a_clean_error(tmp_path, capsys):
     rc = run_trainer(["--config_file", str(config)])
     err = capsys.readouterr().err
     assert rc == 1 and "cannot load the base model" in err and "nobody-here/no-such-model" in err
+
+
+def test_committed_kohya_reference_matches_the_samples(tmp_path):
+    import json
+
+    from tests.trainer_helpers import REFERENCE, SAMPLES, load_kohya_reference
+
+    committed = load_kohya_reference(tmp_path / "absent")  # the copy in tests/data
+    assert set(committed["run_A"]) >= {"stdout", "metadata", "key_kinds", "scalar_tags"}
+    if SAMPLES.is_dir():
+        fresh = load_kohya_reference()
+        stored = json.loads(REFERENCE.read_text(encoding="utf-8"))
+        assert {k: v for k, v in stored.items() if k.startswith("run_")} == fresh

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import glob
+import json
+import re
 from pathlib import Path
 
 COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
@@ -94,3 +96,38 @@ def scalars(logging_dir: Path) -> dict[str, list[tuple[int, float]]]:
     acc = EventAccumulator(runs[-1])
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+REFERENCE = Path(__file__).parent / "data" / "kohya_reference.json"
+SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "kohya" / "samples"
+
+
+def key_kind(key: str) -> str:
+    """`lora_unet_down_blocks_0_attentions_1_transformer_blocks_0_attn1_to_q.lora_up.weight`
+    -> `transformer_blocks_0_attn1_to_q`: the module kind, whatever block it sits in."""
+    return re.sub(r"^.*?(attentions_\d+_|layers_\d+_)", "", key.split(".")[0])
+
+
+def reference_from_samples(samples: Path) -> dict:
+    """What the tests compare with, derived from kohya's real sample runs."""
+    ref: dict = {}
+    for run in ("run_A", "run_B"):
+        md = json.loads((samples / run / "safetensors" / "harness.safetensors.json").read_text())
+        tb = json.loads((samples / run / "tensorboard_scalars.json").read_text())
+        keys = md["keys"]
+        ref[run] = {
+            "stdout": (samples / run / "stdout.log").read_text(encoding="utf-8"),
+            "output_dir": f"/data/harness/runs/{run[-1]}/output",
+            "metadata": md["metadata"],
+            "key_kinds": sorted({key_kind(k) for k in keys} | {k.split(".", 1)[1] for k in keys}),
+            "key_count": len(keys),
+            "scalar_tags": next(iter(tb.values()))["tags"]["scalars"],
+        }
+    return ref
+
+
+def load_kohya_reference(samples: Path = SAMPLES) -> dict:
+    """kohya's real outputs: from ../shared when beside the checkout, else the copy in data/."""
+    if samples.is_dir():
+        return reference_from_samples(samples)
+    return json.loads(REFERENCE.read_text(encoding="utf-8"))
