@@ -350,3 +350,50 @@ def test_committed_kohya_reference_matches_the_samples(tmp_path):
         fresh = load_kohya_reference()
         stored = json.loads(REFERENCE.read_text(encoding="utf-8"))
         assert {k: v for k, v in stored.items() if k.startswith("run_")} == fresh
+
+
+def test_dataset_config_unimplemented_values_are_refused(tmp_path):
+    ds = tmp_path / "ds.toml"
+    ds.write_text(
+        "[general]\ncolor_aug = true\nrandom_crop = false\n"
+        '[[datasets]]\n  [[datasets.subsets]]\n  image_dir = "x"\n  token_warmup_step = 5\n'
+    )
+    config = write_config(tmp_path, tmp_path / "model", dataset_config=str(ds))
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    text = str(info.value)
+    assert "general.color_aug = True" in text
+    assert "datasets[0].subsets[0].token_warmup_step = 5" in text
+    assert "random_crop" not in text and "kohya backend" in text
+
+
+def test_keep_tokens_separator_fixes_the_head():
+    subset = SubsetSpec(
+        Path("x"), 1, None, ".txt", shuffle_caption=True, keep_tokens_separator="|||"
+    )
+    rng = random.Random(1)
+    outs = {process_caption("sks, red ||| a, b, c, d", subset, 1, rng) for _ in range(20)}
+    assert all(o.startswith("sks, red, ") for o in outs) and len(outs) > 1
+
+
+def test_exif_rotated_image_is_bucketed_as_displayed(tmp_path):
+    from PIL import Image
+
+    sub = tmp_path / "data" / "1_sks"
+    sub.mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, displayed portrait
+    Image.new("RGB", (128, 64)).save(sub / "r.jpg", exif=exif)
+    config = write_config(
+        tmp_path,
+        tmp_path / "model",
+        data=tmp_path / "data",
+        resolution="64",
+        enable_bucket=True,
+        min_bucket_reso=32,
+        max_bucket_reso=128,
+        bucket_reso_steps=32,
+    )
+    item = prepare(load_config(config).datasets[0]).items[0]
+    assert item.original_size == (64, 128)
+    assert item.bucket[1] > item.bucket[0]

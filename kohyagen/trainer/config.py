@@ -23,7 +23,12 @@ from kohyagen.schema import (
     training_properties,
     validator_for,
 )
-from kohyagen.trainer.options import ALLOWED_VALUES, KOHYA_HINT, SUPPORTED
+from kohyagen.trainer.options import (
+    ALLOWED_VALUES,
+    DATASET_UNSUPPORTED_DEFAULTS,
+    KOHYA_HINT,
+    SUPPORTED,
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,22 @@ def unsupported_options(flat: dict[str, Any], script: str) -> list[str]:
                 problems.append(f"{key} = {value!r} (supported: {', '.join(map(str, allowed))})")
     if flat.get("network_args"):
         problems.append(f"network_args = {flat['network_args']!r}")
+    return problems
+
+
+def unsupported_dataset_options(data: dict[str, Any]) -> list[str]:
+    """dataset_config keys set to something the builtin trainer does not do, with where."""
+    levels: list[tuple[str, dict[str, Any]]] = [("general", data.get("general", {}))]
+    for i, ds in enumerate(data.get("datasets", [])):
+        levels.append((f"datasets[{i}]", ds))
+        for j, sub in enumerate(ds.get("subsets", [])):
+            levels.append((f"datasets[{i}].subsets[{j}]", sub))
+    problems: list[str] = []
+    for where, table in levels:
+        for key, default in DATASET_UNSUPPORTED_DEFAULTS.items():
+            value = table.get(key)
+            if value is not None and value != default and value != {}:
+                problems.append(f"{where}.{key} = {value!r}")
     return problems
 
 
@@ -209,6 +230,13 @@ def _datasets_from_dataset_config(path: Path, args: SimpleNamespace) -> tuple[Da
             hint="run `kohyagen lint` on it for every problem",
         )
     general = doc.data.get("general", {})
+    problems = unsupported_dataset_options(doc.data)
+    if problems:
+        raise ConfigError(
+            "the builtin trainer does not implement: " + "; ".join(problems),
+            path=path,
+            hint=KOHYA_HINT,
+        )
     cli = _cli_level(args)
     datasets: list[DatasetSpec] = []
     for ds in doc.data.get("datasets", []):

@@ -159,6 +159,9 @@ def prepare(spec: DatasetSpec, *, training: bool = True) -> PreparedDataset:
             try:
                 with Image.open(image) as im:
                     size = im.size
+                    # Rotated by its EXIF orientation when loaded, so bucket it rotated too.
+                    if im.getexif().get(0x0112) in (5, 6, 7, 8):
+                        size = (size[1], size[0])
             except OSError as exc:
                 raise DatasetError(
                     "cannot read image", path=image, hint="remove or re-save it"
@@ -196,9 +199,16 @@ def process_caption(caption: str, subset: SubsetSpec, epoch: int, rng: random.Ra
     if subset.caption_suffix:
         caption = caption + " " + subset.caption_suffix
     if subset.shuffle_caption or subset.caption_tag_dropout_rate > 0:
-        sep = subset.caption_separator
-        tokens = [t.strip() for t in caption.split(sep.strip() or sep)]
-        fixed, rest = tokens[: subset.keep_tokens], tokens[subset.keep_tokens :]
+        sep = subset.caption_separator.strip() or subset.caption_separator
+        marker = subset.keep_tokens_separator
+        if marker and marker in caption:
+            # "kept, tags ||| shuffled, tags": the part before the marker never moves.
+            head, _, tail = caption.partition(marker)
+            fixed = [t.strip() for t in head.split(sep) if t.strip()]
+            rest = [t.strip() for t in tail.split(sep)]
+        else:
+            tokens = [t.strip() for t in caption.split(sep)]
+            fixed, rest = tokens[: subset.keep_tokens], tokens[subset.keep_tokens :]
         if subset.caption_tag_dropout_rate > 0:
             rest = [t for t in rest if rng.random() >= subset.caption_tag_dropout_rate]
         if subset.shuffle_caption:

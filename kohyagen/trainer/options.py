@@ -12,7 +12,7 @@ SUPPORTED: frozenset[str] = frozenset(
     train_data_dir reg_data_dir dataset_config caption_extension caption_extention
     resolution enable_bucket min_bucket_reso max_bucket_reso bucket_reso_steps
     bucket_no_upscale train_batch_size dataset_repeats shuffle_caption keep_tokens
-    caption_separator caption_dropout_rate caption_dropout_every_n_epochs
+    caption_separator keep_tokens_separator caption_dropout_rate caption_dropout_every_n_epochs
     caption_tag_dropout_rate caption_prefix caption_suffix flip_aug cache_latents
     cache_latents_to_disk cache_text_encoder_outputs vae_batch_size
     max_data_loader_n_workers persistent_data_loader_workers validation_split
@@ -76,3 +76,21 @@ ALLOWED_VALUES: dict[str, tuple[Any, ...]] = {
 }
 
 KOHYA_HINT = "use the kohya backend (kohyagen train --backend kohya) for these options"
+
+# dataset_config keys the builtin trainer does not implement, with kohya's defaults: a
+# value other than the default refuses the run (the strict schema already rejects typos).
+DATASET_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
+    "secondary_separator": None,
+    "enable_wildcard": False,
+    "color_aug": False,
+    "face_crop_aug_range": None,
+    "random_crop": False,
+    "token_warmup_min": 1,
+    "token_warmup_step": 0,
+    "custom_attributes": None,
+    "resize_interpolation": None,
+    "alpha_mask": False,
+    "network_multiplier": 1.0,
+    "conditioning_data_dir": None,
+    "metadata_file": None,
+}
