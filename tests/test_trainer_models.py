@@ -224,3 +224,45 @@ def test_sdxl_cached_text_encoder_outputs(tmp_path, models, capsys):
     rc = run_trainer(["--config_file", str(config)])
     assert rc == 1
     assert "cache_text_encoder_outputs" in capsys.readouterr().err
+
+
+def test_conv_dim_adds_resnet_convs_and_loads_in_diffusers(tmp_path, models, capsys):
+    import diffusers
+    import torch
+    from safetensors.torch import load_file
+
+    data = make_train_dir(tmp_path / "data", n=1, repeats=2)
+    config = write_config(
+        tmp_path,
+        models["sd15"],
+        data=data,
+        max_train_epochs=1,
+        network_args=["conv_dim=4", "conv_alpha=2"],
+        learning_rate=1e-3,
+        logging_dir=None,
+    )
+    rc = run_trainer(["--config_file", str(config)])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    path = tmp_path / "output" / "tl.safetensors"
+    tensors = load_file(path)
+    down = tensors["lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight"]
+    assert down.shape[0] == 4 and down.shape[2:] == (3, 3)
+    assert float(tensors["lora_unet_down_blocks_0_resnets_0_conv1.alpha"]) == 2.0
+    assert "lora_unet_down_blocks_0_downsamplers_0_conv.lora_up.weight" in tensors
+    assert "lora_unet_down_blocks_0_resnets_0_time_emb_proj.lora_down.weight" in tensors
+    md, _ = _metadata(path)
+    assert json.loads(md["ss_network_args"]) == {"conv_dim": "4", "conv_alpha": "2"}
+
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(models["sd15"])
+    pipe.load_lora_weights(str(path))
+    conv_lora = [n for n, _ in pipe.unet.named_modules() if "resnets" in n and n.endswith("lora_A")]
+    assert conv_lora  # diffusers recognised the conv (LoCon) modules too
+    image = pipe(
+        "sks",
+        num_inference_steps=2,
+        height=64,
+        width=64,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
+    assert image.shape == (1, 64, 64, 3)

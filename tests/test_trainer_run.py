@@ -205,13 +205,13 @@ def test_unsupported_options_are_refused(tmp_path, sd15, capsys):
         sd15,
         data=data,
         color_aug=True,
-        network_args=["conv_dim=4"],
+        network_args=["module_dropout=0.1"],
         optimizer_type="DAdaptation",
     )
     rc = run_trainer(["--config_file", str(config)])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "color_aug = True" in err and "network_args" in err and "DAdaptation" in err
+    assert "color_aug = True" in err and "module_dropout" in err and "DAdaptation" in err
     assert "kohya backend" in err
     assert not (tmp_path / "output").exists()
 

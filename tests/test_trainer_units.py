@@ -397,3 +397,12 @@ def test_exif_rotated_image_is_bucketed_as_displayed(tmp_path):
     item = prepare(load_config(config).datasets[0]).items[0]
     assert item.original_size == (64, 128)
     assert item.bucket[1] > item.bucket[0]
+
+
+def test_network_args_conv_only_and_not_on_sdxl():
+    assert (
+        unsupported_options({"network_args": ["conv_dim=8", "conv_alpha=4"]}, "train_network") == []
+    )
+    problems = unsupported_options({"network_args": ["conv_dim=8"]}, "sdxl_train_network")
+    assert problems and "SDXL" in problems[0]
+    assert unsupported_options({"network_args": ["rank_dropout=0.1"]}, "train_network")

@@ -27,6 +27,7 @@ from kohyagen.trainer.options import (
     ALLOWED_VALUES,
     DATASET_UNSUPPORTED_DEFAULTS,
     KOHYA_HINT,
+    NETWORK_ARGS,
     SUPPORTED,
 )
 
@@ -106,8 +107,16 @@ def unsupported_options(flat: dict[str, Any], script: str) -> list[str]:
             norm = value.lower() if isinstance(value, str) and key == "optimizer_type" else value
             if norm not in allowed:
                 problems.append(f"{key} = {value!r} (supported: {', '.join(map(str, allowed))})")
-    if flat.get("network_args"):
-        problems.append(f"network_args = {flat['network_args']!r}")
+    net_args = flat.get("network_args") or []
+    if not isinstance(net_args, list):
+        problems.append(f'network_args = {net_args!r} (write a list of "key=value")')
+    else:
+        for item in net_args:
+            key = str(item).partition("=")[0].strip()
+            if key not in NETWORK_ARGS:
+                problems.append(f"network_args {item!r} (supported: {', '.join(NETWORK_ARGS)})")
+            elif script == SDXL_TRAIN_NETWORK and key in ("conv_dim", "conv_alpha"):
+                problems.append(f"network_args {item!r} on SDXL")
     return problems
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 UNET_TARGETS = ("Transformer2DModel",)
+UNET_CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
 TE_TARGETS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPFlashAttention2", "CLIPMLP")
 
 
@@ -27,7 +28,15 @@ class LoRAModule(nn.Module):
         super().__init__()
         self.lora_name = lora_name
         if isinstance(org, nn.Conv2d):
-            self.lora_down = nn.Conv2d(org.in_channels, rank, 1, bias=False)
+            # A 3x3 conv (conv_dim) keeps its kernel, stride and padding in the down half.
+            self.lora_down = nn.Conv2d(
+                org.in_channels,
+                rank,
+                org.kernel_size,
+                org.stride,
+                org.padding,
+                bias=False,
+            )
             self.lora_up = nn.Conv2d(rank, org.out_channels, 1, bias=False)
         else:
             self.lora_down = nn.Linear(org.in_features, rank, bias=False)
@@ -79,8 +88,9 @@ def sgm_unet_path(path: str, layers_per_block: int) -> str:
     return path
 
 
-def _targets(root: nn.Module, target_classes: tuple[str, ...]):
-    """(path, module) for Linear and 1x1 Conv2d inside modules of the target classes."""
+def _targets(root: nn.Module, target_classes: tuple[str, ...], *, conv: bool = False):
+    """(path, module) for Linear and 1x1 Conv2d (and, with conv, larger Conv2d) inside
+    modules of the target classes."""
     for name, module in root.named_modules():
         if module.__class__.__name__ not in target_classes:
             continue
@@ -88,8 +98,8 @@ def _targets(root: nn.Module, target_classes: tuple[str, ...]):
             if not child_name:
                 continue
             is_linear = isinstance(child, nn.Linear)
-            is_1x1 = isinstance(child, nn.Conv2d) and child.kernel_size == (1, 1)
-            if is_linear or is_1x1:
+            is_conv = isinstance(child, nn.Conv2d)
+            if is_linear or (is_conv and (conv or child.kernel_size == (1, 1))):
                 yield f"{name}.{child_name}" if name else child_name, child
 
 
@@ -104,6 +114,8 @@ class LoRANetwork(nn.Module):
         sdxl: bool,
         train_unet: bool = True,
         train_text_encoder: bool = True,
+        conv_rank: int | None = None,
+        conv_alpha: float | None = None,
     ):
         super().__init__()
         self.rank = rank
@@ -129,6 +141,12 @@ class LoRANetwork(nn.Module):
                 kohya_path = sgm_unet_path(path, layers) if sdxl else path
                 name = f"lora_unet_{kohya_path.replace('.', '_')}"
                 unet_mods.append(LoRAModule(name, module, rank, alpha))
+            if conv_rank:  # kohya's conv_dim (LoCon-style): ResNet and resampler convs too
+                for path, module in _targets(unet, UNET_CONV_TARGETS, conv=True):
+                    name = f"lora_unet_{path.replace('.', '_')}"
+                    is_3x3 = isinstance(module, nn.Conv2d) and module.kernel_size != (1, 1)
+                    r, a = (conv_rank, conv_alpha) if is_3x3 else (rank, alpha)
+                    unet_mods.append(LoRAModule(name, module, r, a))
         self.text_encoder_loras = nn.ModuleList(te_mods)
         self.unet_loras = nn.ModuleList(unet_mods)
 

@@ -218,6 +218,10 @@ def training_metadata(
     if args.vae:
         md.update(model_hashes(args.vae, "vae"))
     md.update(dataset_info)
+    if a.network_args:
+        md["ss_network_args"] = json.dumps(
+            {k.strip(): v.strip() for k, _, v in (str(x).partition("=") for x in a.network_args)}
+        )
     if a.no_metadata:
         keep = (
             "ss_v2",
@@ -225,8 +229,9 @@ def training_metadata(
             "ss_network_module",
             "ss_network_dim",
             "ss_network_alpha",
+            "ss_network_args",
         )
-        md = {k: md[k] for k in keep}
+        md = {k: md[k] for k in keep if k in md}
     out = {k: _s(v) for k, v in md.items()}
     out.update(modelspec(args, sdxl=sdxl, v_param=v_param, resolution=resolution))
     return out

@@ -39,6 +39,24 @@ def _check_text_cache(args, network, spec, cfg) -> None:
             )
 
 
+def _network_args(values: list[str] | None) -> dict[str, object]:
+    """conv_dim / conv_alpha from network_args (config.py refuses any other key)."""
+    raw = dict(str(v).partition("=")[::2] for v in values or [])
+    raw = {k.strip(): v.strip() for k, v in raw.items()}
+    if "conv_dim" not in raw:
+        return {}
+    try:
+        return {
+            "conv_rank": int(raw["conv_dim"]),
+            "conv_alpha": float(raw.get("conv_alpha", 1.0)),  # kohya's default is 1
+        }
+    except ValueError as exc:
+        raise ConfigError(
+            f"network_args conv_dim/conv_alpha must be numbers, got {values!r}",
+            hint='write network_args = ["conv_dim=8", "conv_alpha=4"]',
+        ) from exc
+
+
 def _cpu_only() -> bool:
     """No accelerator device (asked before accelerate's process state exists)."""
     if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
@@ -138,6 +156,7 @@ def run(
         sdxl=cfg.is_sdxl,
         train_unet=train_unet,
         train_text_encoder=train_te,
+        **_network_args(args.network_args),
     )
     if args.network_weights:
         from safetensors.torch import load_file
