@@ -406,3 +406,25 @@ def test_network_args_conv_only_and_not_on_sdxl():
     problems = unsupported_options({"network_args": ["conv_dim=8"]}, "sdxl_train_network")
     assert problems and "SDXL" in problems[0]
     assert unsupported_options({"network_args": ["rank_dropout=0.1"]}, "train_network")
+
+
+def test_lora_module_math_and_dropout():
+    torch = pytest.importorskip("torch")
+    from kohyagen.trainer.lora import LoRAModule
+
+    base = torch.nn.Linear(8, 6)
+    mod = LoRAModule("lora_unet_x", base, rank=4, alpha=2)
+    x = torch.randn(3, 8)
+    expected = base(x)
+    mod.apply_to()
+    assert torch.allclose(base(x), expected)  # up starts at zero: no change
+    torch.nn.init.normal_(mod.lora_up.weight)
+    delta = mod.lora_up(mod.lora_down(x)) * (2 / 4)
+    assert torch.allclose(base(x), expected + delta, atol=1e-6)
+    mod.dropout = 0.5
+    mod.train()
+    assert not torch.allclose(base(x), base(x))
+    mod.eval()
+    assert torch.allclose(base(x), expected + delta, atol=1e-6)
+    mod.restore()
+    assert torch.allclose(base(x), expected)

@@ -48,6 +48,7 @@ class LoRAModule(nn.Module):
         self.register_buffer("alpha", torch.tensor(alpha))
         self.scale = float(alpha) / rank
         self.multiplier = 1.0
+        self.dropout: float | None = None  # kohya's network_dropout, on the rank activations
         nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
         self._org = [org]  # a list, so the base module is not part of this state dict
@@ -67,7 +68,10 @@ class LoRAModule(nn.Module):
         base = self._org_forward(x, *args, **kwargs)
         if self.multiplier == 0:
             return base
-        lx = self.lora_up(self.lora_down(x.to(self.lora_down.weight.dtype)))
+        lx = self.lora_down(x.to(self.lora_down.weight.dtype))
+        if self.dropout and self.training:
+            lx = torch.nn.functional.dropout(lx, p=self.dropout)
+        lx = self.lora_up(lx)
         return base + (lx * (self.multiplier * self.scale)).to(base.dtype)
 
 
@@ -157,6 +161,10 @@ class LoRANetwork(nn.Module):
     def restore(self) -> None:
         for mod in [*self.text_encoder_loras, *self.unet_loras]:
             mod.restore()
+
+    def set_dropout(self, p: float | None) -> None:
+        for mod in [*self.text_encoder_loras, *self.unet_loras]:
+            mod.dropout = p
 
     def set_multiplier(self, value: float) -> None:
         for mod in [*self.text_encoder_loras, *self.unet_loras]:

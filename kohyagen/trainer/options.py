@@ -27,7 +27,7 @@ SUPPORTED: frozenset[str] = frozenset(
     output_name save_model_as save_precision save_every_n_epochs save_every_n_steps
     save_n_epoch_ratio save_last_n_epochs save_last_n_epochs_state save_last_n_steps
     save_last_n_steps_state save_state save_state_on_train_end resume logging_dir log_prefix
-    network_args log_with log_tracker_name training_comment no_metadata metadata_author
+    network_args network_dropout log_with log_tracker_name training_comment no_metadata metadata_author
     metadata_description metadata_license metadata_tags metadata_title
     metadata_trigger_phrase sample_prompts sample_every_n_epochs sample_every_n_steps
     sample_sampler sample_at_first config_file ddp_timeout ddp_gradient_as_bucket_view

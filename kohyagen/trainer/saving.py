@@ -171,7 +171,7 @@ def training_metadata(
         "ss_network_module": a.network_module,
         "ss_network_dim": a.network_dim,
         "ss_network_alpha": a.network_alpha,
-        "ss_network_dropout": None,
+        "ss_network_dropout": a.network_dropout,
         "ss_mixed_precision": a.mixed_precision,
         "ss_full_fp16": False,
         "ss_v2": bool(a.v2),

@@ -162,6 +162,7 @@ def run(
         from safetensors.torch import load_file
 
         network.load_kohya_weights(load_file(args.network_weights))
+    network.set_dropout(args.network_dropout)
     network.apply_to()
     network.to(device)
 
@@ -342,6 +343,13 @@ def run(
         sample(None, 0)
 
     def validate(desc: str, postfix_key: str) -> float | None:
+        network.eval()  # no dropout while measuring
+        try:
+            return measure(desc, postfix_key)
+        finally:
+            network.train()
+
+    def measure(desc: str, postfix_key: str) -> float | None:
         return validation_loss(
             model,
             val_set,
