@@ -127,6 +127,9 @@ def test_sd2_v_prediction_metadata_and_unet_only(tmp_path, models, capsys):
         network_train_unet_only=True,
         min_snr_gamma=5.0,
         noise_offset=0.05,
+        ip_noise_gamma=0.1,
+        debiased_estimation_loss=True,
+        scale_v_pred_loss_like_noise_pred=True,
         save_precision="fp16",
         max_train_epochs=1,
     )
@@ -137,6 +140,7 @@ def test_sd2_v_prediction_metadata_and_unet_only(tmp_path, models, capsys):
     assert md["ss_v2"] == "True" and md["ss_base_model_version"] == "sd_v2_v"
     assert md["modelspec.prediction_type"] == "v"
     assert md["ss_min_snr_gamma"] == "5.0" and md["ss_noise_offset"] == "0.05"
+    assert md["ss_ip_noise_gamma"] == "0.1" and md["ss_debiased_estimation"] == "True"
     assert keys and all(k.startswith("lora_unet_") for k in keys)
     from safetensors.torch import load_file
 

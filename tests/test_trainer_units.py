@@ -428,3 +428,52 @@ def test_lora_module_math_and_dropout():
     assert torch.allclose(base(x), expected + delta, atol=1e-6)
     mod.restore()
     assert torch.allclose(base(x), expected)
+
+
+def test_loss_weightings():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    from kohyagen.trainer.loss import clamped_snr, diffusion_loss, make_noise_scheduler
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t, h):
+            return type("Out", (), {"sample": torch.zeros_like(x)})()
+
+    sched = make_noise_scheduler(False)
+    latents = torch.randn(2, 4, 8, 8)
+    noise = torch.randn(2, 4, 8, 8)
+    t = torch.tensor([100, 700])
+    common = {"timesteps": t, "noise": noise, "weights": torch.tensor([1.0, 0.5])}
+    plain = diffusion_loss(
+        Zero(), sched, latents, None, v_prediction=False, min_snr_gamma=None, **common
+    )
+    per = (noise**2).mean(dim=[1, 2, 3]) * torch.tensor([1.0, 0.5])
+    assert torch.allclose(plain, per.mean())
+    debiased = diffusion_loss(
+        Zero(),
+        sched,
+        latents,
+        None,
+        v_prediction=False,
+        min_snr_gamma=None,
+        debiased=True,
+        **common,
+    )
+    assert torch.allclose(debiased, (per / torch.sqrt(clamped_snr(sched, t))).mean())
+    gamma = diffusion_loss(
+        Zero(), sched, latents, None, v_prediction=False, min_snr_gamma=5.0, **common
+    )
+    snr = sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t])
+    assert torch.allclose(gamma, (per * torch.clamp(snr, max=5.0) / snr).mean())
+    # input perturbation changes only the U-Net input, not the target
+    perturbed = diffusion_loss(
+        Zero(),
+        sched,
+        latents,
+        None,
+        v_prediction=False,
+        min_snr_gamma=None,
+        input_perturbation=torch.ones_like(noise),
+        **common,
+    )
+    assert torch.allclose(perturbed, plain)

@@ -42,6 +42,11 @@ def snr_weights(scheduler, timesteps, *, gamma: float | None, v_prediction: bool
     return clipped / (snr + 1) if v_prediction else clipped / snr
 
 
+def clamped_snr(scheduler, timesteps):
+    ac = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+    return torch.clamp(ac / (1 - ac), max=1000)
+
+
 def diffusion_loss(
     unet,
     scheduler,
@@ -54,9 +59,18 @@ def diffusion_loss(
     v_prediction: bool,
     min_snr_gamma: float | None,
     added_cond=None,
+    input_perturbation=None,
+    debiased: bool = False,
+    scale_v_like_eps: bool = False,
 ):
-    """Per-sample weighted MSE between the U-Net's prediction and its target."""
-    noisy = scheduler.add_noise(latents, noise, timesteps)
+    """Per-sample weighted MSE between the U-Net's prediction and its target.
+
+    input_perturbation: extra noise mixed into the U-Net input only (ip_noise_gamma);
+    debiased: kohya's debiased estimation weights; scale_v_like_eps: kohya's
+    scale_v_pred_loss_like_noise_pred.
+    """
+    noisy_noise = noise if input_perturbation is None else noise + input_perturbation
+    noisy = scheduler.add_noise(latents, noisy_noise, timesteps)
     kwargs = {"added_cond_kwargs": added_cond} if added_cond is not None else {}
     pred = unet(noisy, timesteps, hidden, **kwargs).sample
     target = scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
@@ -66,4 +80,10 @@ def diffusion_loss(
     per_sample = per_sample * snr_weights(
         scheduler, timesteps, gamma=min_snr_gamma, v_prediction=v_prediction
     )
+    if scale_v_like_eps:
+        snr = clamped_snr(scheduler, timesteps)
+        per_sample = per_sample * snr / (snr + 1)
+    if debiased:
+        snr = clamped_snr(scheduler, timesteps)
+        per_sample = per_sample * (1 / (snr + 1) if v_prediction else 1 / torch.sqrt(snr))
     return per_sample.mean()

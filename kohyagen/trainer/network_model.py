@@ -63,12 +63,18 @@ class TrainingModel(torch.nn.Module):
                 hidden, pooled = encode_prompts(
                     self.components, batch["captions"], clip_skip=args.clip_skip, device=device
                 )
-        if noise is None:
+        perturbation = None
+        if noise is None:  # training; validation passes fixed noise and gets no perturbation
             noise = sample_noise(
                 latents,
                 noise_offset=args.noise_offset,
                 random_strength=bool(args.noise_offset_random_strength),
             )
+            if args.ip_noise_gamma:
+                strength = float(args.ip_noise_gamma)
+                if args.ip_noise_gamma_random_strength:
+                    strength *= torch.rand(1).item()
+                perturbation = (strength * torch.randn(latents.shape)).to(device, dtype)
         if timesteps is None:
             lo = int(args.min_timestep or 0)
             hi = int(args.max_timestep or 1000)
@@ -90,6 +96,10 @@ class TrainingModel(torch.nn.Module):
             v_prediction=self.components.v_parameterization,
             min_snr_gamma=args.min_snr_gamma,
             added_cond=added,
+            input_perturbation=perturbation,
+            debiased=bool(args.debiased_estimation_loss),
+            scale_v_like_eps=bool(args.scale_v_pred_loss_like_noise_pred)
+            and self.components.v_parameterization,
         )
 
     def cache_text_outputs(self, captions: list[str], *, batch_size: int = 8) -> None:
