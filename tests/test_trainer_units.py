@@ -477,3 +477,34 @@ def test_loss_weightings():
         **common,
     )
     assert torch.allclose(perturbed, plain)
+
+
+def test_optional_optimizers_and_their_lr_tags(monkeypatch):
+    torch = pytest.importorskip("torch")
+    import types
+
+    from kohyagen.errors import MissingDependency
+    from kohyagen.trainer.optim import make_optimizer
+    from kohyagen.trainer.output import lr_logs
+
+    class Prodigy(torch.optim.AdamW):
+        def __init__(self, params, lr=1.0, **kw):
+            super().__init__(params, lr=lr, **kw)
+            for g in self.param_groups:
+                g["d"] = 0.5
+
+    fake = types.ModuleType("prodigyopt")
+    fake.Prodigy = Prodigy
+    monkeypatch.setitem(sys.modules, "prodigyopt", fake)
+    p = torch.nn.Parameter(torch.zeros(2))
+    args = types.SimpleNamespace(
+        optimizer_type="Prodigy", optimizer_args=["weight_decay=0.01"], learning_rate=1.0
+    )
+    opt, name = make_optimizer(args, [{"params": [p], "lr": 1.0, "desc": "unet"}])
+    assert name == f"{__name__}.Prodigy(weight_decay=0.01)"
+    assert lr_logs(opt, ["unet"]) == {"lr/unet": 1.0, "lr/d*lr/unet": 0.5, "lr/group0": 1.0}
+
+    monkeypatch.setitem(sys.modules, "lion_pytorch", None)  # not installed
+    args.optimizer_type, args.optimizer_args = "Lion", []
+    with pytest.raises(MissingDependency, match="lion-pytorch"):
+        make_optimizer(args, [{"params": [p], "lr": 1.0, "desc": "unet"}])
