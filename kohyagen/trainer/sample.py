@@ -137,9 +137,12 @@ def sample_images(
         )
     pipe.set_progress_bar_config(disable=True)
     unet_device = next(components.unet.parameters()).device
-    te_devices = [next(te.parameters()).device for te in components.text_encoders]
-    for te in components.text_encoders:
-        te.to(unet_device)  # cached text-encoder outputs may have parked them on the CPU
+    # Caching may have parked the text encoders and the VAE on the CPU; the pipeline
+    # needs every part on one device while it draws.
+    parked = [*components.text_encoders, components.vae]
+    parked_devices = [next(m.parameters()).device for m in parked]
+    for module in parked:
+        module.to(unet_device)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     rng_state = torch.get_rng_state()
@@ -166,8 +169,8 @@ def sample_images(
             written.append(path)
     finally:
         torch.set_rng_state(rng_state)
-        for te, dev in zip(components.text_encoders, te_devices, strict=True):
-            te.to(dev)
+        for module, dev in zip(parked, parked_devices, strict=True):
+            module.to(dev)
     return written
 
 
