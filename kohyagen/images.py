@@ -1,0 +1,431 @@
+"""Per-image probing: what kohya will see when it opens a file, read as cheaply as possible.
+
+The default probe reads the file once, hashes the bytes, lets Pillow parse only the
+header (size, mode, format, EXIF; no pixel decode) and checks that the file is complete
+by walking its container structure (JPEG markers up to the scan and an EOI after it, PNG
+chunks up to IEND, the RIFF size of WebP, the pixel-array size of BMP, GIF's trailer).
+The deep probe also decodes every pixel, which is what catches damage inside the data,
+and computes the perceptual hash from the decoded pixels.
+
+probe_image never raises: every failure becomes a field of the returned ImageProbe, so
+a single bad file cannot stop a check of thousands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import struct
+import warnings
+from dataclasses import dataclass
+
+# Files above this are hashed in chunks instead of being read into memory at once.
+_WHOLE_READ_LIMIT = 256 * 1024 * 1024
+_CHUNK = 4 * 1024 * 1024
+
+# Pillow modes that keep more than 8 bits per channel; kohya's convert("RGB") clips them.
+HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+# ImageProbe.error values (also the finding codes the dataset check uses for them).
+EMPTY_FILE = "empty-file"
+UNREADABLE = "unreadable"
+NOT_AN_IMAGE = "not-an-image"
+TRUNCATED = "truncated"
+DECOMPRESSION_BOMB = "decompression-bomb"
+DECODE_FAILED = "decode-failed"
+
+
+@dataclass(frozen=True)
+class ImageProbe:
+    path: str
+    size_bytes: int = 0
+    error: str | None = None  # one of the codes above when kohya could not use the file
+    detail: str = ""  # the underlying message, for the finding
+    format: str | None = None  # Pillow's format name: JPEG, PNG, WEBP, BMP, GIF, ...
+    width: int = 0
+    height: int = 0
+    mode: str | None = None
+    orientation: int = 1  # EXIF orientation; 1 means upright
+    has_alpha: bool = False
+    alpha_used: bool | None = None  # None: not decoded, so unknown
+    oversized: bool = False  # above Pillow's decompression-bomb warning limit
+    digest: str | None = None  # content hash of the bytes
+    dhash: int | None = None  # 64-bit difference hash of the pixels
+    tone: tuple[int, int, int] | None = None  # mean colour, to tell flat images apart
+    decoded: bool = False
+
+
+def probe_image(path: str, *, deep: bool = False, perceptual: bool = False) -> ImageProbe:
+    """Inspect one image file; see the module docstring. Never raises."""
+    try:
+        return _probe(path, deep=deep, perceptual=perceptual)
+    except MemoryError:
+        return ImageProbe(path, error=UNREADABLE, detail="not enough memory to read it")
+    except Exception as exc:  # a probe must never stop the whole check
+        return ImageProbe(path, error=UNREADABLE, detail=f"{type(exc).__name__}: {exc}")
+
+
+def _read(path: str) -> tuple[bytes, str, int]:
+    """(bytes to parse, hex digest of the whole file, file size)."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        # a FIFO or device would block or never end; kohya could not train on it either
+        raise OSError(0, "not a regular file")
+    size = st.st_size
+    with open(path, "rb") as fh:
+        if size <= _WHOLE_READ_LIMIT:
+            data = fh.read()
+            return data, hashlib.sha256(data).hexdigest(), len(data)
+        digest = hashlib.sha256()
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+        fh.seek(0)
+        data = fh.read(_WHOLE_READ_LIMIT)
+        return data, digest.hexdigest(), size
+
+
+def _probe(path: str, *, deep: bool, perceptual: bool) -> ImageProbe:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        data, digest, size = _read(path)
+    except OSError as exc:
+        return ImageProbe(path, error=UNREADABLE, detail=exc.strerror or str(exc))
+    if size == 0:
+        return ImageProbe(path, error=EMPTY_FILE, detail="the file is empty (0 bytes)")
+    partial = len(data) < size
+    base = {"path": path, "size_bytes": size, "digest": digest}
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            w, h = header_size(data)
+            return ImageProbe(**base, error=DECOMPRESSION_BOMB, detail=str(exc), width=w, height=h)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error,
+                EOFError) as exc:  # fmt: skip
+            return _unopenable(base, data, exc)
+    oversized = any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught)
+
+    fmt = im.format
+    width, height = im.size
+    mode = im.mode
+    has_alpha = mode in ALPHA_MODES or "transparency" in im.info
+    facts = {
+        **base,
+        "format": fmt,
+        "width": width,
+        "height": height,
+        "mode": mode,
+        "orientation": _orientation(im),
+        "has_alpha": has_alpha,
+        "oversized": oversized,
+    }
+    if width <= 0 or height <= 0:
+        return ImageProbe(**facts, error=NOT_AN_IMAGE, detail=f"image size {width}x{height}")
+    incomplete = None if partial else completeness_problem(data, fmt)
+    if incomplete:
+        return ImageProbe(**facts, error=TRUNCATED, detail=incomplete)
+
+    if not deep:
+        sig = _signature_cheap(im) if perceptual else None
+        return ImageProbe(**facts, **_sig_fields(sig))
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im.load()
+    except OSError as exc:
+        code = TRUNCATED if "truncated" in str(exc).lower() else DECODE_FAILED
+        return ImageProbe(**facts, error=code, detail=str(exc))
+    except Exception as exc:
+        return ImageProbe(**facts, error=DECODE_FAILED, detail=f"{type(exc).__name__}: {exc}")
+    alpha_used = _alpha_used(im) if has_alpha else None
+    sig = signature(im) if perceptual else None
+    return ImageProbe(**facts, alpha_used=alpha_used, decoded=True, **_sig_fields(sig))
+
+
+def _sig_fields(sig: tuple[int, tuple[int, int, int]] | None) -> dict:
+    return {"dhash": sig[0], "tone": sig[1]} if sig else {}
+
+
+def _unopenable(base: dict, data: bytes, exc: Exception) -> ImageProbe:
+    from PIL import Image, UnidentifiedImageError
+
+    # A header claiming a huge size is the real problem even when the rest is garbage.
+    w, h = header_size(data)
+    if w * h > 2 * (Image.MAX_IMAGE_PIXELS or w * h):
+        return ImageProbe(
+            **base, error=DECOMPRESSION_BOMB, detail=f"the header claims {w}x{h}", width=w, height=h
+        )
+    if isinstance(exc, UnidentifiedImageError):
+        return ImageProbe(
+            **base, error=NOT_AN_IMAGE, detail="Pillow cannot identify it as an image"
+        )
+    return ImageProbe(**base, error=NOT_AN_IMAGE, detail=f"broken header: {exc}")
+
+
+def _orientation(im) -> int:
+    # Only EXIF already read with the header: Pillow's getexif() on a PNG whose eXIf chunk
+    # comes after the pixel data would decode the whole image to find it.
+    raw = im.info.get("exif")
+    if not raw:
+        return 1
+    try:
+        from PIL import Image
+
+        exif = Image.Exif()
+        exif.load(raw)
+        value = int(exif.get(0x0112, 1))
+    except Exception:
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _alpha_used(im) -> bool:
+    try:
+        rgba = im if im.mode in ("RGBA", "LA") else im.convert("RGBA")
+        low, _ = rgba.getchannel("A").getextrema()
+        return low < 255
+    except Exception:
+        return True
+
+
+# --- perceptual hash -------------------------------------------------------------------
+
+
+def _as_8bit(im):
+    """An RGB or L view of any mode, so that reduce/resize accept it."""
+    import numpy as np
+    from PIL import Image
+
+    if im.mode in ("RGB", "L"):
+        return im
+    if im.mode in HIGH_BIT_MODES:
+        arr = np.asarray(im, dtype=np.float64)
+        top = 1.0 if im.mode == "F" and arr.max(initial=0) <= 1.0 else 65535.0
+        return Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    return im.convert("RGB")
+
+
+def signature(im) -> tuple[int, tuple[int, int, int]] | None:
+    """(64-bit dHash, mean RGB) of an image; None when it cannot be computed."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        small = _as_8bit(im)
+        # Shrink big images in integer steps first: much cheaper than resampling from full size.
+        factor = min(small.size[0] // 72, small.size[1] // 64)
+        if factor >= 2:
+            small = small.reduce(factor)
+        if small.mode != "RGB":
+            small = small.convert("RGB")
+        thumb = np.asarray(small.resize((9, 8), Image.Resampling.BILINEAR), dtype=np.float32)
+    except Exception:
+        return None
+    tone = thumb.mean(axis=(0, 1))
+    gray = thumb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    bits = (gray[:, 1:] > gray[:, :-1]).ravel()
+    dhash = int(np.packbits(bits).view(">u8")[0])
+    return dhash, (int(tone[0] + 0.5), int(tone[1] + 0.5), int(tone[2] + 0.5))
+
+
+def dhash_of(im) -> int:
+    """64-bit difference hash: 9×8 grayscale, one bit per horizontal neighbour comparison."""
+    sig = signature(im)
+    if sig is None:
+        raise ValueError(f"cannot hash an image of mode {im.mode}")
+    return sig[0]
+
+
+def _signature_cheap(im) -> tuple[int, tuple[int, int, int]] | None:
+    """The signature without a full decode where the format allows it (JPEG DCT scaling)."""
+    try:
+        if im.format == "JPEG" and im.mode in ("RGB", "L"):
+            im.draft(im.mode, (72, 64))
+        im.load()
+    except Exception:
+        return None
+    return signature(im)
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+def near_duplicate_pairs(
+    hashes: list[int],
+    max_distance: int,
+    tones: list[tuple[int, int, int]] | None = None,
+    max_tone: int = 24,
+) -> list[tuple[int, int, int]]:
+    """(i, j, distance) for every pair i < j whose hashes differ in at most max_distance bits
+    and, when tones are given, whose mean colours differ by at most max_tone per channel
+    (a dHash only sees brightness steps, so all flat images share one)."""
+    import numpy as np
+
+    n = len(hashes)
+    if n < 2:
+        return []
+    values = np.array(hashes, dtype=np.uint64)
+    colours = np.array(tones, dtype=np.int16) if tones is not None else None
+    pairs: list[tuple[int, int, int]] = []
+    block = max(1, 4_000_000 // n)  # rows per step: keeps each step's matrix near 32 MB
+    for start in range(0, n - 1, block):
+        rows = values[start : start + block]
+        # only columns from `start` on: pairs are unordered, so i < j suffices
+        dist = np.bitwise_count(rows[:, None] ^ values[None, start:])
+        close = dist <= max_distance
+        if colours is not None:
+            diff = np.abs(colours[start : start + block, None, :] - colours[None, start:, :])
+            close &= diff.max(axis=2) <= max_tone
+        for i, j in zip(*np.nonzero(close), strict=True):
+            gi, gj = start + int(i), start + int(j)
+            if gi < gj:
+                pairs.append((gi, gj, int(dist[i, j])))
+    return pairs
+
+
+# --- container completeness ------------------------------------------------------------
+
+
+def completeness_problem(data: bytes, fmt: str | None) -> str | None:
+    """Why the file looks cut short, or None when its structure is complete."""
+    checker = _CHECKERS.get(fmt or "")
+    if checker is None:
+        return None
+    try:
+        return checker(data)
+    except (IndexError, struct.error):
+        return "the file ends inside its header"
+
+
+def _jpeg_problem(data: bytes) -> str | None:
+    scan = _jpeg_scan_start(data)
+    if scan is None:
+        return "no image data (SOS marker) before the end of the file"
+    # Entropy-coded data never holds FF D9 (a data FF is followed by 00), so the end-of-image
+    # marker must come after the first scan; anything after it (camera trailers, motion
+    # photo video) is ignored by decoders.
+    if data.rfind(b"\xff\xd9") < scan:
+        return "JPEG has no end-of-image marker (FF D9): the file is cut short"
+    return None
+
+
+def _jpeg_scan_start(data: bytes) -> int | None:
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if marker == 0xDA:
+            return pos + 2 + length
+        pos += 2 + length
+    return None
+
+
+def _png_problem(data: bytes) -> str | None:
+    pos, n = 8, len(data)
+    while pos + 8 <= n:
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if end > n:
+            return f"PNG chunk {kind.decode('latin-1')} runs past the end of the file: cut short"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return "PNG has no IEND chunk: the file is cut short"
+
+
+def _webp_problem(data: bytes) -> str | None:
+    (riff_size,) = struct.unpack("<I", data[4:8])
+    if len(data) < riff_size + 8:
+        return f"WebP declares {riff_size + 8} bytes but the file has {len(data)}: cut short"
+    return None
+
+
+def _bmp_problem(data: bytes) -> str | None:
+    (offset,) = struct.unpack("<I", data[10:14])
+    (header_len,) = struct.unpack("<I", data[14:18])
+    if header_len < 40:
+        return None  # OS/2 core header: rare, let the decoder judge
+    width, height, _planes, bpp, compression = struct.unpack("<iiHHI", data[18:34])
+    if compression not in (0, 3):  # RLE and embedded JPEG/PNG have no fixed size
+        return None
+    stride = ((bpp * abs(width) + 31) // 32) * 4
+    need = offset + stride * abs(height)
+    if len(data) < need:
+        return f"BMP pixel data needs {need} bytes but the file has {len(data)}: cut short"
+    return None
+
+
+def _gif_problem(data: bytes) -> str | None:
+    if not data.rstrip(b"\x00").endswith(b";"):
+        return "GIF has no trailer byte: the file is cut short"
+    return None
+
+
+_CHECKERS = {
+    "JPEG": _jpeg_problem,
+    "MPO": _jpeg_problem,
+    "PNG": _png_problem,
+    "WEBP": _webp_problem,
+    "BMP": _bmp_problem,
+    "GIF": _gif_problem,
+}
+
+
+def header_size(data: bytes) -> tuple[int, int]:
+    """Width and height read straight from a PNG, JPEG or WebP header; (0, 0) if unknown.
+
+    Used when Pillow refuses to open the file (decompression-bomb limit) so the finding can
+    still say how large the image claims to be.
+    """
+    try:
+        if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
+            return struct.unpack(">II", data[16:24])
+        if data.startswith(b"\xff\xd8"):
+            return _jpeg_sof_size(data)
+        if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+            kind = data[12:16]
+            if kind == b"VP8X":  # extended: 24-bit canvas size minus one
+                w = int.from_bytes(data[24:27], "little") + 1
+                h = int.from_bytes(data[27:30], "little") + 1
+                return w, h
+            if kind == b"VP8 ":  # lossy: 14-bit sizes after the key-frame start code
+                w, h = struct.unpack("<HH", data[26:30])
+                return w & 0x3FFF, h & 0x3FFF
+            if kind == b"VP8L":  # lossless: two 14-bit sizes minus one after the signature
+                bits = int.from_bytes(data[21:25], "little")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    except (struct.error, IndexError):
+        pass
+    return 0, 0
+
+
+def _jpeg_sof_size(data: bytes) -> tuple[int, int]:
+    pos, n = 2, len(data)
+    while pos + 9 <= n and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker in (0x01, 0xD8, 0xFF) or 0xD0 <= marker <= 0xD7:
+            pos += 1 if marker == 0xFF else 2
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return w, h
+        pos += 2 + length
+    return 0, 0

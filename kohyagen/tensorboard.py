@@ -1,0 +1,349 @@
+"""A small reader (and writer) of TensorBoard event files, without the tensorboard package.
+
+An event file is a sequence of TFRecords: an 8-byte little-endian length, a masked
+CRC-32C of those 8 bytes, the payload, and a masked CRC-32C of the payload. Each payload
+is a protobuf `Event` (wall_time = 1, step = 2, summary = 5); a `Summary` holds repeated
+`Value`s (tag = 1, simple_value = 2, tensor = 8). Scalars come either as simple_value
+(what torch's SummaryWriter and accelerate write) or as a rank-0 `TensorProto`
+(what TF2-style writers produce). Only scalars are decoded; everything else is skipped.
+
+A file still being written ends in a partial record: reading stops there quietly.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+EVENT_FILE_GLOB = "events.out.tfevents.*"
+
+
+@dataclass(frozen=True)
+class ScalarEvent:
+    tag: str
+    step: int
+    wall_time: float
+    value: float
+
+
+# --- CRC-32C (Castagnoli), as TFRecord masks it -------------------------------------------
+
+_CRC_TABLE: list[int] = []
+for _n in range(256):
+    _c = _n
+    for _ in range(8):
+        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
+    _CRC_TABLE.append(_c)
+
+
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    table = _CRC_TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+# --- protobuf wire format ------------------------------------------------------------------
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 70:
+            raise ValueError("varint too long")
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int, object]]:
+    """(field number, wire type, value): ints for varint/fixed, bytes for length-delimited."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = buf[pos : pos + 8], pos + 8
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            value, pos = buf[pos : pos + length], pos + length
+        elif wire == 5:
+            value, pos = buf[pos : pos + 4], pos + 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if pos > end:
+            raise ValueError("truncated field")
+        yield number, wire, value
+
+
+# TensorProto dtypes that a scalar may use, with struct formats for tensor_content.
+_DT_FLOAT, _DT_DOUBLE, _DT_INT32, _DT_INT64, _DT_BFLOAT16, _DT_HALF = 1, 2, 3, 9, 14, 19
+_CONTENT_FORMAT = {_DT_FLOAT: "<f", _DT_DOUBLE: "<d", _DT_INT32: "<i", _DT_INT64: "<q"}
+
+
+def _packed(values: object, wire: int, fmt: str) -> list[float]:
+    if wire == 2:  # packed repeated
+        data = bytes(values)  # type: ignore[arg-type]
+        size = struct.calcsize(fmt)
+        return [struct.unpack_from(fmt, data, i)[0] for i in range(0, len(data) - size + 1, size)]
+    if wire in (1, 5):
+        return [struct.unpack(fmt, values)[0]]  # type: ignore[arg-type]
+    return [float(values)]  # type: ignore[arg-type]
+
+
+def _packed_varints(values: object, wire: int) -> list[int]:
+    if wire != 2:
+        return [int(values)]  # type: ignore[arg-type]
+    data, pos, out = bytes(values), 0, []  # type: ignore[arg-type]
+    while pos < len(data):
+        value, pos = _varint(data, pos)
+        out.append(value)
+    return out
+
+
+def _bfloat16(bits: int) -> float:
+    return struct.unpack("<f", struct.pack("<I", (bits & 0xFFFF) << 16))[0]
+
+
+def _half(bits: int) -> float:
+    return struct.unpack("<e", struct.pack("<H", bits & 0xFFFF))[0]
+
+
+def _tensor_scalar(buf: bytes) -> float | None:
+    """The single number held by a TensorProto, or None when it is not one number."""
+    dtype = 0
+    content = b""
+    values: list[float] = []
+    for number, wire, value in _fields(buf):
+        if number == 1:
+            dtype = int(value)  # type: ignore[arg-type]
+        elif number == 4:
+            content = bytes(value)  # type: ignore[arg-type]
+        elif number == 5:
+            values += _packed(value, wire, "<f")
+        elif number == 6:
+            values += _packed(value, wire, "<d")
+        elif number in (7, 10):  # int_val / int64_val (zigzag is not used for these)
+            values += [
+                struct.unpack("<q", struct.pack("<Q", v & 0xFFFFFFFFFFFFFFFF))[0]
+                for v in _packed_varints(value, wire)
+            ]
+        elif number == 13:  # half_val holds fp16 / bf16 bit patterns
+            convert = _bfloat16 if dtype == _DT_BFLOAT16 else _half
+            values += [convert(v) for v in _packed_varints(value, wire)]
+    if content:
+        if dtype in _CONTENT_FORMAT:
+            fmt = _CONTENT_FORMAT[dtype]
+            if len(content) != struct.calcsize(fmt):
+                return None
+            return float(struct.unpack(fmt, content)[0])
+        if dtype in (_DT_HALF, _DT_BFLOAT16) and len(content) == 2:
+            bits = struct.unpack("<H", content)[0]
+            return _bfloat16(bits) if dtype == _DT_BFLOAT16 else _half(bits)
+        return None
+    return float(values[0]) if len(values) == 1 else None
+
+
+def _summary_scalars(buf: bytes) -> Iterator[tuple[str, float]]:
+    for number, _wire, value in _fields(buf):
+        if number != 1:
+            continue
+        tag, scalar = "", None
+        for f_number, f_wire, f_value in _fields(bytes(value)):  # type: ignore[arg-type]
+            if f_number == 1:
+                tag = bytes(f_value).decode("utf-8", "replace")  # type: ignore[arg-type]
+            elif f_number == 2 and f_wire == 5:
+                scalar = struct.unpack("<f", f_value)[0]  # type: ignore[arg-type]
+            elif f_number == 8 and f_wire == 2:
+                scalar = _tensor_scalar(bytes(f_value))  # type: ignore[arg-type]
+        if tag and scalar is not None:
+            yield tag, float(scalar)
+
+
+def _records(data: bytes, *, check_crc: bool) -> Iterator[bytes]:
+    pos = 0
+    while pos + 12 <= len(data):
+        header = data[pos : pos + 8]
+        (length,) = struct.unpack("<Q", header)
+        (length_crc,) = struct.unpack("<I", data[pos + 8 : pos + 12])
+        if masked_crc32c(header) != length_crc:
+            return  # not a record boundary: garbage or a torn write
+        start, end = pos + 12, pos + 12 + length
+        if end + 4 > len(data):
+            return  # partial last record (file still being written)
+        payload = data[start:end]
+        if check_crc:
+            (data_crc,) = struct.unpack("<I", data[end : end + 4])
+            if masked_crc32c(payload) != data_crc:
+                return
+        yield payload
+        pos = end + 4
+
+
+def read_scalars(path: str | Path, *, check_crc: bool = False) -> list[ScalarEvent]:
+    """Every scalar in one event file, in file order.
+
+    check_crc also verifies each payload's checksum (slow in pure Python; the length
+    checksum, always verified, already catches torn and foreign files).
+    """
+    data = Path(path).read_bytes()
+    events: list[ScalarEvent] = []
+    for record in _records(data, check_crc=check_crc):
+        wall_time, step, summary = 0.0, 0, None
+        try:
+            for number, wire, value in _fields(record):
+                if number == 1 and wire == 1:
+                    wall_time = struct.unpack("<d", value)[0]  # type: ignore[arg-type]
+                elif number == 2 and wire == 0:
+                    step = struct.unpack("<q", struct.pack("<Q", int(value)))[0]  # type: ignore[arg-type]
+                elif number == 5 and wire == 2:
+                    summary = bytes(value)  # type: ignore[arg-type]
+            if summary is not None:
+                events += [
+                    ScalarEvent(tag, step, wall_time, value)
+                    for tag, value in _summary_scalars(summary)
+                ]
+        except (ValueError, struct.error):
+            continue  # one undecodable record does not spoil the rest
+    return events
+
+
+def find_event_files(logging_dir: str | Path, *, newer_than: float | None = None) -> list[Path]:
+    """Event files under a logging_dir, oldest first (by the unix time in the file name).
+
+    newer_than keeps only files written to at or after that unix time, so that a report
+    reads the successful attempt and not an earlier one that ran out of memory (two
+    attempts in the same second share kohya's timestamped folder).
+    """
+    root = Path(logging_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.rglob(EVENT_FILE_GLOB):
+        if not path.is_file():
+            continue
+        if newer_than is not None and path.stat().st_mtime < newer_than - 0.01:
+            continue
+        found.append((_created_at(path), str(path), path))
+    return [item[2] for item in sorted(found)]
+
+
+def _created_at(path: Path) -> float:
+    match = re.match(r"events\.out\.tfevents\.(\d+)", path.name)
+    if match:
+        return float(match.group(1))
+    return path.stat().st_mtime
+
+
+def scalars_by_tag(events: Iterable[ScalarEvent]) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value)], sorted by step; a later write for the same step wins."""
+    table: dict[str, dict[int, float]] = {}
+    for event in events:
+        table.setdefault(event.tag, {})[event.step] = event.value
+    return {tag: sorted(points.items()) for tag, points in table.items()}
+
+
+# --- writing (used by tests and tools; kohya and the builtin trainer write their own) ----
+
+
+def _key(number: int, wire: int) -> bytes:
+    return _encode_varint((number << 3) | wire)
+
+
+def _encode_varint(value: int) -> bytes:
+    value &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    return _key(number, 2) + _encode_varint(len(payload)) + payload
+
+
+def encode_scalar_event(
+    tag: str, value: float, step: int, wall_time: float, *, as_tensor: bool = False
+) -> bytes:
+    """One Event holding one scalar, as simple_value or as a rank-0 float tensor."""
+    if as_tensor:
+        tensor = (
+            _key(1, 0) + _encode_varint(_DT_FLOAT) + _length_delimited(4, struct.pack("<f", value))
+        )
+        summary_value = _length_delimited(1, tag.encode()) + _length_delimited(8, tensor)
+    else:
+        summary_value = _length_delimited(1, tag.encode()) + _key(2, 5) + struct.pack("<f", value)
+    summary = _length_delimited(1, summary_value)
+    return (
+        _key(1, 1)
+        + struct.pack("<d", wall_time)
+        + _key(2, 0)
+        + _encode_varint(step)
+        + _length_delimited(5, summary)
+    )
+
+
+def frame_record(payload: bytes) -> bytes:
+    header = struct.pack("<Q", len(payload))
+    return (
+        header
+        + struct.pack("<I", masked_crc32c(header))
+        + payload
+        + struct.pack("<I", masked_crc32c(payload))
+    )
+
+
+class EventFileWriter:
+    """Appends scalar events to a new event file in a folder (flushes every write)."""
+
+    def __init__(self, folder: str | Path, *, wall_time: float | None = None) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        created = wall_time if wall_time is not None else time.time()
+        self.path = folder / f"events.out.tfevents.{int(created)}.kohyagen.0"
+        version = _key(1, 1) + struct.pack("<d", created) + _length_delimited(3, b"brain.Event:2")
+        with open(self.path, "wb") as handle:
+            handle.write(frame_record(version))
+
+    def add_scalar(
+        self,
+        tag: str,
+        value: float,
+        step: int,
+        *,
+        wall_time: float | None = None,
+        as_tensor: bool = False,
+    ) -> None:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError(f"scalar value must be a number, got {type(value).__name__}")
+        payload = encode_scalar_event(
+            tag,
+            float(value),
+            step,
+            wall_time if wall_time is not None else time.time(),
+            as_tensor=as_tensor,
+        )
+        with open(self.path, "ab") as handle:
+            handle.write(frame_record(payload))

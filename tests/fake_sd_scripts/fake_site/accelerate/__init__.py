@@ -1,0 +1,1 @@
+"""A stand-in for accelerate inside the fake sd-scripts venv (tests only)."""
