@@ -2,7 +2,7 @@
 
 Each case runs in its own process (peak RSS is per process) on a tiny random SD1.5-shaped
 pipeline, so the numbers compare the trainer's own overhead, not a real model's compute.
-Usage: python benchmarks/trainer.py [--images 8] [--resolution 128] [--epochs 2] [--threads 1]
+Usage: python benchmarks/trainer.py [--images 8] [--resolution 128] [--epochs 4] [--threads 1]
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--resolution", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--case", choices=["cached", "uncached"], default=None)
