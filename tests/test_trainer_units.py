@@ -508,3 +508,20 @@ def test_optional_optimizers_and_their_lr_tags(monkeypatch):
     args.optimizer_type, args.optimizer_args = "Lion", []
     with pytest.raises(MissingDependency, match="lion-pytorch"):
         make_optimizer(args, [{"params": [p], "lr": 1.0, "desc": "unet"}])
+
+
+def test_without_torch_the_entry_says_which_extra(tmp_path, subprocess_env):
+    fake = tmp_path / "shadow" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
+    env = dict(subprocess_env)
+    env["PYTHONPATH"] = f"{tmp_path / 'shadow'}:{env['PYTHONPATH']}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kohyagen.trainer", "--config_file", "x.toml"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "pip install 'kohyagen[train]'" in proc.stderr and "Traceback" not in proc.stderr
