@@ -114,6 +114,13 @@ def test_sdxl_two_epochs_sgm_keys_and_diffusers_load(tmp_path, models, capsys):
     before = image()
     pipe.load_lora_weights(str(out / "tl.safetensors"))
     assert abs(image() - before).max() > 1e-4
+    placed = sum(
+        1
+        for part in (pipe.unet, pipe.text_encoder, pipe.text_encoder_2)
+        for n, _ in part.named_modules()
+        if n.endswith("lora_A")
+    )
+    assert placed == len(keys) // 3  # every module of the file found its place
 
 
 def test_sd2_v_prediction_metadata_and_unet_only(tmp_path, models, capsys):
@@ -270,3 +277,38 @@ def test_conv_dim_adds_resnet_convs_and_loads_in_diffusers(tmp_path, models, cap
         output_type="np",
     ).images
     assert image.shape == (1, 64, 64, 3)
+
+
+def test_sdxl_conv_dim_uses_sgm_names_and_loads(tmp_path, models, capsys):
+    import diffusers
+    from safetensors.torch import load_file
+
+    data = make_train_dir(tmp_path / "data", n=1, repeats=1)
+    config = write_config(
+        tmp_path,
+        models["sdxl"],
+        data=data,
+        max_train_epochs=1,
+        network_args=["conv_dim=2"],
+        network_train_unet_only=True,
+        logging_dir=None,
+    )
+    config.write_text("# kohyagen-script: sdxl_train_network.py\n" + config.read_text())
+    rc = run_trainer(["--config_file", str(config)])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    path = tmp_path / "output" / "tl.safetensors"
+    keys = set(load_file(path))
+    # layers_per_block 1: down block 0 resnet 0 is input block 1; its downsampler input block 2
+    assert "lora_unet_input_blocks_1_0_in_layers_2.lora_down.weight" in keys
+    assert "lora_unet_input_blocks_2_0_op.lora_down.weight" in keys
+    assert "lora_unet_middle_block_2_0_out_layers_3.lora_up.weight" not in keys
+    assert "lora_unet_middle_block_2_out_layers_3.lora_up.weight" in keys
+    assert "lora_unet_output_blocks_1_2_conv.lora_up.weight" in keys
+    assert not any("resnets" in k or "down_blocks" in k for k in keys)
+
+    pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(models["sdxl"])
+    pipe.load_lora_weights(str(path))
+    loaded = {n for n, _ in pipe.unet.named_modules() if n.endswith("lora_A")}
+    assert len(loaded) == len(keys) // 3  # every module of the file found its place
+    assert any("resnets" in n and "conv1" in n for n in loaded)
+    assert any("downsamplers" in n for n in loaded) and any("upsamplers" in n for n in loaded)

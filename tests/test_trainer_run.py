@@ -165,7 +165,9 @@ def test_lora_loads_in_diffusers_and_changes_output(sd15_run, sd15):
     pipe.load_lora_weights(str(sd15_run["tmp"] / "output" / "tl.safetensors"))
     assert abs(image() - before).max() > 1e-4
     te_lora = [n for n, _ in pipe.text_encoder.named_modules() if n.endswith("lora_A")]
-    assert te_lora  # the text-encoder half was recognised too
+    unet_lora = [n for n, _ in pipe.unet.named_modules() if n.endswith("lora_A")]
+    _, keys = _metadata(sd15_run["tmp"] / "output" / "tl.safetensors")
+    assert te_lora and len(te_lora) + len(unet_lora) == len(keys) // 3
 
 
 def test_resume_continues_from_saved_state(sd15_run, tmp_path, capsys):

@@ -153,6 +153,19 @@ def test_sgm_names_for_sdxl():
     assert sgm_unet_path("mid_block.attentions.0.x", 2) == "middle_block.1.x"
     assert sgm_unet_path("up_blocks.0.attentions.2.x", 2) == "output_blocks.2.1.x"
     assert sgm_unet_path("up_blocks.1.attentions.0.x", 2) == "output_blocks.3.1.x"
+    # conv_dim targets, in kohya's SDXL U-Net names
+    assert sgm_unet_path("down_blocks.0.resnets.1.conv1", 2) == "input_blocks.2.0.in_layers.2"
+    assert sgm_unet_path("down_blocks.1.resnets.0.conv_shortcut", 2) == (
+        "input_blocks.4.0.skip_connection"
+    )
+    assert sgm_unet_path("down_blocks.0.downsamplers.0.conv", 2) == "input_blocks.3.0.op"
+    assert sgm_unet_path("mid_block.resnets.1.time_emb_proj", 2) == "middle_block.2.emb_layers.1"
+    assert sgm_unet_path("up_blocks.0.resnets.2.conv2", 2) == "output_blocks.2.0.out_layers.3"
+    up = sgm_unet_path("up_blocks.1.upsamplers.0.conv", 2, frozenset({0, 1}))
+    assert up == "output_blocks.5.2.conv"
+    assert sgm_unet_path("up_blocks.2.upsamplers.0.conv", 2, frozenset({0, 1})) == (
+        "output_blocks.8.1.conv"
+    )
 
 
 def test_sample_prompt_options_and_names():
@@ -399,12 +412,10 @@ def test_exif_rotated_image_is_bucketed_as_displayed(tmp_path):
     assert item.bucket[1] > item.bucket[0]
 
 
-def test_network_args_conv_only_and_not_on_sdxl():
-    assert (
-        unsupported_options({"network_args": ["conv_dim=8", "conv_alpha=4"]}, "train_network") == []
-    )
-    problems = unsupported_options({"network_args": ["conv_dim=8"]}, "sdxl_train_network")
-    assert problems and "SDXL" in problems[0]
+def test_network_args_conv_only():
+    conv = {"network_args": ["conv_dim=8", "conv_alpha=4"]}
+    assert unsupported_options(conv, "train_network") == []
+    assert unsupported_options(conv, "sdxl_train_network") == []
     assert unsupported_options({"network_args": ["rank_dropout=0.1"]}, "train_network")
 
 

@@ -115,8 +115,7 @@ def unsupported_options(flat: dict[str, Any], script: str) -> list[str]:
             key = str(item).partition("=")[0].strip()
             if key not in NETWORK_ARGS:
                 problems.append(f"network_args {item!r} (supported: {', '.join(NETWORK_ARGS)})")
-            elif script == SDXL_TRAIN_NETWORK and key in ("conv_dim", "conv_alpha"):
-                problems.append(f"network_args {item!r} on SDXL")
+
     return problems
 
 

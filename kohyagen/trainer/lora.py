@@ -75,20 +75,63 @@ class LoRAModule(nn.Module):
         return base + (lx * (self.multiplier * self.scale)).to(base.dtype)
 
 
-def sgm_unet_path(path: str, layers_per_block: int) -> str:
-    """diffusers U-Net module path -> kohya's SGM-layout name for SDXL."""
+_SGM_RESNET_PARTS = {
+    "conv1": "in_layers.2",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
+
+
+def _sgm_resnet(rest: str) -> str:
+    head, _, tail = rest.partition(".")
+    return _SGM_RESNET_PARTS.get(head, head) + (f".{tail}" if tail else "")
+
+
+def sgm_unet_path(
+    path: str, layers_per_block: int, up_with_attention: frozenset[int] = frozenset()
+) -> str:
+    """diffusers U-Net module path -> kohya's SGM-layout name for SDXL.
+
+    up_with_attention: up-block indices that have attentions (their upsampler sits after
+    the attention, at sub-index 2; otherwise at 1).
+    """
     per = layers_per_block + 1
-    m = re.match(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", path)
-    if m:
-        i, j, rest = int(m[1]), int(m[2]), m[3]
-        return f"input_blocks.{1 + i * per + j}.1.{rest}"
-    m = re.match(r"mid_block\.attentions\.(\d+)\.(.*)", path)
-    if m:
-        return f"middle_block.{1 + 2 * int(m[1])}.{m[2]}"
-    m = re.match(r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", path)
-    if m:
-        i, j, rest = int(m[1]), int(m[2]), m[3]
-        return f"output_blocks.{i * per + j}.1.{rest}"
+    rules = (
+        (
+            r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)",
+            lambda i, j, r: f"input_blocks.{1 + i * per + j}.1.{r}",
+        ),
+        (
+            r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)",
+            lambda i, j, r: f"input_blocks.{1 + i * per + j}.0.{_sgm_resnet(r)}",
+        ),
+        (
+            r"down_blocks\.(\d+)\.downsamplers\.(\d+)\.conv(.*)",
+            lambda i, j, r: f"input_blocks.{(i + 1) * per}.0.op{r}",
+        ),
+        (r"mid_block\.attentions\.(\d+)\.(.*)", lambda j, r: f"middle_block.{1 + 2 * j}.{r}"),
+        (r"mid_block\.resnets\.(\d+)\.(.*)", lambda j, r: f"middle_block.{2 * j}.{_sgm_resnet(r)}"),
+        (
+            r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)",
+            lambda i, j, r: f"output_blocks.{i * per + j}.1.{r}",
+        ),
+        (
+            r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)",
+            lambda i, j, r: f"output_blocks.{i * per + j}.0.{_sgm_resnet(r)}",
+        ),
+        (
+            r"up_blocks\.(\d+)\.upsamplers\.(\d+)\.conv(.*)",
+            lambda i, j, r: (
+                f"output_blocks.{i * per + per - 1}.{2 if i in up_with_attention else 1}.conv{r}"
+            ),
+        ),
+    )
+    for pattern, build in rules:
+        m = re.fullmatch(pattern, path)
+        if m:
+            groups = [int(g) if g.isdigit() else g for g in m.groups()]
+            return build(*groups)
     return path
 
 
@@ -141,13 +184,21 @@ class LoRANetwork(nn.Module):
             layers = getattr(unet.config, "layers_per_block", 2)
             if isinstance(layers, (list, tuple)):
                 layers = layers[0]
+            up_attn = frozenset(
+                i
+                for i, block in enumerate(getattr(unet, "up_blocks", []))
+                if hasattr(block, "attentions")
+            )
+
+            def kohya_name(path: str) -> str:
+                kohya_path = sgm_unet_path(path, layers, up_attn) if sdxl else path
+                return f"lora_unet_{kohya_path.replace('.', '_')}"
+
             for path, module in _targets(unet, UNET_TARGETS):
-                kohya_path = sgm_unet_path(path, layers) if sdxl else path
-                name = f"lora_unet_{kohya_path.replace('.', '_')}"
-                unet_mods.append(LoRAModule(name, module, rank, alpha))
+                unet_mods.append(LoRAModule(kohya_name(path), module, rank, alpha))
             if conv_rank:  # kohya's conv_dim (LoCon-style): ResNet and resampler convs too
                 for path, module in _targets(unet, UNET_CONV_TARGETS, conv=True):
-                    name = f"lora_unet_{path.replace('.', '_')}"
+                    name = kohya_name(path)
                     is_3x3 = isinstance(module, nn.Conv2d) and module.kernel_size != (1, 1)
                     r, a = (conv_rank, conv_alpha) if is_3x3 else (rank, alpha)
                     unet_mods.append(LoRAModule(name, module, r, a))

@@ -96,5 +96,5 @@ DATASET_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
     "metadata_file": None,
 }
 
-# network_args keys of networks.lora that are implemented (conv_* on SD1/SD2 only).
+# network_args keys of networks.lora that are implemented.
 NETWORK_ARGS: tuple[str, ...] = ("conv_dim", "conv_alpha")
