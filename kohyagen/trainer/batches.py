@@ -1,0 +1,85 @@
+"""The torch Dataset the DataLoader draws from: one item is one whole batch (as in kohya)."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from kohyagen.trainer.data import ImageItem, PreparedDataset, epoch_batches, process_caption
+from kohyagen.trainer.latents import LatentCache, crop_top_left, load_pixels
+
+
+class BatchDataset(torch.utils.data.Dataset):
+    def __init__(
+        self,
+        prepared: PreparedDataset,
+        *,
+        seed: int,
+        cache: LatentCache | None,
+        prior_loss_weight: float,
+        flip_aug: bool,
+        shuffle: bool = True,
+    ):
+        self.prepared = prepared
+        self.seed = seed
+        self.cache = cache
+        self.prior_loss_weight = prior_loss_weight
+        self.flip_aug = flip_aug
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.batches = epoch_batches(prepared, seed, 0, shuffle=shuffle)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.batches = epoch_batches(self.prepared, self.seed, epoch, shuffle=self.shuffle)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def _flip(self, item: ImageItem, rng: random.Random) -> bool:
+        return (self.flip_aug or item.subset.flip_aug) and rng.random() < 0.5
+
+    def __getitem__(self, index: int) -> dict:
+        rng = random.Random((self.seed * 7919 + self.epoch) * 100003 + index)
+        items = self.batches[index]
+        flips = [self._flip(it, rng) if self.shuffle else False for it in items]
+        batch: dict = {
+            "captions": [
+                process_caption(it.caption, it.subset, self.epoch + 1, rng)
+                if self.shuffle
+                else it.caption
+                for it in items
+            ],
+            "weights": torch.tensor(
+                [self.prior_loss_weight if it.is_reg else 1.0 for it in items],
+                dtype=torch.float32,
+            ),
+            "time_ids": torch.tensor(
+                [
+                    [
+                        it.original_size[1],
+                        it.original_size[0],
+                        *crop_top_left(it),
+                        it.bucket[1],
+                        it.bucket[0],
+                    ]
+                    for it in items
+                ],
+                dtype=torch.float32,
+            ),
+        }
+        if self.cache is not None:
+            batch["latents"] = torch.stack(
+                [self.cache.get(it, flip) for it, flip in zip(items, flips, strict=True)]
+            )
+        else:
+            batch["pixels"] = torch.stack(
+                [load_pixels(it, flip=flip) for it, flip in zip(items, flips, strict=True)]
+            )
+        return batch
+
+
+def first(batch_list: list) -> dict:
+    """collate_fn: the DataLoader's batch size is 1 because each item is a batch."""
+    return batch_list[0]

@@ -1,0 +1,260 @@
+"""Images, captions, buckets and batches, following kohya's DreamBooth dataset rules.
+
+Every image is assigned an aspect-ratio bucket (or the fixed resolution without
+bucketing), is repeated num_repeats times per epoch, and batches are drawn
+from one bucket at a time. Captions come from the first line of the caption
+file, else the subset's class tokens. A validation split takes images off each
+non-reg subset as kohya does.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from kohyagen.errors import DatasetError
+from kohyagen.layout import list_images
+from kohyagen.trainer.config import DatasetSpec, SubsetSpec
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    path: Path
+    caption: str
+    subset: SubsetSpec
+    original_size: tuple[int, int]  # (w, h)
+    bucket: tuple[int, int]  # (w, h)
+
+    @property
+    def is_reg(self) -> bool:
+        return self.subset.is_reg
+
+
+def make_buckets(
+    max_reso: tuple[int, int], min_size: int, max_size: int, steps: int
+) -> list[tuple[int, int]]:
+    """Every (w, h) multiple of steps within [min_size, max_size] whose area fits max_reso."""
+    max_area = max_reso[0] * max_reso[1]
+    side = int(math.sqrt(max_area) // steps) * steps
+    resos = {(side, side)}
+    width = min_size
+    while width <= max_size:
+        height = min(max_size, int((max_area // width) // steps) * steps)
+        if height >= min_size:
+            resos.add((width, height))
+            resos.add((height, width))
+        width += steps
+    return sorted(resos)
+
+
+def select_bucket(
+    size: tuple[int, int],
+    buckets: list[tuple[int, int]],
+    *,
+    max_reso: tuple[int, int],
+    steps: int,
+    no_upscale: bool,
+) -> tuple[int, int]:
+    w, h = size
+    if no_upscale and w * h <= max_reso[0] * max_reso[1]:
+        return max(steps, w // steps * steps), max(steps, h // steps * steps)
+    if no_upscale:
+        scale = math.sqrt(max_reso[0] * max_reso[1] / (w * h))
+        return (
+            max(steps, int(w * scale) // steps * steps),
+            max(steps, int(h * scale) // steps * steps),
+        )
+    aspect = w / h
+    return min(buckets, key=lambda b: abs(b[0] / b[1] - aspect))
+
+
+def resize_and_crop(image, bucket: tuple[int, int]):
+    """Scale so the image covers the bucket, then crop the centre. Returns (image, crop_ltrb)."""
+    from PIL import Image
+
+    bw, bh = bucket
+    w, h = image.size
+    scale = max(bw / w, bh / h)
+    new_w, new_h = max(bw, round(w * scale)), max(bh, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), Image.Resampling.LANCZOS)
+    left, top = (new_w - bw) // 2, (new_h - bh) // 2
+    return image.crop((left, top, left + bw, top + bh)), (left, top, left + bw, top + bh)
+
+
+def read_caption(image: Path, subset: SubsetSpec) -> str:
+    caption_file = image.with_suffix(subset.caption_extension)
+    if caption_file.is_file():
+        lines = caption_file.read_text(encoding="utf-8").splitlines()
+        text = lines[0].strip() if lines else ""
+        if not text:
+            raise DatasetError(
+                "caption file is empty",
+                path=caption_file,
+                hint="write a caption on its first line or delete the file",
+            )
+        return text
+    return subset.class_tokens or ""
+
+
+def split_validation(
+    images: list[Path], split: float, seed: int | None, *, training: bool
+) -> list[Path]:
+    """kohya's per-subset split: train = first ceil(n(1-s)), validation = last round(n s)."""
+    if split <= 0:
+        return images if training else []
+    shuffled = list(images)
+    (random.Random(seed) if seed is not None else random).shuffle(shuffled)
+    n = len(shuffled)
+    if training:
+        return shuffled[: math.ceil(n * (1 - split))]
+    take = round(n * split)
+    return shuffled[n - take :] if take else []
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    spec: DatasetSpec
+    items: tuple[ImageItem, ...]
+    training: bool
+
+    @property
+    def train_count(self) -> int:
+        return sum(it.subset.num_repeats for it in self.items if not it.is_reg)
+
+    @property
+    def reg_count(self) -> int:
+        return sum(1 for it in self.items if it.is_reg)
+
+
+def prepare(spec: DatasetSpec, *, training: bool = True) -> PreparedDataset:
+    from PIL import Image
+
+    res = spec.resolution
+    buckets: list[tuple[int, int]] = []
+    if spec.enable_bucket:
+        if min(res) < spec.min_bucket_reso or max(res) > spec.max_bucket_reso:
+            raise DatasetError(
+                f"resolution {res} is outside min_bucket_reso {spec.min_bucket_reso} .."
+                f" max_bucket_reso {spec.max_bucket_reso}",
+                hint="lower min_bucket_reso or raise max_bucket_reso",
+            )
+        buckets = make_buckets(
+            res, spec.min_bucket_reso, spec.max_bucket_reso, spec.bucket_reso_steps
+        )
+    items: list[ImageItem] = []
+    for subset in spec.subsets:
+        if not subset.image_dir.is_dir():
+            raise DatasetError("image folder not found", path=subset.image_dir)
+        images = list_images(subset.image_dir)
+        if not subset.is_reg:
+            images = split_validation(
+                images, spec.validation_split, spec.validation_seed, training=training
+            )
+        elif not training:
+            images = []  # kohya never validates on reg images
+        for image in images:
+            try:
+                with Image.open(image) as im:
+                    size = im.size
+                    # Rotated by its EXIF orientation when loaded, so bucket it rotated too.
+                    if im.getexif().get(0x0112) in (5, 6, 7, 8):
+                        size = (size[1], size[0])
+            except OSError as exc:
+                raise DatasetError(
+                    "cannot read image", path=image, hint="remove or re-save it"
+                ) from exc
+            if spec.enable_bucket:
+                bucket = select_bucket(
+                    size,
+                    buckets,
+                    max_reso=res,
+                    steps=spec.bucket_reso_steps,
+                    no_upscale=spec.bucket_no_upscale,
+                )
+            else:
+                if size[0] > res[0] or size[1] > res[1]:
+                    raise DatasetError(
+                        f"image is {size[0]}x{size[1]}, larger than the resolution"
+                        f" {res[0]}x{res[1]}, and bucketing is off",
+                        path=image,
+                        hint="set enable_bucket = true or resize the image",
+                    )
+                bucket = res
+            items.append(ImageItem(image, read_caption(image, subset), subset, size, bucket))
+    return PreparedDataset(spec, tuple(items), training)
+
+
+def process_caption(caption: str, subset: SubsetSpec, epoch: int, rng: random.Random) -> str:
+    """Caption dropout, tag dropout, shuffling with kept tokens, prefix and suffix."""
+    if subset.caption_dropout_rate > 0 and rng.random() < subset.caption_dropout_rate:
+        return ""
+    every = subset.caption_dropout_every_n_epochs
+    if every > 0 and epoch % every == 0:
+        return ""
+    if subset.caption_prefix:
+        caption = subset.caption_prefix + " " + caption
+    if subset.caption_suffix:
+        caption = caption + " " + subset.caption_suffix
+    if subset.shuffle_caption or subset.caption_tag_dropout_rate > 0:
+        sep = subset.caption_separator.strip() or subset.caption_separator
+        marker = subset.keep_tokens_separator
+        if marker and marker in caption:
+            # "kept, tags ||| shuffled, tags": the part before the marker never moves.
+            head, _, tail = caption.partition(marker)
+            fixed = [t.strip() for t in head.split(sep) if t.strip()]
+            rest = [t.strip() for t in tail.split(sep)]
+        else:
+            tokens = [t.strip() for t in caption.split(sep)]
+            fixed, rest = tokens[: subset.keep_tokens], tokens[subset.keep_tokens :]
+        if subset.caption_tag_dropout_rate > 0:
+            rest = [t for t in rest if rng.random() >= subset.caption_tag_dropout_rate]
+        if subset.shuffle_caption:
+            rng.shuffle(rest)
+        caption = ", ".join(t for t in fixed + rest if t)
+    return caption
+
+
+def build_reg_fill(items: list[ImageItem]) -> list[ImageItem]:
+    """kohya loops reg images until they match the number of training samples."""
+    train_samples = sum(it.subset.num_repeats for it in items if not it.is_reg)
+    reg = [it for it in items if it.is_reg]
+    out: list[ImageItem] = []
+    if not reg:
+        return out
+    i = 0
+    while len(out) < train_samples:
+        out.append(reg[i % len(reg)])
+        i += 1
+    return out
+
+
+def epoch_batches(
+    prepared: PreparedDataset, seed: int, epoch: int, *, shuffle: bool = True
+) -> list[list[ImageItem]]:
+    """This epoch's batches: samples grouped by bucket, each bucket chunked by batch size."""
+    rng = random.Random(seed * 1000003 + epoch)
+    samples: list[ImageItem] = []
+    for it in prepared.items:
+        if not it.is_reg:
+            samples.extend([it] * (it.subset.num_repeats if prepared.training else 1))
+    samples.extend(build_reg_fill(list(prepared.items)))
+    by_bucket: dict[tuple[int, int], list[ImageItem]] = {}
+    for it in samples:
+        by_bucket.setdefault(it.bucket, []).append(it)
+    batches: list[list[ImageItem]] = []
+    bs = prepared.spec.batch_size
+    for bucket in sorted(by_bucket):
+        group = by_bucket[bucket]
+        if shuffle:
+            rng.shuffle(group)
+        batches.extend(group[i : i + bs] for i in range(0, len(group), bs))
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def batch_count(prepared: PreparedDataset) -> int:
+    return len(epoch_batches(prepared, 0, 0, shuffle=False))

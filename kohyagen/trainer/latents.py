@@ -1,0 +1,145 @@
+"""Image tensors and VAE latents, cached in memory or in .npz files beside the images.
+
+The disk cache uses kohya's file names (`<stem>_<W>x<H>_sd.npz`, `_sdxl.npz` for
+SDXL, W and H zero-padded to 4 digits) and keys suffixed with the latent size,
+so a cache is reused only for the same bucket.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from kohyagen.trainer.data import ImageItem, resize_and_crop
+
+
+def load_pixels(item: ImageItem, *, flip: bool = False):
+    """The image as a (3, H, W) float tensor in [-1, 1], fitted to its bucket."""
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps
+
+    with Image.open(item.path) as im:
+        im = ImageOps.exif_transpose(im).convert("RGB")
+        im, _ = resize_and_crop(im, item.bucket)
+    if flip:
+        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def crop_top_left(item: ImageItem) -> tuple[int, int]:
+    """(top, left) of the crop, as SDXL's size conditioning wants it."""
+    w, h = item.original_size
+    bw, bh = item.bucket
+    scale = max(bw / w, bh / h)
+    new_w, new_h = max(bw, round(w * scale)), max(bh, round(h * scale))
+    return (new_h - bh) // 2, (new_w - bw) // 2
+
+
+def npz_path(item: ImageItem, *, sdxl: bool) -> Path:
+    w, h = item.bucket
+    suffix = "_sdxl.npz" if sdxl else "_sd.npz"
+    return item.path.with_name(f"{item.path.stem}_{w:04d}x{h:04d}{suffix}")
+
+
+def _key(name: str, latents_hw: tuple[int, int]) -> str:
+    return f"{name}_{latents_hw[0]}x{latents_hw[1]}"
+
+
+class LatentCache:
+    """Latents for each (image, flip) pair, encoded once with the VAE."""
+
+    def __init__(self, vae, *, scaling_factor: float, sdxl: bool, to_disk: bool, batch_size: int):
+        self.vae = vae
+        self.scaling_factor = scaling_factor
+        self.sdxl = sdxl
+        self.to_disk = to_disk
+        self.batch_size = max(1, batch_size)
+        self._mem: dict[tuple[Path, tuple[int, int], bool], object] = {}
+
+    def encode(self, pixels):
+        import torch
+
+        with torch.no_grad():
+            vae_dtype = next(self.vae.parameters()).dtype
+            dist = self.vae.encode(pixels.to(self.vae.device, vae_dtype)).latent_dist
+            return (dist.sample() * self.scaling_factor).float()
+
+    def _load_disk(self, item: ImageItem, flips: list[bool]) -> bool:
+        import numpy as np
+        import torch
+
+        path = npz_path(item, sdxl=self.sdxl)
+        if not path.is_file():
+            return False
+        hw = (item.bucket[1] // 8, item.bucket[0] // 8)
+        try:
+            with np.load(path) as data:
+                found = {}
+                for flip in flips:
+                    key = _key("latents_flipped" if flip else "latents", hw)
+                    if key not in data:
+                        return False
+                    found[flip] = torch.from_numpy(data[key].astype(np.float32))
+        except (OSError, ValueError):
+            return False
+        for flip, lat in found.items():
+            self._mem[(item.path, item.bucket, flip)] = lat
+        return True
+
+    def _save_disk(self, item: ImageItem) -> None:
+        import numpy as np
+
+        hw = (item.bucket[1] // 8, item.bucket[0] // 8)
+        arrays = {}
+        for flip in (False, True):
+            lat = self._mem.get((item.path, item.bucket, flip))
+            if lat is not None:
+                arrays[_key("latents_flipped" if flip else "latents", hw)] = lat.numpy()
+        arrays[_key("original_size", hw)] = np.array(item.original_size)
+        path = npz_path(item, sdxl=self.sdxl)
+        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
+        os.close(fd)
+        try:
+            np.savez(tmp, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def fill(self, items: list[ImageItem], *, flip_aug: bool, progress=None) -> None:
+        """Encode every item not yet cached (reading or writing the disk cache)."""
+        import torch
+
+        todo: list[tuple[ImageItem, bool]] = []
+        seen: set[tuple[Path, tuple[int, int]]] = set()
+        for item in items:
+            if (item.path, item.bucket) in seen:
+                continue
+            seen.add((item.path, item.bucket))
+            flips = [False, True] if flip_aug or item.subset.flip_aug else [False]
+            if self.to_disk and self._load_disk(item, flips):
+                continue
+            todo.extend((item, flip) for flip in flips)
+        # Same-size batches only: group by bucket.
+        todo.sort(key=lambda pair: pair[0].bucket)
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            groups: dict[tuple[int, int], list[tuple[ImageItem, bool]]] = {}
+            for pair in chunk:
+                groups.setdefault(pair[0].bucket, []).append(pair)
+            for group in groups.values():
+                pixels = torch.stack([load_pixels(it, flip=flip) for it, flip in group])
+                latents = self.encode(pixels).cpu()
+                for (it, flip), lat in zip(group, latents, strict=True):
+                    self._mem[(it.path, it.bucket, flip)] = lat
+            if progress:
+                progress(min(start + self.batch_size, len(todo)), len(todo))
+        if self.to_disk:
+            for item, _flip in todo:
+                self._save_disk(item)
+
+    def get(self, item: ImageItem, flip: bool):
+        return self._mem[(item.path, item.bucket, flip)]

@@ -1,0 +1,264 @@
+"""LoRA on the modules kohya's networks.lora targets, saved in kohya's key format.
+
+Targets: every Linear and 1x1 Conv2d inside the U-Net's Transformer2DModel blocks,
+and every Linear in the text encoders' attention and MLP blocks. Each wrapped
+module computes  org(x) + up(down(x)) * multiplier * alpha / rank,  with down
+initialised kaiming-uniform and up at zero, so training starts from the base model.
+Keys are `<prefix>_<module path with . -> _>.{lora_down.weight, lora_up.weight, alpha}`;
+SDXL U-Net paths are renamed to the SGM layout (input_blocks / middle_block /
+output_blocks) that kohya and A1111/ComfyUI use.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+UNET_TARGETS = ("Transformer2DModel",)
+UNET_CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
+TE_TARGETS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPFlashAttention2", "CLIPMLP")
+
+
+class LoRAModule(nn.Module):
+    def __init__(self, lora_name: str, org: nn.Module, rank: int, alpha: float | int | None):
+        super().__init__()
+        self.lora_name = lora_name
+        if isinstance(org, nn.Conv2d):
+            # A 3x3 conv (conv_dim) keeps its kernel, stride and padding in the down half.
+            self.lora_down = nn.Conv2d(
+                org.in_channels,
+                rank,
+                org.kernel_size,
+                org.stride,
+                org.padding,
+                bias=False,
+            )
+            self.lora_up = nn.Conv2d(rank, org.out_channels, 1, bias=False)
+        else:
+            self.lora_down = nn.Linear(org.in_features, rank, bias=False)
+            self.lora_up = nn.Linear(rank, org.out_features, bias=False)
+        if alpha is None or alpha == 0:
+            alpha = rank
+        # Kept as given (int stays int) because kohya saves it that way.
+        self.alpha_value = alpha
+        self.register_buffer("alpha", torch.tensor(alpha))
+        self.scale = float(alpha) / rank
+        self.multiplier = 1.0
+        self.dropout: float | None = None  # kohya's network_dropout, on the rank activations
+        nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_up.weight)
+        self._org = [org]  # a list, so the base module is not part of this state dict
+        self._org_forward = None
+
+    def apply_to(self) -> None:
+        org = self._org[0]
+        self._org_forward = org.forward
+        org.forward = self.forward
+
+    def restore(self) -> None:
+        if self._org_forward is not None:
+            self._org[0].forward = self._org_forward
+            self._org_forward = None
+
+    def forward(self, x, *args, **kwargs):
+        base = self._org_forward(x, *args, **kwargs)
+        if self.multiplier == 0:
+            return base
+        lx = self.lora_down(x.to(self.lora_down.weight.dtype))
+        if self.dropout and self.training:
+            lx = torch.nn.functional.dropout(lx, p=self.dropout)
+        lx = self.lora_up(lx)
+        return base + (lx * (self.multiplier * self.scale)).to(base.dtype)
+
+
+_SGM_RESNET_PARTS = {
+    "conv1": "in_layers.2",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
+
+
+def _sgm_resnet(rest: str) -> str:
+    head, _, tail = rest.partition(".")
+    return _SGM_RESNET_PARTS.get(head, head) + (f".{tail}" if tail else "")
+
+
+def sgm_unet_path(
+    path: str, layers_per_block: int, up_with_attention: frozenset[int] = frozenset()
+) -> str:
+    """diffusers U-Net module path -> kohya's SGM-layout name for SDXL.
+
+    up_with_attention: up-block indices that have attentions (their upsampler sits after
+    the attention, at sub-index 2; otherwise at 1).
+    """
+    per = layers_per_block + 1
+    rules = (
+        (
+            r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)",
+            lambda i, j, r: f"input_blocks.{1 + i * per + j}.1.{r}",
+        ),
+        (
+            r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)",
+            lambda i, j, r: f"input_blocks.{1 + i * per + j}.0.{_sgm_resnet(r)}",
+        ),
+        (
+            r"down_blocks\.(\d+)\.downsamplers\.(\d+)\.conv(.*)",
+            lambda i, j, r: f"input_blocks.{(i + 1) * per}.0.op{r}",
+        ),
+        (r"mid_block\.attentions\.(\d+)\.(.*)", lambda j, r: f"middle_block.{1 + 2 * j}.{r}"),
+        (r"mid_block\.resnets\.(\d+)\.(.*)", lambda j, r: f"middle_block.{2 * j}.{_sgm_resnet(r)}"),
+        (
+            r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)",
+            lambda i, j, r: f"output_blocks.{i * per + j}.1.{r}",
+        ),
+        (
+            r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)",
+            lambda i, j, r: f"output_blocks.{i * per + j}.0.{_sgm_resnet(r)}",
+        ),
+        (
+            r"up_blocks\.(\d+)\.upsamplers\.(\d+)\.conv(.*)",
+            lambda i, j, r: (
+                f"output_blocks.{i * per + per - 1}.{2 if i in up_with_attention else 1}.conv{r}"
+            ),
+        ),
+    )
+    for pattern, build in rules:
+        m = re.fullmatch(pattern, path)
+        if m:
+            groups = [int(g) if g.isdigit() else g for g in m.groups()]
+            return build(*groups)
+    return path
+
+
+def _targets(root: nn.Module, target_classes: tuple[str, ...], *, conv: bool = False):
+    """(path, module) for Linear and 1x1 Conv2d (and, with conv, larger Conv2d) inside
+    modules of the target classes."""
+    for name, module in root.named_modules():
+        if module.__class__.__name__ not in target_classes:
+            continue
+        for child_name, child in module.named_modules():
+            if not child_name:
+                continue
+            is_linear = isinstance(child, nn.Linear)
+            is_conv = isinstance(child, nn.Conv2d)
+            if is_linear or (is_conv and (conv or child.kernel_size == (1, 1))):
+                yield f"{name}.{child_name}" if name else child_name, child
+
+
+class LoRANetwork(nn.Module):
+    def __init__(
+        self,
+        unet: nn.Module,
+        text_encoders: list[nn.Module],
+        *,
+        rank: int,
+        alpha: float | int | None,
+        sdxl: bool,
+        train_unet: bool = True,
+        train_text_encoder: bool = True,
+        conv_rank: int | None = None,
+        conv_alpha: float | None = None,
+    ):
+        super().__init__()
+        self.rank = rank
+        te_mods: list[LoRAModule] = []
+        if train_text_encoder:
+            for idx, te in enumerate(text_encoders):
+                prefix = f"lora_te{idx + 1}" if sdxl else "lora_te"
+                seen: set[str] = set()
+                for path, module in _targets(te, TE_TARGETS):
+                    # transformers 5 dropped the text_model wrapper; kohya's names keep it.
+                    if not path.startswith("text_model."):
+                        path = "text_model." + path
+                    name = f"{prefix}_{path.replace('.', '_')}"
+                    if name not in seen:
+                        seen.add(name)
+                        te_mods.append(LoRAModule(name, module, rank, alpha))
+        unet_mods: list[LoRAModule] = []
+        if train_unet:
+            layers = getattr(unet.config, "layers_per_block", 2)
+            if isinstance(layers, (list, tuple)):
+                layers = layers[0]
+            up_attn = frozenset(
+                i
+                for i, block in enumerate(getattr(unet, "up_blocks", []))
+                if hasattr(block, "attentions")
+            )
+
+            def kohya_name(path: str) -> str:
+                kohya_path = sgm_unet_path(path, layers, up_attn) if sdxl else path
+                return f"lora_unet_{kohya_path.replace('.', '_')}"
+
+            for path, module in _targets(unet, UNET_TARGETS):
+                unet_mods.append(LoRAModule(kohya_name(path), module, rank, alpha))
+            if conv_rank:  # kohya's conv_dim (LoCon-style): ResNet and resampler convs too
+                for path, module in _targets(unet, UNET_CONV_TARGETS, conv=True):
+                    name = kohya_name(path)
+                    is_3x3 = isinstance(module, nn.Conv2d) and module.kernel_size != (1, 1)
+                    r, a = (conv_rank, conv_alpha) if is_3x3 else (rank, alpha)
+                    unet_mods.append(LoRAModule(name, module, r, a))
+        self.text_encoder_loras = nn.ModuleList(te_mods)
+        self.unet_loras = nn.ModuleList(unet_mods)
+
+    def apply_to(self) -> None:
+        for mod in [*self.text_encoder_loras, *self.unet_loras]:
+            mod.apply_to()
+
+    def restore(self) -> None:
+        for mod in [*self.text_encoder_loras, *self.unet_loras]:
+            mod.restore()
+
+    def set_dropout(self, p: float | None) -> None:
+        for mod in [*self.text_encoder_loras, *self.unet_loras]:
+            mod.dropout = p
+
+    def set_multiplier(self, value: float) -> None:
+        for mod in [*self.text_encoder_loras, *self.unet_loras]:
+            mod.multiplier = value
+
+    def kohya_state_dict(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for mod in [*self.text_encoder_loras, *self.unet_loras]:
+            out[f"{mod.lora_name}.lora_down.weight"] = mod.lora_down.weight
+            out[f"{mod.lora_name}.lora_up.weight"] = mod.lora_up.weight
+            out[f"{mod.lora_name}.alpha"] = torch.tensor(mod.alpha_value)
+        return out
+
+    def load_kohya_weights(self, state: dict[str, torch.Tensor]) -> int:
+        """Load a kohya-format file's weights (network_weights); returns modules matched."""
+        matched = 0
+        for mod in [*self.text_encoder_loras, *self.unet_loras]:
+            down = state.get(f"{mod.lora_name}.lora_down.weight")
+            up = state.get(f"{mod.lora_name}.lora_up.weight")
+            if down is None or up is None:
+                continue
+            mod.lora_down.weight.data.copy_(down.reshape(mod.lora_down.weight.shape))
+            mod.lora_up.weight.data.copy_(up.reshape(mod.lora_up.weight.shape))
+            matched += 1
+        return matched
+
+    def param_groups(self, *, unet_lr: float, text_encoder_lr: float) -> list[dict[str, Any]]:
+        """Optimizer groups in kohya's order (text encoder first); a zero LR drops a group."""
+        groups: list[dict[str, Any]] = []
+        if len(self.text_encoder_loras) and text_encoder_lr:
+            groups.append(
+                {
+                    "params": [p for m in self.text_encoder_loras for p in m.parameters()],
+                    "lr": text_encoder_lr,
+                    "desc": "textencoder",
+                }
+            )
+        if len(self.unet_loras) and unet_lr:
+            groups.append(
+                {
+                    "params": [p for m in self.unet_loras for p in m.parameters()],
+                    "lr": unet_lr,
+                    "desc": "unet",
+                }
+            )
+        return groups

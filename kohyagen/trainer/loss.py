@@ -1,0 +1,89 @@
+"""The diffusion training objective: noise, timesteps, targets and loss weights."""
+
+from __future__ import annotations
+
+import torch
+
+
+def make_noise_scheduler(v_parameterization: bool):
+    """DDPM with SD's betas, as kohya builds it (the model folder's scheduler is ignored)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        clip_sample=False,
+        prediction_type="v_prediction" if v_parameterization else "epsilon",
+    )
+
+
+def sample_noise(latents, *, noise_offset: float | None, random_strength: bool, generator=None):
+    noise = torch.randn(latents.shape, generator=generator, device="cpu").to(latents)
+    if noise_offset:
+        strength = noise_offset
+        if random_strength:
+            strength = torch.rand(1, generator=generator).item() * noise_offset
+        offset = torch.randn(
+            (latents.shape[0], latents.shape[1], 1, 1), generator=generator, device="cpu"
+        ).to(latents)
+        noise = noise + strength * offset
+    return noise
+
+
+def snr_weights(scheduler, timesteps, *, gamma: float | None, v_prediction: bool):
+    """min-SNR-gamma weights per sample (1.0 when gamma is unset)."""
+    if not gamma:
+        return torch.ones(timesteps.shape[0], device=timesteps.device)
+    ac = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+    snr = ac / (1 - ac)
+    clipped = torch.clamp(snr, max=gamma)
+    return clipped / (snr + 1) if v_prediction else clipped / snr
+
+
+def clamped_snr(scheduler, timesteps):
+    ac = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+    return torch.clamp(ac / (1 - ac), max=1000)
+
+
+def diffusion_loss(
+    unet,
+    scheduler,
+    latents,
+    hidden,
+    *,
+    timesteps,
+    noise,
+    weights,
+    v_prediction: bool,
+    min_snr_gamma: float | None,
+    added_cond=None,
+    input_perturbation=None,
+    debiased: bool = False,
+    scale_v_like_eps: bool = False,
+):
+    """Per-sample weighted MSE between the U-Net's prediction and its target.
+
+    input_perturbation: extra noise mixed into the U-Net input only (ip_noise_gamma);
+    debiased: kohya's debiased estimation weights; scale_v_like_eps: kohya's
+    scale_v_pred_loss_like_noise_pred.
+    """
+    noisy_noise = noise if input_perturbation is None else noise + input_perturbation
+    noisy = scheduler.add_noise(latents, noisy_noise, timesteps)
+    kwargs = {"added_cond_kwargs": added_cond} if added_cond is not None else {}
+    pred = unet(noisy, timesteps, hidden, **kwargs).sample
+    target = scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
+    per_sample = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none")
+    per_sample = per_sample.mean(dim=[1, 2, 3])
+    per_sample = per_sample * weights.to(per_sample.device)
+    per_sample = per_sample * snr_weights(
+        scheduler, timesteps, gamma=min_snr_gamma, v_prediction=v_prediction
+    )
+    if scale_v_like_eps:
+        snr = clamped_snr(scheduler, timesteps)
+        per_sample = per_sample * snr / (snr + 1)
+    if debiased:
+        snr = clamped_snr(scheduler, timesteps)
+        per_sample = per_sample * (1 / (snr + 1) if v_prediction else 1 / torch.sqrt(snr))
+    return per_sample.mean()

@@ -1,0 +1,124 @@
+"""The module accelerate prepares: base models plus LoRA, whose forward is the training loss.
+
+Wrapping everything in one module lets DistributedDataParallel see the forward pass, so
+the LoRA gradients are synchronised across processes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class TrainingModel(torch.nn.Module):
+    """U-Net, text encoders and the LoRA network in one module, so DDP syncs the LoRA grads."""
+
+    def __init__(self, components, network, *, args, noise_scheduler, needs_vae: bool = True):
+        super().__init__()
+        self.components = components
+        self.unet = components.unet
+        # Caption -> (hidden states, pooled) when cache_text_encoder_outputs is on; the
+        # text encoders are then not part of this module (they may live on the CPU).
+        self.text_cache: dict[str, tuple] | None = None
+        self.text_encoders = torch.nn.ModuleList(components.text_encoders)
+        # With cached latents the VAE is not registered, so prepare() leaves it parked.
+        if needs_vae:
+            self.vae = components.vae
+        self.network = network
+        self.args = args
+        self.noise_scheduler = noise_scheduler
+
+    def latents_of(self, batch):
+        import torch
+
+        if "latents" in batch:
+            return batch["latents"]
+        with torch.no_grad():
+            vae = self.components.vae
+            param = next(vae.parameters())
+            pixels = batch["pixels"].to(param.device, param.dtype)
+            dist = vae.encode(pixels).latent_dist
+            return (dist.sample() * self.components.scaling_factor).float()
+
+    def forward(self, batch, timesteps=None, noise=None):
+        import torch
+
+        from kohyagen.trainer.loss import diffusion_loss, sample_noise
+        from kohyagen.trainer.models import encode_prompts
+
+        args = self.args
+        device = next(self.unet.parameters()).device
+        latents = self.latents_of(batch).to(device)
+        dtype = next(self.unet.parameters()).dtype
+        if self.text_cache is not None:
+            entries = [self.text_cache[c] for c in batch["captions"]]
+            hidden = torch.stack([e[0] for e in entries]).to(device)
+            pooled = (
+                torch.stack([e[1] for e in entries]).to(device)
+                if entries[0][1] is not None
+                else None
+            )
+        else:
+            train_te = len(self.network.text_encoder_loras) > 0 and self.training
+            with torch.set_grad_enabled(train_te):
+                hidden, pooled = encode_prompts(
+                    self.components, batch["captions"], clip_skip=args.clip_skip, device=device
+                )
+        perturbation = None
+        if noise is None:  # training; validation passes fixed noise and gets no perturbation
+            noise = sample_noise(
+                latents,
+                noise_offset=args.noise_offset,
+                random_strength=bool(args.noise_offset_random_strength),
+            )
+            if args.ip_noise_gamma:
+                strength = float(args.ip_noise_gamma)
+                if args.ip_noise_gamma_random_strength:
+                    strength *= torch.rand(1).item()
+                perturbation = (strength * torch.randn(latents.shape)).to(device, dtype)
+        if timesteps is None:
+            lo = int(args.min_timestep or 0)
+            hi = int(args.max_timestep or 1000)
+            timesteps = torch.randint(lo, hi, (latents.shape[0],), device=device)
+        added = None
+        if self.components.sdxl:
+            added = {
+                "text_embeds": pooled.to(dtype),
+                "time_ids": batch["time_ids"].to(device, dtype),
+            }
+        return diffusion_loss(
+            self.unet,
+            self.noise_scheduler,
+            latents.to(dtype),
+            hidden.to(dtype),
+            timesteps=timesteps,
+            noise=noise.to(device, dtype),
+            weights=batch["weights"],
+            v_prediction=self.components.v_parameterization,
+            min_snr_gamma=args.min_snr_gamma,
+            added_cond=added,
+            input_perturbation=perturbation,
+            debiased=bool(args.debiased_estimation_loss),
+            scale_v_like_eps=bool(args.scale_v_pred_loss_like_noise_pred)
+            and self.components.v_parameterization,
+        )
+
+    def cache_text_outputs(self, captions: list[str], *, batch_size: int = 8) -> None:
+        """Encode every caption once, then drop the text encoders from this module."""
+        from kohyagen.trainer.models import encode_prompts
+
+        device = next(self.components.text_encoders[0].parameters()).device
+        cache: dict[str, tuple] = {}
+        unique = sorted(set(captions))
+        with torch.no_grad():
+            for start in range(0, len(unique), batch_size):
+                chunk = unique[start : start + batch_size]
+                hidden, pooled = encode_prompts(
+                    self.components, chunk, clip_skip=self.args.clip_skip, device=device
+                )
+                for i, caption in enumerate(chunk):
+                    cache[caption] = (
+                        hidden[i].float().cpu(),
+                        pooled[i].float().cpu() if pooled is not None else None,
+                    )
+        self.text_cache = cache
+        self.text_encoders = torch.nn.ModuleList()

@@ -1,0 +1,100 @@
+"""Optimizers and learning-rate schedules by kohya's names."""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from kohyagen.errors import ConfigError, MissingDependency
+
+
+def parse_optimizer_args(values: list[str] | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, raw = str(item).partition("=")
+        if not sep:
+            raise ConfigError(
+                f"optimizer_args entry {item!r} is not key=value",
+                hint='write optimizer_args = ["weight_decay=0.01"]',
+            )
+        try:
+            value = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            value = raw.strip()
+        kwargs[key.strip()] = value
+    return kwargs
+
+
+def _optional(module: str, package: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependency(
+            f"optimizer_type needs the Python package '{package}', which is not installed",
+            hint=f"pip install {package}",
+        ) from exc
+
+
+def make_optimizer(args, groups: list[dict[str, Any]]):
+    """The optimizer for these parameter groups, and its kohya-style name for ss_optimizer."""
+    import torch
+
+    kind = (args.optimizer_type or "AdamW").lower()
+    kwargs = parse_optimizer_args(args.optimizer_args)
+    lr = args.learning_rate
+    torch_groups = [{k: v for k, v in g.items() if k != "desc"} for g in groups]
+    if kind == "adamw":
+        cls = torch.optim.AdamW
+    elif kind == "adamw8bit":
+        cls = _optional("bitsandbytes", "bitsandbytes").optim.AdamW8bit
+    elif kind == "lion":
+        cls = _optional("lion_pytorch", "lion-pytorch").Lion
+    elif kind == "prodigy":
+        cls = _optional("prodigyopt", "prodigyopt").Prodigy
+    elif kind == "sgdnesterov":
+        cls = torch.optim.SGD
+        kwargs.setdefault("momentum", 0.9)
+        kwargs["nesterov"] = True
+    else:  # config.ALLOWED_VALUES refuses anything else earlier
+        raise ConfigError(f"unsupported optimizer_type {args.optimizer_type!r}")
+    optimizer = cls(torch_groups, lr=lr, **kwargs)
+    name = f"{cls.__module__}.{cls.__name__}"
+    if kwargs:
+        name += "(" + ",".join(f"{k}={v}" for k, v in kwargs.items()) + ")"
+    return optimizer, name
+
+
+def warmup_steps(value: Any, max_train_steps: int) -> int:
+    """lr_warmup_steps may be a step count, a ratio below 1, or "N%"."""
+    if isinstance(value, str) and value.endswith("%"):
+        return int(float(value[:-1]) / 100 * max_train_steps)
+    if isinstance(value, float) and value < 1:
+        return int(value * max_train_steps)
+    return int(value or 0)
+
+
+def make_scheduler(args, optimizer, *, max_train_steps: int, num_processes: int):
+    """diffusers' schedules; steps are scaled by the process count as accelerate steps them."""
+    from diffusers.optimization import get_scheduler
+
+    warmup = warmup_steps(args.lr_warmup_steps, max_train_steps)
+    name = args.lr_scheduler or "constant"
+    kwargs: dict[str, Any] = {}
+    if name == "cosine_with_restarts":
+        kwargs["num_cycles"] = int(args.lr_scheduler_num_cycles or 1)
+    elif name == "polynomial":
+        kwargs["power"] = float(args.lr_scheduler_power or 1.0)
+    steps = max_train_steps * num_processes
+    if name == "constant":
+        return get_scheduler(name, optimizer)
+    if name == "constant_with_warmup":
+        return get_scheduler(name, optimizer, num_warmup_steps=warmup * num_processes)
+    return get_scheduler(
+        name,
+        optimizer,
+        num_warmup_steps=warmup * num_processes,
+        num_training_steps=steps,
+        **kwargs,
+    )

@@ -1,0 +1,118 @@
+"""What the trainer prints and logs, in kohya's formats.
+
+stdout carries the run summary, epoch headers and "saving checkpoint" lines;
+stderr carries log lines ("<date> INFO     message") and the tqdm `steps` bar;
+TensorBoard tags are kohya's (loss/current, loss/average, lr/<group>, ...).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Console:
+    """kohya's stdout lines (accelerator.print) and stderr log lines; main process only."""
+
+    def __init__(self, is_main: bool = True):
+        self.is_main = is_main
+
+    def out(self, text: str = "") -> None:
+        if self.is_main:
+            print(text, flush=True)
+
+    def log(self, message: str, level: str = "INFO") -> None:
+        if self.is_main:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            sys.stderr.write(f"{stamp} {level:<8} {message}\n")
+            sys.stderr.flush()
+
+    def summary(
+        self,
+        *,
+        device: str,
+        epochs_override: tuple[int, int] | None,
+        train_images: int,
+        validation_images: int,
+        reg_images: int,
+        batches_per_epoch: int,
+        epochs: int,
+        batch_size: int,
+        grad_accum: int,
+        total_steps: int,
+    ) -> None:
+        self.out(f"accelerator device: {device}")
+        self.out("import network module: networks.lora")
+        self.out("prepare optimizer, data loader etc.")
+        if epochs_override is not None:
+            n, steps = epochs_override
+            self.out(
+                f"override steps. steps for {n} epochs is / 指定エポックまでのステップ数: {steps}"
+            )
+        self.out("running training / 学習開始")
+        self.out(f"  num train images * repeats / 学習画像の数×繰り返し回数: {train_images}")
+        self.out(
+            f"  num validation images * repeats / 学習画像の数×繰り返し回数: {validation_images}"
+        )
+        self.out(f"  num reg images / 正則化画像の数: {reg_images}")
+        self.out(f"  num batches per epoch / 1epochのバッチ数: {batches_per_epoch}")
+        self.out(f"  num epochs / epoch数: {epochs}")
+        self.out(f"  batch size per device / バッチサイズ: {batch_size}")
+        self.out(f"  gradient accumulation steps / 勾配を合計するステップ数 = {grad_accum}")
+        self.out(f"  total optimization steps / 学習ステップ数: {total_steps}")
+
+    def epoch_header(self, epoch: int, total: int) -> None:
+        self.out(f"\nepoch {epoch}/{total}\n")
+
+    def saving(self, path) -> None:
+        self.out(f"\nsaving checkpoint: {path}")
+
+
+class LossRecorder:
+    """kohya's avr_loss: the mean over epoch 1, then a window of one epoch's batches."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.total = 0.0
+
+    def add(self, *, epoch: int, step: int, loss: float) -> None:
+        if epoch == 0:
+            self.losses.append(loss)
+        else:
+            while len(self.losses) <= step:
+                self.losses.append(0.0)
+            self.total -= self.losses[step]
+            self.losses[step] = loss
+        self.total += loss
+
+    @property
+    def moving_average(self) -> float:
+        return self.total / max(1, len(self.losses))
+
+
+def step_bar(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        smoothing=0,
+        disable=not enabled,
+        desc="steps",
+        file=sys.stderr,
+    )
+
+
+def lr_logs(optimizer, groups_desc: list[str]) -> dict[str, float]:
+    """lr/<desc> for each group, plus kohya's trailing lr/group<last> duplicate."""
+    logs: dict[str, float] = {}
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    for i, lr in enumerate(lrs):
+        desc = groups_desc[i] if i < len(groups_desc) else f"group{i}"
+        logs[f"lr/{desc}"] = float(lr)
+        if optimizer.__class__.__name__.lower().startswith(("prodigy", "dadapt")):
+            group = optimizer.param_groups[i]
+            logs[f"lr/d*lr/{desc}"] = float(group.get("d", 1.0) * group["lr"])
+    if lrs:
+        logs[f"lr/group{len(lrs) - 1}"] = float(lrs[-1])
+    return logs

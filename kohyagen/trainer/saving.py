@@ -1,0 +1,358 @@
+"""kohya-format LoRA files: names, ss_* metadata, sshs hashes, atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# The commit of sd-scripts whose formats this trainer reproduces.
+KOHYA_COMMIT = "48d368fa557731ad0488c07304dfeba8c07910eb"
+
+
+def epoch_name(name: str, epoch: int, ext: str) -> str:
+    return f"{name}-{epoch:06d}{ext}"
+
+
+def step_name(name: str, step: int, ext: str) -> str:
+    return f"{name}-step{step:08d}{ext}"
+
+
+def save_dtype(save_precision: str | None):
+    import torch
+
+    return {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(
+        save_precision or ""
+    )
+
+
+def _sha256_after_header(data: bytes) -> str:
+    header_len = int.from_bytes(data[:8], "little")
+    return hashlib.sha256(data[8 + header_len :]).hexdigest()
+
+
+def _legacy_hash(data: bytes) -> str:
+    return hashlib.sha256(data[0x100000 : 0x100000 + 0x10000]).hexdigest()[:8]
+
+
+def sshs_hashes(tensors: dict[str, Any], metadata: dict[str, str]) -> tuple[str, str]:
+    """The additional-networks hashes: of the tensor bytes, and the legacy 64 KiB one."""
+    from safetensors.torch import save
+
+    ss_only = {k: v for k, v in metadata.items() if k.startswith("ss_")}
+    data = save(tensors, ss_only)
+    return _sha256_after_header(data), _legacy_hash(data)
+
+
+def write_lora(
+    path: Path,
+    state: dict[str, Any],
+    metadata: dict[str, str] | None,
+    *,
+    save_precision: str | None,
+) -> Path:
+    """Write the LoRA atomically: .safetensors with metadata, .ckpt/.pt with torch.save."""
+    import torch
+
+    dtype = save_dtype(save_precision)
+    tensors = {}
+    for key, value in state.items():
+        value = value.detach().clone().to("cpu")
+        if dtype is not None:
+            value = value.to(dtype)
+        tensors[key] = value.contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            meta = dict(metadata or {})
+            model_hash, legacy = sshs_hashes(tensors, meta)
+            meta["sshs_model_hash"] = model_hash
+            meta["sshs_legacy_hash"] = legacy
+            save_file(tensors, tmp, meta)
+        else:
+            torch.save(tensors, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def file_hashes(path: Path) -> tuple[str, str]:
+    """(legacy 8-hex hash of 64 KiB at 1 MiB, sha256 of the whole file), as kohya writes them."""
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        f.seek(0x100000)
+        legacy = hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
+        f.seek(0)
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return legacy, sha.hexdigest()
+
+
+def model_hashes(source: str, kind: str) -> dict[str, str]:
+    """ss_<kind>_name and its hashes: "IsADirectory" for a folder, none for a hub id."""
+    path = Path(str(source))
+    if not path.exists():
+        return {f"ss_{kind}_name": str(source)}
+    if path.is_dir():
+        legacy = new = "IsADirectory"
+    else:
+        legacy, new = file_hashes(path)
+    return {
+        f"ss_{kind}_name": path.name,
+        f"ss_{kind}_hash": legacy,
+        f"ss_new_{kind}_hash": new,
+    }
+
+
+def _s(value: Any) -> str:
+    return str(value)
+
+
+def base_model_version(*, sdxl: bool, v2: bool, v_param: bool) -> str:
+    if sdxl:
+        return "sdxl_base_v1-0"
+    return ("sd_v2" if v2 else "sd_v1") + ("_v" if v_param else "")
+
+
+def architecture(*, sdxl: bool, v2: bool, v_param: bool) -> str:
+    if sdxl:
+        return "stable-diffusion-xl-v1-base/lora"
+    if v2:
+        return "stable-diffusion-v2-768-v/lora" if v_param else "stable-diffusion-v2-512/lora"
+    return "stable-diffusion-v1/lora"
+
+
+def training_metadata(
+    args,
+    *,
+    sdxl: bool,
+    v_param: bool,
+    session_id: int,
+    started_at: float,
+    num_train_images: int,
+    num_validation_images: int,
+    num_reg_images: int,
+    num_batches_per_epoch: int,
+    num_epochs: int,
+    max_train_steps: int,
+    optimizer_name: str,
+    dataset_info: dict[str, Any],
+    resolution: tuple[int, int],
+) -> dict[str, str]:
+    """The ss_* keys written at the start of training (values are strings, as kohya's)."""
+    a = args
+    md: dict[str, Any] = {
+        "ss_session_id": session_id,
+        "ss_training_started_at": started_at,
+        "ss_output_name": a.output_name,
+        "ss_learning_rate": a.learning_rate,
+        "ss_text_encoder_lr": a.text_encoder_lr,
+        "ss_unet_lr": a.unet_lr,
+        "ss_num_train_images": num_train_images,
+        "ss_num_validation_images": num_validation_images,
+        "ss_num_reg_images": num_reg_images,
+        "ss_num_batches_per_epoch": num_batches_per_epoch,
+        "ss_num_epochs": num_epochs,
+        "ss_gradient_checkpointing": a.gradient_checkpointing,
+        "ss_gradient_accumulation_steps": a.gradient_accumulation_steps,
+        "ss_max_train_steps": max_train_steps,
+        "ss_lr_warmup_steps": a.lr_warmup_steps,
+        "ss_lr_scheduler": a.lr_scheduler,
+        "ss_network_module": a.network_module,
+        "ss_network_dim": a.network_dim,
+        "ss_network_alpha": a.network_alpha,
+        "ss_network_dropout": a.network_dropout,
+        "ss_mixed_precision": a.mixed_precision,
+        "ss_full_fp16": False,
+        "ss_v2": bool(a.v2),
+        "ss_base_model_version": base_model_version(sdxl=sdxl, v2=bool(a.v2), v_param=v_param),
+        "ss_clip_skip": a.clip_skip,
+        "ss_max_token_length": None,
+        "ss_cache_latents": bool(a.cache_latents),
+        "ss_seed": a.seed,
+        "ss_lowram": bool(a.lowram),
+        "ss_noise_offset": a.noise_offset,
+        "ss_multires_noise_iterations": None,
+        "ss_multires_noise_discount": a.multires_noise_discount,
+        "ss_adaptive_noise_scale": None,
+        "ss_zero_terminal_snr": False,
+        "ss_training_comment": a.training_comment,
+        "ss_sd_scripts_commit_hash": KOHYA_COMMIT,
+        "ss_optimizer": optimizer_name,
+        "ss_max_grad_norm": a.max_grad_norm,
+        "ss_caption_dropout_rate": a.caption_dropout_rate,
+        "ss_caption_dropout_every_n_epochs": a.caption_dropout_every_n_epochs,
+        "ss_caption_tag_dropout_rate": a.caption_tag_dropout_rate,
+        "ss_face_crop_aug_range": None,
+        "ss_prior_loss_weight": a.prior_loss_weight,
+        "ss_min_snr_gamma": a.min_snr_gamma,
+        "ss_scale_weight_norms": None,
+        "ss_ip_noise_gamma": a.ip_noise_gamma,
+        "ss_debiased_estimation": bool(a.debiased_estimation_loss),
+        "ss_noise_offset_random_strength": bool(a.noise_offset_random_strength),
+        "ss_ip_noise_gamma_random_strength": bool(a.ip_noise_gamma_random_strength),
+        "ss_loss_type": a.loss_type,
+        "ss_huber_schedule": a.huber_schedule,
+        "ss_huber_scale": a.huber_scale,
+        "ss_huber_c": a.huber_c,
+        "ss_fp8_base": False,
+        "ss_fp8_base_unet": False,
+        "ss_validation_seed": a.validation_seed,
+        "ss_validation_split": a.validation_split,
+        "ss_max_validation_steps": a.max_validation_steps,
+        "ss_validate_every_n_epochs": a.validate_every_n_epochs,
+        "ss_validate_every_n_steps": a.validate_every_n_steps,
+        "ss_resize_interpolation": None,
+    }
+    md.update(model_hashes(args.pretrained_model_name_or_path, "sd_model"))
+    if args.vae:
+        md.update(model_hashes(args.vae, "vae"))
+    md.update(dataset_info)
+    if a.network_args:
+        md["ss_network_args"] = json.dumps(
+            {k.strip(): v.strip() for k, _, v in (str(x).partition("=") for x in a.network_args)}
+        )
+    if a.no_metadata:
+        keep = (
+            "ss_v2",
+            "ss_base_model_version",
+            "ss_network_module",
+            "ss_network_dim",
+            "ss_network_alpha",
+            "ss_network_args",
+        )
+        md = {k: md[k] for k in keep if k in md}
+    out = {k: _s(v) for k, v in md.items()}
+    out.update(modelspec(args, sdxl=sdxl, v_param=v_param, resolution=resolution))
+    return out
+
+
+def modelspec(args, *, sdxl: bool, v_param: bool, resolution: tuple[int, int]) -> dict[str, str]:
+    spec = {
+        "modelspec.sai_model_spec": "1.0.1",
+        "modelspec.architecture": architecture(sdxl=sdxl, v2=bool(args.v2), v_param=v_param),
+        "modelspec.implementation": (
+            "https://github.com/Stability-AI/generative-models" if sdxl else "diffusers"
+        ),
+        "modelspec.implementation_version": f"sd-scripts/{KOHYA_COMMIT}",
+        "modelspec.title": args.metadata_title or args.output_name or "last",
+        "modelspec.resolution": f"{resolution[0]}x{resolution[1]}",
+        "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "modelspec.prediction_type": "v" if v_param else "epsilon",
+    }
+    for key in ("author", "description", "license", "tags", "trigger_phrase"):
+        value = getattr(args, f"metadata_{key}", None)
+        if value:
+            spec[f"modelspec.{key}"] = str(value)
+    return spec
+
+
+def json_field(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def dataset_metadata(cfg, train_ds) -> dict[str, str]:
+    """ss_dataset_dirs, ss_tag_frequency and (with a dataset config) ss_datasets."""
+    args = cfg.args
+    dirs: dict[str, dict[str, int]] = {}
+    reg_dirs: dict[str, dict[str, int]] = {}
+    tags: dict[str, dict[str, int]] = {}
+    for subset in train_ds.spec.subsets:
+        items = [it for it in train_ds.items if it.subset is subset]
+        target = reg_dirs if subset.is_reg else dirs
+        target[subset.image_dir.name] = {"n_repeats": subset.num_repeats, "img_count": len(items)}
+        freq = tags.setdefault(subset.image_dir.name, {})
+        for it in items:
+            for tag in (t.strip() for t in it.caption.split(",")):
+                if tag:
+                    freq[tag] = freq.get(tag, 0) + 1
+    spec = train_ds.spec
+    out = {"ss_tag_frequency": json_field(tags), "ss_dataset_dirs": json_field(dirs)}
+    if cfg.dataset_config_path is None:
+        out.update(
+            {
+                "ss_batch_size_per_device": str(spec.batch_size),
+                "ss_total_batch_size": str(
+                    spec.batch_size * int(args.gradient_accumulation_steps or 1)
+                ),
+                "ss_resolution": str(spec.resolution),
+                "ss_color_aug": "False",
+                "ss_flip_aug": str(bool(args.flip_aug)),
+                "ss_random_crop": "False",
+                "ss_shuffle_caption": str(bool(args.shuffle_caption)),
+                "ss_enable_bucket": str(spec.enable_bucket),
+                "ss_bucket_no_upscale": str(spec.bucket_no_upscale),
+                "ss_min_bucket_reso": str(spec.min_bucket_reso if spec.enable_bucket else None),
+                "ss_max_bucket_reso": str(spec.max_bucket_reso if spec.enable_bucket else None),
+                "ss_keep_tokens": str(args.keep_tokens),
+                "ss_reg_dataset_dirs": json_field(reg_dirs),
+                "ss_bucket_info": json_field(_bucket_info(train_ds)),
+            }
+        )
+    else:
+        subsets = [
+            {
+                "img_count": len([it for it in train_ds.items if it.subset is s]),
+                "num_repeats": s.num_repeats,
+                "color_aug": False,
+                "flip_aug": s.flip_aug,
+                "random_crop": False,
+                "shuffle_caption": s.shuffle_caption,
+                "keep_tokens": s.keep_tokens,
+                "keep_tokens_separator": s.keep_tokens_separator,
+                "secondary_separator": None,
+                "enable_wildcard": False,
+                "caption_prefix": s.caption_prefix,
+                "caption_suffix": s.caption_suffix,
+                "resize_interpolation": None,
+                "image_dir": s.image_dir.name,
+                "class_tokens": s.class_tokens,
+                "is_reg": s.is_reg,
+            }
+            for s in spec.subsets
+        ]
+        out["ss_datasets"] = json_field(
+            [
+                {
+                    "is_dreambooth": True,
+                    "batch_size_per_device": spec.batch_size,
+                    "num_train_images": train_ds.train_count,
+                    "num_reg_images": train_ds.reg_count,
+                    "resolution": list(spec.resolution),
+                    "enable_bucket": spec.enable_bucket,
+                    "min_bucket_reso": spec.min_bucket_reso if spec.enable_bucket else None,
+                    "max_bucket_reso": spec.max_bucket_reso if spec.enable_bucket else None,
+                    "tag_frequency": tags,
+                    "bucket_info": _bucket_info(train_ds) if spec.enable_bucket else None,
+                    "resize_interpolation": None,
+                    "subsets": subsets,
+                }
+            ]
+        )
+    return out
+
+
+def _bucket_info(train_ds) -> dict | None:
+    if not train_ds.spec.enable_bucket:
+        return None
+    counts: dict[tuple[int, int], int] = {}
+    for it in train_ds.items:
+        counts[it.bucket] = counts.get(it.bucket, 0) + (
+            it.subset.num_repeats if not it.is_reg else 1
+        )
+    buckets = {
+        str(i): {"resolution": list(reso), "count": n}
+        for i, reso in enumerate(sorted(counts))
+        for n in [counts[reso]]
+    }
+    return {"buckets": buckets, "mean_img_ar_error": 0.0}

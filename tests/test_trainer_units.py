@@ -1,0 +1,538 @@
+"""Unit tests of the builtin trainer's pieces: config, buckets, split, captions, names."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kohyagen.errors import ConfigError, DatasetError
+from kohyagen.trainer.config import SubsetSpec, load_config, parse_resolution, unsupported_options
+from kohyagen.trainer.data import (
+    make_buckets,
+    prepare,
+    process_caption,
+    select_bucket,
+    split_validation,
+)
+from kohyagen.trainer.output import LossRecorder
+from kohyagen.trainer.sample import parse_prompt_line, sample_filename
+from tests.trainer_helpers import make_train_dir, write_config
+
+
+def test_buckets_follow_kohya_rules():
+    buckets = make_buckets((512, 512), 256, 1024, 64)
+    assert all(w % 64 == 0 and h % 64 == 0 for w, h in buckets)
+    assert all(w * h <= 512 * 512 for w, h in buckets)
+    for expected in [(512, 512), (448, 576), (576, 448), (384, 640), (320, 768), (256, 1024)]:
+        assert expected in buckets
+    assert (1024, 256) in buckets and (1088, 192) not in buckets
+    wide = select_bucket((1600, 900), buckets, max_reso=(512, 512), steps=64, no_upscale=False)
+    assert wide[0] > wide[1]
+    assert select_bucket((100, 70), buckets, max_reso=(512, 512), steps=64, no_upscale=True) == (
+        64,
+        64,
+    )
+
+
+def test_validation_split_is_disjoint_and_sized_like_kohya():
+    images = [Path(f"{i}.png") for i in range(10)]
+    train = split_validation(images, 0.25, 7, training=True)
+    val = split_validation(images, 0.25, 7, training=False)
+    assert len(train) == 8 and len(val) == 2  # ceil(10 * 0.75), round(10 * 0.25)
+    assert not set(train) & set(val)
+    assert split_validation(images, 0.0, None, training=False) == []
+
+
+def test_caption_processing_keeps_tokens_and_drops():
+    subset = SubsetSpec(
+        Path("x"), 1, None, ".txt", shuffle_caption=True, keep_tokens=1, caption_tag_dropout_rate=0
+    )
+    rng = random.Random(0)
+    outs = {process_caption("sks, a, b, c, d", subset, 1, rng) for _ in range(20)}
+    assert all(o.startswith("sks, ") for o in outs) and len(outs) > 1
+    drop_all = SubsetSpec(Path("x"), 1, None, ".txt", caption_dropout_rate=1.0)
+    assert process_caption("sks, a", drop_all, 1, rng) == ""
+    every = SubsetSpec(Path("x"), 1, None, ".txt", caption_dropout_every_n_epochs=2)
+    assert process_caption("sks", every, 2, rng) == "" and process_caption("sks", every, 3, rng)
+
+
+def test_loss_recorder_windows_after_first_epoch():
+    rec = LossRecorder()
+    for i, v in enumerate([1.0, 2.0, 3.0]):
+        rec.add(epoch=0, step=i, loss=v)
+    assert rec.moving_average == pytest.approx(2.0)
+    rec.add(epoch=1, step=0, loss=4.0)  # replaces 1.0
+    assert rec.moving_average == pytest.approx(3.0)
+
+
+def test_resolution_parsing():
+    assert parse_resolution("512") == (512, 512)
+    assert parse_resolution("512,768") == (512, 768)
+    assert parse_resolution(64) == (64, 64)
+    assert parse_resolution([64, 128]) == (64, 128)
+    with pytest.raises(ConfigError):
+        parse_resolution("big")
+
+
+def test_unsupported_options_listed_and_defaults_allowed():
+    flat = {
+        "color_aug": True,
+        "random_crop": False,  # at its default: fine
+        "optimizer_type": "AdaFactor",
+        "loss_type": "huber",
+        "learning_rate": 1e-4,
+        "network_module": "networks.lora",
+        "some_unknown_key": 3,  # kohya ignores it; lint reports it
+    }
+    problems = unsupported_options(flat, "train_network")
+    text = "; ".join(problems)
+    assert "color_aug" in text and "AdaFactor" in text and "loss_type" in text
+    assert "random_crop" not in text and "some_unknown_key" not in text
+
+
+def test_dataset_config_fallback_chain(tmp_path):
+    data = make_train_dir(tmp_path / "data", n=2)
+    ds = tmp_path / "ds.toml"
+    ds.write_text(
+        '[general]\nshuffle_caption = true\ncaption_extension = ".txt"\n'
+        "[[datasets]]\nbatch_size = 2\nkeep_tokens = 2\n"
+        f'  [[datasets.subsets]]\n  image_dir = "{data / "2_sks"}"\n  keep_tokens = 3\n'
+        f'  [[datasets.subsets]]\n  image_dir = "{data / "2_sks"}"\n  is_reg = true\n'
+    )
+    config = write_config(tmp_path, tmp_path / "model", dataset_config=str(ds), flip_aug=True)
+    cfg = load_config(config)
+    spec = cfg.datasets[0]
+    assert spec.batch_size == 2 and spec.resolution == (
+        64,
+        64,
+    )  # resolution from the training config
+    first, second = spec.subsets
+    assert first.keep_tokens == 3 and second.keep_tokens == 2
+    assert first.shuffle_caption and first.caption_extension == ".txt"
+    assert first.flip_aug  # the training option is the last fallback
+    assert first.num_repeats == 1  # folder prefix not parsed with a dataset config, as in kohya
+    assert second.is_reg and not first.is_reg
+    prepared = prepare(spec)
+    assert prepared.train_count == 2 and prepared.reg_count == 2
+
+
+def test_dataset_config_extra_key_is_rejected(tmp_path):
+    ds = tmp_path / "ds.toml"
+    ds.write_text(
+        '[[datasets]]\n  [[datasets.subsets]]\n  image_dir = "x"\n  validation_split = 0.1\n'
+    )
+    config = write_config(tmp_path, tmp_path / "model", dataset_config=str(ds))
+    with pytest.raises(ConfigError, match="validation_split"):
+        load_config(config)
+
+
+def test_folder_layout_and_oversized_image_without_buckets(tmp_path):
+    data = make_train_dir(tmp_path / "data", n=2, repeats=3)
+    config = write_config(tmp_path, tmp_path / "model", data=data)
+    cfg = load_config(config)
+    sub = cfg.datasets[0].subsets[0]
+    assert sub.num_repeats == 3 and sub.class_tokens == "sks"
+    prepared = prepare(cfg.datasets[0])
+    assert prepared.train_count == 6
+    assert [it.caption for it in prepared.items] == ["sks, color 0", "sks, color 1"]
+    make_train_dir(tmp_path / "big", n=1, size=(96, 64))
+    cfg = load_config(write_config(tmp_path, tmp_path / "model", data=tmp_path / "big"))
+    with pytest.raises(DatasetError, match="enable_bucket"):
+        prepare(cfg.datasets[0])
+
+
+def test_sgm_names_for_sdxl():
+    from kohyagen.trainer.lora import sgm_unet_path
+
+    assert sgm_unet_path("down_blocks.1.attentions.0.proj_in", 2) == "input_blocks.4.1.proj_in"
+    assert sgm_unet_path("down_blocks.2.attentions.1.x", 2) == "input_blocks.8.1.x"
+    assert sgm_unet_path("mid_block.attentions.0.x", 2) == "middle_block.1.x"
+    assert sgm_unet_path("up_blocks.0.attentions.2.x", 2) == "output_blocks.2.1.x"
+    assert sgm_unet_path("up_blocks.1.attentions.0.x", 2) == "output_blocks.3.1.x"
+    # conv_dim targets, in kohya's SDXL U-Net names
+    assert sgm_unet_path("down_blocks.0.resnets.1.conv1", 2) == "input_blocks.2.0.in_layers.2"
+    assert sgm_unet_path("down_blocks.1.resnets.0.conv_shortcut", 2) == (
+        "input_blocks.4.0.skip_connection"
+    )
+    assert sgm_unet_path("down_blocks.0.downsamplers.0.conv", 2) == "input_blocks.3.0.op"
+    assert sgm_unet_path("mid_block.resnets.1.time_emb_proj", 2) == "middle_block.2.emb_layers.1"
+    assert sgm_unet_path("up_blocks.0.resnets.2.conv2", 2) == "output_blocks.2.0.out_layers.3"
+    up = sgm_unet_path("up_blocks.1.upsamplers.0.conv", 2, frozenset({0, 1}))
+    assert up == "output_blocks.5.2.conv"
+    assert sgm_unet_path("up_blocks.2.upsamplers.0.conv", 2, frozenset({0, 1})) == (
+        "output_blocks.8.1.conv"
+    )
+
+
+def test_sample_prompt_options_and_names():
+    p = parse_prompt_line("a cat, sks --n blurry, bad --w 640 --h 512 --d 5 --l 6.5 --s 20", 3)
+    assert (p.prompt, p.negative, p.width, p.height, p.seed, p.scale, p.steps) == (
+        "a cat, sks",
+        "blurry, bad",
+        640,
+        512,
+        5,
+        6.5,
+        20,
+    )
+    name = sample_filename("tl", epoch=None, step=120, index=3, seed=None)
+    assert name.startswith("tl_000120_03_") and name.endswith(".png")
+
+
+def test_sshs_hashes_ignore_non_ss_metadata():
+    torch = pytest.importorskip("torch")
+    from kohyagen.trainer.saving import sshs_hashes
+
+    tensors = {"a": torch.zeros(4)}
+    h1 = sshs_hashes(tensors, {"ss_x": "1", "modelspec.date": "now"})
+    h2 = sshs_hashes(tensors, {"ss_x": "1", "modelspec.date": "later"})
+    h3 = sshs_hashes({"a": torch.ones(4)}, {"ss_x": "1"})
+    assert h1 == h2 and h1[0] != h3[0] and len(h1[0]) == 64
+
+
+def test_latent_disk_cache_is_reused(tmp_path):
+    torch = pytest.importorskip("torch")
+    from kohyagen.trainer.latents import LatentCache
+
+    data = make_train_dir(tmp_path / "data", n=2)
+    cfg = load_config(write_config(tmp_path, tmp_path / "model", data=data))
+    items = list(prepare(cfg.datasets[0]).items)
+
+    class FakeVAE(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+            self.calls = 0
+
+        @property
+        def device(self):
+            return torch.device("cpu")
+
+        def encode(self, x):
+            self.calls += 1
+            lat = x[:, :1, ::8, ::8].repeat(1, 4, 1, 1)
+            return type("Out", (), {"latent_dist": type("D", (), {"sample": lambda s: lat})()})()
+
+    vae = FakeVAE()
+    cache = LatentCache(vae, scaling_factor=1.0, sdxl=False, to_disk=True, batch_size=4)
+    cache.fill(items, flip_aug=True)
+    assert vae.calls == 1
+    assert (data / "2_sks" / "0_0064x0064_sd.npz").is_file()
+    again = LatentCache(FakeVAE(), scaling_factor=1.0, sdxl=False, to_disk=True, batch_size=4)
+    again.fill(items, flip_aug=True)
+    assert again.vae.calls == 0
+    assert again.get(items[0], True).shape == (4, 8, 8)
+
+
+def test_module_entry_reports_config_errors(tmp_path, subprocess_env):
+    proc = subprocess.run(
+        [sys.executable, "-m", "kohyagen.trainer", "--config_file", str(tmp_path / "nope.toml")],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "nope.toml" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_old_step_rule():
+    from kohyagen.trainer.checkpointing import old_step
+
+    # save every 5 steps, keep the last 10 steps: at step 20, step 5 goes
+    assert old_step(20, 10, 5) == 5
+    assert old_step(10, 10, 5) <= 0
+
+
+def test_every_rendered_preset_is_accepted_by_the_builtin_trainer(tmp_path):
+    """`kohyagen config` output must train on the builtin backend without refusals."""
+    import tomllib
+
+    render = pytest.importorskip("kohyagen.render")
+    from kohyagen import presets
+    from kohyagen.errors import PresetError
+    from kohyagen.schema import flatten_training_config, script_for_config
+
+    data = make_train_dir(tmp_path / "data", n=3)
+    checked = 0
+    for model in presets.list_models():
+        for gpu in presets.list_gpus():
+            try:
+                rendered = render.render_configs(
+                    data,
+                    model=model.name,
+                    gpu=gpu.name,
+                    out_dir=tmp_path / f"{model.name}-{gpu.name}",
+                    samples=True,
+                )
+            except PresetError:
+                continue  # does not fit that GPU
+            flat, _ = flatten_training_config(tomllib.loads(rendered.training_text))
+            script = script_for_config(rendered.training_text, flat)
+            assert unsupported_options(flat, script) == [], (model.name, gpu.name)
+            checked += 1
+    assert checked >= 3
+
+
+def test_unloadable_model_is_a_clean_error(tmp_path, capsys):
+    pytest.importorskip("diffusers")
+    from tests.trainer_helpers import run_trainer
+
+    bogus = tmp_path / "model.safetensors"
+    bogus.write_bytes(b"not a checkpoint")
+    data = make_train_dir(tmp_path / "data", n=1)
+    rc = run_trainer(["--config_file", str(write_config(tmp_path, bogus, data=data))])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "cannot load the base model" in err and str(bogus) in err
+    assert "Traceback" not in err
+
+
+def test_model_hashes_by_source_kind(tmp_path):
+    import hashlib
+
+    from kohyagen.trainer.saving import model_hashes
+
+    blob = bytes(range(256)) * 8192  # 2 MiB
+    f = tmp_path / "base.safetensors"
+    f.write_bytes(blob)
+    got = model_hashes(str(f), "sd_model")
+    assert got["ss_sd_model_name"] == "base.safetensors"
+    assert got["ss_new_sd_model_hash"] == hashlib.sha256(blob).hexdigest()
+    assert got["ss_sd_model_hash"] == hashlib.sha256(blob[0x100000:0x110000]).hexdigest()[:8]
+    assert model_hashes(str(tmp_path), "sd_model")["ss_sd_model_hash"] == "IsADirectory"
+    assert model_hashes("org/repo", "sd_model") == {"ss_sd_model_name": "org/repo"}
+
+
+def test_cli_overrides_typed_like_kohya(tmp_path):
+    from kohyagen.errors import UsageError
+    from kohyagen.trainer.config import parse_cli_overrides
+
+    got = parse_cli_overrides(
+        [
+            "--train_batch_size",
+            "2",
+            "--gradient_checkpointing",
+            "--learning_rate=5e-5",
+            "--optimizer_args",
+            "weight_decay=0.1",
+            "betas=(0.9,0.99)",
+            "--output_name",
+            "x",
+        ]
+    )
+    assert got == {
+        "train_batch_size": 2,
+        "gradient_checkpointing": True,
+        "learning_rate": 5e-5,
+        "optimizer_args": ["weight_decay=0.1", "betas=(0.9,0.99)"],
+        "output_name": "x",
+    }
+    with pytest.raises(UsageError, match="--train_batchsize"):
+        parse_cli_overrides(["--train_batchsize", "2"])
+    data = make_train_dir(tmp_path / "data", n=1)
+    config = write_config(tmp_path, tmp_path / "model", data=data, train_batch_size=4)
+    cfg = load_config(config, overrides={"train_batch_size": 1, "gradient_checkpointing": True})
+    assert cfg.args.train_batch_size == 1 and cfg.datasets[0].batch_size == 1
+    assert cfg.args.gradient_checkpointing is True
+
+
+def test_missing_hub_model_offline_is_a_clean_error(tmp_path, capsys):
+    pytest.importorskip("diffusers")
+    from tests.trainer_helpers import run_trainer
+
+    data = make_train_dir(tmp_path / "data", n=1)
+    config = write_config(tmp_path, "nobody-here/no-such-model", data=data)
+    rc = run_trainer(["--config_file", str(config)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "cannot load the base model" in err and "nobody-here/no-such-model" in err
+
+
+def test_committed_kohya_reference_matches_the_samples(tmp_path):
+    import json
+
+    from tests.trainer_helpers import REFERENCE, SAMPLES, load_kohya_reference
+
+    committed = load_kohya_reference(tmp_path / "absent")  # the copy in tests/data
+    assert set(committed["run_A"]) >= {"stdout", "metadata", "key_kinds", "scalar_tags"}
+    if SAMPLES.is_dir():
+        fresh = load_kohya_reference()
+        stored = json.loads(REFERENCE.read_text(encoding="utf-8"))
+        assert {k: v for k, v in stored.items() if k.startswith("run_")} == fresh
+
+
+def test_dataset_config_unimplemented_values_are_refused(tmp_path):
+    ds = tmp_path / "ds.toml"
+    ds.write_text(
+        "[general]\ncolor_aug = true\nrandom_crop = false\n"
+        '[[datasets]]\n  [[datasets.subsets]]\n  image_dir = "x"\n  token_warmup_step = 5\n'
+    )
+    config = write_config(tmp_path, tmp_path / "model", dataset_config=str(ds))
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    text = str(info.value)
+    assert "general.color_aug = True" in text
+    assert "datasets[0].subsets[0].token_warmup_step = 5" in text
+    assert "random_crop" not in text and "kohya backend" in text
+
+
+def test_keep_tokens_separator_fixes_the_head():
+    subset = SubsetSpec(
+        Path("x"), 1, None, ".txt", shuffle_caption=True, keep_tokens_separator="|||"
+    )
+    rng = random.Random(1)
+    outs = {process_caption("sks, red ||| a, b, c, d", subset, 1, rng) for _ in range(20)}
+    assert all(o.startswith("sks, red, ") for o in outs) and len(outs) > 1
+
+
+def test_exif_rotated_image_is_bucketed_as_displayed(tmp_path):
+    from PIL import Image
+
+    sub = tmp_path / "data" / "1_sks"
+    sub.mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, displayed portrait
+    Image.new("RGB", (128, 64)).save(sub / "r.jpg", exif=exif)
+    config = write_config(
+        tmp_path,
+        tmp_path / "model",
+        data=tmp_path / "data",
+        resolution="64",
+        enable_bucket=True,
+        min_bucket_reso=32,
+        max_bucket_reso=128,
+        bucket_reso_steps=32,
+    )
+    item = prepare(load_config(config).datasets[0]).items[0]
+    assert item.original_size == (64, 128)
+    assert item.bucket[1] > item.bucket[0]
+
+
+def test_network_args_conv_only():
+    conv = {"network_args": ["conv_dim=8", "conv_alpha=4"]}
+    assert unsupported_options(conv, "train_network") == []
+    assert unsupported_options(conv, "sdxl_train_network") == []
+    assert unsupported_options({"network_args": ["rank_dropout=0.1"]}, "train_network")
+
+
+def test_lora_module_math_and_dropout():
+    torch = pytest.importorskip("torch")
+    from kohyagen.trainer.lora import LoRAModule
+
+    base = torch.nn.Linear(8, 6)
+    mod = LoRAModule("lora_unet_x", base, rank=4, alpha=2)
+    x = torch.randn(3, 8)
+    expected = base(x)
+    mod.apply_to()
+    assert torch.allclose(base(x), expected)  # up starts at zero: no change
+    torch.nn.init.normal_(mod.lora_up.weight)
+    delta = mod.lora_up(mod.lora_down(x)) * (2 / 4)
+    assert torch.allclose(base(x), expected + delta, atol=1e-6)
+    mod.dropout = 0.5
+    mod.train()
+    assert not torch.allclose(base(x), base(x))
+    mod.eval()
+    assert torch.allclose(base(x), expected + delta, atol=1e-6)
+    mod.restore()
+    assert torch.allclose(base(x), expected)
+
+
+def test_loss_weightings():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    from kohyagen.trainer.loss import clamped_snr, diffusion_loss, make_noise_scheduler
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t, h):
+            return type("Out", (), {"sample": torch.zeros_like(x)})()
+
+    sched = make_noise_scheduler(False)
+    latents = torch.randn(2, 4, 8, 8)
+    noise = torch.randn(2, 4, 8, 8)
+    t = torch.tensor([100, 700])
+    common = {"timesteps": t, "noise": noise, "weights": torch.tensor([1.0, 0.5])}
+    plain = diffusion_loss(
+        Zero(), sched, latents, None, v_prediction=False, min_snr_gamma=None, **common
+    )
+    per = (noise**2).mean(dim=[1, 2, 3]) * torch.tensor([1.0, 0.5])
+    assert torch.allclose(plain, per.mean())
+    debiased = diffusion_loss(
+        Zero(),
+        sched,
+        latents,
+        None,
+        v_prediction=False,
+        min_snr_gamma=None,
+        debiased=True,
+        **common,
+    )
+    assert torch.allclose(debiased, (per / torch.sqrt(clamped_snr(sched, t))).mean())
+    gamma = diffusion_loss(
+        Zero(), sched, latents, None, v_prediction=False, min_snr_gamma=5.0, **common
+    )
+    snr = sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t])
+    assert torch.allclose(gamma, (per * torch.clamp(snr, max=5.0) / snr).mean())
+    # input perturbation changes only the U-Net input, not the target
+    perturbed = diffusion_loss(
+        Zero(),
+        sched,
+        latents,
+        None,
+        v_prediction=False,
+        min_snr_gamma=None,
+        input_perturbation=torch.ones_like(noise),
+        **common,
+    )
+    assert torch.allclose(perturbed, plain)
+
+
+def test_optional_optimizers_and_their_lr_tags(monkeypatch):
+    torch = pytest.importorskip("torch")
+    import types
+
+    from kohyagen.errors import MissingDependency
+    from kohyagen.trainer.optim import make_optimizer
+    from kohyagen.trainer.output import lr_logs
+
+    class Prodigy(torch.optim.AdamW):
+        def __init__(self, params, lr=1.0, **kw):
+            super().__init__(params, lr=lr, **kw)
+            for g in self.param_groups:
+                g["d"] = 0.5
+
+    fake = types.ModuleType("prodigyopt")
+    fake.Prodigy = Prodigy
+    monkeypatch.setitem(sys.modules, "prodigyopt", fake)
+    p = torch.nn.Parameter(torch.zeros(2))
+    args = types.SimpleNamespace(
+        optimizer_type="Prodigy", optimizer_args=["weight_decay=0.01"], learning_rate=1.0
+    )
+    opt, name = make_optimizer(args, [{"params": [p], "lr": 1.0, "desc": "unet"}])
+    assert name == f"{__name__}.Prodigy(weight_decay=0.01)"
+    assert lr_logs(opt, ["unet"]) == {"lr/unet": 1.0, "lr/d*lr/unet": 0.5, "lr/group0": 1.0}
+
+    monkeypatch.setitem(sys.modules, "lion_pytorch", None)  # not installed
+    args.optimizer_type, args.optimizer_args = "Lion", []
+    with pytest.raises(MissingDependency, match="lion-pytorch"):
+        make_optimizer(args, [{"params": [p], "lr": 1.0, "desc": "unet"}])
+
+
+def test_without_torch_the_entry_says_which_extra(tmp_path, subprocess_env):
+    fake = tmp_path / "shadow" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
+    env = dict(subprocess_env)
+    env["PYTHONPATH"] = f"{tmp_path / 'shadow'}:{env['PYTHONPATH']}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kohyagen.trainer", "--config_file", "x.toml"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "pip install 'kohyagen[train]'" in proc.stderr and "Traceback" not in proc.stderr
