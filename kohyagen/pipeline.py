@@ -138,8 +138,8 @@ class RunResult:
 # ---------------------------------------------------------------- the run
 
 
-def _open_run_dir(options: RunOptions) -> tuple[Manifest, bool]:
-    """The manifest to work on, and whether it is a fresh run."""
+def _open_run_dir(options: RunOptions, notes: list[str]) -> tuple[Manifest, bool]:
+    """The manifest to work on, and whether it is a fresh run (notes get what to tell)."""
     run_dir = options.resolved_run_dir()
     existing = Manifest.load(run_dir)
     if existing is not None and options.restart:
@@ -175,6 +175,17 @@ def _open_run_dir(options: RunOptions) -> tuple[Manifest, bool]:
                 hint="pass --restart to train on the new images from the start (the old "
                 "run is kept under previous/), or restore the images to continue",
             )
+    copy = existing.data.get("dataset", {}).get("training_data")
+    train_dir = existing.outputs("prepare").get("train_dir")
+    if copy and train_dir and not existing.is_finished("train") and Path(train_dir).is_dir():
+        before, now = DatasetHash.from_dict(copy), hash_dataset(train_dir)
+        if now.digest != before.digest:
+            # Editing captions in the prepared copy (e.g. after --prepare-only) is allowed.
+            notes.append(
+                f"the prepared copy in {train_dir} changed since it was made "
+                f"({describe_change(before, now)}): training uses it as it is now"
+            )
+            existing.update("dataset", training_data=now.to_dict())
     inputs = existing.data["inputs"]
     for key in ("gpu", "budget", "backend", "price_per_hour"):
         inputs[key] = options.to_inputs()[key]
@@ -220,8 +231,13 @@ def run_pipeline(
     Raises the stage's KohyagenError after recording it as failed in the manifest.
     """
     _validate(options)
-    manifest, fresh = _open_run_dir(options)
-    ctx = RunContext(options, manifest, manifest.run_dir, progress or (lambda s, m: None), confirm)
+    notes: list[str] = []
+    manifest, fresh = _open_run_dir(options, notes)
+    ctx = RunContext(
+        options, manifest, manifest.run_dir, progress or (lambda s, m: None), confirm, notes
+    )
+    for note in notes:
+        ctx.say("run", note)
     resumed_from = None if fresh else manifest.first_unfinished()
     already = not fresh and resumed_from is None
     if already:

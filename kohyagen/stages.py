@@ -148,6 +148,7 @@ def _stage_prepare(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
     # No trigger here: the tag stage must still see which images had no caption of their
     # own; it tags those and then puts the trigger first in every caption of this copy.
     result = prepare_dataset(opts.images, out, concept=opts.name, repeats="auto")
+    ctx.manifest.update("dataset", training_data=hash_dataset(result.out_dir).to_dict())
     outputs = {
         "train_dir": str(result.out_dir),
         "subset_dir": str(result.subset_dir),
@@ -200,6 +201,7 @@ def _stage_tag(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
             notes.append(
                 f"trigger '{ctx.options.trigger}' put first in {outputs['trigger_added']} caption(s)"
             )
+        ctx.manifest.update("dataset", training_data=hash_dataset(train_dir).to_dict())
     if not missing and not outputs["trigger_added"]:
         return None
     if missing and not ours:

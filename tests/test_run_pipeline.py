@@ -364,3 +364,26 @@ def test_interactive_run_asks_before_training(monkeypatch, images, tmp_path):
     result = CliRunner().invoke(main, args, input="y\n")
     assert result.exit_code == 0, result.output
     assert fake.calls[-3:] == ["train", "report", "pick"]
+
+
+def test_edited_prepared_captions_are_noted_not_refused(monkeypatch, images, tmp_path):
+    fake = FakeStages(monkeypatch)
+
+    def prepare(ctx):
+        fake.calls.append("prepare")
+        subset = ctx.run_dir / "training_data" / "10_x"
+        subset.mkdir(parents=True)
+        (subset / "0.png").write_bytes((images / "0.png").read_bytes())
+        (subset / "0.txt").write_text("sks, picture\n")
+        digest = stages.hash_dataset(subset.parent)
+        ctx.manifest.update("dataset", training_data=digest.to_dict())
+        return {"train_dir": str(subset.parent), "repeats": 10}, "prepared"
+
+    monkeypatch.setitem(stages.STAGE_FUNCTIONS, "prepare", prepare)
+    run_pipeline(options(images, tmp_path), stop_after="estimate")
+    (tmp_path / "run" / "training_data" / "10_x" / "0.txt").write_text("sks, my own words\n")
+    said = []
+    result = run_pipeline(options(images, tmp_path), progress=lambda s, m: said.append(m))
+    assert result.resumed_from == "train" and result.lora is not None
+    assert any("1 changed (10_x/0.txt)" in n for n in result.notes)
+    assert any("training uses it as it is now" in m for m in said)
