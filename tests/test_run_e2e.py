@@ -108,7 +108,7 @@ def test_demo_interrupted_then_run_continues_and_is_not_trained_twice(tmp_path, 
                 break
             if proc.poll() is not None:
                 pytest.fail("demo ended before training started:\n" + proc.stdout.read())
-            time.sleep(0.3)
+            time.sleep(0.1)
         else:
             pytest.fail("training did not start in time")
         os.killpg(proc.pid, signal.SIGINT)
