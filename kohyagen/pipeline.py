@@ -215,6 +215,10 @@ def _validate(options: RunOptions) -> None:
         )
     if options.budget is not None and options.budget < 0:
         raise UsageError("--budget must be a positive amount of dollars")
+    if options.gpu.lower() not in ("auto", "cpu"):
+        from kohyagen.presets import get_gpu
+
+        get_gpu(options.gpu)  # an unknown name fails now, not after the dataset stages
 
 
 def run_pipeline(

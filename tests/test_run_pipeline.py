@@ -387,3 +387,28 @@ def test_edited_prepared_captions_are_noted_not_refused(monkeypatch, images, tmp
     assert result.resumed_from == "train" and result.lora is not None
     assert any("1 changed (10_x/0.txt)" in n for n in result.notes)
     assert any("training uses it as it is now" in m for m in said)
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "text"),
+    [
+        (["--gpu", "rtx9999"], 1, "rtx9999"),
+        (["--name", "a/b"], 2, "--name"),
+        (["--budget", "-1"], 2, "--budget"),
+    ],
+)
+def test_bad_options_fail_before_any_stage(monkeypatch, images, tmp_path, extra, code, text):
+    fake = FakeStages(monkeypatch)
+    args = ["run", str(images), "--name", "x", "--trigger", "sks",
+            "--run-dir", str(tmp_path / "run"), "--yes", *extra]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == code, result.output
+    assert text in result.output and "Traceback" not in result.output
+    assert fake.calls == [] and not (tmp_path / "run").exists()
+
+
+def test_missing_images_folder_names_it(tmp_path):
+    result = CliRunner().invoke(
+        main, ["run", str(tmp_path / "nope"), "--name", "x", "--trigger", "sks", "--yes"]
+    )
+    assert result.exit_code == 1 and str(tmp_path / "nope") in result.output
