@@ -180,6 +180,7 @@ class Manifest:
         run_dir = Path(run_dir).resolve()
         data = {
             "format": FORMAT_VERSION,
+            "run_dir": str(run_dir),  # where it was made: a moved folder is noticed
             "created": now(),
             "updated": now(),
             "inputs": inputs,

@@ -153,6 +153,7 @@ def _open_run_dir(options: RunOptions, notes: list[str]) -> tuple[Manifest, bool
                 hint="pass another --run-dir (nothing in it was changed)",
             )
         return Manifest.create(run_dir, inputs=options.to_inputs()), True
+    _follow_moves(existing, options, run_dir, notes)
     old = {k: existing.data.get("inputs", {}).get(k) for k in IDENTITY_KEYS}
     new = options.identity()
     differ = [k for k in IDENTITY_KEYS if old.get(k) != new[k]]
@@ -191,6 +192,39 @@ def _open_run_dir(options: RunOptions, notes: list[str]) -> tuple[Manifest, bool
         inputs[key] = options.to_inputs()[key]
     existing.save()
     return existing, False
+
+
+def _follow_moves(manifest: Manifest, options: RunOptions, run_dir: Path, notes: list) -> None:
+    """A run folder copied to another place (or machine), or its images passed from
+    another folder with the same content: rewrite the recorded paths to the new ones."""
+    from kohyagen.relocate import relocate
+
+    moves = []
+    made_in = manifest.data.get("run_dir")
+    if made_in and made_in != str(run_dir):
+        moves.append((made_in, str(run_dir)))
+    old_images = manifest.data.get("inputs", {}).get("images")
+    new_images = str(Path(options.images).resolve())
+    recorded = manifest.data.get("dataset", {}).get("source")
+    moved_images = (
+        old_images
+        and old_images != new_images
+        and recorded
+        and manifest.is_finished("check")
+        and Path(new_images).is_dir()
+        and hash_dataset(new_images, exclude=run_dir).digest == recorded.get("digest")
+    )
+    if moved_images:
+        moves.append((old_images, new_images))
+    if not moves:
+        return
+    relocate(manifest, moves)
+    manifest.data["run_dir"] = str(run_dir)
+    manifest.save()
+    notes.append(
+        "paths updated in kohyagen.json and the configs: "
+        + "; ".join(f"{old} → {new}" for old, new in moves)
+    )
 
 
 def _move_aside(run_dir: Path) -> None:
