@@ -47,6 +47,13 @@ IDENTITY_KEYS = (
 )
 
 
+def _local_or_repo(base_model: str | None) -> str | None:
+    """A local model as its absolute path (so ./m and /abs/m are one input); else as given."""
+    if base_model and Path(base_model).expanduser().exists():
+        return str(Path(base_model).expanduser().resolve())
+    return base_model
+
+
 @dataclass(frozen=True)
 class RunOptions:
     images: Path
@@ -75,7 +82,7 @@ class RunOptions:
             "name": self.name,
             "trigger": self.trigger,
             "model": self.model,
-            "base_model": self.base_model,
+            "base_model": _local_or_repo(self.base_model),
             "epochs": self.epochs,
             "overrides": list(self.overrides),
             "seed": self.seed,
@@ -216,6 +223,19 @@ def _follow_moves(manifest: Manifest, options: RunOptions, run_dir: Path, notes:
     )
     if moved_images:
         moves.append((old_images, new_images))
+    old_model = manifest.data.get("inputs", {}).get("base_model")
+    new_model = _local_or_repo(options.base_model)
+    moved_model = (
+        old_model
+        and new_model
+        and old_model != new_model
+        and Path(old_model).is_absolute()
+        and not Path(old_model).exists()  # it was a local file on the other machine
+        and Path(new_model).exists()
+        and Path(old_model).name == Path(new_model).name
+    )
+    if moved_model:
+        moves.append((old_model, new_model))
     if not moves:
         return
     relocate(manifest, moves)

@@ -243,9 +243,11 @@ def _stage_config(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     given = {o.split("=", 1)[0].strip().split(".")[-1] for o in overrides}
     if opts.seed is not None and "seed" not in given:
         overrides.append(f"seed={opts.seed}")
-    if not given & {"save_state", "save_state_on_train_end", "save_last_n_epochs_state"}:
+    auto_state = not given & {"save_state", "save_state_on_train_end", "save_last_n_epochs_state"}
+    if auto_state:
         # A training state with each checkpoint (only the latest kept): an interrupted
-        # run continues from its last epoch instead of starting over.
+        # run continues from its last epoch instead of starting over. Removed after a
+        # successful training (see stages_training), since only a resume needs it.
         overrides += ["save_state=true", "save_last_n_epochs_state=1"]
     render_gpu = gpu
     if gpu == CPU:
@@ -300,6 +302,7 @@ def _stage_config(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
         dataset=str(rendered.dataset_path),
         gpu=gpu,
         resolved=dict(rendered.training),
+        auto_save_state=bool(auto_state),
         values=values,
         notes=list(rendered.notes),
     )

@@ -146,7 +146,9 @@ def stage_train(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
             path=ctx.run_dir / "train.log",
             hint="fix the cause above, then run the same command again to retry training",
         )
+    removed = _remove_states(configs) if configs.get("auto_save_state") else []
     outputs = {
+        "states_removed": removed,
         "resumed_from_state": str(state.path) if state is not None else None,
         "status": status,
         "attempts": _count(getattr(result, "attempts", 1)),
@@ -177,6 +179,22 @@ def latest_state(training: dict[str, Any]) -> SavedState | None:
         if best is None or (found.epoch, found.step) > (best.epoch, best.step):
             best = found
     return best
+
+
+def _remove_states(configs: dict[str, Any]) -> list[str]:
+    """The training states kohyagen asked for, once the training they protect is done."""
+    import shutil
+
+    training = configs.get("resolved", {})
+    output_dir, name = training.get("output_dir"), training.get("output_name")
+    if not output_dir or not name:
+        return []
+    removed = []
+    for folder in sorted(Path(output_dir).glob(f"{name}*-state")):
+        if (folder / "train_state.json").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder))
+    return removed
 
 
 def _check_where_training_runs(ctx: RunContext, gpu: str | None) -> None:

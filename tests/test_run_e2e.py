@@ -148,6 +148,9 @@ def test_demo_interrupted_then_run_continues_and_is_not_trained_twice(tmp_path, 
     assert m.outputs("train")["resumed_from_state"].endswith("demo-000001-state")
     assert epoch1.stat().st_mtime_ns == epoch1_mtime
     assert (run_dir / "output" / "demo.safetensors").is_file()
+    # the states were only there for a resume: gone once training succeeded
+    assert not list((run_dir / "output").glob("*-state"))
+    assert m.outputs("train")["states_removed"]
     assert all(m.status(s) == DONE for s in STAGES if s != "tag")
     lora = Path(data["lora"])
     assert lora.is_file() and lora.suffix == ".safetensors"
