@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from kohyagen.errors import ConfigError
+
 UNET_TARGETS = ("Transformer2DModel",)
 UNET_CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
 TE_TARGETS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPFlashAttention2", "CLIPMLP")
@@ -262,3 +264,21 @@ class LoRANetwork(nn.Module):
                 }
             )
         return groups
+
+
+def conv_args(values: list[str] | None) -> dict[str, object]:
+    """conv_dim / conv_alpha from network_args (config.py refuses any other key)."""
+    raw = dict(str(v).partition("=")[::2] for v in values or [])
+    raw = {k.strip(): v.strip() for k, v in raw.items()}
+    if "conv_dim" not in raw:
+        return {}
+    try:
+        return {
+            "conv_rank": int(raw["conv_dim"]),
+            "conv_alpha": float(raw.get("conv_alpha", 1.0)),  # kohya's default is 1
+        }
+    except ValueError as exc:
+        raise ConfigError(
+            f"network_args conv_dim/conv_alpha must be numbers, got {values!r}",
+            hint='write network_args = ["conv_dim=8", "conv_alpha=4"]',
+        ) from exc

@@ -166,3 +166,19 @@ def place_components(
         for te in components.text_encoders:
             te.gradient_checkpointing_enable()
             te.train()  # CLIP has no dropout at these settings; train mode enables checkpointing
+
+
+def cpu_only() -> bool:
+    """No accelerator device (asked before accelerate's process state exists)."""
+    import os
+
+    import torch
+
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+        return True
+    xpu = getattr(torch, "xpu", None)
+    return not (
+        torch.cuda.is_available()
+        or torch.backends.mps.is_available()
+        or (xpu is not None and xpu.is_available())
+    )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from kohyagen.errors import ConfigError
+
 
 class TrainingModel(torch.nn.Module):
     """U-Net, text encoders and the LoRA network in one module, so DDP syncs the LoRA grads."""
@@ -122,3 +124,26 @@ class TrainingModel(torch.nn.Module):
                     )
         self.text_cache = cache
         self.text_encoders = torch.nn.ModuleList()
+
+
+def check_text_cache(args, network, spec, cfg) -> None:
+    """kohya's conditions for cache_text_encoder_outputs: fixed captions, frozen encoders."""
+    if len(network.text_encoder_loras):
+        raise ConfigError(
+            "cache_text_encoder_outputs needs network_train_unet_only = true",
+            path=cfg.path,
+            hint="set network_train_unet_only = true or turn the cache off",
+        )
+    for sub in spec.subsets:
+        if (
+            sub.shuffle_caption
+            or sub.caption_dropout_rate
+            or sub.caption_tag_dropout_rate
+            or sub.caption_dropout_every_n_epochs
+        ):
+            raise ConfigError(
+                "cache_text_encoder_outputs cannot be combined with shuffle_caption or caption"
+                " dropout (captions must not change between epochs)",
+                path=cfg.dataset_config_path or cfg.path,
+                hint="turn those off or turn cache_text_encoder_outputs off",
+            )

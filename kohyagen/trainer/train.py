@@ -16,59 +16,6 @@ from kohyagen.trainer.config import TrainerConfig
 from kohyagen.trainer.output import Console, LossRecorder, lr_logs, step_bar
 
 
-def _check_text_cache(args, network, spec, cfg) -> None:
-    """kohya's conditions for cache_text_encoder_outputs: fixed captions, frozen encoders."""
-    if len(network.text_encoder_loras):
-        raise ConfigError(
-            "cache_text_encoder_outputs needs network_train_unet_only = true",
-            path=cfg.path,
-            hint="set network_train_unet_only = true or turn the cache off",
-        )
-    for sub in spec.subsets:
-        if (
-            sub.shuffle_caption
-            or sub.caption_dropout_rate
-            or sub.caption_tag_dropout_rate
-            or sub.caption_dropout_every_n_epochs
-        ):
-            raise ConfigError(
-                "cache_text_encoder_outputs cannot be combined with shuffle_caption or caption"
-                " dropout (captions must not change between epochs)",
-                path=cfg.dataset_config_path or cfg.path,
-                hint="turn those off or turn cache_text_encoder_outputs off",
-            )
-
-
-def _network_args(values: list[str] | None) -> dict[str, object]:
-    """conv_dim / conv_alpha from network_args (config.py refuses any other key)."""
-    raw = dict(str(v).partition("=")[::2] for v in values or [])
-    raw = {k.strip(): v.strip() for k, v in raw.items()}
-    if "conv_dim" not in raw:
-        return {}
-    try:
-        return {
-            "conv_rank": int(raw["conv_dim"]),
-            "conv_alpha": float(raw.get("conv_alpha", 1.0)),  # kohya's default is 1
-        }
-    except ValueError as exc:
-        raise ConfigError(
-            f"network_args conv_dim/conv_alpha must be numbers, got {values!r}",
-            hint='write network_args = ["conv_dim=8", "conv_alpha=4"]',
-        ) from exc
-
-
-def _cpu_only() -> bool:
-    """No accelerator device (asked before accelerate's process state exists)."""
-    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
-        return True
-    xpu = getattr(torch, "xpu", None)
-    return not (
-        torch.cuda.is_available()
-        or torch.backends.mps.is_available()
-        or (xpu is not None and xpu.is_available())
-    )
-
-
 def run(
     cfg: TrainerConfig, *, resume: str | None = None, console_factory=Console
 ) -> dict[str, object]:
@@ -79,10 +26,10 @@ def run(
     from kohyagen.trainer.batches import BatchDataset, first
     from kohyagen.trainer.checkpointing import Checkpointer
     from kohyagen.trainer.latents import LatentCache
-    from kohyagen.trainer.lora import LoRANetwork
+    from kohyagen.trainer.lora import LoRANetwork, conv_args
     from kohyagen.trainer.loss import make_noise_scheduler
-    from kohyagen.trainer.models import load_components, place_components
-    from kohyagen.trainer.network_model import TrainingModel
+    from kohyagen.trainer.models import cpu_only, load_components, place_components
+    from kohyagen.trainer.network_model import TrainingModel, check_text_cache
     from kohyagen.trainer.optim import make_optimizer, make_scheduler
     from kohyagen.trainer.saving import dataset_metadata, training_metadata
     from kohyagen.trainer.validation import validation_loss, validation_timesteps
@@ -93,7 +40,7 @@ def run(
     if args.logging_dir and args.log_with in (None, "tensorboard"):
         log_dir = Path(args.logging_dir) / f"{args.log_prefix or ''}{time.strftime('%Y%m%d%H%M%S')}"
     mixed_precision = args.mixed_precision or "no"
-    cpu_fallback = mixed_precision != "no" and _cpu_only()
+    cpu_fallback = mixed_precision != "no" and cpu_only()
     if cpu_fallback:
         # CPUs emulate bf16/fp16 matmuls: tens of times slower than fp32, for no memory need.
         mixed_precision = "no"
@@ -156,7 +103,7 @@ def run(
         sdxl=cfg.is_sdxl,
         train_unet=train_unet,
         train_text_encoder=train_te,
-        **_network_args(args.network_args),
+        **conv_args(args.network_args),
     )
     if args.network_weights:
         from safetensors.torch import load_file
@@ -234,7 +181,7 @@ def run(
         components, network, args=args, noise_scheduler=noise_scheduler, needs_vae=cache is None
     )
     if args.cache_text_encoder_outputs:
-        _check_text_cache(args, network, spec, cfg)
+        check_text_cache(args, network, spec, cfg)
         model.cache_text_outputs([it.caption for it in (*train_ds.items, *val_ds.items)])
         for te in components.text_encoders:
             te.to("cpu")  # encoded once; they only return to the device to draw samples
