@@ -382,3 +382,18 @@ def test_resume_from_a_mid_epoch_step_state(tmp_path, sd15, capsys):
     full = load_file(full_dir / "output" / "tl.safetensors")
     resumed = load_file(resumed_dir / "output" / "tl.safetensors")
     assert all(resumed[k].allclose(full[k], atol=1e-5) for k in full)
+
+
+def test_network_weights_load_back_into_the_network(sd15_run, sd15):
+    import diffusers
+    from safetensors.torch import load_file
+
+    from kohyagen.trainer.lora import LoRANetwork
+
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(sd15)
+    net = LoRANetwork(pipe.unet, [pipe.text_encoder], rank=4, alpha=2, sdxl=False)
+    state = load_file(sd15_run["tmp"] / "output" / "tl.safetensors")
+    assert net.load_kohya_weights(state) == len(state) // 3
+    again = net.kohya_state_dict()
+    assert set(again) == set(state)
+    assert all(again[k].float().equal(state[k].float()) for k in state)

@@ -254,7 +254,3 @@ def epoch_batches(
     if shuffle:
         rng.shuffle(batches)
     return batches
-
-
-def batch_count(prepared: PreparedDataset) -> int:
-    return len(epoch_batches(prepared, 0, 0, shuffle=False))

@@ -219,10 +219,6 @@ class LoRANetwork(nn.Module):
         for mod in [*self.text_encoder_loras, *self.unet_loras]:
             mod.dropout = p
 
-    def set_multiplier(self, value: float) -> None:
-        for mod in [*self.text_encoder_loras, *self.unet_loras]:
-            mod.multiplier = value
-
     def kohya_state_dict(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for mod in [*self.text_encoder_loras, *self.unet_loras]:

@@ -23,7 +23,6 @@ class Components:
     sdxl: bool
     v_parameterization: bool
     scaling_factor: float
-    name: str
 
 
 def _tokenizer_from_cache(cache_dir: str | None, repo: str):
@@ -94,7 +93,6 @@ def load_components(args, *, sdxl: bool) -> Components:
         sdxl=sdxl,
         v_parameterization=v_param,
         scaling_factor=float(scaling),
-        name=path.name if path.exists() else source,
     )
 
 
