@@ -126,7 +126,7 @@ class TrainingModel(torch.nn.Module):
         self.text_encoders = torch.nn.ModuleList()
 
 
-def check_text_cache(args, network, spec, cfg) -> None:
+def check_text_cache(args, network, subsets, cfg) -> None:
     """kohya's conditions for cache_text_encoder_outputs: fixed captions, frozen encoders."""
     if len(network.text_encoder_loras):
         raise ConfigError(
@@ -134,7 +134,7 @@ def check_text_cache(args, network, spec, cfg) -> None:
             path=cfg.path,
             hint="set network_train_unet_only = true or turn the cache off",
         )
-    for sub in spec.subsets:
+    for sub in subsets:
         if (
             sub.shuffle_caption
             or sub.caption_dropout_rate

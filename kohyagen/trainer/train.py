@@ -60,19 +60,17 @@ def run(
     seed = args.seed if args.seed is not None else random.randint(0, 2**32 - 1)
     accelerate.utils.set_seed(seed)
 
-    if len(cfg.datasets) != 1:
-        raise ConfigError(
-            "the builtin trainer takes exactly one [[datasets]] entry",
-            path=cfg.dataset_config_path,
-            hint="merge the datasets, or use the kohya backend",
-        )
-    spec = cfg.datasets[0]
-    if spec.validation_seed is None and spec.validation_split > 0:
-        from dataclasses import replace
+    from dataclasses import replace
 
-        spec = replace(spec, validation_seed=seed)  # a disjoint split even without a seed
-    train_ds = data_mod.prepare(spec, training=True)
-    val_ds = data_mod.prepare(spec, training=False)
+    # A disjoint validation split even without validation_seed (kohya would draw it twice).
+    specs = [
+        replace(spec, validation_seed=seed)
+        if spec.validation_seed is None and spec.validation_split > 0
+        else spec
+        for spec in cfg.datasets
+    ]
+    train_ds = data_mod.PreparedGroup(tuple(data_mod.prepare(s, training=True) for s in specs))
+    val_ds = data_mod.PreparedGroup(tuple(data_mod.prepare(s, training=False) for s in specs))
     if not train_ds.items:
         raise ConfigError(
             "no training images found",
@@ -181,7 +179,7 @@ def run(
         components, network, args=args, noise_scheduler=noise_scheduler, needs_vae=cache is None
     )
     if args.cache_text_encoder_outputs:
-        check_text_cache(args, network, spec, cfg)
+        check_text_cache(args, network, [sub for sp in specs for sub in sp.subsets], cfg)
         model.cache_text_outputs([it.caption for it in (*train_ds.items, *val_ds.items)])
         for te in components.text_encoders:
             te.to("cpu")  # encoded once; they only return to the device to draw samples
@@ -227,7 +225,7 @@ def run(
         reg_images=train_ds.reg_count,
         batches_per_epoch=len(loader),
         epochs=num_epochs,
-        batch_size=spec.batch_size,
+        batch_size=", ".join(str(sp.batch_size) for sp in specs),
         grad_accum=grad_accum,
         total_steps=max_train_steps,
     )
@@ -248,7 +246,7 @@ def run(
         max_train_steps=max_train_steps,
         optimizer_name=optimizer_name,
         dataset_info=dataset_metadata(cfg, train_ds),
-        resolution=spec.resolution,
+        resolution=specs[0].resolution,
     )
 
     if log_dir is not None:
