@@ -135,6 +135,8 @@ def test_sd2_v_prediction_metadata_and_unet_only(tmp_path, models, capsys):
         min_snr_gamma=5.0,
         noise_offset=0.05,
         ip_noise_gamma=0.1,
+        zero_terminal_snr=True,
+        min_timestep=990,  # the steps where zero terminal SNR matters
         debiased_estimation_loss=True,
         scale_v_pred_loss_like_noise_pred=True,
         save_precision="fp16",
@@ -148,6 +150,11 @@ def test_sd2_v_prediction_metadata_and_unet_only(tmp_path, models, capsys):
     assert md["modelspec.prediction_type"] == "v"
     assert md["ss_min_snr_gamma"] == "5.0" and md["ss_noise_offset"] == "0.05"
     assert md["ss_ip_noise_gamma"] == "0.1" and md["ss_debiased_estimation"] == "True"
+    assert md["ss_zero_terminal_snr"] == "True"
+    import math
+
+    losses = [v for _, v in scalars(tmp_path / "logs")["loss/current"]]
+    assert losses and all(math.isfinite(v) for v in losses)
     assert keys and all(k.startswith("lora_unet_") for k in keys)
     from safetensors.torch import load_file
 

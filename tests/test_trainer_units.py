@@ -488,6 +488,20 @@ def test_loss_weightings():
         **common,
     )
     assert torch.allclose(perturbed, plain)
+    l1 = diffusion_loss(
+        Zero(),
+        sched,
+        latents,
+        None,
+        v_prediction=False,
+        min_snr_gamma=None,
+        loss_type="l1",
+        **common,
+    )
+    assert torch.allclose(l1, (noise.abs().mean(dim=[1, 2, 3]) * torch.tensor([1.0, 0.5])).mean())
+    zsnr = make_noise_scheduler(True, zero_terminal_snr=True)
+    assert 0 < float(zsnr.alphas_cumprod[-1]) < 1e-6
+    assert torch.isfinite(clamped_snr(zsnr, torch.tensor([999]))).all()
 
 
 def test_optional_optimizers_and_their_lr_tags(monkeypatch):

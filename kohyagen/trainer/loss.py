@@ -5,18 +5,27 @@ from __future__ import annotations
 import torch
 
 
-def make_noise_scheduler(v_parameterization: bool):
-    """DDPM with SD's betas, as kohya builds it (the model folder's scheduler is ignored)."""
+def make_noise_scheduler(v_parameterization: bool, *, zero_terminal_snr: bool = False):
+    """DDPM with SD's betas, as kohya builds it (the model folder's scheduler is ignored).
+
+    zero_terminal_snr rescales the betas so the last step is pure noise; its alpha-bar is
+    then nudged above 0 so SNR-based weights stay finite.
+    """
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(
+    scheduler = DDPMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
         num_train_timesteps=1000,
         clip_sample=False,
         prediction_type="v_prediction" if v_parameterization else "epsilon",
+        rescale_betas_zero_snr=zero_terminal_snr,
     )
+    if zero_terminal_snr:
+        # Still pure noise to float precision, yet a finite SNR for min-SNR and debiasing.
+        scheduler.alphas_cumprod[-1] = 1e-8
+    return scheduler
 
 
 def sample_noise(latents, *, noise_offset: float | None, random_strength: bool, generator=None):
@@ -62,6 +71,7 @@ def diffusion_loss(
     input_perturbation=None,
     debiased: bool = False,
     scale_v_like_eps: bool = False,
+    loss_type: str = "l2",
 ):
     """Per-sample weighted MSE between the U-Net's prediction and its target.
 
@@ -74,7 +84,10 @@ def diffusion_loss(
     kwargs = {"added_cond_kwargs": added_cond} if added_cond is not None else {}
     pred = unet(noisy, timesteps, hidden, **kwargs).sample
     target = scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
-    per_sample = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none")
+    if loss_type == "l1":
+        per_sample = torch.nn.functional.l1_loss(pred.float(), target.float(), reduction="none")
+    else:
+        per_sample = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none")
     per_sample = per_sample.mean(dim=[1, 2, 3])
     per_sample = per_sample * weights.to(per_sample.device)
     per_sample = per_sample * snr_weights(

@@ -100,6 +100,7 @@ class TrainingModel(torch.nn.Module):
             added_cond=added,
             input_perturbation=perturbation,
             debiased=bool(args.debiased_estimation_loss),
+            loss_type=args.loss_type or "l2",
             scale_v_like_eps=bool(args.scale_v_pred_loss_like_noise_pred)
             and self.components.v_parameterization,
         )

@@ -185,7 +185,7 @@ def training_metadata(
         "ss_multires_noise_iterations": None,
         "ss_multires_noise_discount": a.multires_noise_discount,
         "ss_adaptive_noise_scale": None,
-        "ss_zero_terminal_snr": False,
+        "ss_zero_terminal_snr": bool(a.zero_terminal_snr),
         "ss_training_comment": a.training_comment,
         "ss_sd_scripts_commit_hash": KOHYA_COMMIT,
         "ss_optimizer": optimizer_name,

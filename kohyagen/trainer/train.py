@@ -172,7 +172,9 @@ def run(
     lr_scheduler = make_scheduler(
         args, optimizer, max_train_steps=max_train_steps, num_processes=n_proc
     )
-    noise_scheduler = make_noise_scheduler(components.v_parameterization)
+    noise_scheduler = make_noise_scheduler(
+        components.v_parameterization, zero_terminal_snr=bool(args.zero_terminal_snr)
+    )
     if cache is not None and device.type != "cpu":
         components.vae.to("cpu")  # latents are cached; free the device memory as kohya does
     model = TrainingModel(
