@@ -550,3 +550,27 @@ def test_without_torch_the_entry_says_which_extra(tmp_path, subprocess_env):
     )
     assert proc.returncode == 1
     assert "pip install 'kohyagen[train]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_multires_noise_is_unit_variance_and_correlated():
+    torch = pytest.importorskip("torch")
+    from kohyagen.trainer.loss import sample_noise
+
+    latents = torch.zeros(4, 4, 32, 32)
+    gen = torch.Generator().manual_seed(0)
+    plain = sample_noise(latents, noise_offset=None, random_strength=False, generator=gen)
+    multi = sample_noise(
+        latents,
+        noise_offset=None,
+        random_strength=False,
+        generator=gen,
+        multires_iterations=6,
+        multires_discount=0.8,
+    )
+    assert abs(float(multi.std()) - 1.0) < 1e-3
+
+    def neighbour_corr(x):
+        a, b = x[..., :, :-1].flatten(), x[..., :, 1:].flatten()
+        return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+    assert neighbour_corr(multi) > neighbour_corr(plain) + 0.1

@@ -28,8 +28,39 @@ def make_noise_scheduler(v_parameterization: bool, *, zero_terminal_snr: bool = 
     return scheduler
 
 
-def sample_noise(latents, *, noise_offset: float | None, random_strength: bool, generator=None):
+def pyramid_noise(noise, *, iterations: int, discount: float, generator=None):
+    """Multi-resolution noise: coarser random fields added with shrinking weight, then
+    renormalised to unit variance (kohya's multires_noise_*)."""
+    import random
+
+    b, c, h, w = noise.shape
+    rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    out = noise.clone()
+    for i in range(1, iterations + 1):
+        factor = (2 + 2 * rng.random()) ** i
+        hn, wn = max(1, int(h / factor)), max(1, int(w / factor))
+        coarse = torch.randn((b, c, hn, wn), generator=generator, device="cpu").to(noise)
+        up = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear")
+        out = out + up * discount**i
+        if hn == 1 or wn == 1:
+            break
+    return out / out.std()
+
+
+def sample_noise(
+    latents,
+    *,
+    noise_offset: float | None,
+    random_strength: bool,
+    generator=None,
+    multires_iterations: int | None = None,
+    multires_discount: float = 0.3,
+):
     noise = torch.randn(latents.shape, generator=generator, device="cpu").to(latents)
+    if not noise_offset and multires_iterations:
+        return pyramid_noise(
+            noise, iterations=multires_iterations, discount=multires_discount, generator=generator
+        )
     if noise_offset:
         strength = noise_offset
         if random_strength:

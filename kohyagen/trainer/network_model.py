@@ -71,6 +71,8 @@ class TrainingModel(torch.nn.Module):
                 latents,
                 noise_offset=args.noise_offset,
                 random_strength=bool(args.noise_offset_random_strength),
+                multires_iterations=args.multires_noise_iterations,
+                multires_discount=float(args.multires_noise_discount or 0.3),
             )
             if args.ip_noise_gamma:
                 strength = float(args.ip_noise_gamma)

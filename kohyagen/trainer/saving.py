@@ -182,7 +182,7 @@ def training_metadata(
         "ss_seed": a.seed,
         "ss_lowram": bool(a.lowram),
         "ss_noise_offset": a.noise_offset,
-        "ss_multires_noise_iterations": None,
+        "ss_multires_noise_iterations": a.multires_noise_iterations,
         "ss_multires_noise_discount": a.multires_noise_discount,
         "ss_adaptive_noise_scale": None,
         "ss_zero_terminal_snr": bool(a.zero_terminal_snr),
