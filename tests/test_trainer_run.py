@@ -398,3 +398,12 @@ def test_network_weights_load_back_into_the_network(sd15_run, sd15):
     again = net.kohya_state_dict()
     assert set(again) == set(state)
     assert all(again[k].float().equal(state[k].float()) for k in state)
+
+    from kohyagen.errors import ConfigError
+    from kohyagen.trainer.lora import load_network_weights
+
+    wider = LoRANetwork(pipe.unet, [pipe.text_encoder], rank=8, alpha=2, sdxl=False)
+    with pytest.raises(ConfigError, match="network_dim"):
+        load_network_weights(wider, sd15_run["tmp"] / "output" / "tl.safetensors")
+    with pytest.raises(ConfigError, match="not found"):
+        load_network_weights(wider, sd15_run["tmp"] / "nope.safetensors")

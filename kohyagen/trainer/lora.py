@@ -278,3 +278,36 @@ def conv_args(values: list[str] | None) -> dict[str, object]:
             f"network_args conv_dim/conv_alpha must be numbers, got {values!r}",
             hint='write network_args = ["conv_dim=8", "conv_alpha=4"]',
         ) from exc
+
+
+def load_network_weights(network: LoRANetwork, path) -> int:
+    """network_weights: start from an existing kohya LoRA file; refuse one that does not fit."""
+    from pathlib import Path
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("network_weights file not found", path=path, hint="check the path")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ConfigError(
+            f"network_weights is not a readable .safetensors LoRA: {exc}", path=path
+        ) from exc
+    try:
+        matched = network.load_kohya_weights(state)
+    except RuntimeError as exc:  # shapes differ: another rank or another model
+        raise ConfigError(
+            f"network_weights does not fit this network: {exc}",
+            path=path,
+            hint="use a LoRA trained with the same network_dim on the same base model",
+        ) from exc
+    if not matched:
+        raise ConfigError(
+            "network_weights has no module of this network",
+            path=path,
+            hint="it was trained for another model family",
+        )
+    return matched

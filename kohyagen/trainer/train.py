@@ -26,7 +26,7 @@ def run(
     from kohyagen.trainer.batches import BatchDataset, first
     from kohyagen.trainer.checkpointing import Checkpointer
     from kohyagen.trainer.latents import LatentCache
-    from kohyagen.trainer.lora import LoRANetwork, conv_args
+    from kohyagen.trainer.lora import LoRANetwork, conv_args, load_network_weights
     from kohyagen.trainer.loss import make_noise_scheduler
     from kohyagen.trainer.models import cpu_only, load_components, place_components
     from kohyagen.trainer.network_model import TrainingModel, check_text_cache
@@ -104,9 +104,7 @@ def run(
         **conv_args(args.network_args),
     )
     if args.network_weights:
-        from safetensors.torch import load_file
-
-        network.load_kohya_weights(load_file(args.network_weights))
+        load_network_weights(network, Path(args.network_weights))
     network.set_dropout(args.network_dropout)
     network.apply_to()
     network.to(device)
