@@ -574,3 +574,33 @@ def test_multires_noise_is_unit_variance_and_correlated():
         return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
 
     assert neighbour_corr(multi) > neighbour_corr(plain) + 0.1
+
+
+def test_long_captions_are_read_in_windows(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from kohyagen.tiny import _text_config, write_clip_tokenizer
+    from kohyagen.trainer.models import Components, encode_prompts
+
+    tok = transformers.CLIPTokenizer.from_pretrained(write_clip_tokenizer(tmp_path / "tok"))
+    torch.manual_seed(0)
+    te = transformers.CLIPTextModel(_text_config(projection=False)).eval()
+    comp = Components(
+        None, None, [te], [tok], sdxl=False, v_parameterization=False, scaling_factor=1.0
+    )
+    long_caption = ", ".join(f"tag{i}" for i in range(60))  # far beyond 75 tokens
+    with torch.no_grad():
+        short, _ = encode_prompts(comp, [long_caption], clip_skip=None, device="cpu")
+        long, _ = encode_prompts(
+            comp, [long_caption], clip_skip=None, device="cpu", max_token_length=150
+        )
+    assert short.shape[1] == 77 and long.shape[1] == 152
+    # the first window is the usual 77-token encoding, minus its end token
+    assert torch.allclose(long[:, :76], short[:, :76], atol=1e-5)
+    assert not torch.allclose(long[:, 76:151], long[:, 1:76])  # the second window differs
+
+
+def test_max_token_length_refused_on_sdxl():
+    assert unsupported_options({"max_token_length": 225}, "sdxl_train_network")
+    assert unsupported_options({"max_token_length": 225}, "train_network") == []
+    assert unsupported_options({"max_token_length": 100}, "train_network")

@@ -63,7 +63,11 @@ class TrainingModel(torch.nn.Module):
             train_te = len(self.network.text_encoder_loras) > 0 and self.training
             with torch.set_grad_enabled(train_te):
                 hidden, pooled = encode_prompts(
-                    self.components, batch["captions"], clip_skip=args.clip_skip, device=device
+                    self.components,
+                    batch["captions"],
+                    clip_skip=args.clip_skip,
+                    device=device,
+                    max_token_length=args.max_token_length,
                 )
         perturbation = None
         if noise is None:  # training; validation passes fixed noise and gets no perturbation
@@ -118,7 +122,11 @@ class TrainingModel(torch.nn.Module):
             for start in range(0, len(unique), batch_size):
                 chunk = unique[start : start + batch_size]
                 hidden, pooled = encode_prompts(
-                    self.components, chunk, clip_skip=self.args.clip_skip, device=device
+                    self.components,
+                    chunk,
+                    clip_skip=self.args.clip_skip,
+                    device=device,
+                    max_token_length=self.args.max_token_length,
                 )
                 for i, caption in enumerate(chunk):
                     cache[caption] = (

@@ -177,7 +177,7 @@ def training_metadata(
         "ss_v2": bool(a.v2),
         "ss_base_model_version": base_model_version(sdxl=sdxl, v2=bool(a.v2), v_param=v_param),
         "ss_clip_skip": a.clip_skip,
-        "ss_max_token_length": None,
+        "ss_max_token_length": a.max_token_length,
         "ss_cache_latents": bool(a.cache_latents),
         "ss_seed": a.seed,
         "ss_lowram": bool(a.lowram),
