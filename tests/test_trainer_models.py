@@ -135,6 +135,8 @@ def test_sd2_v_prediction_metadata_and_unet_only(tmp_path, models, capsys):
         min_snr_gamma=5.0,
         noise_offset=0.05,
         ip_noise_gamma=0.1,
+        zero_terminal_snr=True,
+        min_timestep=990,  # the steps where zero terminal SNR matters
         debiased_estimation_loss=True,
         scale_v_pred_loss_like_noise_pred=True,
         save_precision="fp16",
@@ -148,6 +150,11 @@ def test_sd2_v_prediction_metadata_and_unet_only(tmp_path, models, capsys):
     assert md["modelspec.prediction_type"] == "v"
     assert md["ss_min_snr_gamma"] == "5.0" and md["ss_noise_offset"] == "0.05"
     assert md["ss_ip_noise_gamma"] == "0.1" and md["ss_debiased_estimation"] == "True"
+    assert md["ss_zero_terminal_snr"] == "True"
+    import math
+
+    losses = [v for _, v in scalars(tmp_path / "logs")["loss/current"]]
+    assert losses and all(math.isfinite(v) for v in losses)
     assert keys and all(k.startswith("lora_unet_") for k in keys)
     from safetensors.torch import load_file
 
@@ -312,3 +319,30 @@ def test_sdxl_conv_dim_uses_sgm_names_and_loads(tmp_path, models, capsys):
     assert len(loaded) == len(keys) // 3  # every module of the file found its place
     assert any("resnets" in n and "conv1" in n for n in loaded)
     assert any("downsamplers" in n for n in loaded) and any("upsamplers" in n for n in loaded)
+
+
+def test_two_datasets_train_together(tmp_path, models, capsys):
+    a = make_train_dir(tmp_path / "a", n=2, repeats=1)
+    b = make_train_dir(tmp_path / "b", n=4, repeats=1)
+    ds = tmp_path / "dataset_config.toml"
+    ds.write_text(
+        '[general]\ncaption_extension = ".txt"\n'
+        "[[datasets]]\nresolution = 64\nbatch_size = 1\n"
+        f"  [[datasets.subsets]]\n  image_dir = {toml_value(str(a / '1_sks'))}\n"
+        "[[datasets]]\nresolution = [64, 64]\nbatch_size = 2\n"
+        f"  [[datasets.subsets]]\n  image_dir = {toml_value(str(b / '1_sks'))}\n"
+        "  num_repeats = 2\n"
+    )
+    config = write_config(
+        tmp_path, models["sd15"], dataset_config=str(ds), max_train_epochs=1, logging_dir=None
+    )
+    rc = run_trainer(["--config_file", str(config)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    assert "  batch size per device / バッチサイズ: 1, 2" in captured.out
+    assert "  num train images * repeats / 学習画像の数×繰り返し回数: 10" in captured.out
+    assert "  num batches per epoch / 1epochのバッチ数: 6" in captured.out  # 2 x 1 + 8 / 2
+    md, _ = _metadata(tmp_path / "output" / "tl.safetensors")
+    entries = json.loads(md["ss_datasets"])
+    assert [e["batch_size_per_device"] for e in entries] == [1, 2]
+    assert [e["num_train_images"] for e in entries] == [2, 8]

@@ -264,6 +264,8 @@ def test_many_options_together(tmp_path, sd15, capsys):
         unet_lr=2e-4,
         reg_data_dir=str(make_reg_dir(tmp_path / "reg")),
         network_dropout=0.1,
+        multires_noise_iterations=4,
+        max_token_length=150,
         prior_loss_weight=0.5,
     )
     rc = run_trainer(["--config_file", str(config)])
@@ -279,7 +281,8 @@ def test_many_options_together(tmp_path, sd15, capsys):
     assert steps and all(s % 3 == 0 for s in steps)
     md, _ = _metadata(out / "tl.safetensors")
     assert md["ss_num_reg_images"] == "2" and md["ss_prior_loss_weight"] == "0.5"
-    assert md["ss_network_dropout"] == "0.1"
+    assert md["ss_network_dropout"] == "0.1" and md["ss_multires_noise_iterations"] == "4"
+    assert md["ss_max_token_length"] == "150"
     assert json.loads(md["ss_reg_dataset_dirs"]) == {"1_dog": {"n_repeats": 1, "img_count": 2}}
     assert md["ss_mixed_precision"] == "bf16" and md["ss_enable_bucket"] == "True"
     assert "training in fp32 instead" in captured.err  # bf16 is emulated on CPUs
@@ -382,3 +385,27 @@ def test_resume_from_a_mid_epoch_step_state(tmp_path, sd15, capsys):
     full = load_file(full_dir / "output" / "tl.safetensors")
     resumed = load_file(resumed_dir / "output" / "tl.safetensors")
     assert all(resumed[k].allclose(full[k], atol=1e-5) for k in full)
+
+
+def test_network_weights_load_back_into_the_network(sd15_run, sd15):
+    import diffusers
+    from safetensors.torch import load_file
+
+    from kohyagen.trainer.lora import LoRANetwork
+
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(sd15)
+    net = LoRANetwork(pipe.unet, [pipe.text_encoder], rank=4, alpha=2, sdxl=False)
+    state = load_file(sd15_run["tmp"] / "output" / "tl.safetensors")
+    assert net.load_kohya_weights(state) == len(state) // 3
+    again = net.kohya_state_dict()
+    assert set(again) == set(state)
+    assert all(again[k].float().equal(state[k].float()) for k in state)
+
+    from kohyagen.errors import ConfigError
+    from kohyagen.trainer.lora import load_network_weights
+
+    wider = LoRANetwork(pipe.unet, [pipe.text_encoder], rank=8, alpha=2, sdxl=False)
+    with pytest.raises(ConfigError, match="network_dim"):
+        load_network_weights(wider, sd15_run["tmp"] / "output" / "tl.safetensors")
+    with pytest.raises(ConfigError, match="not found"):
+        load_network_weights(wider, sd15_run["tmp"] / "nope.safetensors")

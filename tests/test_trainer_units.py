@@ -488,6 +488,20 @@ def test_loss_weightings():
         **common,
     )
     assert torch.allclose(perturbed, plain)
+    l1 = diffusion_loss(
+        Zero(),
+        sched,
+        latents,
+        None,
+        v_prediction=False,
+        min_snr_gamma=None,
+        loss_type="l1",
+        **common,
+    )
+    assert torch.allclose(l1, (noise.abs().mean(dim=[1, 2, 3]) * torch.tensor([1.0, 0.5])).mean())
+    zsnr = make_noise_scheduler(True, zero_terminal_snr=True)
+    assert 0 < float(zsnr.alphas_cumprod[-1]) < 1e-6
+    assert torch.isfinite(clamped_snr(zsnr, torch.tensor([999]))).all()
 
 
 def test_optional_optimizers_and_their_lr_tags(monkeypatch):
@@ -536,3 +550,57 @@ def test_without_torch_the_entry_says_which_extra(tmp_path, subprocess_env):
     )
     assert proc.returncode == 1
     assert "pip install 'kohyagen[train]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_multires_noise_is_unit_variance_and_correlated():
+    torch = pytest.importorskip("torch")
+    from kohyagen.trainer.loss import sample_noise
+
+    latents = torch.zeros(4, 4, 32, 32)
+    gen = torch.Generator().manual_seed(0)
+    plain = sample_noise(latents, noise_offset=None, random_strength=False, generator=gen)
+    multi = sample_noise(
+        latents,
+        noise_offset=None,
+        random_strength=False,
+        generator=gen,
+        multires_iterations=6,
+        multires_discount=0.8,
+    )
+    assert abs(float(multi.std()) - 1.0) < 1e-3
+
+    def neighbour_corr(x):
+        a, b = x[..., :, :-1].flatten(), x[..., :, 1:].flatten()
+        return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+    assert neighbour_corr(multi) > neighbour_corr(plain) + 0.1
+
+
+def test_long_captions_are_read_in_windows(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from kohyagen.tiny import _text_config, write_clip_tokenizer
+    from kohyagen.trainer.models import Components, encode_prompts
+
+    tok = transformers.CLIPTokenizer.from_pretrained(write_clip_tokenizer(tmp_path / "tok"))
+    torch.manual_seed(0)
+    te = transformers.CLIPTextModel(_text_config(projection=False)).eval()
+    comp = Components(
+        None, None, [te], [tok], sdxl=False, v_parameterization=False, scaling_factor=1.0
+    )
+    long_caption = ", ".join(f"tag{i}" for i in range(60))  # far beyond 75 tokens
+    with torch.no_grad():
+        short, _ = encode_prompts(comp, [long_caption], clip_skip=None, device="cpu")
+        long, _ = encode_prompts(
+            comp, [long_caption], clip_skip=None, device="cpu", max_token_length=150
+        )
+    assert short.shape[1] == 77 and long.shape[1] == 152
+    # the first window is the usual 77-token encoding, minus its end token
+    assert torch.allclose(long[:, :76], short[:, :76], atol=1e-5)
+    assert not torch.allclose(long[:, 76:151], long[:, 1:76])  # the second window differs
+
+
+def test_max_token_length_refused_on_sdxl():
+    assert unsupported_options({"max_token_length": 225}, "sdxl_train_network")
+    assert unsupported_options({"max_token_length": 225}, "train_network") == []
+    assert unsupported_options({"max_token_length": 100}, "train_network")

@@ -6,14 +6,20 @@ import random
 
 import torch
 
-from kohyagen.trainer.data import ImageItem, PreparedDataset, epoch_batches, process_caption
+from kohyagen.trainer.data import (
+    ImageItem,
+    PreparedDataset,
+    PreparedGroup,
+    epoch_batches,
+    process_caption,
+)
 from kohyagen.trainer.latents import LatentCache, crop_top_left, load_pixels
 
 
 class BatchDataset(torch.utils.data.Dataset):
     def __init__(
         self,
-        prepared: PreparedDataset,
+        prepared: PreparedDataset | PreparedGroup,
         *,
         seed: int,
         cache: LatentCache | None,

@@ -107,6 +107,8 @@ def unsupported_options(flat: dict[str, Any], script: str) -> list[str]:
             norm = value.lower() if isinstance(value, str) and key == "optimizer_type" else value
             if norm not in allowed:
                 problems.append(f"{key} = {value!r} (supported: {', '.join(map(str, allowed))})")
+    if script == SDXL_TRAIN_NETWORK and flat.get("max_token_length") not in (None, 75):
+        problems.append(f"max_token_length = {flat['max_token_length']!r} on SDXL")
     net_args = flat.get("network_args") or []
     if not isinstance(net_args, list):
         problems.append(f'network_args = {net_args!r} (write a list of "key=value")')

@@ -129,6 +129,25 @@ class PreparedDataset:
         return sum(1 for it in self.items if it.is_reg)
 
 
+@dataclass(frozen=True)
+class PreparedGroup:
+    """Several [[datasets]] trained together, as kohya's dataset group."""
+
+    parts: tuple[PreparedDataset, ...]
+
+    @property
+    def items(self) -> tuple[ImageItem, ...]:
+        return tuple(it for part in self.parts for it in part.items)
+
+    @property
+    def train_count(self) -> int:
+        return sum(part.train_count for part in self.parts)
+
+    @property
+    def reg_count(self) -> int:
+        return sum(part.reg_count for part in self.parts)
+
+
 def prepare(spec: DatasetSpec, *, training: bool = True) -> PreparedDataset:
     from PIL import Image
 
@@ -232,9 +251,19 @@ def build_reg_fill(items: list[ImageItem]) -> list[ImageItem]:
 
 
 def epoch_batches(
-    prepared: PreparedDataset, seed: int, epoch: int, *, shuffle: bool = True
+    prepared: PreparedDataset | PreparedGroup, seed: int, epoch: int, *, shuffle: bool = True
 ) -> list[list[ImageItem]]:
-    """This epoch's batches: samples grouped by bucket, each bucket chunked by batch size."""
+    """This epoch's batches: samples grouped by bucket, each bucket chunked by batch size
+    (each dataset with its own batch size), all datasets' batches shuffled together."""
+    if isinstance(prepared, PreparedGroup):
+        batches = [
+            batch
+            for i, part in enumerate(prepared.parts)
+            for batch in epoch_batches(part, seed + i, epoch, shuffle=shuffle)
+        ]
+        if shuffle and len(prepared.parts) > 1:
+            random.Random(seed * 7 + epoch).shuffle(batches)
+        return batches
     rng = random.Random(seed * 1000003 + epoch)
     samples: list[ImageItem] = []
     for it in prepared.items:
@@ -254,7 +283,3 @@ def epoch_batches(
     if shuffle:
         rng.shuffle(batches)
     return batches
-
-
-def batch_count(prepared: PreparedDataset) -> int:
-    return len(epoch_batches(prepared, 0, 0, shuffle=False))

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from kohyagen.errors import ConfigError
+
 UNET_TARGETS = ("Transformer2DModel",)
 UNET_CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
 TE_TARGETS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPFlashAttention2", "CLIPMLP")
@@ -217,10 +219,6 @@ class LoRANetwork(nn.Module):
         for mod in [*self.text_encoder_loras, *self.unet_loras]:
             mod.dropout = p
 
-    def set_multiplier(self, value: float) -> None:
-        for mod in [*self.text_encoder_loras, *self.unet_loras]:
-            mod.multiplier = value
-
     def kohya_state_dict(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for mod in [*self.text_encoder_loras, *self.unet_loras]:
@@ -262,3 +260,54 @@ class LoRANetwork(nn.Module):
                 }
             )
         return groups
+
+
+def conv_args(values: list[str] | None) -> dict[str, object]:
+    """conv_dim / conv_alpha from network_args (config.py refuses any other key)."""
+    raw = dict(str(v).partition("=")[::2] for v in values or [])
+    raw = {k.strip(): v.strip() for k, v in raw.items()}
+    if "conv_dim" not in raw:
+        return {}
+    try:
+        return {
+            "conv_rank": int(raw["conv_dim"]),
+            "conv_alpha": float(raw.get("conv_alpha", 1.0)),  # kohya's default is 1
+        }
+    except ValueError as exc:
+        raise ConfigError(
+            f"network_args conv_dim/conv_alpha must be numbers, got {values!r}",
+            hint='write network_args = ["conv_dim=8", "conv_alpha=4"]',
+        ) from exc
+
+
+def load_network_weights(network: LoRANetwork, path) -> int:
+    """network_weights: start from an existing kohya LoRA file; refuse one that does not fit."""
+    from pathlib import Path
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("network_weights file not found", path=path, hint="check the path")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ConfigError(
+            f"network_weights is not a readable .safetensors LoRA: {exc}", path=path
+        ) from exc
+    try:
+        matched = network.load_kohya_weights(state)
+    except RuntimeError as exc:  # shapes differ: another rank or another model
+        raise ConfigError(
+            f"network_weights does not fit this network: {exc}",
+            path=path,
+            hint="use a LoRA trained with the same network_dim on the same base model",
+        ) from exc
+    if not matched:
+        raise ConfigError(
+            "network_weights has no module of this network",
+            path=path,
+            hint="it was trained for another model family",
+        )
+    return matched

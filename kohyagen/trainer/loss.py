@@ -5,22 +5,62 @@ from __future__ import annotations
 import torch
 
 
-def make_noise_scheduler(v_parameterization: bool):
-    """DDPM with SD's betas, as kohya builds it (the model folder's scheduler is ignored)."""
+def make_noise_scheduler(v_parameterization: bool, *, zero_terminal_snr: bool = False):
+    """DDPM with SD's betas, as kohya builds it (the model folder's scheduler is ignored).
+
+    zero_terminal_snr rescales the betas so the last step is pure noise; its alpha-bar is
+    then nudged above 0 so SNR-based weights stay finite.
+    """
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(
+    scheduler = DDPMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
         num_train_timesteps=1000,
         clip_sample=False,
         prediction_type="v_prediction" if v_parameterization else "epsilon",
+        rescale_betas_zero_snr=zero_terminal_snr,
     )
+    if zero_terminal_snr:
+        # Still pure noise to float precision, yet a finite SNR for min-SNR and debiasing.
+        scheduler.alphas_cumprod[-1] = 1e-8
+    return scheduler
 
 
-def sample_noise(latents, *, noise_offset: float | None, random_strength: bool, generator=None):
+def pyramid_noise(noise, *, iterations: int, discount: float, generator=None):
+    """Multi-resolution noise: coarser random fields added with shrinking weight, then
+    renormalised to unit variance (kohya's multires_noise_*)."""
+    import random
+
+    b, c, h, w = noise.shape
+    rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    out = noise.clone()
+    for i in range(1, iterations + 1):
+        factor = (2 + 2 * rng.random()) ** i
+        hn, wn = max(1, int(h / factor)), max(1, int(w / factor))
+        coarse = torch.randn((b, c, hn, wn), generator=generator, device="cpu").to(noise)
+        up = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear")
+        out = out + up * discount**i
+        if hn == 1 or wn == 1:
+            break
+    return out / out.std()
+
+
+def sample_noise(
+    latents,
+    *,
+    noise_offset: float | None,
+    random_strength: bool,
+    generator=None,
+    multires_iterations: int | None = None,
+    multires_discount: float = 0.3,
+):
     noise = torch.randn(latents.shape, generator=generator, device="cpu").to(latents)
+    if not noise_offset and multires_iterations:
+        return pyramid_noise(
+            noise, iterations=multires_iterations, discount=multires_discount, generator=generator
+        )
     if noise_offset:
         strength = noise_offset
         if random_strength:
@@ -62,6 +102,7 @@ def diffusion_loss(
     input_perturbation=None,
     debiased: bool = False,
     scale_v_like_eps: bool = False,
+    loss_type: str = "l2",
 ):
     """Per-sample weighted MSE between the U-Net's prediction and its target.
 
@@ -74,7 +115,10 @@ def diffusion_loss(
     kwargs = {"added_cond_kwargs": added_cond} if added_cond is not None else {}
     pred = unet(noisy, timesteps, hidden, **kwargs).sample
     target = scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
-    per_sample = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none")
+    if loss_type == "l1":
+        per_sample = torch.nn.functional.l1_loss(pred.float(), target.float(), reduction="none")
+    else:
+        per_sample = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none")
     per_sample = per_sample.mean(dim=[1, 2, 3])
     per_sample = per_sample * weights.to(per_sample.device)
     per_sample = per_sample * snr_weights(

@@ -23,7 +23,6 @@ class Components:
     sdxl: bool
     v_parameterization: bool
     scaling_factor: float
-    name: str
 
 
 def _tokenizer_from_cache(cache_dir: str | None, repo: str):
@@ -94,30 +93,55 @@ def load_components(args, *, sdxl: bool) -> Components:
         sdxl=sdxl,
         v_parameterization=v_param,
         scaling_factor=float(scaling),
-        name=path.name if path.exists() else source,
     )
 
 
-def encode_prompts(components: Components, captions: list[str], *, clip_skip: int | None, device):
-    """Text conditioning for a batch: (encoder_hidden_states, pooled or None)."""
+def _encode_sd(te, ids, clip_skip: int | None):
+    if clip_skip and clip_skip > 1:
+        out = te(ids, output_hidden_states=True)
+        return getattr(te, "text_model", te).final_layer_norm(out.hidden_states[-clip_skip])
+    return te(ids)[0]
+
+
+def encode_prompts(
+    components: Components,
+    captions: list[str],
+    *,
+    clip_skip: int | None,
+    device,
+    max_token_length: int | None = None,
+):
+    """Text conditioning for a batch: (encoder_hidden_states, pooled or None).
+
+    max_token_length (SD1/SD2: 150 or 225) reads longer captions in windows of 75 tokens,
+    each wrapped in the begin/end tokens and encoded alone; the result keeps the first
+    begin token, every window's inner 75 and the final end token (kohya's long captions).
+    """
     import torch
 
     if not components.sdxl:
         tok = components.tokenizers[0]
         te = components.text_encoders[0]
+        window = tok.model_max_length - 2
+        length = (max_token_length or window) + 2
         ids = tok(
             captions,
             padding="max_length",
-            max_length=tok.model_max_length,
+            max_length=length,
             truncation=True,
             return_tensors="pt",
         ).input_ids.to(device)
-        if clip_skip and clip_skip > 1:
-            out = te(ids, output_hidden_states=True)
-            hidden = getattr(te, "text_model", te).final_layer_norm(out.hidden_states[-clip_skip])
-        else:
-            hidden = te(ids)[0]
-        return hidden, None
+        if length == tok.model_max_length:
+            return _encode_sd(te, ids, clip_skip), None
+        first, last = ids[:, :1], ids[:, -1:]
+        chunks = [
+            torch.cat([first, ids[:, 1 + start : 1 + start + window], last], dim=1)
+            for start in range(0, length - 2, window)
+        ]
+        hidden = _encode_sd(te, torch.cat(chunks, dim=0), clip_skip)
+        parts = hidden.chunk(len(chunks), dim=0)
+        joined = [parts[0][:, :1]] + [p[:, 1:-1] for p in parts] + [parts[-1][:, -1:]]
+        return torch.cat(joined, dim=1), None
     states = []
     pooled = None
     for i, (tok, te) in enumerate(
@@ -166,3 +190,19 @@ def place_components(
         for te in components.text_encoders:
             te.gradient_checkpointing_enable()
             te.train()  # CLIP has no dropout at these settings; train mode enables checkpointing
+
+
+def cpu_only() -> bool:
+    """No accelerator device (asked before accelerate's process state exists)."""
+    import os
+
+    import torch
+
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+        return True
+    xpu = getattr(torch, "xpu", None)
+    return not (
+        torch.cuda.is_available()
+        or torch.backends.mps.is_available()
+        or (xpu is not None and xpu.is_available())
+    )

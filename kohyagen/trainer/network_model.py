@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from kohyagen.errors import ConfigError
+
 
 class TrainingModel(torch.nn.Module):
     """U-Net, text encoders and the LoRA network in one module, so DDP syncs the LoRA grads."""
@@ -61,7 +63,11 @@ class TrainingModel(torch.nn.Module):
             train_te = len(self.network.text_encoder_loras) > 0 and self.training
             with torch.set_grad_enabled(train_te):
                 hidden, pooled = encode_prompts(
-                    self.components, batch["captions"], clip_skip=args.clip_skip, device=device
+                    self.components,
+                    batch["captions"],
+                    clip_skip=args.clip_skip,
+                    device=device,
+                    max_token_length=args.max_token_length,
                 )
         perturbation = None
         if noise is None:  # training; validation passes fixed noise and gets no perturbation
@@ -69,6 +75,8 @@ class TrainingModel(torch.nn.Module):
                 latents,
                 noise_offset=args.noise_offset,
                 random_strength=bool(args.noise_offset_random_strength),
+                multires_iterations=args.multires_noise_iterations,
+                multires_discount=float(args.multires_noise_discount or 0.3),
             )
             if args.ip_noise_gamma:
                 strength = float(args.ip_noise_gamma)
@@ -98,6 +106,7 @@ class TrainingModel(torch.nn.Module):
             added_cond=added,
             input_perturbation=perturbation,
             debiased=bool(args.debiased_estimation_loss),
+            loss_type=args.loss_type or "l2",
             scale_v_like_eps=bool(args.scale_v_pred_loss_like_noise_pred)
             and self.components.v_parameterization,
         )
@@ -113,7 +122,11 @@ class TrainingModel(torch.nn.Module):
             for start in range(0, len(unique), batch_size):
                 chunk = unique[start : start + batch_size]
                 hidden, pooled = encode_prompts(
-                    self.components, chunk, clip_skip=self.args.clip_skip, device=device
+                    self.components,
+                    chunk,
+                    clip_skip=self.args.clip_skip,
+                    device=device,
+                    max_token_length=self.args.max_token_length,
                 )
                 for i, caption in enumerate(chunk):
                     cache[caption] = (
@@ -122,3 +135,26 @@ class TrainingModel(torch.nn.Module):
                     )
         self.text_cache = cache
         self.text_encoders = torch.nn.ModuleList()
+
+
+def check_text_cache(args, network, subsets, cfg) -> None:
+    """kohya's conditions for cache_text_encoder_outputs: fixed captions, frozen encoders."""
+    if len(network.text_encoder_loras):
+        raise ConfigError(
+            "cache_text_encoder_outputs needs network_train_unet_only = true",
+            path=cfg.path,
+            hint="set network_train_unet_only = true or turn the cache off",
+        )
+    for sub in subsets:
+        if (
+            sub.shuffle_caption
+            or sub.caption_dropout_rate
+            or sub.caption_tag_dropout_rate
+            or sub.caption_dropout_every_n_epochs
+        ):
+            raise ConfigError(
+                "cache_text_encoder_outputs cannot be combined with shuffle_caption or caption"
+                " dropout (captions must not change between epochs)",
+                path=cfg.dataset_config_path or cfg.path,
+                hint="turn those off or turn cache_text_encoder_outputs off",
+            )

@@ -17,13 +17,13 @@ SUPPORTED: frozenset[str] = frozenset(
     cache_latents_to_disk cache_text_encoder_outputs vae_batch_size
     max_data_loader_n_workers persistent_data_loader_workers validation_split
     validation_seed validate_every_n_epochs validate_every_n_steps max_validation_steps
-    prior_loss_weight clip_skip skip_cache_check network_module network_dim network_alpha
+    prior_loss_weight clip_skip max_token_length skip_cache_check network_module network_dim network_alpha
     network_train_unet_only network_train_text_encoder_only network_weights optimizer_type
     optimizer_args learning_rate unet_lr text_encoder_lr lr_scheduler lr_warmup_steps
     lr_scheduler_num_cycles lr_scheduler_power max_grad_norm gradient_accumulation_steps
     use_8bit_adam use_lion_optimizer max_train_steps max_train_epochs seed mixed_precision
     gradient_checkpointing sdpa xformers noise_offset noise_offset_random_strength
-    min_snr_gamma ip_noise_gamma ip_noise_gamma_random_strength debiased_estimation_loss
+    multires_noise_iterations multires_noise_discount zero_terminal_snr loss_type min_snr_gamma ip_noise_gamma ip_noise_gamma_random_strength debiased_estimation_loss
     scale_v_pred_loss_like_noise_pred min_timestep max_timestep no_half_vae lowram highvram output_dir
     output_name save_model_as save_precision save_every_n_epochs save_every_n_steps
     save_n_epoch_ratio save_last_n_epochs save_last_n_epochs_state save_last_n_steps
@@ -56,6 +56,8 @@ ALLOWED_VALUES: dict[str, tuple[Any, ...]] = {
         "polynomial",
     ),
     "mixed_precision": ("no", "fp16", "bf16"),
+    "loss_type": ("l2", "l1"),
+    "max_token_length": (None, 75, 150, 225),
     "save_precision": (None, "float", "fp16", "bf16"),
     "save_model_as": ("safetensors", "ckpt", "pt"),
     "log_with": (None, "tensorboard"),

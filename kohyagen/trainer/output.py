@@ -37,7 +37,7 @@ class Console:
         reg_images: int,
         batches_per_epoch: int,
         epochs: int,
-        batch_size: int,
+        batch_size: int | str,
         grad_accum: int,
         total_steps: int,
     ) -> None:

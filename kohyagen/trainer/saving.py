@@ -177,15 +177,15 @@ def training_metadata(
         "ss_v2": bool(a.v2),
         "ss_base_model_version": base_model_version(sdxl=sdxl, v2=bool(a.v2), v_param=v_param),
         "ss_clip_skip": a.clip_skip,
-        "ss_max_token_length": None,
+        "ss_max_token_length": a.max_token_length,
         "ss_cache_latents": bool(a.cache_latents),
         "ss_seed": a.seed,
         "ss_lowram": bool(a.lowram),
         "ss_noise_offset": a.noise_offset,
-        "ss_multires_noise_iterations": None,
+        "ss_multires_noise_iterations": a.multires_noise_iterations,
         "ss_multires_noise_discount": a.multires_noise_discount,
         "ss_adaptive_noise_scale": None,
-        "ss_zero_terminal_snr": False,
+        "ss_zero_terminal_snr": bool(a.zero_terminal_snr),
         "ss_training_comment": a.training_comment,
         "ss_sd_scripts_commit_hash": KOHYA_COMMIT,
         "ss_optimizer": optimizer_name,
@@ -261,24 +261,58 @@ def json_field(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def dataset_metadata(cfg, train_ds) -> dict[str, str]:
-    """ss_dataset_dirs, ss_tag_frequency and (with a dataset config) ss_datasets."""
+def _subset_entry(part, s) -> dict[str, Any]:
+    return {
+        "img_count": len([it for it in part.items if it.subset is s]),
+        "num_repeats": s.num_repeats,
+        "color_aug": False,
+        "flip_aug": s.flip_aug,
+        "random_crop": False,
+        "shuffle_caption": s.shuffle_caption,
+        "keep_tokens": s.keep_tokens,
+        "keep_tokens_separator": s.keep_tokens_separator,
+        "secondary_separator": None,
+        "enable_wildcard": False,
+        "caption_prefix": s.caption_prefix,
+        "caption_suffix": s.caption_suffix,
+        "resize_interpolation": None,
+        "image_dir": s.image_dir.name,
+        "class_tokens": s.class_tokens,
+        "is_reg": s.is_reg,
+    }
+
+
+def dataset_metadata(cfg, group) -> dict[str, str]:
+    """ss_dataset_dirs, ss_tag_frequency and (with a dataset config) ss_datasets.
+
+    group: the training datasets (kohyagen.trainer.data.PreparedGroup).
+    """
     args = cfg.args
     dirs: dict[str, dict[str, int]] = {}
     reg_dirs: dict[str, dict[str, int]] = {}
     tags: dict[str, dict[str, int]] = {}
-    for subset in train_ds.spec.subsets:
-        items = [it for it in train_ds.items if it.subset is subset]
-        target = reg_dirs if subset.is_reg else dirs
-        target[subset.image_dir.name] = {"n_repeats": subset.num_repeats, "img_count": len(items)}
-        freq = tags.setdefault(subset.image_dir.name, {})
-        for it in items:
-            for tag in (t.strip() for t in it.caption.split(",")):
-                if tag:
-                    freq[tag] = freq.get(tag, 0) + 1
-    spec = train_ds.spec
+    part_tags: list[dict[str, dict[str, int]]] = []
+    for part in group.parts:
+        mine: dict[str, dict[str, int]] = {}
+        for subset in part.spec.subsets:
+            items = [it for it in part.items if it.subset is subset]
+            target = reg_dirs if subset.is_reg else dirs
+            target[subset.image_dir.name] = {
+                "n_repeats": subset.num_repeats,
+                "img_count": len(items),
+            }
+            freq = tags.setdefault(subset.image_dir.name, {})
+            own = mine.setdefault(subset.image_dir.name, {})
+            for it in items:
+                for tag in (t.strip() for t in it.caption.split(",")):
+                    if tag:
+                        freq[tag] = freq.get(tag, 0) + 1
+                        own[tag] = own.get(tag, 0) + 1
+        part_tags.append(mine)
     out = {"ss_tag_frequency": json_field(tags), "ss_dataset_dirs": json_field(dirs)}
     if cfg.dataset_config_path is None:
+        part = group.parts[0]
+        spec = part.spec
         out.update(
             {
                 "ss_batch_size_per_device": str(spec.batch_size),
@@ -296,47 +330,31 @@ def dataset_metadata(cfg, train_ds) -> dict[str, str]:
                 "ss_max_bucket_reso": str(spec.max_bucket_reso if spec.enable_bucket else None),
                 "ss_keep_tokens": str(args.keep_tokens),
                 "ss_reg_dataset_dirs": json_field(reg_dirs),
-                "ss_bucket_info": json_field(_bucket_info(train_ds)),
+                "ss_bucket_info": json_field(_bucket_info(part)),
             }
         )
     else:
-        subsets = [
-            {
-                "img_count": len([it for it in train_ds.items if it.subset is s]),
-                "num_repeats": s.num_repeats,
-                "color_aug": False,
-                "flip_aug": s.flip_aug,
-                "random_crop": False,
-                "shuffle_caption": s.shuffle_caption,
-                "keep_tokens": s.keep_tokens,
-                "keep_tokens_separator": s.keep_tokens_separator,
-                "secondary_separator": None,
-                "enable_wildcard": False,
-                "caption_prefix": s.caption_prefix,
-                "caption_suffix": s.caption_suffix,
-                "resize_interpolation": None,
-                "image_dir": s.image_dir.name,
-                "class_tokens": s.class_tokens,
-                "is_reg": s.is_reg,
-            }
-            for s in spec.subsets
-        ]
         out["ss_datasets"] = json_field(
             [
                 {
                     "is_dreambooth": True,
-                    "batch_size_per_device": spec.batch_size,
-                    "num_train_images": train_ds.train_count,
-                    "num_reg_images": train_ds.reg_count,
-                    "resolution": list(spec.resolution),
-                    "enable_bucket": spec.enable_bucket,
-                    "min_bucket_reso": spec.min_bucket_reso if spec.enable_bucket else None,
-                    "max_bucket_reso": spec.max_bucket_reso if spec.enable_bucket else None,
-                    "tag_frequency": tags,
-                    "bucket_info": _bucket_info(train_ds) if spec.enable_bucket else None,
+                    "batch_size_per_device": part.spec.batch_size,
+                    "num_train_images": part.train_count,
+                    "num_reg_images": part.reg_count,
+                    "resolution": list(part.spec.resolution),
+                    "enable_bucket": part.spec.enable_bucket,
+                    "min_bucket_reso": (
+                        part.spec.min_bucket_reso if part.spec.enable_bucket else None
+                    ),
+                    "max_bucket_reso": (
+                        part.spec.max_bucket_reso if part.spec.enable_bucket else None
+                    ),
+                    "tag_frequency": own,
+                    "bucket_info": _bucket_info(part) if part.spec.enable_bucket else None,
                     "resize_interpolation": None,
-                    "subsets": subsets,
+                    "subsets": [_subset_entry(part, s) for s in part.spec.subsets],
                 }
+                for part, own in zip(group.parts, part_tags, strict=True)
             ]
         )
     return out

@@ -16,59 +16,6 @@ from kohyagen.trainer.config import TrainerConfig
 from kohyagen.trainer.output import Console, LossRecorder, lr_logs, step_bar
 
 
-def _check_text_cache(args, network, spec, cfg) -> None:
-    """kohya's conditions for cache_text_encoder_outputs: fixed captions, frozen encoders."""
-    if len(network.text_encoder_loras):
-        raise ConfigError(
-            "cache_text_encoder_outputs needs network_train_unet_only = true",
-            path=cfg.path,
-            hint="set network_train_unet_only = true or turn the cache off",
-        )
-    for sub in spec.subsets:
-        if (
-            sub.shuffle_caption
-            or sub.caption_dropout_rate
-            or sub.caption_tag_dropout_rate
-            or sub.caption_dropout_every_n_epochs
-        ):
-            raise ConfigError(
-                "cache_text_encoder_outputs cannot be combined with shuffle_caption or caption"
-                " dropout (captions must not change between epochs)",
-                path=cfg.dataset_config_path or cfg.path,
-                hint="turn those off or turn cache_text_encoder_outputs off",
-            )
-
-
-def _network_args(values: list[str] | None) -> dict[str, object]:
-    """conv_dim / conv_alpha from network_args (config.py refuses any other key)."""
-    raw = dict(str(v).partition("=")[::2] for v in values or [])
-    raw = {k.strip(): v.strip() for k, v in raw.items()}
-    if "conv_dim" not in raw:
-        return {}
-    try:
-        return {
-            "conv_rank": int(raw["conv_dim"]),
-            "conv_alpha": float(raw.get("conv_alpha", 1.0)),  # kohya's default is 1
-        }
-    except ValueError as exc:
-        raise ConfigError(
-            f"network_args conv_dim/conv_alpha must be numbers, got {values!r}",
-            hint='write network_args = ["conv_dim=8", "conv_alpha=4"]',
-        ) from exc
-
-
-def _cpu_only() -> bool:
-    """No accelerator device (asked before accelerate's process state exists)."""
-    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
-        return True
-    xpu = getattr(torch, "xpu", None)
-    return not (
-        torch.cuda.is_available()
-        or torch.backends.mps.is_available()
-        or (xpu is not None and xpu.is_available())
-    )
-
-
 def run(
     cfg: TrainerConfig, *, resume: str | None = None, console_factory=Console
 ) -> dict[str, object]:
@@ -79,10 +26,10 @@ def run(
     from kohyagen.trainer.batches import BatchDataset, first
     from kohyagen.trainer.checkpointing import Checkpointer
     from kohyagen.trainer.latents import LatentCache
-    from kohyagen.trainer.lora import LoRANetwork
+    from kohyagen.trainer.lora import LoRANetwork, conv_args, load_network_weights
     from kohyagen.trainer.loss import make_noise_scheduler
-    from kohyagen.trainer.models import load_components, place_components
-    from kohyagen.trainer.network_model import TrainingModel
+    from kohyagen.trainer.models import cpu_only, load_components, place_components
+    from kohyagen.trainer.network_model import TrainingModel, check_text_cache
     from kohyagen.trainer.optim import make_optimizer, make_scheduler
     from kohyagen.trainer.saving import dataset_metadata, training_metadata
     from kohyagen.trainer.validation import validation_loss, validation_timesteps
@@ -93,7 +40,7 @@ def run(
     if args.logging_dir and args.log_with in (None, "tensorboard"):
         log_dir = Path(args.logging_dir) / f"{args.log_prefix or ''}{time.strftime('%Y%m%d%H%M%S')}"
     mixed_precision = args.mixed_precision or "no"
-    cpu_fallback = mixed_precision != "no" and _cpu_only()
+    cpu_fallback = mixed_precision != "no" and cpu_only()
     if cpu_fallback:
         # CPUs emulate bf16/fp16 matmuls: tens of times slower than fp32, for no memory need.
         mixed_precision = "no"
@@ -113,19 +60,17 @@ def run(
     seed = args.seed if args.seed is not None else random.randint(0, 2**32 - 1)
     accelerate.utils.set_seed(seed)
 
-    if len(cfg.datasets) != 1:
-        raise ConfigError(
-            "the builtin trainer takes exactly one [[datasets]] entry",
-            path=cfg.dataset_config_path,
-            hint="merge the datasets, or use the kohya backend",
-        )
-    spec = cfg.datasets[0]
-    if spec.validation_seed is None and spec.validation_split > 0:
-        from dataclasses import replace
+    from dataclasses import replace
 
-        spec = replace(spec, validation_seed=seed)  # a disjoint split even without a seed
-    train_ds = data_mod.prepare(spec, training=True)
-    val_ds = data_mod.prepare(spec, training=False)
+    # A disjoint validation split even without validation_seed (kohya would draw it twice).
+    specs = [
+        replace(spec, validation_seed=seed)
+        if spec.validation_seed is None and spec.validation_split > 0
+        else spec
+        for spec in cfg.datasets
+    ]
+    train_ds = data_mod.PreparedGroup(tuple(data_mod.prepare(s, training=True) for s in specs))
+    val_ds = data_mod.PreparedGroup(tuple(data_mod.prepare(s, training=False) for s in specs))
     if not train_ds.items:
         raise ConfigError(
             "no training images found",
@@ -156,12 +101,10 @@ def run(
         sdxl=cfg.is_sdxl,
         train_unet=train_unet,
         train_text_encoder=train_te,
-        **_network_args(args.network_args),
+        **conv_args(args.network_args),
     )
     if args.network_weights:
-        from safetensors.torch import load_file
-
-        network.load_kohya_weights(load_file(args.network_weights))
+        load_network_weights(network, Path(args.network_weights))
     network.set_dropout(args.network_dropout)
     network.apply_to()
     network.to(device)
@@ -227,14 +170,16 @@ def run(
     lr_scheduler = make_scheduler(
         args, optimizer, max_train_steps=max_train_steps, num_processes=n_proc
     )
-    noise_scheduler = make_noise_scheduler(components.v_parameterization)
+    noise_scheduler = make_noise_scheduler(
+        components.v_parameterization, zero_terminal_snr=bool(args.zero_terminal_snr)
+    )
     if cache is not None and device.type != "cpu":
         components.vae.to("cpu")  # latents are cached; free the device memory as kohya does
     model = TrainingModel(
         components, network, args=args, noise_scheduler=noise_scheduler, needs_vae=cache is None
     )
     if args.cache_text_encoder_outputs:
-        _check_text_cache(args, network, spec, cfg)
+        check_text_cache(args, network, [sub for sp in specs for sub in sp.subsets], cfg)
         model.cache_text_outputs([it.caption for it in (*train_ds.items, *val_ds.items)])
         for te in components.text_encoders:
             te.to("cpu")  # encoded once; they only return to the device to draw samples
@@ -280,7 +225,7 @@ def run(
         reg_images=train_ds.reg_count,
         batches_per_epoch=len(loader),
         epochs=num_epochs,
-        batch_size=spec.batch_size,
+        batch_size=", ".join(str(sp.batch_size) for sp in specs),
         grad_accum=grad_accum,
         total_steps=max_train_steps,
     )
@@ -301,7 +246,7 @@ def run(
         max_train_steps=max_train_steps,
         optimizer_name=optimizer_name,
         dataset_info=dataset_metadata(cfg, train_ds),
-        resolution=spec.resolution,
+        resolution=specs[0].resolution,
     )
 
     if log_dir is not None:
