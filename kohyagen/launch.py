@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -321,7 +322,7 @@ def train(
             f"{count_errors(findings)} error(s) in the configs; not starting",
             findings,
             path=config_path,
-            hint=f"run `kohyagen lint {config_path.name}` and fix them",
+            hint=f"run `kohyagen lint {shlex.quote(str(config_path))}` and fix them",
         )
 
     chosen, checkout = _resolve_backend(backend, sd_scripts, cwd)

@@ -16,3 +16,74 @@ def test_train_refuses_a_dataset_config_given_as_the_training_config(tmp_path, m
     assert "dataset config" in result.output
     assert "training_config.toml" in result.output  # the fix names the file to pass
     assert not (tmp_path / "runs").exists()
+
+
+def _image_folder(folder, n=3):
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.new("RGB", (640, 512), (i * 40, 90, 200)).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text("sks, photo\n")
+    return folder
+
+
+def _backticked(text: str) -> str:
+    return text.split("`")[1]
+
+
+def test_config_on_a_plain_folder_suggests_a_prepare_command_that_works(tmp_path, monkeypatch):
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    images = _image_folder(tmp_path / "my photos")
+    result = CliRunner().invoke(main, ["config", str(images), "--model", "sd15", "--gpu", "24gb"])
+    assert result.exit_code == 1
+    argv = shlex.split(_backticked(result.output))
+    assert argv[:3] == ["kohyagen", "dataset", "prepare"]
+    prepared = CliRunner().invoke(main, argv[1:])
+    assert prepared.exit_code == 0, prepared.output
+    assert any(p.name.endswith("_sks") or "_" in p.name for p in (tmp_path / "OUT").iterdir())
+
+
+def test_next_commands_quote_paths_with_spaces(tmp_path, monkeypatch):
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    images = _image_folder(tmp_path / "my photos")
+    runner = CliRunner()
+    out = tmp_path / "train dir"
+    prepared = runner.invoke(
+        main, ["dataset", "prepare", str(images), "-o", str(out), "--concept", "sks"]
+    )
+    assert prepared.exit_code == 0, prepared.output
+    line = next(s for s in prepared.output.splitlines() if s.startswith("next:"))
+    argv = shlex.split(line.removeprefix("next:"))
+    assert argv[3] == str(out)
+    assert runner.invoke(main, argv[1:]).exit_code == 0
+
+    cfg = tmp_path / "my configs"
+    configured = runner.invoke(
+        main, ["config", str(out), "--model", "sd15", "--gpu", "24gb", "-o", str(cfg)]
+    )
+    assert configured.exit_code == 0, configured.output
+    line = next(s for s in configured.output.splitlines() if s.startswith("next:"))
+    argv = shlex.split(line.removeprefix("next:"))
+    assert argv[:3] == ["kohyagen", "train", str(cfg / "training_config.toml")]
+    assert argv[-1].removesuffix(")") == str(cfg / "training_config.toml")
+
+
+def test_train_lint_refusal_suggests_a_lint_command_that_finds_the_file(tmp_path, monkeypatch):
+    import shlex
+
+    folder = tmp_path / "my run"
+    folder.mkdir()
+    config, _ = write_configs(folder, extra="network_dimm = 4\nnetwork_alpha = -\n")
+    config.write_text(config.read_text().replace("network_alpha = -\n", ""))
+    (folder / "data" / "10_sks" / "a.png").unlink()  # image_dir without images: an error
+    monkeypatch.chdir(tmp_path / "..")
+    result = CliRunner().invoke(main, ["train", str(config), "--backend", "builtin", "--dry-run"])
+    assert result.exit_code == 1, result.output
+    argv = shlex.split(_backticked(result.output))
+    linted = CliRunner().invoke(main, argv[1:])
+    assert linted.exit_code == 1 and "file not found" not in linted.output
