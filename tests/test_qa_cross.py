@@ -87,3 +87,50 @@ def test_train_lint_refusal_suggests_a_lint_command_that_finds_the_file(tmp_path
     argv = shlex.split(_backticked(result.output))
     linted = CliRunner().invoke(main, argv[1:])
     assert linted.exit_code == 1 and "file not found" not in linted.output
+
+
+def _train_dir(root, n=6, repeats=5):
+    _image_folder(root / f"{repeats}_sks", n)
+    return root
+
+
+def _render(tmp_path, *overrides, **kwargs):
+    from kohyagen.render import render_configs
+
+    data = tmp_path / "data"
+    if not data.exists():
+        _train_dir(data)
+    return render_configs(
+        data, model="sd15", gpu="24gb", out_dir=tmp_path / "cfg", overrides=overrides, **kwargs
+    )
+
+
+def test_set_max_train_epochs_recomputes_save_interval_and_warmup(tmp_path):
+    by_flag = _render(tmp_path, epochs=3)
+    by_set = _render(tmp_path, "max_train_epochs=3")
+    for key in ("max_train_epochs", "save_every_n_epochs", "lr_warmup_steps"):
+        assert by_set.training[key] == by_flag.training[key], key
+    # a checkpoint per epoch to choose from, and a warmup shorter than the run
+    assert by_set.training["save_every_n_epochs"] < 3
+    assert by_set.training["lr_warmup_steps"] < by_set.plan["total_steps"]
+    assert not [f for f in by_set.findings if f.code == "no-intermediate-saves"]
+
+
+def test_set_train_batch_size_recomputes_the_warmup(tmp_path):
+    rendered = _render(tmp_path, "train_batch_size=1", "max_train_epochs=2")
+    assert rendered.training["train_batch_size"] == 1
+    assert rendered.plan["total_steps"] == 2 * 30
+    assert rendered.training["lr_warmup_steps"] == round(0.05 * 60)
+
+
+def test_set_resolution_moves_the_bucket_range_with_it(tmp_path):
+    # a range left at 256-1024 would make kohya assert (min_bucket_reso > resolution)
+    rendered = _render(tmp_path, "resolution=128")
+    general = rendered.dataset["general"]
+    assert general["resolution"] == 128
+    assert general["min_bucket_reso"] <= 128 <= general["max_bucket_reso"]
+    assert general["max_bucket_reso"] == 256
+    assert rendered.training["resolution"] == "128"
+    # given explicitly, the user's range is kept
+    kept = _render(tmp_path, "resolution=128", "dataset.max_bucket_reso=1024")
+    assert kept.dataset["general"]["max_bucket_reso"] == 1024
