@@ -8,15 +8,14 @@ schema and linted before anything is written.
 from __future__ import annotations
 
 import math
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomlkit
 
+from kohyagen.atomic import write_text_atomic
 from kohyagen.config_overrides import Override, apply_overrides, parse_override
 from kohyagen.errors import ConfigError, LintFailed
 from kohyagen.findings import Finding, Severity
@@ -292,18 +291,6 @@ def _validate(
 # --- writing ------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_configs(rendered: RenderedConfigs, *, force: bool = False) -> list[Path]:
     """Write the files atomically; refuse to replace existing ones unless force."""
     files = [
@@ -321,5 +308,5 @@ def write_configs(rendered: RenderedConfigs, *, force: bool = False) -> list[Pat
                 hint="pass --force to replace it, or -o another folder",
             )
     for path, text in files:
-        _atomic_write(path, text)
+        write_text_atomic(path, text)
     return [p for p, _ in files]
