@@ -134,3 +134,17 @@ def test_set_resolution_moves_the_bucket_range_with_it(tmp_path):
     # given explicitly, the user's range is kept
     kept = _render(tmp_path, "resolution=128", "dataset.max_bucket_reso=1024")
     assert kept.dataset["general"]["max_bucket_reso"] == 1024
+
+
+def test_pick_before_the_first_checkpoint_says_when_it_comes(tmp_path):
+    config, _ = write_configs(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    text = config.read_text().replace("save_every_n_epochs = 1", "save_every_n_epochs = 3")
+    (run / "training_config.toml").write_text(text)
+    (run / "train.log").write_text("epoch 1/5\n")
+    result = CliRunner().invoke(main, ["pick", str(run)])
+    assert result.exit_code == 1, result.output
+    assert "no checkpoints saved in this run yet" in result.output
+    assert "after epoch 3" in result.output
+    assert "set save_every_n_epochs" not in result.output
