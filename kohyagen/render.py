@@ -123,6 +123,10 @@ def render_configs(
     layout = load_train_dir(dataset if Path(dataset).is_absolute() else cwd / dataset)
     settings = training_settings(model, gpu, attention=attention)
     out_dir = (cwd / Path(out_dir).expanduser()).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(
+            "the output folder for the configs is a file", path=out_dir, hint="pass a folder to -o"
+        )
     if epochs is not None and epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {epochs}")
     notes: list[str] = []

@@ -148,3 +148,16 @@ def test_pick_before_the_first_checkpoint_says_when_it_comes(tmp_path):
     assert "no checkpoints saved in this run yet" in result.output
     assert "after epoch 3" in result.output
     assert "set save_every_n_epochs" not in result.output
+
+
+def test_config_out_that_is_a_file_is_a_clean_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = _train_dir(tmp_path / "data")
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine\n")
+    result = CliRunner().invoke(
+        main, ["config", str(data), "--model", "sd15", "--gpu", "24gb", "-o", str(taken)]
+    )
+    assert result.exit_code == 1, result.output
+    assert "unexpected" not in result.output and str(taken) in result.output
+    assert taken.read_text() == "mine\n"
