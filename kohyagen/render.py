@@ -312,5 +312,12 @@ def write_configs(rendered: RenderedConfigs, *, force: bool = False) -> list[Pat
                 hint="pass --force to replace it, or -o another folder",
             )
     for path, text in files:
-        write_text_atomic(path, text)
+        try:
+            write_text_atomic(path, text)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write the config: {exc.strerror or exc}",
+                path=path,
+                hint="choose a writable folder with -o",
+            ) from exc
     return [p for p, _ in files]

@@ -161,3 +161,15 @@ def test_config_out_that_is_a_file_is_a_clean_error(tmp_path, monkeypatch):
     assert result.exit_code == 1, result.output
     assert "unexpected" not in result.output and str(taken) in result.output
     assert taken.read_text() == "mine\n"
+
+
+def test_config_out_below_a_file_is_a_clean_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = _train_dir(tmp_path / "data")
+    (tmp_path / "notes.txt").write_text("mine\n")
+    out = tmp_path / "notes.txt" / "cfg"
+    result = CliRunner().invoke(
+        main, ["config", str(data), "--model", "sd15", "--gpu", "24gb", "-o", str(out)]
+    )
+    assert result.exit_code == 1, result.output
+    assert "unexpected" not in result.output and "-o" in result.output
