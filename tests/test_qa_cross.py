@@ -173,3 +173,30 @@ def test_config_out_below_a_file_is_a_clean_error(tmp_path, monkeypatch):
     )
     assert result.exit_code == 1, result.output
     assert "unexpected" not in result.output and "-o" in result.output
+
+
+def test_config_and_check_agree_on_images_kohya_globs(tmp_path):
+    """macOS '._x.png' files and '.Png' suffixes are not images to kohya's glob."""
+    from kohyagen.dataset import check_dataset
+
+    data = _train_dir(tmp_path / "data", n=4, repeats=5)
+    subset = data / "5_sks"
+    for i in range(4):
+        (subset / f"._{i}.png").write_bytes(b"\x00\x05\x16\x07appledouble")
+    (subset / "odd.Png").write_bytes((subset / "0.png").read_bytes())
+    report = check_dataset(data, caption_ext=".txt")
+    rendered = _render(tmp_path)
+    assert report.image_count == 4
+    assert rendered.plan["images"] == report.image_count
+    assert rendered.plan["images_x_repeats"] == report.images_x_repeats == 20
+
+
+def test_builtin_trainer_reads_the_images_kohya_globs(tmp_path):
+    from kohyagen.layout import list_images
+
+    folder = _image_folder(tmp_path / "5_sks", n=2)
+    (folder / "._0.png").write_bytes(b"\x00\x05\x16\x07")
+    (folder / ".hidden.jpg").write_bytes(b"x")
+    (folder / "mixed.Jpg").write_bytes(b"x")
+    (folder / "UPPER.PNG").write_bytes((folder / "0.png").read_bytes())
+    assert [p.name for p in list_images(folder)] == ["0.png", "1.png", "UPPER.PNG"]
