@@ -8,7 +8,6 @@ schema and linted before anything is written.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,11 +37,7 @@ from kohyagen.render_values import (
 from kohyagen.resources import templates_dir
 from kohyagen.sample_prompts import sample_prompts
 from kohyagen.schema import TomlDocument, flatten_training_config
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from kohyagen.toml_compat import tomllib
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ def test_trainer_bucket_of_a_tall_thin_image_keeps_kohyas_aspect_choice():
 
     buckets = make_buckets((512, 512), 256, 1024, 64)
     # kohya scales 174x1535 to 128x1129 and crops to 128x1088 (not 128x1472)
-    assert select_bucket(
-        (174, 1535), buckets, max_reso=(512, 512), steps=64, no_upscale=True
-    ) == (128, 1088)
+    assert select_bucket((174, 1535), buckets, max_reso=(512, 512), steps=64, no_upscale=True) == (
+        128,
+        1088,
+    )
