@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kohyagen.captions import first_line
 from kohyagen.findings import Finding, Severity
 from kohyagen.layout import (
     CAPTION_EXTENSIONS,
@@ -66,14 +67,6 @@ def relative_path_finding(file: str, key: str, value: str, cwd: Path) -> Finding
     )
 
 
-def _first_line(path: Path) -> str | None:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    return text.splitlines()[0].strip() if text.strip() else ""
-
-
 def caption_findings(
     file: str,
     key: str,
@@ -124,7 +117,7 @@ def caption_findings(
                 fix="caption them (kohyagen tag) or accept the folder's class tokens",
             )
         )
-    lines = [(p, _first_line(p)) for p in read]
+    lines = [(p, first_line(p)) for p in read]
     empty = [p for p, line in lines if line == ""]
     if empty:
         findings.append(
