@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kohyagen.captions import first_line
+from kohyagen.captions import read_caption
 from kohyagen.findings import Finding, Severity
 from kohyagen.layout import (
     CAPTION_EXTENSIONS,
@@ -117,8 +117,23 @@ def caption_findings(
                 fix="caption them (kohyagen tag) or accept the folder's class tokens",
             )
         )
-    lines = [(p, first_line(p)) for p in read]
-    empty = [p for p, line in lines if line == ""]
+    captions = [read_caption(p) for p in read]
+    not_utf8 = [c.path for c in captions if c.not_utf8]
+    if not_utf8:
+        findings.append(
+            Finding(
+                Severity.ERROR,
+                "caption-not-utf8",
+                f"{len(not_utf8)} caption file(s) in {where} are not UTF-8 text "
+                f"(e.g. {not_utf8[0].name}); kohya fails to read them",
+                file=file,
+                key=key,
+                fix="save them as UTF-8 (kohyagen dataset prepare converts them)",
+            )
+        )
+    lines = [(c.path, c.text) for c in captions if not c.not_utf8 and c.error is None]
+    # kohya keeps a BOM as a character, so a BOM-only caption is not empty to it
+    empty = [c.path for c in captions if c.text == "" and not c.has_bom]
     if empty:
         findings.append(
             Finding(

@@ -200,3 +200,18 @@ def test_builtin_trainer_reads_the_images_kohya_globs(tmp_path):
     (folder / "mixed.Jpg").write_bytes(b"x")
     (folder / "UPPER.PNG").write_bytes((folder / "0.png").read_bytes())
     assert [p.name for p in list_images(folder)] == ["0.png", "1.png", "UPPER.PNG"]
+
+
+def test_lint_and_train_refuse_a_caption_kohya_cannot_decode(tmp_path, monkeypatch):
+    """dataset check calls it an error; lint (which gates train) must too, not exit 3 later."""
+    monkeypatch.chdir(tmp_path)
+    config, dataset = write_configs(tmp_path)
+    (tmp_path / "data" / "10_sks" / "a.txt").write_bytes("\ufeffsks".encode("utf-16"))
+    linted = CliRunner().invoke(main, ["lint", str(dataset), "--json"])
+    assert linted.exit_code == 1, linted.output
+    import json
+
+    codes = [f["code"] for f in json.loads(linted.stdout)["findings"]]
+    assert "caption-not-utf8" in codes
+    trained = CliRunner().invoke(main, ["train", str(config), "--backend", "builtin", "--dry-run"])
+    assert trained.exit_code == 1 and "not starting" in trained.output
