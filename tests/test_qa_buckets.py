@@ -33,3 +33,17 @@ def test_trainer_bucket_of_a_tall_thin_image_keeps_kohyas_aspect_choice():
         128,
         1088,
     )
+
+
+def test_trainer_caption_not_utf8_is_a_dataset_error(tmp_path):
+    from kohyagen.errors import DatasetError
+    from kohyagen.trainer.config import SubsetSpec
+    from kohyagen.trainer.data import read_caption
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    (tmp_path / "a.txt").write_bytes("sks".encode("utf-16"))
+    subset = SubsetSpec(tmp_path, 1, "sks", ".txt")
+    with pytest.raises(DatasetError) as info:
+        read_caption(image, subset)
+    assert info.value.path == tmp_path / "a.txt" and "UTF-8" in str(info.value)

@@ -83,7 +83,14 @@ def resize_and_crop(image, bucket: tuple[int, int]):
 def read_caption(image: Path, subset: SubsetSpec) -> str:
     caption_file = image.with_suffix(subset.caption_extension)
     if caption_file.is_file():
-        lines = caption_file.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = caption_file.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise DatasetError(
+                "caption file is not UTF-8 text",
+                path=caption_file,
+                hint="save it as UTF-8 (kohyagen dataset prepare converts captions)",
+            ) from exc
         text = lines[0].strip() if lines else ""
         if not text:
             raise DatasetError(
