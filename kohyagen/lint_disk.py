@@ -147,7 +147,10 @@ def caption_findings(
             )
         )
     if class_tokens and read and len(read) == len(images):
-        lacking = [p for p, line in lines if line and class_tokens.lower() not in line.lower()]
+        # "sks woman" folders are captioned "sks, ..." (kohyagen tag --trigger sks): the
+        # first token is the trigger, and a caption holding it is what was meant.
+        wanted = {class_tokens.lower(), class_tokens.split()[0].lower()}
+        lacking = [p for p, line in lines if line and not any(w in line.lower() for w in wanted)]
         if lacking:
             findings.append(
                 Finding(
@@ -155,7 +158,7 @@ def caption_findings(
                     "class-tokens-unused",
                     f"the class tokens {class_tokens!r} of {where} are never used: every image "
                     f"has a caption, which replaces them, and {len(lacking)} caption(s) do not "
-                    f"contain {class_tokens!r}",
+                    f"contain {class_tokens.split()[0]!r}",
                     file=file,
                     key=key,
                     fix=f"add {class_tokens!r} to the captions "

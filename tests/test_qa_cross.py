@@ -215,3 +215,26 @@ def test_lint_and_train_refuse_a_caption_kohya_cannot_decode(tmp_path, monkeypat
     assert "caption-not-utf8" in codes
     trained = CliRunner().invoke(main, ["train", str(config), "--backend", "builtin", "--dry-run"])
     assert trained.exit_code == 1 and "not starting" in trained.output
+
+
+def test_tagged_with_the_trigger_is_not_class_tokens_unused(tmp_path, monkeypatch):
+    """prepare --concept 'sks woman' then tag --trigger sks: the usual flow, no warning."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    _image_folder(data / "10_sks woman", n=2)  # captions "sks, photo"
+    result = CliRunner().invoke(
+        main, ["config", str(data), "--model", "sd15", "--gpu", "24gb", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    codes = [f["code"] for f in json.loads(result.stdout)["findings"]]
+    assert "class-tokens-unused" not in codes
+    # captions without the trigger still warn
+    for caption in (data / "10_sks woman").glob("*.txt"):
+        caption.write_text("1girl, photo\n")
+    result = CliRunner().invoke(
+        main, ["config", str(data), "--model", "sd15", "--gpu", "24gb", "--json", "--force"]
+    )
+    codes = [f["code"] for f in json.loads(result.stdout)["findings"]]
+    assert "class-tokens-unused" in codes
