@@ -7,10 +7,9 @@ so a cache is reused only for the same bucket.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from kohyagen.atomic import replacing
 from kohyagen.trainer.data import ImageItem, resize_and_crop
 
 
@@ -100,14 +99,8 @@ class LatentCache:
                 arrays[_key("latents_flipped" if flip else "latents", hw)] = lat.numpy()
         arrays[_key("original_size", hw)] = np.array(item.original_size)
         path = npz_path(item, sdxl=self.sdxl)
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-        os.close(fd)
-        try:
-            np.savez(tmp, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with replacing(path) as tmp, open(tmp, "xb") as handle:
+            np.savez(handle, **arrays)  # a handle: np.savez would append .npz to a name
 
     def fill(self, items: list[ImageItem], *, flip_aug: bool, progress=None) -> None:
         """Encode every item not yet cached (reading or writing the disk cache)."""

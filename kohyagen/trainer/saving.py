@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from kohyagen.atomic import replacing
 
 # The commit of sd-scripts whose formats this trainer reproduces.
 KOHYA_COMMIT = "48d368fa557731ad0488c07304dfeba8c07910eb"
@@ -65,10 +65,7 @@ def write_lora(
         if dtype is not None:
             value = value.to(dtype)
         tensors[key] = value.contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
@@ -76,13 +73,9 @@ def write_lora(
             model_hash, legacy = sshs_hashes(tensors, meta)
             meta["sshs_model_hash"] = model_hash
             meta["sshs_legacy_hash"] = legacy
-            save_file(tensors, tmp, meta)
+            save_file(tensors, str(tmp), meta)
         else:
             torch.save(tensors, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
