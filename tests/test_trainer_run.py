@@ -267,6 +267,9 @@ def test_many_options_together(tmp_path, sd15, capsys):
         multires_noise_iterations=4,
         max_token_length=150,
         prior_loss_weight=0.5,
+        loss_type="smooth_l1",
+        huber_schedule="exponential",
+        huber_c=0.2,
     )
     rc = run_trainer(["--config_file", str(config)])
     captured = capsys.readouterr()
@@ -283,6 +286,8 @@ def test_many_options_together(tmp_path, sd15, capsys):
     assert md["ss_num_reg_images"] == "2" and md["ss_prior_loss_weight"] == "0.5"
     assert md["ss_network_dropout"] == "0.1" and md["ss_multires_noise_iterations"] == "4"
     assert md["ss_max_token_length"] == "150"
+    assert md["ss_loss_type"] == "smooth_l1" and md["ss_huber_schedule"] == "exponential"
+    assert md["ss_huber_c"] == "0.2"
     assert json.loads(md["ss_reg_dataset_dirs"]) == {"1_dog": {"n_repeats": 1, "img_count": 2}}
     assert md["ss_mixed_precision"] == "bf16" and md["ss_enable_bucket"] == "True"
     assert "training in fp32 instead" in captured.err  # bf16 is emulated on CPUs

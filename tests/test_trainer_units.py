@@ -83,14 +83,17 @@ def test_unsupported_options_listed_and_defaults_allowed():
         "color_aug": True,
         "random_crop": False,  # at its default: fine
         "optimizer_type": "AdaFactor",
-        "loss_type": "huber",
+        "loss_type": "huber",  # implemented
+        "huber_schedule": "sigmoid",  # not one of kohya's schedules
+        "scale_weight_norms": 1.0,
         "learning_rate": 1e-4,
         "network_module": "networks.lora",
         "some_unknown_key": 3,  # kohya ignores it; lint reports it
     }
     problems = unsupported_options(flat, "train_network")
     text = "; ".join(problems)
-    assert "color_aug" in text and "AdaFactor" in text and "loss_type" in text
+    assert "color_aug" in text and "AdaFactor" in text and "scale_weight_norms" in text
+    assert "huber_schedule = 'sigmoid'" in text and "loss_type" not in text
     assert "random_crop" not in text and "some_unknown_key" not in text
 
 
@@ -502,6 +505,59 @@ def test_loss_weightings():
     zsnr = make_noise_scheduler(True, zero_terminal_snr=True)
     assert 0 < float(zsnr.alphas_cumprod[-1]) < 1e-6
     assert torch.isfinite(clamped_snr(zsnr, torch.tensor([999]))).all()
+
+
+def test_huber_and_smooth_l1_follow_kohyas_schedules():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    from kohyagen.trainer.loss import diffusion_loss, huber_threshold, make_noise_scheduler
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t, h):
+            return type("Out", (), {"sample": torch.zeros_like(x)})()
+
+    sched = make_noise_scheduler(False)
+    t = torch.tensor([0, 250, 999])
+    const = huber_threshold(sched, t, schedule="constant", c=0.2, scale=3.0)
+    assert torch.allclose(const, torch.full((3,), 0.6))
+    expo = huber_threshold(
+        sched, torch.tensor([0, 500, 1000]), schedule="exponential", c=0.1, scale=2.0
+    )
+    assert torch.allclose(expo, torch.tensor([2.0, 2.0 * 0.1**0.5, 0.2]))  # scale * c**(t/T)
+    snr = huber_threshold(sched, t, schedule="snr", c=0.1, scale=5.0)  # scale unused, as kohya
+    ac = sched.alphas_cumprod[t]
+    sigma = ((1 - ac) / ac).sqrt()
+    assert torch.allclose(snr, 0.9 / (1 + sigma) ** 2 + 0.1)
+    assert snr[0] > 0.9 and snr[2] < 0.11  # near 1 when nearly clean, near c at pure noise
+    with pytest.raises(ValueError):
+        huber_threshold(sched, t, schedule="cosine")
+
+    latents = torch.zeros(3, 4, 8, 8)
+    noise = torch.randn(3, 4, 8, 8) * 2
+    common = {
+        "timesteps": t,
+        "noise": noise,
+        "weights": torch.ones(3),
+        "v_prediction": False,
+        "min_snr_gamma": None,
+        "huber_schedule": "constant",
+        "huber_c": 0.5,
+        "huber_scale": 1.0,
+    }
+    huber = diffusion_loss(Zero(), sched, latents, None, loss_type="huber", **common)
+    smooth = diffusion_loss(Zero(), sched, latents, None, loss_type="smooth_l1", **common)
+    pseudo = ((noise**2 + 0.25).sqrt() - 0.5).mean(dim=[1, 2, 3])
+    assert torch.allclose(huber, (2 * 0.5 * pseudo).mean())
+    assert torch.allclose(smooth, (2 * pseudo).mean())
+    l2 = diffusion_loss(Zero(), sched, latents, None, loss_type="l2", **common)
+    assert huber < l2  # large errors count linearly, not squared
+    # per-sample thresholds: the snr schedule gives each timestep its own c
+    sched_loss = diffusion_loss(
+        Zero(), sched, latents, None, loss_type="huber", **{**common, "huber_schedule": "snr"}
+    )
+    c = (0.5 / (1 + sigma) ** 2 + 0.5).view(-1, 1, 1, 1)  # c = 0.5 this time
+    per = (2 * c * ((noise**2 + c**2).sqrt() - c)).mean(dim=[1, 2, 3])
+    assert torch.allclose(sched_loss, per.mean())
 
 
 def test_optional_optimizers_and_their_lr_tags(monkeypatch):

@@ -82,6 +82,42 @@ def snr_weights(scheduler, timesteps, *, gamma: float | None, v_prediction: bool
     return clipped / (snr + 1) if v_prediction else clipped / snr
 
 
+def huber_threshold(
+    scheduler, timesteps, *, schedule: str = "snr", c: float = 0.1, scale: float = 1.0
+):
+    """Per-sample huber_c for loss_type huber / smooth_l1 (kohya's huber_schedule).
+
+    constant: c * scale everywhere; exponential: scale * c**(t / T), from scale at t = 0
+    down to c * scale at the last step; snr: from 1 at t = 0 down towards c as the noise
+    level sigma = sqrt((1 - a) / a) grows (kohya does not apply huber_scale here).
+    """
+    import math
+
+    t = timesteps.float()
+    if schedule == "exponential":
+        rate = -math.log(c) / scheduler.config.num_train_timesteps
+        return torch.exp(-rate * t) * scale
+    if schedule == "snr":
+        ac = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+        sigmas = ((1.0 - ac) / ac) ** 0.5
+        return (1 - c) / (1 + sigmas) ** 2 + c
+    if schedule == "constant":
+        return torch.full((timesteps.shape[0],), c * scale, device=timesteps.device)
+    raise ValueError(f"unknown huber_schedule {schedule!r}")  # config.py refuses others first
+
+
+def elementwise_loss(pred, target, loss_type: str, huber_c=None):
+    """The unreduced loss kohya's loss_type names; huber_c is per sample for huber/smooth_l1."""
+    if loss_type == "l1":
+        return torch.nn.functional.l1_loss(pred, target, reduction="none")
+    if loss_type in ("huber", "smooth_l1"):
+        c = huber_c.view(-1, *([1] * (pred.ndim - 1)))
+        # Pseudo-Huber: quadratic below c, linear above; huber scales it by 2c, smooth_l1 by 2.
+        soft = torch.sqrt((pred - target) ** 2 + c**2) - c
+        return 2 * c * soft if loss_type == "huber" else 2 * soft
+    return torch.nn.functional.mse_loss(pred, target, reduction="none")
+
+
 def clamped_snr(scheduler, timesteps):
     ac = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
     return torch.clamp(ac / (1 - ac), max=1000)
@@ -103,8 +139,12 @@ def diffusion_loss(
     debiased: bool = False,
     scale_v_like_eps: bool = False,
     loss_type: str = "l2",
+    huber_schedule: str = "snr",
+    huber_c: float = 0.1,
+    huber_scale: float = 1.0,
 ):
-    """Per-sample weighted MSE between the U-Net's prediction and its target.
+    """Per-sample weighted loss (loss_type l2, l1, huber or smooth_l1) between the U-Net's
+    prediction and its target.
 
     input_perturbation: extra noise mixed into the U-Net input only (ip_noise_gamma);
     debiased: kohya's debiased estimation weights; scale_v_like_eps: kohya's
@@ -115,10 +155,12 @@ def diffusion_loss(
     kwargs = {"added_cond_kwargs": added_cond} if added_cond is not None else {}
     pred = unet(noisy, timesteps, hidden, **kwargs).sample
     target = scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
-    if loss_type == "l1":
-        per_sample = torch.nn.functional.l1_loss(pred.float(), target.float(), reduction="none")
-    else:
-        per_sample = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none")
+    threshold = None
+    if loss_type in ("huber", "smooth_l1"):
+        threshold = huber_threshold(
+            scheduler, timesteps, schedule=huber_schedule, c=huber_c, scale=huber_scale
+        )
+    per_sample = elementwise_loss(pred.float(), target.float(), loss_type, threshold)
     per_sample = per_sample.mean(dim=[1, 2, 3])
     per_sample = per_sample * weights.to(per_sample.device)
     per_sample = per_sample * snr_weights(

@@ -107,6 +107,9 @@ class TrainingModel(torch.nn.Module):
             input_perturbation=perturbation,
             debiased=bool(args.debiased_estimation_loss),
             loss_type=args.loss_type or "l2",
+            huber_schedule=args.huber_schedule or "snr",
+            huber_c=float(args.huber_c if args.huber_c is not None else 0.1),
+            huber_scale=float(args.huber_scale if args.huber_scale is not None else 1.0),
             scale_v_like_eps=bool(args.scale_v_pred_loss_like_noise_pred)
             and self.components.v_parameterization,
         )
