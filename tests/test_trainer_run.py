@@ -206,16 +206,28 @@ def test_unsupported_options_are_refused(tmp_path, sd15, capsys):
         tmp_path,
         sd15,
         data=data,
-        color_aug=True,
-        network_args=["module_dropout=0.1"],
+        scale_weight_norms=1.0,
+        network_args=["block_dims=2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2"],
         optimizer_type="DAdaptation",
     )
     rc = run_trainer(["--config_file", str(config)])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "color_aug = True" in err and "module_dropout" in err and "DAdaptation" in err
+    assert "scale_weight_norms = 1.0" in err and "block_dims" in err and "DAdaptation" in err
     assert "kohya backend" in err
     assert not (tmp_path / "output").exists()
+
+
+def test_random_crop_and_color_aug_train(tmp_path, sd15, capsys):
+    data = make_train_dir(tmp_path / "data", n=2, repeats=1, size=(96, 80))
+    config = write_config(
+        tmp_path, sd15, data=data, random_crop=True, color_aug=True, max_train_epochs=1
+    )
+    rc = run_trainer(["--config_file", str(config)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    md, _ = _metadata(tmp_path / "output" / "tl.safetensors")
+    assert md["ss_random_crop"] == "True" and md["ss_color_aug"] == "True"
 
 
 def make_reg_dir(root: Path) -> Path:

@@ -51,6 +51,8 @@ class SubsetSpec:
     caption_suffix: str | None = None
     flip_aug: bool = False
     keep_tokens_separator: str = ""
+    color_aug: bool = False
+    random_crop: bool = False
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,8 @@ def _subset_from_chain(
         caption_suffix=_subset_value("caption_suffix", chain, None),
         flip_aug=bool(_subset_value("flip_aug", chain, False)),
         keep_tokens_separator=_subset_value("keep_tokens_separator", chain, ""),
+        color_aug=bool(_subset_value("color_aug", chain, False)),
+        random_crop=bool(_subset_value("random_crop", chain, False)),
     )
 
 
@@ -405,4 +409,17 @@ def load_config(
         )
     if not args.output_dir:
         raise ConfigError("output_dir is not set", path=path, hint="set output_dir")
+    _check_latent_cache(args, datasets, ds_path or path)
     return TrainerConfig(script, path, args, datasets, ds_path)
+
+
+def _check_latent_cache(args: SimpleNamespace, datasets, path: Path) -> None:
+    """kohya's assertion: cached latents are fixed, so per-step crops and colours cannot be."""
+    if not (args.cache_latents or args.cache_latents_to_disk):
+        return  # kohya turns cache_latents on for cache_latents_to_disk
+    if any(sub.color_aug or sub.random_crop for ds in datasets for sub in ds.subsets):
+        raise ConfigError(
+            "when caching latents, either color_aug or random_crop cannot be used",
+            path=path,
+            hint="turn off cache_latents / cache_latents_to_disk, or color_aug and random_crop",
+        )

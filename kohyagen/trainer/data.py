@@ -26,6 +26,9 @@ class ImageItem:
     subset: SubsetSpec
     original_size: tuple[int, int]  # (w, h)
     bucket: tuple[int, int]  # (w, h)
+    # No bucketing, random_crop, image larger than the resolution: cut a resolution-sized
+    # window out at full scale instead of resizing (kohya's no-bucket random crop).
+    native_crop: bool = False
 
     @property
     def is_reg(self) -> bool:
@@ -70,8 +73,9 @@ def select_bucket(
     return min(buckets, key=lambda b: abs(b[0] / b[1] - aspect))
 
 
-def resize_and_crop(image, bucket: tuple[int, int]):
-    """Scale so the image covers the bucket, then crop the centre. Returns (image, crop_ltrb)."""
+def resize_and_crop(image, bucket: tuple[int, int], *, rng: random.Random | None = None):
+    """Scale so the image covers the bucket, then crop the centre, or with rng a random
+    window (random_crop). Returns (image, crop_ltrb)."""
     from PIL import Image
 
     bw, bh = bucket
@@ -80,8 +84,38 @@ def resize_and_crop(image, bucket: tuple[int, int]):
     new_w, new_h = max(bw, round(w * scale)), max(bh, round(h * scale))
     if (new_w, new_h) != (w, h):
         image = image.resize((new_w, new_h), Image.Resampling.LANCZOS)
-    left, top = (new_w - bw) // 2, (new_h - bh) // 2
+    if rng is None:
+        left, top = (new_w - bw) // 2, (new_h - bh) // 2
+    else:
+        left, top = rng.randint(0, new_w - bw), rng.randint(0, new_h - bh)
     return image.crop((left, top, left + bw, top + bh)), (left, top, left + bw, top + bh)
+
+
+def native_crop(image, size: tuple[int, int], rng: random.Random):
+    """A random size-d window of the image at full scale (no bucketing with random_crop)."""
+    w, h = image.size
+    left, top = rng.randint(0, max(0, w - size[0])), rng.randint(0, max(0, h - size[1]))
+    return image.crop((left, top, left + size[0], top + size[1]))
+
+
+def color_aug(image, rng: random.Random):
+    """kohya's color_aug: a third of the time, a hue shift of up to 8 of OpenCV's 180 hue
+    steps, or else a gamma in 0.95..1.05 applied to the raw 0..255 values (kohya's quirk:
+    not normalised first, so it also darkens or brightens). kohya converts RGB data as if
+    it were BGR, which mirrors the hue circle; a symmetric shift makes that the same."""
+    import numpy as np
+    from PIL import Image
+
+    if rng.random() > 0.33:
+        return image
+    if rng.random() > 0.5:
+        shift = rng.uniform(-8, 8) * 256 / 180  # PIL's hue runs over 0..255
+        hsv = np.asarray(image.convert("HSV")).copy()
+        hsv[:, :, 0] = ((hsv[:, :, 0].astype(np.float64) + shift) % 256).astype(np.uint8)
+        return Image.fromarray(hsv, "HSV").convert("RGB")
+    gamma = rng.uniform(0.95, 1.05)
+    arr = np.asarray(image, dtype=np.float64) ** gamma
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
 def read_caption(image: Path, subset: SubsetSpec) -> str:
@@ -194,7 +228,21 @@ def prepare(spec: DatasetSpec, *, training: bool = True) -> PreparedDataset:
                     no_upscale=spec.bucket_no_upscale,
                 )
             else:
-                if size[0] > res[0] or size[1] > res[1]:
+                larger = size[0] > res[0] or size[1] > res[1]
+                if larger and subset.random_crop and size[0] >= res[0] and size[1] >= res[1]:
+                    items.append(
+                        ImageItem(image, read_caption(image, subset), subset, size, res, True)
+                    )
+                    continue
+                if larger and subset.random_crop:
+                    raise DatasetError(
+                        f"image is {size[0]}x{size[1]}: larger than the resolution"
+                        f" {res[0]}x{res[1]} on one side and smaller on the other, which"
+                        " random_crop cannot cut without bucketing",
+                        path=image,
+                        hint="set enable_bucket = true or resize the image",
+                    )
+                if larger:
                     raise DatasetError(
                         f"image is {size[0]}x{size[1]}, larger than the resolution"
                         f" {res[0]}x{res[1]}, and bucketing is off",

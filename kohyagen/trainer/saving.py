@@ -265,9 +265,9 @@ def _subset_entry(part, s) -> dict[str, Any]:
     return {
         "img_count": len([it for it in part.items if it.subset is s]),
         "num_repeats": s.num_repeats,
-        "color_aug": False,
+        "color_aug": s.color_aug,
         "flip_aug": s.flip_aug,
-        "random_crop": False,
+        "random_crop": s.random_crop,
         "shuffle_caption": s.shuffle_caption,
         "keep_tokens": s.keep_tokens,
         "keep_tokens_separator": s.keep_tokens_separator,
@@ -320,9 +320,9 @@ def dataset_metadata(cfg, group) -> dict[str, str]:
                     spec.batch_size * int(args.gradient_accumulation_steps or 1)
                 ),
                 "ss_resolution": str(spec.resolution),
-                "ss_color_aug": "False",
+                "ss_color_aug": str(bool(args.color_aug)),
                 "ss_flip_aug": str(bool(args.flip_aug)),
-                "ss_random_crop": "False",
+                "ss_random_crop": str(bool(args.random_crop)),
                 "ss_shuffle_caption": str(bool(args.shuffle_caption)),
                 "ss_enable_bucket": str(spec.enable_bucket),
                 "ss_bucket_no_upscale": str(spec.bucket_no_upscale),
