@@ -221,13 +221,21 @@ def test_unsupported_options_are_refused(tmp_path, sd15, capsys):
 def test_random_crop_and_color_aug_train(tmp_path, sd15, capsys):
     data = make_train_dir(tmp_path / "data", n=2, repeats=1, size=(96, 80))
     config = write_config(
-        tmp_path, sd15, data=data, random_crop=True, color_aug=True, max_train_epochs=1
+        tmp_path,
+        sd15,
+        data=data,
+        random_crop=True,
+        color_aug=True,
+        max_train_epochs=1,
+        noise_offset=0.05,
+        adaptive_noise_scale=0.01,
     )
     rc = run_trainer(["--config_file", str(config)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err[-2000:]
     md, _ = _metadata(tmp_path / "output" / "tl.safetensors")
     assert md["ss_random_crop"] == "True" and md["ss_color_aug"] == "True"
+    assert md["ss_adaptive_noise_scale"] == "0.01"
 
 
 def make_reg_dir(root: Path) -> Path:

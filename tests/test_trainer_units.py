@@ -739,6 +739,40 @@ def test_without_torch_the_entry_says_which_extra(tmp_path, subprocess_env):
     assert "pip install 'kohyagen[train]'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_adaptive_noise_scale_grows_the_offset_with_the_latent_mean(tmp_path):
+    torch = pytest.importorskip("torch")
+    from kohyagen.trainer.loss import sample_noise
+
+    latents = torch.zeros(1, 4, 16, 16)
+    latents[0, 0] = 3.0  # channel 0 far from zero, the others centred
+    latents[0, 1] = -2.0
+
+    def draw(**kw):
+        gen = torch.Generator().manual_seed(5)
+        return sample_noise(latents, random_strength=False, generator=gen, **kw)
+
+    base = draw(noise_offset=None)
+    plain = draw(noise_offset=0.1)
+    adaptive = draw(noise_offset=0.1, adaptive_noise_scale=0.5)
+    # The same draws: gaussian, then one offset value per channel times the strength.
+    per_channel = (plain - base)[0, :, 0, 0] / 0.1
+    expected = torch.tensor([0.1 + 0.5 * 3.0, 0.1 + 0.5 * 2.0, 0.1, 0.1]) * per_channel
+    assert torch.allclose((adaptive - base)[0, :, 0, 0], expected, atol=1e-5)
+    negative = draw(noise_offset=0.1, adaptive_noise_scale=-1.0)  # clamped at zero strength
+    assert torch.allclose(negative[0, 0], base[0, 0]) and torch.allclose(negative[0, 1], base[0, 1])
+    both = draw(noise_offset=0.1, multires_iterations=3, multires_discount=0.5)
+    assert abs(float(both.std()) - 1.0) < 1e-3  # the pyramid applies after the offset
+
+    data = make_train_dir(tmp_path / "data", n=1)
+    config = write_config(tmp_path, tmp_path / "model", data=data, adaptive_noise_scale=0.01)
+    with pytest.raises(ConfigError, match="adaptive_noise_scale requires noise_offset"):
+        load_config(config)
+    config = write_config(
+        tmp_path, tmp_path / "model", data=data, adaptive_noise_scale=0.01, noise_offset=0.05
+    )
+    assert load_config(config).args.adaptive_noise_scale == 0.01
+
+
 def test_multires_noise_is_unit_variance_and_correlated():
     torch = pytest.importorskip("torch")
     from kohyagen.trainer.loss import sample_noise

@@ -410,6 +410,12 @@ def load_config(
     if not args.output_dir:
         raise ConfigError("output_dir is not set", path=path, hint="set output_dir")
     _check_latent_cache(args, datasets, ds_path or path)
+    if args.adaptive_noise_scale is not None and args.noise_offset is None:
+        raise ConfigError(  # kohya's ValueError
+            "adaptive_noise_scale requires noise_offset",
+            path=path,
+            hint="set noise_offset (e.g. 0.05) or remove adaptive_noise_scale",
+        )
     return TrainerConfig(script, path, args, datasets, ds_path)
 
 

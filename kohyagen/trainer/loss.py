@@ -36,7 +36,8 @@ def pyramid_noise(noise, *, iterations: int, discount: float, generator=None):
     b, c, h, w = noise.shape
     rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator)))
     out = noise.clone()
-    for i in range(1, iterations + 1):
+    # kohya counts from 0: the first pass adds a second full-resolution field at weight 1.
+    for i in range(iterations):
         factor = (2 + 2 * rng.random()) ** i
         hn, wn = max(1, int(h / factor)), max(1, int(w / factor))
         coarse = torch.randn((b, c, hn, wn), generator=generator, device="cpu").to(noise)
@@ -55,20 +56,27 @@ def sample_noise(
     generator=None,
     multires_iterations: int | None = None,
     multires_discount: float = 0.3,
+    adaptive_noise_scale: float | None = None,
 ):
+    """Training noise: gaussian, plus the offset noise (scaled up per channel by the latents'
+    mean with adaptive_noise_scale), then the pyramid on top, in kohya's order."""
     noise = torch.randn(latents.shape, generator=generator, device="cpu").to(latents)
-    if not noise_offset and multires_iterations:
-        return pyramid_noise(
-            noise, iterations=multires_iterations, discount=multires_discount, generator=generator
-        )
     if noise_offset:
         strength = noise_offset
         if random_strength:
             strength = torch.rand(1, generator=generator).item() * noise_offset
+        if adaptive_noise_scale is not None:
+            # Brighter or darker latents (larger |mean| per channel) get a larger offset.
+            mean = latents.float().mean(dim=(2, 3), keepdim=True).abs()
+            strength = torch.clamp(strength + adaptive_noise_scale * mean, min=0.0).to(latents)
         offset = torch.randn(
             (latents.shape[0], latents.shape[1], 1, 1), generator=generator, device="cpu"
         ).to(latents)
         noise = noise + strength * offset
+    if multires_iterations:
+        noise = pyramid_noise(
+            noise, iterations=multires_iterations, discount=multires_discount, generator=generator
+        )
     return noise
 
 

@@ -77,6 +77,7 @@ class TrainingModel(torch.nn.Module):
                 random_strength=bool(args.noise_offset_random_strength),
                 multires_iterations=args.multires_noise_iterations,
                 multires_discount=float(args.multires_noise_discount or 0.3),
+                adaptive_noise_scale=args.adaptive_noise_scale,
             )
             if args.ip_noise_gamma:
                 strength = float(args.ip_noise_gamma)

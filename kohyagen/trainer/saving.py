@@ -184,7 +184,7 @@ def training_metadata(
         "ss_noise_offset": a.noise_offset,
         "ss_multires_noise_iterations": a.multires_noise_iterations,
         "ss_multires_noise_discount": a.multires_noise_discount,
-        "ss_adaptive_noise_scale": None,
+        "ss_adaptive_noise_scale": a.adaptive_noise_scale,
         "ss_zero_terminal_snr": bool(a.zero_terminal_snr),
         "ss_training_comment": a.training_comment,
         "ss_sd_scripts_commit_hash": KOHYA_COMMIT,
