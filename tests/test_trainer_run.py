@@ -218,7 +218,7 @@ def test_unsupported_options_are_refused(tmp_path, sd15, capsys):
     assert not (tmp_path / "output").exists()
 
 
-def test_random_crop_and_color_aug_train(tmp_path, sd15, capsys):
+def test_augmentations_loraplus_and_dropouts_train(tmp_path, sd15, capsys):
     data = make_train_dir(tmp_path / "data", n=2, repeats=1, size=(96, 80))
     config = write_config(
         tmp_path,
@@ -229,6 +229,7 @@ def test_random_crop_and_color_aug_train(tmp_path, sd15, capsys):
         max_train_epochs=1,
         noise_offset=0.05,
         adaptive_noise_scale=0.01,
+        network_args=["loraplus_unet_lr_ratio=16", "rank_dropout=0.1", "module_dropout=0.1"],
     )
     rc = run_trainer(["--config_file", str(config)])
     captured = capsys.readouterr()
@@ -236,6 +237,10 @@ def test_random_crop_and_color_aug_train(tmp_path, sd15, capsys):
     md, _ = _metadata(tmp_path / "output" / "tl.safetensors")
     assert md["ss_random_crop"] == "True" and md["ss_color_aug"] == "True"
     assert md["ss_adaptive_noise_scale"] == "0.01"
+    assert json.loads(md["ss_network_args"])["loraplus_unet_lr_ratio"] == "16"
+    tags = scalars(tmp_path / "logs")
+    assert tags["lr/unet plus"][0][1] == pytest.approx(16e-4)
+    assert tags["lr/unet"][0][1] == pytest.approx(1e-4) and "lr/textencoder plus" not in tags
 
 
 def make_reg_dir(root: Path) -> Path:

@@ -550,7 +550,85 @@ def test_network_args_conv_only():
     conv = {"network_args": ["conv_dim=8", "conv_alpha=4"]}
     assert unsupported_options(conv, "train_network") == []
     assert unsupported_options(conv, "sdxl_train_network") == []
-    assert unsupported_options({"network_args": ["rank_dropout=0.1"]}, "train_network")
+    assert unsupported_options({"network_args": ["block_dims=2,2"]}, "train_network")
+    plus = {"network_args": ["loraplus_lr_ratio=16", "rank_dropout=0.1", "module_dropout=0.1"]}
+    assert unsupported_options(plus, "train_network") == []
+
+
+def test_rank_and_module_dropout_as_kohya():
+    torch = pytest.importorskip("torch")
+    from kohyagen.trainer.lora import LoRAModule, dropout_args
+
+    assert dropout_args(["rank_dropout=0.25", "conv_dim=4"]) == {"rank": 0.25, "module": None}
+    with pytest.raises(ConfigError, match="module_dropout"):
+        dropout_args(["module_dropout=lots"])
+    base = torch.nn.Linear(8, 6)
+    mod = LoRAModule("lora_unet_x", base, rank=4, alpha=2)
+    torch.nn.init.normal_(mod.lora_up.weight)
+    x = torch.randn(3, 5, 8)  # (batch, tokens, features) as in attention
+    plain = base(x)
+    mod.apply_to()
+    lora_out = base(x)
+    mod.train()
+    mod.rank_dropout = 0.5
+    torch.manual_seed(3)
+    keep = (torch.rand(3, 4) > 0.5).float()
+    expected = plain + mod.lora_up(mod.lora_down(x) * keep[:, None, :]) * (0.5 / 0.5)
+    torch.manual_seed(3)
+    assert torch.allclose(base(x), expected, atol=1e-5)  # masked per sample and rank, rescaled
+    mod.eval()
+    assert torch.allclose(base(x), lora_out)  # off outside training
+    mod.train()
+    mod.rank_dropout = None
+    mod.module_dropout = 1.0
+    assert torch.allclose(base(x), plain)  # the whole LoRA skipped
+    mod.module_dropout = 0.5
+    skipped = sum(torch.allclose(base(x), plain) for _ in range(60))
+    assert 10 < skipped < 50
+    conv = torch.nn.Conv2d(4, 6, 1)
+    cmod = LoRAModule("lora_unet_c", conv, rank=4, alpha=4)
+    cmod.apply_to()
+    cmod.train()
+    cmod.rank_dropout = 0.3
+    assert conv(torch.randn(2, 4, 3, 3)).shape == (2, 6, 3, 3)  # conv ranks mask on dim 1
+
+
+def test_loraplus_groups_and_ratios():
+    torch = pytest.importorskip("torch")
+    from kohyagen.trainer.lora import LoRANetwork, loraplus_ratios
+    from kohyagen.trainer.output import lr_logs
+
+    assert loraplus_ratios(["loraplus_lr_ratio=16", "loraplus_text_encoder_lr_ratio=4"]) == {
+        "unet_plus_ratio": 16.0,
+        "text_encoder_plus_ratio": 4.0,
+    }
+    assert loraplus_ratios([]) == {"unet_plus_ratio": None, "text_encoder_plus_ratio": None}
+
+    class Attn(torch.nn.Module):  # named like the classes the LoRA targets
+        def __init__(self):
+            super().__init__()
+            self.to_q = torch.nn.Linear(4, 4)
+
+    unet = torch.nn.Module()
+    unet.config = type("C", (), {"layers_per_block": 1})()
+    unet.block = type("Transformer2DModel", (Attn,), {})()
+    te = torch.nn.Module()
+    te.attn = type("CLIPAttention", (Attn,), {})()
+    net = LoRANetwork(unet, [te], rank=2, alpha=1, sdxl=False)
+    assert len(net.unet_loras) == 1 and len(net.text_encoder_loras) == 1
+    groups = net.param_groups(
+        unet_lr=1e-4, text_encoder_lr=5e-5, unet_plus_ratio=16, text_encoder_plus_ratio=4
+    )
+    assert [g["desc"] for g in groups] == ["textencoder", "textencoder plus", "unet", "unet plus"]
+    assert [g["lr"] for g in groups] == pytest.approx([5e-5, 2e-4, 1e-4, 1.6e-3])
+    ups = {id(m.lora_up.weight) for m in [*net.text_encoder_loras, *net.unet_loras]}
+    for g in groups:
+        assert all((id(p) in ups) == g["desc"].endswith("plus") for p in g["params"])
+    opt = torch.optim.SGD([{k: v for k, v in g.items() if k != "desc"} for g in groups], lr=1)
+    tags = lr_logs(opt, [g["desc"] for g in groups])
+    assert tags["lr/unet plus"] == pytest.approx(1.6e-3) and "lr/group3" in tags
+    plain = net.param_groups(unet_lr=1e-4, text_encoder_lr=0.0)  # a zero lr drops the side
+    assert [g["desc"] for g in plain] == ["unet"] and len(plain[0]["params"]) == 2
 
 
 def test_lora_module_math_and_dropout():

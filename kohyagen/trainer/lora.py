@@ -51,6 +51,8 @@ class LoRAModule(nn.Module):
         self.scale = float(alpha) / rank
         self.multiplier = 1.0
         self.dropout: float | None = None  # kohya's network_dropout, on the rank activations
+        self.rank_dropout: float | None = None  # zeroes whole ranks per sample
+        self.module_dropout: float | None = None  # skips the whole LoRA for a step
         nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
         self._org = [org]  # a list, so the base module is not part of this state dict
@@ -70,11 +72,25 @@ class LoRAModule(nn.Module):
         base = self._org_forward(x, *args, **kwargs)
         if self.multiplier == 0:
             return base
+        if self.module_dropout and self.training and torch.rand(1) < self.module_dropout:
+            return base
         lx = self.lora_down(x.to(self.lora_down.weight.dtype))
         if self.dropout and self.training:
             lx = torch.nn.functional.dropout(lx, p=self.dropout)
+        scale = self.scale
+        if self.rank_dropout and self.training:
+            # One keep/drop per (sample, rank), broadcast over tokens or pixels; the rest are
+            # scaled up as if the rank were that much smaller.
+            keep = torch.rand((lx.size(0), lx.size(1) if lx.ndim == 4 else lx.size(-1)))
+            keep = (keep > self.rank_dropout).to(lx.device, lx.dtype)
+            if lx.ndim == 3:
+                keep = keep.unsqueeze(1)
+            elif lx.ndim == 4:
+                keep = keep[:, :, None, None]
+            lx = lx * keep
+            scale = self.scale / (1.0 - self.rank_dropout)
         lx = self.lora_up(lx)
-        return base + (lx * (self.multiplier * self.scale)).to(base.dtype)
+        return base + (lx * (self.multiplier * scale)).to(base.dtype)
 
 
 _SGM_RESNET_PARTS = {
@@ -215,9 +231,14 @@ class LoRANetwork(nn.Module):
         for mod in [*self.text_encoder_loras, *self.unet_loras]:
             mod.restore()
 
-    def set_dropout(self, p: float | None) -> None:
+    def set_dropout(
+        self, p: float | None, *, rank: float | None = None, module: float | None = None
+    ) -> None:
+        """network_dropout, and network_args rank_dropout / module_dropout (training only)."""
         for mod in [*self.text_encoder_loras, *self.unet_loras]:
             mod.dropout = p
+            mod.rank_dropout = rank
+            mod.module_dropout = module
 
     def kohya_state_dict(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -240,32 +261,73 @@ class LoRANetwork(nn.Module):
             matched += 1
         return matched
 
-    def param_groups(self, *, unet_lr: float, text_encoder_lr: float) -> list[dict[str, Any]]:
-        """Optimizer groups in kohya's order (text encoder first); a zero LR drops a group."""
+    def param_groups(
+        self,
+        *,
+        unet_lr: float,
+        text_encoder_lr: float,
+        unet_plus_ratio: float | None = None,
+        text_encoder_plus_ratio: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Optimizer groups in kohya's order (text encoder first); a zero LR drops a group.
+
+        With a LoRA+ ratio a side's lora_up weights get their own group ("<side> plus") at
+        lr x ratio, after the side's lora_down group.
+        """
         groups: list[dict[str, Any]] = []
-        if len(self.text_encoder_loras) and text_encoder_lr:
-            groups.append(
-                {
-                    "params": [p for m in self.text_encoder_loras for p in m.parameters()],
-                    "lr": text_encoder_lr,
-                    "desc": "textencoder",
-                }
-            )
-        if len(self.unet_loras) and unet_lr:
-            groups.append(
-                {
-                    "params": [p for m in self.unet_loras for p in m.parameters()],
-                    "lr": unet_lr,
-                    "desc": "unet",
-                }
-            )
+        sides = (
+            (self.text_encoder_loras, text_encoder_lr, text_encoder_plus_ratio, "textencoder"),
+            (self.unet_loras, unet_lr, unet_plus_ratio, "unet"),
+        )
+        for loras, lr, ratio, desc in sides:
+            if not len(loras):
+                continue
+            plain, plus = [], []
+            for mod in loras:
+                for name, param in mod.named_parameters():
+                    (plus if ratio is not None and "lora_up" in name else plain).append(param)
+            for params, group_lr, suffix in ((plain, lr, ""), (plus, lr * (ratio or 0), " plus")):
+                if params and group_lr:
+                    groups.append({"params": params, "lr": group_lr, "desc": desc + suffix})
         return groups
 
 
-def conv_args(values: list[str] | None) -> dict[str, object]:
-    """conv_dim / conv_alpha from network_args (config.py refuses any other key)."""
+def _network_args(values: list[str] | None) -> dict[str, str]:
     raw = dict(str(v).partition("=")[::2] for v in values or [])
-    raw = {k.strip(): v.strip() for k, v in raw.items()}
+    return {k.strip(): v.strip() for k, v in raw.items()}
+
+
+def _float_arg(raw: dict[str, str], key: str) -> float | None:
+    if key not in raw:
+        return None
+    try:
+        return float(raw[key])
+    except ValueError as exc:
+        raise ConfigError(
+            f"network_args {key}={raw[key]!r} is not a number",
+            hint=f'write network_args = ["{key}=0.1"]',
+        ) from exc
+
+
+def dropout_args(values: list[str] | None) -> dict[str, float | None]:
+    """rank_dropout / module_dropout from network_args, for LoRANetwork.set_dropout."""
+    raw = _network_args(values)
+    return {"rank": _float_arg(raw, "rank_dropout"), "module": _float_arg(raw, "module_dropout")}
+
+
+def loraplus_ratios(values: list[str] | None) -> dict[str, float | None]:
+    """LoRA+ ratios for param_groups: the side's own ratio, else loraplus_lr_ratio (kohya)."""
+    raw = _network_args(values)
+    common = _float_arg(raw, "loraplus_lr_ratio")
+    return {
+        "unet_plus_ratio": _float_arg(raw, "loraplus_unet_lr_ratio") or common,
+        "text_encoder_plus_ratio": _float_arg(raw, "loraplus_text_encoder_lr_ratio") or common,
+    }
+
+
+def conv_args(values: list[str] | None) -> dict[str, object]:
+    """conv_dim / conv_alpha from network_args (config.py refuses unknown keys)."""
+    raw = _network_args(values)
     if "conv_dim" not in raw:
         return {}
     try:

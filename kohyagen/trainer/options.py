@@ -100,4 +100,12 @@ DATASET_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
 }
 
 # network_args keys of networks.lora that are implemented.
-NETWORK_ARGS: tuple[str, ...] = ("conv_dim", "conv_alpha")
+NETWORK_ARGS: tuple[str, ...] = (
+    "conv_dim",
+    "conv_alpha",
+    "rank_dropout",
+    "module_dropout",
+    "loraplus_lr_ratio",
+    "loraplus_unet_lr_ratio",
+    "loraplus_text_encoder_lr_ratio",
+)

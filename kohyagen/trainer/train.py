@@ -26,7 +26,13 @@ def run(
     from kohyagen.trainer.batches import BatchDataset, first
     from kohyagen.trainer.checkpointing import Checkpointer
     from kohyagen.trainer.latents import LatentCache
-    from kohyagen.trainer.lora import LoRANetwork, conv_args, load_network_weights
+    from kohyagen.trainer.lora import (
+        LoRANetwork,
+        conv_args,
+        dropout_args,
+        load_network_weights,
+        loraplus_ratios,
+    )
     from kohyagen.trainer.loss import make_noise_scheduler
     from kohyagen.trainer.models import cpu_only, load_components, place_components
     from kohyagen.trainer.network_model import TrainingModel, check_text_cache
@@ -105,7 +111,7 @@ def run(
     )
     if args.network_weights:
         load_network_weights(network, Path(args.network_weights))
-    network.set_dropout(args.network_dropout)
+    network.set_dropout(args.network_dropout, **dropout_args(args.network_args))
     network.apply_to()
     network.to(device)
 
@@ -157,6 +163,7 @@ def run(
         text_encoder_lr=(
             args.text_encoder_lr if args.text_encoder_lr is not None else args.learning_rate
         ),
+        **loraplus_ratios(args.network_args),
     )
     if not groups:
         raise ConfigError(
