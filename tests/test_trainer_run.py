@@ -230,13 +230,15 @@ def test_augmentations_loraplus_and_dropouts_train(tmp_path, sd15, capsys):
         noise_offset=0.05,
         adaptive_noise_scale=0.01,
         network_args=["loraplus_unet_lr_ratio=16", "rank_dropout=0.1", "module_dropout=0.1"],
+        mixed_precision="fp16",  # falls back to fp32 on the CPU
+        full_fp16=True,
     )
     rc = run_trainer(["--config_file", str(config)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err[-2000:]
     md, _ = _metadata(tmp_path / "output" / "tl.safetensors")
     assert md["ss_random_crop"] == "True" and md["ss_color_aug"] == "True"
-    assert md["ss_adaptive_noise_scale"] == "0.01"
+    assert md["ss_adaptive_noise_scale"] == "0.01" and md["ss_full_fp16"] == "True"
     assert json.loads(md["ss_network_args"])["loraplus_unet_lr_ratio"] == "16"
     tags = scalars(tmp_path / "logs")
     assert tags["lr/unet plus"][0][1] == pytest.approx(16e-4)
@@ -268,6 +270,7 @@ def test_many_options_together(tmp_path, sd15, capsys):
         data=tmp_path / "data",
         resolution="64,64",
         mixed_precision="bf16",
+        full_bf16=True,
         gradient_checkpointing=True,
         gradient_accumulation_steps=2,
         train_batch_size=2,
@@ -316,6 +319,7 @@ def test_many_options_together(tmp_path, sd15, capsys):
     assert json.loads(md["ss_reg_dataset_dirs"]) == {"1_dog": {"n_repeats": 1, "img_count": 2}}
     assert md["ss_mixed_precision"] == "bf16" and md["ss_enable_bucket"] == "True"
     assert "training in fp32 instead" in captured.err  # bf16 is emulated on CPUs
+    assert "full_fp16 / full_bf16 ignored" in captured.err
     assert md["ss_optimizer"] == "bitsandbytes.optim.adamw.AdamW8bit"
     assert md["ss_text_encoder_lr"] == "5e-05" and md["ss_unet_lr"] == "0.0002"
     buckets = json.loads(md["ss_bucket_info"])["buckets"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -591,6 +592,73 @@ def test_rank_and_module_dropout_as_kohya():
     cmod.train()
     cmod.rank_dropout = 0.3
     assert conv(torch.randn(2, 4, 3, 3)).shape == (2, 6, 3, 3)  # conv ranks mask on dim 1
+
+
+def test_full_fp16_and_bf16_need_their_mixed_precision(tmp_path):
+    data = make_train_dir(tmp_path / "data", n=1)
+    model = tmp_path / "model"
+    cases = [
+        ({"full_fp16": True, "mixed_precision": "no"}, "full_fp16 requires mixed precision='fp16'"),
+        (
+            {"full_bf16": True, "mixed_precision": "fp16"},
+            "full_bf16 requires mixed precision='bf16'",
+        ),
+    ]
+    for options, message in cases:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(write_config(tmp_path, model, data=data, **options))
+    for options in (
+        {"full_bf16": True, "mixed_precision": "bf16"},
+        {"full_fp16": True, "full_bf16": True, "mixed_precision": "fp16"},  # fp16 wins
+    ):
+        assert load_config(write_config(tmp_path, model, data=data, **options))
+
+
+def test_full_precision_casts_the_network_and_trains():
+    torch = pytest.importorskip("torch")
+    import types
+
+    from kohyagen.trainer.lora import LoRAModule
+    from kohyagen.trainer.precision import allow_fp16_unscale, apply_full_precision
+
+    lines: list[str] = []
+    console = types.SimpleNamespace(out=lines.append, log=lambda m, level="": lines.append(m))
+    base = torch.nn.Linear(8, 8).to(torch.bfloat16)
+    mod = LoRAModule("lora_unet_x", base, rank=4, alpha=4)
+    args = types.SimpleNamespace(full_fp16=False, full_bf16=True)
+    accel = types.SimpleNamespace(scaler=None)
+    assert not apply_full_precision(
+        mod, args, weight_dtype=torch.float32, accelerator=accel, console=console
+    )
+    assert mod.lora_up.weight.dtype == torch.float32 and "ignored" in lines[-1]
+    assert apply_full_precision(
+        mod, args, weight_dtype=torch.bfloat16, accelerator=accel, console=console
+    )
+    assert lines[-1] == "enable full bf16 training."
+    assert {p.dtype for p in mod.parameters()} == {torch.bfloat16}
+    mod.apply_to()
+    opt = torch.optim.AdamW(mod.parameters(), lr=1e-2)
+    x = torch.randn(4, 8, dtype=torch.bfloat16)
+    for _ in range(3):
+        loss = (base(x).float() - 1).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert mod.lora_up.weight.abs().sum() > 0 and mod.lora_up.weight.dtype == torch.bfloat16
+
+    # full_fp16: the GradScaler must accept fp16 gradients (it refuses them by default)
+    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float16))
+    opt = torch.optim.SGD([p], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+    scaler.scale((p.float() * 2).sum()).backward()
+    with pytest.raises(ValueError, match="FP16"):
+        scaler.unscale_(opt)
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+    allow_fp16_unscale(scaler)
+    p.grad = None
+    scaler.scale((p.float() * 2).sum()).backward()
+    scaler.unscale_(opt)
+    assert torch.allclose(p.grad.float(), torch.full((3,), 2.0))
 
 
 def test_loraplus_groups_and_ratios():

@@ -410,6 +410,16 @@ def load_config(
     if not args.output_dir:
         raise ConfigError("output_dir is not set", path=path, hint="set output_dir")
     _check_latent_cache(args, datasets, ds_path or path)
+    # kohya checks full_fp16 first and then ignores full_bf16.
+    flag = "full_fp16" if args.full_fp16 else "full_bf16" if args.full_bf16 else None
+    if flag is not None:
+        wanted = flag[-4:]
+        if args.mixed_precision != wanted:
+            raise ConfigError(  # kohya's assertion
+                f"{flag} requires mixed precision='{wanted}'",
+                path=path,
+                hint=f'set mixed_precision = "{wanted}" or remove {flag}',
+            )
     if args.adaptive_noise_scale is not None and args.noise_offset is None:
         raise ConfigError(  # kohya's ValueError
             "adaptive_noise_scale requires noise_offset",

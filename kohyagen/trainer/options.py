@@ -23,7 +23,7 @@ SUPPORTED: frozenset[str] = frozenset(
     optimizer_args learning_rate unet_lr text_encoder_lr lr_scheduler lr_warmup_steps
     lr_scheduler_num_cycles lr_scheduler_power max_grad_norm gradient_accumulation_steps
     use_8bit_adam use_lion_optimizer max_train_steps max_train_epochs seed mixed_precision
-    gradient_checkpointing sdpa xformers noise_offset noise_offset_random_strength
+    gradient_checkpointing full_fp16 full_bf16 sdpa xformers noise_offset noise_offset_random_strength
     multires_noise_iterations multires_noise_discount adaptive_noise_scale zero_terminal_snr loss_type
     huber_schedule huber_c huber_scale min_snr_gamma ip_noise_gamma ip_noise_gamma_random_strength debiased_estimation_loss
     scale_v_pred_loss_like_noise_pred min_timestep max_timestep no_half_vae lowram highvram output_dir

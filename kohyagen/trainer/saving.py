@@ -173,7 +173,7 @@ def training_metadata(
         "ss_network_alpha": a.network_alpha,
         "ss_network_dropout": a.network_dropout,
         "ss_mixed_precision": a.mixed_precision,
-        "ss_full_fp16": False,
+        "ss_full_fp16": bool(a.full_fp16),
         "ss_v2": bool(a.v2),
         "ss_base_model_version": base_model_version(sdxl=sdxl, v2=bool(a.v2), v_param=v_param),
         "ss_clip_skip": a.clip_skip,

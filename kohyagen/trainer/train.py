@@ -37,6 +37,7 @@ def run(
     from kohyagen.trainer.models import cpu_only, load_components, place_components
     from kohyagen.trainer.network_model import TrainingModel, check_text_cache
     from kohyagen.trainer.optim import make_optimizer, make_scheduler
+    from kohyagen.trainer.precision import apply_full_precision
     from kohyagen.trainer.saving import dataset_metadata, training_metadata
     from kohyagen.trainer.validation import validation_loss, validation_timesteps
 
@@ -114,6 +115,9 @@ def run(
     network.set_dropout(args.network_dropout, **dropout_args(args.network_args))
     network.apply_to()
     network.to(device)
+    apply_full_precision(
+        network, args, weight_dtype=weight_dtype, accelerator=accelerator, console=console
+    )
 
     cache = None
     if args.cache_latents or args.cache_latents_to_disk:
