@@ -219,7 +219,10 @@ def test_unsupported_options_are_refused(tmp_path, sd15, capsys):
 
 
 def test_augmentations_loraplus_and_dropouts_train(tmp_path, sd15, capsys):
+    from PIL import Image
+
     data = make_train_dir(tmp_path / "data", n=2, repeats=1, size=(96, 80))
+    Image.new("RGB", (120, 100), (20, 200, 20)).save(data / "1_sks" / "me_60_50_30_30.png")
     config = write_config(
         tmp_path,
         sd15,
@@ -232,6 +235,7 @@ def test_augmentations_loraplus_and_dropouts_train(tmp_path, sd15, capsys):
         network_args=["loraplus_unet_lr_ratio=16", "rank_dropout=0.1", "module_dropout=0.1"],
         mixed_precision="fp16",  # falls back to fp32 on the CPU
         full_fp16=True,
+        face_crop_aug_range="2.0,4.0",
     )
     rc = run_trainer(["--config_file", str(config)])
     captured = capsys.readouterr()
@@ -239,6 +243,7 @@ def test_augmentations_loraplus_and_dropouts_train(tmp_path, sd15, capsys):
     md, _ = _metadata(tmp_path / "output" / "tl.safetensors")
     assert md["ss_random_crop"] == "True" and md["ss_color_aug"] == "True"
     assert md["ss_adaptive_noise_scale"] == "0.01" and md["ss_full_fp16"] == "True"
+    assert md["ss_face_crop_aug_range"] == "(2.0, 4.0)"
     assert json.loads(md["ss_network_args"])["loraplus_unet_lr_ratio"] == "16"
     tags = scalars(tmp_path / "logs")
     assert tags["lr/unet plus"][0][1] == pytest.approx(16e-4)

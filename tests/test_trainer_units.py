@@ -480,6 +480,61 @@ def test_training_batches_are_augmented_and_validation_is_not(tmp_path):
         assert torch.equal(first, val[0]["pixels"])
 
 
+def test_face_crop_centres_the_face_from_the_file_name(tmp_path):
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from kohyagen.trainer.config import parse_face_range
+    from kohyagen.trainer.data import face_crop, face_from_name
+
+    assert face_from_name(Path("me_10_20_30_40.png")) == (10, 20, 30, 40)
+    assert face_from_name(Path("me.png")) is None
+    assert face_from_name(Path("me_0_0_0_0.png")) is None  # kohya: cx 0 means no face
+    with pytest.raises(DatasetError, match="not numbers"):
+        face_from_name(Path("a_b_c_d_e.png"))
+    assert parse_face_range("2.0,4.0") == (2.0, 4.0) and parse_face_range([3, 3]) == (3.0, 3.0)
+    with pytest.raises(ConfigError, match="two floats"):
+        parse_face_range("4,2")
+
+    img = Image.new("RGB", (400, 300))
+    ImageDraw.Draw(img).rectangle((270, 70, 330, 130), fill=(255, 0, 0))
+    face = (300, 100, 60, 60)
+    fixed = face_crop(img, (64, 64), face, (3.0, 3.0), random_crop=False, rng=random.Random(0))
+    # scale 64 / (60 * 3): the face is a third of the side, in the middle of the window
+    assert fixed.size == (64, 64) and fixed.getpixel((32, 32)) == (255, 0, 0)
+    assert fixed.getpixel((2, 2)) == (0, 0, 0) and fixed.getpixel((32, 24)) == (255, 0, 0)
+    assert fixed.getpixel((32, 8)) == (0, 0, 0)  # a ~21 px face: rows 22..42
+    rng = random.Random(1)
+    reds = []
+    for _ in range(20):
+        crop = face_crop(img, (64, 64), face, (2.0, 4.0), random_crop=False, rng=rng)
+        assert crop.size == (64, 64) and crop.getpixel((32, 32))[0] > 200  # jitter stays small
+        reds.append(int((np.asarray(crop)[:, :, 0] > 128).sum()))
+    assert max(reds) > 2 * min(reds)  # the scale varies within the range
+    wide = [
+        face_crop(img, (64, 64), face, (2.0, 4.0), random_crop=True, rng=rng) for _ in range(30)
+    ]
+    assert any(c.getpixel((32, 32))[0] < 50 for c in wide)  # random_crop moves far off the face
+
+    sub = tmp_path / "data" / "1_sks"
+    sub.mkdir(parents=True)
+    img.save(sub / "me_300_100_60_60.png")
+    config = write_config(
+        tmp_path, tmp_path / "model", data=tmp_path / "data", face_crop_aug_range="2.0,4.0"
+    )
+    item = prepare(load_config(config).datasets[0]).items[0]
+    assert item.face == face and item.bucket == (64, 64) and item.uncropped
+    bucketed = write_config(
+        tmp_path,
+        tmp_path / "model",
+        data=tmp_path / "data",
+        face_crop_aug_range="2.0,4.0",
+        enable_bucket=True,
+        min_bucket_reso=64,
+    )
+    assert prepare(load_config(bucketed).datasets[0]).items[0].face is None  # kohya ignores it
+
+
 def test_color_aug_matches_kohyas_probabilities_and_ops():
     import numpy as np
     from PIL import Image

@@ -64,7 +64,7 @@ class BatchDataset(torch.utils.data.Dataset):
             "time_ids": torch.tensor(
                 [
                     [
-                        *(it.bucket[::-1] if it.native_crop else it.original_size[::-1]),
+                        *(it.bucket[::-1] if it.uncropped else it.original_size[::-1]),
                         *crop_top_left(it),
                         it.bucket[1],
                         it.bucket[0],

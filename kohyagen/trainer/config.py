@@ -53,6 +53,7 @@ class SubsetSpec:
     keep_tokens_separator: str = ""
     color_aug: bool = False
     random_crop: bool = False
+    face_crop_aug_range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,24 @@ def parse_resolution(value: Any, *, path: Path | None = None) -> tuple[int, int]
     )
 
 
+def parse_face_range(value: Any, *, path: Path | None = None) -> tuple[float, float] | None:
+    """face_crop_aug_range: "low,high" (training config) or [low, high] (dataset config)."""
+    if value is None:
+        return None
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        low, high = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        low, high = 1.0, 0.0  # reported below
+    if low > high:
+        raise ConfigError(  # kohya's assertion
+            f"face_crop_aug_range must be two floats 'low,high', got {value!r}",
+            path=path,
+            hint='write face_crop_aug_range = "2.0,4.0" (face size range relative to the image)',
+        )
+    return low, high
+
+
 def _subset_value(key: str, chain: list[dict[str, Any]], default: Any) -> Any:
     for level in chain:
         if level.get(key) is not None:
@@ -194,6 +213,7 @@ def _subset_from_chain(
         keep_tokens_separator=_subset_value("keep_tokens_separator", chain, ""),
         color_aug=bool(_subset_value("color_aug", chain, False)),
         random_crop=bool(_subset_value("random_crop", chain, False)),
+        face_crop_aug_range=parse_face_range(_subset_value("face_crop_aug_range", chain, None)),
     )
 
 

@@ -29,6 +29,14 @@ class ImageItem:
     # No bucketing, random_crop, image larger than the resolution: cut a resolution-sized
     # window out at full scale instead of resizing (kohya's no-bucket random crop).
     native_crop: bool = False
+    # face_crop_aug_range without bucketing: the face box (cx, cy, w, h) from the file name.
+    face: tuple[int, int, int, int] | None = None
+
+    @property
+    def uncropped(self) -> bool:
+        """The pixels are a window cut at full or face scale: kohya then reports the
+        window itself as the original size, with no crop offset."""
+        return self.native_crop or self.face is not None
 
     @property
     def is_reg(self) -> bool:
@@ -96,6 +104,65 @@ def native_crop(image, size: tuple[int, int], rng: random.Random):
     w, h = image.size
     left, top = rng.randint(0, max(0, w - size[0])), rng.randint(0, max(0, h - size[1]))
     return image.crop((left, top, left + size[0], top + size[1]))
+
+
+def face_from_name(path: Path) -> tuple[int, int, int, int] | None:
+    """kohya's face box in the file name: `<name>_<cx>_<cy>_<w>_<h>.<ext>` (5+ parts)."""
+    tokens = path.stem.split("_")
+    if len(tokens) < 5:
+        return None
+    try:
+        cx, cy, w, h = (int(t) for t in tokens[-4:])
+    except ValueError as exc:
+        raise DatasetError(
+            "face_crop_aug_range reads the face box from file names ending in"
+            " _<cx>_<cy>_<w>_<h>; this one's last four parts are not numbers",
+            path=path,
+            hint="rename the image, or remove face_crop_aug_range",
+        ) from exc
+    return (cx, cy, w, h) if cx > 0 else None
+
+
+def face_crop(
+    image,
+    size: tuple[int, int],
+    face: tuple[int, int, int, int],
+    face_range: tuple[float, float],
+    *,
+    random_crop: bool,
+    rng: random.Random,
+):
+    """kohya's face crop: scale so the face fills 1/high .. 1/low of the shorter side (never
+    upscaling, always covering the target), then cut a target-sized window around the face,
+    jittered a little, or widely with random_crop."""
+    from PIL import Image
+
+    width, height = image.size
+    tw, th = size
+    if (width, height) == (tw, th):
+        return image
+    cx, cy, fw, fh = face
+    face_size = max(fw, fh)
+    short = min(tw, th)
+    cover = max(th / height, tw / width)
+    min_scale = min(1.0, max(cover, short / (face_size * face_range[1])))
+    max_scale = min(1.0, max(min_scale, short / (face_size * face_range[0])))
+    scale = min_scale if min_scale >= max_scale else rng.uniform(min_scale, max_scale)
+    nw, nh = int(width * scale + 0.5), int(height * scale + 0.5)
+    if (nw, nh) != (width, height):
+        image = image.resize((nw, nh), Image.Resampling.LANCZOS)
+    centre = (int(cx * scale + 0.5), int(cy * scale + 0.5))
+    starts = []
+    for target, length, face_p in ((tw, nw, centre[0]), (th, nh, centre[1])):
+        start = face_p - target // 2
+        if random_crop:
+            spread = max(length - face_p, face_p)
+            start += rng.randint(0, spread) + rng.randint(0, spread) - spread
+        elif face_range[0] != face_range[1] and face_size > short // 10 and face_size >= 40:
+            start += rng.randint(-face_size // 20, face_size // 20)
+        starts.append(max(0, min(start, length - target)))
+    left, top = starts
+    return image.crop((left, top, left + tw, top + th))
 
 
 def color_aug(image, rng: random.Random):
@@ -228,6 +295,18 @@ def prepare(spec: DatasetSpec, *, training: bool = True) -> PreparedDataset:
                     no_upscale=spec.bucket_no_upscale,
                 )
             else:
+                face = face_from_name(image) if subset.face_crop_aug_range else None
+                if face is not None:
+                    if size[0] < res[0] or size[1] < res[1]:
+                        raise DatasetError(
+                            f"image is {size[0]}x{size[1]}, smaller than the resolution"
+                            f" {res[0]}x{res[1]}: face_crop_aug_range cannot cut it",
+                            path=image,
+                            hint="use a larger image or a lower resolution",
+                        )
+                    caption = read_caption(image, subset)
+                    items.append(ImageItem(image, caption, subset, size, res, face=face))
+                    continue
                 larger = size[0] > res[0] or size[1] > res[1]
                 if larger and subset.random_crop and size[0] >= res[0] and size[1] >= res[1]:
                     items.append(

@@ -12,7 +12,13 @@ import random
 import tempfile
 from pathlib import Path
 
-from kohyagen.trainer.data import ImageItem, color_aug, native_crop, resize_and_crop
+from kohyagen.trainer.data import (
+    ImageItem,
+    color_aug,
+    face_crop,
+    native_crop,
+    resize_and_crop,
+)
 
 
 def load_pixels(item: ImageItem, *, flip: bool = False, rng=None):
@@ -28,7 +34,16 @@ def load_pixels(item: ImageItem, *, flip: bool = False, rng=None):
     crop_rng = rng if rng is not None and item.subset.random_crop else None
     with Image.open(item.path) as im:
         im = ImageOps.exif_transpose(im).convert("RGB")
-        if item.native_crop:
+        if item.face is not None:
+            im = face_crop(
+                im,
+                item.bucket,
+                item.face,
+                item.subset.face_crop_aug_range or (1.0, 1.0),
+                random_crop=item.subset.random_crop,
+                rng=rng or random.Random(0),  # validation and caches: one fixed cut
+            )
+        elif item.native_crop:
             im = native_crop(im, item.bucket, crop_rng or random.Random(0))
         else:
             im, _ = resize_and_crop(im, item.bucket, rng=crop_rng)
@@ -45,7 +60,7 @@ def crop_top_left(item: ImageItem) -> tuple[int, int]:
 
     Like kohya, the centre crop's even with random_crop (kohya leaves the random offset out).
     """
-    if item.native_crop:
+    if item.uncropped:
         return 0, 0  # kohya: the cut window is the "original", uncropped
     w, h = item.original_size
     bw, bh = item.bucket

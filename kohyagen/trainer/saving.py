@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kohyagen.trainer.config import parse_face_range
+
 # The commit of sd-scripts whose formats this trainer reproduces.
 KOHYA_COMMIT = "48d368fa557731ad0488c07304dfeba8c07910eb"
 
@@ -193,7 +195,9 @@ def training_metadata(
         "ss_caption_dropout_rate": a.caption_dropout_rate,
         "ss_caption_dropout_every_n_epochs": a.caption_dropout_every_n_epochs,
         "ss_caption_tag_dropout_rate": a.caption_tag_dropout_rate,
-        "ss_face_crop_aug_range": None,
+        "ss_face_crop_aug_range": (
+            str(parse_face_range(a.face_crop_aug_range)) if a.face_crop_aug_range else None
+        ),
         "ss_prior_loss_weight": a.prior_loss_weight,
         "ss_min_snr_gamma": a.min_snr_gamma,
         "ss_scale_weight_norms": None,
