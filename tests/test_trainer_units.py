@@ -297,6 +297,29 @@ def test_unloadable_model_is_a_clean_error(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+def test_single_file_without_cached_configs_offline_says_what_to_fetch(
+    tmp_path, capsys, monkeypatch
+):
+    pytest.importorskip("diffusers")
+    torch = pytest.importorskip("torch")
+    import huggingface_hub.constants
+    from safetensors.torch import save_file
+
+    from tests.trainer_helpers import run_trainer
+
+    # An empty hub cache, whatever this machine has cached.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    ckpt = tmp_path / "model.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 4, 3, 3)}, ckpt)
+    data = make_train_dir(tmp_path / "data", n=1)
+    rc = run_trainer(["--config_file", str(write_config(tmp_path, ckpt, data=data))])
+    err = capsys.readouterr().err
+    # (not asserting on "Traceback": diffusers' logger may hold a stream captured earlier)
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
+    assert rc == 1 and "cannot load the base model" in line and str(ckpt) in line
+    assert "hf download stable-diffusion-v1-5/stable-diffusion-v1-5 --include" in line
+
+
 def test_model_hashes_by_source_kind(tmp_path):
     import hashlib
 
