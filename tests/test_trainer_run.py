@@ -206,14 +206,14 @@ def test_unsupported_options_are_refused(tmp_path, sd15, capsys):
         tmp_path,
         sd15,
         data=data,
-        scale_weight_norms=1.0,
+        masked_loss=True,
         network_args=["block_dims=2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2"],
         optimizer_type="DAdaptation",
     )
     rc = run_trainer(["--config_file", str(config)])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "scale_weight_norms = 1.0" in err and "block_dims" in err and "DAdaptation" in err
+    assert "masked_loss = True" in err and "block_dims" in err and "DAdaptation" in err
     assert "kohya backend" in err
     assert not (tmp_path / "output").exists()
 
@@ -236,6 +236,7 @@ def test_augmentations_loraplus_and_dropouts_train(tmp_path, sd15, capsys):
         mixed_precision="fp16",  # falls back to fp32 on the CPU
         full_fp16=True,
         face_crop_aug_range="2.0,4.0",
+        scale_weight_norms=1.0,
     )
     rc = run_trainer(["--config_file", str(config)])
     captured = capsys.readouterr()
@@ -243,11 +244,13 @@ def test_augmentations_loraplus_and_dropouts_train(tmp_path, sd15, capsys):
     md, _ = _metadata(tmp_path / "output" / "tl.safetensors")
     assert md["ss_random_crop"] == "True" and md["ss_color_aug"] == "True"
     assert md["ss_adaptive_noise_scale"] == "0.01" and md["ss_full_fp16"] == "True"
-    assert md["ss_face_crop_aug_range"] == "(2.0, 4.0)"
+    assert md["ss_face_crop_aug_range"] == "(2.0, 4.0)" and md["ss_scale_weight_norms"] == "1.0"
     assert json.loads(md["ss_network_args"])["loraplus_unet_lr_ratio"] == "16"
     tags = scalars(tmp_path / "logs")
     assert tags["lr/unet plus"][0][1] == pytest.approx(16e-4)
     assert tags["lr/unet"][0][1] == pytest.approx(1e-4) and "lr/textencoder plus" not in tags
+    assert {"max_norm/keys_scaled", "max_norm/max_key_norm", "norm/avg_key_norm"} <= set(tags)
+    assert "Keys Scaled=" in captured.err  # kohya's bar postfix
 
 
 def make_reg_dir(root: Path) -> Path:

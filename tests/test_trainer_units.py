@@ -86,7 +86,8 @@ def test_unsupported_options_listed_and_defaults_allowed():
         "optimizer_type": "AdaFactor",
         "loss_type": "huber",  # implemented
         "huber_schedule": "sigmoid",  # not one of kohya's schedules
-        "scale_weight_norms": 1.0,
+        "masked_loss": True,
+        "scale_weight_norms": 1.0,  # implemented
         "learning_rate": 1e-4,
         "network_module": "networks.lora",
         "some_unknown_key": 3,  # kohya ignores it; lint reports it
@@ -94,7 +95,7 @@ def test_unsupported_options_listed_and_defaults_allowed():
     problems = unsupported_options(flat, "train_network")
     text = "; ".join(problems)
     assert "color_aug" not in text  # implemented
-    assert "AdaFactor" in text and "scale_weight_norms" in text
+    assert "AdaFactor" in text and "masked_loss" in text and "scale_weight_norms" not in text
     assert "huber_schedule = 'sigmoid'" in text and "loss_type" not in text
     assert "random_crop" not in text and "some_unknown_key" not in text
 
@@ -636,7 +637,8 @@ def test_network_args_conv_only():
 
 def test_rank_and_module_dropout_as_kohya():
     torch = pytest.importorskip("torch")
-    from kohyagen.trainer.lora import LoRAModule, dropout_args
+    from kohyagen.trainer.lora import LoRAModule
+    from kohyagen.trainer.netargs import dropout_args
 
     assert dropout_args(["rank_dropout=0.25", "conv_dim=4"]) == {"rank": 0.25, "module": None}
     with pytest.raises(ConfigError, match="module_dropout"):
@@ -739,9 +741,61 @@ def test_full_precision_casts_the_network_and_trains():
     assert torch.allclose(p.grad.float(), torch.full((3,), 2.0))
 
 
+def test_scale_weight_norms_caps_each_modules_delta():
+    torch = pytest.importorskip("torch")
+    from kohyagen.trainer.lora import LoRANetwork, lora_delta
+
+    class Attn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.to_q = torch.nn.Linear(4, 4)
+            self.to_k = torch.nn.Linear(4, 4)
+            self.proj = torch.nn.Conv2d(4, 4, 1)
+
+    unet = torch.nn.Module()
+    unet.config = type("C", (), {"layers_per_block": 1})()
+    unet.block = type("Transformer2DModel", (Attn,), {})()
+    net = LoRANetwork(unet, [], rank=2, alpha=1, sdxl=False, train_text_encoder=False)
+    big, small, conv = net.unet_loras  # to_q, to_k, proj (1x1 conv)
+    for mod, value in ((big, 3.0), (small, 0.01), (conv, 3.0)):
+        torch.nn.init.constant_(mod.lora_down.weight, value)
+        torch.nn.init.constant_(mod.lora_up.weight, value)
+    big_norm = float(lora_delta(big).norm())  # 4x4 of 3*3*2 * 0.5 = 9 -> 36
+    assert big_norm == pytest.approx(36.0)
+    assert lora_delta(conv).shape == (4, 4, 1, 1)
+    result = net.apply_max_norm(2.0)
+    assert result.keys_scaled == 2  # the small one is under the cap and left alone
+    assert float(lora_delta(big).norm()) == pytest.approx(2.0, rel=1e-5)
+    assert float(lora_delta(conv).norm()) == pytest.approx(2.0, rel=1e-5)
+    small_norm = float(lora_delta(small).norm())
+    assert result.max_norm == pytest.approx(2.0, rel=1e-5)
+    assert result.mean_norm == pytest.approx((2.0 + 2.0 + small_norm) / 3, rel=1e-5)
+    assert float(big.lora_up.weight[0, 0]) == pytest.approx(
+        float(big.lora_down.weight[0, 0])
+    )  # split evenly
+    assert set(result.logs()) == {
+        "max_norm/keys_scaled",
+        "max_norm/max_key_norm",
+        "norm/avg_key_norm",
+    }
+    assert net.apply_max_norm(2.0).keys_scaled == 0  # already within the cap
+
+    from kohyagen.trainer.lora import LoRAModule
+
+    base = torch.nn.Conv2d(3, 5, 3, padding=1)
+    mod = LoRAModule("lora_unet_c", base, rank=2, alpha=1)
+    torch.nn.init.normal_(mod.lora_up.weight)
+    x = torch.randn(1, 3, 6, 6)
+    plain = base(x)
+    mod.apply_to()
+    expected = plain + torch.nn.functional.conv2d(x, lora_delta(mod), padding=1)
+    assert torch.allclose(base(x), expected, atol=1e-5)  # the composed 3x3 kernel is exact
+
+
 def test_loraplus_groups_and_ratios():
     torch = pytest.importorskip("torch")
-    from kohyagen.trainer.lora import LoRANetwork, loraplus_ratios
+    from kohyagen.trainer.lora import LoRANetwork
+    from kohyagen.trainer.netargs import loraplus_ratios
     from kohyagen.trainer.output import lr_logs
 
     assert loraplus_ratios(["loraplus_lr_ratio=16", "loraplus_text_encoder_lr_ratio=4"]) == {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -168,6 +169,38 @@ def _targets(root: nn.Module, target_classes: tuple[str, ...], *, conv: bool = F
                 yield f"{name}.{child_name}" if name else child_name, child
 
 
+@dataclass(frozen=True)
+class MaxNormResult:
+    """What scale_weight_norms did this step, for the bar and TensorBoard (kohya's names)."""
+
+    keys_scaled: int
+    mean_norm: float
+    max_norm: float
+
+    def postfix(self) -> dict[str, float]:
+        return {"Keys Scaled": self.keys_scaled, "Average key norm": self.mean_norm}
+
+    def logs(self) -> dict[str, float]:
+        return {
+            "max_norm/keys_scaled": self.keys_scaled,
+            "max_norm/max_key_norm": self.max_norm,
+            "norm/avg_key_norm": self.mean_norm,
+        }
+
+
+def lora_delta(mod: LoRAModule) -> torch.Tensor:
+    """The module's weight change up @ down * alpha / rank, in the base weight's shape."""
+    down, up = mod.lora_down.weight, mod.lora_up.weight
+    if down.ndim == 4 and down.shape[2:] != (1, 1):
+        # A k x k down conv followed by a 1x1 up: compose them into one k x k kernel.
+        delta = torch.nn.functional.conv2d(down.permute(1, 0, 2, 3), up).permute(1, 0, 2, 3)
+    elif down.ndim == 4:
+        delta = (up.flatten(1) @ down.flatten(1))[:, :, None, None]
+    else:
+        delta = up @ down
+    return delta * mod.scale
+
+
 class LoRANetwork(nn.Module):
     def __init__(
         self,
@@ -240,6 +273,23 @@ class LoRANetwork(nn.Module):
             mod.rank_dropout = rank
             mod.module_dropout = module
 
+    @torch.no_grad()
+    def apply_max_norm(self, max_norm: float) -> MaxNormResult:
+        """scale_weight_norms: shrink each module whose delta's norm exceeds max_norm back to
+        it, splitting the factor evenly between up and down (kohya's max-norm rule)."""
+        scaled = 0
+        norms: list[float] = []
+        for mod in [*self.text_encoder_loras, *self.unet_loras]:
+            raw = lora_delta(mod).float().norm()
+            norm = raw.clamp(min=max_norm / 2)
+            ratio = float(norm.clamp(max=max_norm) / norm)
+            if ratio != 1:
+                scaled += 1
+                mod.lora_up.weight.mul_(ratio**0.5)
+                mod.lora_down.weight.mul_(ratio**0.5)
+            norms.append(float(raw) * ratio)
+        return MaxNormResult(scaled, sum(norms) / max(1, len(norms)), max(norms, default=0.0))
+
     def kohya_state_dict(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for mod in [*self.text_encoder_loras, *self.unet_loras]:
@@ -290,56 +340,6 @@ class LoRANetwork(nn.Module):
                 if params and group_lr:
                     groups.append({"params": params, "lr": group_lr, "desc": desc + suffix})
         return groups
-
-
-def _network_args(values: list[str] | None) -> dict[str, str]:
-    raw = dict(str(v).partition("=")[::2] for v in values or [])
-    return {k.strip(): v.strip() for k, v in raw.items()}
-
-
-def _float_arg(raw: dict[str, str], key: str) -> float | None:
-    if key not in raw:
-        return None
-    try:
-        return float(raw[key])
-    except ValueError as exc:
-        raise ConfigError(
-            f"network_args {key}={raw[key]!r} is not a number",
-            hint=f'write network_args = ["{key}=0.1"]',
-        ) from exc
-
-
-def dropout_args(values: list[str] | None) -> dict[str, float | None]:
-    """rank_dropout / module_dropout from network_args, for LoRANetwork.set_dropout."""
-    raw = _network_args(values)
-    return {"rank": _float_arg(raw, "rank_dropout"), "module": _float_arg(raw, "module_dropout")}
-
-
-def loraplus_ratios(values: list[str] | None) -> dict[str, float | None]:
-    """LoRA+ ratios for param_groups: the side's own ratio, else loraplus_lr_ratio (kohya)."""
-    raw = _network_args(values)
-    common = _float_arg(raw, "loraplus_lr_ratio")
-    return {
-        "unet_plus_ratio": _float_arg(raw, "loraplus_unet_lr_ratio") or common,
-        "text_encoder_plus_ratio": _float_arg(raw, "loraplus_text_encoder_lr_ratio") or common,
-    }
-
-
-def conv_args(values: list[str] | None) -> dict[str, object]:
-    """conv_dim / conv_alpha from network_args (config.py refuses unknown keys)."""
-    raw = _network_args(values)
-    if "conv_dim" not in raw:
-        return {}
-    try:
-        return {
-            "conv_rank": int(raw["conv_dim"]),
-            "conv_alpha": float(raw.get("conv_alpha", 1.0)),  # kohya's default is 1
-        }
-    except ValueError as exc:
-        raise ConfigError(
-            f"network_args conv_dim/conv_alpha must be numbers, got {values!r}",
-            hint='write network_args = ["conv_dim=8", "conv_alpha=4"]',
-        ) from exc
 
 
 def load_network_weights(network: LoRANetwork, path) -> int:

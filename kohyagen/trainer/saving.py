@@ -200,7 +200,7 @@ def training_metadata(
         ),
         "ss_prior_loss_weight": a.prior_loss_weight,
         "ss_min_snr_gamma": a.min_snr_gamma,
-        "ss_scale_weight_norms": None,
+        "ss_scale_weight_norms": a.scale_weight_norms,
         "ss_ip_noise_gamma": a.ip_noise_gamma,
         "ss_debiased_estimation": bool(a.debiased_estimation_loss),
         "ss_noise_offset_random_strength": bool(a.noise_offset_random_strength),

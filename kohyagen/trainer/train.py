@@ -26,15 +26,10 @@ def run(
     from kohyagen.trainer.batches import BatchDataset, first
     from kohyagen.trainer.checkpointing import Checkpointer
     from kohyagen.trainer.latents import LatentCache
-    from kohyagen.trainer.lora import (
-        LoRANetwork,
-        conv_args,
-        dropout_args,
-        load_network_weights,
-        loraplus_ratios,
-    )
+    from kohyagen.trainer.lora import LoRANetwork, load_network_weights
     from kohyagen.trainer.loss import make_noise_scheduler
     from kohyagen.trainer.models import cpu_only, load_components, place_components
+    from kohyagen.trainer.netargs import conv_args, dropout_args, loraplus_ratios
     from kohyagen.trainer.network_model import TrainingModel, check_text_cache
     from kohyagen.trainer.optim import make_optimizer, make_scheduler
     from kohyagen.trainer.precision import apply_full_precision
@@ -340,6 +335,10 @@ def run(
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+            # kohya applies it after every batch, also between accumulated steps.
+            norms = (
+                network.apply_max_norm(args.scale_weight_norms) if args.scale_weight_norms else None
+            )
             if accelerator.sync_gradients:
                 bar.update(1)
                 global_step += 1
@@ -352,8 +351,8 @@ def run(
             # This run's first epoch fills the window, also after a resume.
             recorder.add(epoch=epoch - first_epoch, step=step, loss=current)
             avr = recorder.moving_average
-            bar.set_postfix({"avr_loss": avr})
-            logs = {"loss/current": current, "loss/average": avr}
+            bar.set_postfix({**(norms.postfix() if norms else {}), "avr_loss": avr})
+            logs = {"loss/current": current, "loss/average": avr, **(norms.logs() if norms else {})}
             logs.update(lr_logs(optimizer, group_desc))
             if log_dir is not None:
                 accelerator.log(logs, step=global_step)
