@@ -237,6 +237,7 @@ def test_augmentations_loraplus_and_dropouts_train(tmp_path, sd15, capsys):
         full_fp16=True,
         face_crop_aug_range="2.0,4.0",
         scale_weight_norms=1.0,
+        v_pred_like_loss=0.1,
     )
     rc = run_trainer(["--config_file", str(config)])
     captured = capsys.readouterr()

@@ -911,6 +911,18 @@ def test_loss_weightings():
         **common,
     )
     assert torch.allclose(l1, (noise.abs().mean(dim=[1, 2, 3]) * torch.tensor([1.0, 0.5])).mean())
+    v_like = diffusion_loss(
+        Zero(),
+        sched,
+        latents,
+        None,
+        v_prediction=False,
+        min_snr_gamma=None,
+        v_pred_like=0.2,
+        **common,
+    )
+    snr_c = clamped_snr(sched, t)
+    assert torch.allclose(v_like, (per * (1 + 0.2 * (snr_c + 1) / snr_c)).mean())
     zsnr = make_noise_scheduler(True, zero_terminal_snr=True)
     assert 0 < float(zsnr.alphas_cumprod[-1]) < 1e-6
     assert torch.isfinite(clamped_snr(zsnr, torch.tensor([999]))).all()

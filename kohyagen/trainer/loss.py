@@ -150,13 +150,14 @@ def diffusion_loss(
     huber_schedule: str = "snr",
     huber_c: float = 0.1,
     huber_scale: float = 1.0,
+    v_pred_like: float | None = None,
 ):
     """Per-sample weighted loss (loss_type l2, l1, huber or smooth_l1) between the U-Net's
     prediction and its target.
 
     input_perturbation: extra noise mixed into the U-Net input only (ip_noise_gamma);
     debiased: kohya's debiased estimation weights; scale_v_like_eps: kohya's
-    scale_v_pred_loss_like_noise_pred.
+    scale_v_pred_loss_like_noise_pred; v_pred_like: kohya's v_pred_like_loss.
     """
     noisy_noise = noise if input_perturbation is None else noise + input_perturbation
     noisy = scheduler.add_noise(latents, noisy_noise, timesteps)
@@ -177,6 +178,10 @@ def diffusion_loss(
     if scale_v_like_eps:
         snr = clamped_snr(scheduler, timesteps)
         per_sample = per_sample * snr / (snr + 1)
+    if v_pred_like:
+        # kohya's v_pred_like_loss: add the loss as v-prediction would weight it, times v.
+        snr = clamped_snr(scheduler, timesteps)
+        per_sample = per_sample + per_sample / (snr / (snr + 1)) * v_pred_like
     if debiased:
         snr = clamped_snr(scheduler, timesteps)
         per_sample = per_sample * (1 / (snr + 1) if v_prediction else 1 / torch.sqrt(snr))

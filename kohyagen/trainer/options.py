@@ -26,7 +26,7 @@ SUPPORTED: frozenset[str] = frozenset(
     gradient_checkpointing full_fp16 full_bf16 sdpa xformers noise_offset noise_offset_random_strength
     multires_noise_iterations multires_noise_discount adaptive_noise_scale zero_terminal_snr loss_type
     huber_schedule huber_c huber_scale min_snr_gamma ip_noise_gamma ip_noise_gamma_random_strength debiased_estimation_loss
-    scale_v_pred_loss_like_noise_pred min_timestep max_timestep no_half_vae lowram highvram output_dir
+    scale_v_pred_loss_like_noise_pred v_pred_like_loss min_timestep max_timestep no_half_vae lowram highvram output_dir
     output_name save_model_as save_precision save_every_n_epochs save_every_n_steps
     save_n_epoch_ratio save_last_n_epochs save_last_n_epochs_state save_last_n_steps
     save_last_n_steps_state save_state save_state_on_train_end resume logging_dir log_prefix
