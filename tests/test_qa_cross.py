@@ -238,3 +238,22 @@ def test_tagged_with_the_trigger_is_not_class_tokens_unused(tmp_path, monkeypatc
     )
     codes = [f["code"] for f in json.loads(result.stdout)["findings"]]
     assert "class-tokens-unused" in codes
+
+
+def test_set_num_repeats_is_not_silently_shadowed_by_the_subsets(tmp_path):
+    import pytest
+
+    from kohyagen.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        _render(tmp_path, "num_repeats=3")
+    assert "num_repeats" in str(info.value) and "folder" in (info.value.hint or "")
+
+
+def test_set_non_square_resolution_reaches_both_files(tmp_path):
+    for text in ("resolution=768,512", "resolution=[768, 512]", 'resolution="768,512"'):
+        rendered = _render(
+            tmp_path, text, "dataset.min_bucket_reso=256", "dataset.max_bucket_reso=1024"
+        )
+        assert rendered.dataset["general"]["resolution"] == [768, 512], text
+        assert rendered.training["resolution"] == "768,512", text
