@@ -133,6 +133,13 @@ def prepare_dataset(
         raise DatasetError("source folder not found", path=src, hint="check the path")
     if not src.is_dir():
         raise DatasetError("expected a folder of images, got a file", path=src)
+    if out.resolve() == src.resolve():
+        # the N_concept/ folder would be added to SRC, which prepare promises not to change
+        raise UsageError(
+            "the output folder is the source folder",
+            path=src,
+            hint="choose another train dir with -o (the default is training_data)",
+        )
     listing = list_folder(src)
     if listing.error:
         raise DatasetError(f"cannot read the folder: {listing.error}", path=src)

@@ -257,3 +257,14 @@ def test_set_non_square_resolution_reaches_both_files(tmp_path):
         )
         assert rendered.dataset["general"]["resolution"] == [768, 512], text
         assert rendered.training["resolution"] == "768,512", text
+
+
+def test_prepare_into_its_own_source_folder_is_refused(tmp_path):
+    images = _image_folder(tmp_path / "photos")
+    before = sorted(p.name for p in images.iterdir())
+    result = CliRunner().invoke(
+        main, ["dataset", "prepare", str(images), "-o", str(images), "--concept", "sks"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "-o" in result.output
+    assert sorted(p.name for p in images.iterdir()) == before  # SRC is never changed
