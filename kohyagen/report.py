@@ -307,7 +307,9 @@ def _by_epoch(values: dict[int, float], end_step: dict[int, int]) -> list[dict]:
 def _markdown(summary: dict, run: RunData, plot: Path | None) -> str:
     s = summary
     lines = [f"# Training run: {s['output_name']}", ""]
-    lines.append(f"- status: **{s['status']}** (ended by: {s['ended_by']})")
+    ended = s["ended_by"]
+    why = f" (ended by: {ended})" if ended and ended != s["status"] else ""
+    lines.append(f"- status: **{s['status']}**{why}")
     if s.get("failure"):
         lines.append(f"- cause: {s['failure'].get('cause')}")
         lines.append(f"- fix: {s['failure'].get('fix')}")

@@ -268,3 +268,14 @@ def test_prepare_into_its_own_source_folder_is_refused(tmp_path):
     assert result.exit_code == 2, result.output
     assert "-o" in result.output
     assert sorted(p.name for p in images.iterdir()) == before  # SRC is never changed
+
+
+def test_report_status_line_does_not_repeat_the_status(tmp_path):
+    from train_fixtures import make_run
+
+    run = make_run(tmp_path, [1.0, 0.9, 0.8], finished=False)
+    result = CliRunner().invoke(main, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first == "mylora: unknown", first
+    assert "ended by" not in (run / "summary.md").read_text()
