@@ -279,3 +279,18 @@ def test_report_status_line_does_not_repeat_the_status(tmp_path):
     first = result.output.splitlines()[0]
     assert first == "mylora: unknown", first
     assert "ended by" not in (run / "summary.md").read_text()
+
+
+def test_check_on_a_plain_folder_suggests_a_prepare_command_that_works(tmp_path, monkeypatch):
+    import json
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    images = _image_folder(tmp_path / "my photos")
+    result = CliRunner().invoke(main, ["dataset", "check", str(images), "--json"])
+    fix = next(
+        f["fix"] for f in json.loads(result.stdout)["findings"] if f["code"] == "image-folder"
+    )
+    argv = shlex.split(fix.removesuffix(" builds the kohya layout"))
+    prepared = CliRunner().invoke(main, argv[1:])
+    assert prepared.exit_code == 0, prepared.output
