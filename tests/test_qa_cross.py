@@ -294,3 +294,11 @@ def test_check_on_a_plain_folder_suggests_a_prepare_command_that_works(tmp_path,
     argv = shlex.split(fix.removesuffix(" builds the kohya layout"))
     prepared = CliRunner().invoke(main, argv[1:])
     assert prepared.exit_code == 0, prepared.output
+
+
+def test_lora_name_keeps_accented_letters_as_their_ascii_base(tmp_path):
+    from kohyagen.render_inputs import _safe_name
+
+    assert _safe_name("Ünïcode LoRA ☃") == "Unicode_LoRA"
+    assert _safe_name("café-au-lait") == "cafe-au-lait"
+    assert _safe_name("日本語") == "lora"
