@@ -206,16 +206,52 @@ def test_unsupported_options_are_refused(tmp_path, sd15, capsys):
         tmp_path,
         sd15,
         data=data,
-        color_aug=True,
-        network_args=["module_dropout=0.1"],
+        masked_loss=True,
+        network_args=["block_dims=2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2"],
         optimizer_type="DAdaptation",
     )
     rc = run_trainer(["--config_file", str(config)])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "color_aug = True" in err and "module_dropout" in err and "DAdaptation" in err
+    assert "masked_loss = True" in err and "block_dims" in err and "DAdaptation" in err
     assert "kohya backend" in err
     assert not (tmp_path / "output").exists()
+
+
+def test_augmentations_loraplus_and_dropouts_train(tmp_path, sd15, capsys):
+    from PIL import Image
+
+    data = make_train_dir(tmp_path / "data", n=2, repeats=1, size=(96, 80))
+    Image.new("RGB", (120, 100), (20, 200, 20)).save(data / "1_sks" / "me_60_50_30_30.png")
+    config = write_config(
+        tmp_path,
+        sd15,
+        data=data,
+        random_crop=True,
+        color_aug=True,
+        max_train_epochs=1,
+        noise_offset=0.05,
+        adaptive_noise_scale=0.01,
+        network_args=["loraplus_unet_lr_ratio=16", "rank_dropout=0.1", "module_dropout=0.1"],
+        mixed_precision="fp16",  # falls back to fp32 on the CPU
+        full_fp16=True,
+        face_crop_aug_range="2.0,4.0",
+        scale_weight_norms=1.0,
+        v_pred_like_loss=0.1,
+    )
+    rc = run_trainer(["--config_file", str(config)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    md, _ = _metadata(tmp_path / "output" / "tl.safetensors")
+    assert md["ss_random_crop"] == "True" and md["ss_color_aug"] == "True"
+    assert md["ss_adaptive_noise_scale"] == "0.01" and md["ss_full_fp16"] == "True"
+    assert md["ss_face_crop_aug_range"] == "(2.0, 4.0)" and md["ss_scale_weight_norms"] == "1.0"
+    assert json.loads(md["ss_network_args"])["loraplus_unet_lr_ratio"] == "16"
+    tags = scalars(tmp_path / "logs")
+    assert tags["lr/unet plus"][0][1] == pytest.approx(16e-4)
+    assert tags["lr/unet"][0][1] == pytest.approx(1e-4) and "lr/textencoder plus" not in tags
+    assert {"max_norm/keys_scaled", "max_norm/max_key_norm", "norm/avg_key_norm"} <= set(tags)
+    assert "Keys Scaled=" in captured.err  # kohya's bar postfix
 
 
 def make_reg_dir(root: Path) -> Path:
@@ -243,6 +279,7 @@ def test_many_options_together(tmp_path, sd15, capsys):
         data=tmp_path / "data",
         resolution="64,64",
         mixed_precision="bf16",
+        full_bf16=True,
         gradient_checkpointing=True,
         gradient_accumulation_steps=2,
         train_batch_size=2,
@@ -267,6 +304,9 @@ def test_many_options_together(tmp_path, sd15, capsys):
         multires_noise_iterations=4,
         max_token_length=150,
         prior_loss_weight=0.5,
+        loss_type="smooth_l1",
+        huber_schedule="exponential",
+        huber_c=0.2,
     )
     rc = run_trainer(["--config_file", str(config)])
     captured = capsys.readouterr()
@@ -283,9 +323,12 @@ def test_many_options_together(tmp_path, sd15, capsys):
     assert md["ss_num_reg_images"] == "2" and md["ss_prior_loss_weight"] == "0.5"
     assert md["ss_network_dropout"] == "0.1" and md["ss_multires_noise_iterations"] == "4"
     assert md["ss_max_token_length"] == "150"
+    assert md["ss_loss_type"] == "smooth_l1" and md["ss_huber_schedule"] == "exponential"
+    assert md["ss_huber_c"] == "0.2"
     assert json.loads(md["ss_reg_dataset_dirs"]) == {"1_dog": {"n_repeats": 1, "img_count": 2}}
     assert md["ss_mixed_precision"] == "bf16" and md["ss_enable_bucket"] == "True"
     assert "training in fp32 instead" in captured.err  # bf16 is emulated on CPUs
+    assert "full_fp16 / full_bf16 ignored" in captured.err
     assert md["ss_optimizer"] == "bitsandbytes.optim.adamw.AdamW8bit"
     assert md["ss_text_encoder_lr"] == "5e-05" and md["ss_unet_lr"] == "0.0002"
     buckets = json.loads(md["ss_bucket_info"])["buckets"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,14 +84,19 @@ def test_unsupported_options_listed_and_defaults_allowed():
         "color_aug": True,
         "random_crop": False,  # at its default: fine
         "optimizer_type": "AdaFactor",
-        "loss_type": "huber",
+        "loss_type": "huber",  # implemented
+        "huber_schedule": "sigmoid",  # not one of kohya's schedules
+        "masked_loss": True,
+        "scale_weight_norms": 1.0,  # implemented
         "learning_rate": 1e-4,
         "network_module": "networks.lora",
         "some_unknown_key": 3,  # kohya ignores it; lint reports it
     }
     problems = unsupported_options(flat, "train_network")
     text = "; ".join(problems)
-    assert "color_aug" in text and "AdaFactor" in text and "loss_type" in text
+    assert "color_aug" not in text  # implemented
+    assert "AdaFactor" in text and "masked_loss" in text and "scale_weight_norms" not in text
+    assert "huber_schedule = 'sigmoid'" in text and "loss_type" not in text
     assert "random_crop" not in text and "some_unknown_key" not in text
 
 
@@ -292,6 +298,29 @@ def test_unloadable_model_is_a_clean_error(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+def test_single_file_without_cached_configs_offline_says_what_to_fetch(
+    tmp_path, capsys, monkeypatch
+):
+    pytest.importorskip("diffusers")
+    torch = pytest.importorskip("torch")
+    import huggingface_hub.constants
+    from safetensors.torch import save_file
+
+    from tests.trainer_helpers import run_trainer
+
+    # An empty hub cache, whatever this machine has cached.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    ckpt = tmp_path / "model.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 4, 3, 3)}, ckpt)
+    data = make_train_dir(tmp_path / "data", n=1)
+    rc = run_trainer(["--config_file", str(write_config(tmp_path, ckpt, data=data))])
+    err = capsys.readouterr().err
+    # (not asserting on "Traceback": diffusers' logger may hold a stream captured earlier)
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
+    assert rc == 1 and "cannot load the base model" in line and str(ckpt) in line
+    assert "hf download stable-diffusion-v1-5/stable-diffusion-v1-5 --include" in line
+
+
 def test_model_hashes_by_source_kind(tmp_path):
     import hashlib
 
@@ -368,16 +397,201 @@ def test_committed_kohya_reference_matches_the_samples(tmp_path):
 def test_dataset_config_unimplemented_values_are_refused(tmp_path):
     ds = tmp_path / "ds.toml"
     ds.write_text(
-        "[general]\ncolor_aug = true\nrandom_crop = false\n"
+        "[general]\nenable_wildcard = true\nrandom_crop = false\n"
         '[[datasets]]\n  [[datasets.subsets]]\n  image_dir = "x"\n  token_warmup_step = 5\n'
     )
     config = write_config(tmp_path, tmp_path / "model", dataset_config=str(ds))
     with pytest.raises(ConfigError) as info:
         load_config(config)
     text = str(info.value)
-    assert "general.color_aug = True" in text
+    assert "general.enable_wildcard = True" in text
     assert "datasets[0].subsets[0].token_warmup_step = 5" in text
     assert "random_crop" not in text and "kohya backend" in text
+
+
+def test_random_crop_and_color_aug_are_refused_with_cached_latents(tmp_path):
+    data = make_train_dir(tmp_path / "data", n=1)
+    config = write_config(
+        tmp_path, tmp_path / "model", data=data, random_crop=True, cache_latents=True
+    )
+    with pytest.raises(ConfigError, match="when caching latents, either color_aug or random_crop"):
+        load_config(config)
+    ds = tmp_path / "ds.toml"
+    ds.write_text(
+        f'[[datasets]]\n  [[datasets.subsets]]\n  image_dir = "{data / "2_sks"}"\n'
+        "  color_aug = true\n"
+    )
+    config = write_config(
+        tmp_path, tmp_path / "model", dataset_config=str(ds), cache_latents_to_disk=True
+    )
+    with pytest.raises(ConfigError, match="color_aug or random_crop") as info:
+        load_config(config)
+    assert info.value.path == ds
+    spec = load_config(write_config(tmp_path, tmp_path / "model", dataset_config=str(ds)))
+    assert spec.datasets[0].subsets[0].color_aug and not spec.datasets[0].subsets[0].random_crop
+
+
+def test_random_crop_windows_and_native_crop_without_buckets(tmp_path):
+    from PIL import Image
+
+    from kohyagen.trainer.data import native_crop, resize_and_crop
+
+    img = Image.new("RGB", (100, 60))
+    img.putpixel((0, 0), (255, 0, 0))
+    _, centre = resize_and_crop(img, (64, 64))
+    assert centre == (21, 0, 85, 64)  # scaled to 107x64, centre cut
+    rng = random.Random(0)
+    boxes = {resize_and_crop(img, (64, 64), rng=rng)[1] for _ in range(40)}
+    assert len(boxes) > 10
+    assert all(0 <= left <= 107 - 64 and top == 0 and r - left == 64 for left, top, r, _ in boxes)
+    ramp = Image.new("RGB", (100, 60))
+    ramp.putdata([(x, y, 0) for y in range(60) for x in range(100)])
+    corners = set()
+    for _ in range(30):
+        crop = native_crop(ramp, (32, 32), rng)
+        x0, y0, _ = crop.getpixel((0, 0))
+        assert crop.size == (32, 32)
+        assert crop.getpixel((31, 31)) == (x0 + 31, y0 + 31, 0)  # full scale, not resized
+        assert x0 + 32 <= 100 and y0 + 32 <= 60
+        corners.add((x0, y0))
+    assert len(corners) > 10
+
+    sub = tmp_path / "data" / "1_sks"
+    sub.mkdir(parents=True)
+    Image.new("RGB", (96, 80)).save(sub / "big.png")
+    config = write_config(tmp_path, tmp_path / "model", data=tmp_path / "data", random_crop=True)
+    item = prepare(load_config(config).datasets[0]).items[0]
+    assert item.native_crop and item.bucket == (64, 64) and item.original_size == (96, 80)
+    Image.new("RGB", (96, 40)).save(sub / "wide.png")  # taller than nothing: cannot be cut
+    with pytest.raises(DatasetError, match="smaller on the other"):
+        prepare(load_config(config).datasets[0])
+
+
+def test_training_batches_are_augmented_and_validation_is_not(tmp_path):
+    torch = pytest.importorskip("torch")
+    from PIL import Image
+
+    from kohyagen.trainer.batches import BatchDataset
+
+    sub = tmp_path / "data" / "1_sks"
+    sub.mkdir(parents=True)
+    ramp = Image.new("RGB", (128, 96))
+    ramp.putdata([(x * 2, y * 2, 90) for y in range(96) for x in range(128)])
+    ramp.save(sub / "ramp.png")
+    for options in ({"random_crop": True}, {"color_aug": True}):
+        config = write_config(
+            tmp_path,
+            tmp_path / "model",
+            data=tmp_path / "data",
+            enable_bucket=True,
+            min_bucket_reso=32,
+            max_bucket_reso=128,
+            **options,
+        )
+        prepared = prepare(load_config(config).datasets[0])
+        train = BatchDataset(prepared, seed=1, cache=None, prior_loss_weight=1.0, flip_aug=False)
+        seen = set()
+        for epoch in range(12):
+            train.start_epoch(epoch)
+            seen.add(train[0]["pixels"].numpy().tobytes())
+        assert len(seen) > 1, options
+        val = BatchDataset(
+            prepared, seed=1, cache=None, prior_loss_weight=1.0, flip_aug=False, shuffle=False
+        )
+        val.start_epoch(0)
+        first = val[0]["pixels"]
+        val.start_epoch(5)
+        assert torch.equal(first, val[0]["pixels"])
+
+
+def test_face_crop_centres_the_face_from_the_file_name(tmp_path):
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from kohyagen.trainer.config import parse_face_range
+    from kohyagen.trainer.data import face_crop, face_from_name
+
+    assert face_from_name(Path("me_10_20_30_40.png")) == (10, 20, 30, 40)
+    assert face_from_name(Path("me.png")) is None
+    assert face_from_name(Path("me_0_0_0_0.png")) is None  # kohya: cx 0 means no face
+    with pytest.raises(DatasetError, match="not numbers"):
+        face_from_name(Path("a_b_c_d_e.png"))
+    assert parse_face_range("2.0,4.0") == (2.0, 4.0) and parse_face_range([3, 3]) == (3.0, 3.0)
+    with pytest.raises(ConfigError, match="two floats"):
+        parse_face_range("4,2")
+
+    img = Image.new("RGB", (400, 300))
+    ImageDraw.Draw(img).rectangle((270, 70, 330, 130), fill=(255, 0, 0))
+    face = (300, 100, 60, 60)
+    fixed = face_crop(img, (64, 64), face, (3.0, 3.0), random_crop=False, rng=random.Random(0))
+    # scale 64 / (60 * 3): the face is a third of the side, in the middle of the window
+    assert fixed.size == (64, 64) and fixed.getpixel((32, 32)) == (255, 0, 0)
+    assert fixed.getpixel((2, 2)) == (0, 0, 0) and fixed.getpixel((32, 24)) == (255, 0, 0)
+    assert fixed.getpixel((32, 8)) == (0, 0, 0)  # a ~21 px face: rows 22..42
+    rng = random.Random(1)
+    reds = []
+    for _ in range(20):
+        crop = face_crop(img, (64, 64), face, (2.0, 4.0), random_crop=False, rng=rng)
+        assert crop.size == (64, 64) and crop.getpixel((32, 32))[0] > 200  # jitter stays small
+        reds.append(int((np.asarray(crop)[:, :, 0] > 128).sum()))
+    assert max(reds) > 2 * min(reds)  # the scale varies within the range
+    wide = [
+        face_crop(img, (64, 64), face, (2.0, 4.0), random_crop=True, rng=rng) for _ in range(30)
+    ]
+    assert any(c.getpixel((32, 32))[0] < 50 for c in wide)  # random_crop moves far off the face
+
+    sub = tmp_path / "data" / "1_sks"
+    sub.mkdir(parents=True)
+    img.save(sub / "me_300_100_60_60.png")
+    config = write_config(
+        tmp_path, tmp_path / "model", data=tmp_path / "data", face_crop_aug_range="2.0,4.0"
+    )
+    item = prepare(load_config(config).datasets[0]).items[0]
+    assert item.face == face and item.bucket == (64, 64) and item.uncropped
+    bucketed = write_config(
+        tmp_path,
+        tmp_path / "model",
+        data=tmp_path / "data",
+        face_crop_aug_range="2.0,4.0",
+        enable_bucket=True,
+        min_bucket_reso=64,
+    )
+    assert prepare(load_config(bucketed).datasets[0]).items[0].face is None  # kohya ignores it
+
+
+def test_color_aug_matches_kohyas_probabilities_and_ops():
+    import numpy as np
+    from PIL import Image
+
+    from kohyagen.trainer.data import color_aug
+
+    img = Image.new("RGB", (8, 8), (200, 100, 50))
+    changed = 0
+    for seed in range(300):
+        out = color_aug(img, random.Random(seed))
+        assert out.size == img.size and out.mode == "RGB"
+        if out.tobytes() != img.tobytes():
+            changed += 1
+    assert 60 < changed < 140  # about a third of the time
+
+    # Replay a seed that took the gamma branch and compare with value ** gamma.
+    for seed in range(300):
+        probe = random.Random(seed)
+        if probe.random() <= 0.33 and probe.random() <= 0.5:
+            gamma = probe.uniform(0.95, 1.05)
+            out = np.asarray(color_aug(img, random.Random(seed)))
+            expected = np.clip(np.array([200.0, 100.0, 50.0]) ** gamma, 0, 255).astype(np.uint8)
+            assert (out[0, 0] == expected).all()
+            break
+    else:
+        pytest.fail("no seed took the gamma branch")
+    # A hue shift keeps the brightest channel's value (HSV V) nearly unchanged.
+    for seed in range(300):
+        probe = random.Random(seed)
+        if probe.random() <= 0.33 and probe.random() > 0.5:
+            out = np.asarray(color_aug(img, random.Random(seed))).astype(int)
+            assert abs(out[0, 0].max() - 200) <= 2
+            break
 
 
 def test_keep_tokens_separator_fixes_the_head():
@@ -416,7 +630,205 @@ def test_network_args_conv_only():
     conv = {"network_args": ["conv_dim=8", "conv_alpha=4"]}
     assert unsupported_options(conv, "train_network") == []
     assert unsupported_options(conv, "sdxl_train_network") == []
-    assert unsupported_options({"network_args": ["rank_dropout=0.1"]}, "train_network")
+    assert unsupported_options({"network_args": ["block_dims=2,2"]}, "train_network")
+    plus = {"network_args": ["loraplus_lr_ratio=16", "rank_dropout=0.1", "module_dropout=0.1"]}
+    assert unsupported_options(plus, "train_network") == []
+
+
+def test_rank_and_module_dropout_as_kohya():
+    torch = pytest.importorskip("torch")
+    from kohyagen.trainer.lora import LoRAModule
+    from kohyagen.trainer.netargs import dropout_args
+
+    assert dropout_args(["rank_dropout=0.25", "conv_dim=4"]) == {"rank": 0.25, "module": None}
+    with pytest.raises(ConfigError, match="module_dropout"):
+        dropout_args(["module_dropout=lots"])
+    base = torch.nn.Linear(8, 6)
+    mod = LoRAModule("lora_unet_x", base, rank=4, alpha=2)
+    torch.nn.init.normal_(mod.lora_up.weight)
+    x = torch.randn(3, 5, 8)  # (batch, tokens, features) as in attention
+    plain = base(x)
+    mod.apply_to()
+    lora_out = base(x)
+    mod.train()
+    mod.rank_dropout = 0.5
+    torch.manual_seed(3)
+    keep = (torch.rand(3, 4) > 0.5).float()
+    expected = plain + mod.lora_up(mod.lora_down(x) * keep[:, None, :]) * (0.5 / 0.5)
+    torch.manual_seed(3)
+    assert torch.allclose(base(x), expected, atol=1e-5)  # masked per sample and rank, rescaled
+    mod.eval()
+    assert torch.allclose(base(x), lora_out)  # off outside training
+    mod.train()
+    mod.rank_dropout = None
+    mod.module_dropout = 1.0
+    assert torch.allclose(base(x), plain)  # the whole LoRA skipped
+    mod.module_dropout = 0.5
+    skipped = sum(torch.allclose(base(x), plain) for _ in range(60))
+    assert 10 < skipped < 50
+    conv = torch.nn.Conv2d(4, 6, 1)
+    cmod = LoRAModule("lora_unet_c", conv, rank=4, alpha=4)
+    cmod.apply_to()
+    cmod.train()
+    cmod.rank_dropout = 0.3
+    assert conv(torch.randn(2, 4, 3, 3)).shape == (2, 6, 3, 3)  # conv ranks mask on dim 1
+
+
+def test_full_fp16_and_bf16_need_their_mixed_precision(tmp_path):
+    data = make_train_dir(tmp_path / "data", n=1)
+    model = tmp_path / "model"
+    cases = [
+        ({"full_fp16": True, "mixed_precision": "no"}, "full_fp16 requires mixed precision='fp16'"),
+        (
+            {"full_bf16": True, "mixed_precision": "fp16"},
+            "full_bf16 requires mixed precision='bf16'",
+        ),
+    ]
+    for options, message in cases:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(write_config(tmp_path, model, data=data, **options))
+    for options in (
+        {"full_bf16": True, "mixed_precision": "bf16"},
+        {"full_fp16": True, "full_bf16": True, "mixed_precision": "fp16"},  # fp16 wins
+    ):
+        assert load_config(write_config(tmp_path, model, data=data, **options))
+
+
+def test_full_precision_casts_the_network_and_trains():
+    torch = pytest.importorskip("torch")
+    import types
+
+    from kohyagen.trainer.lora import LoRAModule
+    from kohyagen.trainer.precision import allow_fp16_unscale, apply_full_precision
+
+    lines: list[str] = []
+    console = types.SimpleNamespace(out=lines.append, log=lambda m, level="": lines.append(m))
+    base = torch.nn.Linear(8, 8).to(torch.bfloat16)
+    mod = LoRAModule("lora_unet_x", base, rank=4, alpha=4)
+    args = types.SimpleNamespace(full_fp16=False, full_bf16=True)
+    accel = types.SimpleNamespace(scaler=None)
+    assert not apply_full_precision(
+        mod, args, weight_dtype=torch.float32, accelerator=accel, console=console
+    )
+    assert mod.lora_up.weight.dtype == torch.float32 and "ignored" in lines[-1]
+    assert apply_full_precision(
+        mod, args, weight_dtype=torch.bfloat16, accelerator=accel, console=console
+    )
+    assert lines[-1] == "enable full bf16 training."
+    assert {p.dtype for p in mod.parameters()} == {torch.bfloat16}
+    mod.apply_to()
+    opt = torch.optim.AdamW(mod.parameters(), lr=1e-2)
+    x = torch.randn(4, 8, dtype=torch.bfloat16)
+    for _ in range(3):
+        loss = (base(x).float() - 1).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert mod.lora_up.weight.abs().sum() > 0 and mod.lora_up.weight.dtype == torch.bfloat16
+
+    # full_fp16: the GradScaler must accept fp16 gradients (it refuses them by default)
+    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float16))
+    opt = torch.optim.SGD([p], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+    scaler.scale((p.float() * 2).sum()).backward()
+    with pytest.raises(ValueError, match="FP16"):
+        scaler.unscale_(opt)
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+    allow_fp16_unscale(scaler)
+    p.grad = None
+    scaler.scale((p.float() * 2).sum()).backward()
+    scaler.unscale_(opt)
+    assert torch.allclose(p.grad.float(), torch.full((3,), 2.0))
+
+
+def test_scale_weight_norms_caps_each_modules_delta():
+    torch = pytest.importorskip("torch")
+    from kohyagen.trainer.lora import LoRANetwork, lora_delta
+
+    class Attn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.to_q = torch.nn.Linear(4, 4)
+            self.to_k = torch.nn.Linear(4, 4)
+            self.proj = torch.nn.Conv2d(4, 4, 1)
+
+    unet = torch.nn.Module()
+    unet.config = type("C", (), {"layers_per_block": 1})()
+    unet.block = type("Transformer2DModel", (Attn,), {})()
+    net = LoRANetwork(unet, [], rank=2, alpha=1, sdxl=False, train_text_encoder=False)
+    big, small, conv = net.unet_loras  # to_q, to_k, proj (1x1 conv)
+    for mod, value in ((big, 3.0), (small, 0.01), (conv, 3.0)):
+        torch.nn.init.constant_(mod.lora_down.weight, value)
+        torch.nn.init.constant_(mod.lora_up.weight, value)
+    big_norm = float(lora_delta(big).norm())  # 4x4 of 3*3*2 * 0.5 = 9 -> 36
+    assert big_norm == pytest.approx(36.0)
+    assert lora_delta(conv).shape == (4, 4, 1, 1)
+    result = net.apply_max_norm(2.0)
+    assert result.keys_scaled == 2  # the small one is under the cap and left alone
+    assert float(lora_delta(big).norm()) == pytest.approx(2.0, rel=1e-5)
+    assert float(lora_delta(conv).norm()) == pytest.approx(2.0, rel=1e-5)
+    small_norm = float(lora_delta(small).norm())
+    assert result.max_norm == pytest.approx(2.0, rel=1e-5)
+    assert result.mean_norm == pytest.approx((2.0 + 2.0 + small_norm) / 3, rel=1e-5)
+    assert float(big.lora_up.weight[0, 0]) == pytest.approx(
+        float(big.lora_down.weight[0, 0])
+    )  # split evenly
+    assert set(result.logs()) == {
+        "max_norm/keys_scaled",
+        "max_norm/max_key_norm",
+        "norm/avg_key_norm",
+    }
+    assert net.apply_max_norm(2.0).keys_scaled == 0  # already within the cap
+
+    from kohyagen.trainer.lora import LoRAModule
+
+    base = torch.nn.Conv2d(3, 5, 3, padding=1)
+    mod = LoRAModule("lora_unet_c", base, rank=2, alpha=1)
+    torch.nn.init.normal_(mod.lora_up.weight)
+    x = torch.randn(1, 3, 6, 6)
+    plain = base(x)
+    mod.apply_to()
+    expected = plain + torch.nn.functional.conv2d(x, lora_delta(mod), padding=1)
+    assert torch.allclose(base(x), expected, atol=1e-5)  # the composed 3x3 kernel is exact
+
+
+def test_loraplus_groups_and_ratios():
+    torch = pytest.importorskip("torch")
+    from kohyagen.trainer.lora import LoRANetwork
+    from kohyagen.trainer.netargs import loraplus_ratios
+    from kohyagen.trainer.output import lr_logs
+
+    assert loraplus_ratios(["loraplus_lr_ratio=16", "loraplus_text_encoder_lr_ratio=4"]) == {
+        "unet_plus_ratio": 16.0,
+        "text_encoder_plus_ratio": 4.0,
+    }
+    assert loraplus_ratios([]) == {"unet_plus_ratio": None, "text_encoder_plus_ratio": None}
+
+    class Attn(torch.nn.Module):  # named like the classes the LoRA targets
+        def __init__(self):
+            super().__init__()
+            self.to_q = torch.nn.Linear(4, 4)
+
+    unet = torch.nn.Module()
+    unet.config = type("C", (), {"layers_per_block": 1})()
+    unet.block = type("Transformer2DModel", (Attn,), {})()
+    te = torch.nn.Module()
+    te.attn = type("CLIPAttention", (Attn,), {})()
+    net = LoRANetwork(unet, [te], rank=2, alpha=1, sdxl=False)
+    assert len(net.unet_loras) == 1 and len(net.text_encoder_loras) == 1
+    groups = net.param_groups(
+        unet_lr=1e-4, text_encoder_lr=5e-5, unet_plus_ratio=16, text_encoder_plus_ratio=4
+    )
+    assert [g["desc"] for g in groups] == ["textencoder", "textencoder plus", "unet", "unet plus"]
+    assert [g["lr"] for g in groups] == pytest.approx([5e-5, 2e-4, 1e-4, 1.6e-3])
+    ups = {id(m.lora_up.weight) for m in [*net.text_encoder_loras, *net.unet_loras]}
+    for g in groups:
+        assert all((id(p) in ups) == g["desc"].endswith("plus") for p in g["params"])
+    opt = torch.optim.SGD([{k: v for k, v in g.items() if k != "desc"} for g in groups], lr=1)
+    tags = lr_logs(opt, [g["desc"] for g in groups])
+    assert tags["lr/unet plus"] == pytest.approx(1.6e-3) and "lr/group3" in tags
+    plain = net.param_groups(unet_lr=1e-4, text_encoder_lr=0.0)  # a zero lr drops the side
+    assert [g["desc"] for g in plain] == ["unet"] and len(plain[0]["params"]) == 2
 
 
 def test_lora_module_math_and_dropout():
@@ -499,9 +911,74 @@ def test_loss_weightings():
         **common,
     )
     assert torch.allclose(l1, (noise.abs().mean(dim=[1, 2, 3]) * torch.tensor([1.0, 0.5])).mean())
+    v_like = diffusion_loss(
+        Zero(),
+        sched,
+        latents,
+        None,
+        v_prediction=False,
+        min_snr_gamma=None,
+        v_pred_like=0.2,
+        **common,
+    )
+    snr_c = clamped_snr(sched, t)
+    assert torch.allclose(v_like, (per * (1 + 0.2 * (snr_c + 1) / snr_c)).mean())
     zsnr = make_noise_scheduler(True, zero_terminal_snr=True)
     assert 0 < float(zsnr.alphas_cumprod[-1]) < 1e-6
     assert torch.isfinite(clamped_snr(zsnr, torch.tensor([999]))).all()
+
+
+def test_huber_and_smooth_l1_follow_kohyas_schedules():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    from kohyagen.trainer.loss import diffusion_loss, huber_threshold, make_noise_scheduler
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t, h):
+            return type("Out", (), {"sample": torch.zeros_like(x)})()
+
+    sched = make_noise_scheduler(False)
+    t = torch.tensor([0, 250, 999])
+    const = huber_threshold(sched, t, schedule="constant", c=0.2, scale=3.0)
+    assert torch.allclose(const, torch.full((3,), 0.6))
+    expo = huber_threshold(
+        sched, torch.tensor([0, 500, 1000]), schedule="exponential", c=0.1, scale=2.0
+    )
+    assert torch.allclose(expo, torch.tensor([2.0, 2.0 * 0.1**0.5, 0.2]))  # scale * c**(t/T)
+    snr = huber_threshold(sched, t, schedule="snr", c=0.1, scale=5.0)  # scale unused, as kohya
+    ac = sched.alphas_cumprod[t]
+    sigma = ((1 - ac) / ac).sqrt()
+    assert torch.allclose(snr, 0.9 / (1 + sigma) ** 2 + 0.1)
+    assert snr[0] > 0.9 and snr[2] < 0.11  # near 1 when nearly clean, near c at pure noise
+    with pytest.raises(ValueError):
+        huber_threshold(sched, t, schedule="cosine")
+
+    latents = torch.zeros(3, 4, 8, 8)
+    noise = torch.randn(3, 4, 8, 8) * 2
+    common = {
+        "timesteps": t,
+        "noise": noise,
+        "weights": torch.ones(3),
+        "v_prediction": False,
+        "min_snr_gamma": None,
+        "huber_schedule": "constant",
+        "huber_c": 0.5,
+        "huber_scale": 1.0,
+    }
+    huber = diffusion_loss(Zero(), sched, latents, None, loss_type="huber", **common)
+    smooth = diffusion_loss(Zero(), sched, latents, None, loss_type="smooth_l1", **common)
+    pseudo = ((noise**2 + 0.25).sqrt() - 0.5).mean(dim=[1, 2, 3])
+    assert torch.allclose(huber, (2 * 0.5 * pseudo).mean())
+    assert torch.allclose(smooth, (2 * pseudo).mean())
+    l2 = diffusion_loss(Zero(), sched, latents, None, loss_type="l2", **common)
+    assert huber < l2  # large errors count linearly, not squared
+    # per-sample thresholds: the snr schedule gives each timestep its own c
+    sched_loss = diffusion_loss(
+        Zero(), sched, latents, None, loss_type="huber", **{**common, "huber_schedule": "snr"}
+    )
+    c = (0.5 / (1 + sigma) ** 2 + 0.5).view(-1, 1, 1, 1)  # c = 0.5 this time
+    per = (2 * c * ((noise**2 + c**2).sqrt() - c)).mean(dim=[1, 2, 3])
+    assert torch.allclose(sched_loss, per.mean())
 
 
 def test_optional_optimizers_and_their_lr_tags(monkeypatch):
@@ -550,6 +1027,40 @@ def test_without_torch_the_entry_says_which_extra(tmp_path, subprocess_env):
     )
     assert proc.returncode == 1
     assert "pip install 'kohyagen[train]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_adaptive_noise_scale_grows_the_offset_with_the_latent_mean(tmp_path):
+    torch = pytest.importorskip("torch")
+    from kohyagen.trainer.loss import sample_noise
+
+    latents = torch.zeros(1, 4, 16, 16)
+    latents[0, 0] = 3.0  # channel 0 far from zero, the others centred
+    latents[0, 1] = -2.0
+
+    def draw(**kw):
+        gen = torch.Generator().manual_seed(5)
+        return sample_noise(latents, random_strength=False, generator=gen, **kw)
+
+    base = draw(noise_offset=None)
+    plain = draw(noise_offset=0.1)
+    adaptive = draw(noise_offset=0.1, adaptive_noise_scale=0.5)
+    # The same draws: gaussian, then one offset value per channel times the strength.
+    per_channel = (plain - base)[0, :, 0, 0] / 0.1
+    expected = torch.tensor([0.1 + 0.5 * 3.0, 0.1 + 0.5 * 2.0, 0.1, 0.1]) * per_channel
+    assert torch.allclose((adaptive - base)[0, :, 0, 0], expected, atol=1e-5)
+    negative = draw(noise_offset=0.1, adaptive_noise_scale=-1.0)  # clamped at zero strength
+    assert torch.allclose(negative[0, 0], base[0, 0]) and torch.allclose(negative[0, 1], base[0, 1])
+    both = draw(noise_offset=0.1, multires_iterations=3, multires_discount=0.5)
+    assert abs(float(both.std()) - 1.0) < 1e-3  # the pyramid applies after the offset
+
+    data = make_train_dir(tmp_path / "data", n=1)
+    config = write_config(tmp_path, tmp_path / "model", data=data, adaptive_noise_scale=0.01)
+    with pytest.raises(ConfigError, match="adaptive_noise_scale requires noise_offset"):
+        load_config(config)
+    config = write_config(
+        tmp_path, tmp_path / "model", data=data, adaptive_noise_scale=0.01, noise_offset=0.05
+    )
+    assert load_config(config).args.adaptive_noise_scale == 0.01
 
 
 def test_multires_noise_is_unit_variance_and_correlated():

@@ -64,8 +64,7 @@ class BatchDataset(torch.utils.data.Dataset):
             "time_ids": torch.tensor(
                 [
                     [
-                        it.original_size[1],
-                        it.original_size[0],
+                        *(it.bucket[::-1] if it.uncropped else it.original_size[::-1]),
                         *crop_top_left(it),
                         it.bucket[1],
                         it.bucket[0],
@@ -81,7 +80,10 @@ class BatchDataset(torch.utils.data.Dataset):
             )
         else:
             batch["pixels"] = torch.stack(
-                [load_pixels(it, flip=flip) for it, flip in zip(items, flips, strict=True)]
+                [
+                    load_pixels(it, flip=flip, rng=rng if self.shuffle else None)
+                    for it, flip in zip(items, flips, strict=True)
+                ]
             )
         return batch
 

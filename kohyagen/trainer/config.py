@@ -51,6 +51,9 @@ class SubsetSpec:
     caption_suffix: str | None = None
     flip_aug: bool = False
     keep_tokens_separator: str = ""
+    color_aug: bool = False
+    random_crop: bool = False
+    face_crop_aug_range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,24 @@ def parse_resolution(value: Any, *, path: Path | None = None) -> tuple[int, int]
     )
 
 
+def parse_face_range(value: Any, *, path: Path | None = None) -> tuple[float, float] | None:
+    """face_crop_aug_range: "low,high" (training config) or [low, high] (dataset config)."""
+    if value is None:
+        return None
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        low, high = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        low, high = 1.0, 0.0  # reported below
+    if low > high:
+        raise ConfigError(  # kohya's assertion
+            f"face_crop_aug_range must be two floats 'low,high', got {value!r}",
+            path=path,
+            hint='write face_crop_aug_range = "2.0,4.0" (face size range relative to the image)',
+        )
+    return low, high
+
+
 def _subset_value(key: str, chain: list[dict[str, Any]], default: Any) -> Any:
     for level in chain:
         if level.get(key) is not None:
@@ -190,6 +211,9 @@ def _subset_from_chain(
         caption_suffix=_subset_value("caption_suffix", chain, None),
         flip_aug=bool(_subset_value("flip_aug", chain, False)),
         keep_tokens_separator=_subset_value("keep_tokens_separator", chain, ""),
+        color_aug=bool(_subset_value("color_aug", chain, False)),
+        random_crop=bool(_subset_value("random_crop", chain, False)),
+        face_crop_aug_range=parse_face_range(_subset_value("face_crop_aug_range", chain, None)),
     )
 
 
@@ -405,4 +429,33 @@ def load_config(
         )
     if not args.output_dir:
         raise ConfigError("output_dir is not set", path=path, hint="set output_dir")
+    _check_latent_cache(args, datasets, ds_path or path)
+    # kohya checks full_fp16 first and then ignores full_bf16.
+    flag = "full_fp16" if args.full_fp16 else "full_bf16" if args.full_bf16 else None
+    if flag is not None:
+        wanted = flag[-4:]
+        if args.mixed_precision != wanted:
+            raise ConfigError(  # kohya's assertion
+                f"{flag} requires mixed precision='{wanted}'",
+                path=path,
+                hint=f'set mixed_precision = "{wanted}" or remove {flag}',
+            )
+    if args.adaptive_noise_scale is not None and args.noise_offset is None:
+        raise ConfigError(  # kohya's ValueError
+            "adaptive_noise_scale requires noise_offset",
+            path=path,
+            hint="set noise_offset (e.g. 0.05) or remove adaptive_noise_scale",
+        )
     return TrainerConfig(script, path, args, datasets, ds_path)
+
+
+def _check_latent_cache(args: SimpleNamespace, datasets, path: Path) -> None:
+    """kohya's assertion: cached latents are fixed, so per-step crops and colours cannot be."""
+    if not (args.cache_latents or args.cache_latents_to_disk):
+        return  # kohya turns cache_latents on for cache_latents_to_disk
+    if any(sub.color_aug or sub.random_crop for ds in datasets for sub in ds.subsets):
+        raise ConfigError(
+            "when caching latents, either color_aug or random_crop cannot be used",
+            path=path,
+            hint="turn off cache_latents / cache_latents_to_disk, or color_aug and random_crop",
+        )

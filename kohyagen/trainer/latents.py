@@ -7,21 +7,47 @@ so a cache is reused only for the same bucket.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from kohyagen.atomic import replacing
-from kohyagen.trainer.data import ImageItem, resize_and_crop
+from kohyagen.trainer.data import (
+    ImageItem,
+    color_aug,
+    face_crop,
+    native_crop,
+    resize_and_crop,
+)
 
 
-def load_pixels(item: ImageItem, *, flip: bool = False):
-    """The image as a (3, H, W) float tensor in [-1, 1], fitted to its bucket."""
+def load_pixels(item: ImageItem, *, flip: bool = False, rng=None):
+    """The image as a (3, H, W) float tensor in [-1, 1], fitted to its bucket.
+
+    rng (training only) drives the subset's random_crop and color_aug, applied in kohya's
+    order: crop, colour, flip.
+    """
     import numpy as np
     import torch
     from PIL import Image, ImageOps
 
+    crop_rng = rng if rng is not None and item.subset.random_crop else None
     with Image.open(item.path) as im:
         im = ImageOps.exif_transpose(im).convert("RGB")
-        im, _ = resize_and_crop(im, item.bucket)
+        if item.face is not None:
+            im = face_crop(
+                im,
+                item.bucket,
+                item.face,
+                item.subset.face_crop_aug_range or (1.0, 1.0),
+                random_crop=item.subset.random_crop,
+                rng=rng or random.Random(0),  # validation and caches: one fixed cut
+            )
+        elif item.native_crop:
+            im = native_crop(im, item.bucket, crop_rng or random.Random(0))
+        else:
+            im, _ = resize_and_crop(im, item.bucket, rng=crop_rng)
+    if rng is not None and item.subset.color_aug:
+        im = color_aug(im, rng)
     if flip:
         im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
@@ -29,7 +55,12 @@ def load_pixels(item: ImageItem, *, flip: bool = False):
 
 
 def crop_top_left(item: ImageItem) -> tuple[int, int]:
-    """(top, left) of the crop, as SDXL's size conditioning wants it."""
+    """(top, left) of the crop, as SDXL's size conditioning wants it.
+
+    Like kohya, the centre crop's even with random_crop (kohya leaves the random offset out).
+    """
+    if item.uncropped:
+        return 0, 0  # kohya: the cut window is the "original", uncropped
     w, h = item.original_size
     bw, bh = item.bucket
     scale = max(bw / w, bh / h)

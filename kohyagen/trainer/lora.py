@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -51,6 +52,8 @@ class LoRAModule(nn.Module):
         self.scale = float(alpha) / rank
         self.multiplier = 1.0
         self.dropout: float | None = None  # kohya's network_dropout, on the rank activations
+        self.rank_dropout: float | None = None  # zeroes whole ranks per sample
+        self.module_dropout: float | None = None  # skips the whole LoRA for a step
         nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
         self._org = [org]  # a list, so the base module is not part of this state dict
@@ -70,11 +73,25 @@ class LoRAModule(nn.Module):
         base = self._org_forward(x, *args, **kwargs)
         if self.multiplier == 0:
             return base
+        if self.module_dropout and self.training and torch.rand(1) < self.module_dropout:
+            return base
         lx = self.lora_down(x.to(self.lora_down.weight.dtype))
         if self.dropout and self.training:
             lx = torch.nn.functional.dropout(lx, p=self.dropout)
+        scale = self.scale
+        if self.rank_dropout and self.training:
+            # One keep/drop per (sample, rank), broadcast over tokens or pixels; the rest are
+            # scaled up as if the rank were that much smaller.
+            keep = torch.rand((lx.size(0), lx.size(1) if lx.ndim == 4 else lx.size(-1)))
+            keep = (keep > self.rank_dropout).to(lx.device, lx.dtype)
+            if lx.ndim == 3:
+                keep = keep.unsqueeze(1)
+            elif lx.ndim == 4:
+                keep = keep[:, :, None, None]
+            lx = lx * keep
+            scale = self.scale / (1.0 - self.rank_dropout)
         lx = self.lora_up(lx)
-        return base + (lx * (self.multiplier * self.scale)).to(base.dtype)
+        return base + (lx * (self.multiplier * scale)).to(base.dtype)
 
 
 _SGM_RESNET_PARTS = {
@@ -152,6 +169,38 @@ def _targets(root: nn.Module, target_classes: tuple[str, ...], *, conv: bool = F
                 yield f"{name}.{child_name}" if name else child_name, child
 
 
+@dataclass(frozen=True)
+class MaxNormResult:
+    """What scale_weight_norms did this step, for the bar and TensorBoard (kohya's names)."""
+
+    keys_scaled: int
+    mean_norm: float
+    max_norm: float
+
+    def postfix(self) -> dict[str, float]:
+        return {"Keys Scaled": self.keys_scaled, "Average key norm": self.mean_norm}
+
+    def logs(self) -> dict[str, float]:
+        return {
+            "max_norm/keys_scaled": self.keys_scaled,
+            "max_norm/max_key_norm": self.max_norm,
+            "norm/avg_key_norm": self.mean_norm,
+        }
+
+
+def lora_delta(mod: LoRAModule) -> torch.Tensor:
+    """The module's weight change up @ down * alpha / rank, in the base weight's shape."""
+    down, up = mod.lora_down.weight, mod.lora_up.weight
+    if down.ndim == 4 and down.shape[2:] != (1, 1):
+        # A k x k down conv followed by a 1x1 up: compose them into one k x k kernel.
+        delta = torch.nn.functional.conv2d(down.permute(1, 0, 2, 3), up).permute(1, 0, 2, 3)
+    elif down.ndim == 4:
+        delta = (up.flatten(1) @ down.flatten(1))[:, :, None, None]
+    else:
+        delta = up @ down
+    return delta * mod.scale
+
+
 class LoRANetwork(nn.Module):
     def __init__(
         self,
@@ -215,9 +264,31 @@ class LoRANetwork(nn.Module):
         for mod in [*self.text_encoder_loras, *self.unet_loras]:
             mod.restore()
 
-    def set_dropout(self, p: float | None) -> None:
+    def set_dropout(
+        self, p: float | None, *, rank: float | None = None, module: float | None = None
+    ) -> None:
+        """network_dropout, and network_args rank_dropout / module_dropout (training only)."""
         for mod in [*self.text_encoder_loras, *self.unet_loras]:
             mod.dropout = p
+            mod.rank_dropout = rank
+            mod.module_dropout = module
+
+    @torch.no_grad()
+    def apply_max_norm(self, max_norm: float) -> MaxNormResult:
+        """scale_weight_norms: shrink each module whose delta's norm exceeds max_norm back to
+        it, splitting the factor evenly between up and down (kohya's max-norm rule)."""
+        scaled = 0
+        norms: list[float] = []
+        for mod in [*self.text_encoder_loras, *self.unet_loras]:
+            raw = lora_delta(mod).float().norm()
+            norm = raw.clamp(min=max_norm / 2)
+            ratio = float(norm.clamp(max=max_norm) / norm)
+            if ratio != 1:
+                scaled += 1
+                mod.lora_up.weight.mul_(ratio**0.5)
+                mod.lora_down.weight.mul_(ratio**0.5)
+            norms.append(float(raw) * ratio)
+        return MaxNormResult(scaled, sum(norms) / max(1, len(norms)), max(norms, default=0.0))
 
     def kohya_state_dict(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -240,44 +311,35 @@ class LoRANetwork(nn.Module):
             matched += 1
         return matched
 
-    def param_groups(self, *, unet_lr: float, text_encoder_lr: float) -> list[dict[str, Any]]:
-        """Optimizer groups in kohya's order (text encoder first); a zero LR drops a group."""
+    def param_groups(
+        self,
+        *,
+        unet_lr: float,
+        text_encoder_lr: float,
+        unet_plus_ratio: float | None = None,
+        text_encoder_plus_ratio: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Optimizer groups in kohya's order (text encoder first); a zero LR drops a group.
+
+        With a LoRA+ ratio a side's lora_up weights get their own group ("<side> plus") at
+        lr x ratio, after the side's lora_down group.
+        """
         groups: list[dict[str, Any]] = []
-        if len(self.text_encoder_loras) and text_encoder_lr:
-            groups.append(
-                {
-                    "params": [p for m in self.text_encoder_loras for p in m.parameters()],
-                    "lr": text_encoder_lr,
-                    "desc": "textencoder",
-                }
-            )
-        if len(self.unet_loras) and unet_lr:
-            groups.append(
-                {
-                    "params": [p for m in self.unet_loras for p in m.parameters()],
-                    "lr": unet_lr,
-                    "desc": "unet",
-                }
-            )
+        sides = (
+            (self.text_encoder_loras, text_encoder_lr, text_encoder_plus_ratio, "textencoder"),
+            (self.unet_loras, unet_lr, unet_plus_ratio, "unet"),
+        )
+        for loras, lr, ratio, desc in sides:
+            if not len(loras):
+                continue
+            plain, plus = [], []
+            for mod in loras:
+                for name, param in mod.named_parameters():
+                    (plus if ratio is not None and "lora_up" in name else plain).append(param)
+            for params, group_lr, suffix in ((plain, lr, ""), (plus, lr * (ratio or 0), " plus")):
+                if params and group_lr:
+                    groups.append({"params": params, "lr": group_lr, "desc": desc + suffix})
         return groups
-
-
-def conv_args(values: list[str] | None) -> dict[str, object]:
-    """conv_dim / conv_alpha from network_args (config.py refuses any other key)."""
-    raw = dict(str(v).partition("=")[::2] for v in values or [])
-    raw = {k.strip(): v.strip() for k, v in raw.items()}
-    if "conv_dim" not in raw:
-        return {}
-    try:
-        return {
-            "conv_rank": int(raw["conv_dim"]),
-            "conv_alpha": float(raw.get("conv_alpha", 1.0)),  # kohya's default is 1
-        }
-    except ValueError as exc:
-        raise ConfigError(
-            f"network_args conv_dim/conv_alpha must be numbers, got {values!r}",
-            hint='write network_args = ["conv_dim=8", "conv_alpha=4"]',
-        ) from exc
 
 
 def load_network_weights(network: LoRANetwork, path) -> int:

@@ -36,7 +36,8 @@ def pyramid_noise(noise, *, iterations: int, discount: float, generator=None):
     b, c, h, w = noise.shape
     rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator)))
     out = noise.clone()
-    for i in range(1, iterations + 1):
+    # kohya counts from 0: the first pass adds a second full-resolution field at weight 1.
+    for i in range(iterations):
         factor = (2 + 2 * rng.random()) ** i
         hn, wn = max(1, int(h / factor)), max(1, int(w / factor))
         coarse = torch.randn((b, c, hn, wn), generator=generator, device="cpu").to(noise)
@@ -55,20 +56,27 @@ def sample_noise(
     generator=None,
     multires_iterations: int | None = None,
     multires_discount: float = 0.3,
+    adaptive_noise_scale: float | None = None,
 ):
+    """Training noise: gaussian, plus the offset noise (scaled up per channel by the latents'
+    mean with adaptive_noise_scale), then the pyramid on top, in kohya's order."""
     noise = torch.randn(latents.shape, generator=generator, device="cpu").to(latents)
-    if not noise_offset and multires_iterations:
-        return pyramid_noise(
-            noise, iterations=multires_iterations, discount=multires_discount, generator=generator
-        )
     if noise_offset:
         strength = noise_offset
         if random_strength:
             strength = torch.rand(1, generator=generator).item() * noise_offset
+        if adaptive_noise_scale is not None:
+            # Brighter or darker latents (larger |mean| per channel) get a larger offset.
+            mean = latents.float().mean(dim=(2, 3), keepdim=True).abs()
+            strength = torch.clamp(strength + adaptive_noise_scale * mean, min=0.0).to(latents)
         offset = torch.randn(
             (latents.shape[0], latents.shape[1], 1, 1), generator=generator, device="cpu"
         ).to(latents)
         noise = noise + strength * offset
+    if multires_iterations:
+        noise = pyramid_noise(
+            noise, iterations=multires_iterations, discount=multires_discount, generator=generator
+        )
     return noise
 
 
@@ -80,6 +88,42 @@ def snr_weights(scheduler, timesteps, *, gamma: float | None, v_prediction: bool
     snr = ac / (1 - ac)
     clipped = torch.clamp(snr, max=gamma)
     return clipped / (snr + 1) if v_prediction else clipped / snr
+
+
+def huber_threshold(
+    scheduler, timesteps, *, schedule: str = "snr", c: float = 0.1, scale: float = 1.0
+):
+    """Per-sample huber_c for loss_type huber / smooth_l1 (kohya's huber_schedule).
+
+    constant: c * scale everywhere; exponential: scale * c**(t / T), from scale at t = 0
+    down to c * scale at the last step; snr: from 1 at t = 0 down towards c as the noise
+    level sigma = sqrt((1 - a) / a) grows (kohya does not apply huber_scale here).
+    """
+    import math
+
+    t = timesteps.float()
+    if schedule == "exponential":
+        rate = -math.log(c) / scheduler.config.num_train_timesteps
+        return torch.exp(-rate * t) * scale
+    if schedule == "snr":
+        ac = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+        sigmas = ((1.0 - ac) / ac) ** 0.5
+        return (1 - c) / (1 + sigmas) ** 2 + c
+    if schedule == "constant":
+        return torch.full((timesteps.shape[0],), c * scale, device=timesteps.device)
+    raise ValueError(f"unknown huber_schedule {schedule!r}")  # config.py refuses others first
+
+
+def elementwise_loss(pred, target, loss_type: str, huber_c=None):
+    """The unreduced loss kohya's loss_type names; huber_c is per sample for huber/smooth_l1."""
+    if loss_type == "l1":
+        return torch.nn.functional.l1_loss(pred, target, reduction="none")
+    if loss_type in ("huber", "smooth_l1"):
+        c = huber_c.view(-1, *([1] * (pred.ndim - 1)))
+        # Pseudo-Huber: quadratic below c, linear above; huber scales it by 2c, smooth_l1 by 2.
+        soft = torch.sqrt((pred - target) ** 2 + c**2) - c
+        return 2 * c * soft if loss_type == "huber" else 2 * soft
+    return torch.nn.functional.mse_loss(pred, target, reduction="none")
 
 
 def clamped_snr(scheduler, timesteps):
@@ -103,22 +147,29 @@ def diffusion_loss(
     debiased: bool = False,
     scale_v_like_eps: bool = False,
     loss_type: str = "l2",
+    huber_schedule: str = "snr",
+    huber_c: float = 0.1,
+    huber_scale: float = 1.0,
+    v_pred_like: float | None = None,
 ):
-    """Per-sample weighted MSE between the U-Net's prediction and its target.
+    """Per-sample weighted loss (loss_type l2, l1, huber or smooth_l1) between the U-Net's
+    prediction and its target.
 
     input_perturbation: extra noise mixed into the U-Net input only (ip_noise_gamma);
     debiased: kohya's debiased estimation weights; scale_v_like_eps: kohya's
-    scale_v_pred_loss_like_noise_pred.
+    scale_v_pred_loss_like_noise_pred; v_pred_like: kohya's v_pred_like_loss.
     """
     noisy_noise = noise if input_perturbation is None else noise + input_perturbation
     noisy = scheduler.add_noise(latents, noisy_noise, timesteps)
     kwargs = {"added_cond_kwargs": added_cond} if added_cond is not None else {}
     pred = unet(noisy, timesteps, hidden, **kwargs).sample
     target = scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
-    if loss_type == "l1":
-        per_sample = torch.nn.functional.l1_loss(pred.float(), target.float(), reduction="none")
-    else:
-        per_sample = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none")
+    threshold = None
+    if loss_type in ("huber", "smooth_l1"):
+        threshold = huber_threshold(
+            scheduler, timesteps, schedule=huber_schedule, c=huber_c, scale=huber_scale
+        )
+    per_sample = elementwise_loss(pred.float(), target.float(), loss_type, threshold)
     per_sample = per_sample.mean(dim=[1, 2, 3])
     per_sample = per_sample * weights.to(per_sample.device)
     per_sample = per_sample * snr_weights(
@@ -127,6 +178,10 @@ def diffusion_loss(
     if scale_v_like_eps:
         snr = clamped_snr(scheduler, timesteps)
         per_sample = per_sample * snr / (snr + 1)
+    if v_pred_like:
+        # kohya's v_pred_like_loss: add the loss as v-prediction would weight it, times v.
+        snr = clamped_snr(scheduler, timesteps)
+        per_sample = per_sample + per_sample / (snr / (snr + 1)) * v_pred_like
     if debiased:
         snr = clamped_snr(scheduler, timesteps)
         per_sample = per_sample * (1 / (snr + 1) if v_prediction else 1 / torch.sqrt(snr))

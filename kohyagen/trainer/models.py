@@ -35,6 +35,21 @@ def _tokenizer_from_cache(cache_dir: str | None, repo: str):
     return None
 
 
+def _uncached_config_repo(exc: BaseException) -> str | None:
+    """The hub repo whose configs diffusers needed for a single file but could not fetch."""
+    import re
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        found = re.search(r"huggingface\.co/api/models/([\w.-]+/[\w.-]+)/", str(current))
+        if found:
+            return found.group(1)
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def load_components(args, *, sdxl: bool) -> Components:
     diffusers = require("diffusers")
     require("transformers")
@@ -52,10 +67,18 @@ def load_components(args, *, sdxl: bool) -> Components:
     except Exception as exc:  # diffusers raises many kinds for a missing or foreign model
         import os
 
-        if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
+        config_repo = _uncached_config_repo(exc) if path.is_file() else None
+        if config_repo is not None:
+            hint = (
+                f"a single file is read with the config and tokenizer files of {config_repo},"
+                " which are not in the Hugging Face cache, and the hub cannot be reached:"
+                f" fetch them once with `hf download {config_repo} --include '*.json'"
+                " '*/*.json' '*.txt' '*/*.txt' '*/*.model'`"
+            )
+        elif path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
             hint = "check the path; a single file must be an SD1/SD2/SDXL checkpoint"
         elif os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-            hint = f"offline mode is on: fetch it once with `huggingface-cli download {source}`"
+            hint = f"offline mode is on: fetch it once with `hf download {source}`"
         else:
             hint = "check the repo id and your network or HF_TOKEN"
         raise ModelNotFound(f"cannot load the base model: {exc}", path=source, hint=hint) from exc

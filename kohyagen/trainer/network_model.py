@@ -77,6 +77,7 @@ class TrainingModel(torch.nn.Module):
                 random_strength=bool(args.noise_offset_random_strength),
                 multires_iterations=args.multires_noise_iterations,
                 multires_discount=float(args.multires_noise_discount or 0.3),
+                adaptive_noise_scale=args.adaptive_noise_scale,
             )
             if args.ip_noise_gamma:
                 strength = float(args.ip_noise_gamma)
@@ -107,6 +108,10 @@ class TrainingModel(torch.nn.Module):
             input_perturbation=perturbation,
             debiased=bool(args.debiased_estimation_loss),
             loss_type=args.loss_type or "l2",
+            v_pred_like=args.v_pred_like_loss,
+            huber_schedule=args.huber_schedule or "snr",
+            huber_c=float(args.huber_c if args.huber_c is not None else 0.1),
+            huber_scale=float(args.huber_scale if args.huber_scale is not None else 1.0),
             scale_v_like_eps=bool(args.scale_v_pred_loss_like_noise_pred)
             and self.components.v_parameterization,
         )

@@ -13,18 +13,20 @@ SUPPORTED: frozenset[str] = frozenset(
     resolution enable_bucket min_bucket_reso max_bucket_reso bucket_reso_steps
     bucket_no_upscale train_batch_size dataset_repeats shuffle_caption keep_tokens
     caption_separator keep_tokens_separator caption_dropout_rate caption_dropout_every_n_epochs
-    caption_tag_dropout_rate caption_prefix caption_suffix flip_aug cache_latents
+    caption_tag_dropout_rate caption_prefix caption_suffix flip_aug color_aug random_crop
+    face_crop_aug_range     cache_latents
     cache_latents_to_disk cache_text_encoder_outputs vae_batch_size
     max_data_loader_n_workers persistent_data_loader_workers validation_split
     validation_seed validate_every_n_epochs validate_every_n_steps max_validation_steps
-    prior_loss_weight clip_skip max_token_length skip_cache_check network_module network_dim network_alpha
+    prior_loss_weight scale_weight_norms clip_skip max_token_length skip_cache_check network_module network_dim network_alpha
     network_train_unet_only network_train_text_encoder_only network_weights optimizer_type
     optimizer_args learning_rate unet_lr text_encoder_lr lr_scheduler lr_warmup_steps
     lr_scheduler_num_cycles lr_scheduler_power max_grad_norm gradient_accumulation_steps
     use_8bit_adam use_lion_optimizer max_train_steps max_train_epochs seed mixed_precision
-    gradient_checkpointing sdpa xformers noise_offset noise_offset_random_strength
-    multires_noise_iterations multires_noise_discount zero_terminal_snr loss_type min_snr_gamma ip_noise_gamma ip_noise_gamma_random_strength debiased_estimation_loss
-    scale_v_pred_loss_like_noise_pred min_timestep max_timestep no_half_vae lowram highvram output_dir
+    gradient_checkpointing full_fp16 full_bf16 sdpa xformers noise_offset noise_offset_random_strength
+    multires_noise_iterations multires_noise_discount adaptive_noise_scale zero_terminal_snr loss_type
+    huber_schedule huber_c huber_scale min_snr_gamma ip_noise_gamma ip_noise_gamma_random_strength debiased_estimation_loss
+    scale_v_pred_loss_like_noise_pred v_pred_like_loss min_timestep max_timestep no_half_vae lowram highvram output_dir
     output_name save_model_as save_precision save_every_n_epochs save_every_n_steps
     save_n_epoch_ratio save_last_n_epochs save_last_n_epochs_state save_last_n_steps
     save_last_n_steps_state save_state save_state_on_train_end resume logging_dir log_prefix
@@ -56,7 +58,8 @@ ALLOWED_VALUES: dict[str, tuple[Any, ...]] = {
         "polynomial",
     ),
     "mixed_precision": ("no", "fp16", "bf16"),
-    "loss_type": ("l2", "l1"),
+    "loss_type": ("l2", "l1", "huber", "smooth_l1"),
+    "huber_schedule": ("constant", "exponential", "snr"),
     "max_token_length": (None, 75, 150, 225),
     "save_precision": (None, "float", "fp16", "bf16"),
     "save_model_as": ("safetensors", "ckpt", "pt"),
@@ -85,9 +88,6 @@ KOHYA_HINT = "use the kohya backend (kohyagen train --backend kohya) for these o
 DATASET_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
     "secondary_separator": None,
     "enable_wildcard": False,
-    "color_aug": False,
-    "face_crop_aug_range": None,
-    "random_crop": False,
     "token_warmup_min": 1,
     "token_warmup_step": 0,
     "custom_attributes": None,
@@ -99,4 +99,12 @@ DATASET_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
 }
 
 # network_args keys of networks.lora that are implemented.
-NETWORK_ARGS: tuple[str, ...] = ("conv_dim", "conv_alpha")
+NETWORK_ARGS: tuple[str, ...] = (
+    "conv_dim",
+    "conv_alpha",
+    "rank_dropout",
+    "module_dropout",
+    "loraplus_lr_ratio",
+    "loraplus_unet_lr_ratio",
+    "loraplus_text_encoder_lr_ratio",
+)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kohyagen.atomic import replacing
+from kohyagen.trainer.config import parse_face_range
 
 # The commit of sd-scripts whose formats this trainer reproduces.
 KOHYA_COMMIT = "48d368fa557731ad0488c07304dfeba8c07910eb"
@@ -166,7 +167,7 @@ def training_metadata(
         "ss_network_alpha": a.network_alpha,
         "ss_network_dropout": a.network_dropout,
         "ss_mixed_precision": a.mixed_precision,
-        "ss_full_fp16": False,
+        "ss_full_fp16": bool(a.full_fp16),
         "ss_v2": bool(a.v2),
         "ss_base_model_version": base_model_version(sdxl=sdxl, v2=bool(a.v2), v_param=v_param),
         "ss_clip_skip": a.clip_skip,
@@ -177,7 +178,7 @@ def training_metadata(
         "ss_noise_offset": a.noise_offset,
         "ss_multires_noise_iterations": a.multires_noise_iterations,
         "ss_multires_noise_discount": a.multires_noise_discount,
-        "ss_adaptive_noise_scale": None,
+        "ss_adaptive_noise_scale": a.adaptive_noise_scale,
         "ss_zero_terminal_snr": bool(a.zero_terminal_snr),
         "ss_training_comment": a.training_comment,
         "ss_sd_scripts_commit_hash": KOHYA_COMMIT,
@@ -186,10 +187,12 @@ def training_metadata(
         "ss_caption_dropout_rate": a.caption_dropout_rate,
         "ss_caption_dropout_every_n_epochs": a.caption_dropout_every_n_epochs,
         "ss_caption_tag_dropout_rate": a.caption_tag_dropout_rate,
-        "ss_face_crop_aug_range": None,
+        "ss_face_crop_aug_range": (
+            str(parse_face_range(a.face_crop_aug_range)) if a.face_crop_aug_range else None
+        ),
         "ss_prior_loss_weight": a.prior_loss_weight,
         "ss_min_snr_gamma": a.min_snr_gamma,
-        "ss_scale_weight_norms": None,
+        "ss_scale_weight_norms": a.scale_weight_norms,
         "ss_ip_noise_gamma": a.ip_noise_gamma,
         "ss_debiased_estimation": bool(a.debiased_estimation_loss),
         "ss_noise_offset_random_strength": bool(a.noise_offset_random_strength),
@@ -258,9 +261,9 @@ def _subset_entry(part, s) -> dict[str, Any]:
     return {
         "img_count": len([it for it in part.items if it.subset is s]),
         "num_repeats": s.num_repeats,
-        "color_aug": False,
+        "color_aug": s.color_aug,
         "flip_aug": s.flip_aug,
-        "random_crop": False,
+        "random_crop": s.random_crop,
         "shuffle_caption": s.shuffle_caption,
         "keep_tokens": s.keep_tokens,
         "keep_tokens_separator": s.keep_tokens_separator,
@@ -313,9 +316,9 @@ def dataset_metadata(cfg, group) -> dict[str, str]:
                     spec.batch_size * int(args.gradient_accumulation_steps or 1)
                 ),
                 "ss_resolution": str(spec.resolution),
-                "ss_color_aug": "False",
+                "ss_color_aug": str(bool(args.color_aug)),
                 "ss_flip_aug": str(bool(args.flip_aug)),
-                "ss_random_crop": "False",
+                "ss_random_crop": str(bool(args.random_crop)),
                 "ss_shuffle_caption": str(bool(args.shuffle_caption)),
                 "ss_enable_bucket": str(spec.enable_bucket),
                 "ss_bucket_no_upscale": str(spec.bucket_no_upscale),

@@ -26,11 +26,13 @@ def run(
     from kohyagen.trainer.batches import BatchDataset, first
     from kohyagen.trainer.checkpointing import Checkpointer
     from kohyagen.trainer.latents import LatentCache
-    from kohyagen.trainer.lora import LoRANetwork, conv_args, load_network_weights
+    from kohyagen.trainer.lora import LoRANetwork, load_network_weights
     from kohyagen.trainer.loss import make_noise_scheduler
     from kohyagen.trainer.models import cpu_only, load_components, place_components
+    from kohyagen.trainer.netargs import conv_args, dropout_args, loraplus_ratios
     from kohyagen.trainer.network_model import TrainingModel, check_text_cache
     from kohyagen.trainer.optim import make_optimizer, make_scheduler
+    from kohyagen.trainer.precision import apply_full_precision
     from kohyagen.trainer.saving import dataset_metadata, training_metadata
     from kohyagen.trainer.validation import validation_loss, validation_timesteps
 
@@ -105,9 +107,12 @@ def run(
     )
     if args.network_weights:
         load_network_weights(network, Path(args.network_weights))
-    network.set_dropout(args.network_dropout)
+    network.set_dropout(args.network_dropout, **dropout_args(args.network_args))
     network.apply_to()
     network.to(device)
+    apply_full_precision(
+        network, args, weight_dtype=weight_dtype, accelerator=accelerator, console=console
+    )
 
     cache = None
     if args.cache_latents or args.cache_latents_to_disk:
@@ -157,6 +162,7 @@ def run(
         text_encoder_lr=(
             args.text_encoder_lr if args.text_encoder_lr is not None else args.learning_rate
         ),
+        **loraplus_ratios(args.network_args),
     )
     if not groups:
         raise ConfigError(
@@ -329,6 +335,10 @@ def run(
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+            # kohya applies it after every batch, also between accumulated steps.
+            norms = (
+                network.apply_max_norm(args.scale_weight_norms) if args.scale_weight_norms else None
+            )
             if accelerator.sync_gradients:
                 bar.update(1)
                 global_step += 1
@@ -341,8 +351,8 @@ def run(
             # This run's first epoch fills the window, also after a resume.
             recorder.add(epoch=epoch - first_epoch, step=step, loss=current)
             avr = recorder.moving_average
-            bar.set_postfix({"avr_loss": avr})
-            logs = {"loss/current": current, "loss/average": avr}
+            bar.set_postfix({**(norms.postfix() if norms else {}), "avr_loss": avr})
+            logs = {"loss/current": current, "loss/average": avr, **(norms.logs() if norms else {})}
             logs.update(lr_logs(optimizer, group_desc))
             if log_dir is not None:
                 accelerator.log(logs, step=global_step)
