@@ -302,3 +302,13 @@ def test_lora_name_keeps_accented_letters_as_their_ascii_base(tmp_path):
     assert _safe_name("Ünïcode LoRA ☃") == "Unicode_LoRA"
     assert _safe_name("café-au-lait") == "cafe-au-lait"
     assert _safe_name("日本語") == "lora"
+
+
+def test_lint_missing_dataset_config_is_one_error_not_also_no_data(tmp_path):
+    from kohyagen.lint import lint_files
+
+    config, dataset = write_configs(tmp_path)
+    dataset.unlink()
+    codes = [f.code for f in lint_files([config], cwd=tmp_path)]
+    assert "dataset-config-unreadable" in codes
+    assert "no-training-data" not in codes  # dataset_config is set; it is just missing
