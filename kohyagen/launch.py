@@ -273,6 +273,19 @@ def _refuse_dataset_config(data: dict, path: Path) -> None:
         )
 
 
+def _refuse_training_config(data: dict, path: Path) -> None:
+    # kohya validates a dataset config strictly and would stop on the first training key.
+    from kohyagen.lint import is_dataset_document
+
+    if not is_dataset_document(data):
+        raise ConfigError(
+            "this is not a dataset config (no [general] or [[datasets]] tables)",
+            path=path,
+            hint="pass dataset_config.toml to --dataset-config, or leave it out to use the "
+            "training config's dataset_config",
+        )
+
+
 def train(
     config: str | Path,
     *,
@@ -315,6 +328,7 @@ def train(
         ).resolve()
         if not dataset_path.is_file():
             raise ConfigError("dataset config not found", path=dataset_path, hint="check the path")
+        _refuse_training_config(load_toml(dataset_path).data, dataset_path)
 
     findings = _lint([config_path, *([dataset_path] if dataset_path else [])], cwd)
     if count_errors(findings):

@@ -312,3 +312,15 @@ def test_lint_missing_dataset_config_is_one_error_not_also_no_data(tmp_path):
     codes = [f.code for f in lint_files([config], cwd=tmp_path)]
     assert "dataset-config-unreadable" in codes
     assert "no-training-data" not in codes  # dataset_config is set; it is just missing
+
+
+def test_train_refuses_a_training_config_given_as_the_dataset_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config, _ = write_configs(tmp_path)
+    result = CliRunner().invoke(
+        main,
+        ["train", str(config), "--dataset-config", str(config), "--backend", "builtin",
+         "--dry-run"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "not a dataset config" in result.output
