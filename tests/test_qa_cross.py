@@ -324,3 +324,13 @@ def test_train_refuses_a_training_config_given_as_the_dataset_config(tmp_path, m
     )  # fmt: skip
     assert result.exit_code == 1, result.output
     assert "not a dataset config" in result.output
+
+
+def test_epochs_given_twice_differently_is_refused(tmp_path):
+    import pytest
+
+    from kohyagen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--epochs"):
+        _render(tmp_path, "max_train_epochs=3", epochs=5)
+    assert _render(tmp_path, "max_train_epochs=3", epochs=3).training["max_train_epochs"] == 3
