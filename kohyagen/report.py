@@ -102,7 +102,9 @@ def load_run(run_dir: str | Path) -> RunData:
         output_dir = output_dir or first.parent
         if not output_name:
             output_name = re.sub(r"(-\d{6}|-step\d{8})$", "", first.stem)
-    output_name = output_name or "last"
+    # kohya's names when output_name is unset: epoch-000001, at-step00000010, last
+    unnamed = output_name in ("", "epoch", "at", "last") and not training.get("output_name")
+    output_name = output_name if not unnamed else "last"
 
     scalars: dict[str, list[tuple[int, float]]] = {}
     event_files: list[Path] = []
@@ -156,7 +158,7 @@ def load_run(run_dir: str | Path) -> RunData:
     checkpoints = (
         list_checkpoints(
             output_dir,
-            output_name,
+            None if unnamed else output_name,
             epoch_end_step=epoch_end_step,
             total_epochs=(log.epoch or None) if log else total_epochs,
             total_steps=(log.step or None) if log else total_steps,
