@@ -67,6 +67,34 @@ def relative_path_finding(file: str, key: str, value: str, cwd: Path) -> Finding
     )
 
 
+def empty_image_findings(file: str, key: str, images: list[Path], *, where: str) -> list[Finding]:
+    """0-byte image files (failed downloads or syncs): kohya stops when it reaches one.
+
+    Only the size is looked at, so lint stays fast; `kohyagen dataset check` decodes headers.
+    """
+    empty = []
+    for img in images:
+        try:
+            if img.stat().st_size == 0:
+                empty.append(img)
+        except OSError:
+            continue
+    if not empty:
+        return []
+    return [
+        Finding(
+            Severity.ERROR,
+            "empty-image",
+            f"{len(empty)} image file(s) in {where} are empty (0 bytes), e.g. {empty[0].name}: "
+            "kohya fails when it loads them",
+            file=file,
+            key=key,
+            fix="replace them with the real images or delete them "
+            "(kohyagen dataset check lists every one)",
+        )
+    ]
+
+
 def caption_findings(
     file: str,
     key: str,
@@ -222,6 +250,7 @@ def train_data_dir_findings(
             )
         )
     for subset in layout.subsets:
+        findings += empty_image_findings(file, key, list(subset.images), where=f"{subset.name}/")
         findings += caption_findings(
             file,
             key,

@@ -334,3 +334,18 @@ def test_epochs_given_twice_differently_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="--epochs"):
         _render(tmp_path, "max_train_epochs=3", epochs=5)
     assert _render(tmp_path, "max_train_epochs=3", epochs=3).training["max_train_epochs"] == 3
+
+
+def test_lint_and_config_catch_an_empty_image_file(tmp_path, monkeypatch):
+    """A 0-byte image (a failed download or sync) stops kohya; dataset check says so too."""
+    from kohyagen.lint import lint_files
+
+    config, dataset = write_configs(tmp_path)
+    (tmp_path / "data" / "10_sks" / "broken.png").write_bytes(b"")
+    codes = [f.code for f in lint_files([config, dataset], cwd=tmp_path)]
+    assert "empty-image" in codes
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        main, ["config", str(tmp_path / "data"), "--model", "sd15", "--gpu", "24gb"]
+    )
+    assert result.exit_code == 1 and "broken.png" in result.output
