@@ -170,6 +170,10 @@ def load_run(run_dir: str | Path) -> RunData:
     if isinstance(first, (int, float)):
         # files of the same name left by an earlier run are not this run's checkpoints
         checkpoints = [c for c in checkpoints if c.path.stat().st_mtime >= first - 1]
+    ended = (state or {}).get("ended_at")
+    if isinstance(ended, (int, float)) and (state or {}).get("status") != "running":
+        # nor are files a later run with the same output_name wrote after this one ended
+        checkpoints = [c for c in checkpoints if c.path.stat().st_mtime <= ended + 5]
     run = RunData(
         run_dir, state, training, output_dir, output_name, log, scalars, event_files,
         checkpoints, epoch_end_step, train_loss_epoch, val_loss_epoch, val_loss_step,

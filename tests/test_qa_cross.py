@@ -349,3 +349,26 @@ def test_lint_and_config_catch_an_empty_image_file(tmp_path, monkeypatch):
         main, ["config", str(tmp_path / "data"), "--model", "sd15", "--gpu", "24gb"]
     )
     assert result.exit_code == 1 and "broken.png" in result.output
+
+
+def test_pick_on_an_ended_run_ignores_checkpoints_a_later_run_wrote(tmp_path):
+    import json
+    import os
+    import time
+
+    from train_fixtures import make_run
+
+    run = make_run(tmp_path, [1.0, 0.9, 0.8])
+    out = tmp_path / "out" / "output"
+    start = time.time() - 1000
+    state = {"status": "succeeded", "started_at": start, "ended_at": start + 100,
+             "attempts": [{"number": 1, "started_at": start, "ended_at": start + 100}]}  # fmt: skip
+    (run / "train.json").write_text(json.dumps(state))
+    for path in out.iterdir():
+        os.utime(path, (start + 50, start + 50))
+    # a later run with the same output_name rewrote the final file
+    os.utime(out / "mylora.safetensors", (start + 900, start + 900))
+    result = CliRunner().invoke(main, ["pick", str(run), "--json"])
+    assert result.exit_code == 0, result.output
+    files = {row["file"] for row in json.loads(result.stdout)["ranking"]}
+    assert files == {"mylora-000001.safetensors", "mylora-000002.safetensors"}
