@@ -372,3 +372,16 @@ def test_pick_on_an_ended_run_ignores_checkpoints_a_later_run_wrote(tmp_path):
     assert result.exit_code == 0, result.output
     files = {row["file"] for row in json.loads(result.stdout)["ranking"]}
     assert files == {"mylora-000001.safetensors", "mylora-000002.safetensors"}
+
+
+def test_prepare_refuses_an_image_extension_for_captions(tmp_path):
+    images = _image_folder(tmp_path / "photos")
+    out = tmp_path / "train"
+    result = CliRunner().invoke(
+        main,
+        ["dataset", "prepare", str(images), "-o", str(out), "--concept", "sks",
+         "--caption-ext", ".png"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "caption extension" in result.output
+    assert not out.exists()
