@@ -13,6 +13,7 @@ from kohyagen.findings import Finding, Severity
 from kohyagen.layout import (
     CAPTION_EXTENSIONS,
     KOHYA_DEFAULT_CAPTION_EXTENSION,
+    is_kohya_image_name,
     list_images,
     parse_folder_name,
     scan_train_dir,
@@ -91,6 +92,31 @@ def empty_image_findings(file: str, key: str, images: list[Path], *, where: str)
             key=key,
             fix="replace them with the real images or delete them "
             "(kohyagen dataset check lists every one)",
+        )
+    ]
+
+
+def broken_link_findings(file: str, key: str, folder: Path, *, where: str) -> list[Finding]:
+    """Image links to nothing: kohya's glob lists them, then it fails loading them."""
+    try:
+        broken = sorted(
+            p
+            for p in folder.iterdir()
+            if is_kohya_image_name(p) and p.is_symlink() and not p.exists()
+        )
+    except OSError:
+        return []
+    if not broken:
+        return []
+    return [
+        Finding(
+            Severity.ERROR,
+            "broken-image-link",
+            f"{len(broken)} image link(s) in {where} point to nothing, e.g. {broken[0].name}: "
+            "kohya lists them and fails when it loads them",
+            file=file,
+            key=key,
+            fix="delete the links or restore the files they point to",
         )
     ]
 
@@ -251,6 +277,7 @@ def train_data_dir_findings(
         )
     for subset in layout.subsets:
         findings += empty_image_findings(file, key, list(subset.images), where=f"{subset.name}/")
+        findings += broken_link_findings(file, key, subset.path, where=f"{subset.name}/")
         findings += caption_findings(
             file,
             key,

@@ -385,3 +385,12 @@ def test_prepare_refuses_an_image_extension_for_captions(tmp_path):
     assert result.exit_code == 2, result.output
     assert "caption extension" in result.output
     assert not out.exists()
+
+
+def test_lint_catches_a_broken_image_link_kohya_would_load(tmp_path):
+    from kohyagen.lint import lint_files
+
+    config, dataset = write_configs(tmp_path)
+    (tmp_path / "data" / "10_sks" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    codes = [f.code for f in lint_files([config, dataset], cwd=tmp_path)]
+    assert "broken-image-link" in codes
