@@ -271,7 +271,7 @@ def image_findings(probe: ImageProbe, *, min_side: int, model: str) -> list[Find
                 WARN,
                 "exif-rotation",
                 f"EXIF orientation {probe.orientation}: kohya ignores it, so the image "
-                "trains rotated or mirrored",
+                "trains rotated or mirrored there (kohyagen's builtin trainer applies it)",
                 p,
                 f"{PREPARE} applies the rotation (or rotate it in an editor)",
             )

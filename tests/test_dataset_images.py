@@ -100,3 +100,20 @@ def test_trigger_handling():
     assert trigger_first("sks, sks, dog", "sks") == "sks, dog"
     assert repeated_tags(["a", "b", "A", "c", "b"]) == ["a", "b"]
     assert tag_frequencies(["a, b", "b, c, b", ""]) == {"b": 2, "a": 1, "c": 1}
+
+
+def test_exif_rotation_finding_says_which_trainer_applies_it(tmp_path):
+    from PIL import Image
+
+    from kohyagen.dataset import check_dataset
+
+    folder = tmp_path / "10_sks"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° on display
+    Image.new("RGB", (640, 512), (10, 20, 30)).save(folder / "r.jpg", exif=exif)
+    (folder / "r.txt").write_text("sks\n")
+    report = check_dataset(tmp_path)
+    [finding] = [f for f in report.findings if f.code == "exif-rotation"]
+    assert "kohya ignores it" in finding.message
+    assert "builtin trainer applies it" in finding.message
