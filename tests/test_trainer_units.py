@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from kohyagen.errors import ConfigError, DatasetError
+from kohyagen.trainer.captions import process_caption
 from kohyagen.trainer.config import SubsetSpec, load_config, parse_resolution, unsupported_options
 from kohyagen.trainer.data import (
     make_buckets,
     prepare,
-    process_caption,
     select_bucket,
     split_validation,
 )
@@ -434,7 +434,7 @@ def test_random_crop_and_color_aug_are_refused_with_cached_latents(tmp_path):
 def test_random_crop_windows_and_native_crop_without_buckets(tmp_path):
     from PIL import Image
 
-    from kohyagen.trainer.data import native_crop, resize_and_crop
+    from kohyagen.trainer.augment import native_crop, resize_and_crop
 
     img = Image.new("RGB", (100, 60))
     img.putpixel((0, 0), (255, 0, 0))
@@ -508,8 +508,8 @@ def test_face_crop_centres_the_face_from_the_file_name(tmp_path):
     import numpy as np
     from PIL import Image, ImageDraw
 
+    from kohyagen.trainer.augment import face_crop, face_from_name
     from kohyagen.trainer.config import parse_face_range
-    from kohyagen.trainer.data import face_crop, face_from_name
 
     assert face_from_name(Path("me_10_20_30_40.png")) == (10, 20, 30, 40)
     assert face_from_name(Path("me.png")) is None
@@ -563,7 +563,7 @@ def test_color_aug_matches_kohyas_probabilities_and_ops():
     import numpy as np
     from PIL import Image
 
-    from kohyagen.trainer.data import color_aug
+    from kohyagen.trainer.augment import color_aug
 
     img = Image.new("RGB", (8, 8), (200, 100, 50))
     changed = 0

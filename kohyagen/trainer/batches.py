@@ -6,12 +6,12 @@ import random
 
 import torch
 
+from kohyagen.trainer.captions import process_caption
 from kohyagen.trainer.data import (
     ImageItem,
     PreparedDataset,
     PreparedGroup,
     epoch_batches,
-    process_caption,
 )
 from kohyagen.trainer.latents import LatentCache, crop_top_left, load_pixels
 

@@ -12,13 +12,8 @@ import random
 import tempfile
 from pathlib import Path
 
-from kohyagen.trainer.data import (
-    ImageItem,
-    color_aug,
-    face_crop,
-    native_crop,
-    resize_and_crop,
-)
+from kohyagen.trainer.augment import color_aug, face_crop, native_crop, resize_and_crop
+from kohyagen.trainer.data import ImageItem
 
 
 def load_pixels(item: ImageItem, *, flip: bool = False, rng=None):
