@@ -397,15 +397,15 @@ def test_committed_kohya_reference_matches_the_samples(tmp_path):
 def test_dataset_config_unimplemented_values_are_refused(tmp_path):
     ds = tmp_path / "ds.toml"
     ds.write_text(
-        "[general]\nenable_wildcard = true\nrandom_crop = false\n"
-        '[[datasets]]\n  [[datasets.subsets]]\n  image_dir = "x"\n  token_warmup_step = 5\n'
+        '[general]\nresize_interpolation = "lanczos"\nrandom_crop = false\n'
+        '[[datasets]]\n  [[datasets.subsets]]\n  image_dir = "x"\n  alpha_mask = true\n'
     )
     config = write_config(tmp_path, tmp_path / "model", dataset_config=str(ds))
     with pytest.raises(ConfigError) as info:
         load_config(config)
     text = str(info.value)
-    assert "general.enable_wildcard = True" in text
-    assert "datasets[0].subsets[0].token_warmup_step = 5" in text
+    assert "general.resize_interpolation = 'lanczos'" in text
+    assert "datasets[0].subsets[0].alpha_mask = True" in text
     assert "random_crop" not in text and "kohya backend" in text
 
 
@@ -503,6 +503,27 @@ def test_training_batches_are_augmented_and_validation_is_not(tmp_path):
         val.start_epoch(5)
         assert torch.equal(first, val[0]["pixels"])
 
+    # token warmup: each batch's step comes from its place in the run
+    (sub / "ramp.txt").write_text("sks, a, b, c, d\n")
+    config = write_config(
+        tmp_path,
+        tmp_path / "model",
+        data=tmp_path / "data",
+        enable_bucket=True,
+        min_bucket_reso=32,
+        max_bucket_reso=128,
+        token_warmup_step=4,
+        keep_tokens=1,
+    )
+    prepared = prepare(load_config(config).datasets[0])
+    train = BatchDataset(prepared, seed=1, cache=None, prior_loss_weight=1.0, flip_aug=False)
+    train.max_train_steps, train.grad_accum = 10, 1
+    captions = []
+    for epoch in range(5):
+        train.start_epoch(epoch)
+        captions.append(train[0]["captions"][0])
+    assert captions == ["sks, a", "sks, a", "sks, a, b", "sks, a, b, c", "sks, a, b, c, d"]
+
 
 def test_face_crop_centres_the_face_from_the_file_name(tmp_path):
     import numpy as np
@@ -592,6 +613,73 @@ def test_color_aug_matches_kohyas_probabilities_and_ops():
             out = np.asarray(color_aug(img, random.Random(seed))).astype(int)
             assert abs(out[0, 0].max() - 200) <= 2
             break
+
+
+def test_wildcards_secondary_separator_and_kept_tail():
+    import types
+
+    from kohyagen.trainer.captions import expand_wildcards
+    from kohyagen.trainer.network_model import check_text_cache
+
+    seen = {expand_wildcards("a {red|blue} car, {{x}}", random.Random(i)) for i in range(30)}
+    assert seen == {"a red car, {x}", "a blue car, {x}"}
+    lines = {expand_wildcards("one\ntwo", random.Random(i)) for i in range(30)}
+    assert lines == {"one", "two"}
+
+    wild = SubsetSpec(Path("x"), 1, None, ".txt", enable_wildcard=True)
+    outs = {process_caption("sks, {cat|dog}", wild, 1, random.Random(i)) for i in range(30)}
+    assert outs == {"sks, cat", "sks, dog"}
+    plain = SubsetSpec(Path("x"), 1, None, ".txt")
+    assert process_caption("first\nsecond", plain, 1, random.Random(0)) == "first"
+
+    sec = SubsetSpec(Path("x"), 1, None, ".txt", shuffle_caption=True, secondary_separator=";;;")
+    for i in range(20):
+        out = process_caption("red;;;hair, p, q, r", sec, 1, random.Random(i))
+        assert "red,hair" in out and ";;;" not in out  # moved as one tag, then joined
+    tail = SubsetSpec(Path("x"), 1, None, ".txt", shuffle_caption=True, keep_tokens_separator="|||")
+    outs = {
+        process_caption("sks ||| a, b, c, d ||| best, end", tail, 1, random.Random(i))
+        for i in range(20)
+    }
+    assert all(o.startswith("sks, ") and o.endswith(", best, end") for o in outs) and len(outs) > 1
+
+    args = types.SimpleNamespace()
+    net = types.SimpleNamespace(text_encoder_loras=[])
+    cfg = types.SimpleNamespace(path=Path("t.toml"), dataset_config_path=None)
+    with pytest.raises(ConfigError, match="wildcards"):
+        check_text_cache(args, net, [wild], cfg)
+
+
+def test_captions_read_all_lines_with_wildcards_and_face_names(tmp_path):
+    from kohyagen.trainer.captions import read_caption
+
+    (tmp_path / "a.txt").write_text("line one\n\n line two \n")
+    image = tmp_path / "a.png"
+    assert read_caption(image, SubsetSpec(tmp_path, 1, None, ".txt")) == "line one"
+    wild = SubsetSpec(tmp_path, 1, None, ".txt", enable_wildcard=True)
+    assert read_caption(image, wild) == "line one\nline two"
+    (tmp_path / "me.txt").write_text("me, smiling\n")
+    face_named = tmp_path / "me_30_40_20_20.png"  # kohya strips the face box to find me.txt
+    assert read_caption(face_named, SubsetSpec(tmp_path, 1, "cls", ".txt")) == "me, smiling"
+
+
+def test_token_warmup_grows_the_caption_with_the_step():
+    from kohyagen.trainer.captions import warmup_steps
+
+    sub = SubsetSpec(Path("x"), 1, None, ".txt", keep_tokens=1, token_warmup_step=10)
+    caption = "sks, a, b, c, d"
+
+    def at(step, subset=sub, total=100):
+        return process_caption(
+            caption, subset, 1, random.Random(0), step=step, max_train_steps=total
+        )
+
+    assert at(0) == "sks, a"  # token_warmup_min = 1 varying tag at first
+    assert at(5) == "sks, a, b"  # floor(5 * (4 - 1) / 10) + 1
+    assert at(10) == caption and at(50) == caption
+    frac = SubsetSpec(Path("x"), 1, None, ".txt", token_warmup_step=0.5, token_warmup_min=2)
+    assert warmup_steps(frac, 20) == 10
+    assert at(0, frac, 20) == "sks, a" and at(10, frac, 20) == caption
 
 
 def test_keep_tokens_separator_fixes_the_head():

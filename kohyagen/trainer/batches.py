@@ -6,7 +6,7 @@ import random
 
 import torch
 
-from kohyagen.trainer.captions import process_caption
+from kohyagen.trainer.captions import expand_wildcards, process_caption
 from kohyagen.trainer.data import (
     ImageItem,
     PreparedDataset,
@@ -34,6 +34,10 @@ class BatchDataset(torch.utils.data.Dataset):
         self.flip_aug = flip_aug
         self.shuffle = shuffle
         self.epoch = 0
+        # Set by the training loop before iterating, for token warmup: each batch derives its
+        # step from its position, so DataLoader workers need no shared counter.
+        self.max_train_steps = 0
+        self.grad_accum = 1
         self.batches = epoch_batches(prepared, seed, 0, shuffle=shuffle)
 
     def start_epoch(self, epoch: int) -> None:
@@ -46,17 +50,27 @@ class BatchDataset(torch.utils.data.Dataset):
     def _flip(self, item: ImageItem, rng: random.Random) -> bool:
         return (self.flip_aug or item.subset.flip_aug) and rng.random() < 0.5
 
+    def _caption(self, item: ImageItem, index: int, rng: random.Random) -> str:
+        if not self.shuffle:  # validation: the caption as written, wildcards fixed per batch
+            if item.subset.enable_wildcard:
+                return expand_wildcards(item.caption, random.Random(index))
+            return item.caption
+        step = (self.epoch * len(self.batches) + index) // max(1, self.grad_accum)
+        return process_caption(
+            item.caption,
+            item.subset,
+            self.epoch + 1,
+            rng,
+            step=step,
+            max_train_steps=self.max_train_steps,
+        )
+
     def __getitem__(self, index: int) -> dict:
         rng = random.Random((self.seed * 7919 + self.epoch) * 100003 + index)
         items = self.batches[index]
         flips = [self._flip(it, rng) if self.shuffle else False for it in items]
         batch: dict = {
-            "captions": [
-                process_caption(it.caption, it.subset, self.epoch + 1, rng)
-                if self.shuffle
-                else it.caption
-                for it in items
-            ],
+            "captions": [self._caption(it, index, rng) for it in items],
             "weights": torch.tensor(
                 [self.prior_loss_weight if it.is_reg else 1.0 for it in items],
                 dtype=torch.float32,

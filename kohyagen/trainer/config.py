@@ -54,6 +54,10 @@ class SubsetSpec:
     color_aug: bool = False
     random_crop: bool = False
     face_crop_aug_range: tuple[float, float] | None = None
+    secondary_separator: str | None = None
+    enable_wildcard: bool = False
+    token_warmup_min: int = 1
+    token_warmup_step: float = 0
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,10 @@ def _subset_from_chain(
         color_aug=bool(_subset_value("color_aug", chain, False)),
         random_crop=bool(_subset_value("random_crop", chain, False)),
         face_crop_aug_range=parse_face_range(_subset_value("face_crop_aug_range", chain, None)),
+        secondary_separator=_subset_value("secondary_separator", chain, None),
+        enable_wildcard=bool(_subset_value("enable_wildcard", chain, False)),
+        token_warmup_min=int(_subset_value("token_warmup_min", chain, 1)),
+        token_warmup_step=float(_subset_value("token_warmup_step", chain, 0)),
     )
 
 

@@ -153,13 +153,15 @@ def check_text_cache(args, network, subsets, cfg) -> None:
     for sub in subsets:
         if (
             sub.shuffle_caption
+            or sub.token_warmup_step
+            or sub.enable_wildcard
             or sub.caption_dropout_rate
             or sub.caption_tag_dropout_rate
             or sub.caption_dropout_every_n_epochs
         ):
             raise ConfigError(
-                "cache_text_encoder_outputs cannot be combined with shuffle_caption or caption"
-                " dropout (captions must not change between epochs)",
+                "cache_text_encoder_outputs cannot be combined with shuffle_caption, caption"
+                " dropout, token warmup or wildcards (captions must not change between epochs)",
                 path=cfg.dataset_config_path or cfg.path,
                 hint="turn those off or turn cache_text_encoder_outputs off",
             )

@@ -14,7 +14,8 @@ SUPPORTED: frozenset[str] = frozenset(
     bucket_no_upscale train_batch_size dataset_repeats shuffle_caption keep_tokens
     caption_separator keep_tokens_separator caption_dropout_rate caption_dropout_every_n_epochs
     caption_tag_dropout_rate caption_prefix caption_suffix flip_aug color_aug random_crop
-    face_crop_aug_range     cache_latents
+    face_crop_aug_range secondary_separator enable_wildcard token_warmup_min token_warmup_step
+        cache_latents
     cache_latents_to_disk cache_text_encoder_outputs vae_batch_size
     max_data_loader_n_workers persistent_data_loader_workers validation_split
     validation_seed validate_every_n_epochs validate_every_n_steps max_validation_steps
@@ -86,10 +87,6 @@ KOHYA_HINT = "use the kohya backend (kohyagen train --backend kohya) for these o
 # dataset_config keys the builtin trainer does not implement, with kohya's defaults: a
 # value other than the default refuses the run (the strict schema already rejects typos).
 DATASET_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
-    "secondary_separator": None,
-    "enable_wildcard": False,
-    "token_warmup_min": 1,
-    "token_warmup_step": 0,
     "custom_attributes": None,
     "resize_interpolation": None,
     "alpha_mask": False,

@@ -156,6 +156,7 @@ def run(
     if args.max_train_epochs:
         max_train_steps = int(args.max_train_epochs) * math.ceil(len(loader) / n_proc / grad_accum)
         epochs_override = (int(args.max_train_epochs), max_train_steps)
+    train_set.max_train_steps, train_set.grad_accum = max_train_steps, grad_accum
 
     groups = network.param_groups(
         unet_lr=args.unet_lr if args.unet_lr is not None else args.learning_rate,
