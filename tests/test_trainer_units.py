@@ -880,6 +880,38 @@ def test_scale_weight_norms_caps_each_modules_delta():
     assert torch.allclose(base(x), expected, atol=1e-5)  # the composed 3x3 kernel is exact
 
 
+def test_dim_from_weights_needs_weights_and_refuses_what_kohya_drops(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    from kohyagen.trainer.lora import dims_from_weights
+
+    data = make_train_dir(tmp_path / "data", n=1)
+    model = tmp_path / "model"
+    with pytest.raises(ConfigError, match="needs network_weights"):
+        load_config(write_config(tmp_path, model, data=data, dim_from_weights=True))
+    lora = tmp_path / "l.safetensors"
+    save_file(
+        {
+            "lora_te_a.lora_down.weight": torch.zeros(3, 8),
+            "lora_te_a.lora_up.weight": torch.zeros(8, 3),
+            "lora_te_a.alpha": torch.tensor(1.5),
+            "lora_unet_b.lora_down.weight": torch.zeros(2, 4, 3, 3),  # no alpha: alpha = rank
+            "lora_unet_b.lora_up.weight": torch.zeros(4, 2, 1, 1),
+        },
+        lora,
+    )
+    assert dims_from_weights(lora) == {"lora_te_a": (3, 1.5), "lora_unet_b": (2, 2)}
+    options = {"dim_from_weights": True, "network_weights": str(lora)}
+    assert load_config(write_config(tmp_path, model, data=data, **options))
+    for extra, named in (
+        ({"network_dropout": 0.1}, "network_dropout"),
+        ({"network_args": ["loraplus_lr_ratio=16"]}, "loraplus_lr_ratio"),
+    ):
+        with pytest.raises(ConfigError, match=f"kohya ignores .*{named}"):
+            load_config(write_config(tmp_path, model, data=data, **options, **extra))
+
+
 def test_loraplus_groups_and_ratios():
     torch = pytest.importorskip("torch")
     from kohyagen.trainer.lora import LoRANetwork

@@ -448,6 +448,8 @@ def load_config(
                 path=path,
                 hint=f'set mixed_precision = "{wanted}" or remove {flag}',
             )
+    if args.dim_from_weights:
+        _check_dim_from_weights(args, path)
     if args.adaptive_noise_scale is not None and args.noise_offset is None:
         raise ConfigError(  # kohya's ValueError
             "adaptive_noise_scale requires noise_offset",
@@ -455,6 +457,25 @@ def load_config(
             hint="set noise_offset (e.g. 0.05) or remove adaptive_noise_scale",
         )
     return TrainerConfig(script, path, args, datasets, ds_path)
+
+
+def _check_dim_from_weights(args: SimpleNamespace, path: Path) -> None:
+    if not args.network_weights:
+        raise ConfigError(
+            "dim_from_weights needs network_weights (the LoRA file to read the ranks from)",
+            path=path,
+            hint="set network_weights or remove dim_from_weights",
+        )
+    # kohya builds that network from the file alone and silently drops these.
+    ignored = [f"network_args {a!r}" for a in args.network_args or []]
+    if args.network_dropout:
+        ignored.append("network_dropout")
+    if ignored:
+        raise ConfigError(
+            "kohya ignores " + ", ".join(ignored) + " with dim_from_weights",
+            path=path,
+            hint="remove them, or remove dim_from_weights and set network_dim",
+        )
 
 
 def _check_latent_cache(args: SimpleNamespace, datasets, path: Path) -> None:

@@ -26,7 +26,7 @@ def run(
     from kohyagen.trainer.batches import BatchDataset, first
     from kohyagen.trainer.checkpointing import Checkpointer
     from kohyagen.trainer.latents import LatentCache
-    from kohyagen.trainer.lora import LoRANetwork, load_network_weights
+    from kohyagen.trainer.lora import LoRANetwork, dims_from_weights, load_network_weights
     from kohyagen.trainer.loss import make_noise_scheduler
     from kohyagen.trainer.models import cpu_only, load_components, place_components
     from kohyagen.trainer.netargs import conv_args, dropout_args, loraplus_ratios
@@ -103,6 +103,7 @@ def run(
         sdxl=cfg.is_sdxl,
         train_unet=train_unet,
         train_text_encoder=train_te,
+        dims=dims_from_weights(args.network_weights) if args.dim_from_weights else None,
         **conv_args(args.network_args),
     )
     if args.network_weights:
