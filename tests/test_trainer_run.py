@@ -452,3 +452,60 @@ def test_network_weights_load_back_into_the_network(sd15_run, sd15):
         load_network_weights(wider, sd15_run["tmp"] / "output" / "tl.safetensors")
     with pytest.raises(ConfigError, match="not found"):
         load_network_weights(wider, sd15_run["tmp"] / "nope.safetensors")
+
+
+def test_base_weights_are_merged_before_training(sd15_run, sd15, tmp_path, capsys):
+    import diffusers
+    import torch
+
+    from kohyagen.trainer.lora import LoRANetwork, read_lora_file
+    from kohyagen.trainer.merge import merge_base_weights
+    from kohyagen.trainer.models import Components
+    from kohyagen.trainer.output import Console
+
+    lora = sd15_run["tmp"] / "output" / "tl.safetensors"
+    state = read_lora_file(lora)
+    for key in state:  # the trained deltas are tiny; make them visible
+        if key.endswith("lora_up.weight"):
+            state[key] = torch.randn_like(state[key]) * 0.05
+    from safetensors.torch import save_file
+
+    boosted = tmp_path / "boosted.safetensors"
+    save_file(state, boosted)
+
+    def unet_out(pipe, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(1, 4, 8, 8, generator=gen)
+        hidden = torch.randn(1, 77, pipe.unet.config.cross_attention_dim, generator=gen)
+        with torch.no_grad():
+            return pipe.unet(x, torch.tensor([500]), hidden).sample
+
+    applied = diffusers.StableDiffusionPipeline.from_pretrained(sd15)
+    net = LoRANetwork(applied.unet, [applied.text_encoder], rank=4, alpha=2, sdxl=False)
+    net.load_kohya_weights(state)
+    for mod in net.unet_loras:
+        mod.multiplier = 0.5
+    net.apply_to()
+    net.eval()
+    expected = unet_out(applied)
+
+    merged = diffusers.StableDiffusionPipeline.from_pretrained(sd15)
+    plain = unet_out(merged)
+    parts = Components(
+        merged.unet, merged.vae, [merged.text_encoder], [merged.tokenizer], False, False, 0.18
+    )
+    merge_base_weights(parts, [str(boosted)], [0.5], sdxl=False, console=Console())
+    out = unet_out(merged)
+    assert not torch.allclose(out, plain, atol=1e-4)
+    assert torch.allclose(out, expected, atol=1e-4)  # merged = applied at multiplier 0.5
+    assert "merging module: " in capsys.readouterr().out
+
+    data = make_train_dir(tmp_path / "data", n=1, repeats=1)
+    config = write_config(
+        tmp_path, sd15, data=data, max_train_epochs=1, base_weights=[str(boosted)], logging_dir=None
+    )
+    rc = run_trainer(["--config_file", str(config)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    assert f"merging module: {boosted} with multiplier 1.0" in captured.out
+    assert f"all weights merged: {boosted}" in captured.out

@@ -88,6 +88,7 @@ def test_unsupported_options_listed_and_defaults_allowed():
         "huber_schedule": "sigmoid",  # not one of kohya's schedules
         "masked_loss": True,
         "scale_weight_norms": 1.0,  # implemented
+        "mem_eff_attn": True,  # diffusers' attention already is
         "learning_rate": 1e-4,
         "network_module": "networks.lora",
         "some_unknown_key": 3,  # kohya ignores it; lint reports it
@@ -95,6 +96,7 @@ def test_unsupported_options_listed_and_defaults_allowed():
     problems = unsupported_options(flat, "train_network")
     text = "; ".join(problems)
     assert "color_aug" not in text  # implemented
+    assert "mem_eff_attn" not in text
     assert "AdaFactor" in text and "masked_loss" in text and "scale_weight_norms" not in text
     assert "huber_schedule = 'sigmoid'" in text and "loss_type" not in text
     assert "random_crop" not in text and "some_unknown_key" not in text

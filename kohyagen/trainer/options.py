@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-# Options the builtin trainer implements (any value). Everything else kohya knows
+# Options the builtin trainer implements (any value). mem_eff_attn needs nothing: diffusers
+# already runs attention through PyTorch's memory-efficient scaled_dot_product_attention. Everything else kohya knows
 # must stay at its default, or the run is refused before any work is done.
 SUPPORTED: frozenset[str] = frozenset(
     """
@@ -20,7 +21,8 @@ SUPPORTED: frozenset[str] = frozenset(
     max_data_loader_n_workers persistent_data_loader_workers validation_split
     validation_seed validate_every_n_epochs validate_every_n_steps max_validation_steps
     prior_loss_weight scale_weight_norms clip_skip max_token_length skip_cache_check network_module network_dim network_alpha
-    network_train_unet_only network_train_text_encoder_only network_weights dim_from_weights optimizer_type
+    network_train_unet_only network_train_text_encoder_only network_weights dim_from_weights
+    base_weights base_weights_multiplier mem_eff_attn optimizer_type
     optimizer_args learning_rate unet_lr text_encoder_lr lr_scheduler lr_warmup_steps
     lr_scheduler_num_cycles lr_scheduler_power max_grad_norm gradient_accumulation_steps
     use_8bit_adam use_lion_optimizer max_train_steps max_train_epochs seed mixed_precision

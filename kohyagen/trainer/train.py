@@ -81,6 +81,16 @@ def run(
         )
 
     components = load_components(args, sdxl=cfg.is_sdxl)
+    if args.base_weights:
+        from kohyagen.trainer.merge import merge_base_weights
+
+        merge_base_weights(
+            components,
+            args.base_weights,
+            args.base_weights_multiplier,
+            sdxl=cfg.is_sdxl,
+            console=console,
+        )
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
         mixed_precision, torch.float32
     )
