@@ -1237,3 +1237,59 @@ def test_max_token_length_refused_on_sdxl():
     assert unsupported_options({"max_token_length": 225}, "sdxl_train_network")
     assert unsupported_options({"max_token_length": 225}, "train_network") == []
     assert unsupported_options({"max_token_length": 100}, "train_network")
+
+
+def test_more_lr_schedules_as_kohya():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    import types
+
+    from kohyagen.trainer.optim import make_scheduler
+
+    def lrs(steps=10, **options):
+        base = {
+            "lr_warmup_steps": 0,
+            "lr_scheduler": "constant",
+            "lr_scheduler_num_cycles": 1,
+            "lr_scheduler_power": 1.0,
+            "lr_scheduler_args": None,
+            "lr_scheduler_type": None,
+            "lr_decay_steps": 0,
+            "lr_scheduler_min_lr_ratio": None,
+            "lr_scheduler_timescale": None,
+        }
+        args = types.SimpleNamespace(**{**base, **options})
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = make_scheduler(args, opt, max_train_steps=steps, num_processes=1)
+        out = []
+        for _ in range(steps):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    floor = lrs(lr_scheduler="cosine_with_min_lr", lr_scheduler_min_lr_ratio=0.1)
+    assert floor[0] == pytest.approx(1.0) and min(floor) >= 0.1 - 1e-6 and floor[-1] < 0.2
+    with pytest.raises(ConfigError, match="lr_scheduler_min_lr_ratio"):
+        lrs(lr_scheduler="cosine_with_min_lr")
+    wsd = lrs(lr_scheduler="warmup_stable_decay", lr_warmup_steps=2, lr_decay_steps=0.3)
+    assert wsd[0] == 0.0 and wsd[2:7] == [1.0] * 5 and wsd[-1] < 0.5  # warm, hold, decay
+    inv = lrs(lr_scheduler="inverse_sqrt", lr_warmup_steps=2, lr_scheduler_timescale=2)
+    assert inv[2] == pytest.approx(1.0) and inv[-1] < inv[3] < 1.0
+    halved = lrs(lr_scheduler_type="StepLR", lr_scheduler_args=["step_size=5", "gamma=0.5"])
+    assert halved[:5] == [1.0] * 5 and halved[5:] == [0.5] * 5
+    with pytest.raises(ConfigError, match="does not require `num_warmup_steps`"):
+        lrs(lr_scheduler_type="StepLR", lr_scheduler_args=["step_size=5"], lr_warmup_steps=2)
+    with pytest.raises(ConfigError, match="NoSuchLR"):
+        lrs(lr_scheduler_type="NoSuchLR")
+    steps = lrs(lr_scheduler="piecewise_constant", lr_scheduler_args=['step_rules="1:3,0.1"'])
+    assert steps[:3] == [1.0] * 3 and steps[3:] == pytest.approx([0.1] * 7)
+    flat = {
+        "lr_scheduler": "warmup_stable_decay",
+        "lr_decay_steps": 0.2,
+        "lr_scheduler_min_lr_ratio": 0.1,
+        "lr_scheduler_type": "StepLR",
+        "lr_scheduler_args": ["step_size=5"],
+    }
+    assert unsupported_options(flat, "train_network") == []

@@ -24,7 +24,8 @@ SUPPORTED: frozenset[str] = frozenset(
     network_train_unet_only network_train_text_encoder_only network_weights dim_from_weights
     base_weights base_weights_multiplier mem_eff_attn optimizer_type
     optimizer_args learning_rate unet_lr text_encoder_lr lr_scheduler lr_warmup_steps
-    lr_scheduler_num_cycles lr_scheduler_power max_grad_norm gradient_accumulation_steps
+    lr_scheduler_num_cycles lr_scheduler_power lr_scheduler_args lr_scheduler_type lr_decay_steps
+    lr_scheduler_min_lr_ratio lr_scheduler_timescale max_grad_norm gradient_accumulation_steps
     use_8bit_adam use_lion_optimizer max_train_steps max_train_epochs seed mixed_precision
     gradient_checkpointing full_fp16 full_bf16 sdpa xformers noise_offset noise_offset_random_strength
     multires_noise_iterations multires_noise_discount adaptive_noise_scale zero_terminal_snr loss_type
@@ -59,6 +60,10 @@ ALLOWED_VALUES: dict[str, tuple[Any, ...]] = {
         "cosine",
         "cosine_with_restarts",
         "polynomial",
+        "cosine_with_min_lr",
+        "warmup_stable_decay",
+        "inverse_sqrt",
+        "piecewise_constant",
     ),
     "mixed_precision": ("no", "fp16", "bf16"),
     "loss_type": ("l2", "l1", "huber", "smooth_l1"),
