@@ -206,14 +206,14 @@ def test_unsupported_options_are_refused(tmp_path, sd15, capsys):
         tmp_path,
         sd15,
         data=data,
-        masked_loss=True,
+        weighted_captions=True,
         network_args=["block_dims=2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2"],
         optimizer_type="DAdaptation",
     )
     rc = run_trainer(["--config_file", str(config)])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "masked_loss = True" in err and "block_dims" in err and "DAdaptation" in err
+    assert "weighted_captions = True" in err and "block_dims" in err and "DAdaptation" in err
     assert "kohya backend" in err
     assert not (tmp_path / "output").exists()
 
@@ -223,6 +223,7 @@ def test_augmentations_loraplus_and_dropouts_train(tmp_path, sd15, capsys):
 
     data = make_train_dir(tmp_path / "data", n=2, repeats=1, size=(96, 80))
     Image.new("RGB", (120, 100), (20, 200, 20)).save(data / "1_sks" / "me_60_50_30_30.png")
+    Image.new("RGBA", (96, 80), (200, 20, 20, 60)).save(data / "1_sks" / "clear.png")
     config = write_config(
         tmp_path,
         sd15,
@@ -238,6 +239,8 @@ def test_augmentations_loraplus_and_dropouts_train(tmp_path, sd15, capsys):
         face_crop_aug_range="2.0,4.0",
         scale_weight_norms=1.0,
         v_pred_like_loss=0.1,
+        alpha_mask=True,
+        masked_loss=True,
     )
     rc = run_trainer(["--config_file", str(config)])
     captured = capsys.readouterr()

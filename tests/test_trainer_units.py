@@ -86,7 +86,7 @@ def test_unsupported_options_listed_and_defaults_allowed():
         "optimizer_type": "AdaFactor",
         "loss_type": "huber",  # implemented
         "huber_schedule": "sigmoid",  # not one of kohya's schedules
-        "masked_loss": True,
+        "weighted_captions": True,
         "scale_weight_norms": 1.0,  # implemented
         "mem_eff_attn": True,  # diffusers' attention already is
         "learning_rate": 1e-4,
@@ -97,7 +97,7 @@ def test_unsupported_options_listed_and_defaults_allowed():
     text = "; ".join(problems)
     assert "color_aug" not in text  # implemented
     assert "mem_eff_attn" not in text
-    assert "AdaFactor" in text and "masked_loss" in text and "scale_weight_norms" not in text
+    assert "AdaFactor" in text and "weighted_captions" in text and "scale_weight_norms" not in text
     assert "huber_schedule = 'sigmoid'" in text and "loss_type" not in text
     assert "random_crop" not in text and "some_unknown_key" not in text
 
@@ -400,14 +400,14 @@ def test_dataset_config_unimplemented_values_are_refused(tmp_path):
     ds = tmp_path / "ds.toml"
     ds.write_text(
         '[general]\nresize_interpolation = "lanczos"\nrandom_crop = false\n'
-        '[[datasets]]\n  [[datasets.subsets]]\n  image_dir = "x"\n  alpha_mask = true\n'
+        '[[datasets]]\n  [[datasets.subsets]]\n  image_dir = "x"\n  custom_attributes = {a = 1}\n'
     )
     config = write_config(tmp_path, tmp_path / "model", dataset_config=str(ds))
     with pytest.raises(ConfigError) as info:
         load_config(config)
     text = str(info.value)
     assert "general.resize_interpolation = 'lanczos'" in text
-    assert "datasets[0].subsets[0].alpha_mask = True" in text
+    assert "datasets[0].subsets[0].custom_attributes = {'a': 1}" in text
     assert "random_crop" not in text and "kohya backend" in text
 
 
@@ -580,6 +580,68 @@ def test_face_crop_centres_the_face_from_the_file_name(tmp_path):
         min_bucket_reso=64,
     )
     assert prepare(load_config(bucketed).datasets[0]).items[0].face is None  # kohya ignores it
+
+
+def test_alpha_mask_weights_the_loss_by_transparency(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    from PIL import Image
+
+    from kohyagen.trainer.batches import BatchDataset
+    from kohyagen.trainer.loss import diffusion_loss, make_noise_scheduler
+
+    sub = tmp_path / "data" / "1_sks"
+    sub.mkdir(parents=True)
+    half = Image.new("RGBA", (64, 64), (200, 10, 10, 0))
+    half.paste((10, 200, 10, 255), (32, 0, 64, 64))  # right half opaque
+    half.save(sub / "a.png")
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(sub / "b.png")  # no alpha: all ones
+    config = write_config(tmp_path, tmp_path / "model", data=tmp_path / "data", alpha_mask=True)
+    prepared = prepare(load_config(config).datasets[0])
+    train = BatchDataset(prepared, seed=0, cache=None, prior_loss_weight=1.0, flip_aug=True)
+    masks = {}
+    for epoch in range(6):
+        train.start_epoch(epoch)
+        for i in range(len(train)):
+            batch = train[i]
+            name = next(it.path.name for it in train.batches[i])
+            masks.setdefault(name, set()).add(batch["alpha_masks"][0].numpy().tobytes())
+            if name == "a.png":
+                m = batch["alpha_masks"][0]
+                px = batch["pixels"][0]
+                assert set(m.unique().tolist()) == {0.0, 1.0}
+                # the RGB keeps the colour under the transparent half (no compositing)
+                red_side = (m == 0).nonzero()[0]
+                assert px[0, red_side[0], red_side[1]] > 0.5
+    assert len(masks["a.png"]) == 2  # flipped and not: the mask flips with the image
+    assert all(
+        torch.frombuffer(bytearray(b), dtype=torch.float32).eq(1).all() for b in masks["b.png"]
+    )
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t, h):
+            return type("Out", (), {"sample": torch.zeros_like(x)})()
+
+    sched = make_noise_scheduler(False)
+    noise = torch.ones(1, 4, 8, 8)
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :, 32:] = 1.0  # right half
+    common = {
+        "timesteps": torch.tensor([10]),
+        "noise": noise,
+        "weights": torch.ones(1),
+        "v_prediction": False,
+        "min_snr_gamma": None,
+    }
+    full = diffusion_loss(Zero(), sched, torch.zeros(1, 4, 8, 8), None, **common)
+    masked = diffusion_loss(Zero(), sched, torch.zeros(1, 4, 8, 8), None, mask=mask, **common)
+    assert float(full) == pytest.approx(1.0) and float(masked) == pytest.approx(0.5)
+
+    cached = write_config(
+        tmp_path, tmp_path / "model", data=tmp_path / "data", alpha_mask=True, cache_latents=True
+    )
+    with pytest.raises(ConfigError, match="alpha_mask"):
+        load_config(cached)
 
 
 def test_color_aug_matches_kohyas_probabilities_and_ops():

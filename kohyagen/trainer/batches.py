@@ -13,7 +13,7 @@ from kohyagen.trainer.data import (
     PreparedGroup,
     epoch_batches,
 )
-from kohyagen.trainer.latents import LatentCache, crop_top_left, load_pixels
+from kohyagen.trainer.latents import LatentCache, crop_top_left, load_image
 
 
 class BatchDataset(torch.utils.data.Dataset):
@@ -93,12 +93,19 @@ class BatchDataset(torch.utils.data.Dataset):
                 [self.cache.get(it, flip) for it, flip in zip(items, flips, strict=True)]
             )
         else:
-            batch["pixels"] = torch.stack(
-                [
-                    load_pixels(it, flip=flip, rng=rng if self.shuffle else None)
-                    for it, flip in zip(items, flips, strict=True)
-                ]
-            )
+            loaded = [
+                load_image(it, flip=flip, rng=rng if self.shuffle else None)
+                for it, flip in zip(items, flips, strict=True)
+            ]
+            batch["pixels"] = torch.stack([pixels for pixels, _ in loaded])
+            if any(mask is not None for _, mask in loaded):
+                # kohya: once one sample has a mask, the others get all-ones masks
+                batch["alpha_masks"] = torch.stack(
+                    [
+                        mask if mask is not None else torch.ones(pixels.shape[1:])
+                        for pixels, mask in loaded
+                    ]
+                )
         return batch
 
 

@@ -17,7 +17,14 @@ from kohyagen.trainer.data import ImageItem
 
 
 def load_pixels(item: ImageItem, *, flip: bool = False, rng=None):
-    """The image as a (3, H, W) float tensor in [-1, 1], fitted to its bucket.
+    """The image as a (3, H, W) float tensor in [-1, 1], fitted to its bucket."""
+    return load_image(item, flip=flip, rng=rng)[0]
+
+
+def load_image(item: ImageItem, *, flip: bool = False, rng=None):
+    """(pixels, mask): the image as a (3, H, W) float tensor in [-1, 1] fitted to its
+    bucket, and with the subset's alpha_mask its alpha channel as an (H, W) tensor in 0..1
+    (ones for an opaque image), else None.
 
     rng (training only) drives the subset's random_crop and color_aug, applied in kohya's
     order: crop, colour, flip.
@@ -28,7 +35,8 @@ def load_pixels(item: ImageItem, *, flip: bool = False, rng=None):
 
     crop_rng = rng if rng is not None and item.subset.random_crop else None
     with Image.open(item.path) as im:
-        im = ImageOps.exif_transpose(im).convert("RGB")
+        # The alpha channel rides along through every crop and flip as a 4th channel.
+        im = ImageOps.exif_transpose(im).convert("RGBA" if item.subset.alpha_mask else "RGB")
         if item.face is not None:
             im = face_crop(
                 im,
@@ -42,12 +50,19 @@ def load_pixels(item: ImageItem, *, flip: bool = False, rng=None):
             im = native_crop(im, item.bucket, crop_rng or random.Random(0))
         else:
             im, _ = resize_and_crop(im, item.bucket, rng=crop_rng)
+    alpha = im.getchannel("A") if im.mode == "RGBA" else None
+    im = im.convert("RGB")  # drops the alpha without compositing, as kohya does
     if rng is not None and item.subset.color_aug:
         im = color_aug(im, rng)
     if flip:
         im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        alpha = alpha.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if alpha is not None else None
     arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    pixels = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    mask = None
+    if alpha is not None:
+        mask = torch.from_numpy(np.asarray(alpha, dtype=np.float32) / 255.0)
+    return pixels, mask
 
 
 def crop_top_left(item: ImageItem) -> tuple[int, int]:

@@ -109,6 +109,7 @@ class TrainingModel(torch.nn.Module):
             debiased=bool(args.debiased_estimation_loss),
             loss_type=args.loss_type or "l2",
             v_pred_like=args.v_pred_like_loss,
+            mask=batch.get("alpha_masks"),
             huber_schedule=args.huber_schedule or "snr",
             huber_c=float(args.huber_c if args.huber_c is not None else 0.1),
             huber_scale=float(args.huber_scale if args.huber_scale is not None else 1.0),
