@@ -307,6 +307,7 @@ def test_many_options_together(tmp_path, sd15, capsys):
         multires_noise_iterations=4,
         max_token_length=150,
         prior_loss_weight=0.5,
+        alpha_mask=True,  # opaque images: all-ones masks, cached beside the latents
         loss_type="smooth_l1",
         huber_schedule="exponential",
         huber_c=0.2,

@@ -637,11 +637,35 @@ def test_alpha_mask_weights_the_loss_by_transparency(tmp_path):
     masked = diffusion_loss(Zero(), sched, torch.zeros(1, 4, 8, 8), None, mask=mask, **common)
     assert float(full) == pytest.approx(1.0) and float(masked) == pytest.approx(0.5)
 
-    cached = write_config(
-        tmp_path, tmp_path / "model", data=tmp_path / "data", alpha_mask=True, cache_latents=True
-    )
-    with pytest.raises(ConfigError, match="alpha_mask"):
-        load_config(cached)
+    # cached latents keep the mask beside them (kohya's alpha_mask_<h>x<w> npz key)
+    from kohyagen.trainer.latents import LatentCache
+
+    class FakeVae(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+            self.calls = 0
+            self.device = torch.device("cpu")
+
+        def encode(self, pixels):
+            self.calls += 1
+            pooled = torch.nn.functional.avg_pool2d(pixels, 8).repeat(1, 2, 1, 1)[:, :4]
+            dist = type("D", (), {"sample": lambda _self: pooled})()
+            return type("E", (), {"latent_dist": dist})()
+
+    vae = FakeVae()
+    cache = LatentCache(vae, scaling_factor=1.0, sdxl=False, to_disk=True, batch_size=2)
+    cache.fill(list(prepared.items), flip_aug=True)
+    item = next(it for it in prepared.items if it.path.name == "a.png")
+    mask = cache.get_mask(item, False)
+    assert mask.shape == (64, 64) and float(mask[0, 40]) == 1.0 and float(mask[0, 10]) == 0.0
+    assert torch.equal(cache.get_mask(item, True), torch.flip(mask, [1]))
+    vae.calls = 0
+    again = LatentCache(vae, scaling_factor=1.0, sdxl=False, to_disk=True, batch_size=2)
+    again.fill(list(prepared.items), flip_aug=True)
+    assert vae.calls == 0 and torch.equal(again.get_mask(item, False), mask)  # from the npz
+    cached = BatchDataset(prepared, seed=0, cache=again, prior_loss_weight=1.0, flip_aug=True)
+    assert cached[0]["alpha_masks"].shape == (1, 64, 64)
 
 
 def test_color_aug_matches_kohyas_probabilities_and_ops():

@@ -89,9 +89,14 @@ class BatchDataset(torch.utils.data.Dataset):
             ),
         }
         if self.cache is not None:
-            batch["latents"] = torch.stack(
-                [self.cache.get(it, flip) for it, flip in zip(items, flips, strict=True)]
-            )
+            pairs = list(zip(items, flips, strict=True))
+            batch["latents"] = torch.stack([self.cache.get(it, flip) for it, flip in pairs])
+            masks = [self.cache.get_mask(it, flip) for it, flip in pairs]
+            if any(mask is not None for mask in masks):
+                size = (batch["latents"].shape[2] * 8, batch["latents"].shape[3] * 8)
+                batch["alpha_masks"] = torch.stack(
+                    [mask if mask is not None else torch.ones(size) for mask in masks]
+                )
         else:
             loaded = [
                 load_image(it, flip=flip, rng=rng if self.shuffle else None)

@@ -491,9 +491,3 @@ def _check_latent_cache(args: SimpleNamespace, datasets, path: Path) -> None:
             path=path,
             hint="turn off cache_latents / cache_latents_to_disk, or color_aug and random_crop",
         )
-    if any(sub.alpha_mask for sub in subsets):
-        raise ConfigError(  # kohya caches the masks beside the latents; not built in yet
-            "the builtin trainer does not cache alpha_mask masks with cached latents",
-            path=path,
-            hint="turn off cache_latents / cache_latents_to_disk, or " + KOHYA_HINT,
-        )

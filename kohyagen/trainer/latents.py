@@ -99,6 +99,8 @@ class LatentCache:
         self.to_disk = to_disk
         self.batch_size = max(1, batch_size)
         self._mem: dict[tuple[Path, tuple[int, int], bool], object] = {}
+        # alpha_mask subsets: the unflipped mask per image, flipped on the way out (kohya)
+        self._masks: dict[tuple[Path, tuple[int, int]], object] = {}
 
     def encode(self, pixels):
         import torch
@@ -124,10 +126,17 @@ class LatentCache:
                     if key not in data:
                         return False
                     found[flip] = torch.from_numpy(data[key].astype(np.float32))
+                mask = None
+                if item.subset.alpha_mask:
+                    if _key("alpha_mask", hw) not in data:
+                        return False  # cached without the mask: encode again
+                    mask = torch.from_numpy(data[_key("alpha_mask", hw)].astype(np.float32))
         except (OSError, ValueError):
             return False
         for flip, lat in found.items():
             self._mem[(item.path, item.bucket, flip)] = lat
+        if mask is not None:
+            self._masks[(item.path, item.bucket)] = mask
         return True
 
     def _save_disk(self, item: ImageItem) -> None:
@@ -140,6 +149,9 @@ class LatentCache:
             if lat is not None:
                 arrays[_key("latents_flipped" if flip else "latents", hw)] = lat.numpy()
         arrays[_key("original_size", hw)] = np.array(item.original_size)
+        mask = self._masks.get((item.path, item.bucket))
+        if mask is not None:
+            arrays[_key("alpha_mask", hw)] = mask.numpy()
         path = npz_path(item, sdxl=self.sdxl)
         fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
         os.close(fd)
@@ -172,7 +184,11 @@ class LatentCache:
             for pair in chunk:
                 groups.setdefault(pair[0].bucket, []).append(pair)
             for group in groups.values():
-                pixels = torch.stack([load_pixels(it, flip=flip) for it, flip in group])
+                loaded = [load_image(it, flip=flip) for it, flip in group]
+                pixels = torch.stack([px for px, _ in loaded])
+                for (it, flip), (_, mask) in zip(group, loaded, strict=True):
+                    if mask is not None and not flip:
+                        self._masks[(it.path, it.bucket)] = mask
                 latents = self.encode(pixels).cpu()
                 for (it, flip), lat in zip(group, latents, strict=True):
                     self._mem[(it.path, it.bucket, flip)] = lat
@@ -184,3 +200,10 @@ class LatentCache:
 
     def get(self, item: ImageItem, flip: bool):
         return self._mem[(item.path, item.bucket, flip)]
+
+    def get_mask(self, item: ImageItem, flip: bool):
+        """The alpha mask (H, W) for an alpha_mask subset's image, else None."""
+        import torch
+
+        mask = self._masks.get((item.path, item.bucket))
+        return torch.flip(mask, [1]) if mask is not None and flip else mask
