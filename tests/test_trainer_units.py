@@ -399,14 +399,14 @@ def test_committed_kohya_reference_matches_the_samples(tmp_path):
 def test_dataset_config_unimplemented_values_are_refused(tmp_path):
     ds = tmp_path / "ds.toml"
     ds.write_text(
-        '[general]\nresize_interpolation = "lanczos"\nrandom_crop = false\n'
+        "[general]\nnetwork_multiplier = 0.5\nrandom_crop = false\n"
         '[[datasets]]\n  [[datasets.subsets]]\n  image_dir = "x"\n  custom_attributes = {a = 1}\n'
     )
     config = write_config(tmp_path, tmp_path / "model", dataset_config=str(ds))
     with pytest.raises(ConfigError) as info:
         load_config(config)
     text = str(info.value)
-    assert "general.resize_interpolation = 'lanczos'" in text
+    assert "general.network_multiplier = 0.5" in text
     assert "datasets[0].subsets[0].custom_attributes = {'a': 1}" in text
     assert "random_crop" not in text and "kohya backend" in text
 
@@ -1379,3 +1379,27 @@ def test_more_lr_schedules_as_kohya():
         "lr_scheduler_args": ["step_size=5"],
     }
     assert unsupported_options(flat, "train_network") == []
+
+
+def test_resize_interpolation_as_kohya_defaults_and_names(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from kohyagen.trainer.augment import resize
+
+    board = Image.fromarray((np.indices((8, 8)).sum(axis=0) % 2 * 255).astype(np.uint8)).convert(
+        "RGB"
+    )
+    shrunk = np.asarray(resize(board, (4, 4)))  # unset + shrinking: area average
+    assert np.all(np.abs(shrunk.astype(int) - 128) <= 1)
+    nearest = np.asarray(resize(board, (4, 4), "nearest"))
+    assert set(np.unique(nearest)) <= {0, 255}
+    grown = resize(Image.fromarray(np.array([[0, 255]], dtype=np.uint8)).convert("RGB"), (8, 4))
+    assert grown.size == (8, 4)  # unset + enlarging: Lanczos
+
+    data = make_train_dir(tmp_path / "data", n=1)
+    model = tmp_path / "model"
+    spec = load_config(write_config(tmp_path, model, data=data, resize_interpolation="cubic"))
+    assert spec.datasets[0].subsets[0].resize_interpolation == "cubic"
+    with pytest.raises(ConfigError, match="resize_interpolation 'sinc'"):
+        load_config(write_config(tmp_path, model, data=data, resize_interpolation="sinc"))

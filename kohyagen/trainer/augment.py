@@ -9,18 +9,46 @@ from pathlib import Path
 
 from kohyagen.errors import DatasetError
 
+INTERPOLATIONS = ("lanczos", "nearest", "bilinear", "linear", "bicubic", "cubic", "area", "box")
 
-def resize_and_crop(image, bucket: tuple[int, int], *, rng: random.Random | None = None):
+
+def resize(image, size: tuple[int, int], interpolation: str | None = None):
+    """kohya's resize_interpolation with PIL filters. Unset, kohya averages areas when
+    shrinking and uses Lanczos when enlarging; PIL's box filter is that area average."""
+    from PIL import Image
+
+    if interpolation is None:
+        shrink = image.size[0] >= size[0] and image.size[1] >= size[1]
+        interpolation = "area" if shrink else "lanczos"
+    filters = {
+        "lanczos": Image.Resampling.LANCZOS,
+        "nearest": Image.Resampling.NEAREST,
+        "bilinear": Image.Resampling.BILINEAR,
+        "linear": Image.Resampling.BILINEAR,
+        "bicubic": Image.Resampling.BICUBIC,
+        "cubic": Image.Resampling.BICUBIC,
+        "area": Image.Resampling.BOX,
+        "box": Image.Resampling.BOX,
+    }
+    return image.resize(size, filters[interpolation])
+
+
+def resize_and_crop(
+    image,
+    bucket: tuple[int, int],
+    *,
+    rng: random.Random | None = None,
+    interpolation: str | None = None,
+):
     """Scale so the image covers the bucket, then crop the centre, or with rng a random
     window (random_crop). Returns (image, crop_ltrb)."""
-    from PIL import Image
 
     bw, bh = bucket
     w, h = image.size
     scale = max(bw / w, bh / h)
     new_w, new_h = max(bw, round(w * scale)), max(bh, round(h * scale))
     if (new_w, new_h) != (w, h):
-        image = image.resize((new_w, new_h), Image.Resampling.LANCZOS)
+        image = resize(image, (new_w, new_h), interpolation)
     if rng is None:
         left, top = (new_w - bw) // 2, (new_h - bh) // 2
     else:
@@ -60,11 +88,11 @@ def face_crop(
     *,
     random_crop: bool,
     rng: random.Random,
+    interpolation: str | None = None,
 ):
     """kohya's face crop: scale so the face fills 1/high .. 1/low of the shorter side (never
     upscaling, always covering the target), then cut a target-sized window around the face,
     jittered a little, or widely with random_crop."""
-    from PIL import Image
 
     width, height = image.size
     tw, th = size
@@ -79,7 +107,7 @@ def face_crop(
     scale = min_scale if min_scale >= max_scale else rng.uniform(min_scale, max_scale)
     nw, nh = int(width * scale + 0.5), int(height * scale + 0.5)
     if (nw, nh) != (width, height):
-        image = image.resize((nw, nh), Image.Resampling.LANCZOS)
+        image = resize(image, (nw, nh), interpolation)
     centre = (int(cx * scale + 0.5), int(cy * scale + 0.5))
     starts = []
     for target, length, face_p in ((tw, nw, centre[0]), (th, nh, centre[1])):

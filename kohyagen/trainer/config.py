@@ -55,6 +55,7 @@ class SubsetSpec:
     random_crop: bool = False
     face_crop_aug_range: tuple[float, float] | None = None
     alpha_mask: bool = False
+    resize_interpolation: str | None = None
     secondary_separator: str | None = None
     enable_wildcard: bool = False
     token_warmup_min: int = 1
@@ -167,6 +168,17 @@ def parse_resolution(value: Any, *, path: Path | None = None) -> tuple[int, int]
     )
 
 
+def _interpolation(value: Any) -> str | None:
+    from kohyagen.trainer.augment import INTERPOLATIONS
+
+    if value is None or value in INTERPOLATIONS:
+        return value
+    raise ConfigError(
+        f"resize_interpolation {value!r} is not supported",
+        hint="use one of " + ", ".join(INTERPOLATIONS),
+    )
+
+
 def parse_face_range(value: Any, *, path: Path | None = None) -> tuple[float, float] | None:
     """face_crop_aug_range: "low,high" (training config) or [low, high] (dataset config)."""
     if value is None:
@@ -221,6 +233,7 @@ def _subset_from_chain(
         face_crop_aug_range=parse_face_range(_subset_value("face_crop_aug_range", chain, None)),
         secondary_separator=_subset_value("secondary_separator", chain, None),
         alpha_mask=bool(_subset_value("alpha_mask", chain, False)),
+        resize_interpolation=_interpolation(_subset_value("resize_interpolation", chain, None)),
         enable_wildcard=bool(_subset_value("enable_wildcard", chain, False)),
         token_warmup_min=int(_subset_value("token_warmup_min", chain, 1)),
         token_warmup_step=float(_subset_value("token_warmup_step", chain, 0)),

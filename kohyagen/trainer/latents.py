@@ -45,11 +45,14 @@ def load_image(item: ImageItem, *, flip: bool = False, rng=None):
                 item.subset.face_crop_aug_range or (1.0, 1.0),
                 random_crop=item.subset.random_crop,
                 rng=rng or random.Random(0),  # validation and caches: one fixed cut
+                interpolation=item.subset.resize_interpolation,
             )
         elif item.native_crop:
             im = native_crop(im, item.bucket, crop_rng or random.Random(0))
         else:
-            im, _ = resize_and_crop(im, item.bucket, rng=crop_rng)
+            im, _ = resize_and_crop(
+                im, item.bucket, rng=crop_rng, interpolation=item.subset.resize_interpolation
+            )
     alpha = im.getchannel("A") if im.mode == "RGBA" else None
     im = im.convert("RGB")  # drops the alpha without compositing, as kohya does
     if rng is not None and item.subset.color_aug:

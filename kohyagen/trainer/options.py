@@ -15,7 +15,7 @@ SUPPORTED: frozenset[str] = frozenset(
     bucket_no_upscale train_batch_size dataset_repeats shuffle_caption keep_tokens
     caption_separator keep_tokens_separator caption_dropout_rate caption_dropout_every_n_epochs
     caption_tag_dropout_rate caption_prefix caption_suffix flip_aug color_aug random_crop
-    face_crop_aug_range alpha_mask masked_loss secondary_separator enable_wildcard token_warmup_min token_warmup_step
+    face_crop_aug_range resize_interpolation alpha_mask masked_loss secondary_separator enable_wildcard token_warmup_min token_warmup_step
         cache_latents
     cache_latents_to_disk cache_text_encoder_outputs vae_batch_size
     max_data_loader_n_workers persistent_data_loader_workers validation_split
@@ -95,7 +95,6 @@ KOHYA_HINT = "use the kohya backend (kohyagen train --backend kohya) for these o
 # value other than the default refuses the run (the strict schema already rejects typos).
 DATASET_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
     "custom_attributes": None,
-    "resize_interpolation": None,
     "network_multiplier": 1.0,
     "conditioning_data_dir": None,
     "metadata_file": None,

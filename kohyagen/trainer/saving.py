@@ -216,7 +216,7 @@ def training_metadata(
         "ss_max_validation_steps": a.max_validation_steps,
         "ss_validate_every_n_epochs": a.validate_every_n_epochs,
         "ss_validate_every_n_steps": a.validate_every_n_steps,
-        "ss_resize_interpolation": None,
+        "ss_resize_interpolation": a.resize_interpolation,
     }
     md.update(model_hashes(args.pretrained_model_name_or_path, "sd_model"))
     if args.vae:
@@ -279,7 +279,7 @@ def _subset_entry(part, s) -> dict[str, Any]:
         "enable_wildcard": s.enable_wildcard,
         "caption_prefix": s.caption_prefix,
         "caption_suffix": s.caption_suffix,
-        "resize_interpolation": None,
+        "resize_interpolation": s.resize_interpolation,
         "image_dir": s.image_dir.name,
         "class_tokens": s.class_tokens,
         "is_reg": s.is_reg,
