@@ -21,7 +21,6 @@ to the user with the diagnosis.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import tomlkit
 from tomlkit.items import Table
 
+from kohyagen.atomic import write_text_atomic
 from kohyagen.errors import ConfigError
 
 # Training-config keys holding paths kohya resolves against its working directory.
@@ -74,11 +74,7 @@ def _parse(path: Path) -> tomlkit.TOMLDocument:
         raise ConfigError(f"malformed TOML: {exc}", path=path) from exc
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+atomic_write_text = write_text_atomic
 
 
 def _tables(doc: tomlkit.TOMLDocument) -> list[Any]:

@@ -67,10 +67,13 @@ def bucket_resolutions(
     """The fixed bucket list kohya makes when upscaling is allowed, sorted as kohya sorts it."""
     area = resolution[0] * resolution[1]
     found = {(int(math.sqrt(area) // steps) * steps,) * 2}
-    width = min_reso
+    # kohya rounds min_bucket_reso down to a multiple of the step; below one step its
+    # loop would make 0-sided buckets (and divide by zero), so one step is the floor.
+    floor = max(min_reso, steps)
+    width = floor
     while width <= max_reso:
         height = min(max_reso, int((area // width) // steps) * steps)
-        if height >= min_reso:
+        if height >= floor:
             found.add((width, height))
             found.add((height, width))
         width += steps

@@ -65,6 +65,19 @@ def read_caption(path: Path) -> CaptionRead:
     )
 
 
+def first_line(path: Path) -> str | None:
+    """The caption kohya trains with, leniently decoded (for counts and hints, not checks).
+
+    None when the file cannot be read; "" when it holds no text.
+    """
+    try:
+        text = read_bytes(path).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = text.splitlines()
+    return lines[0].strip() if lines else ""
+
+
 def decode_caption_bytes(raw: bytes) -> str:
     """Best-effort text of a caption in any common encoding (prepare rewrites it as UTF-8)."""
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):

@@ -208,6 +208,15 @@ def _label(cp: Checkpoint) -> str:
     return f"step {cp.step}"
 
 
+def _no_checkpoint_hint(training: dict[str, Any]) -> str:
+    every_epochs = training.get("save_every_n_epochs")
+    every_steps = training.get("save_every_n_steps")
+    if every_epochs or every_steps:
+        when = f"epoch {every_epochs}" if every_epochs else f"step {every_steps}"
+        return f"the first one is saved after {when}; run this again then"
+    return "set save_every_n_epochs so that every epoch leaves a file to choose from"
+
+
 def rank(run: RunData, *, by: str = "auto") -> Choice:
     """Choose a checkpoint of a loaded run (kohyagen.report.load_run) without writing."""
     if by not in ("auto", "val", "train"):
@@ -217,7 +226,7 @@ def rank(run: RunData, *, by: str = "auto") -> Choice:
         raise RunStateError(
             "no checkpoints saved in this run yet",
             path=run.output_dir or run.run_dir,
-            hint="set save_every_n_epochs so that every epoch leaves a file to choose from",
+            hint=_no_checkpoint_hint(run.training),
         )
     val = [(cp, _val_value(cp, run)) for cp in checkpoints]
     has_val = any(v is not None and math.isfinite(v) for _cp, v in val)

@@ -9,7 +9,6 @@ then decides: a number where kohya wants a string becomes that string
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +24,7 @@ from kohyagen.config_keys import (
 )
 from kohyagen.errors import ConfigError
 from kohyagen.schema import DATASET_CONFIG, TomlValidator, load_schema, training_properties
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from kohyagen.toml_compat import tomllib
 
 TRAINING = "training"
 DATASET = "dataset"

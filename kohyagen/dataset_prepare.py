@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kohyagen.atomic import write_text_atomic
 from kohyagen.captions import decode_caption_bytes, read_bytes, trigger_first
 from kohyagen.dataset_scan import list_folder
 from kohyagen.errors import DatasetError, UsageError
@@ -336,10 +337,7 @@ def _cmyk_to_rgb(im, icc: bytes | None):
     return im.convert("RGB")
 
 
-def _write_text(dest: Path, text: str) -> None:
-    tmp = dest.with_name(dest.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, dest)
+_write_text = write_text_atomic
 
 
 def _move_into_place(work: Path, target: Path) -> list[str]:

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kohyagen.errors import DatasetError
-from kohyagen.layout import IMAGE_EXTENSIONS, parse_folder_name
+from kohyagen.layout import IMAGE_EXTENSIONS, KOHYA_SUFFIXES, parse_folder_name
 
-KOHYA_SUFFIXES = frozenset([*IMAGE_EXTENSIONS, *(e.upper() for e in IMAGE_EXTENSIONS)])
 # Image formats people put in datasets that kohya does not read without plugins.
 OTHER_IMAGE_SUFFIXES = frozenset(
     {

@@ -211,6 +211,23 @@ OUT_OF_MEMORY = SIGNATURES[0].pattern
 _ERROR_LINE = re.compile(r"^\s*((?:[\w.]+\.)?\w*(?:Error|Exception|Interrupt)\b.*)$", re.MULTILINE)
 
 
+# The builtin trainer's refusals (a KohyagenError): "error: PATH: message (hint)".
+_KOHYAGEN_ERROR = re.compile(r"^error: (.+)$", re.MULTILINE)
+
+
+def kohyagen_error(text: str) -> Diagnosis | None:
+    """The builtin trainer's own one-line error, split into cause and fix."""
+    found = _KOHYAGEN_ERROR.findall(_ANSI.sub("", text))
+    if not found:
+        return None
+    line = found[-1].strip()
+    cause, fix = line, "fix what it names, then run again"
+    head, sep, tail = line.rpartition(" (")
+    if sep and tail.endswith(")"):
+        cause, fix = head, tail[:-1]
+    return Diagnosis("trainer-error", cause, fix, f"error: {line}"[:300])
+
+
 def _collapse(text: str) -> str:
     return re.sub(r"\s+", " ", _ANSI.sub("", text))
 
@@ -289,6 +306,9 @@ def diagnose_run(
         )
     if found is not None:
         return found
+    refused = kohyagen_error(text)
+    if refused is not None:
+        return refused
     if exit_code in (-9, 137):
         return Diagnosis(
             "killed",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -259,6 +260,19 @@ def _resolve_backend(
         return "builtin", None
 
 
+def _refuse_dataset_config(data: dict, path: Path) -> None:
+    # kohya itself would start, find no model and crash with a traceback.
+    from kohyagen.lint import is_dataset_document
+
+    if is_dataset_document(data):
+        raise ConfigError(
+            "this is a dataset config, not a training config",
+            path=path,
+            hint="pass the training config (training_config.toml); the dataset config "
+            "goes in its dataset_config key or with --dataset-config",
+        )
+
+
 def train(
     config: str | Path,
     *,
@@ -288,6 +302,7 @@ def train(
     config_path = Path(config)
     config_path = (config_path if config_path.is_absolute() else cwd / config_path).resolve()
     doc = load_toml(config_path)
+    _refuse_dataset_config(doc.data, config_path)
     flat, _ = flatten_training_config(doc.data)
     script_name = script_for_config(doc.text, flat)
     if dataset_config is None and isinstance(flat.get("dataset_config"), str):
@@ -307,7 +322,7 @@ def train(
             f"{count_errors(findings)} error(s) in the configs; not starting",
             findings,
             path=config_path,
-            hint=f"run `kohyagen lint {config_path.name}` and fix them",
+            hint=f"run `kohyagen lint {shlex.quote(str(config_path))}` and fix them",
         )
 
     chosen, checkout = _resolve_backend(backend, sd_scripts, cwd)

@@ -21,8 +21,17 @@ CAPTION_EXTENSIONS: tuple[str, ...] = (".txt", ".caption")
 KOHYA_DEFAULT_CAPTION_EXTENSION = ".caption"
 
 
+# kohya globs "*" + each of these: case-sensitive, so "x.Png" is not read.
+KOHYA_SUFFIXES = frozenset([*IMAGE_EXTENSIONS, *(e.upper() for e in IMAGE_EXTENSIONS)])
+
+
 def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_kohya_image_name(path: Path) -> bool:
+    """Whether kohya's glob picks this name up: "*" skips hidden names (macOS "._x.png")."""
+    return not path.name.startswith(".") and path.suffix in KOHYA_SUFFIXES
 
 
 def parse_folder_name(name: str) -> tuple[int, str] | None:
@@ -93,7 +102,7 @@ def list_images(folder: Path) -> list[Path]:
         entries = sorted(folder.iterdir())
     except OSError:
         return []
-    return [p for p in entries if is_image_name(p) and p.is_file()]
+    return [p for p in entries if is_kohya_image_name(p) and p.is_file()]
 
 
 def scan_train_dir(root: str | Path) -> TrainDirLayout:
@@ -122,6 +131,6 @@ def scan_train_dir(root: str | Path) -> TrainDirLayout:
                 continue
             repeats, tokens = parsed
             subsets.append(Subset(entry, repeats, tokens, tuple(list_images(entry))))
-        elif is_image_name(entry):
+        elif is_kohya_image_name(entry):
             loose.append(entry)
     return TrainDirLayout(root, tuple(subsets), tuple(skipped), tuple(loose))

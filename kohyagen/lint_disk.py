@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kohyagen.captions import read_caption
 from kohyagen.findings import Finding, Severity
 from kohyagen.layout import (
     CAPTION_EXTENSIONS,
@@ -66,14 +67,6 @@ def relative_path_finding(file: str, key: str, value: str, cwd: Path) -> Finding
     )
 
 
-def _first_line(path: Path) -> str | None:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    return text.splitlines()[0].strip() if text.strip() else ""
-
-
 def caption_findings(
     file: str,
     key: str,
@@ -124,8 +117,23 @@ def caption_findings(
                 fix="caption them (kohyagen tag) or accept the folder's class tokens",
             )
         )
-    lines = [(p, _first_line(p)) for p in read]
-    empty = [p for p, line in lines if line == ""]
+    captions = [read_caption(p) for p in read]
+    not_utf8 = [c.path for c in captions if c.not_utf8]
+    if not_utf8:
+        findings.append(
+            Finding(
+                Severity.ERROR,
+                "caption-not-utf8",
+                f"{len(not_utf8)} caption file(s) in {where} are not UTF-8 text "
+                f"(e.g. {not_utf8[0].name}); kohya fails to read them",
+                file=file,
+                key=key,
+                fix="save them as UTF-8 (kohyagen dataset prepare converts them)",
+            )
+        )
+    lines = [(c.path, c.text) for c in captions if not c.not_utf8 and c.error is None]
+    # kohya keeps a BOM as a character, so a BOM-only caption is not empty to it
+    empty = [c.path for c in captions if c.text == "" and not c.has_bom]
     if empty:
         findings.append(
             Finding(
@@ -139,7 +147,10 @@ def caption_findings(
             )
         )
     if class_tokens and read and len(read) == len(images):
-        lacking = [p for p, line in lines if line and class_tokens.lower() not in line.lower()]
+        # "sks woman" folders are captioned "sks, ..." (kohyagen tag --trigger sks): the
+        # first token is the trigger, and a caption holding it is what was meant.
+        wanted = {class_tokens.lower(), class_tokens.split()[0].lower()}
+        lacking = [p for p, line in lines if line and not any(w in line.lower() for w in wanted)]
         if lacking:
             findings.append(
                 Finding(
@@ -147,7 +158,7 @@ def caption_findings(
                     "class-tokens-unused",
                     f"the class tokens {class_tokens!r} of {where} are never used: every image "
                     f"has a caption, which replaces them, and {len(lacking)} caption(s) do not "
-                    f"contain {class_tokens!r}",
+                    f"contain {class_tokens.split()[0]!r}",
                     file=file,
                     key=key,
                     fix=f"add {class_tokens!r} to the captions "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import sys
 from dataclasses import dataclass
 from functools import cache
 from itertools import product
@@ -18,11 +17,7 @@ from typing import Any
 
 from kohyagen.errors import PresetError
 from kohyagen.resources import template_path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from kohyagen.toml_compat import tomllib
 
 ATTENTIONS = ("sdpa", "xformers")
 

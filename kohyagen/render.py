@@ -8,27 +8,27 @@ schema and linted before anything is written.
 from __future__ import annotations
 
 import math
-import os
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomlkit
 
-from kohyagen.config_overrides import apply_overrides, parse_override
+from kohyagen.atomic import write_text_atomic
+from kohyagen.config_overrides import Override, apply_overrides, parse_override
 from kohyagen.errors import ConfigError, LintFailed
 from kohyagen.findings import Finding, Severity
 from kohyagen.presets import (
     GpuPreset,
     ModelPreset,
+    Setting,
     get_gpu,
     get_model,
     training_settings,
 )
 from kohyagen.render_inputs import default_name, load_train_dir, resolve_base_model
 from kohyagen.render_values import (
+    bucket_range,
     choose_captions,
     dataset_choices,
     plan_steps,
@@ -37,11 +37,7 @@ from kohyagen.render_values import (
 from kohyagen.resources import templates_dir
 from kohyagen.sample_prompts import sample_prompts
 from kohyagen.schema import TomlDocument, flatten_training_config
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from kohyagen.toml_compat import tomllib
 
 
 @dataclass(frozen=True)
@@ -122,6 +118,10 @@ def render_configs(
     layout = load_train_dir(dataset if Path(dataset).is_absolute() else cwd / dataset)
     settings = training_settings(model, gpu, attention=attention)
     out_dir = (cwd / Path(out_dir).expanduser()).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(
+            "the output folder for the configs is a file", path=out_dir, hint="pass a folder to -o"
+        )
     if epochs is not None and epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {epochs}")
     notes: list[str] = []
@@ -132,6 +132,15 @@ def render_configs(
     prompt_word = trigger or first_tokens or name
 
     captions = choose_captions(layout, trigger, notes)
+    parsed = _parse_overrides(overrides, model.script_name)
+    # Values the plan derives others from (save interval, warmup, bucket range) are taken
+    # from --set too, so that an override does not leave them computed for another run.
+    set_training = {ov.key: ov.value for ov in parsed if ov.target == "training"}
+    if epochs is None and isinstance(set_training.get("max_train_epochs"), int):
+        epochs = set_training["max_train_epochs"]
+    if isinstance(set_training.get("train_batch_size"), int):
+        settings["train_batch_size"] = Setting(set_training["train_batch_size"], "set with --set")
+    parsed += _bucket_range_overrides(parsed)
     plan = plan_steps(model, layout, settings, epochs, notes)
     training_choice = training_choices(
         model,
@@ -177,9 +186,7 @@ def render_configs(
     dataset_text = env.get_template("dataset_config.toml.j2").render(
         general=general.values, why=general.why, subsets=subsets_ctx, **ctx
     )
-    training_text, dataset_text = _apply_overrides(
-        training_text, dataset_text, model.script_name, overrides
-    )
+    training_text, dataset_text = _apply_overrides(training_text, dataset_text, parsed)
     training_doc = TomlDocument(training_path, training_text, tomllib.loads(training_text))
     dataset_doc = TomlDocument(dataset_path, dataset_text, tomllib.loads(dataset_text))
     flat, _ = flatten_training_config(training_doc.data)
@@ -218,12 +225,36 @@ def render_configs(
     )
 
 
-def _apply_overrides(
-    training_text: str, dataset_text: str, script: str, overrides
-) -> tuple[str, str]:
-    parsed = []
+def _parse_overrides(overrides, script: str) -> list[Override]:
+    parsed: list[Override] = []
     for item in overrides:
         parsed.extend(parse_override(item if isinstance(item, str) else "=".join(item), script))
+    return parsed
+
+
+def _bucket_range_overrides(parsed: list[Override]) -> list[Override]:
+    """min/max_bucket_reso around a --set resolution, unless those are set too."""
+    given = {ov.key for ov in parsed if ov.target == "dataset"}
+    res = next((ov for ov in parsed if ov.key == "resolution" and ov.target == "dataset"), None)
+    if res is None:
+        return []
+    try:
+        sides = [int(v) for v in str(res.value).replace(" ", "").strip("[]()").split(",")]
+    except ValueError:
+        return []  # lint reports the malformed resolution
+    low, _ = bucket_range(min(sides))
+    _, high = bucket_range(max(sides))
+    out = []
+    if "min_bucket_reso" not in given:
+        out.append(Override("dataset", "min_bucket_reso", low, res.text))
+    if "max_bucket_reso" not in given:
+        out.append(Override("dataset", "max_bucket_reso", high, res.text))
+    return out
+
+
+def _apply_overrides(
+    training_text: str, dataset_text: str, parsed: list[Override]
+) -> tuple[str, str]:
     if not parsed:
         return training_text, dataset_text
     training_doc = tomlkit.parse(training_text)
@@ -259,18 +290,6 @@ def _validate(
 # --- writing ------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_configs(rendered: RenderedConfigs, *, force: bool = False) -> list[Path]:
     """Write the files atomically; refuse to replace existing ones unless force."""
     files = [
@@ -288,5 +307,12 @@ def write_configs(rendered: RenderedConfigs, *, force: bool = False) -> list[Pat
                 hint="pass --force to replace it, or -o another folder",
             )
     for path, text in files:
-        _atomic_write(path, text)
+        try:
+            write_text_atomic(path, text)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write the config: {exc.strerror or exc}",
+                path=path,
+                hint="choose a writable folder with -o",
+            ) from exc
     return [p for p, _ in files]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 
 from kohyagen.errors import DatasetError, ModelNotFound
@@ -28,7 +29,8 @@ def load_train_dir(dataset: str | Path) -> TrainDirLayout:
             raise DatasetError(
                 "a plain folder of images, not a kohya train dir with N_name/ folders",
                 path=root,
-                hint=f"run `kohyagen dataset prepare {root} OUT --concept NAME` first, "
+                hint=f"run `kohyagen dataset prepare {shlex.quote(str(root))} -o OUT --concept NAME` "
+                "first, "
                 "then pass OUT",
             )
         raise DatasetError(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kohyagen.captions import first_line
 from kohyagen.layout import Subset, TrainDirLayout
 from kohyagen.presets import GpuPreset, ModelPreset, Setting
 from kohyagen.sample_prompts import caption_tag_counts
@@ -87,11 +88,7 @@ def choose_captions(layout: TrainDirLayout, trigger: str | None, notes: list[str
         notes.append("no caption files: every image is captioned by its folder's class tokens")
     tags = caption_tag_counts(layout.subsets, ext)
     if trigger and tags:
-        firsts = [
-            p.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0]
-            for s in layout.subsets
-            for p in s.caption_files(ext)
-        ]
+        firsts = [first_line(p) or "" for s in layout.subsets for p in s.caption_files(ext)]
         lacking = sum(1 for line in firsts if trigger not in line)
         if lacking:
             notes.append(

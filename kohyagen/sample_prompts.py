@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from kohyagen.captions import first_line
 from kohyagen.layout import Subset
 from kohyagen.presets import ModelPreset
 
@@ -15,11 +16,9 @@ def caption_tag_counts(subsets: tuple[Subset, ...], extension: str) -> Counter[s
     counts: Counter[str] = Counter()
     for subset in subsets:
         for path in subset.caption_files(extension):
-            try:
-                first = path.read_text(encoding="utf-8", errors="replace").splitlines()
-            except OSError:
+            line = first_line(path)
+            if line is None:
                 continue
-            line = first[0] if first else ""
             counts.update({t.strip() for t in line.split(",") if t.strip()})
     return counts
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -23,11 +22,7 @@ from jsonschema import Draft202012Validator, validators
 
 from kohyagen.errors import ConfigError
 from kohyagen.resources import schema_path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from kohyagen.toml_compat import tomllib
 
 TRAIN_NETWORK = "train_network"
 SDXL_TRAIN_NETWORK = "sdxl_train_network"

@@ -182,17 +182,25 @@ def tag_directory(
 
 
 def find_images(root: Path, *, recursive: bool = False) -> list[Path]:
-    """Images in root (and below, when recursive), hidden folders excluded, sorted."""
+    """Images in root (and below, when recursive), hidden files and folders excluded, sorted.
+
+    Hidden names are skipped as kohya's glob skips them: macOS leaves "._x.png" resource
+    forks next to every copied image.
+    """
     if recursive:
         found = [
             p
             for p in root.rglob("*")
             if is_image_name(p)
-            and not any(part.startswith(".") for part in p.relative_to(root).parts[:-1])
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
             and p.is_file()
         ]
     else:
-        found = [p for p in root.iterdir() if is_image_name(p) and p.is_file()]
+        found = [
+            p
+            for p in root.iterdir()
+            if is_image_name(p) and not p.name.startswith(".") and p.is_file()
+        ]
     if not found:
         hint = "pass the folder that holds the images"
         if not recursive and any(p.is_dir() for p in root.iterdir()):

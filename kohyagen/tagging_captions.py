@@ -6,13 +6,13 @@ asked), character tags, then general tags, each group by descending confidence.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from kohyagen.atomic import TEMP_SUFFIX, write_text_atomic
 from kohyagen.tagging_models import (
     CATEGORY_CHARACTER,
     CATEGORY_GENERAL,
@@ -21,7 +21,6 @@ from kohyagen.tagging_models import (
 )
 
 SEPARATOR = ", "
-TEMP_SUFFIX = ".kohyagen-tmp"
 MODES = ("skip", "append", "overwrite")
 
 
@@ -139,14 +138,7 @@ def has_caption(path: Path) -> bool:
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace path with text in one step: readers see the old file or the new one."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
-    try:
-        with open(temp, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text)
 
 
 def remove_stale_temps(folders: Iterable[Path]) -> int:

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from kohyagen.errors import UsageError, require
+from kohyagen.quiet import quiet_third_party
 
 KINDS = ("sd15", "sd2", "sdxl")
 
@@ -177,6 +178,7 @@ def make_tiny_pipeline(out_dir: str | Path, kind: str = "sd15", seed: int = 0) -
         raise UsageError(
             "folder exists and is not empty", path=out, hint="choose a new folder or delete it"
         )
+    quiet_third_party()
     torch = require("torch")
     diffusers = require("diffusers")
     transformers = require("transformers")

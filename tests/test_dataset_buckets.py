@@ -95,3 +95,12 @@ def test_crop_fraction():
 def test_select_bucket_rejects_empty_sizes():
     with pytest.raises(ValueError):
         select_bucket(0, 10, BucketSettings())
+
+
+def test_min_bucket_reso_below_one_step_makes_no_empty_buckets():
+    # kohya rounds min_bucket_reso=32 down to 0 with 64-pixel steps
+    from kohyagen.buckets import bucket_resolutions
+
+    resos = bucket_resolutions((64, 64), 0, 128, 64)
+    assert resos and all(w >= 64 and h >= 64 for w, h in resos)
+    assert bucket_for(128, 96, resolution=64, min_reso=32, max_reso=128, steps=64) == (64, 64)

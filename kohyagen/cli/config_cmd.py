@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -97,9 +98,10 @@ def config_command(
     for path in written:
         console.print(f"wrote {path}", markup=False)
     if written:
+        quoted = shlex.quote(str(rendered.training_path))
         console.print(
-            f"next: kohyagen train {rendered.training_path}   (or plain kohya: accelerate "
-            f"launch {plan['script']} --config_file {rendered.training_path})",
+            f"next: kohyagen train {quoted}   (or plain kohya: accelerate "
+            f"launch {plan['script']} --config_file {quoted})",
             markup=False,
         )
 

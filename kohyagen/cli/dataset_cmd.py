@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -296,8 +297,11 @@ def prepare_cmd(
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     ext = f" --caption-ext {caption_ext}" if caption_ext != ".caption" else ""
-    trig = f" --trigger {trigger!r}" if trigger else ""
-    console.print(f"next: kohyagen dataset check {result.out_dir}{ext}{trig}")
+    trig = f" --trigger {shlex.quote(trigger)}" if trigger else ""
+    console.print(
+        f"next: kohyagen dataset check {shlex.quote(str(result.out_dir))}{ext}{trig}",
+        markup=False,
+    )
 
 
 COMMANDS: list[click.Command] = [dataset_group]

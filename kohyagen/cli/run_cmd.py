@@ -1,7 +1,223 @@
-"""CLI commands for this concern (see COMMANDS)."""
+"""`kohyagen run` and `kohyagen demo`; this module also lists the estimate and queue
+commands of the run concern (kohyagen.cli registers COMMANDS from here)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from kohyagen.cli import estimate_cmd, queue_cmd
+from kohyagen.cli.estimate_cmd import print_estimate
+from kohyagen.cli.output import emit_json, stdout_console
+from kohyagen.cli.run_progress import ProgressPrinter
+
+COMMANDS: list[click.Command] = [*estimate_cmd.COMMANDS, *queue_cmd.COMMANDS]
+
+
+def print_usage(result) -> None:
+    """Where the chosen LoRA is and how to use it in A1111 / ComfyUI."""
+    console = stdout_console()
+    if result.lora is None:
+        console.print(f"run folder: {result.run_dir}")
+        if {s: status for s, status, _ in result.stages}.get("train") == "pending":
+            console.print(
+                "prepared, not trained: train it with the same `kohyagen run` command "
+                f"(without --prepare-only) or with `kohyagen queue {result.run_dir}`",
+                markup=False,
+            )
+        return
+    from rich.markup import escape
+
+    stem = result.lora.stem
+    weight = result.suggested_weight
+    console.print()
+    console.print(f"[bold green]LoRA ready:[/bold green] {escape(str(result.lora))}")
+    if result.epoch is not None:
+        console.print(f"chosen: epoch {result.epoch} — {escape(str(result.reason))}")
+    if result.summary_json:
+        console.print(
+            f"report: {result.summary_json.with_suffix('.md')}  loss plot: {result.loss_png}"
+        )
+    if result.seconds:
+        console.print(
+            "stages: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in result.seconds)
+        )
+    console.print("use it:")
+    console.print("  AUTOMATIC1111 / Forge: copy it to stable-diffusion-webui/models/Lora/")
+    console.print("  ComfyUI: copy it to ComfyUI/models/loras/ and load it with a LoraLoader node")
+    console.print(
+        f"  prompt: {result.trigger}, ... <lora:{stem}:{weight}>   "
+        f"(trigger word '{result.trigger}'; start at weight {weight}, try 0.6–1.0)",
+        markup=False,
+        emoji=False,
+    )
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    if result.gpu not in (None, "cpu"):
+        console.print(
+            "[bold]On a rented GPU?[/bold] Copy the LoRA off the machine, then stop the "
+            "instance: billing runs until you do."
+        )
+
+
+def _stdin_is_terminal() -> bool:
+    import sys
+
+    return sys.stdin.isatty()
+
+
+def _confirm_factory(yes: bool, as_json: bool):
+    if yes or not _stdin_is_terminal():
+        return None
+
+    def confirm(est) -> bool:
+        if not as_json:
+            print_estimate(est)
+        return click.confirm("start training?", default=True, err=True)
+
+    return confirm
+
+
+@click.command("run")
+@click.argument("images", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--name", required=True, help="LoRA name (file name and run folder).")
+@click.option("--trigger", required=True, help="Trigger word put in every caption.")
+@click.option(
+    "--model", type=click.Choice(["sd15", "sd2", "sdxl"]), default="sd15", show_default=True
+)
+@click.option("--base-model", help="Local checkpoint/diffusers folder or a Hugging Face repo id.")
+@click.option("--gpu", default="auto", show_default=True, help="GPU preset name, cpu, or auto.")
+@click.option(
+    "--budget", type=float, help="Stop before training if the estimate is above this many dollars."
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "kohya", "builtin"]),
+    default="auto",
+    show_default=True,
+    help="kohya sd-scripts, kohyagen's builtin trainer, or kohya when found.",
+)
+@click.option(
+    "--run-dir", type=click.Path(path_type=Path, file_okay=False), help="Default: runs/NAME."
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before training.")
+@click.option(
+    "--epochs", type=click.IntRange(min=1), help="Training epochs (default: the preset's)."
+)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config option."
+)
+@click.option("--seed", type=int, help="Training seed (recorded in the manifest).")
+@click.option("--price-per-hour", type=float, help="What this GPU costs you per hour.")
+@click.option(
+    "--prices",
+    "prices_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Your prices TOML.",
+)
+@click.option(
+    "--sd-scripts",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="kohya sd-scripts checkout.",
+)
+@click.option(
+    "--restart", is_flag=True, help="Start the run folder over (old files kept under previous/)."
+)
+@click.option(
+    "--prepare-only",
+    is_flag=True,
+    help="Stop before training (after the estimate): train later with this command again "
+    "or with `kohyagen queue`.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def run_cmd(
+    images: Path,
+    name: str,
+    trigger: str,
+    model: str,
+    base_model: str | None,
+    gpu: str,
+    budget: float | None,
+    backend: str,
+    run_dir: Path | None,
+    yes: bool,
+    epochs: int | None,
+    overrides: tuple[str, ...],
+    seed: int | None,
+    price_per_hour: float | None,
+    prices_file: Path | None,
+    sd_scripts: Path | None,
+    restart: bool,
+    prepare_only: bool,
+    as_json: bool,
+) -> None:
+    """From a folder of images to a chosen LoRA: check → prepare → tag → config →
+    estimate → train → report → pick. Run it again to continue an interrupted run."""
+    from kohyagen.pipeline import RunOptions, run_pipeline
+
+    options = RunOptions(
+        images=images,
+        name=name,
+        trigger=trigger,
+        model=model,
+        base_model=base_model,
+        gpu=gpu,
+        budget=budget,
+        backend=backend,
+        run_dir=run_dir,
+        epochs=epochs,
+        overrides=overrides,
+        seed=seed,
+        price_per_hour=price_per_hour,
+        prices_file=prices_file,
+        sd_scripts=sd_scripts,
+        restart=restart,
+    )
+    result = run_pipeline(
+        options,
+        progress=ProgressPrinter(quiet=False),
+        confirm=None if prepare_only else _confirm_factory(yes, as_json),
+        stop_after="estimate" if prepare_only else None,
+    )
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        print_usage(result)
+
+
+COMMANDS.append(run_cmd)
+
+
+@click.command("demo")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("kohyagen-demo"),
+    show_default=True,
+    help="Where the tiny model, the images and the run go.",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def demo_cmd(directory: Path, epochs: int, as_json: bool) -> None:
+    """Run the whole pipeline on a tiny random model and a generated dataset, offline on
+    the CPU (about a minute): see every stage work before renting a GPU."""
+    from kohyagen.demo import run_demo
+
+    # Progress goes to stderr, so it is shown with --json too (stdout stays pure JSON).
+    click.echo(
+        f"kohyagen demo in {directory.resolve()} (tiny random model, CPU, offline)", err=True
+    )
+    result = run_demo(directory, progress=ProgressPrinter(), epochs=epochs)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    print_usage(result)
+    click.echo(
+        "\nThis LoRA comes from a tiny random model, so it is only a demonstration. For a "
+        "real one: kohyagen run YOUR_IMAGES --name NAME --trigger WORD --model sd15 --gpu auto"
+    )
+
+
+COMMANDS.append(demo_cmd)

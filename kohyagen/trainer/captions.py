@@ -23,7 +23,15 @@ def read_caption(image: Path, subset: SubsetSpec) -> str:
     for caption_file in candidates:
         if not caption_file.is_file():
             continue
-        lines = [line.strip() for line in caption_file.read_text(encoding="utf-8").splitlines()]
+        try:
+            raw = caption_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(
+                "caption file is not UTF-8 text",
+                path=caption_file,
+                hint="save it as UTF-8 (kohyagen dataset prepare converts captions)",
+            ) from exc
+        lines = [line.strip() for line in raw.splitlines()]
         if subset.enable_wildcard:
             text = "\n".join(line for line in lines if line)
         else:

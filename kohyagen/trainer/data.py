@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from kohyagen.buckets import BucketSettings, bucket_resolutions
+from kohyagen.buckets import select_bucket as shared_select_bucket
 from kohyagen.errors import DatasetError
 from kohyagen.layout import list_images
 from kohyagen.trainer.augment import face_from_name
@@ -48,18 +50,8 @@ class ImageItem:
 def make_buckets(
     max_reso: tuple[int, int], min_size: int, max_size: int, steps: int
 ) -> list[tuple[int, int]]:
-    """Every (w, h) multiple of steps within [min_size, max_size] whose area fits max_reso."""
-    max_area = max_reso[0] * max_reso[1]
-    side = int(math.sqrt(max_area) // steps) * steps
-    resos = {(side, side)}
-    width = min_size
-    while width <= max_size:
-        height = min(max_size, int((max_area // width) // steps) * steps)
-        if height >= min_size:
-            resos.add((width, height))
-            resos.add((height, width))
-        width += steps
-    return sorted(resos)
+    """kohya's fixed bucket list (used when upscaling is allowed), from kohyagen.buckets."""
+    return list(bucket_resolutions(tuple(max_reso), min_size, max_size, steps))
 
 
 def select_bucket(
@@ -69,18 +61,22 @@ def select_bucket(
     max_reso: tuple[int, int],
     steps: int,
     no_upscale: bool,
+    min_size: int | None = None,
+    max_size: int | None = None,
 ) -> tuple[int, int]:
-    w, h = size
-    if no_upscale and w * h <= max_reso[0] * max_reso[1]:
-        return max(steps, w // steps * steps), max(steps, h // steps * steps)
-    if no_upscale:
-        scale = math.sqrt(max_reso[0] * max_reso[1] / (w * h))
-        return (
-            max(steps, int(w * scale) // steps * steps),
-            max(steps, int(h * scale) // steps * steps),
-        )
-    aspect = w / h
-    return min(buckets, key=lambda b: abs(b[0] / b[1] - aspect))
+    """The bucket kohya puts the image in: the rule `kohyagen dataset check` reports.
+
+    min_size/max_size are the dataset's min/max_bucket_reso; without them they are read
+    off buckets (the list make_buckets returned for them).
+    """
+    if min_size is None or max_size is None:
+        sides = [side for bucket in buckets for side in bucket] or [steps]
+        min_size = min(sides) if min_size is None else min_size
+        max_size = max(sides) if max_size is None else max_size
+    settings = BucketSettings(tuple(max_reso), min_size, max_size, steps, no_upscale)
+    bw, bh = shared_select_bucket(size[0], size[1], settings)
+    # kohya makes a 0-wide bucket of an image narrower than one step, and fails later.
+    return max(steps, bw), max(steps, bh)
 
 
 def split_validation(
@@ -176,6 +172,8 @@ def prepare(spec: DatasetSpec, *, training: bool = True) -> PreparedDataset:
                     max_reso=res,
                     steps=spec.bucket_reso_steps,
                     no_upscale=spec.bucket_no_upscale,
+                    min_size=spec.min_bucket_reso,
+                    max_size=spec.max_bucket_reso,
                 )
             else:
                 face = face_from_name(image) if subset.face_crop_aug_range else None

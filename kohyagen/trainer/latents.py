@@ -7,11 +7,10 @@ so a cache is reused only for the same bucket.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
+from kohyagen.atomic import replacing
 from kohyagen.trainer.augment import color_aug, face_crop, native_crop, resize_and_crop
 from kohyagen.trainer.data import ImageItem
 
@@ -156,14 +155,8 @@ class LatentCache:
         if mask is not None:
             arrays[_key("alpha_mask", hw)] = mask.numpy()
         path = npz_path(item, sdxl=self.sdxl)
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-        os.close(fd)
-        try:
-            np.savez(tmp, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with replacing(path) as tmp, open(tmp, "xb") as handle:
+            np.savez(handle, **arrays)  # a handle: np.savez would append .npz to a name
 
     def fill(self, items: list[ImageItem], *, flip_aug: bool, progress=None) -> None:
         """Encode every item not yet cached (reading or writing the disk cache)."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from kohyagen.atomic import replacing
 from kohyagen.trainer.config import parse_face_range
 
 # The commit of sd-scripts whose formats this trainer reproduces.
@@ -67,10 +66,7 @@ def write_lora(
         if dtype is not None:
             value = value.to(dtype)
         tensors[key] = value.contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
@@ -78,13 +74,9 @@ def write_lora(
             model_hash, legacy = sshs_hashes(tensors, meta)
             meta["sshs_model_hash"] = model_hash
             meta["sshs_legacy_hash"] = legacy
-            save_file(tensors, tmp, meta)
+            save_file(tensors, str(tmp), meta)
         else:
             torch.save(tensors, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

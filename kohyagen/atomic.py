@@ -1,0 +1,42 @@
+"""Atomic file replacement: readers see the old file or the new one, never half of one.
+
+The temporary file is opened like any other file (mode 0666 less the umask), not with
+mkstemp's 0600: configs and captions are the user's files, edited and shared like the
+ones they write themselves. (A writer that creates the file itself, such as
+safetensors' save_file, keeps its own mode.)
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+TEMP_SUFFIX = ".kohyagen-tmp"
+
+
+def temp_name(path: Path) -> Path:
+    """A hidden sibling of path, unique to this process and call."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces path, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Replace path with text (UTF-8, \\n line ends) in one step."""
+    with replacing(path) as tmp, open(tmp, "x", encoding="utf-8", newline="\n") as handle:
+        handle.write(text)
