@@ -1403,3 +1403,38 @@ def test_resize_interpolation_as_kohya_defaults_and_names(tmp_path):
     assert spec.datasets[0].subsets[0].resize_interpolation == "cubic"
     with pytest.raises(ConfigError, match="resize_interpolation 'sinc'"):
         load_config(write_config(tmp_path, model, data=data, resize_interpolation="sinc"))
+
+
+def test_modelspec_extras_and_embedded_thumbnail(tmp_path):
+    import base64
+    import types
+
+    from kohyagen.trainer.saving import modelspec
+
+    thumb = tmp_path / "t.png"
+    thumb.write_bytes(b"\x89PNG fake")
+    args = types.SimpleNamespace(
+        v2=False,
+        metadata_title=None,
+        output_name="x",
+        metadata_usage_hint="say sks",
+        metadata_is_negative_embedding="false",
+        metadata_thumbnail=str(thumb),
+    )
+    spec = modelspec(args, sdxl=False, v_param=False, resolution=(64, 64))
+    assert spec["modelspec.usage_hint"] == "say sks"
+    assert spec["modelspec.is_negative_embedding"] == "false"
+    head, _, data = spec["modelspec.thumbnail"].partition(",")
+    assert head == "data:image/png;base64" and base64.b64decode(data) == b"\x89PNG fake"
+    args.metadata_thumbnail = "data:image/png;base64,AAAA"
+    assert (
+        modelspec(args, sdxl=False, v_param=False, resolution=(64, 64))["modelspec.thumbnail"]
+        == "data:image/png;base64,AAAA"
+    )
+
+    data_dir = make_train_dir(tmp_path / "data", n=1)
+    missing = write_config(
+        tmp_path, tmp_path / "model", data=data_dir, metadata_thumbnail=str(tmp_path / "no.png")
+    )
+    with pytest.raises(ConfigError, match="metadata_thumbnail file not found"):
+        load_config(missing)

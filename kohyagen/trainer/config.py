@@ -465,6 +465,13 @@ def load_config(
             )
     if args.dim_from_weights:
         _check_dim_from_weights(args, path)
+    thumb = args.metadata_thumbnail
+    if thumb and not str(thumb).startswith("data:") and not Path(thumb).is_file():
+        raise ConfigError(  # kohya only warns and drops it from the file
+            "metadata_thumbnail file not found",
+            path=Path(thumb),
+            hint="point it at an image file, or remove metadata_thumbnail",
+        )
     if args.adaptive_noise_scale is not None and args.noise_offset is None:
         raise ConfigError(  # kohya's ValueError
             "adaptive_noise_scale requires noise_offset",

@@ -38,7 +38,8 @@ SUPPORTED: frozenset[str] = frozenset(
     save_last_n_steps save_last_n_steps_state save_state save_state_on_train_end resume
     logging_dir log_prefix network_args network_dropout log_with log_tracker_name
     training_comment no_metadata metadata_author metadata_description metadata_license
-    metadata_tags metadata_title metadata_trigger_phrase sample_prompts
+    metadata_tags metadata_title metadata_trigger_phrase metadata_usage_hint metadata_thumbnail
+    metadata_merged_from metadata_preprocessor metadata_is_negative_embedding sample_prompts
     sample_every_n_epochs sample_every_n_steps sample_sampler sample_at_first config_file
     ddp_timeout ddp_gradient_as_bucket_view ddp_static_graph dynamo_backend
     """.split()  # noqa: SIM905 (a word list reads better than 140 quoted lines)

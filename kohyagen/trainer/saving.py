@@ -246,11 +246,34 @@ def modelspec(args, *, sdxl: bool, v_param: bool, resolution: tuple[int, int]) -
         "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "modelspec.prediction_type": "v" if v_param else "epsilon",
     }
-    for key in ("author", "description", "license", "tags", "trigger_phrase"):
+    for key in (
+        "author",
+        "description",
+        "license",
+        "tags",
+        "trigger_phrase",
+        "usage_hint",
+        "merged_from",
+        "preprocessor",
+        "is_negative_embedding",
+    ):
         value = getattr(args, f"metadata_{key}", None)
         if value:
             spec[f"modelspec.{key}"] = str(value)
+    if getattr(args, "metadata_thumbnail", None):
+        spec["modelspec.thumbnail"] = thumbnail_url(args.metadata_thumbnail)
     return spec
+
+
+def thumbnail_url(value: str) -> str:
+    """metadata_thumbnail: a data: URL as given, or an image file embedded as one (kohya)."""
+    import base64
+    import mimetypes
+
+    if value.startswith("data:"):
+        return value
+    mime = mimetypes.guess_type(value)[0] or "application/octet-stream"
+    return f"data:{mime};base64," + base64.b64encode(Path(value).read_bytes()).decode("ascii")
 
 
 def json_field(value: Any) -> str:
