@@ -241,6 +241,7 @@ def test_augmentations_loraplus_and_dropouts_train(tmp_path, sd15, capsys):
         v_pred_like_loss=0.1,
         alpha_mask=True,
         masked_loss=True,
+        console_log_file=str(tmp_path / "console.txt"),
     )
     rc = run_trainer(["--config_file", str(config)])
     captured = capsys.readouterr()
@@ -255,6 +256,8 @@ def test_augmentations_loraplus_and_dropouts_train(tmp_path, sd15, capsys):
     assert tags["lr/unet"][0][1] == pytest.approx(1e-4) and "lr/textencoder plus" not in tags
     assert {"max_norm/keys_scaled", "max_norm/max_key_norm", "norm/avg_key_norm"} <= set(tags)
     assert "Keys Scaled=" in captured.err  # kohya's bar postfix
+    logged = (tmp_path / "console.txt").read_text()
+    assert "epoch is incremented" in logged and "epoch is incremented" not in captured.err
 
 
 def make_reg_dir(root: Path) -> Path:

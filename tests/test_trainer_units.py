@@ -1438,3 +1438,24 @@ def test_modelspec_extras_and_embedded_thumbnail(tmp_path):
     )
     with pytest.raises(ConfigError, match="metadata_thumbnail file not found"):
         load_config(missing)
+
+
+def test_console_log_options_as_kohya(tmp_path, capsys):
+    from kohyagen.trainer.output import Console
+
+    quiet = Console(level="WARNING")
+    quiet.log("routine")
+    quiet.log("careful", level="WARNING")
+    err = capsys.readouterr().err
+    assert "routine" not in err and "WARNING  careful" in err
+    simple = Console(simple=True)
+    simple.log("plain message")
+    captured = capsys.readouterr()
+    assert captured.out == "plain message\n" and captured.err == ""
+    log = tmp_path / "train.txt"
+    to_file = Console(log_file=str(log))
+    to_file.log("into the file")
+    to_file.close()
+    assert log.read_text() == "into the file\n" and capsys.readouterr().err == ""
+    assert unsupported_options({"console_log_level": "LOUD"}, "train_network")
+    assert not unsupported_options({"console_log_level": "DEBUG"}, "train_network")

@@ -41,7 +41,7 @@ SUPPORTED: frozenset[str] = frozenset(
     metadata_tags metadata_title metadata_trigger_phrase metadata_usage_hint metadata_thumbnail
     metadata_merged_from metadata_preprocessor metadata_is_negative_embedding sample_prompts
     sample_every_n_epochs sample_every_n_steps sample_sampler sample_at_first config_file
-    ddp_timeout ddp_gradient_as_bucket_view ddp_static_graph dynamo_backend
+    console_log_level console_log_file console_log_simple ddp_timeout ddp_gradient_as_bucket_view ddp_static_graph dynamo_backend
     """.split()  # noqa: SIM905 (a word list reads better than 140 quoted lines)
 )
 
@@ -69,6 +69,7 @@ ALLOWED_VALUES: dict[str, tuple[Any, ...]] = {
         "piecewise_constant",
     ),
     "mixed_precision": ("no", "fp16", "bf16"),
+    "console_log_level": (None, "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     "loss_type": ("l2", "l1", "huber", "smooth_l1"),
     "huber_schedule": ("constant", "exponential", "snr"),
     "max_token_length": (None, 75, 150, 225),

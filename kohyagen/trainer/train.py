@@ -52,7 +52,12 @@ def run(
         log_with="tensorboard" if log_dir is not None else None,
         project_dir=str(log_dir) if log_dir is not None else None,
     )
-    console = console_factory(accelerator.is_main_process)
+    console = console_factory(
+        accelerator.is_main_process,
+        level=args.console_log_level,
+        log_file=args.console_log_file,
+        simple=bool(args.console_log_simple),
+    )
     if cpu_fallback:
         console.log(
             f"mixed_precision = {args.mixed_precision!r} on the CPU would be emulated and very"
@@ -410,6 +415,7 @@ def run(
     console.log("model saved.")
     accelerator.end_training()
     network.restore()
+    console.close()
     return {
         "final": final,
         "checkpoints": ckpt.saved,
