@@ -49,6 +49,12 @@ class BucketSettings:
         if self.steps <= 0:
             return ["bucket_reso_steps must be positive"]
         adj = self.adjusted()
+        if adj.min_reso <= 0:
+            # kohya rounds min down to the step, then divides by it building buckets
+            return [
+                f"min_bucket_reso {self.min_reso} rounds down to 0 with bucket_reso_steps "
+                f"{self.steps} (kohya fails building the buckets)"
+            ]
         if min(self.resolution) < adj.min_reso:
             out.append(
                 f"min_bucket_reso {adj.min_reso} is larger than the resolution {self.resolution}"

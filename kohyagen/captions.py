@@ -14,6 +14,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from kohyagen.errors import UsageError
+from kohyagen.layout import IMAGE_EXTENSIONS
+
 BOM = "\ufeff"
 
 
@@ -63,6 +66,16 @@ def read_caption(path: Path) -> CaptionRead:
         has_bom=has_bom,
         extra_lines=extra,
     )
+
+
+def normalize_caption_extension(ext: str) -> str:
+    """ ".txt" from "txt" or " .txt"; refuses what would overwrite the images themselves."""
+    ext = ext.strip()
+    if not ext.startswith("."):
+        ext = "." + ext
+    if ext == "." or ext.lower() in IMAGE_EXTENSIONS:
+        raise UsageError(f"'{ext}' cannot be a caption extension", hint="use .txt or .caption")
+    return ext
 
 
 def first_line(path: Path) -> str | None:

@@ -97,20 +97,35 @@ def _int(value: Any) -> int | None:
         return None
 
 
+def checkpoint_pattern(output_name: str | None, *, best: bool = False) -> re.Pattern[str]:
+    """kohya's checkpoint file names for output_name (groups epoch, step, ext).
+
+    Without output_name kohya names each kind of save differently: epoch-000002,
+    at-step00000500 and last (train_util's fallback names).
+    """
+    best_part = f"|{re.escape(BEST_SUFFIX)}" if best else ""
+    if output_name:
+        name = (
+            re.escape(output_name) + rf"(?:-(?P<epoch>\d{{6}})|-step(?P<step>\d{{8}}){best_part})?"
+        )
+    else:
+        best_name = f"|last{re.escape(BEST_SUFFIX)}" if best else ""
+        name = rf"(?:epoch-(?P<epoch>\d{{6}})|at-step(?P<step>\d{{8}})|last{best_name})"
+    return re.compile(name + r"(?P<ext>\.\w+)")
+
+
 def list_checkpoints(
     output_dir: Path,
-    output_name: str,
+    output_name: str | None,
     *,
     epoch_end_step: dict[int, int] | None = None,
     total_epochs: int | None = None,
     total_steps: int | None = None,
 ) -> list[Checkpoint]:
-    """Checkpoints of one output_name, in training order (the final one last)."""
+    """Checkpoints of one output_name (None: kohya's unnamed files), the final one last."""
     if not output_dir.is_dir():
         return []
-    pattern = re.compile(
-        re.escape(output_name) + r"(?:-(?P<epoch>\d{6})|-step(?P<step>\d{8}))?(?P<ext>\.\w+)$"
-    )
+    pattern = checkpoint_pattern(output_name)
     epoch_end_step = epoch_end_step or {}
     found = []
     for path in output_dir.iterdir():

@@ -105,14 +105,32 @@ def parse_override(text: str, script: str) -> list[Override]:
             f"--set {text}: unknown kohya option {key!r}",
             hint=f"did you mean {guess}?" if guess else "see `kohyagen lint` for the valid keys",
         )
+    values = {DATASET: value, TRAINING: value}
+    if key == "resolution":
+        values = _resolution_values(value, text)
     out = []
     if scope != TRAINING and (in_general or scope == DATASET):
-        typed = _typed(key, raw, value, general_props[key], "dataset config")
+        typed = _typed(key, raw, values[DATASET], general_props[key], "dataset config")
         out.append(Override(DATASET, key, typed, text))
     if scope != DATASET and in_training:
-        typed = _typed(key, raw, value, train_props[key], "training config")
+        typed = _typed(key, raw, values[TRAINING], train_props[key], "training config")
         out.append(Override(TRAINING, key, typed, text))
     return out
+
+
+def _resolution_values(value: Any, text: str) -> dict[str, Any]:
+    """One resolution in each file's own spelling: 512 / [768, 512] and "512" / "768,512"."""
+    parts = value if isinstance(value, list) else str(value).split(",")
+    try:
+        sides = [int(str(p).strip()) for p in parts]
+    except ValueError:
+        return {DATASET: value, TRAINING: value}  # the schema explains what is wrong
+    if not 1 <= len(sides) <= 2:
+        raise ConfigError(f"--set {text}: give one side or width,height", hint="e.g. 768,512")
+    if len(sides) == 2 and sides[0] == sides[1]:
+        sides = sides[:1]
+    dataset_value: Any = sides[0] if len(sides) == 1 else sides
+    return {DATASET: dataset_value, TRAINING: ",".join(map(str, sides))}
 
 
 def _find_table(doc: tomlkit.TOMLDocument, key: str) -> Table | tomlkit.TOMLDocument | None:
@@ -130,6 +148,18 @@ def _set(container, key: str, value: Any, text: str) -> None:
     container[key] = item
 
 
+def _refuse_shadowed(dataset: tomlkit.TOMLDocument, ov: Override) -> None:
+    """A [general] value that every subset sets for itself would change nothing in kohya."""
+    subsets = [sub for ds in dataset.get("datasets", []) for sub in ds.get("subsets", [])]
+    if subsets and all(ov.key in sub for sub in subsets):
+        raise ConfigError(
+            f"--set {ov.text}: every subset states its own {ov.key} (from its N_name/ folder), "
+            "which kohya uses instead of [general]",
+            hint="rename the folders (e.g. 3_sks for 3 repeats), or edit the subsets in "
+            "dataset_config.toml",
+        )
+
+
 def apply_overrides(
     training: tomlkit.TOMLDocument,
     dataset: tomlkit.TOMLDocument,
@@ -144,6 +174,7 @@ def apply_overrides(
     dataset_keys = {ov.key for ov in overrides if ov.target == DATASET}
     for ov in overrides:
         if ov.target == DATASET:
+            _refuse_shadowed(dataset, ov)
             general = dataset.get("general")
             if general is None:
                 general = tomlkit.table()

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kohyagen.atomic import write_text_atomic
-from kohyagen.captions import decode_caption_bytes, read_bytes, trigger_first
+from kohyagen.captions import (
+    decode_caption_bytes,
+    normalize_caption_extension,
+    read_bytes,
+    trigger_first,
+)
 from kohyagen.dataset_scan import list_folder
 from kohyagen.errors import DatasetError, UsageError
 from kohyagen.images import HIGH_BIT_MODES, ImageProbe
@@ -128,11 +133,18 @@ def prepare_dataset(
     concept = _check_concept(concept)
     fixed_repeats = _parse_repeats(repeats)
     trigger = trigger.strip() if trigger else None
-    caption_ext = caption_ext if caption_ext.startswith(".") else "." + caption_ext
+    caption_ext = normalize_caption_extension(caption_ext)
     if not src.exists():
         raise DatasetError("source folder not found", path=src, hint="check the path")
     if not src.is_dir():
         raise DatasetError("expected a folder of images, got a file", path=src)
+    if out.resolve() == src.resolve():
+        # the N_concept/ folder would be added to SRC, which prepare promises not to change
+        raise UsageError(
+            "the output folder is the source folder",
+            path=src,
+            hint="choose another train dir with -o (the default is training_data)",
+        )
     listing = list_folder(src)
     if listing.error:
         raise DatasetError(f"cannot read the folder: {listing.error}", path=src)

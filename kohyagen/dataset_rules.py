@@ -6,6 +6,7 @@ folder) and says how to fix it.
 
 from __future__ import annotations
 
+import shlex
 from collections import defaultdict
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def layout_findings(listing: DirListing) -> list[Finding]:
                     "a plain folder of images: kohya trains only from N_name/ folders "
                     "inside a train dir",
                     listing.root,
-                    f"{PREPARE} {listing.root} --concept NAME builds the kohya layout",
+                    f"{PREPARE} {shlex.quote(str(listing.root))} --concept NAME builds the kohya layout",
                 )
             )
     else:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -203,16 +202,16 @@ def _pid_alive(pid: Any) -> bool:
 
 
 def _guard_outputs(flat: dict, cwd: Path, *, overwrite: bool) -> None:
-    from kohyagen.checkpoints import CHECKPOINT_EXTENSIONS
+    from kohyagen.checkpoints import CHECKPOINT_EXTENSIONS, checkpoint_pattern
 
-    output_dir, name = flat.get("output_dir"), flat.get("output_name") or "last"
+    output_dir, name = flat.get("output_dir"), flat.get("output_name") or None
     if not isinstance(output_dir, str):
         return
     folder = Path(output_dir).expanduser()
     folder = folder if folder.is_absolute() else cwd / folder
     if not folder.is_dir():
         return
-    pattern = re.compile(re.escape(str(name)) + r"(-\d{6}|-step\d{8}|-best)?\.\w+")
+    pattern = checkpoint_pattern(str(name) if name else None, best=True)
     existing = sorted(
         p for p in folder.iterdir()
         if pattern.fullmatch(p.name) and p.suffix in CHECKPOINT_EXTENSIONS
@@ -222,7 +221,7 @@ def _guard_outputs(flat: dict, cwd: Path, *, overwrite: bool) -> None:
     if not overwrite:
         shown = ", ".join(p.name for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
         raise RunStateError(
-            f"output_dir already holds {len(existing)} checkpoint(s) named {name!r} from an "
+            f"output_dir already holds {len(existing)} checkpoint(s) named {name or 'last'!r} from an "
             f"earlier run ({shown}); kohya would overwrite them",
             path=folder,
             hint="set another output_name or output_dir, move those files, or pass --overwrite",
@@ -273,6 +272,19 @@ def _refuse_dataset_config(data: dict, path: Path) -> None:
         )
 
 
+def _refuse_training_config(data: dict, path: Path) -> None:
+    # kohya validates a dataset config strictly and would stop on the first training key.
+    from kohyagen.lint import is_dataset_document
+
+    if not is_dataset_document(data):
+        raise ConfigError(
+            "this is not a dataset config (no [general] or [[datasets]] tables)",
+            path=path,
+            hint="pass dataset_config.toml to --dataset-config, or leave it out to use the "
+            "training config's dataset_config",
+        )
+
+
 def train(
     config: str | Path,
     *,
@@ -315,6 +327,7 @@ def train(
         ).resolve()
         if not dataset_path.is_file():
             raise ConfigError("dataset config not found", path=dataset_path, hint="check the path")
+        _refuse_training_config(load_toml(dataset_path).data, dataset_path)
 
     findings = _lint([config_path, *([dataset_path] if dataset_path else [])], cwd)
     if count_errors(findings):

@@ -184,7 +184,7 @@ def lint_training_config(
                                      "dataset_config", "fix the path (absolute is safest)"))  # fmt: skip
     if dataset is not None:
         findings += _dataset_overlap_findings(file, flat, dataset)
-    elif "train_data_dir" not in flat:
+    elif "train_data_dir" not in flat and not isinstance(ds_value, str):
         findings.append(finding(Severity.ERROR, "no-training-data",
                                  "neither train_data_dir nor dataset_config is set: kohya finds "
                                  "no data", file, "train_data_dir",

@@ -22,7 +22,13 @@ from kohyagen.config_keys import (
 )
 from kohyagen.findings import Finding, Severity, sort_findings
 from kohyagen.layout import parse_folder_name
-from kohyagen.lint_disk import caption_findings, image_dir_images, resolve
+from kohyagen.lint_disk import (
+    broken_link_findings,
+    caption_findings,
+    empty_image_findings,
+    image_dir_images,
+    resolve,
+)
 from kohyagen.lint_rules import cross_key_findings, parse_resolution, type_finding
 from kohyagen.schema import (
     DATASET_CONFIG,
@@ -250,6 +256,8 @@ def _subset(
                           f"set: with a dataset config kohya does not take {parsed[1]!r} from "
                           "the folder name, so they train on an empty caption", file,
                           f"{label}.class_tokens", f'class_tokens = "{parsed[1]}"'))  # fmt: skip
+    out += empty_image_findings(file, f"{label}.image_dir", images, where=f"{folder.name}/")
+    out += broken_link_findings(file, f"{label}.image_dir", folder, where=f"{folder.name}/")
     out += caption_findings(
         file,
         f"{label}.image_dir",

@@ -13,6 +13,7 @@ from kohyagen.findings import Finding, Severity
 from kohyagen.layout import (
     CAPTION_EXTENSIONS,
     KOHYA_DEFAULT_CAPTION_EXTENSION,
+    is_kohya_image_name,
     list_images,
     parse_folder_name,
     scan_train_dir,
@@ -65,6 +66,59 @@ def relative_path_finding(file: str, key: str, value: str, cwd: Path) -> Finding
         key=key,
         fix=f"write the absolute path, e.g. {resolve(value, cwd).resolve()}",
     )
+
+
+def empty_image_findings(file: str, key: str, images: list[Path], *, where: str) -> list[Finding]:
+    """0-byte image files (failed downloads or syncs): kohya stops when it reaches one.
+
+    Only the size is looked at, so lint stays fast; `kohyagen dataset check` decodes headers.
+    """
+    empty = []
+    for img in images:
+        try:
+            if img.stat().st_size == 0:
+                empty.append(img)
+        except OSError:
+            continue
+    if not empty:
+        return []
+    return [
+        Finding(
+            Severity.ERROR,
+            "empty-image",
+            f"{len(empty)} image file(s) in {where} are empty (0 bytes), e.g. {empty[0].name}: "
+            "kohya fails when it loads them",
+            file=file,
+            key=key,
+            fix="replace them with the real images or delete them "
+            "(kohyagen dataset check lists every one)",
+        )
+    ]
+
+
+def broken_link_findings(file: str, key: str, folder: Path, *, where: str) -> list[Finding]:
+    """Image links to nothing: kohya's glob lists them, then it fails loading them."""
+    try:
+        broken = sorted(
+            p
+            for p in folder.iterdir()
+            if is_kohya_image_name(p) and p.is_symlink() and not p.exists()
+        )
+    except OSError:
+        return []
+    if not broken:
+        return []
+    return [
+        Finding(
+            Severity.ERROR,
+            "broken-image-link",
+            f"{len(broken)} image link(s) in {where} point to nothing, e.g. {broken[0].name}: "
+            "kohya lists them and fails when it loads them",
+            file=file,
+            key=key,
+            fix="delete the links or restore the files they point to",
+        )
+    ]
 
 
 def caption_findings(
@@ -222,6 +276,8 @@ def train_data_dir_findings(
             )
         )
     for subset in layout.subsets:
+        findings += empty_image_findings(file, key, list(subset.images), where=f"{subset.name}/")
+        findings += broken_link_findings(file, key, subset.path, where=f"{subset.name}/")
         findings += caption_findings(
             file,
             key,

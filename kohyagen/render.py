@@ -136,8 +136,14 @@ def render_configs(
     # Values the plan derives others from (save interval, warmup, bucket range) are taken
     # from --set too, so that an override does not leave them computed for another run.
     set_training = {ov.key: ov.value for ov in parsed if ov.target == "training"}
-    if epochs is None and isinstance(set_training.get("max_train_epochs"), int):
-        epochs = set_training["max_train_epochs"]
+    set_epochs = set_training.get("max_train_epochs")
+    if epochs is not None and set_epochs is not None and set_epochs != epochs:
+        raise ConfigError(
+            f"--epochs {epochs} and --set max_train_epochs={set_epochs} disagree",
+            hint="give the number of epochs once",
+        )
+    if epochs is None and isinstance(set_epochs, int):
+        epochs = set_epochs
     if isinstance(set_training.get("train_batch_size"), int):
         settings["train_batch_size"] = Setting(set_training["train_batch_size"], "set with --set")
     parsed += _bucket_range_overrides(parsed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import unicodedata
 from pathlib import Path
 
 from kohyagen.errors import DatasetError, ModelNotFound
@@ -48,6 +49,8 @@ def load_train_dir(dataset: str | Path) -> TrainDirLayout:
 
 
 def _safe_name(text: str) -> str:
+    # "Ünïcode" -> "Unicode", not "n_code": accents are split off, then dropped
+    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", text.strip()).strip("_")
     return name or "lora"
 

@@ -102,7 +102,9 @@ def load_run(run_dir: str | Path) -> RunData:
         output_dir = output_dir or first.parent
         if not output_name:
             output_name = re.sub(r"(-\d{6}|-step\d{8})$", "", first.stem)
-    output_name = output_name or "last"
+    # kohya's names when output_name is unset: epoch-000001, at-step00000010, last
+    unnamed = output_name in ("", "epoch", "at", "last") and not training.get("output_name")
+    output_name = output_name if not unnamed else "last"
 
     scalars: dict[str, list[tuple[int, float]]] = {}
     event_files: list[Path] = []
@@ -156,7 +158,7 @@ def load_run(run_dir: str | Path) -> RunData:
     checkpoints = (
         list_checkpoints(
             output_dir,
-            output_name,
+            None if unnamed else output_name,
             epoch_end_step=epoch_end_step,
             total_epochs=(log.epoch or None) if log else total_epochs,
             total_steps=(log.step or None) if log else total_steps,
@@ -168,6 +170,10 @@ def load_run(run_dir: str | Path) -> RunData:
     if isinstance(first, (int, float)):
         # files of the same name left by an earlier run are not this run's checkpoints
         checkpoints = [c for c in checkpoints if c.path.stat().st_mtime >= first - 1]
+    ended = (state or {}).get("ended_at")
+    if isinstance(ended, (int, float)) and (state or {}).get("status") != "running":
+        # nor are files a later run with the same output_name wrote after this one ended
+        checkpoints = [c for c in checkpoints if c.path.stat().st_mtime <= ended + 5]
     run = RunData(
         run_dir, state, training, output_dir, output_name, log, scalars, event_files,
         checkpoints, epoch_end_step, train_loss_epoch, val_loss_epoch, val_loss_step,
@@ -307,7 +313,9 @@ def _by_epoch(values: dict[int, float], end_step: dict[int, int]) -> list[dict]:
 def _markdown(summary: dict, run: RunData, plot: Path | None) -> str:
     s = summary
     lines = [f"# Training run: {s['output_name']}", ""]
-    lines.append(f"- status: **{s['status']}** (ended by: {s['ended_by']})")
+    ended = s["ended_by"]
+    why = f" (ended by: {ended})" if ended and ended != s["status"] else ""
+    lines.append(f"- status: **{s['status']}**{why}")
     if s.get("failure"):
         lines.append(f"- cause: {s['failure'].get('cause')}")
         lines.append(f"- fix: {s['failure'].get('fix')}")

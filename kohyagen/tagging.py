@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kohyagen.captions import normalize_caption_extension
 from kohyagen.errors import DatasetError, TaggingError, UsageError
 from kohyagen.layout import is_image_name
 from kohyagen.tagging_captions import (
@@ -263,14 +264,7 @@ def _check_arguments(
             raise UsageError(f"the {name} must be 0 or more, got {value}")
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"the batch size must be at least 1, got {batch_size}")
-    caption_ext = caption_ext.strip()
-    if not caption_ext.startswith("."):
-        caption_ext = "." + caption_ext
-    if caption_ext == "." or is_image_name(Path("x" + caption_ext)):
-        raise UsageError(
-            f"'{caption_ext}' cannot be a caption extension", hint="use .txt or .caption"
-        )
-    return caption_ext
+    return normalize_caption_extension(caption_ext)
 
 
 def _since(started: float) -> float:

@@ -8,7 +8,6 @@ throughput entry that describes it, following "scaled_from" chains to a publishe
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -16,11 +15,7 @@ from typing import Any
 
 from kohyagen.errors import ConfigError
 from kohyagen.resources import template_path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from kohyagen.toml_compat import tomllib
 
 CPU = "cpu"
 Span = tuple[float, float]

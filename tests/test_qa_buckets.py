@@ -47,3 +47,29 @@ def test_trainer_caption_not_utf8_is_a_dataset_error(tmp_path):
     with pytest.raises(DatasetError) as info:
         read_caption(image, subset)
     assert info.value.path == tmp_path / "a.txt" and "UTF-8" in str(info.value)
+
+
+def test_min_bucket_reso_below_one_step_is_a_clean_error(tmp_path):
+    from kohyagen.buckets import BucketSettings
+
+    problems = BucketSettings((64, 64), 32, 128, 64).problems()
+    assert problems and "rounds" in problems[0]
+
+
+def test_trainer_refuses_a_min_bucket_reso_kohya_rounds_to_zero(tmp_path):
+    from PIL import Image
+
+    from kohyagen.errors import DatasetError
+    from kohyagen.trainer.config import load_config
+    from kohyagen.trainer.data import prepare
+    from tests.trainer_helpers import write_config
+
+    sub = tmp_path / "data" / "1_sks"
+    sub.mkdir(parents=True)
+    Image.new("RGB", (128, 96)).save(sub / "a.png")
+    config = write_config(
+        tmp_path, tmp_path / "model", data=tmp_path / "data", enable_bucket=True,
+        min_bucket_reso=32, max_bucket_reso=128,
+    )  # fmt: skip
+    with pytest.raises(DatasetError, match="min_bucket_reso"):
+        prepare(load_config(config).datasets[0])

@@ -238,3 +238,159 @@ def test_tagged_with_the_trigger_is_not_class_tokens_unused(tmp_path, monkeypatc
     )
     codes = [f["code"] for f in json.loads(result.stdout)["findings"]]
     assert "class-tokens-unused" in codes
+
+
+def test_set_num_repeats_is_not_silently_shadowed_by_the_subsets(tmp_path):
+    import pytest
+
+    from kohyagen.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        _render(tmp_path, "num_repeats=3")
+    assert "num_repeats" in str(info.value) and "folder" in (info.value.hint or "")
+
+
+def test_set_non_square_resolution_reaches_both_files(tmp_path):
+    for text in ("resolution=768,512", "resolution=[768, 512]", 'resolution="768,512"'):
+        rendered = _render(
+            tmp_path, text, "dataset.min_bucket_reso=256", "dataset.max_bucket_reso=1024"
+        )
+        assert rendered.dataset["general"]["resolution"] == [768, 512], text
+        assert rendered.training["resolution"] == "768,512", text
+
+
+def test_prepare_into_its_own_source_folder_is_refused(tmp_path):
+    images = _image_folder(tmp_path / "photos")
+    before = sorted(p.name for p in images.iterdir())
+    result = CliRunner().invoke(
+        main, ["dataset", "prepare", str(images), "-o", str(images), "--concept", "sks"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "-o" in result.output
+    assert sorted(p.name for p in images.iterdir()) == before  # SRC is never changed
+
+
+def test_report_status_line_does_not_repeat_the_status(tmp_path):
+    from train_fixtures import make_run
+
+    run = make_run(tmp_path, [1.0, 0.9, 0.8], finished=False)
+    result = CliRunner().invoke(main, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first == "mylora: unknown", first
+    assert "ended by" not in (run / "summary.md").read_text()
+
+
+def test_check_on_a_plain_folder_suggests_a_prepare_command_that_works(tmp_path, monkeypatch):
+    import json
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    images = _image_folder(tmp_path / "my photos")
+    result = CliRunner().invoke(main, ["dataset", "check", str(images), "--json"])
+    fix = next(
+        f["fix"] for f in json.loads(result.stdout)["findings"] if f["code"] == "image-folder"
+    )
+    argv = shlex.split(fix.removesuffix(" builds the kohya layout"))
+    prepared = CliRunner().invoke(main, argv[1:])
+    assert prepared.exit_code == 0, prepared.output
+
+
+def test_lora_name_keeps_accented_letters_as_their_ascii_base(tmp_path):
+    from kohyagen.render_inputs import _safe_name
+
+    assert _safe_name("Ünïcode LoRA ☃") == "Unicode_LoRA"
+    assert _safe_name("café-au-lait") == "cafe-au-lait"
+    assert _safe_name("日本語") == "lora"
+
+
+def test_lint_missing_dataset_config_is_one_error_not_also_no_data(tmp_path):
+    from kohyagen.lint import lint_files
+
+    config, dataset = write_configs(tmp_path)
+    dataset.unlink()
+    codes = [f.code for f in lint_files([config], cwd=tmp_path)]
+    assert "dataset-config-unreadable" in codes
+    assert "no-training-data" not in codes  # dataset_config is set; it is just missing
+
+
+def test_train_refuses_a_training_config_given_as_the_dataset_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config, _ = write_configs(tmp_path)
+    result = CliRunner().invoke(
+        main,
+        ["train", str(config), "--dataset-config", str(config), "--backend", "builtin",
+         "--dry-run"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "not a dataset config" in result.output
+
+
+def test_epochs_given_twice_differently_is_refused(tmp_path):
+    import pytest
+
+    from kohyagen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--epochs"):
+        _render(tmp_path, "max_train_epochs=3", epochs=5)
+    assert _render(tmp_path, "max_train_epochs=3", epochs=3).training["max_train_epochs"] == 3
+
+
+def test_lint_and_config_catch_an_empty_image_file(tmp_path, monkeypatch):
+    """A 0-byte image (a failed download or sync) stops kohya; dataset check says so too."""
+    from kohyagen.lint import lint_files
+
+    config, dataset = write_configs(tmp_path)
+    (tmp_path / "data" / "10_sks" / "broken.png").write_bytes(b"")
+    codes = [f.code for f in lint_files([config, dataset], cwd=tmp_path)]
+    assert "empty-image" in codes
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        main, ["config", str(tmp_path / "data"), "--model", "sd15", "--gpu", "24gb"]
+    )
+    assert result.exit_code == 1 and "broken.png" in result.output
+
+
+def test_pick_on_an_ended_run_ignores_checkpoints_a_later_run_wrote(tmp_path):
+    import json
+    import os
+    import time
+
+    from train_fixtures import make_run
+
+    run = make_run(tmp_path, [1.0, 0.9, 0.8])
+    out = tmp_path / "out" / "output"
+    start = time.time() - 1000
+    state = {"status": "succeeded", "started_at": start, "ended_at": start + 100,
+             "attempts": [{"number": 1, "started_at": start, "ended_at": start + 100}]}  # fmt: skip
+    (run / "train.json").write_text(json.dumps(state))
+    for path in out.iterdir():
+        os.utime(path, (start + 50, start + 50))
+    # a later run with the same output_name rewrote the final file
+    os.utime(out / "mylora.safetensors", (start + 900, start + 900))
+    result = CliRunner().invoke(main, ["pick", str(run), "--json"])
+    assert result.exit_code == 0, result.output
+    files = {row["file"] for row in json.loads(result.stdout)["ranking"]}
+    assert files == {"mylora-000001.safetensors", "mylora-000002.safetensors"}
+
+
+def test_prepare_refuses_an_image_extension_for_captions(tmp_path):
+    images = _image_folder(tmp_path / "photos")
+    out = tmp_path / "train"
+    result = CliRunner().invoke(
+        main,
+        ["dataset", "prepare", str(images), "-o", str(out), "--concept", "sks",
+         "--caption-ext", ".png"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "caption extension" in result.output
+    assert not out.exists()
+
+
+def test_lint_catches_a_broken_image_link_kohya_would_load(tmp_path):
+    from kohyagen.lint import lint_files
+
+    config, dataset = write_configs(tmp_path)
+    (tmp_path / "data" / "10_sks" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    codes = [f.code for f in lint_files([config, dataset], cwd=tmp_path)]
+    assert "broken-image-link" in codes

@@ -20,3 +20,10 @@ def test_tag_skips_hidden_appledouble_files(tmp_path):
     data = json.loads(result.stdout)
     assert data["tagged"] == 1 and not data["failed"], data
     assert not (folder / "._red.txt").exists()
+
+
+def test_tag_error_is_one_line_without_a_stray_blank_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(main, ["tag", str(tmp_path / "empty")])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: "), repr(result.output)

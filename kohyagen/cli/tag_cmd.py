@@ -115,7 +115,8 @@ def tag_command(
             on_message=None if as_json else message,
         )
     finally:
-        bar.stop()
+        if bar.live.is_started:  # stopping a bar never shown prints a blank line
+            bar.stop()
     if as_json:
         emit_json(result.to_dict())
         return

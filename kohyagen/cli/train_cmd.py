@@ -198,8 +198,9 @@ def report_command(run_dir: Path, as_json: bool) -> None:
         emit_json(summary)
         return
     console = stdout_console()
-    console.print(f"[bold]{_esc(summary['output_name'])}[/bold]: {summary['status']} "
-                  f"(ended by {summary['ended_by']})")  # fmt: skip
+    ended = summary["ended_by"]
+    why = f" (ended by {ended})" if ended and ended != summary["status"] else ""
+    console.print(f"[bold]{_esc(summary['output_name'])}[/bold]: {summary['status']}{why}")
     steps, epochs = summary["steps"], summary["epochs"]
     console.print(f"  steps {steps['done']}/{steps['total'] or '?'}, "
                   f"epochs {epochs['done']}/{epochs['total'] or '?'}")  # fmt: skip

@@ -134,11 +134,18 @@ def prepare(spec: DatasetSpec, *, training: bool = True) -> PreparedDataset:
     res = spec.resolution
     buckets: list[tuple[int, int]] = []
     if spec.enable_bucket:
-        if min(res) < spec.min_bucket_reso or max(res) > spec.max_bucket_reso:
+        settings = BucketSettings(
+            res, spec.min_bucket_reso, spec.max_bucket_reso, spec.bucket_reso_steps
+        )
+        problems = settings.problems()
+        if min(res) < spec.min_bucket_reso or max(res) > spec.max_bucket_reso or problems:
             raise DatasetError(
-                f"resolution {res} is outside min_bucket_reso {spec.min_bucket_reso} .."
+                problems[0]
+                if problems
+                else f"resolution {res} is outside min_bucket_reso {spec.min_bucket_reso} .."
                 f" max_bucket_reso {spec.max_bucket_reso}",
-                hint="lower min_bucket_reso or raise max_bucket_reso",
+                hint="set min_bucket_reso/max_bucket_reso to multiples of bucket_reso_steps "
+                "around the resolution",
             )
         buckets = make_buckets(
             res, spec.min_bucket_reso, spec.max_bucket_reso, spec.bucket_reso_steps
