@@ -512,7 +512,7 @@ def test_training_batches_are_augmented_and_validation_is_not(tmp_path):
         tmp_path / "model",
         data=tmp_path / "data",
         enable_bucket=True,
-        min_bucket_reso=32,
+        min_bucket_reso=64,
         max_bucket_reso=128,
         token_warmup_step=4,
         keep_tokens=1,
