@@ -271,6 +271,26 @@ def test_conv_dim_adds_resnet_convs_and_loads_in_diffusers(tmp_path, models, cap
     md, _ = _metadata(path)
     assert json.loads(md["ss_network_args"]) == {"conv_dim": "4", "conv_alpha": "2"}
 
+    # dim_from_weights: the same modules, ranks and alphas as the file, whatever network_dim
+    again = tmp_path / "again"
+    again.mkdir()
+    config = write_config(
+        again,
+        models["sd15"],
+        data=data,
+        max_train_epochs=1,
+        network_dim=16,
+        network_weights=str(path),
+        dim_from_weights=True,
+        logging_dir=None,
+    )
+    rc = run_trainer(["--config_file", str(config)])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    continued = load_file(again / "output" / "tl.safetensors")
+    assert set(continued) == set(tensors)
+    assert all(continued[k].shape == tensors[k].shape for k in tensors)
+    assert float(continued["lora_unet_down_blocks_0_resnets_0_conv1.alpha"]) == 2.0
+
     pipe = diffusers.StableDiffusionPipeline.from_pretrained(models["sd15"])
     pipe.load_lora_weights(str(path))
     conv_lora = [n for n, _ in pipe.unet.named_modules() if "resnets" in n and n.endswith("lora_A")]

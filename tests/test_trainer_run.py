@@ -206,14 +206,14 @@ def test_unsupported_options_are_refused(tmp_path, sd15, capsys):
         tmp_path,
         sd15,
         data=data,
-        masked_loss=True,
+        weighted_captions=True,
         network_args=["block_dims=2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2"],
         optimizer_type="DAdaptation",
     )
     rc = run_trainer(["--config_file", str(config)])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "masked_loss = True" in err and "block_dims" in err and "DAdaptation" in err
+    assert "weighted_captions = True" in err and "block_dims" in err and "DAdaptation" in err
     assert "kohya backend" in err
     assert not (tmp_path / "output").exists()
 
@@ -223,6 +223,7 @@ def test_augmentations_loraplus_and_dropouts_train(tmp_path, sd15, capsys):
 
     data = make_train_dir(tmp_path / "data", n=2, repeats=1, size=(96, 80))
     Image.new("RGB", (120, 100), (20, 200, 20)).save(data / "1_sks" / "me_60_50_30_30.png")
+    Image.new("RGBA", (96, 80), (200, 20, 20, 60)).save(data / "1_sks" / "clear.png")
     config = write_config(
         tmp_path,
         sd15,
@@ -238,6 +239,9 @@ def test_augmentations_loraplus_and_dropouts_train(tmp_path, sd15, capsys):
         face_crop_aug_range="2.0,4.0",
         scale_weight_norms=1.0,
         v_pred_like_loss=0.1,
+        alpha_mask=True,
+        masked_loss=True,
+        console_log_file=str(tmp_path / "console.txt"),
     )
     rc = run_trainer(["--config_file", str(config)])
     captured = capsys.readouterr()
@@ -252,6 +256,8 @@ def test_augmentations_loraplus_and_dropouts_train(tmp_path, sd15, capsys):
     assert tags["lr/unet"][0][1] == pytest.approx(1e-4) and "lr/textencoder plus" not in tags
     assert {"max_norm/keys_scaled", "max_norm/max_key_norm", "norm/avg_key_norm"} <= set(tags)
     assert "Keys Scaled=" in captured.err  # kohya's bar postfix
+    logged = (tmp_path / "console.txt").read_text()
+    assert "epoch is incremented" in logged and "epoch is incremented" not in captured.err
 
 
 def make_reg_dir(root: Path) -> Path:
@@ -304,6 +310,7 @@ def test_many_options_together(tmp_path, sd15, capsys):
         multires_noise_iterations=4,
         max_token_length=150,
         prior_loss_weight=0.5,
+        alpha_mask=True,  # opaque images: all-ones masks, cached beside the latents
         loss_type="smooth_l1",
         huber_schedule="exponential",
         huber_c=0.2,
@@ -452,3 +459,60 @@ def test_network_weights_load_back_into_the_network(sd15_run, sd15):
         load_network_weights(wider, sd15_run["tmp"] / "output" / "tl.safetensors")
     with pytest.raises(ConfigError, match="not found"):
         load_network_weights(wider, sd15_run["tmp"] / "nope.safetensors")
+
+
+def test_base_weights_are_merged_before_training(sd15_run, sd15, tmp_path, capsys):
+    import diffusers
+    import torch
+
+    from kohyagen.trainer.lora import LoRANetwork, read_lora_file
+    from kohyagen.trainer.merge import merge_base_weights
+    from kohyagen.trainer.models import Components
+    from kohyagen.trainer.output import Console
+
+    lora = sd15_run["tmp"] / "output" / "tl.safetensors"
+    state = read_lora_file(lora)
+    for key in state:  # the trained deltas are tiny; make them visible
+        if key.endswith("lora_up.weight"):
+            state[key] = torch.randn_like(state[key]) * 0.05
+    from safetensors.torch import save_file
+
+    boosted = tmp_path / "boosted.safetensors"
+    save_file(state, boosted)
+
+    def unet_out(pipe, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(1, 4, 8, 8, generator=gen)
+        hidden = torch.randn(1, 77, pipe.unet.config.cross_attention_dim, generator=gen)
+        with torch.no_grad():
+            return pipe.unet(x, torch.tensor([500]), hidden).sample
+
+    applied = diffusers.StableDiffusionPipeline.from_pretrained(sd15)
+    net = LoRANetwork(applied.unet, [applied.text_encoder], rank=4, alpha=2, sdxl=False)
+    net.load_kohya_weights(state)
+    for mod in net.unet_loras:
+        mod.multiplier = 0.5
+    net.apply_to()
+    net.eval()
+    expected = unet_out(applied)
+
+    merged = diffusers.StableDiffusionPipeline.from_pretrained(sd15)
+    plain = unet_out(merged)
+    parts = Components(
+        merged.unet, merged.vae, [merged.text_encoder], [merged.tokenizer], False, False, 0.18
+    )
+    merge_base_weights(parts, [str(boosted)], [0.5], sdxl=False, console=Console())
+    out = unet_out(merged)
+    assert not torch.allclose(out, plain, atol=1e-4)
+    assert torch.allclose(out, expected, atol=1e-4)  # merged = applied at multiplier 0.5
+    assert "merging module: " in capsys.readouterr().out
+
+    data = make_train_dir(tmp_path / "data", n=1, repeats=1)
+    config = write_config(
+        tmp_path, sd15, data=data, max_train_epochs=1, base_weights=[str(boosted)], logging_dir=None
+    )
+    rc = run_trainer(["--config_file", str(config)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    assert f"merging module: {boosted} with multiplier 1.0" in captured.out
+    assert f"all weights merged: {boosted}" in captured.out

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from kohyagen.errors import ConfigError, DatasetError
+from kohyagen.trainer.captions import process_caption
 from kohyagen.trainer.config import SubsetSpec, load_config, parse_resolution, unsupported_options
 from kohyagen.trainer.data import (
     make_buckets,
     prepare,
-    process_caption,
     select_bucket,
     split_validation,
 )
@@ -86,8 +86,9 @@ def test_unsupported_options_listed_and_defaults_allowed():
         "optimizer_type": "AdaFactor",
         "loss_type": "huber",  # implemented
         "huber_schedule": "sigmoid",  # not one of kohya's schedules
-        "masked_loss": True,
+        "weighted_captions": True,
         "scale_weight_norms": 1.0,  # implemented
+        "mem_eff_attn": True,  # diffusers' attention already is
         "learning_rate": 1e-4,
         "network_module": "networks.lora",
         "some_unknown_key": 3,  # kohya ignores it; lint reports it
@@ -95,7 +96,8 @@ def test_unsupported_options_listed_and_defaults_allowed():
     problems = unsupported_options(flat, "train_network")
     text = "; ".join(problems)
     assert "color_aug" not in text  # implemented
-    assert "AdaFactor" in text and "masked_loss" in text and "scale_weight_norms" not in text
+    assert "mem_eff_attn" not in text
+    assert "AdaFactor" in text and "weighted_captions" in text and "scale_weight_norms" not in text
     assert "huber_schedule = 'sigmoid'" in text and "loss_type" not in text
     assert "random_crop" not in text and "some_unknown_key" not in text
 
@@ -397,15 +399,15 @@ def test_committed_kohya_reference_matches_the_samples(tmp_path):
 def test_dataset_config_unimplemented_values_are_refused(tmp_path):
     ds = tmp_path / "ds.toml"
     ds.write_text(
-        "[general]\nenable_wildcard = true\nrandom_crop = false\n"
-        '[[datasets]]\n  [[datasets.subsets]]\n  image_dir = "x"\n  token_warmup_step = 5\n'
+        "[general]\nnetwork_multiplier = 0.5\nrandom_crop = false\n"
+        '[[datasets]]\n  [[datasets.subsets]]\n  image_dir = "x"\n  custom_attributes = {a = 1}\n'
     )
     config = write_config(tmp_path, tmp_path / "model", dataset_config=str(ds))
     with pytest.raises(ConfigError) as info:
         load_config(config)
     text = str(info.value)
-    assert "general.enable_wildcard = True" in text
-    assert "datasets[0].subsets[0].token_warmup_step = 5" in text
+    assert "general.network_multiplier = 0.5" in text
+    assert "datasets[0].subsets[0].custom_attributes = {'a': 1}" in text
     assert "random_crop" not in text and "kohya backend" in text
 
 
@@ -434,7 +436,7 @@ def test_random_crop_and_color_aug_are_refused_with_cached_latents(tmp_path):
 def test_random_crop_windows_and_native_crop_without_buckets(tmp_path):
     from PIL import Image
 
-    from kohyagen.trainer.data import native_crop, resize_and_crop
+    from kohyagen.trainer.augment import native_crop, resize_and_crop
 
     img = Image.new("RGB", (100, 60))
     img.putpixel((0, 0), (255, 0, 0))
@@ -503,13 +505,34 @@ def test_training_batches_are_augmented_and_validation_is_not(tmp_path):
         val.start_epoch(5)
         assert torch.equal(first, val[0]["pixels"])
 
+    # token warmup: each batch's step comes from its place in the run
+    (sub / "ramp.txt").write_text("sks, a, b, c, d\n")
+    config = write_config(
+        tmp_path,
+        tmp_path / "model",
+        data=tmp_path / "data",
+        enable_bucket=True,
+        min_bucket_reso=64,
+        max_bucket_reso=128,
+        token_warmup_step=4,
+        keep_tokens=1,
+    )
+    prepared = prepare(load_config(config).datasets[0])
+    train = BatchDataset(prepared, seed=1, cache=None, prior_loss_weight=1.0, flip_aug=False)
+    train.max_train_steps, train.grad_accum = 10, 1
+    captions = []
+    for epoch in range(5):
+        train.start_epoch(epoch)
+        captions.append(train[0]["captions"][0])
+    assert captions == ["sks, a", "sks, a", "sks, a, b", "sks, a, b, c", "sks, a, b, c, d"]
+
 
 def test_face_crop_centres_the_face_from_the_file_name(tmp_path):
     import numpy as np
     from PIL import Image, ImageDraw
 
+    from kohyagen.trainer.augment import face_crop, face_from_name
     from kohyagen.trainer.config import parse_face_range
-    from kohyagen.trainer.data import face_crop, face_from_name
 
     assert face_from_name(Path("me_10_20_30_40.png")) == (10, 20, 30, 40)
     assert face_from_name(Path("me.png")) is None
@@ -559,11 +582,97 @@ def test_face_crop_centres_the_face_from_the_file_name(tmp_path):
     assert prepare(load_config(bucketed).datasets[0]).items[0].face is None  # kohya ignores it
 
 
+def test_alpha_mask_weights_the_loss_by_transparency(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    from PIL import Image
+
+    from kohyagen.trainer.batches import BatchDataset
+    from kohyagen.trainer.loss import diffusion_loss, make_noise_scheduler
+
+    sub = tmp_path / "data" / "1_sks"
+    sub.mkdir(parents=True)
+    half = Image.new("RGBA", (64, 64), (200, 10, 10, 0))
+    half.paste((10, 200, 10, 255), (32, 0, 64, 64))  # right half opaque
+    half.save(sub / "a.png")
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(sub / "b.png")  # no alpha: all ones
+    config = write_config(tmp_path, tmp_path / "model", data=tmp_path / "data", alpha_mask=True)
+    prepared = prepare(load_config(config).datasets[0])
+    train = BatchDataset(prepared, seed=0, cache=None, prior_loss_weight=1.0, flip_aug=True)
+    masks = {}
+    for epoch in range(6):
+        train.start_epoch(epoch)
+        for i in range(len(train)):
+            batch = train[i]
+            name = next(it.path.name for it in train.batches[i])
+            masks.setdefault(name, set()).add(batch["alpha_masks"][0].numpy().tobytes())
+            if name == "a.png":
+                m = batch["alpha_masks"][0]
+                px = batch["pixels"][0]
+                assert set(m.unique().tolist()) == {0.0, 1.0}
+                # the RGB keeps the colour under the transparent half (no compositing)
+                red_side = (m == 0).nonzero()[0]
+                assert px[0, red_side[0], red_side[1]] > 0.5
+    assert len(masks["a.png"]) == 2  # flipped and not: the mask flips with the image
+    assert all(
+        torch.frombuffer(bytearray(b), dtype=torch.float32).eq(1).all() for b in masks["b.png"]
+    )
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t, h):
+            return type("Out", (), {"sample": torch.zeros_like(x)})()
+
+    sched = make_noise_scheduler(False)
+    noise = torch.ones(1, 4, 8, 8)
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :, 32:] = 1.0  # right half
+    common = {
+        "timesteps": torch.tensor([10]),
+        "noise": noise,
+        "weights": torch.ones(1),
+        "v_prediction": False,
+        "min_snr_gamma": None,
+    }
+    full = diffusion_loss(Zero(), sched, torch.zeros(1, 4, 8, 8), None, **common)
+    masked = diffusion_loss(Zero(), sched, torch.zeros(1, 4, 8, 8), None, mask=mask, **common)
+    assert float(full) == pytest.approx(1.0) and float(masked) == pytest.approx(0.5)
+
+    # cached latents keep the mask beside them (kohya's alpha_mask_<h>x<w> npz key)
+    from kohyagen.trainer.latents import LatentCache
+
+    class FakeVae(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+            self.calls = 0
+            self.device = torch.device("cpu")
+
+        def encode(self, pixels):
+            self.calls += 1
+            pooled = torch.nn.functional.avg_pool2d(pixels, 8).repeat(1, 2, 1, 1)[:, :4]
+            dist = type("D", (), {"sample": lambda _self: pooled})()
+            return type("E", (), {"latent_dist": dist})()
+
+    vae = FakeVae()
+    cache = LatentCache(vae, scaling_factor=1.0, sdxl=False, to_disk=True, batch_size=2)
+    cache.fill(list(prepared.items), flip_aug=True)
+    item = next(it for it in prepared.items if it.path.name == "a.png")
+    mask = cache.get_mask(item, False)
+    assert mask.shape == (64, 64) and float(mask[0, 40]) == 1.0 and float(mask[0, 10]) == 0.0
+    assert torch.equal(cache.get_mask(item, True), torch.flip(mask, [1]))
+    vae.calls = 0
+    again = LatentCache(vae, scaling_factor=1.0, sdxl=False, to_disk=True, batch_size=2)
+    again.fill(list(prepared.items), flip_aug=True)
+    assert vae.calls == 0 and torch.equal(again.get_mask(item, False), mask)  # from the npz
+    cached = BatchDataset(prepared, seed=0, cache=again, prior_loss_weight=1.0, flip_aug=True)
+    assert cached[0]["alpha_masks"].shape == (1, 64, 64)
+
+
 def test_color_aug_matches_kohyas_probabilities_and_ops():
     import numpy as np
     from PIL import Image
 
-    from kohyagen.trainer.data import color_aug
+    from kohyagen.trainer.augment import color_aug
 
     img = Image.new("RGB", (8, 8), (200, 100, 50))
     changed = 0
@@ -592,6 +701,73 @@ def test_color_aug_matches_kohyas_probabilities_and_ops():
             out = np.asarray(color_aug(img, random.Random(seed))).astype(int)
             assert abs(out[0, 0].max() - 200) <= 2
             break
+
+
+def test_wildcards_secondary_separator_and_kept_tail():
+    import types
+
+    from kohyagen.trainer.captions import expand_wildcards
+    from kohyagen.trainer.network_model import check_text_cache
+
+    seen = {expand_wildcards("a {red|blue} car, {{x}}", random.Random(i)) for i in range(30)}
+    assert seen == {"a red car, {x}", "a blue car, {x}"}
+    lines = {expand_wildcards("one\ntwo", random.Random(i)) for i in range(30)}
+    assert lines == {"one", "two"}
+
+    wild = SubsetSpec(Path("x"), 1, None, ".txt", enable_wildcard=True)
+    outs = {process_caption("sks, {cat|dog}", wild, 1, random.Random(i)) for i in range(30)}
+    assert outs == {"sks, cat", "sks, dog"}
+    plain = SubsetSpec(Path("x"), 1, None, ".txt")
+    assert process_caption("first\nsecond", plain, 1, random.Random(0)) == "first"
+
+    sec = SubsetSpec(Path("x"), 1, None, ".txt", shuffle_caption=True, secondary_separator=";;;")
+    for i in range(20):
+        out = process_caption("red;;;hair, p, q, r", sec, 1, random.Random(i))
+        assert "red,hair" in out and ";;;" not in out  # moved as one tag, then joined
+    tail = SubsetSpec(Path("x"), 1, None, ".txt", shuffle_caption=True, keep_tokens_separator="|||")
+    outs = {
+        process_caption("sks ||| a, b, c, d ||| best, end", tail, 1, random.Random(i))
+        for i in range(20)
+    }
+    assert all(o.startswith("sks, ") and o.endswith(", best, end") for o in outs) and len(outs) > 1
+
+    args = types.SimpleNamespace()
+    net = types.SimpleNamespace(text_encoder_loras=[])
+    cfg = types.SimpleNamespace(path=Path("t.toml"), dataset_config_path=None)
+    with pytest.raises(ConfigError, match="wildcards"):
+        check_text_cache(args, net, [wild], cfg)
+
+
+def test_captions_read_all_lines_with_wildcards_and_face_names(tmp_path):
+    from kohyagen.trainer.captions import read_caption
+
+    (tmp_path / "a.txt").write_text("line one\n\n line two \n")
+    image = tmp_path / "a.png"
+    assert read_caption(image, SubsetSpec(tmp_path, 1, None, ".txt")) == "line one"
+    wild = SubsetSpec(tmp_path, 1, None, ".txt", enable_wildcard=True)
+    assert read_caption(image, wild) == "line one\nline two"
+    (tmp_path / "me.txt").write_text("me, smiling\n")
+    face_named = tmp_path / "me_30_40_20_20.png"  # kohya strips the face box to find me.txt
+    assert read_caption(face_named, SubsetSpec(tmp_path, 1, "cls", ".txt")) == "me, smiling"
+
+
+def test_token_warmup_grows_the_caption_with_the_step():
+    from kohyagen.trainer.captions import warmup_steps
+
+    sub = SubsetSpec(Path("x"), 1, None, ".txt", keep_tokens=1, token_warmup_step=10)
+    caption = "sks, a, b, c, d"
+
+    def at(step, subset=sub, total=100):
+        return process_caption(
+            caption, subset, 1, random.Random(0), step=step, max_train_steps=total
+        )
+
+    assert at(0) == "sks, a"  # token_warmup_min = 1 varying tag at first
+    assert at(5) == "sks, a, b"  # floor(5 * (4 - 1) / 10) + 1
+    assert at(10) == caption and at(50) == caption
+    frac = SubsetSpec(Path("x"), 1, None, ".txt", token_warmup_step=0.5, token_warmup_min=2)
+    assert warmup_steps(frac, 20) == 10
+    assert at(0, frac, 20) == "sks, a" and at(10, frac, 20) == caption
 
 
 def test_keep_tokens_separator_fixes_the_head():
@@ -790,6 +966,38 @@ def test_scale_weight_norms_caps_each_modules_delta():
     mod.apply_to()
     expected = plain + torch.nn.functional.conv2d(x, lora_delta(mod), padding=1)
     assert torch.allclose(base(x), expected, atol=1e-5)  # the composed 3x3 kernel is exact
+
+
+def test_dim_from_weights_needs_weights_and_refuses_what_kohya_drops(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    from kohyagen.trainer.lora import dims_from_weights
+
+    data = make_train_dir(tmp_path / "data", n=1)
+    model = tmp_path / "model"
+    with pytest.raises(ConfigError, match="needs network_weights"):
+        load_config(write_config(tmp_path, model, data=data, dim_from_weights=True))
+    lora = tmp_path / "l.safetensors"
+    save_file(
+        {
+            "lora_te_a.lora_down.weight": torch.zeros(3, 8),
+            "lora_te_a.lora_up.weight": torch.zeros(8, 3),
+            "lora_te_a.alpha": torch.tensor(1.5),
+            "lora_unet_b.lora_down.weight": torch.zeros(2, 4, 3, 3),  # no alpha: alpha = rank
+            "lora_unet_b.lora_up.weight": torch.zeros(4, 2, 1, 1),
+        },
+        lora,
+    )
+    assert dims_from_weights(lora) == {"lora_te_a": (3, 1.5), "lora_unet_b": (2, 2)}
+    options = {"dim_from_weights": True, "network_weights": str(lora)}
+    assert load_config(write_config(tmp_path, model, data=data, **options))
+    for extra, named in (
+        ({"network_dropout": 0.1}, "network_dropout"),
+        ({"network_args": ["loraplus_lr_ratio=16"]}, "loraplus_lr_ratio"),
+    ):
+        with pytest.raises(ConfigError, match=f"kohya ignores .*{named}"):
+            load_config(write_config(tmp_path, model, data=data, **options, **extra))
 
 
 def test_loraplus_groups_and_ratios():
@@ -1115,3 +1323,139 @@ def test_max_token_length_refused_on_sdxl():
     assert unsupported_options({"max_token_length": 225}, "sdxl_train_network")
     assert unsupported_options({"max_token_length": 225}, "train_network") == []
     assert unsupported_options({"max_token_length": 100}, "train_network")
+
+
+def test_more_lr_schedules_as_kohya():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    import types
+
+    from kohyagen.trainer.optim import make_scheduler
+
+    def lrs(steps=10, **options):
+        base = {
+            "lr_warmup_steps": 0,
+            "lr_scheduler": "constant",
+            "lr_scheduler_num_cycles": 1,
+            "lr_scheduler_power": 1.0,
+            "lr_scheduler_args": None,
+            "lr_scheduler_type": None,
+            "lr_decay_steps": 0,
+            "lr_scheduler_min_lr_ratio": None,
+            "lr_scheduler_timescale": None,
+        }
+        args = types.SimpleNamespace(**{**base, **options})
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = make_scheduler(args, opt, max_train_steps=steps, num_processes=1)
+        out = []
+        for _ in range(steps):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    floor = lrs(lr_scheduler="cosine_with_min_lr", lr_scheduler_min_lr_ratio=0.1)
+    assert floor[0] == pytest.approx(1.0) and min(floor) >= 0.1 - 1e-6 and floor[-1] < 0.2
+    with pytest.raises(ConfigError, match="lr_scheduler_min_lr_ratio"):
+        lrs(lr_scheduler="cosine_with_min_lr")
+    wsd = lrs(lr_scheduler="warmup_stable_decay", lr_warmup_steps=2, lr_decay_steps=0.3)
+    assert wsd[0] == 0.0 and wsd[2:7] == [1.0] * 5 and wsd[-1] < 0.5  # warm, hold, decay
+    inv = lrs(lr_scheduler="inverse_sqrt", lr_warmup_steps=2, lr_scheduler_timescale=2)
+    assert inv[2] == pytest.approx(1.0) and inv[-1] < inv[3] < 1.0
+    halved = lrs(lr_scheduler_type="StepLR", lr_scheduler_args=["step_size=5", "gamma=0.5"])
+    assert halved[:5] == [1.0] * 5 and halved[5:] == [0.5] * 5
+    with pytest.raises(ConfigError, match="does not require `num_warmup_steps`"):
+        lrs(lr_scheduler_type="StepLR", lr_scheduler_args=["step_size=5"], lr_warmup_steps=2)
+    with pytest.raises(ConfigError, match="NoSuchLR"):
+        lrs(lr_scheduler_type="NoSuchLR")
+    steps = lrs(lr_scheduler="piecewise_constant", lr_scheduler_args=['step_rules="1:3,0.1"'])
+    assert steps[:3] == [1.0] * 3 and steps[3:] == pytest.approx([0.1] * 7)
+    flat = {
+        "lr_scheduler": "warmup_stable_decay",
+        "lr_decay_steps": 0.2,
+        "lr_scheduler_min_lr_ratio": 0.1,
+        "lr_scheduler_type": "StepLR",
+        "lr_scheduler_args": ["step_size=5"],
+    }
+    assert unsupported_options(flat, "train_network") == []
+
+
+def test_resize_interpolation_as_kohya_defaults_and_names(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from kohyagen.trainer.augment import resize
+
+    board = Image.fromarray((np.indices((8, 8)).sum(axis=0) % 2 * 255).astype(np.uint8)).convert(
+        "RGB"
+    )
+    shrunk = np.asarray(resize(board, (4, 4)))  # unset + shrinking: area average
+    assert np.all(np.abs(shrunk.astype(int) - 128) <= 1)
+    nearest = np.asarray(resize(board, (4, 4), "nearest"))
+    assert set(np.unique(nearest)) <= {0, 255}
+    grown = resize(Image.fromarray(np.array([[0, 255]], dtype=np.uint8)).convert("RGB"), (8, 4))
+    assert grown.size == (8, 4)  # unset + enlarging: Lanczos
+
+    data = make_train_dir(tmp_path / "data", n=1)
+    model = tmp_path / "model"
+    spec = load_config(write_config(tmp_path, model, data=data, resize_interpolation="cubic"))
+    assert spec.datasets[0].subsets[0].resize_interpolation == "cubic"
+    with pytest.raises(ConfigError, match="resize_interpolation 'sinc'"):
+        load_config(write_config(tmp_path, model, data=data, resize_interpolation="sinc"))
+
+
+def test_modelspec_extras_and_embedded_thumbnail(tmp_path):
+    import base64
+    import types
+
+    from kohyagen.trainer.saving import modelspec
+
+    thumb = tmp_path / "t.png"
+    thumb.write_bytes(b"\x89PNG fake")
+    args = types.SimpleNamespace(
+        v2=False,
+        metadata_title=None,
+        output_name="x",
+        metadata_usage_hint="say sks",
+        metadata_is_negative_embedding="false",
+        metadata_thumbnail=str(thumb),
+    )
+    spec = modelspec(args, sdxl=False, v_param=False, resolution=(64, 64))
+    assert spec["modelspec.usage_hint"] == "say sks"
+    assert spec["modelspec.is_negative_embedding"] == "false"
+    head, _, data = spec["modelspec.thumbnail"].partition(",")
+    assert head == "data:image/png;base64" and base64.b64decode(data) == b"\x89PNG fake"
+    args.metadata_thumbnail = "data:image/png;base64,AAAA"
+    assert (
+        modelspec(args, sdxl=False, v_param=False, resolution=(64, 64))["modelspec.thumbnail"]
+        == "data:image/png;base64,AAAA"
+    )
+
+    data_dir = make_train_dir(tmp_path / "data", n=1)
+    missing = write_config(
+        tmp_path, tmp_path / "model", data=data_dir, metadata_thumbnail=str(tmp_path / "no.png")
+    )
+    with pytest.raises(ConfigError, match="metadata_thumbnail file not found"):
+        load_config(missing)
+
+
+def test_console_log_options_as_kohya(tmp_path, capsys):
+    from kohyagen.trainer.output import Console
+
+    quiet = Console(level="WARNING")
+    quiet.log("routine")
+    quiet.log("careful", level="WARNING")
+    err = capsys.readouterr().err
+    assert "routine" not in err and "WARNING  careful" in err
+    simple = Console(simple=True)
+    simple.log("plain message")
+    captured = capsys.readouterr()
+    assert captured.out == "plain message\n" and captured.err == ""
+    log = tmp_path / "train.txt"
+    to_file = Console(log_file=str(log))
+    to_file.log("into the file")
+    to_file.close()
+    assert log.read_text() == "into the file\n" and capsys.readouterr().err == ""
+    assert unsupported_options({"console_log_level": "LOUD"}, "train_network")
+    assert not unsupported_options({"console_log_level": "DEBUG"}, "train_network")

@@ -54,6 +54,12 @@ class SubsetSpec:
     color_aug: bool = False
     random_crop: bool = False
     face_crop_aug_range: tuple[float, float] | None = None
+    alpha_mask: bool = False
+    resize_interpolation: str | None = None
+    secondary_separator: str | None = None
+    enable_wildcard: bool = False
+    token_warmup_min: int = 1
+    token_warmup_step: float = 0
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,17 @@ def parse_resolution(value: Any, *, path: Path | None = None) -> tuple[int, int]
     )
 
 
+def _interpolation(value: Any) -> str | None:
+    from kohyagen.trainer.augment import INTERPOLATIONS
+
+    if value is None or value in INTERPOLATIONS:
+        return value
+    raise ConfigError(
+        f"resize_interpolation {value!r} is not supported",
+        hint="use one of " + ", ".join(INTERPOLATIONS),
+    )
+
+
 def parse_face_range(value: Any, *, path: Path | None = None) -> tuple[float, float] | None:
     """face_crop_aug_range: "low,high" (training config) or [low, high] (dataset config)."""
     if value is None:
@@ -214,6 +231,12 @@ def _subset_from_chain(
         color_aug=bool(_subset_value("color_aug", chain, False)),
         random_crop=bool(_subset_value("random_crop", chain, False)),
         face_crop_aug_range=parse_face_range(_subset_value("face_crop_aug_range", chain, None)),
+        secondary_separator=_subset_value("secondary_separator", chain, None),
+        alpha_mask=bool(_subset_value("alpha_mask", chain, False)),
+        resize_interpolation=_interpolation(_subset_value("resize_interpolation", chain, None)),
+        enable_wildcard=bool(_subset_value("enable_wildcard", chain, False)),
+        token_warmup_min=int(_subset_value("token_warmup_min", chain, 1)),
+        token_warmup_step=float(_subset_value("token_warmup_step", chain, 0)),
     )
 
 
@@ -440,6 +463,15 @@ def load_config(
                 path=path,
                 hint=f'set mixed_precision = "{wanted}" or remove {flag}',
             )
+    if args.dim_from_weights:
+        _check_dim_from_weights(args, path)
+    thumb = args.metadata_thumbnail
+    if thumb and not str(thumb).startswith("data:") and not Path(thumb).is_file():
+        raise ConfigError(  # kohya only warns and drops it from the file
+            "metadata_thumbnail file not found",
+            path=Path(thumb),
+            hint="point it at an image file, or remove metadata_thumbnail",
+        )
     if args.adaptive_noise_scale is not None and args.noise_offset is None:
         raise ConfigError(  # kohya's ValueError
             "adaptive_noise_scale requires noise_offset",
@@ -449,11 +481,31 @@ def load_config(
     return TrainerConfig(script, path, args, datasets, ds_path)
 
 
+def _check_dim_from_weights(args: SimpleNamespace, path: Path) -> None:
+    if not args.network_weights:
+        raise ConfigError(
+            "dim_from_weights needs network_weights (the LoRA file to read the ranks from)",
+            path=path,
+            hint="set network_weights or remove dim_from_weights",
+        )
+    # kohya builds that network from the file alone and silently drops these.
+    ignored = [f"network_args {a!r}" for a in args.network_args or []]
+    if args.network_dropout:
+        ignored.append("network_dropout")
+    if ignored:
+        raise ConfigError(
+            "kohya ignores " + ", ".join(ignored) + " with dim_from_weights",
+            path=path,
+            hint="remove them, or remove dim_from_weights and set network_dim",
+        )
+
+
 def _check_latent_cache(args: SimpleNamespace, datasets, path: Path) -> None:
     """kohya's assertion: cached latents are fixed, so per-step crops and colours cannot be."""
     if not (args.cache_latents or args.cache_latents_to_disk):
         return  # kohya turns cache_latents on for cache_latents_to_disk
-    if any(sub.color_aug or sub.random_crop for ds in datasets for sub in ds.subsets):
+    subsets = [sub for ds in datasets for sub in ds.subsets]
+    if any(sub.color_aug or sub.random_crop for sub in subsets):
         raise ConfigError(
             "when caching latents, either color_aug or random_crop cannot be used",
             path=path,

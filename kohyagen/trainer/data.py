@@ -18,6 +18,8 @@ from kohyagen.buckets import BucketSettings, bucket_resolutions
 from kohyagen.buckets import select_bucket as shared_select_bucket
 from kohyagen.errors import DatasetError
 from kohyagen.layout import list_images
+from kohyagen.trainer.augment import face_from_name
+from kohyagen.trainer.captions import read_caption
 from kohyagen.trainer.config import DatasetSpec, SubsetSpec
 
 
@@ -75,132 +77,6 @@ def select_bucket(
     bw, bh = shared_select_bucket(size[0], size[1], settings)
     # kohya makes a 0-wide bucket of an image narrower than one step, and fails later.
     return max(steps, bw), max(steps, bh)
-
-
-def resize_and_crop(image, bucket: tuple[int, int], *, rng: random.Random | None = None):
-    """Scale so the image covers the bucket, then crop the centre, or with rng a random
-    window (random_crop). Returns (image, crop_ltrb)."""
-    from PIL import Image
-
-    bw, bh = bucket
-    w, h = image.size
-    scale = max(bw / w, bh / h)
-    new_w, new_h = max(bw, round(w * scale)), max(bh, round(h * scale))
-    if (new_w, new_h) != (w, h):
-        image = image.resize((new_w, new_h), Image.Resampling.LANCZOS)
-    if rng is None:
-        left, top = (new_w - bw) // 2, (new_h - bh) // 2
-    else:
-        left, top = rng.randint(0, new_w - bw), rng.randint(0, new_h - bh)
-    return image.crop((left, top, left + bw, top + bh)), (left, top, left + bw, top + bh)
-
-
-def native_crop(image, size: tuple[int, int], rng: random.Random):
-    """A random size-d window of the image at full scale (no bucketing with random_crop)."""
-    w, h = image.size
-    left, top = rng.randint(0, max(0, w - size[0])), rng.randint(0, max(0, h - size[1]))
-    return image.crop((left, top, left + size[0], top + size[1]))
-
-
-def face_from_name(path: Path) -> tuple[int, int, int, int] | None:
-    """kohya's face box in the file name: `<name>_<cx>_<cy>_<w>_<h>.<ext>` (5+ parts)."""
-    tokens = path.stem.split("_")
-    if len(tokens) < 5:
-        return None
-    try:
-        cx, cy, w, h = (int(t) for t in tokens[-4:])
-    except ValueError as exc:
-        raise DatasetError(
-            "face_crop_aug_range reads the face box from file names ending in"
-            " _<cx>_<cy>_<w>_<h>; this one's last four parts are not numbers",
-            path=path,
-            hint="rename the image, or remove face_crop_aug_range",
-        ) from exc
-    return (cx, cy, w, h) if cx > 0 else None
-
-
-def face_crop(
-    image,
-    size: tuple[int, int],
-    face: tuple[int, int, int, int],
-    face_range: tuple[float, float],
-    *,
-    random_crop: bool,
-    rng: random.Random,
-):
-    """kohya's face crop: scale so the face fills 1/high .. 1/low of the shorter side (never
-    upscaling, always covering the target), then cut a target-sized window around the face,
-    jittered a little, or widely with random_crop."""
-    from PIL import Image
-
-    width, height = image.size
-    tw, th = size
-    if (width, height) == (tw, th):
-        return image
-    cx, cy, fw, fh = face
-    face_size = max(fw, fh)
-    short = min(tw, th)
-    cover = max(th / height, tw / width)
-    min_scale = min(1.0, max(cover, short / (face_size * face_range[1])))
-    max_scale = min(1.0, max(min_scale, short / (face_size * face_range[0])))
-    scale = min_scale if min_scale >= max_scale else rng.uniform(min_scale, max_scale)
-    nw, nh = int(width * scale + 0.5), int(height * scale + 0.5)
-    if (nw, nh) != (width, height):
-        image = image.resize((nw, nh), Image.Resampling.LANCZOS)
-    centre = (int(cx * scale + 0.5), int(cy * scale + 0.5))
-    starts = []
-    for target, length, face_p in ((tw, nw, centre[0]), (th, nh, centre[1])):
-        start = face_p - target // 2
-        if random_crop:
-            spread = max(length - face_p, face_p)
-            start += rng.randint(0, spread) + rng.randint(0, spread) - spread
-        elif face_range[0] != face_range[1] and face_size > short // 10 and face_size >= 40:
-            start += rng.randint(-face_size // 20, face_size // 20)
-        starts.append(max(0, min(start, length - target)))
-    left, top = starts
-    return image.crop((left, top, left + tw, top + th))
-
-
-def color_aug(image, rng: random.Random):
-    """kohya's color_aug: a third of the time, a hue shift of up to 8 of OpenCV's 180 hue
-    steps, or else a gamma in 0.95..1.05 applied to the raw 0..255 values (kohya's quirk:
-    not normalised first, so it also darkens or brightens). kohya converts RGB data as if
-    it were BGR, which mirrors the hue circle; a symmetric shift makes that the same."""
-    import numpy as np
-    from PIL import Image
-
-    if rng.random() > 0.33:
-        return image
-    if rng.random() > 0.5:
-        shift = rng.uniform(-8, 8) * 256 / 180  # PIL's hue runs over 0..255
-        hsv = np.asarray(image.convert("HSV")).copy()
-        hsv[:, :, 0] = ((hsv[:, :, 0].astype(np.float64) + shift) % 256).astype(np.uint8)
-        return Image.fromarray(hsv, "HSV").convert("RGB")
-    gamma = rng.uniform(0.95, 1.05)
-    arr = np.asarray(image, dtype=np.float64) ** gamma
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
-
-
-def read_caption(image: Path, subset: SubsetSpec) -> str:
-    caption_file = image.with_suffix(subset.caption_extension)
-    if caption_file.is_file():
-        try:
-            lines = caption_file.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as exc:
-            raise DatasetError(
-                "caption file is not UTF-8 text",
-                path=caption_file,
-                hint="save it as UTF-8 (kohyagen dataset prepare converts captions)",
-            ) from exc
-        text = lines[0].strip() if lines else ""
-        if not text:
-            raise DatasetError(
-                "caption file is empty",
-                path=caption_file,
-                hint="write a caption on its first line or delete the file",
-            )
-        return text
-    return subset.class_tokens or ""
 
 
 def split_validation(
@@ -343,36 +219,6 @@ def prepare(spec: DatasetSpec, *, training: bool = True) -> PreparedDataset:
                 bucket = res
             items.append(ImageItem(image, read_caption(image, subset), subset, size, bucket))
     return PreparedDataset(spec, tuple(items), training)
-
-
-def process_caption(caption: str, subset: SubsetSpec, epoch: int, rng: random.Random) -> str:
-    """Caption dropout, tag dropout, shuffling with kept tokens, prefix and suffix."""
-    if subset.caption_dropout_rate > 0 and rng.random() < subset.caption_dropout_rate:
-        return ""
-    every = subset.caption_dropout_every_n_epochs
-    if every > 0 and epoch % every == 0:
-        return ""
-    if subset.caption_prefix:
-        caption = subset.caption_prefix + " " + caption
-    if subset.caption_suffix:
-        caption = caption + " " + subset.caption_suffix
-    if subset.shuffle_caption or subset.caption_tag_dropout_rate > 0:
-        sep = subset.caption_separator.strip() or subset.caption_separator
-        marker = subset.keep_tokens_separator
-        if marker and marker in caption:
-            # "kept, tags ||| shuffled, tags": the part before the marker never moves.
-            head, _, tail = caption.partition(marker)
-            fixed = [t.strip() for t in head.split(sep) if t.strip()]
-            rest = [t.strip() for t in tail.split(sep)]
-        else:
-            tokens = [t.strip() for t in caption.split(sep)]
-            fixed, rest = tokens[: subset.keep_tokens], tokens[subset.keep_tokens :]
-        if subset.caption_tag_dropout_rate > 0:
-            rest = [t for t in rest if rng.random() >= subset.caption_tag_dropout_rate]
-        if subset.shuffle_caption:
-            rng.shuffle(rest)
-        caption = ", ".join(t for t in fixed + rest if t)
-    return caption
 
 
 def build_reg_fill(items: list[ImageItem]) -> list[ImageItem]:

@@ -11,17 +11,19 @@ import random
 from pathlib import Path
 
 from kohyagen.atomic import replacing
-from kohyagen.trainer.data import (
-    ImageItem,
-    color_aug,
-    face_crop,
-    native_crop,
-    resize_and_crop,
-)
+from kohyagen.trainer.augment import color_aug, face_crop, native_crop, resize_and_crop
+from kohyagen.trainer.data import ImageItem
 
 
 def load_pixels(item: ImageItem, *, flip: bool = False, rng=None):
-    """The image as a (3, H, W) float tensor in [-1, 1], fitted to its bucket.
+    """The image as a (3, H, W) float tensor in [-1, 1], fitted to its bucket."""
+    return load_image(item, flip=flip, rng=rng)[0]
+
+
+def load_image(item: ImageItem, *, flip: bool = False, rng=None):
+    """(pixels, mask): the image as a (3, H, W) float tensor in [-1, 1] fitted to its
+    bucket, and with the subset's alpha_mask its alpha channel as an (H, W) tensor in 0..1
+    (ones for an opaque image), else None.
 
     rng (training only) drives the subset's random_crop and color_aug, applied in kohya's
     order: crop, colour, flip.
@@ -32,7 +34,8 @@ def load_pixels(item: ImageItem, *, flip: bool = False, rng=None):
 
     crop_rng = rng if rng is not None and item.subset.random_crop else None
     with Image.open(item.path) as im:
-        im = ImageOps.exif_transpose(im).convert("RGB")
+        # The alpha channel rides along through every crop and flip as a 4th channel.
+        im = ImageOps.exif_transpose(im).convert("RGBA" if item.subset.alpha_mask else "RGB")
         if item.face is not None:
             im = face_crop(
                 im,
@@ -41,17 +44,27 @@ def load_pixels(item: ImageItem, *, flip: bool = False, rng=None):
                 item.subset.face_crop_aug_range or (1.0, 1.0),
                 random_crop=item.subset.random_crop,
                 rng=rng or random.Random(0),  # validation and caches: one fixed cut
+                interpolation=item.subset.resize_interpolation,
             )
         elif item.native_crop:
             im = native_crop(im, item.bucket, crop_rng or random.Random(0))
         else:
-            im, _ = resize_and_crop(im, item.bucket, rng=crop_rng)
+            im, _ = resize_and_crop(
+                im, item.bucket, rng=crop_rng, interpolation=item.subset.resize_interpolation
+            )
+    alpha = im.getchannel("A") if im.mode == "RGBA" else None
+    im = im.convert("RGB")  # drops the alpha without compositing, as kohya does
     if rng is not None and item.subset.color_aug:
         im = color_aug(im, rng)
     if flip:
         im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        alpha = alpha.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if alpha is not None else None
     arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    pixels = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    mask = None
+    if alpha is not None:
+        mask = torch.from_numpy(np.asarray(alpha, dtype=np.float32) / 255.0)
+    return pixels, mask
 
 
 def crop_top_left(item: ImageItem) -> tuple[int, int]:
@@ -88,6 +101,8 @@ class LatentCache:
         self.to_disk = to_disk
         self.batch_size = max(1, batch_size)
         self._mem: dict[tuple[Path, tuple[int, int], bool], object] = {}
+        # alpha_mask subsets: the unflipped mask per image, flipped on the way out (kohya)
+        self._masks: dict[tuple[Path, tuple[int, int]], object] = {}
 
     def encode(self, pixels):
         import torch
@@ -113,10 +128,17 @@ class LatentCache:
                     if key not in data:
                         return False
                     found[flip] = torch.from_numpy(data[key].astype(np.float32))
+                mask = None
+                if item.subset.alpha_mask:
+                    if _key("alpha_mask", hw) not in data:
+                        return False  # cached without the mask: encode again
+                    mask = torch.from_numpy(data[_key("alpha_mask", hw)].astype(np.float32))
         except (OSError, ValueError):
             return False
         for flip, lat in found.items():
             self._mem[(item.path, item.bucket, flip)] = lat
+        if mask is not None:
+            self._masks[(item.path, item.bucket)] = mask
         return True
 
     def _save_disk(self, item: ImageItem) -> None:
@@ -129,6 +151,9 @@ class LatentCache:
             if lat is not None:
                 arrays[_key("latents_flipped" if flip else "latents", hw)] = lat.numpy()
         arrays[_key("original_size", hw)] = np.array(item.original_size)
+        mask = self._masks.get((item.path, item.bucket))
+        if mask is not None:
+            arrays[_key("alpha_mask", hw)] = mask.numpy()
         path = npz_path(item, sdxl=self.sdxl)
         with replacing(path) as tmp, open(tmp, "xb") as handle:
             np.savez(handle, **arrays)  # a handle: np.savez would append .npz to a name
@@ -155,7 +180,11 @@ class LatentCache:
             for pair in chunk:
                 groups.setdefault(pair[0].bucket, []).append(pair)
             for group in groups.values():
-                pixels = torch.stack([load_pixels(it, flip=flip) for it, flip in group])
+                loaded = [load_image(it, flip=flip) for it, flip in group]
+                pixels = torch.stack([px for px, _ in loaded])
+                for (it, flip), (_, mask) in zip(group, loaded, strict=True):
+                    if mask is not None and not flip:
+                        self._masks[(it.path, it.bucket)] = mask
                 latents = self.encode(pixels).cpu()
                 for (it, flip), lat in zip(group, latents, strict=True):
                     self._mem[(it.path, it.bucket, flip)] = lat
@@ -167,3 +196,10 @@ class LatentCache:
 
     def get(self, item: ImageItem, flip: bool):
         return self._mem[(item.path, item.bucket, flip)]
+
+    def get_mask(self, item: ImageItem, flip: bool):
+        """The alpha mask (H, W) for an alpha_mask subset's image, else None."""
+        import torch
+
+        mask = self._masks.get((item.path, item.bucket))
+        return torch.flip(mask, [1]) if mask is not None and flip else mask

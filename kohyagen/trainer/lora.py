@@ -214,23 +214,34 @@ class LoRANetwork(nn.Module):
         train_text_encoder: bool = True,
         conv_rank: int | None = None,
         conv_alpha: float | None = None,
+        dims: dict[str, tuple[int, float | int]] | None = None,
     ):
+        """dims (dim_from_weights): rank and alpha per module name, as read from a LoRA
+        file; only those modules are made, conv layers included."""
         super().__init__()
         self.rank = rank
-        te_mods: list[LoRAModule] = []
+
+        def module(name: str, org: nn.Module, r: int, a) -> LoRAModule | None:
+            if dims is None:
+                return LoRAModule(name, org, r, a)
+            if name not in dims:
+                return None
+            return LoRAModule(name, org, *dims[name])
+
+        te_mods: list[LoRAModule | None] = []
         if train_text_encoder:
             for idx, te in enumerate(text_encoders):
                 prefix = f"lora_te{idx + 1}" if sdxl else "lora_te"
                 seen: set[str] = set()
-                for path, module in _targets(te, TE_TARGETS):
+                for path, org in _targets(te, TE_TARGETS):
                     # transformers 5 dropped the text_model wrapper; kohya's names keep it.
                     if not path.startswith("text_model."):
                         path = "text_model." + path
                     name = f"{prefix}_{path.replace('.', '_')}"
                     if name not in seen:
                         seen.add(name)
-                        te_mods.append(LoRAModule(name, module, rank, alpha))
-        unet_mods: list[LoRAModule] = []
+                        te_mods.append(module(name, org, rank, alpha))
+        unet_mods: list[LoRAModule | None] = []
         if train_unet:
             layers = getattr(unet.config, "layers_per_block", 2)
             if isinstance(layers, (list, tuple)):
@@ -245,16 +256,15 @@ class LoRANetwork(nn.Module):
                 kohya_path = sgm_unet_path(path, layers, up_attn) if sdxl else path
                 return f"lora_unet_{kohya_path.replace('.', '_')}"
 
-            for path, module in _targets(unet, UNET_TARGETS):
-                unet_mods.append(LoRAModule(kohya_name(path), module, rank, alpha))
-            if conv_rank:  # kohya's conv_dim (LoCon-style): ResNet and resampler convs too
-                for path, module in _targets(unet, UNET_CONV_TARGETS, conv=True):
-                    name = kohya_name(path)
-                    is_3x3 = isinstance(module, nn.Conv2d) and module.kernel_size != (1, 1)
-                    r, a = (conv_rank, conv_alpha) if is_3x3 else (rank, alpha)
-                    unet_mods.append(LoRAModule(name, module, r, a))
-        self.text_encoder_loras = nn.ModuleList(te_mods)
-        self.unet_loras = nn.ModuleList(unet_mods)
+            for path, org in _targets(unet, UNET_TARGETS):
+                unet_mods.append(module(kohya_name(path), org, rank, alpha))
+            if conv_rank or dims is not None:  # kohya's conv_dim: ResNet and resampler convs too
+                for path, org in _targets(unet, UNET_CONV_TARGETS, conv=True):
+                    is_3x3 = isinstance(org, nn.Conv2d) and org.kernel_size != (1, 1)
+                    r, a = (conv_rank or rank, conv_alpha) if is_3x3 else (rank, alpha)
+                    unet_mods.append(module(kohya_name(path), org, r, a))
+        self.text_encoder_loras = nn.ModuleList([m for m in te_mods if m is not None])
+        self.unet_loras = nn.ModuleList([m for m in unet_mods if m is not None])
 
     def apply_to(self) -> None:
         for mod in [*self.text_encoder_loras, *self.unet_loras]:
@@ -342,8 +352,8 @@ class LoRANetwork(nn.Module):
         return groups
 
 
-def load_network_weights(network: LoRANetwork, path) -> int:
-    """network_weights: start from an existing kohya LoRA file; refuse one that does not fit."""
+def read_lora_file(path) -> dict[str, torch.Tensor]:
+    """A kohya LoRA .safetensors file's tensors (ConfigError when missing or unreadable)."""
     from pathlib import Path
 
     from safetensors import SafetensorError
@@ -353,11 +363,36 @@ def load_network_weights(network: LoRANetwork, path) -> int:
     if not path.is_file():
         raise ConfigError("network_weights file not found", path=path, hint="check the path")
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise ConfigError(
             f"network_weights is not a readable .safetensors LoRA: {exc}", path=path
         ) from exc
+
+
+def dims_from_weights(path) -> dict[str, tuple[int, float | int]]:
+    """dim_from_weights: each module's (rank, alpha) in a LoRA file; a missing alpha is the
+    rank, as kohya reads old files."""
+    state = read_lora_file(path)
+    dims: dict[str, tuple[int, float | int]] = {}
+    for key, value in state.items():
+        name, _, part = key.partition(".")
+        if part == "lora_down.weight":
+            alpha = state.get(f"{name}.alpha")
+            dims[name] = (
+                int(value.shape[0]),
+                alpha.item() if alpha is not None else value.shape[0],
+            )
+    if not dims:
+        raise ConfigError(
+            "network_weights has no lora_down weights", path=path, hint="use a kohya LoRA file"
+        )
+    return dims
+
+
+def load_network_weights(network: LoRANetwork, path) -> int:
+    """network_weights: start from an existing kohya LoRA file; refuse one that does not fit."""
+    state = read_lora_file(path)
     try:
         matched = network.load_kohya_weights(state)
     except RuntimeError as exc:  # shapes differ: another rank or another model

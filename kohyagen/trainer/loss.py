@@ -151,6 +151,7 @@ def diffusion_loss(
     huber_c: float = 0.1,
     huber_scale: float = 1.0,
     v_pred_like: float | None = None,
+    mask=None,
 ):
     """Per-sample weighted loss (loss_type l2, l1, huber or smooth_l1) between the U-Net's
     prediction and its target.
@@ -170,6 +171,14 @@ def diffusion_loss(
             scheduler, timesteps, schedule=huber_schedule, c=huber_c, scale=huber_scale
         )
     per_sample = elementwise_loss(pred.float(), target.float(), loss_type, threshold)
+    if mask is not None:
+        # alpha_mask / masked_loss: the (B, H, W) image mask averaged down to latent size
+        small = torch.nn.functional.interpolate(
+            mask.to(per_sample.device, per_sample.dtype).unsqueeze(1),
+            size=per_sample.shape[2:],
+            mode="area",
+        )
+        per_sample = per_sample * small
     per_sample = per_sample.mean(dim=[1, 2, 3])
     per_sample = per_sample * weights.to(per_sample.device)
     per_sample = per_sample * snr_weights(

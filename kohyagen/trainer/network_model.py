@@ -109,6 +109,7 @@ class TrainingModel(torch.nn.Module):
             debiased=bool(args.debiased_estimation_loss),
             loss_type=args.loss_type or "l2",
             v_pred_like=args.v_pred_like_loss,
+            mask=batch.get("alpha_masks"),
             huber_schedule=args.huber_schedule or "snr",
             huber_c=float(args.huber_c if args.huber_c is not None else 0.1),
             huber_scale=float(args.huber_scale if args.huber_scale is not None else 1.0),
@@ -153,13 +154,15 @@ def check_text_cache(args, network, subsets, cfg) -> None:
     for sub in subsets:
         if (
             sub.shuffle_caption
+            or sub.token_warmup_step
+            or sub.enable_wildcard
             or sub.caption_dropout_rate
             or sub.caption_tag_dropout_rate
             or sub.caption_dropout_every_n_epochs
         ):
             raise ConfigError(
-                "cache_text_encoder_outputs cannot be combined with shuffle_caption or caption"
-                " dropout (captions must not change between epochs)",
+                "cache_text_encoder_outputs cannot be combined with shuffle_caption, caption"
+                " dropout, token warmup or wildcards (captions must not change between epochs)",
                 path=cfg.dataset_config_path or cfg.path,
                 hint="turn those off or turn cache_text_encoder_outputs off",
             )

@@ -75,22 +75,100 @@ def warmup_steps(value: Any, max_train_steps: int) -> int:
     return int(value or 0)
 
 
+def _custom_scheduler(args, optimizer, kwargs: dict[str, Any], warmup: int):
+    """lr_scheduler_type: any scheduler class, `Name` in torch.optim.lr_scheduler or
+    `package.module.Name`, built with lr_scheduler_args (kohya)."""
+    import importlib
+
+    import torch
+
+    if warmup:
+        raise ConfigError(  # kohya's ValueError
+            f"{args.lr_scheduler_type} does not require `num_warmup_steps`. Set None or 0.",
+            hint="remove lr_warmup_steps when lr_scheduler_type is set",
+        )
+    module_name, _, cls_name = args.lr_scheduler_type.rpartition(".")
+    try:
+        module = importlib.import_module(module_name) if module_name else torch.optim.lr_scheduler
+        cls = getattr(module, cls_name)
+        return cls(optimizer, **kwargs)
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"lr_scheduler_type {args.lr_scheduler_type!r} with {kwargs} failed: {exc}",
+            hint='name a scheduler class and its arguments: lr_scheduler_args = ["T_max=100"]',
+        ) from exc
+
+
+def _transformers_schedule(name: str, args, optimizer, *, warmup: int, steps: int, kwargs):
+    """The schedules kohya takes from transformers: cosine_with_min_lr, warmup_stable_decay
+    (lr_decay_steps, lr_scheduler_min_lr_ratio) and inverse_sqrt (lr_scheduler_timescale)."""
+    from transformers import optimization as tro
+
+    cycles = float(args.lr_scheduler_num_cycles or 1)
+    min_ratio = args.lr_scheduler_min_lr_ratio
+    if name == "inverse_sqrt":
+        return tro.get_inverse_sqrt_schedule(
+            optimizer, num_warmup_steps=warmup, timescale=args.lr_scheduler_timescale, **kwargs
+        )
+    if name == "cosine_with_min_lr":
+        if min_ratio is None:
+            raise ConfigError(
+                "cosine_with_min_lr needs lr_scheduler_min_lr_ratio",
+                hint="set lr_scheduler_min_lr_ratio = 0.1 (the floor as a fraction of the lr)",
+            )
+        return tro.get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer,
+            num_warmup_steps=warmup,
+            num_training_steps=steps,
+            num_cycles=cycles / 2,
+            min_lr_rate=min_ratio,
+            **kwargs,
+        )
+    decay = warmup_steps(args.lr_decay_steps, steps)  # steps, a fraction or "N%", as warmup
+    return tro.get_wsd_schedule(
+        optimizer,
+        num_warmup_steps=warmup,
+        num_stable_steps=steps - warmup - decay,
+        num_decay_steps=decay,
+        num_cycles=cycles / 2,
+        min_lr_ratio=min_ratio if min_ratio is not None else 0.0,
+        **kwargs,
+    )
+
+
 def make_scheduler(args, optimizer, *, max_train_steps: int, num_processes: int):
-    """diffusers' schedules; steps are scaled by the process count as accelerate steps them."""
+    """diffusers' schedules; steps are scaled by the process count as accelerate steps them.
+
+    lr_scheduler_args are passed to the schedule (kohya), lr_scheduler_type picks any
+    scheduler class instead.
+    """
     from diffusers.optimization import get_scheduler
 
     warmup = warmup_steps(args.lr_warmup_steps, max_train_steps)
     name = args.lr_scheduler or "constant"
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = parse_optimizer_args(args.lr_scheduler_args)
+    if args.lr_scheduler_type:
+        return _custom_scheduler(args, optimizer, kwargs, warmup * num_processes)
+    if name == "piecewise_constant":
+        return get_scheduler(name, optimizer, **kwargs)  # step_rules comes in the args
+    if name in ("inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay"):
+        return _transformers_schedule(
+            name,
+            args,
+            optimizer,
+            warmup=warmup * num_processes,
+            steps=max_train_steps * num_processes,
+            kwargs=kwargs,
+        )
     if name == "cosine_with_restarts":
         kwargs["num_cycles"] = int(args.lr_scheduler_num_cycles or 1)
     elif name == "polynomial":
         kwargs["power"] = float(args.lr_scheduler_power or 1.0)
     steps = max_train_steps * num_processes
     if name == "constant":
-        return get_scheduler(name, optimizer)
+        return get_scheduler(name, optimizer, **kwargs)
     if name == "constant_with_warmup":
-        return get_scheduler(name, optimizer, num_warmup_steps=warmup * num_processes)
+        return get_scheduler(name, optimizer, num_warmup_steps=warmup * num_processes, **kwargs)
     return get_scheduler(
         name,
         optimizer,

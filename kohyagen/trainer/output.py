@@ -10,19 +10,50 @@ from __future__ import annotations
 import sys
 import time
 
+LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+
 
 class Console:
-    """kohya's stdout lines (accelerator.print) and stderr log lines; main process only."""
+    """kohya's stdout lines (accelerator.print) and stderr log lines; main process only.
 
-    def __init__(self, is_main: bool = True):
+    As kohya's console_log_* options: level drops less severe log lines; log_file sends
+    them, message only, to that file (written afresh) instead of stderr; simple prints
+    the bare message on stdout instead of the dated stderr line.
+    """
+
+    def __init__(
+        self,
+        is_main: bool = True,
+        *,
+        level: str | None = None,
+        log_file: str | None = None,
+        simple: bool = False,
+    ):
         self.is_main = is_main
+        self.min_level = LEVELS.get((level or "INFO").upper(), 20)
+        self.simple = simple
+        self._file = None
+        if log_file and is_main:
+            self._file = open(log_file, "w", encoding="utf-8")  # noqa: SIM115 (lives with the run)
 
     def out(self, text: str = "") -> None:
         if self.is_main:
             print(text, flush=True)
 
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
     def log(self, message: str, level: str = "INFO") -> None:
-        if self.is_main:
+        if not self.is_main or LEVELS.get(level, 20) < self.min_level:
+            return
+        if self._file is not None:
+            self._file.write(message + "\n")
+            self._file.flush()
+        elif self.simple:
+            print(message, flush=True)
+        else:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             sys.stderr.write(f"{stamp} {level:<8} {message}\n")
             sys.stderr.flush()

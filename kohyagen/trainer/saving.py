@@ -208,7 +208,7 @@ def training_metadata(
         "ss_max_validation_steps": a.max_validation_steps,
         "ss_validate_every_n_epochs": a.validate_every_n_epochs,
         "ss_validate_every_n_steps": a.validate_every_n_steps,
-        "ss_resize_interpolation": None,
+        "ss_resize_interpolation": a.resize_interpolation,
     }
     md.update(model_hashes(args.pretrained_model_name_or_path, "sd_model"))
     if args.vae:
@@ -246,11 +246,34 @@ def modelspec(args, *, sdxl: bool, v_param: bool, resolution: tuple[int, int]) -
         "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "modelspec.prediction_type": "v" if v_param else "epsilon",
     }
-    for key in ("author", "description", "license", "tags", "trigger_phrase"):
+    for key in (
+        "author",
+        "description",
+        "license",
+        "tags",
+        "trigger_phrase",
+        "usage_hint",
+        "merged_from",
+        "preprocessor",
+        "is_negative_embedding",
+    ):
         value = getattr(args, f"metadata_{key}", None)
         if value:
             spec[f"modelspec.{key}"] = str(value)
+    if getattr(args, "metadata_thumbnail", None):
+        spec["modelspec.thumbnail"] = thumbnail_url(args.metadata_thumbnail)
     return spec
+
+
+def thumbnail_url(value: str) -> str:
+    """metadata_thumbnail: a data: URL as given, or an image file embedded as one (kohya)."""
+    import base64
+    import mimetypes
+
+    if value.startswith("data:"):
+        return value
+    mime = mimetypes.guess_type(value)[0] or "application/octet-stream"
+    return f"data:{mime};base64," + base64.b64encode(Path(value).read_bytes()).decode("ascii")
 
 
 def json_field(value: Any) -> str:
@@ -267,11 +290,11 @@ def _subset_entry(part, s) -> dict[str, Any]:
         "shuffle_caption": s.shuffle_caption,
         "keep_tokens": s.keep_tokens,
         "keep_tokens_separator": s.keep_tokens_separator,
-        "secondary_separator": None,
-        "enable_wildcard": False,
+        "secondary_separator": s.secondary_separator,
+        "enable_wildcard": s.enable_wildcard,
         "caption_prefix": s.caption_prefix,
         "caption_suffix": s.caption_suffix,
-        "resize_interpolation": None,
+        "resize_interpolation": s.resize_interpolation,
         "image_dir": s.image_dir.name,
         "class_tokens": s.class_tokens,
         "is_reg": s.is_reg,

@@ -26,7 +26,7 @@ def run(
     from kohyagen.trainer.batches import BatchDataset, first
     from kohyagen.trainer.checkpointing import Checkpointer
     from kohyagen.trainer.latents import LatentCache
-    from kohyagen.trainer.lora import LoRANetwork, load_network_weights
+    from kohyagen.trainer.lora import LoRANetwork, dims_from_weights, load_network_weights
     from kohyagen.trainer.loss import make_noise_scheduler
     from kohyagen.trainer.models import cpu_only, load_components, place_components
     from kohyagen.trainer.netargs import conv_args, dropout_args, loraplus_ratios
@@ -52,7 +52,12 @@ def run(
         log_with="tensorboard" if log_dir is not None else None,
         project_dir=str(log_dir) if log_dir is not None else None,
     )
-    console = console_factory(accelerator.is_main_process)
+    console = console_factory(
+        accelerator.is_main_process,
+        level=args.console_log_level,
+        log_file=args.console_log_file,
+        simple=bool(args.console_log_simple),
+    )
     if cpu_fallback:
         console.log(
             f"mixed_precision = {args.mixed_precision!r} on the CPU would be emulated and very"
@@ -81,6 +86,16 @@ def run(
         )
 
     components = load_components(args, sdxl=cfg.is_sdxl)
+    if args.base_weights:
+        from kohyagen.trainer.merge import merge_base_weights
+
+        merge_base_weights(
+            components,
+            args.base_weights,
+            args.base_weights_multiplier,
+            sdxl=cfg.is_sdxl,
+            console=console,
+        )
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
         mixed_precision, torch.float32
     )
@@ -103,6 +118,7 @@ def run(
         sdxl=cfg.is_sdxl,
         train_unet=train_unet,
         train_text_encoder=train_te,
+        dims=dims_from_weights(args.network_weights) if args.dim_from_weights else None,
         **conv_args(args.network_args),
     )
     if args.network_weights:
@@ -156,6 +172,7 @@ def run(
     if args.max_train_epochs:
         max_train_steps = int(args.max_train_epochs) * math.ceil(len(loader) / n_proc / grad_accum)
         epochs_override = (int(args.max_train_epochs), max_train_steps)
+    train_set.max_train_steps, train_set.grad_accum = max_train_steps, grad_accum
 
     groups = network.param_groups(
         unet_lr=args.unet_lr if args.unet_lr is not None else args.learning_rate,
@@ -398,6 +415,7 @@ def run(
     console.log("model saved.")
     accelerator.end_training()
     network.restore()
+    console.close()
     return {
         "final": final,
         "checkpoints": ckpt.saved,
