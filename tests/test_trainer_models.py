@@ -12,6 +12,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("accelerate")
 
 from tests.trainer_helpers import (
+    generate,
     load_kohya_reference,
     make_train_dir,
     run_trainer,
@@ -77,7 +78,6 @@ def test_dataset_config_with_validation_split_like_kohya(tmp_path, models, kohya
 
 def test_sdxl_two_epochs_sgm_keys_and_diffusers_load(tmp_path, models, capsys):
     import diffusers
-    import torch
 
     data = make_train_dir(tmp_path / "data", n=2, repeats=1)
     config = write_config(tmp_path, models["sdxl"], data=data)
@@ -102,14 +102,7 @@ def test_sdxl_two_epochs_sgm_keys_and_diffusers_load(tmp_path, models, capsys):
     pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(models["sdxl"])
 
     def image():
-        return pipe(
-            "sks, color 1",
-            num_inference_steps=2,
-            height=64,
-            width=64,
-            generator=torch.Generator().manual_seed(0),
-            output_type="np",
-        ).images
+        return generate(pipe)
 
     before = image()
     pipe.load_lora_weights(str(out / "tl.safetensors"))
@@ -246,7 +239,6 @@ def test_sdxl_cached_text_encoder_outputs(tmp_path, models, capsys):
 
 def test_conv_dim_adds_resnet_convs_and_loads_in_diffusers(tmp_path, models, capsys):
     import diffusers
-    import torch
     from safetensors.torch import load_file
 
     data = make_train_dir(tmp_path / "data", n=1, repeats=2)
@@ -295,15 +287,7 @@ def test_conv_dim_adds_resnet_convs_and_loads_in_diffusers(tmp_path, models, cap
     pipe.load_lora_weights(str(path))
     conv_lora = [n for n, _ in pipe.unet.named_modules() if "resnets" in n and n.endswith("lora_A")]
     assert conv_lora  # diffusers recognised the conv (LoCon) modules too
-    image = pipe(
-        "sks",
-        num_inference_steps=2,
-        height=64,
-        width=64,
-        generator=torch.Generator().manual_seed(0),
-        output_type="np",
-    ).images
-    assert image.shape == (1, 64, 64, 3)
+    assert generate(pipe, "sks").shape == (1, 64, 64, 3)
 
 
 def test_sdxl_conv_dim_uses_sgm_names_and_loads(tmp_path, models, capsys):

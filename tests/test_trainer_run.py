@@ -12,6 +12,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("accelerate")
 
 from tests.trainer_helpers import (
+    generate,
     key_kind,
     load_kohya_reference,
     make_train_dir,
@@ -147,19 +148,11 @@ def test_tensorboard_tags_as_kohya(sd15_run, kohya_ref):
 
 def test_lora_loads_in_diffusers_and_changes_output(sd15_run, sd15):
     import diffusers
-    import torch
 
     pipe = diffusers.StableDiffusionPipeline.from_pretrained(sd15)
 
     def image():
-        return pipe(
-            "sks, color 1",
-            num_inference_steps=2,
-            height=64,
-            width=64,
-            generator=torch.Generator().manual_seed(0),
-            output_type="np",
-        ).images
+        return generate(pipe)
 
     before = image()
     pipe.load_lora_weights(str(sd15_run["tmp"] / "output" / "tl.safetensors"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kohyagen.errors import UsageError
+from tests.trainer_helpers import generate
 
 pytest.importorskip("diffusers")
 
@@ -12,7 +13,6 @@ pytest.importorskip("diffusers")
 @pytest.mark.parametrize("kind", ["sd15", "sd2", "sdxl"])
 def test_tiny_pipeline_loads_and_generates(tmp_path, kind):
     import diffusers
-    import torch
 
     from kohyagen.tiny import make_tiny_pipeline
 
@@ -27,15 +27,7 @@ def test_tiny_pipeline_loads_and_generates(tmp_path, kind):
     assert pipe.tokenizer.model_max_length == 77
     expected = "v_prediction" if kind == "sd2" else "epsilon"
     assert pipe.scheduler.config.prediction_type == expected
-    images = pipe(
-        "a photo of sks",
-        num_inference_steps=2,
-        height=64,
-        width=64,
-        generator=torch.Generator().manual_seed(0),
-        output_type="np",
-    ).images
-    assert images.shape == (1, 64, 64, 3)
+    assert generate(pipe, "a photo of sks").shape == (1, 64, 64, 3)
 
 
 def test_tokenizer_uses_merges_and_specials(tmp_path):

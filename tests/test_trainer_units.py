@@ -21,7 +21,7 @@ from kohyagen.trainer.data import (
 )
 from kohyagen.trainer.output import LossRecorder
 from kohyagen.trainer.sample import parse_prompt_line, sample_filename
-from tests.trainer_helpers import make_train_dir, write_config
+from tests.trainer_helpers import make_train_dir, write_config, zero_unet
 
 
 def test_buckets_follow_kohya_rules():
@@ -618,10 +618,6 @@ def test_alpha_mask_weights_the_loss_by_transparency(tmp_path):
         torch.frombuffer(bytearray(b), dtype=torch.float32).eq(1).all() for b in masks["b.png"]
     )
 
-    class Zero(torch.nn.Module):
-        def forward(self, x, t, h):
-            return type("Out", (), {"sample": torch.zeros_like(x)})()
-
     sched = make_noise_scheduler(False)
     noise = torch.ones(1, 4, 8, 8)
     mask = torch.zeros(1, 64, 64)
@@ -633,8 +629,8 @@ def test_alpha_mask_weights_the_loss_by_transparency(tmp_path):
         "v_prediction": False,
         "min_snr_gamma": None,
     }
-    full = diffusion_loss(Zero(), sched, torch.zeros(1, 4, 8, 8), None, **common)
-    masked = diffusion_loss(Zero(), sched, torch.zeros(1, 4, 8, 8), None, mask=mask, **common)
+    full = diffusion_loss(zero_unet(), sched, torch.zeros(1, 4, 8, 8), None, **common)
+    masked = diffusion_loss(zero_unet(), sched, torch.zeros(1, 4, 8, 8), None, mask=mask, **common)
     assert float(full) == pytest.approx(1.0) and float(masked) == pytest.approx(0.5)
 
     # cached latents keep the mask beside them (kohya's alpha_mask_<h>x<w> npz key)
@@ -1066,22 +1062,18 @@ def test_loss_weightings():
     pytest.importorskip("diffusers")
     from kohyagen.trainer.loss import clamped_snr, diffusion_loss, make_noise_scheduler
 
-    class Zero(torch.nn.Module):
-        def forward(self, x, t, h):
-            return type("Out", (), {"sample": torch.zeros_like(x)})()
-
     sched = make_noise_scheduler(False)
     latents = torch.randn(2, 4, 8, 8)
     noise = torch.randn(2, 4, 8, 8)
     t = torch.tensor([100, 700])
     common = {"timesteps": t, "noise": noise, "weights": torch.tensor([1.0, 0.5])}
     plain = diffusion_loss(
-        Zero(), sched, latents, None, v_prediction=False, min_snr_gamma=None, **common
+        zero_unet(), sched, latents, None, v_prediction=False, min_snr_gamma=None, **common
     )
     per = (noise**2).mean(dim=[1, 2, 3]) * torch.tensor([1.0, 0.5])
     assert torch.allclose(plain, per.mean())
     debiased = diffusion_loss(
-        Zero(),
+        zero_unet(),
         sched,
         latents,
         None,
@@ -1092,13 +1084,13 @@ def test_loss_weightings():
     )
     assert torch.allclose(debiased, (per / torch.sqrt(clamped_snr(sched, t))).mean())
     gamma = diffusion_loss(
-        Zero(), sched, latents, None, v_prediction=False, min_snr_gamma=5.0, **common
+        zero_unet(), sched, latents, None, v_prediction=False, min_snr_gamma=5.0, **common
     )
     snr = sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t])
     assert torch.allclose(gamma, (per * torch.clamp(snr, max=5.0) / snr).mean())
     # input perturbation changes only the U-Net input, not the target
     perturbed = diffusion_loss(
-        Zero(),
+        zero_unet(),
         sched,
         latents,
         None,
@@ -1109,7 +1101,7 @@ def test_loss_weightings():
     )
     assert torch.allclose(perturbed, plain)
     l1 = diffusion_loss(
-        Zero(),
+        zero_unet(),
         sched,
         latents,
         None,
@@ -1120,7 +1112,7 @@ def test_loss_weightings():
     )
     assert torch.allclose(l1, (noise.abs().mean(dim=[1, 2, 3]) * torch.tensor([1.0, 0.5])).mean())
     v_like = diffusion_loss(
-        Zero(),
+        zero_unet(),
         sched,
         latents,
         None,
@@ -1140,10 +1132,6 @@ def test_huber_and_smooth_l1_follow_kohyas_schedules():
     torch = pytest.importorskip("torch")
     pytest.importorskip("diffusers")
     from kohyagen.trainer.loss import diffusion_loss, huber_threshold, make_noise_scheduler
-
-    class Zero(torch.nn.Module):
-        def forward(self, x, t, h):
-            return type("Out", (), {"sample": torch.zeros_like(x)})()
 
     sched = make_noise_scheduler(False)
     t = torch.tensor([0, 250, 999])
@@ -1173,16 +1161,16 @@ def test_huber_and_smooth_l1_follow_kohyas_schedules():
         "huber_c": 0.5,
         "huber_scale": 1.0,
     }
-    huber = diffusion_loss(Zero(), sched, latents, None, loss_type="huber", **common)
-    smooth = diffusion_loss(Zero(), sched, latents, None, loss_type="smooth_l1", **common)
+    huber = diffusion_loss(zero_unet(), sched, latents, None, loss_type="huber", **common)
+    smooth = diffusion_loss(zero_unet(), sched, latents, None, loss_type="smooth_l1", **common)
     pseudo = ((noise**2 + 0.25).sqrt() - 0.5).mean(dim=[1, 2, 3])
     assert torch.allclose(huber, (2 * 0.5 * pseudo).mean())
     assert torch.allclose(smooth, (2 * pseudo).mean())
-    l2 = diffusion_loss(Zero(), sched, latents, None, loss_type="l2", **common)
+    l2 = diffusion_loss(zero_unet(), sched, latents, None, loss_type="l2", **common)
     assert huber < l2  # large errors count linearly, not squared
     # per-sample thresholds: the snr schedule gives each timestep its own c
     sched_loss = diffusion_loss(
-        Zero(), sched, latents, None, loss_type="huber", **{**common, "huber_schedule": "snr"}
+        zero_unet(), sched, latents, None, loss_type="huber", **{**common, "huber_schedule": "snr"}
     )
     c = (0.5 / (1 + sigma) ** 2 + 0.5).view(-1, 1, 1, 1)  # c = 0.5 this time
     per = (2 * c * ((noise**2 + c**2).sqrt() - c)).mean(dim=[1, 2, 3])

@@ -131,3 +131,28 @@ def load_kohya_reference(samples: Path = SAMPLES) -> dict:
     if samples.is_dir():
         return reference_from_samples(samples)
     return json.loads(REFERENCE.read_text(encoding="utf-8"))
+
+
+def zero_unet():
+    """A U-Net stand-in that predicts zeros, so a loss is exactly that of its target."""
+    import torch
+
+    class ZeroUNet(torch.nn.Module):
+        def forward(self, x, t, h):
+            return type("Out", (), {"sample": torch.zeros_like(x)})()
+
+    return ZeroUNet()
+
+
+def generate(pipe, prompt: str = "sks, color 1"):
+    """One tiny deterministic image (64 px, 2 steps, seed 0) as a numpy array."""
+    import torch
+
+    return pipe(
+        prompt,
+        num_inference_steps=2,
+        height=64,
+        width=64,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
