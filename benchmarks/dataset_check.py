@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 from PIL import Image
 
-from kohyagen.dataset import check_dataset
+from kohyagen.dataset.check import check_dataset
 
 SIZES = [(512, 512), (640, 480), (480, 640), (384, 576), (768, 512), (320, 320), (600, 800)]
 # share of files per format, roughly what scraped and exported datasets hold

@@ -7,7 +7,7 @@ In a temp folder, in the same run:
   stage from its manifest;
 - baseline: the bare trainer on the very configs the pipeline used (output and logs
   redirected), started as the launcher starts it (`accelerate launch -m kohyagen.trainer`,
-  from kohyagen.launch.build_command), which is what a user of the bare trainer would run.
+  from kohyagen.launch.train.build_command), which is what a user of the bare trainer would run.
 
 Prints the seconds of each stage, then the ratios train-stage / bare trainer and whole
 pipeline / bare trainer. Target: the stages around training add a few seconds, so the
@@ -73,7 +73,7 @@ def main() -> None:
     try:
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-c", "import sys; from kohyagen.demo import prepare_demo; "
+            [sys.executable, "-c", "import sys; from kohyagen.run.demo import prepare_demo; "
              "prepare_demo(sys.argv[1])", str(work / "demo")],
             env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -86,8 +86,8 @@ def main() -> None:
         )  # fmt: skip
         pipeline_s = time.perf_counter() - started
 
-        from kohyagen.manifest import Manifest
-        from kohyagen.pipeline import _durations
+        from kohyagen.run.manifest import Manifest
+        from kohyagen.run.pipeline import _durations
 
         manifest = Manifest.load(work / "demo" / "run")
         stages = dict(_durations(manifest))
@@ -95,7 +95,7 @@ def main() -> None:
         bare = work / "bare"
         bare.mkdir(exist_ok=True)
         training, dataset = _bare_configs(work / "demo" / "run", bare)
-        from kohyagen.launch import build_command
+        from kohyagen.launch.train import build_command
 
         argv = build_command(
             backend="builtin", script=None, config=training, dataset_config=dataset,

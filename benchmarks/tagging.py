@@ -28,9 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kohyagen.tagging import tag_directory
-from kohyagen.tagging_image import fill_slot, load_square_rgb
-from kohyagen.tagging_runtime import open_runtime
+from kohyagen.tagging.directory import tag_directory
+from kohyagen.tagging.images import fill_slot, load_square_rgb
+from kohyagen.tagging.runtime import open_runtime
 
 N_TAGS = 10861  # the size of the v3 tag list
 SIZE = 448

@@ -25,7 +25,7 @@ def run_case(ns: argparse.Namespace) -> dict:
     import torch
     from PIL import Image
 
-    from kohyagen.tiny import make_tiny_pipeline
+    from kohyagen.run.tiny import make_tiny_pipeline
     from kohyagen.trainer.config import load_config
     from kohyagen.trainer.train import run
     from tests.trainer_helpers import write_config

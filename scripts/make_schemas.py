@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build kohyagen's JSON Schemas from kohya sd-scripts' own argument tables.
 
-Input: the argument dumps in ../shared/kohya/ (train_network.args.json,
+Input: the argument dumps in facts/kohya/ (train_network.args.json,
 sdxl_train_network.args.json, dataset_config.schema-facts.json), taken from
 sd-scripts 48d368f. Output: schemas/*.schema.json, committed to the repo.
 
@@ -11,12 +11,12 @@ store_true -> boolean, int -> integer, float -> number, str -> string,
 nargs -> array, choices -> enum. Unknown keys are errors (additionalProperties).
 
 Two extension keywords carry TOML facts that plain JSON Schema cannot express;
-kohyagen.schema gives them meaning:
+kohyagen.config.schema gives them meaning:
 - integers are TOML integers only (2.0 is not an integer for kohya);
 - "x-strict-float": true marks dataset keys whose voluptuous type rejects an
   integer literal (write 1.0, not 1).
 
-Run:  python scripts/make_schemas.py [--source ../shared/kohya] [--out schemas]
+Run:  python scripts/make_schemas.py [--source facts/kohya] [--out schemas]
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def write(path: Path, schema: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=REPO.parent / "shared" / "kohya")
+    parser.add_argument("--source", type=Path, default=REPO / "facts" / "kohya")
     parser.add_argument("--out", type=Path, default=REPO / "schemas")
     opts = parser.parse_args()
     opts.out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = REPO_ROOT.parent / "shared"
+# kohya facts and real sd-scripts output, kept in the repository (facts/kohya/README.md)
+FACTS = REPO_ROOT / "facts"
+KOHYA_FACTS = FACTS / "kohya"
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -50,10 +52,8 @@ def subprocess_env(tmp_path) -> dict[str, str]:
 
 @pytest.fixture
 def shared_dir() -> Path:
-    """../shared beside the checkout (kohya facts and real sd-scripts output)."""
-    if not SHARED.is_dir():
-        pytest.skip("../shared is not beside this checkout")
-    return SHARED
+    """The folder holding kohya/ (facts and real sd-scripts output), inside the repository."""
+    return FACTS
 
 
 @pytest.fixture

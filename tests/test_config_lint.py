@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from kohyagen.cli import main
+from kohyagen.config.lint import lint_files
 from kohyagen.findings import Severity
-from kohyagen.lint import lint_files
 from tests.conftest import make_image
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -1,6 +1,6 @@
 import pytest
 
-from kohyagen import presets
+from kohyagen.config import presets
 from kohyagen.errors import PresetError
 
 ISSUE_GPUS = [

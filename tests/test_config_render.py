@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from kohyagen import presets, schema
+from kohyagen.config import presets, schema
+from kohyagen.config.lint import lint_files
+from kohyagen.config.render import render_configs, write_configs
 from kohyagen.errors import ConfigError, DatasetError, LintFailed, ModelNotFound, PresetError
-from kohyagen.lint import lint_files
-from kohyagen.render import render_configs, write_configs
 from tests.conftest import make_image
 
 if sys.version_info >= (3, 11):
@@ -82,7 +82,7 @@ def test_every_preset_renders_valid_kohya_configs(dataset, tmp_path, model, gpu)
 
 @pytest.mark.parametrize(("model", "gpu"), [("sd15", "rtx4090"), ("sd2", "t4"), ("sdxl", "l4")])
 def test_keys_exist_in_kohyas_own_argument_table(dataset, tmp_path, shared_dir, model, gpu):
-    """Against ../shared/kohya/*.args.json directly, not only our schema made from it."""
+    """Against facts/kohya/*.args.json directly, not only our schema made from it."""
     rendered = render_configs(dataset, model=model, gpu=gpu, out_dir=tmp_path)
     script = presets.get_model(model).script_name
     args = json.loads((shared_dir / "kohya" / f"{script}.args.json").read_text())["arguments"]
@@ -319,7 +319,7 @@ def test_set_typing_property(dataset, tmp_path):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from kohyagen.config_overrides import parse_override
+    from kohyagen.config.overrides import parse_override
 
     ints = _simple_keys("train_network", "integer")
     bools = _simple_keys("train_network", "boolean")

@@ -46,11 +46,11 @@ def test_installed_wheel_finds_resources_and_renders(tmp_path):
         assert r.templates_dir() == pkg / "templates", r.templates_dir()
         assert r.schemas_dir() == pkg / "schemas", r.schemas_dir()
         assert (r.templates_dir() / "presets" / "gpus.toml").is_file()
-        from kohyagen.render import render_configs, write_configs
+        from kohyagen.config.render import render_configs, write_configs
         out = Path({str(tmp_path / "out")!r})
         rendered = render_configs({str(data.parent)!r}, model="sdxl", gpu="rtx4090", out_dir=out)
         write_configs(rendered)
-        from kohyagen.lint import lint_files
+        from kohyagen.config.lint import lint_files
         errors = [f for f in lint_files([out / "training_config.toml"]) if f.severity.value == "error"]
         assert not errors, errors
         print("ok", rendered.training["train_batch_size"])

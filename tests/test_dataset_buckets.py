@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kohyagen.buckets import (
+from kohyagen.dataset.buckets import (
     BucketSettings,
     bucket_for,
     bucket_resolutions,
@@ -99,7 +99,7 @@ def test_select_bucket_rejects_empty_sizes():
 
 def test_min_bucket_reso_below_one_step_makes_no_empty_buckets():
     # kohya rounds min_bucket_reso=32 down to 0 with 64-pixel steps
-    from kohyagen.buckets import bucket_resolutions
+    from kohyagen.dataset.buckets import bucket_resolutions
 
     resos = bucket_resolutions((64, 64), 0, 128, 64)
     assert resos and all(w >= 64 and h >= 64 for w, h in resos)

@@ -16,7 +16,7 @@ from dataset_fixtures import (
 )
 from PIL import Image
 
-from kohyagen.dataset import check_dataset
+from kohyagen.dataset.check import check_dataset
 from kohyagen.errors import DatasetError, PresetError, UsageError
 from kohyagen.findings import Severity
 
@@ -216,7 +216,7 @@ def test_report_to_dict_is_json_ready(tmp_path):
 
 def crash_on_marked_file(path: str, **kw):
     """Stands in for probe_image in worker processes: dies like a crashing C decoder."""
-    from kohyagen.images import probe_image
+    from kohyagen.dataset.images import probe_image
 
     if path.endswith("crash.png"):
         os._exit(1)
@@ -224,7 +224,7 @@ def crash_on_marked_file(path: str, **kw):
 
 
 def test_a_worker_crash_is_pinned_on_its_file(tmp_path, monkeypatch):
-    import kohyagen.probe_pool as pool_mod
+    import kohyagen.dataset.probe_pool as pool_mod
 
     sub = tmp_path / "3_many"
     for i in range(70):

@@ -9,14 +9,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from kohyagen.captions import (
+from kohyagen.dataset.captions import (
     contains_trigger,
     read_caption,
     repeated_tags,
     tag_frequencies,
     trigger_first,
 )
-from kohyagen.images import dhash_of, hamming, header_size, near_duplicate_pairs, probe_image
+from kohyagen.dataset.images import (
+    dhash_of,
+    hamming,
+    header_size,
+    near_duplicate_pairs,
+    probe_image,
+)
 
 
 @given(st.lists(st.integers(0, 2**64 - 1), max_size=40), st.integers(0, 64))
@@ -105,7 +111,7 @@ def test_trigger_handling():
 def test_exif_rotation_finding_says_which_trainer_applies_it(tmp_path):
     from PIL import Image
 
-    from kohyagen.dataset import check_dataset
+    from kohyagen.dataset.check import check_dataset
 
     folder = tmp_path / "10_sks"
     folder.mkdir()

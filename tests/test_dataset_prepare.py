@@ -14,7 +14,7 @@ from dataset_fixtures import caption, noise, rotated_jpeg, solid
 from PIL import Image
 
 from kohyagen.cli import main
-from kohyagen.dataset import auto_repeats, check_dataset, prepare_dataset
+from kohyagen.dataset.check import auto_repeats, check_dataset, prepare_dataset
 from kohyagen.errors import DatasetError, UsageError
 
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from kohyagen.cli import main
-from kohyagen.dataset import check_dataset
-from kohyagen.images import completeness_problem, probe_image
+from kohyagen.dataset.check import check_dataset
+from kohyagen.dataset.images import completeness_problem, probe_image
 
 
 def run_check(*args: str):
@@ -103,7 +103,7 @@ def test_missing_path(tmp_path):
 
 
 def test_unlistable_subset_folder(tmp_path, monkeypatch):
-    import kohyagen.dataset_scan as scan_mod
+    import kohyagen.dataset.scan as scan_mod
 
     solid(tmp_path / "5_locked" / "a.png")
     solid(tmp_path / "5_ok" / "b.png")

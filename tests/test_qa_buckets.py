@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kohyagen.buckets import bucket_for
+from kohyagen.dataset.buckets import bucket_for
 
 pytest.importorskip("torch")
 
@@ -50,7 +50,7 @@ def test_trainer_caption_not_utf8_is_a_dataset_error(tmp_path):
 
 
 def test_min_bucket_reso_below_one_step_is_a_clean_error(tmp_path):
-    from kohyagen.buckets import BucketSettings
+    from kohyagen.dataset.buckets import BucketSettings
 
     problems = BucketSettings((64, 64), 32, 128, 64).problems()
     assert problems and "rounds" in problems[0]

@@ -95,7 +95,7 @@ def _train_dir(root, n=6, repeats=5):
 
 
 def _render(tmp_path, *overrides, **kwargs):
-    from kohyagen.render import render_configs
+    from kohyagen.config.render import render_configs
 
     data = tmp_path / "data"
     if not data.exists():
@@ -177,7 +177,7 @@ def test_config_out_below_a_file_is_a_clean_error(tmp_path, monkeypatch):
 
 def test_config_and_check_agree_on_images_kohya_globs(tmp_path):
     """macOS '._x.png' files and '.Png' suffixes are not images to kohya's glob."""
-    from kohyagen.dataset import check_dataset
+    from kohyagen.dataset.check import check_dataset
 
     data = _train_dir(tmp_path / "data", n=4, repeats=5)
     subset = data / "5_sks"
@@ -192,7 +192,7 @@ def test_config_and_check_agree_on_images_kohya_globs(tmp_path):
 
 
 def test_builtin_trainer_reads_the_images_kohya_globs(tmp_path):
-    from kohyagen.layout import list_images
+    from kohyagen.dataset.layout import list_images
 
     folder = _image_folder(tmp_path / "5_sks", n=2)
     (folder / "._0.png").write_bytes(b"\x00\x05\x16\x07")
@@ -297,7 +297,7 @@ def test_check_on_a_plain_folder_suggests_a_prepare_command_that_works(tmp_path,
 
 
 def test_lora_name_keeps_accented_letters_as_their_ascii_base(tmp_path):
-    from kohyagen.render_inputs import _safe_name
+    from kohyagen.config.render_inputs import _safe_name
 
     assert _safe_name("Ünïcode LoRA ☃") == "Unicode_LoRA"
     assert _safe_name("café-au-lait") == "cafe-au-lait"
@@ -305,7 +305,7 @@ def test_lora_name_keeps_accented_letters_as_their_ascii_base(tmp_path):
 
 
 def test_lint_missing_dataset_config_is_one_error_not_also_no_data(tmp_path):
-    from kohyagen.lint import lint_files
+    from kohyagen.config.lint import lint_files
 
     config, dataset = write_configs(tmp_path)
     dataset.unlink()
@@ -338,7 +338,7 @@ def test_epochs_given_twice_differently_is_refused(tmp_path):
 
 def test_lint_and_config_catch_an_empty_image_file(tmp_path, monkeypatch):
     """A 0-byte image (a failed download or sync) stops kohya; dataset check says so too."""
-    from kohyagen.lint import lint_files
+    from kohyagen.config.lint import lint_files
 
     config, dataset = write_configs(tmp_path)
     (tmp_path / "data" / "10_sks" / "broken.png").write_bytes(b"")
@@ -388,7 +388,7 @@ def test_prepare_refuses_an_image_extension_for_captions(tmp_path):
 
 
 def test_lint_catches_a_broken_image_link_kohya_would_load(tmp_path):
-    from kohyagen.lint import lint_files
+    from kohyagen.config.lint import lint_files
 
     config, dataset = write_configs(tmp_path)
     (tmp_path / "data" / "10_sks" / "gone.png").symlink_to(tmp_path / "nowhere.png")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kohyagen.diagnose import diagnose_run
+from kohyagen.launch.diagnose import diagnose_run
 
 LOG = """error: /data/5_x/a.png: image is 128x96, larger than the resolution 64x64, and bucketing \
 is off (set enable_bucket = true or resize the image)

@@ -24,7 +24,7 @@ def _mode(path) -> int:
 def test_rendered_configs_follow_the_umask(tmp_path, umask_022):
     from PIL import Image
 
-    from kohyagen.render import render_configs, write_configs
+    from kohyagen.config.render import render_configs, write_configs
 
     data = tmp_path / "data" / "10_sks"
     data.mkdir(parents=True)

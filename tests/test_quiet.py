@@ -9,7 +9,7 @@ pytest.importorskip("diffusers")
 def test_tiny_pipeline_is_made_without_third_party_chatter(tmp_path, subprocess_env):
     code = (
         "import sys\n"
-        "from kohyagen.tiny import make_tiny_pipeline\n"
+        "from kohyagen.run.tiny import make_tiny_pipeline\n"
         "make_tiny_pipeline(sys.argv[1])\n"
     )
     proc = subprocess.run(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kohyagen.demo import TRIGGER, make_demo_dataset
+from kohyagen.run.demo import TRIGGER, make_demo_dataset
 
 
 def test_demo_dataset_has_matching_captions(tmp_path):

@@ -1,7 +1,7 @@
 """`kohyagen run` end to end: real stages, a tiny random model, the builtin trainer on CPU.
 
 These need every piece of the pipeline (dataset, render, launch, report, checkpoints, the
-builtin trainer and kohyagen.tiny) and the [train] extra.
+builtin trainer and kohyagen.run.tiny) and the [train] extra.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 for _module in (
-    "kohyagen.dataset",
-    "kohyagen.render",
-    "kohyagen.launch",
-    "kohyagen.report",
-    "kohyagen.checkpoints",
-    "kohyagen.tiny",
+    "kohyagen.dataset.check",
+    "kohyagen.config.render",
+    "kohyagen.launch.train",
+    "kohyagen.report.summary",
+    "kohyagen.report.checkpoints",
+    "kohyagen.run.tiny",
     "kohyagen.trainer",
 ):
     pytest.importorskip(_module)
@@ -31,15 +31,15 @@ pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from kohyagen.cli import main  # noqa: E402
-from kohyagen.demo import DEMO_OVERRIDES, make_demo_dataset  # noqa: E402
-from kohyagen.manifest import DONE, FAILED, PENDING, STAGES, Manifest  # noqa: E402
+from kohyagen.run.demo import DEMO_OVERRIDES, make_demo_dataset  # noqa: E402
+from kohyagen.run.manifest import DONE, FAILED, PENDING, STAGES, Manifest  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from kohyagen.tiny import make_tiny_pipeline
+    from kohyagen.run.tiny import make_tiny_pipeline
 
     return make_tiny_pipeline(tmp_path_factory.mktemp("model") / "tiny-sd15", kind="sd15")
 

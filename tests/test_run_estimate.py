@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from kohyagen.cli import main
 from kohyagen.errors import ConfigError
-from kohyagen.estimate import (
+from kohyagen.estimate.plan import (
     count_dataset,
     estimate,
     load_prices,
@@ -82,7 +82,7 @@ def test_derived_gpu_says_so_and_cites_its_base():
 
 
 def test_vram_fit_levels_follow_the_presets_memory_model():
-    from kohyagen.presets import fit_params, get_gpu, get_model, memory_need
+    from kohyagen.config.presets import fit_params, get_gpu, get_model, memory_need
 
     kw = {"model": "sdxl", "gpu": "rtx4090", "images": 10}
     small = estimate(batch_size=1, gradient_checkpointing=True, unet_only=True, **kw)
@@ -192,7 +192,7 @@ def test_cli_acceptance_prints_steps_time_and_providers():
     )
     assert result.exit_code == 0, result.output
     out = result.output
-    from kohyagen.presets import training_settings
+    from kohyagen.config.presets import training_settings
 
     batch = training_settings("sd15", "rtx4090")["train_batch_size"].value
     per_epoch = math.ceil(50 * 10 / batch)  # 50 images x 10 repeats (the default)
@@ -218,7 +218,7 @@ def test_cli_json_and_dataset(tmp_path):
 
 
 def test_count_plain_folder_uses_repeats(tmp_path):
-    from kohyagen.dataset_prepare import auto_repeats
+    from kohyagen.dataset.prepare import auto_repeats
 
     for i in range(3):
         make_image(tmp_path / f"{i}.jpg")

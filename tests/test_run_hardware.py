@@ -11,7 +11,14 @@ import pytest
 from click.testing import CliRunner
 
 from kohyagen.cli import main
-from kohyagen.hardware import CPU, DetectedGpu, detect, detect_preset, parse_nvidia_smi, preset_for
+from kohyagen.estimate.hardware import (
+    CPU,
+    DetectedGpu,
+    detect,
+    detect_preset,
+    parse_nvidia_smi,
+    preset_for,
+)
 
 
 def fake_nvidia_smi(bin_dir: Path, output: str, *, code: int = 0) -> Path:
@@ -78,7 +85,7 @@ def test_unknown_card_gets_generic_preset_by_vram():
 
 
 def test_too_small_card_means_cpu_and_says_why():
-    from kohyagen.hardware import Hardware
+    from kohyagen.estimate.hardware import Hardware
 
     hw = Hardware((DetectedGpu(0, "NVIDIA GeForce GT 1030", 2.0),), "nvidia-smi", "found")
     preset, hw2 = detect_preset(hw)
@@ -107,7 +114,7 @@ def test_estimate_auto_uses_the_detected_gpu(fake_path):
 
 
 def test_estimate_auto_on_cpu_says_so(fake_path, monkeypatch):
-    monkeypatch.setattr("kohyagen.hardware._from_torch", lambda: ((), "torch sees no CUDA device"))
+    monkeypatch.setattr("kohyagen.estimate.hardware._from_torch", lambda: ((), "torch sees no CUDA device"))
     result = CliRunner().invoke(main, ["estimate", "--images", "20", "--gpu", "auto"])
     assert result.exit_code == 0, result.output
     assert "no NVIDIA GPU found" in result.output

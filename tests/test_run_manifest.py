@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from kohyagen.errors import RunStateError
-from kohyagen.manifest import (
+from kohyagen.run.manifest import (
     DONE,
     FAILED,
     PENDING,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from kohyagen import measurements
-from kohyagen.estimate import estimate
-from kohyagen.manifest import Manifest
-from kohyagen.measurements import Measurement, from_manifest, load, record
+from kohyagen.estimate import measurements
+from kohyagen.estimate.measurements import Measurement, from_manifest, load, record
+from kohyagen.estimate.plan import estimate
+from kohyagen.run.manifest import Manifest
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +82,7 @@ def test_record_keeps_the_latest_and_survives_a_corrupt_file(tmp_path):
 
 
 def test_pipeline_records_after_training(monkeypatch, tmp_path):
-    from kohyagen.pipeline import run_pipeline
+    from kohyagen.run.pipeline import run_pipeline
     from tests.conftest import make_image
     from tests.test_run_pipeline import FakeStages, options
 

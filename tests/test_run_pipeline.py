@@ -13,7 +13,6 @@ import types
 import pytest
 from click.testing import CliRunner
 
-from kohyagen import stages
 from kohyagen.cli import main
 from kohyagen.errors import (
     BudgetExceeded,
@@ -22,8 +21,9 @@ from kohyagen.errors import (
     SdScriptsNotFound,
     TrainingFailed,
 )
-from kohyagen.manifest import DONE, FAILED, PENDING, RUNNING, SKIPPED, STAGES, Manifest
-from kohyagen.pipeline import RunOptions, run_pipeline
+from kohyagen.run import stages
+from kohyagen.run.manifest import DONE, FAILED, PENDING, RUNNING, SKIPPED, STAGES, Manifest
+from kohyagen.run.pipeline import RunOptions, run_pipeline
 from tests.conftest import make_image
 
 
@@ -278,12 +278,12 @@ def test_cli_prints_where_the_lora_is_and_how_to_use_it(monkeypatch, images, tmp
 
 
 def test_gpu_configs_are_not_trained_on_a_cpu(monkeypatch, images, tmp_path):
-    from kohyagen import stages_training
+    from kohyagen.run import stages_training
 
     fake = FakeStages(monkeypatch)
     monkeypatch.setitem(stages.STAGE_FUNCTIONS, "train", stages_training.stage_train)
     monkeypatch.setenv("PATH", str(tmp_path / "nobin"))
-    monkeypatch.setattr("kohyagen.hardware._from_torch", lambda: ((), "torch sees no CUDA device"))
+    monkeypatch.setattr("kohyagen.estimate.hardware._from_torch", lambda: ((), "torch sees no CUDA device"))
     with pytest.raises(KohyagenError) as info:
         run_pipeline(options(images, tmp_path))
     assert "configs are for rtx4090" in str(info.value) and "--gpu cpu" in str(info.value)
@@ -306,7 +306,7 @@ def test_run_folder_inside_the_images_folder_is_not_a_dataset_change(monkeypatch
 def test_auto_without_a_gpu_stops_before_training_unless_cpu_is_asked(
     monkeypatch, images, tmp_path
 ):
-    from kohyagen import stages_training
+    from kohyagen.run import stages_training
 
     fake = FakeStages(monkeypatch)
     monkeypatch.setitem(stages.STAGE_FUNCTIONS, "train", stages_training.stage_train)
@@ -332,7 +332,7 @@ def test_auto_without_a_gpu_stops_before_training_unless_cpu_is_asked(
         raise SdScriptsNotFound("no sd-scripts")
 
     fake_launch = types.SimpleNamespace(train=fake_train, find_sd_scripts=no_checkout)
-    monkeypatch.setitem(sys.modules, "kohyagen.launch", fake_launch)
+    monkeypatch.setitem(sys.modules, "kohyagen.launch.train", fake_launch)
     run_pipeline(options(images, tmp_path, gpu="cpu"))
     assert launched and launched[0]["backend"] == "auto"
 

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from kohyagen.cli import main
 from kohyagen.errors import UsageError
-from kohyagen.manifest import STAGES, Manifest
-from kohyagen.queue import CONFIG, RUN_DIR, classify, run_queue, worker_gpus
+from kohyagen.run.manifest import STAGES, Manifest
+from kohyagen.run.queue import CONFIG, RUN_DIR, classify, run_queue, worker_gpus
 from tests.test_run_hardware import fake_nvidia_smi
 
 
@@ -122,7 +122,7 @@ def test_explicit_gpus(child_env):
 
 
 def test_config_item_failure_is_reported_and_the_rest_runs(child_env, tmp_path):
-    pytest.importorskip("kohyagen.launch")
+    pytest.importorskip("kohyagen.launch.train")
     cfg_dir = tmp_path / "style"
     cfg_dir.mkdir()
     missing = tmp_path / "nowhere" / "dataset_config.toml"

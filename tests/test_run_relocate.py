@@ -6,12 +6,12 @@ import shutil
 
 import pytest
 
-from kohyagen import stages
+from kohyagen.config.schema import load_toml
 from kohyagen.errors import RunStateError
-from kohyagen.manifest import Manifest
-from kohyagen.pipeline import run_pipeline
-from kohyagen.relocate import rewrite
-from kohyagen.schema import load_toml
+from kohyagen.run import stages
+from kohyagen.run.manifest import Manifest
+from kohyagen.run.pipeline import run_pipeline
+from kohyagen.run.relocate import rewrite
 from tests.conftest import make_image
 from tests.test_run_pipeline import FakeStages, options
 

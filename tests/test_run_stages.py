@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from kohyagen.manifest import Manifest, hash_dataset
-from kohyagen.pipeline import RunOptions
-from kohyagen.stages import STAGE_FUNCTIONS, RunContext
+from kohyagen.run.manifest import Manifest, hash_dataset
+from kohyagen.run.pipeline import RunOptions
+from kohyagen.run.stages import STAGE_FUNCTIONS, RunContext
 from tests.conftest import make_image
 
-pytest.importorskip("kohyagen.captions")  # trigger_first, from the dataset concern
+pytest.importorskip("kohyagen.dataset.captions")  # trigger_first, from the dataset concern
 
 
 @pytest.fixture
 def fake_tagger(monkeypatch):
-    """kohyagen.tagging with a tag_directory that captions the uncaptioned images."""
+    """kohyagen.tagging.directory with a tag_directory that captions the uncaptioned images."""
     calls = []
 
     def tag_directory(
@@ -33,9 +33,9 @@ def fake_tagger(monkeypatch):
                 tagged += 1
         return types.SimpleNamespace(tagged=tagged, skipped=0, failed=0, failures=())
 
-    module = types.ModuleType("kohyagen.tagging")
+    module = types.ModuleType("kohyagen.tagging.directory")
     module.tag_directory = tag_directory
-    monkeypatch.setitem(sys.modules, "kohyagen.tagging", module)
+    monkeypatch.setitem(sys.modules, "kohyagen.tagging.directory", module)
     return calls
 
 
@@ -97,10 +97,10 @@ def test_users_train_dir_keeps_its_captions_and_records_the_new_content(tmp_path
 
 
 def test_sd_scripts_revision_is_recorded_for_the_kohya_backend(tmp_path):
-    pytest.importorskip("kohyagen.launch")
+    pytest.importorskip("kohyagen.launch.train")
     import subprocess
 
-    from kohyagen.stages_training import _record_sd_scripts
+    from kohyagen.run.stages_training import _record_sd_scripts
 
     checkout = tmp_path / "sd-scripts"
     checkout.mkdir()

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from kohyagen import schema
+from kohyagen.config import schema
 from kohyagen.errors import ConfigError
 
 

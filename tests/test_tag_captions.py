@@ -17,8 +17,7 @@ from test_tag_helpers import (
     solid,
 )
 
-from kohyagen.tagging import tag_directory
-from kohyagen.tagging_captions import (
+from kohyagen.tagging.captions import (
     CaptionOptions,
     TagSelector,
     display_tag,
@@ -26,8 +25,9 @@ from kohyagen.tagging_captions import (
     split_tags,
     tag_key,
 )
-from kohyagen.tagging_image import load_square_rgb
-from kohyagen.tagging_models import load_tags
+from kohyagen.tagging.directory import tag_directory
+from kohyagen.tagging.images import load_square_rgb
+from kohyagen.tagging.models import load_tags
 
 
 @pytest.fixture

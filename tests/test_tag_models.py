@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 from test_tag_helpers import RED, build_model, make_tagger, read_tags, solid, write_tags_csv
 
-from kohyagen import tagging_runtime
 from kohyagen.errors import ModelNotFound, TaggingError
-from kohyagen.tagging import tag_directory
-from kohyagen.tagging_models import (
+from kohyagen.tagging import runtime as tagging_runtime
+from kohyagen.tagging.directory import tag_directory
+from kohyagen.tagging.models import (
     DEFAULT_MODEL,
     KNOWN_MODELS,
     load_tags,
     resolve_model,
 )
-from kohyagen.tagging_runtime import (
+from kohyagen.tagging.runtime import (
     GPU_FIX,
     choose_providers,
     open_runtime,

@@ -12,8 +12,8 @@ import pytest
 from test_tag_helpers import BLUE, CYAN, GREEN, RED, make_tagger, read_tags, solid
 
 from kohyagen.errors import DatasetError, TaggingError, UsageError
-from kohyagen.tagging import tag_directory
-from kohyagen.tagging_captions import TEMP_SUFFIX
+from kohyagen.tagging.captions import TEMP_SUFFIX
+from kohyagen.tagging.directory import tag_directory
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_killed_process_leaves_whole_captions_and_next_run_carries_on(
     script = textwrap.dedent(
         f"""
         import os, signal
-        from kohyagen.tagging import tag_directory
+        from kohyagen.tagging.directory import tag_directory
         def progress(done, total):
             if done >= 5:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -270,7 +270,9 @@ def test_accelerator_pipeline_loads_next_batches_during_inference(tmp_path, monk
     """Off the CPU, batch k+1 is being loaded while batch k runs."""
     import threading
 
-    from kohyagen import tagging, tagging_run, tagging_runtime
+    from kohyagen.tagging import directory as tagging
+    from kohyagen.tagging import loop as tagging_run
+    from kohyagen.tagging import runtime as tagging_runtime
 
     tagger = make_tagger(tmp_path / "tagger")
     folder = tmp_path / "imgs"
@@ -310,7 +312,8 @@ def test_accelerator_pipeline_loads_next_batches_during_inference(tmp_path, monk
 
 def test_cpu_loads_between_runs(tmp_path, monkeypatch):
     """On the CPU the next batch is loaded after the current run, not during it."""
-    from kohyagen import tagging_run, tagging_runtime
+    from kohyagen.tagging import loop as tagging_run
+    from kohyagen.tagging import runtime as tagging_runtime
 
     tagger = make_tagger(tmp_path / "tagger")
     folder = tmp_path / "imgs"

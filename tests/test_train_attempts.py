@@ -8,10 +8,10 @@ import pytest
 import tomlkit
 from click.testing import CliRunner
 
-from kohyagen import attempts as cfg
 from kohyagen.cli import main
-from kohyagen.diagnose import Diagnosis
-from kohyagen.trainrun import TrainResult
+from kohyagen.launch import attempts as cfg
+from kohyagen.launch.diagnose import Diagnosis
+from kohyagen.launch.session import TrainResult
 
 
 def _doc(text: str):
@@ -117,7 +117,7 @@ def test_malformed_copy_is_a_config_error(tmp_path):
     ("status", "code"), [("succeeded", 0), ("failed", 3), ("interrupted", 130)]
 )
 def test_train_cli_exit_codes(tmp_path, monkeypatch, status, code):
-    import kohyagen.launch
+    import kohyagen.launch.train
 
     failure = None if status == "succeeded" else Diagnosis("x", "it broke", "do this")
 
@@ -126,7 +126,7 @@ def test_train_cli_exit_codes(tmp_path, monkeypatch, status, code):
             tmp_path, status, [], failure, ["python", "x"], {"recommended": None}, 1.25
         )
 
-    monkeypatch.setattr(kohyagen.launch, "train", fake_train)
+    monkeypatch.setattr(kohyagen.launch.train, "train", fake_train)
     result = CliRunner().invoke(main, ["train", str(tmp_path / "c.toml")])
     assert result.exit_code == code, result.output
     assert f"training {status}" in result.output

@@ -1,10 +1,10 @@
-"""Failure signatures from kohya's real messages (shared/kohya/kohya-interface.md §i)."""
+"""Failure signatures from kohya's real messages (facts/kohya/kohya-interface.md §i)."""
 
 from __future__ import annotations
 
 import pytest
 
-from kohyagen.diagnose import diagnose_run, find_signature, last_error_line
+from kohyagen.launch.diagnose import diagnose_run, find_signature, last_error_line
 
 CASES = [
     (

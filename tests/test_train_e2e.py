@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from train_fixtures import fake_env, make_checkout, write_configs
 
-from kohyagen import launch
 from kohyagen.cli import main
+from kohyagen.launch import train as launch
 
 OVERFIT = "0.30,0.20,0.15,0.22,0.28"
 
@@ -75,7 +75,7 @@ def test_oom_retry_then_report_and_pick(tmp_path, monkeypatch):
     assert summary["cost"] is not None and summary["attempts"] == 3
     assert [c["epoch"] for c in summary["checkpoints"]] == [1, 2, 3, 4, 5]
     # the failed attempts' event files do not leak into the report (they logged 99.0)
-    from kohyagen.report import load_run
+    from kohyagen.report.summary import load_run
 
     assert len(summary["sources"]["events"]) == 1
     assert 99.0 not in [v for _s, v in load_run(run).current_loss]
@@ -175,7 +175,7 @@ def test_validation_loss_decides_when_logged(tmp_path):
     env = fake_env(losses="0.3,0.2,0.1", val_losses="0.5,0.4,0.45")
     result = launch.train(config, sd_scripts=checkout, cwd=tmp_path, env=env)
     assert result.status == "succeeded", result.failure
-    from kohyagen.checkpoints import pick
+    from kohyagen.report.pick import pick
 
     choice = pick(result.run_dir)
     assert choice.by == "val" and choice.path.name == "mylora-000002.safetensors"
@@ -200,12 +200,12 @@ def test_real_accelerate_launches_the_fake_script(tmp_path, subprocess_env, monk
 
 
 def test_a_failing_report_does_not_hide_the_result(tmp_path, monkeypatch):
-    import kohyagen.report
+    import kohyagen.report.summary
 
     def broken(run_dir):
         raise OSError("disk trouble")
 
-    monkeypatch.setattr(kohyagen.report, "write_report", broken)
+    monkeypatch.setattr(kohyagen.report.summary, "write_report", broken)
     checkout = make_checkout(tmp_path)
     config, _ = write_configs(tmp_path, epochs=2)
     result = launch.train(config, sd_scripts=checkout, cwd=tmp_path, env=fake_env(mode="nodata"))

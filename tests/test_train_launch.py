@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from train_fixtures import make_checkout, write_configs
 
-from kohyagen import launch
 from kohyagen.cli import main
 from kohyagen.errors import LintFailed, SdScriptsNotFound, UsageError
-from kohyagen.launch import build_command, choose_run_dir, find_python, find_sd_scripts
+from kohyagen.launch import train as launch
+from kohyagen.launch.train import build_command, choose_run_dir, find_python, find_sd_scripts
 
 
 @pytest.fixture(autouse=True)

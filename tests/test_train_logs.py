@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kohyagen.logs import (
+from kohyagen.report.logs import (
     CheckpointSaved,
     EpochStarted,
     LogParser,
@@ -194,7 +194,7 @@ def test_any_split_gives_the_same_events(pieces, cuts):
 
 
 def _summary(events):
-    from kohyagen.logs import summarize_events
+    from kohyagen.report.logs import summarize_events
 
     return summarize_events(events)
 
@@ -221,16 +221,13 @@ def test_real_log_split_anywhere(shared_dir_cached, cuts):
 
 @pytest.fixture(scope="module")
 def shared_dir_cached():
-    from conftest import SHARED
+    from conftest import KOHYA_FACTS
 
-    path = SHARED / "kohya" / "samples" / "run_B" / "combined.log"
-    if not path.is_file():
-        pytest.skip("../shared is not beside this checkout")
-    return path.read_bytes().decode("utf-8")
+    return (KOHYA_FACTS / "samples" / "run_B" / "combined.log").read_bytes().decode("utf-8")
 
 
 def test_log_message_strips_rich_columns():
-    from kohyagen.logs import log_message
+    from kohyagen.report.logs import log_message
 
     assert (
         log_message("2026-11-29 11:04:24 INFO     model saved.        train_network.py:1729")

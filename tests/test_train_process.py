@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kohyagen.process import child_env, run_streaming
+from kohyagen.launch.process import child_env, run_streaming
 
 STUBBORN = """
 import signal, sys, time

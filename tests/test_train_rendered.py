@@ -8,9 +8,9 @@ import pytest
 from conftest import make_image
 from train_fixtures import fake_env, make_checkout
 
-from kohyagen.checkpoints import pick
-from kohyagen.launch import train
-from kohyagen.render import render_configs, write_configs
+from kohyagen.config.render import render_configs, write_configs
+from kohyagen.launch.train import train
+from kohyagen.report.pick import pick
 
 
 @pytest.mark.parametrize(

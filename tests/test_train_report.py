@@ -10,10 +10,11 @@ import pytest
 from click.testing import CliRunner
 from train_fixtures import make_run, write_checkpoint
 
-from kohyagen.checkpoints import list_checkpoints, pick, read_trend
 from kohyagen.cli import main
 from kohyagen.errors import KohyagenError, RunStateError
-from kohyagen.report import load_run, write_report
+from kohyagen.report.checkpoints import list_checkpoints, read_trend
+from kohyagen.report.pick import pick
+from kohyagen.report.summary import load_run, write_report
 
 
 def sample_run(tmp_path, shared_dir, run="run_B", events=True):
@@ -241,7 +242,7 @@ def test_report_cli_json(tmp_path):
 
 def test_progress_line():
     from kohyagen.cli.train_cmd import progress_line
-    from kohyagen.launch import Progress
+    from kohyagen.launch.train import Progress
 
     line = progress_line(Progress(2, 8, 16, 1, 2, 1.08, 1.83, 14.0, 3725.0, 0.71))
     assert line == (

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from kohyagen.tensorboard import (
+from kohyagen.report.tensorboard import (
     EventFileWriter,
     crc32c,
     encode_scalar_event,
@@ -119,7 +119,7 @@ def test_find_event_files_orders_and_filters_by_time(tmp_path):
 
 
 def test_last_write_for_a_step_wins():
-    from kohyagen.tensorboard import ScalarEvent
+    from kohyagen.report.tensorboard import ScalarEvent
 
     table = scalars_by_tag(
         [ScalarEvent("a", 2, 0, 1.0), ScalarEvent("a", 1, 0, 5.0), ScalarEvent("a", 2, 0, 3.0)]

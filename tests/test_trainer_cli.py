@@ -15,7 +15,7 @@ from tests.trainer_helpers import make_train_dir, write_config
 
 
 def test_kohyagen_train_builtin_then_pick(tmp_path, subprocess_env):
-    from kohyagen.tiny import make_tiny_pipeline
+    from kohyagen.run.tiny import make_tiny_pipeline
 
     model = make_tiny_pipeline(tmp_path / "model", "sd15")
     data = make_train_dir(tmp_path / "data", n=2, repeats=2)

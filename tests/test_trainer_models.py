@@ -29,7 +29,7 @@ def kohya_ref() -> dict:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    from kohyagen.tiny import make_tiny_pipeline
+    from kohyagen.run.tiny import make_tiny_pipeline
 
     root = tmp_path_factory.mktemp("models")
     return {kind: make_tiny_pipeline(root / kind, kind) for kind in ("sd15", "sd2", "sdxl")}

@@ -36,7 +36,7 @@ def kohya_ref() -> dict:
 
 @pytest.fixture(scope="module")
 def sd15(tmp_path_factory) -> Path:
-    from kohyagen.tiny import make_tiny_pipeline
+    from kohyagen.run.tiny import make_tiny_pipeline
 
     return make_tiny_pipeline(tmp_path_factory.mktemp("models") / "sd15", "sd15")
 

@@ -1,4 +1,4 @@
-"""kohyagen.tiny: tiny random pipelines that diffusers loads offline."""
+"""kohyagen.run.tiny: tiny random pipelines that diffusers loads offline."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ pytest.importorskip("diffusers")
 def test_tiny_pipeline_loads_and_generates(tmp_path, kind):
     import diffusers
 
-    from kohyagen.tiny import make_tiny_pipeline
+    from kohyagen.run.tiny import make_tiny_pipeline
 
     folder = make_tiny_pipeline(tmp_path / kind, kind=kind)
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
@@ -33,7 +33,7 @@ def test_tiny_pipeline_loads_and_generates(tmp_path, kind):
 def test_tokenizer_uses_merges_and_specials(tmp_path):
     from transformers import CLIPTokenizer
 
-    from kohyagen.tiny import vocab_size, write_clip_tokenizer
+    from kohyagen.run.tiny import vocab_size, write_clip_tokenizer
 
     tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(tmp_path / "tok"))
     ids = tok("the sks").input_ids
@@ -44,7 +44,7 @@ def test_tokenizer_uses_merges_and_specials(tmp_path):
 
 
 def test_refuses_non_empty_folder(tmp_path):
-    from kohyagen.tiny import make_tiny_pipeline
+    from kohyagen.run.tiny import make_tiny_pipeline
 
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "keep.txt").write_text("mine")

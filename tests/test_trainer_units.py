@@ -260,10 +260,10 @@ def test_every_rendered_preset_is_accepted_by_the_builtin_trainer(tmp_path):
     """`kohyagen config` output must train on the builtin backend without refusals."""
     import tomllib
 
-    render = pytest.importorskip("kohyagen.render")
-    from kohyagen import presets
+    render = pytest.importorskip("kohyagen.config.render")
+    from kohyagen.config import presets
+    from kohyagen.config.schema import flatten_training_config, script_for_config
     from kohyagen.errors import PresetError
-    from kohyagen.schema import flatten_training_config, script_for_config
 
     data = make_train_dir(tmp_path / "data", n=3)
     checked = 0
@@ -1286,7 +1286,7 @@ def test_multires_noise_is_unit_variance_and_correlated():
 def test_long_captions_are_read_in_windows(tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from kohyagen.tiny import _text_config, write_clip_tokenizer
+    from kohyagen.run.tiny import _text_config, write_clip_tokenizer
     from kohyagen.trainer.models import Components, encode_prompts
 
     tok = transformers.CLIPTokenizer.from_pretrained(write_clip_tokenizer(tmp_path / "tok"))

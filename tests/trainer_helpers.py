@@ -99,7 +99,7 @@ def scalars(logging_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 REFERENCE = Path(__file__).parent / "data" / "kohya_reference.json"
-SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "kohya" / "samples"
+SAMPLES = Path(__file__).resolve().parent.parent / "facts" / "kohya" / "samples"
 
 
 def key_kind(key: str) -> str:
@@ -127,7 +127,7 @@ def reference_from_samples(samples: Path) -> dict:
 
 
 def load_kohya_reference(samples: Path = SAMPLES) -> dict:
-    """kohya's real outputs: from ../shared when beside the checkout, else the copy in data/."""
+    """kohya's real outputs: from facts/kohya/samples in the repository, else the derived copy in data/."""
     if samples.is_dir():
         return reference_from_samples(samples)
     return json.loads(REFERENCE.read_text(encoding="utf-8"))

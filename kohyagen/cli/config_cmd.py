@@ -49,7 +49,7 @@ def config_command(
 ) -> None:
     """Write training_config.toml and dataset_config.toml for DATASET (a kohya train dir,
     the folder holding N_name/ subfolders) that plain kohya sd-scripts runs unchanged."""
-    from kohyagen.render import default_name, load_train_dir, render_configs, write_configs
+    from kohyagen.config.render import default_name, load_train_dir, render_configs, write_configs
 
     if out_dir is None:
         # The default folder is named after the LoRA, so the name must be known first.
@@ -116,7 +116,7 @@ def lint_command(files: tuple[Path, ...], cwd: Path | None, as_json: bool) -> No
     """Check kohya training or dataset TOMLs (hand-written ones too): every unknown key,
     wrong type, misplaced key, missing essential and caption mismatch, with the fix.
     Exits 1 when there are errors."""
-    from kohyagen.lint import lint_files
+    from kohyagen.config.lint import lint_files
 
     findings = lint_files(list(files), cwd=cwd)
     errors = count_errors(findings)

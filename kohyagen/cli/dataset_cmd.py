@@ -133,7 +133,7 @@ def check_cmd(
 
     Exits 1 when anything would make kohya fail or train on nothing.
     """
-    from kohyagen.dataset import check_dataset
+    from kohyagen.dataset.check import check_dataset
 
     with _progress(not as_json, "checking images") as progress:
         report = check_dataset(
@@ -264,7 +264,7 @@ def prepare_cmd(
     as_json: bool,
 ) -> None:
     """Build OUT/N_concept/ from the images (and captions) in SRC. SRC is never changed."""
-    from kohyagen.dataset import prepare_dataset
+    from kohyagen.dataset.check import prepare_dataset
 
     with _progress(not as_json, "preparing") as progress:
         result = prepare_dataset(

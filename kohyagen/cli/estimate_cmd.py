@@ -21,7 +21,7 @@ def resolve_gpu(gpu: str) -> tuple[str, str | None]:
     """--gpu value -> (preset name or "cpu", a note on what was detected)."""
     if gpu.lower() != "auto":
         return gpu, None
-    from kohyagen.hardware import detect_preset
+    from kohyagen.estimate.hardware import detect_preset
 
     preset, hardware = detect_preset()
     if preset == "cpu":
@@ -80,7 +80,7 @@ def print_estimate(est, *, gpu_note: str | None = None) -> None:
 def _default_batch_size(model: str, gpu: str) -> int:
     """The batch size kohyagen's presets would use for this model and GPU, else 2."""
     try:
-        from kohyagen import presets
+        from kohyagen.config import presets
     except ImportError:
         return 2
     try:
@@ -156,7 +156,7 @@ def estimate_cmd(
 ) -> None:
     """Steps, wall time, VRAM fit and cost by provider of a LoRA run, before renting."""
     from kohyagen.errors import UsageError
-    from kohyagen.estimate import DEFAULT_REPEATS, count_dataset, estimate, load_prices
+    from kohyagen.estimate.plan import DEFAULT_REPEATS, count_dataset, estimate, load_prices
 
     if (dataset is None) == (images is None):
         raise UsageError("give either a DATASET folder or --images N")

@@ -39,7 +39,7 @@ def queue_cmd(
 ) -> None:
     """Train several LoRAs in one session (run folders or training configs), one after
     another or one per free GPU. A failed item does not stop the others; exit 1 if any failed."""
-    from kohyagen.queue import run_queue
+    from kohyagen.run.queue import run_queue
 
     def progress(label: str, line: str) -> None:
         if not as_json:
@@ -97,7 +97,7 @@ def queue_item_cmd(
     import json
     import os
 
-    from kohyagen.queue import run_item
+    from kohyagen.run.queue import run_item
 
     data = run_item(item, backend=backend, sd_scripts=sd_scripts, progress=ProgressPrinter())
     data["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -154,7 +154,7 @@ def run_cmd(
 ) -> None:
     """From a folder of images to a chosen LoRA: check → prepare → tag → config →
     estimate → train → report → pick. Run it again to continue an interrupted run."""
-    from kohyagen.pipeline import RunOptions, run_pipeline
+    from kohyagen.run.pipeline import RunOptions, run_pipeline
 
     options = RunOptions(
         images=images,
@@ -203,7 +203,7 @@ COMMANDS.append(run_cmd)
 def demo_cmd(directory: Path, epochs: int, as_json: bool) -> None:
     """Run the whole pipeline on a tiny random model and a generated dataset, offline on
     the CPU (about a minute): see every stage work before renting a GPU."""
-    from kohyagen.demo import run_demo
+    from kohyagen.run.demo import run_demo
 
     # Progress goes to stderr, so it is shown with --json too (stdout stays pure JSON).
     click.echo(

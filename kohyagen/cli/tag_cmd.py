@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from kohyagen.cli.output import emit_json, stderr_console, stdout_console
-from kohyagen.tagging_models import DEFAULT_MODEL, KNOWN_MODELS
+from kohyagen.tagging.models import DEFAULT_MODEL, KNOWN_MODELS
 
 TOP_TAGS_SHOWN = 25
 
@@ -72,7 +72,7 @@ def tag_command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from kohyagen.tagging import tag_directory
+    from kohyagen.tagging.directory import tag_directory
 
     err = stderr_console()
     bar = Progress(

@@ -93,7 +93,7 @@ def train_command(
     as_json: bool,
 ) -> None:
     """Train a LoRA from CONFIG with kohya sd-scripts: lint, launch, watch, recover, report."""
-    from kohyagen.launch import train
+    from kohyagen.launch.train import train
 
     console = stdout_console()
     err = stderr_console()
@@ -191,7 +191,7 @@ def _print_outcome(console, result) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def report_command(run_dir: Path, as_json: bool) -> None:
     """Write summary.json, summary.md and loss.png for RUN_DIR (also while it runs)."""
-    from kohyagen.report import write_report
+    from kohyagen.report.summary import write_report
 
     summary = write_report(run_dir)
     if as_json:
@@ -229,7 +229,7 @@ def report_command(run_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the choice as JSON.")
 def pick_command(run_dir: Path, by: str, prune: bool, as_json: bool) -> None:
     """Choose the checkpoint to use and link it as <output_name>-best."""
-    from kohyagen.checkpoints import pick
+    from kohyagen.report.pick import pick
 
     choice = pick(run_dir, by=by, prune=prune)
     if as_json:

@@ -13,8 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from kohyagen.errors import ConfigError, UsageError
-from kohyagen.schema import (
+from kohyagen.config.schema import (
     SDXL_TRAIN_NETWORK,
     flatten_training_config,
     load_toml,
@@ -23,6 +22,7 @@ from kohyagen.schema import (
     training_properties,
     validator_for,
 )
+from kohyagen.errors import ConfigError, UsageError
 from kohyagen.trainer.options import (
     ALLOWED_VALUES,
     DATASET_UNSUPPORTED_DEFAULTS,
@@ -322,7 +322,7 @@ def _datasets_from_dataset_config(path: Path, args: SimpleNamespace) -> tuple[Da
 
 
 def _datasets_from_folders(args: SimpleNamespace, path: Path) -> tuple[DatasetSpec, ...]:
-    from kohyagen.layout import scan_train_dir
+    from kohyagen.dataset.layout import scan_train_dir
 
     if not args.train_data_dir:
         raise ConfigError(

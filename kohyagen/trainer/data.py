@@ -14,10 +14,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from kohyagen.buckets import BucketSettings, bucket_resolutions
-from kohyagen.buckets import select_bucket as shared_select_bucket
+from kohyagen.dataset.buckets import BucketSettings, bucket_resolutions
+from kohyagen.dataset.buckets import select_bucket as shared_select_bucket
+from kohyagen.dataset.layout import list_images
 from kohyagen.errors import DatasetError
-from kohyagen.layout import list_images
 from kohyagen.trainer.augment import face_from_name
 from kohyagen.trainer.captions import read_caption
 from kohyagen.trainer.config import DatasetSpec, SubsetSpec
@@ -50,7 +50,7 @@ class ImageItem:
 def make_buckets(
     max_reso: tuple[int, int], min_size: int, max_size: int, steps: int
 ) -> list[tuple[int, int]]:
-    """kohya's fixed bucket list (used when upscaling is allowed), from kohyagen.buckets."""
+    """kohya's fixed bucket list (used when upscaling is allowed), from kohyagen.dataset.buckets."""
     return list(bucket_resolutions(tuple(max_reso), min_size, max_size, steps))
 
 

@@ -1,6 +1,6 @@
 """A fake kohya train_network.py for kohyagen's tests.
 
-It prints what sd-scripts prints (formats copied from real runs in shared/kohya/samples:
+It prints what sd-scripts prints (formats copied from real runs in facts/kohya/samples:
 stdout lines, rich-style log lines and \r-updated tqdm bars on stderr, each step drawn
 twice), writes checkpoint .safetensors files with kohya's names and metadata, and writes
 real TensorBoard event files with the tensorboard package's own writer.

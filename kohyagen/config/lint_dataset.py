@@ -1,0 +1,272 @@
+"""Lint a kohya --dataset_config TOML: structure, types, and what its folders hold.
+
+kohya validates this file strictly (voluptuous rejects unknown keys and wrong
+types), but only after loading the models, and with messages like
+`extra keys not allowed @ data['general']['train_batch_size']`. Here every problem
+is listed at once with its fix, plus the silent ones kohya does not check: repeats
+and class tokens that are no longer read from folder names, captions it will not
+read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kohyagen.config.keys import (
+    DATASET_ALIASES,
+    cli_only_dataset_keys,
+    dataset_level_keys,
+    suggest,
+    training_keys,
+)
+from kohyagen.config.lint_disk import (
+    broken_link_findings,
+    caption_findings,
+    empty_image_findings,
+    image_dir_images,
+    resolve,
+)
+from kohyagen.config.lint_rules import cross_key_findings, parse_resolution, type_finding
+from kohyagen.config.schema import (
+    DATASET_CONFIG,
+    TRAIN_NETWORK,
+    TomlDocument,
+    flatten_training_config,
+    load_schema,
+    script_for_config,
+)
+from kohyagen.dataset.layout import parse_folder_name
+from kohyagen.findings import Finding, Severity, sort_findings
+
+LEVEL_NAMES = {
+    "general": "[general]",
+    "datasets": "[[datasets]]",
+    "subsets": "[[datasets.subsets]]",
+}
+
+
+def _prop(level: str, key: str) -> dict | None:
+    defs = load_schema(DATASET_CONFIG)["$defs"]
+    if level == "general":
+        return defs["general"]["properties"].get(key)
+    prefix = "dataset_" if level == "datasets" else "subset_"
+    for style in ("dreambooth", "finetuning", "controlnet"):
+        prop = defs[f"{prefix}{style}"]["properties"].get(key)
+        if prop is not None:
+            return prop
+    return None
+
+
+def _f(sev: Severity, code: str, message: str, file: str, key: str, fix: str | None = None):
+    return Finding(sev, code, message, file=file, key=key, fix=fix)
+
+
+def _check_keys(file: str, table: dict, level: str, label: str) -> list[Finding]:
+    levels = dataset_level_keys()
+    allowed = levels[level]
+    out = []
+    for key, value in table.items():
+        if level == "datasets" and key == "subsets":
+            continue
+        path = f"{label}.{key}" if label else key
+        if key in allowed:
+            prop = _prop(level, key)
+            bad = type_finding(file, key, value, prop, path) if prop else None
+            if bad is not None:
+                out.append(bad)
+            continue
+        where = LEVEL_NAMES[level]
+        if key in cli_only_dataset_keys():
+            out.append(_f(Severity.ERROR, "cli-only-key",
+                          f"{key} is a command-line-only option: kohya rejects it in the dataset "
+                          "config (extra keys not allowed)", file, path,
+                          f"move {key} to the training config"))  # fmt: skip
+            continue
+        other = [name for name, keys in levels.items() if name != level and key in keys]
+        if other:
+            target = " or ".join(LEVEL_NAMES[o] for o in other)
+            out.append(_f(Severity.ERROR, "wrong-level",
+                          f"{key} is not allowed in {where} (kohya rejects it there)", file, path,
+                          f"move it to {target}"))  # fmt: skip
+            continue
+        guess = suggest(key, allowed, DATASET_ALIASES)
+        if guess:
+            out.append(_f(Severity.ERROR, "unknown-key",
+                          f"unknown key {key!r} in {where}: kohya rejects the file", file, path,
+                          f"rename it to {guess}"))  # fmt: skip
+        elif key in training_keys(TRAIN_NETWORK):
+            out.append(_f(Severity.ERROR, "training-key-in-dataset-config",
+                          f"{key} is a training option (command line / --config_file only); "
+                          "kohya rejects it in the dataset config", file, path,
+                          f"move {key} to the training config"))  # fmt: skip
+        else:
+            out.append(_f(Severity.ERROR, "unknown-key",
+                          f"unknown key {key!r} in {where}: kohya rejects the file", file, path,
+                          "remove it"))  # fmt: skip
+    return out
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def lint_dataset(doc: TomlDocument, *, cwd: Path, training: TomlDocument | None) -> list[Finding]:
+    file = str(doc.path)
+    data = doc.data
+    flat: dict[str, Any] = {}
+    script = TRAIN_NETWORK
+    if training is not None:
+        flat, _ = flatten_training_config(training.data)
+        script = script_for_config(training.text, flat)
+    findings: list[Finding] = []
+    for key in data:
+        if key not in ("general", "datasets"):
+            if key in dataset_level_keys()["general"]:
+                fix = f"move {key} into [general]"
+            else:
+                fix = "a dataset config holds only [general] and [[datasets]]"
+            findings.append(_f(Severity.ERROR, "unknown-key",
+                               f"top-level key {key!r}: kohya rejects the file", file, key, fix))  # fmt: skip
+    general = data.get("general", {})
+    if not isinstance(general, dict):
+        findings.append(_f(Severity.ERROR, "wrong-type", "general must be a table", file,
+                           "general", "[general]"))  # fmt: skip
+        general = {}
+    findings += _check_keys(file, general, "general", "general")
+    datasets = data.get("datasets", [])
+    if not isinstance(datasets, list) or not datasets:
+        findings.append(_f(Severity.ERROR, "no-datasets",
+                           "no [[datasets]] entries: kohya finds no data and exits 0", file,
+                           "datasets", "add [[datasets]] with [[datasets.subsets]] image_dir = ..."))  # fmt: skip
+        datasets = []
+    for i, ds in enumerate(datasets):
+        label = f"datasets[{i}]"
+        if not isinstance(ds, dict):
+            continue
+        findings += _check_keys(file, ds, "datasets", label)
+        subsets = ds.get("subsets", [])
+        if not isinstance(subsets, list) or not subsets:
+            findings.append(_f(Severity.ERROR, "no-subsets",
+                               f"{label} has no [[datasets.subsets]]: it contributes no images",
+                               file, f"{label}.subsets", "add a subset with image_dir"))  # fmt: skip
+            continue
+        styles = {
+            "metadata" if "metadata_file" in s else "folder" for s in subsets if isinstance(s, dict)
+        }
+        if len(styles) > 1:
+            findings.append(_f(Severity.ERROR, "mixed-styles",
+                               f"{label} mixes metadata_file and image_dir-only subsets "
+                               "(kohya rejects that)", file, label,
+                               "put them in separate [[datasets]]"))  # fmt: skip
+        for j, subset in enumerate(subsets):
+            if isinstance(subset, dict):
+                findings += _subset(file, f"{label}.subsets[{j}]", subset, ds, general, flat, cwd)
+        split = _first(ds.get("validation_split"), general.get("validation_split"),
+                       flat.get("validation_split"))  # fmt: skip
+        seed = _first(ds.get("validation_seed"), general.get("validation_seed"),
+                      flat.get("validation_seed"))  # fmt: skip
+        if isinstance(split, (int, float)) and not 0 <= split <= 1:
+            findings.append(_f(Severity.ERROR, "bad-validation-split",
+                               f"validation_split {split} is outside 0..1; kohya skips it",
+                               file, f"{label}.validation_split", "validation_split = 0.1"))  # fmt: skip
+        elif isinstance(split, (int, float)) and split > 0 and seed is None:
+            findings.append(_f(Severity.WARNING, "validation-without-seed",
+                               "validation_split without validation_seed: training and "
+                               "validation images can overlap", file,
+                               f"{label}.validation_seed", "validation_seed = 42"))  # fmt: skip
+    has_res = [
+        parse_resolution(_first(ds.get("resolution"), general.get("resolution"))) is not None
+        for ds in datasets
+        if isinstance(ds, dict)
+    ] or [parse_resolution(general.get("resolution")) is not None]
+    if not all(has_res) and (training is None or "resolution" not in flat):
+        sev = Severity.ERROR if training is not None else Severity.WARNING
+        findings.append(_f(sev, "missing-resolution",
+                           "no resolution for every dataset here"
+                           + ("" if training is None else " or in the training config")
+                           + " (kohya asserts 'resolution is required')", file,
+                           "general.resolution", "resolution = 512   # in [general]"))  # fmt: skip
+    if training is None:
+        findings += [
+            f
+            for f in cross_key_findings(file, {}, script, doc)
+            if f.code.startswith(("bucket", "min-bucket", "max-bucket"))
+        ]
+    return sort_findings(findings)
+
+
+def _subset(
+    file: str, label: str, subset: dict, ds: dict, general: dict, flat: dict, cwd: Path
+) -> list[Finding]:
+    out: list[Finding] = []
+    out += _check_keys(file, subset, "subsets", label)
+    if "image_dir" not in subset and "metadata_file" not in subset:
+        out.append(_f(Severity.ERROR, "missing-image-dir",
+                      f"{label} has no image_dir (kohya: required key not provided)", file,
+                      f"{label}.image_dir", 'image_dir = "/abs/path/10_name"'))  # fmt: skip
+        return out
+    image_dir = subset.get("image_dir")
+    if not isinstance(image_dir, str) or "metadata_file" in subset:
+        return out
+    if not Path(image_dir).expanduser().is_absolute():
+        out.append(_f(Severity.WARNING, "relative-path",
+                      f"relative image_dir {image_dir!r}: kohya resolves it against the folder "
+                      f"it is launched from (checked here against {cwd})", file,
+                      f"{label}.image_dir", f"image_dir = \"{resolve(image_dir, cwd).resolve()}\""))  # fmt: skip
+    folder = resolve(image_dir, cwd)
+    if not folder.is_dir():
+        out.append(_f(Severity.ERROR, "image-dir-not-found",
+                      f"image_dir {image_dir!r} is not a folder (resolved to {folder})", file,
+                      f"{label}.image_dir", "use the absolute path of the image folder"))  # fmt: skip
+        return out
+    images = image_dir_images(folder)
+    if not images:
+        inner = [
+            d.name for d in sorted(folder.iterdir()) if d.is_dir() and parse_folder_name(d.name)
+        ]
+        fix = (
+            f"image_dir is the train dir; make one subset per folder ({', '.join(inner[:3])}), "
+            "each with its own num_repeats and class_tokens"
+            if inner
+            else "point image_dir at the folder with the images"
+        )
+        out.append(_f(Severity.ERROR, "no-images",
+                      f"{folder} has no images kohya reads (.png .jpg .jpeg .webp .bmp); "
+                      "image_dir is not scanned for subfolders", file,
+                      f"{label}.image_dir", fix))  # fmt: skip
+        return out
+    parsed = parse_folder_name(folder.name)
+    repeats = _first(subset.get("num_repeats"), ds.get("num_repeats"), general.get("num_repeats"),
+                     flat.get("dataset_repeats"))  # fmt: skip
+    if repeats is None and parsed and parsed[0] != 1:
+        out.append(_f(Severity.WARNING, "repeats-not-parsed",
+                      f"num_repeats is not set, so it is 1: with a dataset config kohya does not "
+                      f"read the {parsed[0]} from the folder name {folder.name!r}", file,
+                      f"{label}.num_repeats", f"num_repeats = {parsed[0]}"))  # fmt: skip
+    tokens = _first(subset.get("class_tokens"), ds.get("class_tokens"), general.get("class_tokens"))
+    ext = _first(subset.get("caption_extension"), ds.get("caption_extension"),
+                 general.get("caption_extension"), flat.get("caption_extention"),
+                 flat.get("caption_extension"))  # fmt: skip
+    if tokens is None and parsed and parsed[1]:
+        uncaptioned = [img for img in images if not img.with_suffix(ext or ".caption").is_file()]
+        if uncaptioned:
+            out.append(_f(Severity.WARNING, "class-tokens-not-parsed",
+                          f"{len(uncaptioned)} images have no caption and class_tokens is not "
+                          f"set: with a dataset config kohya does not take {parsed[1]!r} from "
+                          "the folder name, so they train on an empty caption", file,
+                          f"{label}.class_tokens", f'class_tokens = "{parsed[1]}"'))  # fmt: skip
+    out += empty_image_findings(file, f"{label}.image_dir", images, where=f"{folder.name}/")
+    out += broken_link_findings(file, f"{label}.image_dir", folder, where=f"{folder.name}/")
+    out += caption_findings(
+        file,
+        f"{label}.image_dir",
+        images,
+        caption_extension=ext if isinstance(ext, str) else None,
+        class_tokens=tokens if isinstance(tokens, str) else None,
+        where=f"{folder.name}/",
+        ext_key=f"{label}.caption_extension"
+        if "caption_extension" in subset
+        else "general.caption_extension",
+    )
+    return out

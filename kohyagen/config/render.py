@@ -1,0 +1,324 @@
+"""Render kohya's two TOML files from a dataset, a model preset and a GPU preset.
+
+jinja2 (StrictUndefined) writes the commented text from templates/; tomlkit applies
+`--set` overrides so the comments survive; the result is validated against kohya's
+schema and linted before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from kohyagen.atomic import write_text_atomic
+from kohyagen.config.overrides import Override, apply_overrides, parse_override
+from kohyagen.config.presets import (
+    GpuPreset,
+    ModelPreset,
+    Setting,
+    get_gpu,
+    get_model,
+    training_settings,
+)
+from kohyagen.config.render_inputs import default_name, load_train_dir, resolve_base_model
+from kohyagen.config.render_values import (
+    bucket_range,
+    choose_captions,
+    dataset_choices,
+    plan_steps,
+    training_choices,
+)
+from kohyagen.config.sample_prompts import sample_prompts
+from kohyagen.config.schema import TomlDocument, flatten_training_config
+from kohyagen.errors import ConfigError, LintFailed
+from kohyagen.findings import Finding, Severity
+from kohyagen.resources import templates_dir
+from kohyagen.toml_compat import tomllib
+
+
+@dataclass(frozen=True)
+class RenderedConfigs:
+    training_text: str
+    dataset_text: str
+    training_path: Path
+    dataset_path: Path
+    sample_prompts_text: str | None
+    training: dict[str, Any]  # flat, as kohya will see it
+    notes: tuple[str, ...] = ()
+    dataset: dict[str, Any] = field(default_factory=dict)
+    sample_prompts_path: Path | None = None
+    plan: dict[str, Any] = field(default_factory=dict)  # images, repeats, epochs, steps
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def paths(self) -> list[Path]:
+        out = [self.training_path, self.dataset_path]
+        if self.sample_prompts_path is not None:
+            out.append(self.sample_prompts_path)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "training_path": str(self.training_path),
+            "dataset_path": str(self.dataset_path),
+            "sample_prompts_path": str(self.sample_prompts_path)
+            if self.sample_prompts_path
+            else None,
+            "training": self.training,
+            "dataset": self.dataset,
+            "plan": self.plan,
+            "notes": list(self.notes),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+# --- rendering ----------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    return tomlkit.item(value).as_string()
+
+
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["toml"] = _toml_value
+    return env
+
+
+def render_configs(
+    dataset: str | Path,
+    *,
+    model: str | ModelPreset,
+    gpu: str | GpuPreset,
+    out_dir: str | Path,
+    name: str | None = None,
+    trigger: str | None = None,
+    base_model: str | None = None,
+    overrides=(),
+    samples: bool = False,
+    epochs: int | None = None,
+    attention: str = "sdpa",
+    cwd: str | Path | None = None,
+) -> RenderedConfigs:
+    """Both kohya TOMLs (and sample prompts) as text; nothing is written here."""
+    model = get_model(model) if isinstance(model, str) else model
+    gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
+    cwd = Path(cwd) if cwd is not None else Path.cwd()
+    layout = load_train_dir(dataset if Path(dataset).is_absolute() else cwd / dataset)
+    settings = training_settings(model, gpu, attention=attention)
+    out_dir = (cwd / Path(out_dir).expanduser()).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(
+            "the output folder for the configs is a file", path=out_dir, hint="pass a folder to -o"
+        )
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"epochs must be at least 1, got {epochs}")
+    notes: list[str] = []
+
+    first_tokens = next((s.class_tokens for s in layout.subsets if s.class_tokens), "")
+    name = default_name(layout, name)
+    trigger = (trigger or "").strip() or None
+    prompt_word = trigger or first_tokens or name
+
+    captions = choose_captions(layout, trigger, notes)
+    parsed = _parse_overrides(overrides, model.script_name)
+    # Values the plan derives others from (save interval, warmup, bucket range) are taken
+    # from --set too, so that an override does not leave them computed for another run.
+    set_training = {ov.key: ov.value for ov in parsed if ov.target == "training"}
+    set_epochs = set_training.get("max_train_epochs")
+    if epochs is not None and set_epochs is not None and set_epochs != epochs:
+        raise ConfigError(
+            f"--epochs {epochs} and --set max_train_epochs={set_epochs} disagree",
+            hint="give the number of epochs once",
+        )
+    if epochs is None and isinstance(set_epochs, int):
+        epochs = set_epochs
+    if isinstance(set_training.get("train_batch_size"), int):
+        settings["train_batch_size"] = Setting(set_training["train_batch_size"], "set with --set")
+    parsed += _bucket_range_overrides(parsed)
+    plan = plan_steps(model, layout, settings, epochs, notes)
+    training_choice = training_choices(
+        model,
+        gpu,
+        settings,
+        plan,
+        base_model=resolve_base_model(base_model, model, cwd),
+        name=name,
+        out_dir=out_dir,
+        attention=attention,
+        samples=samples,
+    )
+    general, subsets_ctx = dataset_choices(
+        model,
+        layout,
+        captions,
+        plan,
+        cached_text_encoder=bool(training_choice.values.get("cache_text_encoder_outputs")),
+        notes=notes,
+    )
+    training_path = out_dir / "training_config.toml"
+    dataset_path = out_dir / "dataset_config.toml"
+    prompts_path = out_dir / "sample_prompts.txt"
+    prompts_text = None
+    if samples:
+        prompts_text = sample_prompts(
+            prompt_word, captions.tag_counts, model, exclude=(first_tokens,)
+        )
+
+    env = _environment()
+    ctx = {
+        "script": model.script,
+        "name": name,
+        "model": model,
+        "gpu": gpu,
+        "training_path": str(training_path),
+        "dataset_path": str(dataset_path),
+        "dataset_root": str(layout.root),
+    }
+    training_text = env.get_template("training_config.toml.j2").render(
+        values=training_choice.values, why=training_choice.why, **ctx
+    )
+    dataset_text = env.get_template("dataset_config.toml.j2").render(
+        general=general.values, why=general.why, subsets=subsets_ctx, **ctx
+    )
+    training_text, dataset_text = _apply_overrides(training_text, dataset_text, parsed)
+    training_doc = TomlDocument(training_path, training_text, tomllib.loads(training_text))
+    dataset_doc = TomlDocument(dataset_path, dataset_text, tomllib.loads(dataset_text))
+    flat, _ = flatten_training_config(training_doc.data)
+    findings = _validate(training_doc, dataset_doc, prompts_path if samples else None)
+    final_batch = flat.get("train_batch_size", 1)
+    final_epochs = flat.get("max_train_epochs", plan.epochs)
+    per_epoch = plan.per_epoch
+    plan = {
+        "model": model.name,
+        "script": model.script,
+        "gpu": gpu.name,
+        "images": layout.image_count,
+        "train_images": plan.train_images,
+        "images_x_repeats": per_epoch,
+        "validation_split": dataset_doc.data.get("general", {}).get("validation_split", 0.0),
+        "batch_size": final_batch,
+        "epochs": final_epochs,
+        "steps_per_epoch": math.ceil(per_epoch / final_batch),
+        "total_steps": final_epochs * math.ceil(per_epoch / final_batch),
+        "save_every_n_epochs": flat.get("save_every_n_epochs"),
+        "price_per_hour": gpu.price_per_hour,
+        "trigger": prompt_word,
+    }
+    return RenderedConfigs(
+        training_text=training_text,
+        dataset_text=dataset_text,
+        training_path=training_path,
+        dataset_path=dataset_path,
+        sample_prompts_text=prompts_text,
+        training=flat,
+        notes=tuple(notes),
+        dataset=dataset_doc.data,
+        sample_prompts_path=prompts_path if samples else None,
+        plan=plan,
+        findings=tuple(findings),
+    )
+
+
+def _parse_overrides(overrides, script: str) -> list[Override]:
+    parsed: list[Override] = []
+    for item in overrides:
+        parsed.extend(parse_override(item if isinstance(item, str) else "=".join(item), script))
+    return parsed
+
+
+def _bucket_range_overrides(parsed: list[Override]) -> list[Override]:
+    """min/max_bucket_reso around a --set resolution, unless those are set too."""
+    given = {ov.key for ov in parsed if ov.target == "dataset"}
+    res = next((ov for ov in parsed if ov.key == "resolution" and ov.target == "dataset"), None)
+    if res is None:
+        return []
+    try:
+        sides = [int(v) for v in str(res.value).replace(" ", "").strip("[]()").split(",")]
+    except ValueError:
+        return []  # lint reports the malformed resolution
+    low, _ = bucket_range(min(sides))
+    _, high = bucket_range(max(sides))
+    out = []
+    if "min_bucket_reso" not in given:
+        out.append(Override("dataset", "min_bucket_reso", low, res.text))
+    if "max_bucket_reso" not in given:
+        out.append(Override("dataset", "max_bucket_reso", high, res.text))
+    return out
+
+
+def _apply_overrides(
+    training_text: str, dataset_text: str, parsed: list[Override]
+) -> tuple[str, str]:
+    if not parsed:
+        return training_text, dataset_text
+    training_doc = tomlkit.parse(training_text)
+    dataset_doc = tomlkit.parse(dataset_text)
+    apply_overrides(training_doc, dataset_doc, parsed)
+    return tomlkit.dumps(training_doc), tomlkit.dumps(dataset_doc)
+
+
+def _validate(
+    training: TomlDocument, dataset: TomlDocument, prompts_path: Path | None
+) -> list[Finding]:
+    from kohyagen.config.lint import lint_dataset_config, lint_training_config
+
+    findings = lint_training_config(training, dataset=dataset) + lint_dataset_config(
+        dataset, training=training
+    )
+    # Files this render is about to write are not missing.
+    pending = {str(training.path), str(dataset.path)}
+    if prompts_path is not None:
+        pending.add(str(prompts_path))
+    findings = [f for f in findings if not (f.code == "file-not-found" and f.key in pending)]
+    errors = [f for f in findings if f.severity is Severity.ERROR]
+    if errors:
+        first = errors[0]
+        raise LintFailed(
+            f"the rendered config is invalid: {first.key}: {first.message}",
+            errors,
+            hint=first.fix or "check the --set values",
+        )
+    return findings
+
+
+# --- writing ------------------------------------------------------------------------
+
+
+def write_configs(rendered: RenderedConfigs, *, force: bool = False) -> list[Path]:
+    """Write the files atomically; refuse to replace existing ones unless force."""
+    files = [
+        (rendered.training_path, rendered.training_text),
+        (rendered.dataset_path, rendered.dataset_text),
+    ]
+    if rendered.sample_prompts_path is not None and rendered.sample_prompts_text is not None:
+        files.append((rendered.sample_prompts_path, rendered.sample_prompts_text))
+    if not force:
+        existing = [p for p, _ in files if p.exists()]
+        if existing:
+            raise ConfigError(
+                "already exists; not overwriting it",
+                path=existing[0],
+                hint="pass --force to replace it, or -o another folder",
+            )
+    for path, text in files:
+        try:
+            write_text_atomic(path, text)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write the config: {exc.strerror or exc}",
+                path=path,
+                hint="choose a writable folder with -o",
+            ) from exc
+    return [p for p, _ in files]

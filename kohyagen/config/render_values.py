@@ -1,0 +1,304 @@
+"""Which value each kohya option gets for a dataset x model x GPU, and why.
+
+Pure decisions, no text: kohyagen.config.render turns them into the commented TOML files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kohyagen.config.presets import GpuPreset, ModelPreset, Setting
+from kohyagen.config.sample_prompts import caption_tag_counts
+from kohyagen.dataset.captions import first_line
+from kohyagen.dataset.layout import Subset, TrainDirLayout
+
+SEED = 42
+VALIDATION_SEED = 42
+# Below this many images a validation split costs too much training data.
+VALIDATION_MIN_IMAGES = 20
+VALIDATION_SPLIT = 0.1
+MAX_EPOCHS = 100
+TARGET_CHECKPOINTS = 10
+WARMUP_FRACTION = 0.05
+
+
+@dataclass
+class Choices:
+    """Option values with the reason for each, in the order they were decided."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    why: dict[str, str] = field(default_factory=dict)
+
+    def put(self, key: str, value: Any, reason: str) -> None:
+        self.values[key] = value
+        self.why[key] = reason
+
+    def take(self, key: str, setting: Setting) -> None:
+        self.put(key, setting.value, setting.reason)
+
+
+@dataclass(frozen=True)
+class Captions:
+    extension: str
+    reason: str
+    tag_counts: Counter[str]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    split: float
+    train_images: int
+    per_epoch: int  # images x repeats after the validation split
+    batch: int
+    epochs: int
+    epochs_given: bool
+    total_steps: int
+    save_every: int
+    warmup: int
+
+    @property
+    def image_views(self) -> int:
+        return self.epochs * self.per_epoch
+
+
+def choose_captions(layout: TrainDirLayout, trigger: str | None, notes: list[str]) -> Captions:
+    """The caption extension on disk (kohya's default .caption would miss .txt files)."""
+    ext = layout.detect_caption_extension()
+    counts = layout.caption_extension_counts()
+    if ext:
+        reason = (
+            f"{counts[ext]} of {layout.image_count} images have {ext} captions "
+            "(kohya's default .caption would ignore them)"
+        )
+        if counts[ext] < layout.image_count:
+            notes.append(
+                f"{layout.image_count - counts[ext]} images have no {ext} caption; "
+                "kohya uses their folder's class tokens instead"
+            )
+    else:
+        ext = ".txt"
+        reason = (
+            "no caption files yet, so kohya uses each folder's class tokens; .txt is what "
+            "`kohyagen tag` writes"
+        )
+        notes.append("no caption files: every image is captioned by its folder's class tokens")
+    tags = caption_tag_counts(layout.subsets, ext)
+    if trigger and tags:
+        firsts = [first_line(p) or "" for s in layout.subsets for p in s.caption_files(ext)]
+        lacking = sum(1 for line in firsts if trigger not in line)
+        if lacking:
+            notes.append(
+                f"{lacking} of {len(firsts)} captions lack the trigger {trigger!r}; add it "
+                f"(e.g. `kohyagen tag --trigger {trigger}`)"
+            )
+    return Captions(ext, reason, tags)
+
+
+def _train_images(subsets: tuple[Subset, ...], split: float) -> tuple[int, int]:
+    """(training images, images x repeats) after kohya's per-subset validation split."""
+    images = repeated = 0
+    for subset in subsets:
+        n = len(subset.images)
+        kept = math.ceil(n * (1 - split)) if split else n
+        images += kept
+        repeated += kept * subset.repeats
+    return images, repeated
+
+
+def plan_steps(
+    model: ModelPreset,
+    layout: TrainDirLayout,
+    settings: dict[str, Setting],
+    epochs: int | None,
+    notes: list[str],
+) -> StepPlan:
+    """Validation split, batch cap, epochs and save interval for a sensible step count.
+
+    Epochs aim at the preset's number of image views (steps x batch), so a bigger
+    batch means fewer steps for the same training.
+    """
+    split = VALIDATION_SPLIT if layout.image_count >= VALIDATION_MIN_IMAGES else 0.0
+    if not split:
+        notes.append(
+            f"{layout.image_count} images: no validation split (needs {VALIDATION_MIN_IMAGES}+)"
+        )
+    train_images, per_epoch = _train_images(layout.subsets, split)
+    batch = settings["train_batch_size"].value
+    if batch > per_epoch:
+        batch = max(1, per_epoch)
+        settings["train_batch_size"] = Setting(
+            batch, f"capped at the {per_epoch} images x repeats of one epoch"
+        )
+    chosen = epochs or max(1, min(MAX_EPOCHS, round(model.target_samples / max(1, per_epoch))))
+    views = chosen * per_epoch
+    if epochs is None and views < model.min_samples:
+        notes.append(
+            f"only {views} image views in {chosen} epochs (aim "
+            f"{model.min_samples}-{model.max_samples}); raise the N_ repeats of the folders"
+        )
+    if epochs is None and views > model.max_samples:
+        notes.append(
+            f"{per_epoch} images x repeats per epoch: one epoch already exceeds "
+            f"{model.max_samples} image views; lower the N_ repeats of the folders"
+        )
+    total = chosen * math.ceil(per_epoch / batch)
+    return StepPlan(
+        split=split,
+        train_images=train_images,
+        per_epoch=per_epoch,
+        batch=batch,
+        epochs=chosen,
+        epochs_given=epochs is not None,
+        total_steps=total,
+        save_every=max(1, math.ceil(chosen / TARGET_CHECKPOINTS)),
+        warmup=round(total * WARMUP_FRACTION),
+    )
+
+
+def bucket_range(resolution: int, steps: int = 64) -> tuple[int, int]:
+    """min/max bucket sides kohya accepts: multiples of steps around the resolution."""
+    return max(steps, (resolution // 2) // steps * steps), resolution * 2
+
+
+def training_choices(
+    model: ModelPreset,
+    gpu: GpuPreset,
+    settings: dict[str, Setting],
+    plan: StepPlan,
+    *,
+    base_model: tuple[str, str],
+    name: str,
+    out_dir: Path,
+    attention: str,
+    samples: bool,
+) -> Choices:
+    c = Choices()
+    c.put("pretrained_model_name_or_path", *base_model)
+    if model.v2:
+        c.put("v2", True, f"{model.label} is a v2 model")
+    if model.v_parameterization:
+        c.put("v_parameterization", True, "768-v models predict v, not noise")
+    c.put("network_module", "networks.lora", "kohya's LoRA (kohya has no default; None crashes)")
+    c.put("network_dim", model.network_dim, "LoRA rank: enough capacity for a subject or a style")
+    c.put("network_alpha", float(model.network_alpha), "alpha = dim/2 scales updates by 0.5")
+    unet_only = settings["network_train_unet_only"]
+    if unet_only.value:
+        c.take("network_train_unet_only", unet_only)
+    c.take("optimizer_type", settings["optimizer_type"])
+    c.put("learning_rate", model.learning_rate, "base learning rate (= unet_lr)")
+    c.put("unet_lr", model.unet_lr, f"usual {model.name} LoRA U-Net learning rate")
+    if not unet_only.value:
+        c.put(
+            "text_encoder_lr",
+            [model.text_encoder_lr],
+            "lower than the U-Net's: text encoders overfit fast (a list, as kohya parses it)",
+        )
+    c.put("lr_scheduler", "cosine", "decays smoothly, so late checkpoints are the settled ones")
+    c.put("lr_warmup_steps", plan.warmup, "5% of the steps: avoids a rough start")
+    c.put("min_snr_gamma", 5.0, "Min-SNR weighting: faster, steadier convergence")
+    c.put(
+        "max_train_epochs",
+        plan.epochs,
+        f"given with --epochs ({plan.image_views} image views, {plan.total_steps} steps)"
+        if plan.epochs_given
+        else f"{plan.per_epoch} images x repeats per epoch -> {plan.image_views} image views, "
+        f"{plan.total_steps} steps at batch {plan.batch} (aim about {model.target_samples} views)",
+    )
+    c.take("train_batch_size", settings["train_batch_size"])
+    c.take("gradient_checkpointing", settings["gradient_checkpointing"])
+    c.put("seed", SEED, "fixed seed: reruns are comparable")
+    c.put("max_data_loader_n_workers", 2, "latents are cached, so few loader workers are needed")
+    c.put("persistent_data_loader_workers", True, "keep workers between epochs (faster epochs)")
+    for key in ("mixed_precision", attention, "cache_latents"):
+        c.take(key, settings[key])
+    te_cache = settings.get("cache_text_encoder_outputs")
+    if te_cache is not None and te_cache.value:
+        c.take("cache_text_encoder_outputs", te_cache)
+    if model.is_sdxl and settings["mixed_precision"].value == "fp16":
+        c.put("no_half_vae", True, "SDXL's VAE overflows in fp16 (NaN latents): keep it in fp32")
+    if settings["fp8_base"].value:
+        c.take("fp8_base", settings["fp8_base"])
+    c.put(
+        "dataset_config", str(out_dir / "dataset_config.toml"), "the dataset file next to this one"
+    )
+    c.put(
+        "resolution",
+        str(model.resolution),
+        f'{model.name} native size (a string here; kohya splits it as "W,H")',
+    )
+    c.put("output_dir", str(out_dir / "output"), "checkpoints go here")
+    c.put(
+        "output_name", name, "checkpoint file names: NAME-000002.safetensors ... NAME.safetensors"
+    )
+    c.put("save_model_as", "safetensors", "safe and loadable everywhere")
+    c.take("save_precision", settings["save_precision"])
+    c.put(
+        "save_every_n_epochs",
+        plan.save_every,
+        f"about {min(plan.epochs, TARGET_CHECKPOINTS)} checkpoints to pick the best from",
+    )
+    c.put("logging_dir", str(out_dir / "logs"), "TensorBoard logs, read by `kohyagen report`")
+    c.put("log_with", "tensorboard", "loss curves for `kohyagen report` and `pick`")
+    c.put("log_prefix", f"{name}_", "names each run's log folder after the LoRA")
+    if samples:
+        c.put(
+            "sample_prompts",
+            str(out_dir / "sample_prompts.txt"),
+            "preview prompts: trigger + most frequent tags",
+        )
+        c.put(
+            "sample_every_n_epochs", plan.save_every, "a preview image for every saved checkpoint"
+        )
+        c.put("sample_sampler", "euler_a", "a good sampler at 28 steps")
+    return c
+
+
+def dataset_choices(
+    model: ModelPreset,
+    layout: TrainDirLayout,
+    captions: Captions,
+    plan: StepPlan,
+    *,
+    cached_text_encoder: bool,
+    notes: list[str],
+) -> tuple[Choices, list[dict[str, Any]]]:
+    """[general] values and one entry per subset (repeats and class tokens stated)."""
+    c = Choices()
+    low, high = bucket_range(model.resolution)
+    c.put("resolution", model.resolution, f"{model.name} native size (an integer in this file)")
+    c.put("enable_bucket", True, "train each image near its own aspect ratio instead of cropping")
+    c.put("min_bucket_reso", low, "smallest bucket side (kohya asserts it is <= resolution)")
+    c.put("max_bucket_reso", high, "largest bucket side (kohya asserts it is >= resolution)")
+    c.put("bucket_reso_steps", 64, "bucket sides in steps of 64 (what kohya requires)")
+    c.put("bucket_no_upscale", True, "never upscale small images (they get a smaller bucket)")
+    c.put("caption_extension", captions.extension, captions.reason)
+    if not cached_text_encoder:
+        c.put("shuffle_caption", True, "shuffle tags each step so no tag order is memorised")
+        c.put("keep_tokens", 1, "keep the first tag (the trigger) in front when shuffling")
+    if plan.split:
+        c.put(
+            "validation_split",
+            plan.split,
+            f"{layout.image_count} images: hold out 10% to measure validation loss",
+        )
+        c.put("validation_seed", VALIDATION_SEED, "fixed seed: the same images are held out")
+    subsets = []
+    for subset in layout.subsets:
+        if not subset.images:
+            notes.append(f"{subset.name}: no images, left out")
+            continue
+        captioned = len(subset.caption_files(captions.extension))
+        subsets.append(
+            {
+                "image_dir": str(subset.path),
+                "num_repeats": subset.repeats,
+                "class_tokens": subset.class_tokens,
+                "note": f"{subset.name}: {len(subset.images)} images ({captioned} captioned), "
+                f"{subset.repeats} repeats",
+            }
+        )
+    return c, subsets

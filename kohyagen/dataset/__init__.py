@@ -1,0 +1,13 @@
+"""The dataset part: what kohya will see in a folder of images, and a clean copy of it.
+
+Owns listing folders the way kohya globs them (scan), cheap per-image probes and their
+process pool (images, probe_pool), the check's rules and caption rules (rules,
+caption_rules), the `N_name` DreamBooth layout (layout), caption files (captions),
+kohya's aspect-ratio buckets (buckets), and the two entry points:
+
+- `check.check_dataset(...) -> DatasetReport` (findings, counts, buckets, step counts)
+- `prepare.prepare_dataset(...) -> PrepareResult` (copies into OUT/N_concept/; the source
+  is only read)
+
+Torch-free; imports only the core below it.
+"""

@@ -1,0 +1,355 @@
+"""Dataset check: everything kohya would trip over, found before any GPU time is spent.
+
+check_dataset() lists the folders as kohya does (dataset_scan), probes every image
+(images, probe_pool), reads every caption (captions, caption_rules), applies the rules
+(dataset_rules) and computes the numbers kohya will use: images × repeats, the bucket
+of each image (buckets) and the steps per epoch. prepare_dataset() (dataset_prepare)
+builds a clean kohya layout from a folder of images.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kohyagen.config.presets import get_model
+from kohyagen.config.render_values import bucket_range
+from kohyagen.dataset.buckets import (
+    BucketSettings,
+    bucket_for,
+    bucket_key,
+    select_bucket,
+    steps_per_epoch,
+)
+from kohyagen.dataset.caption_rules import check_captions, choose_caption_extension
+from kohyagen.dataset.captions import CaptionRead, tag_frequencies
+from kohyagen.dataset.images import ImageProbe
+from kohyagen.dataset.prepare import PrepareResult, auto_repeats, prepare_dataset
+from kohyagen.dataset.probe_pool import ProgressFn, probe_many
+from kohyagen.dataset.rules import (
+    count_findings,
+    duplicate_findings,
+    image_findings,
+    layout_findings,
+    same_stem_findings,
+    size_advice,
+)
+from kohyagen.dataset.scan import SubsetListing, scan
+from kohyagen.errors import UsageError
+from kohyagen.findings import Finding, Severity, sort_findings
+
+# `kohyagen config` renders bucket_no_upscale = true (render_values.training_choices).
+RENDERED_NO_UPSCALE = True
+
+__all__ = [
+    "DatasetReport",
+    "ImageRecord",
+    "PrepareResult",
+    "SubsetReport",
+    "auto_repeats",
+    "bucket_for",
+    "check_dataset",
+    "prepare_dataset",
+]
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: str
+    subset: str
+    width: int
+    height: int
+    format: str | None
+    mode: str | None
+    size_bytes: int
+    bucket: str | None  # "WxH", None when kohya cannot load the image
+    caption: str | None  # the caption file kohya reads, None when there is none
+
+
+@dataclass(frozen=True)
+class SubsetReport:
+    path: str
+    name: str
+    repeats: int
+    class_tokens: str
+    is_reg: bool
+    image_count: int
+    images_x_repeats: int
+    captioned: int
+    buckets: dict[str, int] = field(default_factory=dict)  # images per bucket (no repeats)
+
+
+@dataclass(frozen=True)
+class DatasetReport:
+    root: str
+    kind: str  # "train_dir" | "image_folder"
+    model: str
+    subsets: tuple[SubsetReport, ...]  # training subsets, then regularisation subsets
+    findings: tuple[Finding, ...]
+    image_count: int  # training images kohya lists (not counting regularisation)
+    images_x_repeats: int
+    steps_per_epoch: int  # at batch_size, bucketed, regularisation samples included
+    batch_size: int
+    caption_extension: str
+    buckets: dict[str, int]  # samples per bucket per epoch (repeats and reg included)
+    tag_frequencies: dict[str, int]
+    size_advice: str
+    bucket_settings: BucketSettings
+    reg_image_count: int = 0
+    images: tuple[ImageRecord, ...] = ()
+    deep: bool = False
+    notes: tuple[str, ...] = ()  # what this check did not cover, in words
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.WARNING]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["findings"] = [f.to_dict() for f in self.findings]
+        data["bucket_settings"]["resolution"] = list(self.bucket_settings.resolution)
+        data["counts"] = {s.value: sum(f.severity is s for f in self.findings) for s in Severity}
+        return data
+
+
+def _normalise_ext(ext: str | None) -> str | None:
+    if ext is None:
+        return None
+    ext = ext.strip()
+    if not ext or ext == ".":
+        raise UsageError("the caption extension is empty", hint="e.g. --caption-ext .txt")
+    return ext if ext.startswith(".") else "." + ext
+
+
+def check_dataset(
+    path: str | Path,
+    *,
+    model: str = "sd15",
+    trigger: str | None = None,
+    caption_ext: str | None = None,
+    batch_size: int = 1,
+    reg: str | Path | None = None,
+    deep: bool = False,
+    workers: int | None = None,
+    progress: ProgressFn | None = None,
+    near_duplicates: bool | None = None,
+    resolution: int | None = None,
+    min_bucket_reso: int | None = None,
+    max_bucket_reso: int | None = None,
+    bucket_reso_steps: int = 64,
+    bucket_no_upscale: bool | None = None,
+) -> DatasetReport:
+    """Check a kohya train dir (parent of N_name/) or a folder of images.
+
+    The default reads headers only; deep=True decodes every pixel in a process pool.
+    Near-duplicates need pixels, so they are looked for when deep (or near_duplicates=True,
+    which decodes JPEGs at 1/8 scale and other formats fully).
+    Bucket options default to what `kohyagen config` renders for the model (bucket range
+    resolution/2 to 2×resolution, no upscaling), so the numbers match the training run.
+    Raises DatasetError when path (or reg) is missing or not a folder, PresetError for an
+    unknown model.
+    """
+    preset = get_model(model)
+    if batch_size < 1:
+        raise UsageError("batch size must be 1 or more", hint="e.g. --batch-size 2")
+    trigger = trigger.strip() if trigger else None
+    given_ext = _normalise_ext(caption_ext)
+    res = resolution or preset.resolution
+    low, high = bucket_range(res, bucket_reso_steps)
+    settings = BucketSettings(
+        (res, res),
+        min_bucket_reso or low,
+        max_bucket_reso or high,
+        bucket_reso_steps,
+        RENDERED_NO_UPSCALE if bucket_no_upscale is None else bucket_no_upscale,
+    )
+    if near_duplicates is None:
+        near_duplicates = deep
+
+    listing = scan(path)
+    reg_listing = scan(reg, is_reg=True) if reg is not None else None
+    subsets = list(listing.subsets) + (list(reg_listing.subsets) if reg_listing else [])
+    findings: list[Finding] = layout_findings(listing)
+    if reg_listing is not None:
+        findings += layout_findings(reg_listing)
+        if not any(s.listing.images for s in reg_listing.subsets):
+            findings += [
+                Finding(
+                    Severity.ERROR,
+                    "reg-no-images",
+                    "the regularisation folder has no N_name/ folder with images",
+                    str(reg_listing.root),
+                    "put the images in REG/1_CLASS/",
+                )
+            ]
+
+    paths = [str(p) for s in subsets for p in s.listing.images]
+    probes = dict(
+        zip(
+            paths,
+            probe_many(
+                paths, deep=deep, perceptual=near_duplicates, workers=workers, progress=progress
+            ),
+            strict=True,
+        )
+    )
+    for probe in probes.values():
+        findings += image_findings(probe, min_side=preset.min_side, model=preset.name)
+    findings += duplicate_findings(list(probes.values()), near=near_duplicates, root=listing.root)
+    for subset in subsets:
+        findings += same_stem_findings(subset)
+
+    train_subsets = [s for s in subsets if not s.is_reg]
+    ext, ext_finding = choose_caption_extension(listing, train_subsets, given_ext)
+    if ext_finding:
+        findings.append(ext_finding)
+    broken = {Path(p) for p, probe in probes.items() if probe.error}
+    captions_by_subset = {}
+    effective_captions: list[str] = []
+    for subset in subsets:
+        sub_findings, captions, effective = check_captions(
+            subset, ext, None if subset.is_reg else trigger, broken
+        )
+        findings += sub_findings
+        captions_by_subset[subset.path] = captions
+        if not subset.is_reg:
+            effective_captions += effective
+
+    records, subset_reports, samples = _numbers(subsets, probes, captions_by_subset, settings)
+    image_count = sum(len(s.listing.images) for s in train_subsets)
+    findings += count_findings(listing.root, image_count, listing.kind)
+    for problem in settings.problems():
+        findings.append(
+            Finding(
+                Severity.ERROR,
+                "bucket-settings",
+                f"kohya would stop: {problem}",
+                None,
+                "fix the bucket options",
+                key="min_bucket_reso/max_bucket_reso",
+            )
+        )
+
+    notes = []
+    if not near_duplicates:
+        notes.append("near-duplicates are looked for with --deep (they need the pixels)")
+    if not deep:
+        notes.append("pixels were not decoded: damage inside the image data shows with --deep")
+    return DatasetReport(
+        root=str(listing.root),
+        kind=listing.kind,
+        model=preset.name,
+        subsets=tuple(subset_reports),
+        findings=tuple(sort_findings(_dedupe(findings))),
+        image_count=image_count,
+        images_x_repeats=sum(len(s.listing.images) * s.repeats for s in train_subsets),
+        steps_per_epoch=steps_per_epoch(samples.values(), batch_size),
+        batch_size=batch_size,
+        caption_extension=ext,
+        buckets=dict(sorted(samples.items(), key=lambda kv: _bucket_sort(kv[0]))),
+        tag_frequencies=tag_frequencies(effective_captions),
+        size_advice=size_advice(image_count),
+        bucket_settings=settings,
+        reg_image_count=sum(len(s.listing.images) for s in subsets if s.is_reg),
+        images=tuple(records),
+        deep=deep,
+        notes=tuple(notes),
+    )
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    return list(dict.fromkeys(findings))
+
+
+def _bucket_sort(key: str) -> tuple[int, int]:
+    w, _, h = key.partition("x")
+    return int(w), int(h)
+
+
+def _numbers(
+    subsets: list[SubsetListing],
+    probes: dict[str, ImageProbe],
+    captions: dict[Path, dict[Path, CaptionRead]],
+    settings: BucketSettings,
+) -> tuple[list[ImageRecord], list[SubsetReport], Counter[str]]:
+    records: list[ImageRecord] = []
+    reports: list[SubsetReport] = []
+    buckets_of: dict[str, str] = {}
+    for subset in subsets:
+        per_bucket: Counter[str] = Counter()
+        for img in subset.listing.images:
+            probe = probes[str(img)]
+            bucket = None
+            if probe.error is None and probe.width > 0 and probe.height > 0:
+                bucket = bucket_key(select_bucket(probe.width, probe.height, settings))
+                per_bucket[bucket] += 1
+                buckets_of[str(img)] = bucket
+            read = captions[subset.path].get(img)
+            records.append(
+                ImageRecord(
+                    str(img),
+                    subset.path.name,
+                    probe.width,
+                    probe.height,
+                    probe.format,
+                    probe.mode,
+                    probe.size_bytes,
+                    bucket,
+                    str(read.path) if read else None,
+                )
+            )
+        n = len(subset.listing.images)
+        reports.append(
+            SubsetReport(
+                str(subset.path),
+                subset.path.name,
+                subset.repeats,
+                subset.class_tokens,
+                subset.is_reg,
+                n,
+                n * subset.repeats,
+                len(captions[subset.path]),
+                dict(sorted(per_bucket.items(), key=lambda kv: _bucket_sort(kv[0]))),
+            )
+        )
+    return records, reports, _epoch_samples(subsets, buckets_of)
+
+
+def _epoch_samples(subsets: list[SubsetListing], buckets_of: dict[str, str]) -> Counter[str]:
+    """Samples per bucket in one epoch, the way kohya fills them.
+
+    Each training image counts `repeats` times. Regularisation images are cycled (first
+    pass at their folder's repeats, then one more each) until they match the number of
+    training samples.
+    """
+    samples: Counter[str] = Counter()
+    train_total = 0
+    for subset in subsets:
+        if subset.is_reg:
+            continue
+        for img in subset.listing.images:
+            if (b := buckets_of.get(str(img))) is not None:
+                samples[b] += subset.repeats
+                train_total += subset.repeats
+    reg = [
+        (buckets_of[str(img)], s.repeats)
+        for s in subsets
+        if s.is_reg
+        for img in s.listing.images
+        if str(img) in buckets_of
+    ]
+    n, first = 0, True
+    while reg and n < train_total:
+        for bucket, repeats in reg:
+            step = repeats if first else 1
+            samples[bucket] += step
+            n += step
+            if n >= train_total:
+                break
+        first = False
+    return samples

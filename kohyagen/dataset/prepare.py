@@ -1,0 +1,370 @@
+"""Build a clean kohya subset (OUT/N_concept/) from a folder of images.
+
+The source is only read: images are copied or hard-linked (or re-encoded when they need
+rotating or converting) and captions are rewritten as UTF-8 with the trigger first. The
+subset is built in a temporary folder beside the target and renamed into place, so an
+interrupted run leaves no half-filled N_concept/ for kohya to train on.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from kohyagen.atomic import write_text_atomic
+from kohyagen.dataset.captions import (
+    decode_caption_bytes,
+    normalize_caption_extension,
+    read_bytes,
+    trigger_first,
+)
+from kohyagen.dataset.images import HIGH_BIT_MODES, ImageProbe
+from kohyagen.dataset.layout import IMAGE_EXTENSIONS, parse_folder_name
+from kohyagen.dataset.probe_pool import ProgressFn, probe_many
+from kohyagen.dataset.scan import list_folder
+from kohyagen.errors import DatasetError, UsageError
+
+# auto repeats aim at this many image-steps over AUTO_EPOCHS epochs: 100 per image,
+# within the 1,500–3,000 range the usual LoRA recipes land in.
+AUTO_EPOCHS = 10
+AUTO_MIN_TOTAL = 1500
+AUTO_MAX_TOTAL = 3000
+AUTO_MAX_REPEATS = 100
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    out_dir: Path
+    subset_dir: Path
+    repeats: int
+    copied: int  # images copied (or linked) unchanged
+    converted: int  # images re-encoded: rotated, or converted to a format/mode kohya reads
+    captions_written: int
+    linked: int = 0  # of `copied`, how many are hard links
+    rotated: int = 0  # of `converted`, how many had their EXIF rotation applied
+    skipped: tuple[tuple[str, str], ...] = ()  # (source file, why) not taken
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {
+            "out_dir": str(self.out_dir),
+            "subset_dir": str(self.subset_dir),
+            "repeats": self.repeats,
+            "copied": self.copied,
+            "linked": self.linked,
+            "converted": self.converted,
+            "rotated": self.rotated,
+            "captions_written": self.captions_written,
+            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+            "notes": list(self.notes),
+        }
+
+
+def auto_repeats(image_count: int, *, epochs: int = AUTO_EPOCHS) -> int:
+    """Repeats so that images × repeats × epochs lands near 100 steps per image, kept within
+    1,500–3,000 in total (20 images -> 10 repeats, 40 -> 8, 100 -> 3, 300 -> 1)."""
+    if image_count <= 0:
+        return 1
+    total = min(max(100 * image_count, AUTO_MIN_TOTAL), AUTO_MAX_TOTAL)
+    return max(1, min(AUTO_MAX_REPEATS, round(total / (image_count * max(1, epochs)))))
+
+
+def _check_concept(concept: str) -> str:
+    name = concept.strip()
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise UsageError(
+            f"invalid concept name {concept!r}", hint="a plain name such as 'sks dog' or 'mychar'"
+        )
+    return name
+
+
+def _parse_repeats(repeats: int | str) -> int | None:
+    if isinstance(repeats, str):
+        if repeats.strip().lower() == "auto":
+            return None
+        if not repeats.strip().isdigit():
+            raise UsageError(f"repeats must be a number or 'auto', got {repeats!r}")
+        repeats = int(repeats)
+    if repeats < 1:
+        raise UsageError("repeats must be 1 or more", hint="or use --repeats auto")
+    return repeats
+
+
+def _non_empty(path: Path) -> bool:
+    try:
+        return path.is_dir() and any(path.iterdir())
+    except OSError:
+        return True
+
+
+def _needs_conversion(probe: ImageProbe, suffix: str) -> str | None:
+    if suffix.lower() not in IMAGE_EXTENSIONS:
+        return f"{suffix} is not read by kohya"
+    if probe.mode == "CMYK":
+        return "CMYK"
+    if probe.mode in HIGH_BIT_MODES:
+        return f"{probe.mode} high bit depth"
+    if probe.has_alpha:
+        return "transparency"
+    return None
+
+
+def prepare_dataset(
+    src: str | Path,
+    out: str | Path,
+    *,
+    concept: str,
+    repeats: int | str = "auto",
+    trigger: str | None = None,
+    link: bool = False,
+    fix_orientation: bool = True,
+    convert: bool = True,
+    progress: ProgressFn | None = None,
+    force: bool = False,
+    caption_ext: str = ".txt",
+    workers: int | None = None,
+) -> PrepareResult:
+    """Build OUT/<repeats>_<concept>/ from the images (and captions) directly in SRC."""
+    src, out = Path(src), Path(out)
+    concept = _check_concept(concept)
+    fixed_repeats = _parse_repeats(repeats)
+    trigger = trigger.strip() if trigger else None
+    caption_ext = normalize_caption_extension(caption_ext)
+    if not src.exists():
+        raise DatasetError("source folder not found", path=src, hint="check the path")
+    if not src.is_dir():
+        raise DatasetError("expected a folder of images, got a file", path=src)
+    if out.resolve() == src.resolve():
+        # the N_concept/ folder would be added to SRC, which prepare promises not to change
+        raise UsageError(
+            "the output folder is the source folder",
+            path=src,
+            hint="choose another train dir with -o (the default is training_data)",
+        )
+    listing = list_folder(src)
+    if listing.error:
+        raise DatasetError(f"cannot read the folder: {listing.error}", path=src)
+    candidates = [*listing.images, *listing.wrong_case, *listing.unsupported]
+    if not candidates:
+        kohya_dirs = [d for d in listing.subdirs if parse_folder_name(d.name)]
+        hint = (
+            f"it already holds kohya folders ({kohya_dirs[0].name}); pass one of them as SRC"
+            if kohya_dirs
+            else "pass the folder that holds the images"
+        )
+        raise DatasetError("no images in the source folder", path=src, hint=hint)
+
+    probes = probe_many([str(p) for p in candidates], workers=workers)
+    usable: list[tuple[Path, ImageProbe]] = []
+    skipped: list[tuple[str, str]] = []
+    for path, probe in zip(candidates, probes, strict=True):
+        if probe.error:
+            skipped.append((str(path), f"{probe.error}: {probe.detail}"))
+        elif not convert and path.suffix.lower() not in IMAGE_EXTENSIONS:
+            skipped.append((str(path), f"{path.suffix} is not read by kohya (conversion is off)"))
+        else:
+            usable.append((path, probe))
+    if not usable:
+        raise DatasetError(
+            "none of the images in the source folder can be used",
+            path=src,
+            hint="run `kohyagen dataset check` on it to see why",
+        )
+    n_repeats = fixed_repeats or auto_repeats(len(usable))
+    if out.exists() and not out.is_dir():
+        raise DatasetError("the output path is a file", path=out, hint="choose a folder with -o")
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{n_repeats}_{concept}"
+    _refuse_clobber(src, out, target, concept, force)
+
+    work = Path(tempfile.mkdtemp(prefix=f".kohyagen-{n_repeats}_", dir=out))
+    try:
+        counts = _build(
+            usable,
+            src,
+            work,
+            trigger=trigger,
+            link=link,
+            convert=convert,
+            fix_orientation=fix_orientation,
+            caption_ext=caption_ext,
+            progress=progress,
+        )
+        notes = _move_into_place(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return PrepareResult(
+        out, target, n_repeats, skipped=tuple(skipped), notes=tuple(notes), **counts
+    )
+
+
+def _refuse_clobber(src: Path, out: Path, target: Path, concept: str, force: bool) -> None:
+    if target.resolve() == src.resolve():
+        raise DatasetError(
+            "the target folder is the source folder", path=target, hint="choose another -o"
+        )
+    if target.exists() and not target.is_dir():
+        raise DatasetError("a file is in the way of the target folder", path=target)
+    if force:
+        return
+    if _non_empty(target):
+        raise DatasetError(
+            "target folder already exists and is not empty",
+            path=target,
+            hint="use --force to write into it, or choose another -o",
+        )
+    for sibling in out.iterdir():
+        parsed = parse_folder_name(sibling.name)
+        if parsed and parsed[1] == concept and sibling != target and _non_empty(sibling):
+            raise DatasetError(
+                f"{sibling.name} already holds this concept; kohya would train both folders",
+                path=sibling,
+                hint="remove or rename it, use --force, or choose another -o",
+            )
+
+
+def _build(
+    usable, src, work, *, trigger, link, convert, fix_orientation, caption_ext, progress
+) -> dict[str, int]:
+    counts = {"copied": 0, "linked": 0, "converted": 0, "rotated": 0, "captions_written": 0}
+    used: set[str] = set()
+    src_files = {p.name: p for p in list_folder(src).files}
+    total = len(usable)
+    for done, (path, probe) in enumerate(usable, 1):
+        reason = _needs_conversion(probe, path.suffix) if convert else None
+        rotate = fix_orientation and probe.orientation != 1
+        if reason or rotate:
+            ext = ".jpg" if not reason and probe.format == "JPEG" else ".png"
+        else:
+            ext = path.suffix.lower()
+        stem = _unique_stem(path.stem, used)
+        dest = work / (stem + ext)
+        if reason or rotate:
+            _reencode(path, dest, rotate=rotate, flatten=convert)
+            counts["converted"] += 1
+            counts["rotated"] += rotate
+        else:
+            counts["linked"] += _copy_or_link(path, dest, link)
+            counts["copied"] += 1
+        text = _source_caption(path, src_files, caption_ext)
+        if trigger:
+            text = trigger_first(text or "", trigger)
+        if text:
+            _write_text(work / (stem + caption_ext), text + "\n")
+            counts["captions_written"] += 1
+        if progress:
+            progress(done, total)
+    return counts
+
+
+def _unique_stem(stem: str, used: set[str]) -> str:
+    # case-insensitive: a.png and A.png collide on macOS and Windows file systems
+    candidate, k = stem, 2
+    while candidate.lower() in used:
+        candidate, k = f"{stem}_{k}", k + 1
+    used.add(candidate.lower())
+    return candidate
+
+
+def _source_caption(image: Path, files: dict[str, Path], caption_ext: str) -> str | None:
+    for ext in dict.fromkeys((caption_ext, ".txt", ".caption")):
+        cap = files.get(image.stem + ext)
+        if cap is None:
+            continue
+        try:
+            text = decode_caption_bytes(read_bytes(cap))
+        except OSError:
+            continue
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return lines[0] if lines else None
+    return None
+
+
+def _copy_or_link(src: Path, dest: Path, link: bool) -> int:
+    if link:
+        try:
+            os.link(src, dest)
+            return 1
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise DatasetError(
+                    f"cannot hard-link: {exc.strerror}",
+                    path=src,
+                    hint="put OUT on the same file system as the images, or drop --link",
+                ) from exc
+            raise
+    shutil.copy2(src, dest)
+    return 0
+
+
+def _reencode(src: Path, dest: Path, *, rotate: bool, flatten: bool) -> None:
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    with Image.open(src) as im:
+        im.load()
+        icc = im.info.get("icc_profile")
+        if rotate:
+            im = ImageOps.exif_transpose(im)
+        if flatten:
+            if im.mode == "CMYK":
+                im = _cmyk_to_rgb(im, icc)
+                icc = None  # the profile described the CMYK data, not the result
+            elif im.mode in HIGH_BIT_MODES:
+                arr = np.asarray(im, dtype=np.float64)
+                scale = 1.0 if arr.max(initial=0) <= 1.0 and im.mode == "F" else 65535.0
+                arr = np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
+                im = Image.fromarray(arr, mode="L")
+            elif im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+                rgba = im.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(white, rgba).convert("RGB")
+            elif im.mode not in ("RGB", "L"):
+                im = im.convert("RGB")
+        tmp = dest.with_name(dest.name + ".part")
+        if dest.suffix == ".jpg":
+            im.save(tmp, "JPEG", quality=95, subsampling=0, icc_profile=icc)
+        else:
+            im.save(tmp, "PNG", icc_profile=icc)
+        os.replace(tmp, dest)
+
+
+def _cmyk_to_rgb(im, icc: bytes | None):
+    """Through the embedded colour profile when there is one; Pillow's plain formula if not."""
+    if icc:
+        try:
+            import io
+
+            from PIL import ImageCms
+
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            srgb = ImageCms.createProfile("sRGB")
+            return ImageCms.profileToProfile(im, source, srgb, outputMode="RGB")
+        except Exception:
+            pass
+    return im.convert("RGB")
+
+
+_write_text = write_text_atomic
+
+
+def _move_into_place(work: Path, target: Path) -> list[str]:
+    """Rename the finished folder into place; with --force into an existing one, file by file."""
+    notes: list[str] = []
+    if not target.exists():
+        os.rename(work, target)
+        return notes
+    built = {p.name for p in work.iterdir()}
+    for name in sorted(built):
+        os.replace(work / name, target / name)
+    left = sorted(p.name for p in target.iterdir() if p.name not in built)
+    if left:
+        notes.append(
+            f"{len(left)} file(s) already in {target.name} were left as they were "
+            f"(e.g. {left[0]}); kohya trains on them too"
+        )
+    return notes

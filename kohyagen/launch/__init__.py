@@ -1,0 +1,10 @@
+"""The launch part: one training run, from argv to a finished (or diagnosed) process.
+
+Owns finding sd-scripts and building the `accelerate launch` argv (train), the run's own
+config copies and the smaller ones of the out-of-memory ladder (attempts), the attempts
+loop with live watching and train.json (session), failure signatures from kohya's output
+(diagnose), and the child process with its process group and clean stop (process).
+The entry point is `train.train(config, ...) -> TrainResult`.
+
+Torch-free: the builtin trainer runs as a child process (`python -m kohyagen.trainer`).
+"""

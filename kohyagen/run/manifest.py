@@ -1,0 +1,302 @@
+"""The run manifest, RUN_DIR/kohyagen.json: what a run was asked to do and how far it got.
+
+It records the inputs, content hashes of the dataset, the resolved configs, the versions
+of kohyagen and of sd-scripts, the seed, and for each stage its status, start and end
+times and outputs. `kohyagen run` reads it to continue from the first unfinished stage.
+Every change is written at once, atomically (temp file + rename), so a run killed at any
+moment leaves a readable manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from kohyagen import __version__
+from kohyagen.dataset.layout import CAPTION_EXTENSIONS, IMAGE_EXTENSIONS
+from kohyagen.errors import RunStateError
+
+MANIFEST_NAME = "kohyagen.json"
+FORMAT_VERSION = 1
+STAGES = ("check", "prepare", "tag", "config", "estimate", "train", "report", "pick")
+PENDING, RUNNING, DONE, SKIPPED, FAILED = "pending", "running", "done", "skipped", "failed"
+FINISHED = (DONE, SKIPPED)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temp file beside path, flush it to disk, then rename over path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------- dataset hashes
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dataset_files(root: Path, *, exclude: Path | None = None) -> list[Path]:
+    """Images and caption files kohya could read under root: in root itself and in its
+    direct subfolders (the N_name/ layout), sorted; hidden files and `exclude` (e.g. a run
+    folder made inside the images folder) left out."""
+    wanted = set(IMAGE_EXTENSIONS) | set(CAPTION_EXTENSIONS)
+    excluded = exclude.resolve() if exclude is not None else None
+
+    def entries(folder: Path) -> list[Path]:
+        try:
+            return [p for p in folder.iterdir() if not p.name.startswith(".")]
+        except OSError:
+            return []
+
+    files = []
+    for entry in entries(root):
+        if excluded is not None and entry.resolve() == excluded:
+            continue
+        children = entries(entry) if entry.is_dir() else [entry]
+        files += [p for p in children if p.suffix.lower() in wanted and p.is_file()]
+    return sorted(files)
+
+
+@dataclass(frozen=True)
+class DatasetHash:
+    digest: str  # one hash over every file's path and content
+    files: dict[str, str]  # relative path -> sha256
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"digest": self.digest, "files": self.files}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetHash:
+        return cls(data["digest"], dict(data["files"]))
+
+
+def hash_dataset(root: str | Path, *, exclude: Path | None = None) -> DatasetHash:
+    root = Path(root)
+    files = {
+        p.relative_to(root).as_posix(): _file_sha256(p)
+        for p in dataset_files(root, exclude=exclude)
+    }
+    total = hashlib.sha256()
+    for rel, digest in sorted(files.items()):
+        total.update(f"{rel}\0{digest}\n".encode())
+    return DatasetHash(total.hexdigest(), files)
+
+
+def describe_change(old: DatasetHash, new: DatasetHash) -> str:
+    """`2 added (a.png, b.png), 1 changed (c.txt)`: what differs between two hashes."""
+    added = sorted(set(new.files) - set(old.files))
+    removed = sorted(set(old.files) - set(new.files))
+    changed = sorted(k for k in set(old.files) & set(new.files) if old.files[k] != new.files[k])
+    parts = []
+    for label, names in (("added", added), ("removed", removed), ("changed", changed)):
+        if names:
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            parts.append(f"{len(names)} {label} ({shown})")
+    return "; ".join(parts) or "no file differs"
+
+
+# ---------------------------------------------------------------- versions
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_revision(path: str | Path) -> str | None:
+    """`git rev-parse HEAD` of a checkout, or None when it is not a git checkout."""
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def collect_versions(sd_scripts: str | Path | None = None) -> dict[str, Any]:
+    versions: dict[str, Any] = {
+        "kohyagen": __version__,
+        "python": platform.python_version(),
+    }
+    for pkg in ("torch", "diffusers", "transformers", "accelerate", "onnxruntime"):
+        version = _package_version(pkg)
+        if version:
+            versions[pkg] = version
+    if sd_scripts is not None:
+        versions["sd_scripts"] = {"path": str(sd_scripts), "rev": git_revision(sd_scripts)}
+    return versions
+
+
+# ---------------------------------------------------------------- the manifest
+
+
+class Manifest:
+    """The mutable record of one run directory; every change is saved atomically."""
+
+    def __init__(self, run_dir: Path, data: dict[str, Any]) -> None:
+        self.run_dir = run_dir
+        self.data = data
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / MANIFEST_NAME
+
+    @classmethod
+    def create(cls, run_dir: str | Path, *, inputs: dict[str, Any]) -> Manifest:
+        run_dir = Path(run_dir).resolve()
+        data = {
+            "format": FORMAT_VERSION,
+            "run_dir": str(run_dir),  # where it was made: a moved folder is noticed
+            "created": now(),
+            "updated": now(),
+            "inputs": inputs,
+            "dataset": {},
+            "configs": {},
+            "versions": collect_versions(),
+            "seed": None,
+            "stages": {s: {"status": PENDING} for s in STAGES},
+        }
+        manifest = cls(run_dir, data)
+        manifest.save()
+        return manifest
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Manifest | None:
+        """The manifest of run_dir, or None when the folder has none."""
+        run_dir = Path(run_dir).resolve()
+        path = run_dir / MANIFEST_NAME
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunStateError(
+                f"unreadable run manifest: {exc}",
+                path=path,
+                hint="move the run folder aside and start again, or pass another --run-dir",
+            ) from exc
+        if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
+            raise RunStateError(
+                "not a kohyagen run manifest of a known format",
+                path=path,
+                hint="pass another --run-dir",
+            )
+        stages = data.setdefault("stages", {})
+        for stage in STAGES:
+            stages.setdefault(stage, {"status": PENDING})
+        return cls(run_dir, data)
+
+    def save(self) -> None:
+        self.data["updated"] = now()
+        write_json_atomic(self.path, self.data)
+
+    # stages ---------------------------------------------------------------
+
+    def stage(self, name: str) -> dict[str, Any]:
+        if name not in STAGES:
+            raise KeyError(name)
+        return self.data["stages"][name]
+
+    def status(self, name: str) -> str:
+        return self.stage(name).get("status", PENDING)
+
+    def is_finished(self, name: str) -> bool:
+        return self.status(name) in FINISHED
+
+    def first_unfinished(self) -> str | None:
+        return next((s for s in STAGES if not self.is_finished(s)), None)
+
+    def start(self, name: str) -> None:
+        record = self.stage(name)
+        attempts = record.get("attempts", 0) + 1
+        record.clear()
+        record.update({"status": RUNNING, "started": now(), "attempts": attempts})
+        self.save()
+
+    def finish(
+        self,
+        name: str,
+        *,
+        outputs: dict[str, Any] | None = None,
+        note: str | None = None,
+        skipped: bool = False,
+    ) -> None:
+        record = self.stage(name)
+        record.update({"status": SKIPPED if skipped else DONE, "finished": now()})
+        record.setdefault("started", record["finished"])
+        if outputs is not None:
+            record["outputs"] = outputs
+        if note:
+            record["note"] = note
+        record.pop("error", None)
+        self.save()
+
+    def fail(self, name: str, error: str) -> None:
+        record = self.stage(name)
+        record.update({"status": FAILED, "finished": now(), "error": error})
+        self.save()
+
+    def reset_from(self, name: str) -> None:
+        """Mark name and every later stage pending again (their records are kept as 'previous')."""
+        for stage in STAGES[STAGES.index(name) :]:
+            old = self.data["stages"][stage]
+            self.data["stages"][stage] = {"status": PENDING}
+            if old.get("status") != PENDING:
+                self.data["stages"][stage]["previous"] = {
+                    k: v for k, v in old.items() if k != "previous"
+                }
+        self.save()
+
+    def outputs(self, name: str) -> dict[str, Any]:
+        return self.stage(name).get("outputs", {})
+
+    # other sections -------------------------------------------------------
+
+    def set(self, section: str, value: Any) -> None:
+        self.data[section] = value
+        self.save()
+
+    def update(self, section: str, **values: Any) -> None:
+        self.data.setdefault(section, {}).update(values)
+        self.save()
+
+    def summary(self) -> list[tuple[str, str, str | None]]:
+        """(stage, status, note or error) in pipeline order."""
+        return [
+            (s, self.status(s), self.stage(s).get("note") or self.stage(s).get("error"))
+            for s in STAGES
+        ]

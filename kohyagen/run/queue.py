@@ -1,0 +1,312 @@
+"""Train several LoRAs in one session: one after another, or one per free GPU.
+
+Each item (a run folder made by `kohyagen run`, or a training config) runs in its own
+child process (`kohyagen queue-item`), so that a crash, an OOM or a bad config in one
+item cannot stop the others, and so that each worker can be given its own GPU through
+CUDA_VISIBLE_DEVICES. Each item's output goes to queue.log in its run folder and,
+line by line, to the progress callback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue as stdlib_queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from kohyagen.errors import UsageError
+from kohyagen.run.manifest import MANIFEST_NAME
+
+RUN_DIR, CONFIG = "run_dir", "config"
+OK, FAILED = "ok", "failed"
+
+Progress = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    path: Path
+    kind: str  # "run_dir" or "config"
+    run_dir: Path  # where its report, checkpoints and queue.log go
+
+    @property
+    def label(self) -> str:
+        return self.run_dir.name
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    item: str
+    kind: str | None
+    status: str  # "ok" or "failed"
+    exit_code: int | None
+    run_dir: str | None
+    lora: str | None
+    message: str
+    seconds: float
+    gpu: str | None  # the CUDA_VISIBLE_DEVICES it ran with, None when not set
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QueueResult:
+    results: tuple[ItemResult, ...]
+    gpus: tuple[str, ...]  # the GPUs that ran workers ("" = one worker, GPU not pinned)
+
+    @property
+    def failed(self) -> tuple[ItemResult, ...]:
+        return tuple(r for r in self.results if r.status != OK)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gpus": list(self.gpus),
+            "results": [r.to_dict() for r in self.results],
+            "failed": len(self.failed),
+        }
+
+
+def classify(item: str | Path) -> QueueItem:
+    """A run folder (has kohyagen.json), a folder holding training_config.toml, or a
+    training config file."""
+    path = Path(item).resolve()
+    if path.is_dir():
+        if (path / MANIFEST_NAME).is_file():
+            return QueueItem(path, RUN_DIR, path)
+        if (path / "training_config.toml").is_file():
+            return QueueItem(path / "training_config.toml", CONFIG, path)
+        raise UsageError(
+            "not a kohyagen run folder (no kohyagen.json) nor a folder with training_config.toml",
+            path=path,
+            hint="queue run folders made by `kohyagen run`, or training configs",
+        )
+    if path.is_file() and path.suffix == ".toml":
+        run_dir = path.parent if path.name == "training_config.toml" else path.with_suffix("")
+        return QueueItem(path, CONFIG, run_dir)
+    raise UsageError(
+        "queue item not found" if not path.exists() else "not a run folder or a .toml config",
+        path=path,
+        hint="pass run folders or training config files",
+    )
+
+
+def worker_gpus(gpus: Sequence[str] | None, *, sequential: bool) -> list[str | None]:
+    """One entry per worker: the CUDA_VISIBLE_DEVICES value it gets (None: untouched).
+
+    gpus None asks the hardware: several free GPUs mean one worker each."""
+    if sequential:
+        return [gpus[0] if gpus else None]
+    if gpus:
+        return list(dict.fromkeys(str(g) for g in gpus))
+    from kohyagen.estimate.hardware import detect
+
+    free = detect().free_gpus()
+    if len(free) > 1:
+        return [str(g.index) for g in free]
+    return [None]
+
+
+def _error_line(log_text: str) -> str:
+    for line in reversed(log_text.splitlines()):
+        if line.startswith("error:"):
+            return line.removeprefix("error:").strip()
+    tail = [line for line in log_text.splitlines() if line.strip()]
+    return tail[-1].strip() if tail else "no output"
+
+
+def _run_one(
+    item: QueueItem,
+    *,
+    gpu: str | None,
+    extra_args: Sequence[str],
+    progress: Progress,
+    python: str,
+) -> ItemResult:
+    item.run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = item.run_dir / "queue.log"
+    fd, result_file = tempfile.mkstemp(prefix="kohyagen-queue-", suffix=".json")
+    os.close(fd)
+    env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    cmd = [python, "-m", "kohyagen", "queue-item", str(item.path), "--result", result_file]
+    cmd += list(extra_args)
+    started = time.monotonic()
+    try:
+        with log_path.open("a", encoding="utf-8") as log:
+            log.write(f"$ {' '.join(cmd)}\n")
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                env=env,
+            )
+            assert proc.stdout is not None
+            lines: list[str] = []
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                lines.append(line)
+                del lines[:-200]
+                progress(item.label, line.rstrip("\n"))
+            code = proc.wait()
+        seconds = time.monotonic() - started
+        data: dict[str, Any] = {}
+        try:
+            text = Path(result_file).read_text(encoding="utf-8")
+            data = json.loads(text) if text.strip() else {}
+        except (OSError, json.JSONDecodeError):
+            data = {}
+    finally:
+        Path(result_file).unlink(missing_ok=True)
+    if code == 0:
+        lora = data.get("lora")
+        message = f"LoRA: {lora}" if lora else "done"
+        return ItemResult(
+            str(item.path), item.kind, OK, 0, str(item.run_dir), lora, message, seconds, gpu
+        )
+    return ItemResult(
+        str(item.path),
+        item.kind,
+        FAILED,
+        code,
+        str(item.run_dir),
+        None,
+        f"{_error_line(''.join(lines))} (log: {log_path})",
+        seconds,
+        gpu,
+    )
+
+
+def run_queue(
+    items: Sequence[str | Path],
+    *,
+    gpus: Sequence[str] | None = None,
+    sequential: bool = False,
+    backend: str | None = None,
+    sd_scripts: str | Path | None = None,
+    progress: Progress | None = None,
+    python: str | None = None,
+) -> QueueResult:
+    """Run every item; a failed one is recorded and the others go on."""
+    if not items:
+        raise UsageError("nothing to queue", hint="pass run folders or training configs")
+    progress = progress or (lambda label, line: None)
+    extra: list[str] = []
+    if backend:
+        extra += ["--backend", backend]
+    if sd_scripts:
+        extra += ["--sd-scripts", str(sd_scripts)]
+    results: dict[int, ItemResult] = {}
+    todo: stdlib_queue.Queue[tuple[int, QueueItem]] = stdlib_queue.Queue()
+    for n, raw in enumerate(items):
+        try:
+            todo.put((n, classify(raw)))
+        except UsageError as exc:
+            results[n] = ItemResult(str(raw), None, FAILED, 1, None, None, str(exc), 0.0, None)
+    workers = worker_gpus(gpus, sequential=sequential)
+    lock = threading.Lock()
+
+    def work(gpu: str | None) -> None:
+        while True:
+            try:
+                n, item = todo.get_nowait()
+            except stdlib_queue.Empty:
+                return
+            try:
+                result = _run_one(
+                    item,
+                    gpu=gpu,
+                    extra_args=extra,
+                    progress=progress,
+                    python=python or sys.executable,
+                )
+            except OSError as exc:
+                result = ItemResult(
+                    str(item.path), item.kind, FAILED, None, str(item.run_dir), None,
+                    f"could not start: {exc}", 0.0, gpu,
+                )  # fmt: skip
+            with lock:
+                results[n] = result
+
+    threads = [threading.Thread(target=work, args=(g,), daemon=True) for g in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ordered = tuple(results[n] for n in sorted(results))
+    return QueueResult(ordered, tuple(g or "" for g in workers))
+
+
+def run_item(
+    item: str | Path,
+    *,
+    backend: str | None = None,
+    sd_scripts: str | Path | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """What one queue worker does (in its own process): continue a run folder with the
+    pipeline, or train a config and write its report and choice. Returns a small summary."""
+    entry = classify(item)
+    if entry.kind == RUN_DIR:
+        from kohyagen.run.manifest import Manifest
+        from kohyagen.run.pipeline import RunOptions, run_pipeline
+
+        manifest = Manifest.load(entry.run_dir)
+        assert manifest is not None  # classify saw the file
+        inputs = manifest.data.get("inputs", {})
+        try:
+            options = RunOptions(
+                images=Path(inputs["images"]),
+                name=inputs["name"],
+                trigger=inputs["trigger"],
+                model=inputs.get("model", "sd15"),
+                base_model=inputs.get("base_model"),
+                gpu=inputs.get("gpu", "auto"),
+                budget=inputs.get("budget"),
+                backend=backend or inputs.get("backend", "auto"),
+                run_dir=entry.run_dir,
+                epochs=inputs.get("epochs"),
+                overrides=tuple(inputs.get("overrides") or ()),
+                seed=inputs.get("seed"),
+                price_per_hour=inputs.get("price_per_hour"),
+                sd_scripts=Path(sd_scripts) if sd_scripts else None,
+            )
+        except KeyError as exc:
+            from kohyagen.errors import RunStateError
+
+            raise RunStateError(f"the manifest lacks the input {exc}", path=manifest.path) from exc
+        result = run_pipeline(options, progress=progress)
+        return {"run_dir": str(result.run_dir), "lora": str(result.lora) if result.lora else None}
+    from kohyagen.errors import TrainingFailed
+    from kohyagen.launch.train import train
+    from kohyagen.report.pick import pick
+    from kohyagen.report.summary import write_report
+
+    outcome = train(
+        entry.path,
+        sd_scripts=sd_scripts,
+        run_dir=entry.run_dir,
+        backend=backend or "auto",
+        on_progress=(lambda event: progress("train", str(event))) if progress else None,
+    )
+    if hasattr(outcome, "raise_for_status"):
+        outcome.raise_for_status()
+    elif str(getattr(outcome, "status", "succeeded")) not in ("ok", "succeeded"):
+        raise TrainingFailed(
+            f"training {outcome.status}: see train.log", path=entry.run_dir / "train.log"
+        )
+    write_report(entry.run_dir)
+    choice = pick(entry.run_dir)
+    return {"run_dir": str(entry.run_dir), "lora": str(choice.path)}
