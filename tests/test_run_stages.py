@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from kohyagen.run.context import RunContext, RunOptions
 from kohyagen.run.manifest import Manifest, hash_dataset
-from kohyagen.run.pipeline import RunOptions
-from kohyagen.run.stages import STAGE_FUNCTIONS, RunContext
+from kohyagen.run.stages import STAGE_FUNCTIONS
 from tests.conftest import make_image
 
 pytest.importorskip("kohyagen.dataset.captions")  # trigger_first, from the dataset concern

@@ -20,38 +20,13 @@ import statistics
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kohyagen.errors import KohyagenError, RunStateError, UsageError
-
-if TYPE_CHECKING:
-    from kohyagen.report.summary import RunData
+from kohyagen.report.run_data import Checkpoint, RunData
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".pt")
 BEST_SUFFIX = "-best"
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    path: Path
-    kind: str  # "epoch" | "step" | "final"
-    epoch: int | None
-    step: int | None
-    bytes: int
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    def to_dict(self) -> dict:
-        return {
-            "file": self.path.name,
-            "path": str(self.path),
-            "kind": self.kind,
-            "epoch": self.epoch,
-            "step": self.step,
-            "bytes": self.bytes,
-        }
 
 
 @dataclass(frozen=True)

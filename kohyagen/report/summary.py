@@ -12,41 +12,20 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kohyagen.config.schema import flatten_training_config, load_toml
 from kohyagen.errors import KohyagenError, RunStateError
 from kohyagen.launch.attempts import atomic_write_text
-from kohyagen.report.checkpoints import Checkpoint, epoch_noise, list_checkpoints, rank
-from kohyagen.report.logs import LogSummary, parse_log
+from kohyagen.report.checkpoints import epoch_noise, list_checkpoints, rank
+from kohyagen.report.logs import parse_log
+from kohyagen.report.run_data import RunData
 from kohyagen.report.tensorboard import find_event_files, read_scalars, scalars_by_tag
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 _SAMPLE_EPOCH = re.compile(r"_e(\d{6})_(\d{2})_")
 _SAMPLE_STEP = re.compile(r"_(\d{6})_(\d{2})_")
-
-
-@dataclass
-class RunData:
-    run_dir: Path
-    state: dict | None
-    training: dict[str, Any]
-    output_dir: Path | None
-    output_name: str
-    log: LogSummary | None
-    scalars: dict[str, list[tuple[int, float]]]
-    event_files: list[Path]
-    checkpoints: list[Checkpoint]
-    epoch_end_step: dict[int, int]
-    train_loss_epoch: dict[int, float]
-    val_loss_epoch: dict[int, float]
-    val_loss_step: dict[int, float]
-    avg_loss_step: dict[int, float]
-    current_loss: list[tuple[int, float]]
-    noise: float | None = None
-    samples: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _last_attempt(state: dict | None) -> dict | None:

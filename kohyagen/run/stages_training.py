@@ -15,7 +15,7 @@ from kohyagen.errors import BudgetExceeded, KohyagenError, TrainingFailed
 from kohyagen.run.manifest import collect_versions
 
 if TYPE_CHECKING:
-    from kohyagen.run.stages import RunContext
+    from kohyagen.run.context import RunContext
 
 
 def _count(value: Any) -> int:
