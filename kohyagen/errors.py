@@ -9,6 +9,8 @@ traceback.
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -59,7 +61,7 @@ class ConfigError(KohyagenError):
 class LintFailed(ConfigError):
     """Linting found errors; the findings are attached."""
 
-    def __init__(self, message: str, findings: list, **kwargs) -> None:
+    def __init__(self, message: str, findings: list, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.findings = findings
 
@@ -97,12 +99,12 @@ class TrainingFailed(KohyagenError):
 
     exit_code = EXIT_TRAINING_FAILED
 
-    def __init__(self, message: str, *, cause: str | None = None, **kwargs) -> None:
+    def __init__(self, message: str, *, cause: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.cause = cause
 
 
-def require(module: str, extra: str = "train"):
+def require(module: str, extra: str = "train") -> ModuleType:
     """Import an optional dependency or explain which extra installs it."""
     import importlib
 

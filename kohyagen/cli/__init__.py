@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from typing import Any
 
 import click
 
@@ -23,7 +24,7 @@ def _echo_error(text: str) -> None:
 class KohyagenGroup(click.Group):
     """A click group that maps kohyagen's error tree to exit codes in one place."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):

@@ -9,6 +9,7 @@ commonly make, which difflib alone does not catch (`epochs` is not close to
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from functools import cache
 
 from kohyagen.config.schema import DATASET_CONFIG, load_schema, training_properties
@@ -91,7 +92,9 @@ DATASET_ALIASES: dict[str, str] = {
 }
 
 
-def suggest(key: str, candidates, aliases: dict[str, str] | None = None) -> str | None:
+def suggest(
+    key: str, candidates: Iterable[str], aliases: dict[str, str] | None = None
+) -> str | None:
     """The option most likely meant by an unknown key, or None."""
     candidates = list(candidates)
     lowered = key.strip().lower().replace("-", "_")

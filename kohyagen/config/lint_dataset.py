@@ -58,7 +58,9 @@ def _prop(level: str, key: str) -> dict | None:
     return None
 
 
-def _f(sev: Severity, code: str, message: str, file: str, key: str, fix: str | None = None):
+def _f(
+    sev: Severity, code: str, message: str, file: str, key: str, fix: str | None = None
+) -> Finding:
     return Finding(sev, code, message, file=file, key=key, fix=fix)
 
 

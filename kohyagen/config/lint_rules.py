@@ -30,7 +30,9 @@ TORCH_OPTIMIZERS = (
 )  # fmt: skip
 
 
-def finding(sev: Severity, code: str, message: str, file: str, key: str | None, fix=None):
+def finding(
+    sev: Severity, code: str, message: str, file: str, key: str | None, fix: str | None = None
+) -> Finding:
     return Finding(sev, code, message, file=file, key=key, fix=fix)
 
 
@@ -208,10 +210,10 @@ def cross_key_findings(
     step_multiple = 32 if script == SDXL_TRAIN_NETWORK else 64
     for ctx, labels in dataset_contexts(flat, dataset):
 
-        def where(key: str, labels=labels) -> tuple[str, str]:
+        def where(key: str, labels: dict[str, str] = labels) -> tuple[str, str]:
             label = labels.get(key, key)
             in_dataset = dataset is not None and label != key
-            return (str(dataset.path) if in_dataset else file), label
+            return (str(dataset.path) if dataset is not None and in_dataset else file), label
 
         steps = ctx.get("bucket_reso_steps", 64)
         if isinstance(steps, int) and steps % step_multiple:

@@ -142,7 +142,7 @@ def _find_table(doc: tomlkit.TOMLDocument, key: str) -> Table | tomlkit.TOMLDocu
     return None
 
 
-def _set(container, key: str, value: Any, text: str) -> None:
+def _set(container: Any, key: str, value: Any, text: str) -> None:
     item = tomlkit.item(value)
     item.comment(f"set with --set {text}")
     container[key] = item

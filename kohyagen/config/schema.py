@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-from jsonschema import Draft202012Validator, validators
+from jsonschema import Draft202012Validator, TypeChecker, validators
 
 from kohyagen.errors import ConfigError
 from kohyagen.resources import schema_path
@@ -34,11 +35,13 @@ DATASET_CONFIG = "dataset_config"
 SCRIPT_MARKER = re.compile(r"^#\s*kohyagen-script:\s*(\w+)(?:\.py)?\s*$", re.MULTILINE)
 
 
-def _is_toml_integer(checker, instance) -> bool:
+def _is_toml_integer(checker: TypeChecker, instance: object) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-def _strict_float(validator, value, instance, schema):
+def _strict_float(
+    validator: Any, value: bool, instance: object, schema: dict[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
     if value and isinstance(instance, int) and not isinstance(instance, bool):
         yield jsonschema.ValidationError(
             f"{instance!r} is an integer; kohya needs a float here (write {instance}.0)"

@@ -139,7 +139,7 @@ def bucket_for(
     """The (width, height) bucket kohya puts a w×h image into."""
     if isinstance(resolution, int):
         resolution = (resolution, resolution)
-    settings = BucketSettings(tuple(resolution), min_reso, max_reso, steps, no_upscale)
+    settings = BucketSettings((resolution[0], resolution[1]), min_reso, max_reso, steps, no_upscale)
     return select_bucket(w, h, settings)
 
 

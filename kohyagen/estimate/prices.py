@@ -95,7 +95,8 @@ def price_for(provider: dict[str, Any], gpu: GpuInfo) -> tuple[Span, str] | None
         ratio = rates[key] / rates["rtx4090"]
     elif gpu.price_per_hour:
         try:
-            ratio = gpu.price_per_hour / gpu_info("rtx4090").price_per_hour
+            # no published 4090 price: 0 makes the ZeroDivisionError below, so no ratio
+            ratio = gpu.price_per_hour / (gpu_info("rtx4090").price_per_hour or 0.0)
         except (PresetError, TypeError, ZeroDivisionError):
             ratio = None
     if ratio is None:

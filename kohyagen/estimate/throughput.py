@@ -147,7 +147,7 @@ def memory_needed(
     native = throughput_data()["models"][model]["native_resolution"]
     scale = (resolution / native) ** 2
     preset = presets.get_model(model)
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "gradient_checkpointing": gradient_checkpointing,
         "optimizer": optimizer or "AdamW8bit",
         "unet_only": unet_only,

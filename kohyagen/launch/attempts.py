@@ -82,7 +82,9 @@ def _tables(doc: tomlkit.TOMLDocument) -> list[Any]:
     return [doc, *[v for v in doc.values() if isinstance(v, (Table, dict))]]
 
 
-def _absolutize(container: Any, keys: tuple[str, ...], base: Path, *, must_exist=False) -> None:
+def _absolutize(
+    container: Any, keys: tuple[str, ...], base: Path, *, must_exist: bool = False
+) -> None:
     for key in keys:
         value = container.get(key) if hasattr(container, "get") else None
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
@@ -214,7 +216,7 @@ def write_attempt(
     """Write one attempt's configs; the training copy points at the dataset copy."""
     training_path = folder / "training_config.toml"
     dataset_path = folder / dataset_name if dataset is not None else None
-    if dataset_path is not None:
+    if dataset is not None and dataset_path is not None:
         atomic_write_text(dataset_path, tomlkit.dumps(dataset))
         for table in _tables(training):
             if "dataset_config" in table:

@@ -56,7 +56,8 @@ class _Stopper:
             if os.name == "posix":
                 os.killpg(self.proc.pid, sig)
             elif sig == signal.SIGINT:  # pragma: no cover - Windows
-                self.proc.send_signal(signal.CTRL_BREAK_EVENT)
+                # Windows-only name: mypy checks for the platform it runs on
+                self.proc.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined,unused-ignore]
             else:  # pragma: no cover - Windows
                 self.proc.kill()
         except (ProcessLookupError, PermissionError):
@@ -110,7 +111,8 @@ def run_streaming(
     if os.name == "posix":
         popen_kwargs["start_new_session"] = True
     else:  # pragma: no cover - Windows
-        popen_kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+        # Windows-only name: mypy checks for the platform it runs on
+        popen_kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log_start = log.tell()

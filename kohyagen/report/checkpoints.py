@@ -255,6 +255,7 @@ def rank(run: RunData, *, by: str = "auto") -> Choice:
         chosen = min(
             scored, key=lambda item: (round(item[0], 6), abs((item[1].epoch or 0) - (turn or 0)))
         )[1]
+        assert turn is not None  # read_trend always names the turn of an overfitting curve
         low = run.train_loss_epoch[turn]
         last_epoch, last_value = max(run.train_loss_epoch.items())
         reason = (

@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _TIME = r"(?:\d+:)?\d+:\d+|\?"
@@ -312,7 +313,7 @@ def parse_log(text: str) -> LogSummary:
     return summarize_events(parse_events(text))
 
 
-def is_bad_loss(event: Event) -> bool:
+def is_bad_loss(event: Event) -> TypeGuard[StepProgress]:
     return (
         isinstance(event, StepProgress)
         and event.loss is not None

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 EVENT_FILE_GLOB = "events.out.tfevents.*"
 
@@ -71,9 +72,12 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _fields(buf: bytes) -> Iterator[tuple[int, int, object]]:
+def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
     """(field number, wire type, value): ints for varint/fixed, bytes for length-delimited."""
+    # The value's type follows the wire type, which callers check before using it: Any,
+    # since no static type can tie the two together.
     pos, end = 0, len(buf)
+    value: int | bytes
     while pos < end:
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
@@ -98,20 +102,20 @@ _DT_FLOAT, _DT_DOUBLE, _DT_INT32, _DT_INT64, _DT_BFLOAT16, _DT_HALF = 1, 2, 3, 9
 _CONTENT_FORMAT = {_DT_FLOAT: "<f", _DT_DOUBLE: "<d", _DT_INT32: "<i", _DT_INT64: "<q"}
 
 
-def _packed(values: object, wire: int, fmt: str) -> list[float]:
+def _packed(values: Any, wire: int, fmt: str) -> list[float]:
     if wire == 2:  # packed repeated
-        data = bytes(values)  # type: ignore[arg-type]
+        data = bytes(values)
         size = struct.calcsize(fmt)
         return [struct.unpack_from(fmt, data, i)[0] for i in range(0, len(data) - size + 1, size)]
     if wire in (1, 5):
-        return [struct.unpack(fmt, values)[0]]  # type: ignore[arg-type]
-    return [float(values)]  # type: ignore[arg-type]
+        return [struct.unpack(fmt, values)[0]]
+    return [float(values)]
 
 
-def _packed_varints(values: object, wire: int) -> list[int]:
+def _packed_varints(values: Any, wire: int) -> list[int]:
     if wire != 2:
-        return [int(values)]  # type: ignore[arg-type]
-    data, pos, out = bytes(values), 0, []  # type: ignore[arg-type]
+        return [int(values)]
+    data, pos, out = bytes(values), 0, []
     while pos < len(data):
         value, pos = _varint(data, pos)
         out.append(value)
@@ -133,9 +137,9 @@ def _tensor_scalar(buf: bytes) -> float | None:
     values: list[float] = []
     for number, wire, value in _fields(buf):
         if number == 1:
-            dtype = int(value)  # type: ignore[arg-type]
+            dtype = int(value)
         elif number == 4:
-            content = bytes(value)  # type: ignore[arg-type]
+            content = bytes(value)
         elif number == 5:
             values += _packed(value, wire, "<f")
         elif number == 6:
@@ -166,13 +170,13 @@ def _summary_scalars(buf: bytes) -> Iterator[tuple[str, float]]:
         if number != 1:
             continue
         tag, scalar = "", None
-        for f_number, f_wire, f_value in _fields(bytes(value)):  # type: ignore[arg-type]
+        for f_number, f_wire, f_value in _fields(bytes(value)):
             if f_number == 1:
-                tag = bytes(f_value).decode("utf-8", "replace")  # type: ignore[arg-type]
+                tag = bytes(f_value).decode("utf-8", "replace")
             elif f_number == 2 and f_wire == 5:
-                scalar = struct.unpack("<f", f_value)[0]  # type: ignore[arg-type]
+                scalar = struct.unpack("<f", f_value)[0]
             elif f_number == 8 and f_wire == 2:
-                scalar = _tensor_scalar(bytes(f_value))  # type: ignore[arg-type]
+                scalar = _tensor_scalar(bytes(f_value))
         if tag and scalar is not None:
             yield tag, float(scalar)
 
@@ -210,11 +214,11 @@ def read_scalars(path: str | Path, *, check_crc: bool = False) -> list[ScalarEve
         try:
             for number, wire, value in _fields(record):
                 if number == 1 and wire == 1:
-                    wall_time = struct.unpack("<d", value)[0]  # type: ignore[arg-type]
+                    wall_time = struct.unpack("<d", value)[0]
                 elif number == 2 and wire == 0:
-                    step = struct.unpack("<q", struct.pack("<Q", int(value)))[0]  # type: ignore[arg-type]
+                    step = struct.unpack("<q", struct.pack("<Q", int(value)))[0]
                 elif number == 5 and wire == 2:
-                    summary = bytes(value)  # type: ignore[arg-type]
+                    summary = bytes(value)
             if summary is not None:
                 events += [
                     ScalarEvent(tag, step, wall_time, value)

@@ -157,7 +157,7 @@ def _follow_moves(manifest: Manifest, options: RunOptions, run_dir: Path, notes:
     another folder with the same content: rewrite the recorded paths to the new ones."""
     from kohyagen.run.relocate import relocate
 
-    moves = []
+    moves: list[tuple[str, str]] = []
     made_in = manifest.data.get("run_dir")
     if made_in and made_in != str(run_dir):
         moves.append((made_in, str(run_dir)))
@@ -185,7 +185,7 @@ def _follow_moves(manifest: Manifest, options: RunOptions, run_dir: Path, notes:
         and Path(new_model).exists()
         and Path(old_model).name == Path(new_model).name
     )
-    if moved_model:
+    if moved_model and new_model:
         moves.append((old_model, new_model))
     if not moves:
         return

@@ -6,11 +6,17 @@ import json
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from kohyagen.trainer.saving import epoch_name, step_name, write_lora
 
+if TYPE_CHECKING:
+    from kohyagen.trainer.lora import LoRANetwork
+    from kohyagen.trainer.output import Console
 
-def output_name(args, kind: str) -> str:
+
+def output_name(args: SimpleNamespace, kind: str) -> str:
     """output_name, else kohya's fallback for each kind of save."""
     if args.output_name:
         return args.output_name
@@ -26,7 +32,17 @@ def old_step(step: int, keep_steps: int, every: int) -> int:
 class Checkpointer:
     """Epoch, step and final saves (LoRA file, optional state folder), with rotation."""
 
-    def __init__(self, accelerator, console, args, *, out_dir: Path, metadata, network, save_every):
+    def __init__(
+        self,
+        accelerator: Any,
+        console: Console,
+        args: SimpleNamespace,
+        *,
+        out_dir: Path,
+        metadata: dict[str, str],
+        network: LoRANetwork,
+        save_every: int | None,
+    ) -> None:
         self.accelerator = accelerator
         self.console = console
         self.args = args
@@ -90,7 +106,8 @@ class Checkpointer:
         args = self.args
         name = output_name(args, "epoch")
         self.save_model(epoch_name(name, epoch_no, self.ext), epoch=epoch_no, step=step)
-        every = int(self.save_every)
+        # only called on a save_every multiple, so it is set (train.py checks it first)
+        every = int(self.save_every or 0)
         if args.save_last_n_epochs:
             old = epoch_no - every * int(args.save_last_n_epochs)
             if old > 0:

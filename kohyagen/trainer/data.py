@@ -73,7 +73,7 @@ def select_bucket(
         sides = [side for bucket in buckets for side in bucket] or [steps]
         min_size = min(sides) if min_size is None else min_size
         max_size = max(sides) if max_size is None else max_size
-    settings = BucketSettings(tuple(max_reso), min_size, max_size, steps, no_upscale)
+    settings = BucketSettings((max_reso[0], max_reso[1]), min_size, max_size, steps, no_upscale)
     bw, bh = shared_select_bucket(size[0], size[1], settings)
     # kohya makes a 0-wide bucket of an image narrower than one step, and fails later.
     return max(steps, bw), max(steps, bh)
@@ -258,7 +258,7 @@ def epoch_batches(
     by_bucket: dict[tuple[int, int], list[ImageItem]] = {}
     for it in samples:
         by_bucket.setdefault(it.bucket, []).append(it)
-    batches: list[list[ImageItem]] = []
+    batches = []
     bs = prepared.spec.batch_size
     for bucket in sorted(by_bucket):
         group = by_bucket[bucket]

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -32,18 +34,21 @@ class LoRAModule(nn.Module):
         self.lora_name = lora_name
         if isinstance(org, nn.Conv2d):
             # A 3x3 conv (conv_dim) keeps its kernel, stride and padding in the down half.
-            self.lora_down = nn.Conv2d(
+            # torch types a Conv2d's kernel_size/stride/padding as tuple[int, ...] but its
+            # constructor as tuple[int, int]: the same values, passed straight back.
+            self.lora_down: nn.Conv2d | nn.Linear = nn.Conv2d(
                 org.in_channels,
                 rank,
-                org.kernel_size,
-                org.stride,
-                org.padding,
+                org.kernel_size,  # type: ignore[arg-type]
+                org.stride,  # type: ignore[arg-type]
+                org.padding,  # type: ignore[arg-type]
                 bias=False,
             )
-            self.lora_up = nn.Conv2d(rank, org.out_channels, 1, bias=False)
+            self.lora_up: nn.Conv2d | nn.Linear = nn.Conv2d(rank, org.out_channels, 1, bias=False)
         else:
-            self.lora_down = nn.Linear(org.in_features, rank, bias=False)
-            self.lora_up = nn.Linear(rank, org.out_features, bias=False)
+            linear = cast(nn.Linear, org)  # _targets yields only Linear and Conv2d modules
+            self.lora_down = nn.Linear(linear.in_features, rank, bias=False)
+            self.lora_up = nn.Linear(rank, linear.out_features, bias=False)
         if alpha is None or alpha == 0:
             alpha = rank
         # Kept as given (int stays int) because kohya saves it that way.
@@ -57,7 +62,7 @@ class LoRAModule(nn.Module):
         nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
         self._org = [org]  # a list, so the base module is not part of this state dict
-        self._org_forward = None
+        self._org_forward: Callable[..., Any] | None = None
 
     def apply_to(self) -> None:
         org = self._org[0]
@@ -69,7 +74,9 @@ class LoRAModule(nn.Module):
             self._org[0].forward = self._org_forward
             self._org_forward = None
 
-    def forward(self, x, *args, **kwargs):
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # only called through the base module, after apply_to() put this forward there
+        assert self._org_forward is not None
         base = self._org_forward(x, *args, **kwargs)
         if self.multiplier == 0:
             return base
@@ -154,7 +161,9 @@ def sgm_unet_path(
     return path
 
 
-def _targets(root: nn.Module, target_classes: tuple[str, ...], *, conv: bool = False):
+def _targets(
+    root: nn.Module, target_classes: tuple[str, ...], *, conv: bool = False
+) -> Iterator[tuple[str, nn.Module]]:
     """(path, module) for Linear and 1x1 Conv2d (and, with conv, larger Conv2d) inside
     modules of the target classes."""
     for name, module in root.named_modules():
@@ -221,7 +230,7 @@ class LoRANetwork(nn.Module):
         super().__init__()
         self.rank = rank
 
-        def module(name: str, org: nn.Module, r: int, a) -> LoRAModule | None:
+        def module(name: str, org: nn.Module, r: int, a: float | None) -> LoRAModule | None:
             if dims is None:
                 return LoRAModule(name, org, r, a)
             if name not in dims:
@@ -342,7 +351,8 @@ class LoRANetwork(nn.Module):
         for loras, lr, ratio, desc in sides:
             if not len(loras):
                 continue
-            plain, plus = [], []
+            plain: list[nn.Parameter] = []
+            plus: list[nn.Parameter] = []
             for mod in loras:
                 for name, param in mod.named_parameters():
                     (plus if ratio is not None and "lora_up" in name else plain).append(param)
@@ -352,7 +362,7 @@ class LoRANetwork(nn.Module):
         return groups
 
 
-def read_lora_file(path) -> dict[str, torch.Tensor]:
+def read_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A kohya LoRA .safetensors file's tensors (ConfigError when missing or unreadable)."""
     from pathlib import Path
 
@@ -370,7 +380,7 @@ def read_lora_file(path) -> dict[str, torch.Tensor]:
         ) from exc
 
 
-def dims_from_weights(path) -> dict[str, tuple[int, float | int]]:
+def dims_from_weights(path: str | Path) -> dict[str, tuple[int, float | int]]:
     """dim_from_weights: each module's (rank, alpha) in a LoRA file; a missing alpha is the
     rank, as kohya reads old files."""
     state = read_lora_file(path)
@@ -390,7 +400,7 @@ def dims_from_weights(path) -> dict[str, tuple[int, float | int]]:
     return dims
 
 
-def load_network_weights(network: LoRANetwork, path) -> int:
+def load_network_weights(network: LoRANetwork, path: str | Path) -> int:
     """network_weights: start from an existing kohya LoRA file; refuse one that does not fit."""
     state = read_lora_file(path)
     try:

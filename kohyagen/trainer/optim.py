@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ast
-from typing import Any
+from types import ModuleType, SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from kohyagen.errors import ConfigError, MissingDependency
+
+if TYPE_CHECKING:
+    import torch
 
 
 def parse_optimizer_args(values: list[str] | None) -> dict[str, Any]:
@@ -25,7 +29,7 @@ def parse_optimizer_args(values: list[str] | None) -> dict[str, Any]:
     return kwargs
 
 
-def _optional(module: str, package: str):
+def _optional(module: str, package: str) -> ModuleType:
     import importlib
 
     try:
@@ -37,7 +41,9 @@ def _optional(module: str, package: str):
         ) from exc
 
 
-def make_optimizer(args, groups: list[dict[str, Any]]):
+def make_optimizer(
+    args: SimpleNamespace, groups: list[dict[str, Any]]
+) -> tuple[torch.optim.Optimizer, str]:
     """The optimizer for these parameter groups, and its kohya-style name for ss_optimizer."""
     import torch
 
@@ -46,7 +52,8 @@ def make_optimizer(args, groups: list[dict[str, Any]]):
     lr = args.learning_rate
     torch_groups = [{k: v for k, v in g.items() if k != "desc"} for g in groups]
     if kind == "adamw":
-        cls = torch.optim.AdamW
+        # Any: torch's and the optional packages' classes each take their own keywords
+        cls: Any = torch.optim.AdamW
     elif kind == "adamw8bit":
         cls = _optional("bitsandbytes", "bitsandbytes").optim.AdamW8bit
     elif kind == "lion":
@@ -75,7 +82,9 @@ def warmup_steps(value: Any, max_train_steps: int) -> int:
     return int(value or 0)
 
 
-def _custom_scheduler(args, optimizer, kwargs: dict[str, Any], warmup: int):
+def _custom_scheduler(
+    args: SimpleNamespace, optimizer: torch.optim.Optimizer, kwargs: dict[str, Any], warmup: int
+) -> Any:
     """lr_scheduler_type: any scheduler class, `Name` in torch.optim.lr_scheduler or
     `package.module.Name`, built with lr_scheduler_args (kohya)."""
     import importlib
@@ -99,7 +108,15 @@ def _custom_scheduler(args, optimizer, kwargs: dict[str, Any], warmup: int):
         ) from exc
 
 
-def _transformers_schedule(name: str, args, optimizer, *, warmup: int, steps: int, kwargs):
+def _transformers_schedule(
+    name: str,
+    args: SimpleNamespace,
+    optimizer: torch.optim.Optimizer,
+    *,
+    warmup: int,
+    steps: int,
+    kwargs: dict[str, Any],
+) -> Any:
     """The schedules kohya takes from transformers: cosine_with_min_lr, warmup_stable_decay
     (lr_decay_steps, lr_scheduler_min_lr_ratio) and inverse_sqrt (lr_scheduler_timescale)."""
     from transformers import optimization as tro
@@ -136,7 +153,13 @@ def _transformers_schedule(name: str, args, optimizer, *, warmup: int, steps: in
     )
 
 
-def make_scheduler(args, optimizer, *, max_train_steps: int, num_processes: int):
+def make_scheduler(
+    args: SimpleNamespace,
+    optimizer: torch.optim.Optimizer,
+    *,
+    max_train_steps: int,
+    num_processes: int,
+) -> Any:
     """diffusers' schedules; steps are scaled by the process count as accelerate steps them.
 
     lr_scheduler_args are passed to the schedule (kohya), lr_scheduler_type picks any

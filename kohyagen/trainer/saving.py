@@ -6,10 +6,17 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from kohyagen.atomic import replacing
 from kohyagen.trainer.config import parse_face_range
+
+if TYPE_CHECKING:
+    import torch
+
+    from kohyagen.trainer.config import SubsetSpec, TrainerConfig
+    from kohyagen.trainer.data import PreparedDataset, PreparedGroup
 
 # The commit of sd-scripts whose formats this trainer reproduces.
 KOHYA_COMMIT = "48d368fa557731ad0488c07304dfeba8c07910eb"
@@ -23,7 +30,7 @@ def step_name(name: str, step: int, ext: str) -> str:
     return f"{name}-step{step:08d}{ext}"
 
 
-def save_dtype(save_precision: str | None):
+def save_dtype(save_precision: str | None) -> torch.dtype | None:
     import torch
 
     return {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(
@@ -127,7 +134,7 @@ def architecture(*, sdxl: bool, v2: bool, v_param: bool) -> str:
 
 
 def training_metadata(
-    args,
+    args: SimpleNamespace,
     *,
     sdxl: bool,
     v_param: bool,
@@ -233,7 +240,9 @@ def training_metadata(
     return out
 
 
-def modelspec(args, *, sdxl: bool, v_param: bool, resolution: tuple[int, int]) -> dict[str, str]:
+def modelspec(
+    args: SimpleNamespace, *, sdxl: bool, v_param: bool, resolution: tuple[int, int]
+) -> dict[str, str]:
     spec = {
         "modelspec.sai_model_spec": "1.0.1",
         "modelspec.architecture": architecture(sdxl=sdxl, v2=bool(args.v2), v_param=v_param),
@@ -280,7 +289,7 @@ def json_field(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _subset_entry(part, s) -> dict[str, Any]:
+def _subset_entry(part: PreparedDataset, s: SubsetSpec) -> dict[str, Any]:
     return {
         "img_count": len([it for it in part.items if it.subset is s]),
         "num_repeats": s.num_repeats,
@@ -301,7 +310,7 @@ def _subset_entry(part, s) -> dict[str, Any]:
     }
 
 
-def dataset_metadata(cfg, group) -> dict[str, str]:
+def dataset_metadata(cfg: TrainerConfig, group: PreparedGroup) -> dict[str, str]:
     """ss_dataset_dirs, ss_tag_frequency and (with a dataset config) ss_datasets.
 
     group: the training datasets (kohyagen.trainer.data.PreparedGroup).
@@ -379,7 +388,7 @@ def dataset_metadata(cfg, group) -> dict[str, str]:
     return out
 
 
-def _bucket_info(train_ds) -> dict | None:
+def _bucket_info(train_ds: PreparedDataset) -> dict | None:
     if not train_ds.spec.enable_bucket:
         return None
     counts: dict[tuple[int, int], int] = {}
