@@ -37,6 +37,7 @@ _CRC_TABLE: list[int] = []
 for _n in range(256):
     _c = _n
     for _ in range(8):
+        # the reflected Castagnoli polynomial: TFRecord uses CRC-32C, not zlib's CRC-32
         _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
     _CRC_TABLE.append(_c)
 
@@ -51,6 +52,8 @@ def crc32c(data: bytes) -> int:
 
 def masked_crc32c(data: bytes) -> int:
     crc = crc32c(data)
+    # TFRecord's mask (rotate right by 15, add a constant), so that a CRC of data that itself
+    # holds CRCs does not collide
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
@@ -64,10 +67,12 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("truncated varint")
         byte = buf[pos]
         pos += 1
+        # protobuf varints: 7 bits per byte, low group first, high bit = more
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return result, pos
         shift += 7
+        # ten bytes hold 64 bits: anything longer is not a varint but garbage
         if shift > 70:
             raise ValueError("varint too long")
 
@@ -92,6 +97,7 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
             value, pos = buf[pos : pos + 4], pos + 4
         else:
             raise ValueError(f"unsupported wire type {wire}")
+        # a length that runs past the buffer: a torn record, reported to the caller
         if pos > end:
             raise ValueError("truncated field")
         yield number, wire, value
@@ -123,6 +129,7 @@ def _packed_varints(values: Any, wire: int) -> list[int]:
 
 
 def _bfloat16(bits: int) -> float:
+    # bfloat16 is the top half of a float32
     return struct.unpack("<f", struct.pack("<I", (bits & 0xFFFF) << 16))[0]
 
 
@@ -162,6 +169,7 @@ def _tensor_scalar(buf: bytes) -> float | None:
             bits = struct.unpack("<H", content)[0]
             return _bfloat16(bits) if dtype == _DT_BFLOAT16 else _half(bits)
         return None
+    # only a rank-0 tensor is a scalar; a vector is skipped
     return float(values[0]) if len(values) == 1 else None
 
 
@@ -173,6 +181,7 @@ def _summary_scalars(buf: bytes) -> Iterator[tuple[str, float]]:
         for f_number, f_wire, f_value in _fields(bytes(value)):
             if f_number == 1:
                 tag = bytes(f_value).decode("utf-8", "replace")
+            # simple_value is what kohya's tracker (accelerate's TensorBoard) writes
             elif f_number == 2 and f_wire == 5:
                 scalar = struct.unpack("<f", f_value)[0]
             elif f_number == 8 and f_wire == 2:
@@ -187,6 +196,7 @@ def _records(data: bytes, *, check_crc: bool) -> Iterator[bytes]:
         header = data[pos : pos + 8]
         (length,) = struct.unpack("<Q", header)
         (length_crc,) = struct.unpack("<I", data[pos + 8 : pos + 12])
+        # the length's CRC is always checked: a torn write would otherwise be read as a huge length
         if masked_crc32c(header) != length_crc:
             return  # not a record boundary: garbage or a torn write
         start, end = pos + 12, pos + 12 + length
@@ -216,6 +226,7 @@ def read_scalars(path: str | Path, *, check_crc: bool = False) -> list[ScalarEve
                 if number == 1 and wire == 1:
                     wall_time = struct.unpack("<d", value)[0]
                 elif number == 2 and wire == 0:
+                    # int64 in a varint: reinterpret as signed
                     step = struct.unpack("<q", struct.pack("<Q", int(value)))[0]
                 elif number == 5 and wire == 2:
                     summary = bytes(value)
@@ -243,6 +254,7 @@ def find_event_files(logging_dir: str | Path, *, newer_than: float | None = None
     for path in root.rglob(EVENT_FILE_GLOB):
         if not path.is_file():
             continue
+        # a hundredth of a second of slack for filesystems that round modification times
         if newer_than is not None and path.stat().st_mtime < newer_than - 0.01:
             continue
         found.append((_created_at(path), str(path), path))
@@ -250,6 +262,7 @@ def find_event_files(logging_dir: str | Path, *, newer_than: float | None = None
 
 
 def _created_at(path: Path) -> float:
+    # the writer puts its start time in the name; mtime only says when it was last written
     match = re.match(r"events\.out\.tfevents\.(\d+)", path.name)
     if match:
         return float(match.group(1))
@@ -260,6 +273,8 @@ def scalars_by_tag(events: Iterable[ScalarEvent]) -> dict[str, list[tuple[int, f
     """tag -> [(step, value)], sorted by step; a later write for the same step wins."""
     table: dict[str, dict[int, float]] = {}
     for event in events:
+        # kohya logs every micro-batch at the same global_step with gradient accumulation: the
+        # last one written is the step's value, as TensorBoard's own reader keeps it
         table.setdefault(event.tag, {})[event.step] = event.value
     return {tag: sorted(points.items()) for tag, points in table.items()}
 
@@ -327,6 +342,7 @@ class EventFileWriter:
         folder.mkdir(parents=True, exist_ok=True)
         created = wall_time if wall_time is not None else time.time()
         self.path = folder / f"events.out.tfevents.{int(created)}.kohyagen.0"
+        # the file_version event every TensorBoard file starts with; readers check it
         version = _key(1, 1) + struct.pack("<d", created) + _length_delimited(3, b"brain.Event:2")
         with open(self.path, "wb") as handle:
             handle.write(frame_record(version))
