@@ -16,6 +16,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_TRAINING_FAILED = 3
+# 128 + SIGINT: what shells and CI runners expect of a Ctrl-C
 EXIT_INTERRUPTED = 130
 
 
@@ -34,6 +35,7 @@ class KohyagenError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
+        # kept apart from the message so --json output can carry it as its own field
         self.path = Path(path) if path is not None else None
         self.hint = hint
 
@@ -110,6 +112,7 @@ def require(module: str, extra: str = "train") -> ModuleType:
 
     try:
         return importlib.import_module(module)
+    # the [train] extra is optional: say which extra installs the module instead of failing deep inside
     except ImportError as exc:
         raise MissingDependency(
             f"this needs the Python package '{module}', which is not installed",
