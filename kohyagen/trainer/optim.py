@@ -50,6 +50,7 @@ def make_optimizer(
     kind = (args.optimizer_type or "AdamW").lower()
     kwargs = parse_optimizer_args(args.optimizer_args)
     lr = args.learning_rate
+    # desc only names the group for TensorBoard's lr/<desc>; optimizers reject unknown keys
     torch_groups = [{k: v for k, v in g.items() if k != "desc"} for g in groups]
     if kind == "adamw":
         # Any: torch's and the optional packages' classes each take their own keywords
@@ -62,11 +63,13 @@ def make_optimizer(
         cls = _optional("prodigyopt", "prodigyopt").Prodigy
     elif kind == "sgdnesterov":
         cls = torch.optim.SGD
+        # kohya's SGDNesterov: momentum 0.9 unless optimizer_args says otherwise
         kwargs.setdefault("momentum", 0.9)
         kwargs["nesterov"] = True
     else:  # config.ALLOWED_VALUES refuses anything else earlier
         raise ConfigError(f"unsupported optimizer_type {args.optimizer_type!r}")
     optimizer = cls(torch_groups, lr=lr, **kwargs)
+    # ss_optimizer as kohya writes it: the class path, then the optimizer_args in parentheses
     name = f"{cls.__module__}.{cls.__name__}"
     if kwargs:
         name += "(" + ",".join(f"{k}={v}" for k, v in kwargs.items()) + ")"
@@ -77,6 +80,7 @@ def warmup_steps(value: Any, max_train_steps: int) -> int:
     """lr_warmup_steps may be a step count, a ratio below 1, or "N%"."""
     if isinstance(value, str) and value.endswith("%"):
         return int(float(value[:-1]) / 100 * max_train_steps)
+    # kohya's int_or_float: below 1 is a fraction of the total steps
     if isinstance(value, float) and value < 1:
         return int(value * max_train_steps)
     return int(value or 0)
@@ -96,6 +100,7 @@ def _custom_scheduler(
             f"{args.lr_scheduler_type} does not require `num_warmup_steps`. Set None or 0.",
             hint="remove lr_warmup_steps when lr_scheduler_type is set",
         )
+    # a bare name is looked up in torch.optim.lr_scheduler, as kohya's get_scheduler_fix does
     module_name, _, cls_name = args.lr_scheduler_type.rpartition(".")
     try:
         module = importlib.import_module(module_name) if module_name else torch.optim.lr_scheduler
@@ -171,6 +176,7 @@ def make_scheduler(
     name = args.lr_scheduler or "constant"
     kwargs: dict[str, Any] = parse_optimizer_args(args.lr_scheduler_args)
     if args.lr_scheduler_type:
+        # kohya multiplies by the process count: accelerate steps the scheduler once per process
         return _custom_scheduler(args, optimizer, kwargs, warmup * num_processes)
     if name == "piecewise_constant":
         return get_scheduler(name, optimizer, **kwargs)  # step_rules comes in the args
@@ -184,6 +190,7 @@ def make_scheduler(
             kwargs=kwargs,
         )
     if name == "cosine_with_restarts":
+        # diffusers' restarts take a whole number of cycles
         kwargs["num_cycles"] = int(args.lr_scheduler_num_cycles or 1)
     elif name == "polynomial":
         kwargs["power"] = float(args.lr_scheduler_power or 1.0)
