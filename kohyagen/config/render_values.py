@@ -152,7 +152,7 @@ def plan_steps(
             f"{per_epoch} images x repeats per epoch: one epoch already exceeds "
             f"{model.max_samples} image views; lower the N_ repeats of the folders"
         )
-    # kohya's steps per epoch: the last, short batch of each bucket is still a step
+    # a short last batch is still a step (per bucket in kohya; dataset check counts those)
     total = chosen * math.ceil(per_epoch / batch)
     return StepPlan(
         split=split,

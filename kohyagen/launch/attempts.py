@@ -95,7 +95,7 @@ def _absolutize(
             if must_exist and not candidate.exists():
                 continue
             container[key] = str(candidate)
-        # kohya does not expand ~ itself
+        # no shell expands a `~` written inside a TOML file
         elif isinstance(value, str) and value.startswith("~"):
             container[key] = str(Path(value).expanduser())
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 # Seconds to wait after SIGINT before SIGTERM, and after SIGTERM before SIGKILL.
-# kohya saves nothing on SIGINT, but accelerate needs a moment to tear down its workers
+# SIGINT lets Python unwind as after a Ctrl-C: accelerate stops its workers, files close
 INTERRUPT_GRACE_S = 15.0
 TERMINATE_GRACE_S = 5.0
 

@@ -93,7 +93,7 @@ def split_validation(
     n = len(shuffled)
     if training:
         return shuffled[: math.ceil(n * (1 - split))]
-    # round, not the complement of ceil: kohya can leave an image in neither half
+    # round, not the complement of ceil: as in kohya, one image can land in both halves
     take = round(n * split)
     return shuffled[n - take :] if take else []
 

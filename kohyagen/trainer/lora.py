@@ -259,7 +259,7 @@ class LoRANetwork(nn.Module):
                     if not path.startswith("text_model."):
                         path = "text_model." + path
                     name = f"{prefix}_{path.replace('.', '_')}"
-                    # attention classes nest in some transformers versions: one LoRA per module path
+                    # a module reached through two target blocks still gets one LoRA
                     if name not in seen:
                         seen.add(name)
                         te_mods.append(module(name, org, rank, alpha))
@@ -342,7 +342,7 @@ class LoRANetwork(nn.Module):
             up = state.get(f"{mod.lora_name}.lora_up.weight")
             if down is None or up is None:
                 continue
-            # reshape: old kohya files store 1x1 convs as 2-D Linear weights
+            # reshape: a 1x1 conv's weight may be stored 2-D, like a Linear's
             mod.lora_down.weight.data.copy_(down.reshape(mod.lora_down.weight.shape))
             mod.lora_up.weight.data.copy_(up.reshape(mod.lora_up.weight.shape))
             matched += 1
