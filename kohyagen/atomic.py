@@ -19,6 +19,8 @@ TEMP_SUFFIX = ".kohyagen-tmp"
 
 def temp_name(path: Path) -> Path:
     """A hidden sibling of path, unique to this process and call."""
+    # beside the target, so os.replace never crosses a file system; hidden, so kohya's glob and
+    # the dataset scan skip it; unique, so two writers never share one
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
 
 
@@ -30,6 +32,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
     tmp = temp_name(path)
     try:
         yield tmp
+        # atomic on POSIX and Windows alike, replacing an existing file
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -38,5 +41,6 @@ def replacing(path: str | Path) -> Iterator[Path]:
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Replace path with text (UTF-8, \\n line ends) in one step."""
+    # newline="\n": the same bytes on Windows, so content hashes agree across machines
     with replacing(path) as tmp, open(tmp, "x", encoding="utf-8", newline="\n") as handle:
         handle.write(text)

@@ -9,11 +9,14 @@ traceback.
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_TRAINING_FAILED = 3
+# 128 + SIGINT: what shells and CI runners expect of a Ctrl-C
 EXIT_INTERRUPTED = 130
 
 
@@ -32,6 +35,7 @@ class KohyagenError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
+        # kept apart from the message so --json output can carry it as its own field
         self.path = Path(path) if path is not None else None
         self.hint = hint
 
@@ -59,7 +63,7 @@ class ConfigError(KohyagenError):
 class LintFailed(ConfigError):
     """Linting found errors; the findings are attached."""
 
-    def __init__(self, message: str, findings: list, **kwargs) -> None:
+    def __init__(self, message: str, findings: list, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.findings = findings
 
@@ -97,17 +101,18 @@ class TrainingFailed(KohyagenError):
 
     exit_code = EXIT_TRAINING_FAILED
 
-    def __init__(self, message: str, *, cause: str | None = None, **kwargs) -> None:
+    def __init__(self, message: str, *, cause: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.cause = cause
 
 
-def require(module: str, extra: str = "train"):
+def require(module: str, extra: str = "train") -> ModuleType:
     """Import an optional dependency or explain which extra installs it."""
     import importlib
 
     try:
         return importlib.import_module(module)
+    # the [train] extra is optional: say which extra installs the module instead of failing deep inside
     except ImportError as exc:
         raise MissingDependency(
             f"this needs the Python package '{module}', which is not installed",

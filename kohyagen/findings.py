@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 
 
+# a str enum: findings serialise to JSON as plain strings
 class Severity(str, Enum):
     ERROR = "error"
     WARNING = "warning"
@@ -40,4 +41,5 @@ def count_errors(findings: list[Finding]) -> int:
 
 
 def sort_findings(findings: list[Finding]) -> list[Finding]:
+    # errors first, then by place: the same input always prints the same table
     return sorted(findings, key=lambda f: (f.severity.rank, f.file or "", f.key or "", f.code))

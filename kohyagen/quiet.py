@@ -12,6 +12,7 @@ import logging
 
 
 def quiet_third_party() -> None:
+    # bitsandbytes warns at import about CPU kernels it lacks
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         import transformers

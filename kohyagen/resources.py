@@ -16,6 +16,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 @cache
 def _resource_dir(name: str) -> Path:
+    # the wheel's copy inside the package first, then the checkout's root (editable installs)
     for candidate in (_PACKAGE_DIR / name, _PACKAGE_DIR.parent / name):
         if candidate.is_dir():
             return candidate

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+# tomllib is tomli merged into the standard library: the same API
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover

@@ -5,6 +5,8 @@ torch-stack modules at import time; no library package imports kohyagen.cli; the
 imports nothing above it; no two modules import each other in a circle. Lazy imports
 inside functions count for the circle and cli rules (a circle through a function is still
 a circle for the reader) but not for the torch rule, which is about what `import` costs.
+Imports under `if TYPE_CHECKING:` are the same: they tie two modules together for the reader
+and for mypy, so they count for circles, but they cost nothing at run time.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ def _imports(tree: ast.Module, module: str, is_package: bool) -> list[tuple[str,
                 visit(child, False)
                 continue
             if isinstance(child, ast.If) and _is_type_checking(child.test):
+                # the names it imports exist only for the type checker: never at import time
+                for stmt in child.body:
+                    visit(ast.Module(body=[stmt], type_ignores=[]), False)
+                visit(ast.Module(body=child.orelse, type_ignores=[]), top)
                 continue
             if isinstance(child, ast.Import):
                 found.extend((a.name, child.lineno, top) for a in child.names)

@@ -55,6 +55,11 @@ def _plant(path: Path, line: str) -> None:
         ("config/lint.py", "def f():\n    from kohyagen.cli import main", "imports the CLI"),
         ("errors.py", "from kohyagen.dataset import scan", "the core imports"),
         ("dataset/layout.py", "from kohyagen.dataset import check", "import circle"),
+        (
+            "run/context.py",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from kohyagen.run.pipeline import RunResult",
+            "import circle: kohyagen.run.context ↔ kohyagen.run.pipeline",
+        ),
     ],
 )
 def test_a_planted_violation_is_caught(planted, module, line, expected):

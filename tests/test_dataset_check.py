@@ -245,3 +245,13 @@ def test_regularisation_folder_without_subsets(tmp_path):
         ("reg-no-images", "reg"),
         ("loose-image", "dog.png"),
     }
+
+
+def test_bucket_settings_kohya_would_stop_on_are_an_error_finding(tmp_path):
+    # min_bucket_reso 32 rounds down to 0 with 64-pixel steps: kohya fails building buckets
+    root = build_clean_dataset(tmp_path / "train", n=2)
+    report = check_dataset(root, caption_ext=".txt", min_bucket_reso=32)
+    found = [f for f in report.findings if f.code == "bucket-settings"]
+    assert len(found) == 1 and found[0].severity is Severity.ERROR
+    assert found[0].key == "min_bucket_reso/max_bucket_reso"
+    assert found[0].fix == "fix the bucket options" and "rounds down to 0" in found[0].message

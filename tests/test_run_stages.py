@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from kohyagen.run.context import RunContext, RunOptions
 from kohyagen.run.manifest import Manifest, hash_dataset
-from kohyagen.run.pipeline import RunOptions
-from kohyagen.run.stages import STAGE_FUNCTIONS, RunContext
+from kohyagen.run.stages import STAGE_FUNCTIONS
 from tests.conftest import make_image
-
-pytest.importorskip("kohyagen.dataset.captions")  # trigger_first, from the dataset concern
 
 
 @pytest.fixture
@@ -97,7 +95,6 @@ def test_users_train_dir_keeps_its_captions_and_records_the_new_content(tmp_path
 
 
 def test_sd_scripts_revision_is_recorded_for_the_kohya_backend(tmp_path):
-    pytest.importorskip("kohyagen.launch.train")
     import subprocess
 
     from kohyagen.run.stages_training import _record_sd_scripts

@@ -260,8 +260,7 @@ def test_every_rendered_preset_is_accepted_by_the_builtin_trainer(tmp_path):
     """`kohyagen config` output must train on the builtin backend without refusals."""
     import tomllib
 
-    render = pytest.importorskip("kohyagen.config.render")
-    from kohyagen.config import presets
+    from kohyagen.config import presets, render
     from kohyagen.config.schema import flatten_training_config, script_for_config
     from kohyagen.errors import PresetError
 

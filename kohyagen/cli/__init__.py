@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from typing import Any
 
 import click
 
@@ -23,19 +24,23 @@ def _echo_error(text: str) -> None:
 class KohyagenGroup(click.Group):
     """A click group that maps kohyagen's error tree to exit codes in one place."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        # click's own exits and usage errors already carry their exit code and message
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
+        # the one place where library errors become a line on stderr and an exit code
         except KohyagenError as exc:
             if ctx.meta.get("kohyagen.debug"):
                 traceback.print_exc()
             _echo_error(str(exc))
             ctx.exit(exc.exit_code)
+        # 130 = 128 + SIGINT, what a shell reports for a Ctrl-C
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        # anything else is a bug: say so in one line instead of a traceback
         except Exception as exc:
             if ctx.meta.get("kohyagen.debug"):
                 traceback.print_exc()
@@ -64,6 +69,7 @@ def _register() -> None:
             main.add_command(command)
 
 
+# commands are added at import so that `kohyagen --help` lists them all
 _register()
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,19 +6,24 @@ import dataclasses
 import os
 import shlex
 import sys
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kohyagen.cli.output import emit_json, print_findings, stdout_console
 from kohyagen.findings import Finding, Severity
 
+if TYPE_CHECKING:
+    from kohyagen.dataset.check import DatasetReport
+
 MODEL_CHOICES = ("sd15", "sd2", "sdxl")
 
 
 @contextmanager
-def _progress(enabled: bool, label: str):
+def _progress(enabled: bool, label: str) -> Iterator[Any]:
     """A progress bar on stderr when it is a terminal. No refresh thread: the check may
     fork worker processes, which must not happen while another thread holds a lock."""
     if not enabled or not sys.stderr.isatty():
@@ -59,7 +64,7 @@ def _rel(path: str | None, root: Path) -> str | None:
 ROWS_PER_CODE = 8
 
 
-def _trim(findings, root: Path) -> tuple[list[Finding], int]:
+def _trim(findings: Iterable[Finding], root: Path) -> tuple[list[Finding], int]:
     """At most ROWS_PER_CODE rows per finding code, plus one row saying how many more."""
     by_code: dict[str, list[Finding]] = {}
     for f in findings:
@@ -158,7 +163,7 @@ def check_cmd(
         ctx.exit(1)
 
 
-def _print_report(report) -> None:
+def _print_report(report: DatasetReport) -> None:
     from rich.table import Table
 
     console = stdout_console()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from kohyagen.cli.output import emit_json, stdout_console
 from kohyagen.cli.run_progress import minutes
+
+if TYPE_CHECKING:
+    from kohyagen.estimate.plan import Estimate
 
 COMMANDS: list[click.Command] = []
 
@@ -29,7 +33,7 @@ def resolve_gpu(gpu: str) -> tuple[str, str | None]:
     return preset, f"{hardware.note}: {hardware.gpus[0].name} → preset {preset}"
 
 
-def print_estimate(est, *, gpu_note: str | None = None) -> None:
+def print_estimate(est: Estimate, *, gpu_note: str | None = None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -166,6 +170,7 @@ def estimate_cmd(
         counts = count_dataset(dataset, model=model, batch_size=batch, repeats=repeats)
         n_images, seen, per_epoch = counts.images, counts.images_x_repeats, counts.steps_per_epoch
     else:
+        assert images is not None  # one of the two, checked above
         n_images, seen, per_epoch = images, images * (repeats or DEFAULT_REPEATS), None
     est = estimate(
         model=model,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from kohyagen.cli.output import emit_json, stdout_console
 from kohyagen.cli.run_progress import ProgressPrinter, minutes
+
+if TYPE_CHECKING:
+    from kohyagen.run.queue import QueueResult
 
 COMMANDS: list[click.Command] = []
 
@@ -61,7 +65,7 @@ def queue_cmd(
         ctx.exit(1)
 
 
-def _print_queue(result) -> None:
+def _print_queue(result: QueueResult) -> None:
     from rich.markup import escape
     from rich.table import Table
 

@@ -3,7 +3,9 @@ commands of the run concern (kohyagen.cli registers COMMANDS from here)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,10 +14,14 @@ from kohyagen.cli.estimate_cmd import print_estimate
 from kohyagen.cli.output import emit_json, stdout_console
 from kohyagen.cli.run_progress import ProgressPrinter
 
+if TYPE_CHECKING:
+    from kohyagen.estimate.plan import Estimate
+    from kohyagen.run.pipeline import RunResult
+
 COMMANDS: list[click.Command] = [*estimate_cmd.COMMANDS, *queue_cmd.COMMANDS]
 
 
-def print_usage(result) -> None:
+def print_usage(result: RunResult) -> None:
     """Where the chosen LoRA is and how to use it in A1111 / ComfyUI."""
     console = stdout_console()
     if result.lora is None:
@@ -67,11 +73,11 @@ def _stdin_is_terminal() -> bool:
     return sys.stdin.isatty()
 
 
-def _confirm_factory(yes: bool, as_json: bool):
+def _confirm_factory(yes: bool, as_json: bool) -> Callable[[Estimate], bool] | None:
     if yes or not _stdin_is_terminal():
         return None
 
-    def confirm(est) -> bool:
+    def confirm(est: Estimate) -> bool:
         if not as_json:
             print_estimate(est)
         return click.confirm("start training?", default=True, err=True)

@@ -18,6 +18,8 @@ class ProgressPrinter:
 
         if self.quiet:
             return
+        # the trainer reports every step; a line every few seconds is readable, and the first and
+        # last lines always show
         if stage == "train" and message not in ("started",) and not message.startswith("done"):
             now = time.monotonic()
             if now - self._last < self.every_s:
@@ -36,4 +38,5 @@ def minutes(span: tuple[float, float] | None) -> str:
         return f"{m:.0f} min" if m < 90 else f"{m / 60:.1f} h"
 
     low, high = span
+    # a span whose ends round to the same figure is shown as one figure
     return one(low) if round(low) == round(high) else f"{one(low)} – {one(high)}"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from kohyagen.cli.output import emit_json, stderr_console, stdout_console
 from kohyagen.tagging.models import DEFAULT_MODEL, KNOWN_MODELS
+
+if TYPE_CHECKING:
+    from kohyagen.tagging.directory import TagResult
 
 TOP_TAGS_SHOWN = 25
 
@@ -123,7 +127,7 @@ def tag_command(
     _print_summary(result)
 
 
-def _print_summary(result) -> None:
+def _print_summary(result: TagResult) -> None:
     from rich.table import Table
 
     out = stdout_console()

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from kohyagen.cli.output import emit_json, print_findings, stderr_console, stdout_console
 from kohyagen.errors import EXIT_INTERRUPTED, LintFailed
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from kohyagen.launch.session import Progress, TrainResult
 
 
 def _money(value: float | None) -> str:
@@ -33,7 +39,7 @@ def _clock(seconds: float | None) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def progress_line(p) -> str:
+def progress_line(p: Progress) -> str:
     """One line: attempt, epoch, step, loss, speed, ETA, cost so far."""
     parts = []
     if p.attempt > 1:
@@ -104,7 +110,7 @@ def train_command(
 
         live = Live(Text("starting"), console=err, refresh_per_second=4, transient=True)
 
-    def on_progress(p) -> None:
+    def on_progress(p: Progress) -> None:
         if live is None:
             return
         from rich.text import Text
@@ -157,7 +163,7 @@ def train_command(
     result.raise_for_status()
 
 
-def _print_outcome(console, result) -> None:
+def _print_outcome(console: Console, result: TrainResult) -> None:
     style = {"succeeded": "green", "interrupted": "yellow"}.get(result.status, "red")
     console.print(f"[{style}]training {result.status}[/{style}] in {_esc(result.run_dir)}")
     for attempt in result.attempts[:-1]:

@@ -9,6 +9,7 @@ commonly make, which difflib alone does not catch (`epochs` is not close to
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from functools import cache
 
 from kohyagen.config.schema import DATASET_CONFIG, load_schema, training_properties
@@ -76,12 +77,14 @@ TRAINING_ALIASES: dict[str, str] = {
 
 # The same for dataset_config.toml ([general], [[datasets]], [[datasets.subsets]]).
 DATASET_ALIASES: dict[str, str] = {
+    # kohya renames these between the two files; the wrong file's name is the usual slip
     "train_batch_size": "batch_size",
     "repeats": "num_repeats",
     "dataset_repeats": "num_repeats",
     "train_data_dir": "image_dir",
     "data_dir": "image_dir",
     "caption_ext": "caption_extension",
+    # kohya's old misspelling works on the command line only; voluptuous rejects it here
     "caption_extention": "caption_extension",
     "bucket": "enable_bucket",
     "trigger": "class_tokens",
@@ -91,14 +94,19 @@ DATASET_ALIASES: dict[str, str] = {
 }
 
 
-def suggest(key: str, candidates, aliases: dict[str, str] | None = None) -> str | None:
+def suggest(
+    key: str, candidates: Iterable[str], aliases: dict[str, str] | None = None
+) -> str | None:
     """The option most likely meant by an unknown key, or None."""
     candidates = list(candidates)
     lowered = key.strip().lower().replace("-", "_")
+    # a known alias beats difflib: `epochs` is closer to `epoch` options by spelling than meaning
     if aliases and lowered in aliases and aliases[lowered] in candidates:
         return aliases[lowered]
+    # kohya's options are case-sensitive: `Learning_Rate` is just unknown to it
     if lowered in candidates and lowered != key:
         return lowered
+    # 0.75 keeps one-letter typos and drops far guesses that would mislead more than help
     close = difflib.get_close_matches(lowered, candidates, n=1, cutoff=0.75)
     return close[0] if close else None
 
@@ -110,6 +118,8 @@ def dataset_level_keys() -> dict[str, frozenset[str]]:
     defs = schema["$defs"]
     datasets: set[str] = set()
     subsets: set[str] = set()
+    # a key is allowed at a level when any dataset style allows it there; the style rules
+    # in lint_dataset catch the mixes
     for name, table in defs.items():
         if name.startswith("dataset_"):
             datasets |= set(table["properties"]) - {"subsets"}

@@ -9,6 +9,7 @@ kohya-interface.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +206,7 @@ def lint_training_config(
             findings.append(rel)
     model = flat.get("pretrained_model_name_or_path")
     local = isinstance(model, str) and model and not looks_like_hub_id(model)
-    if local and not resolve(model, cwd).exists():
+    if local and isinstance(model, str) and not resolve(model, cwd).exists():
         findings.append(finding(Severity.ERROR, "model-not-found",
                                  f"base model {model!r} not found (resolved from {cwd}); "
                                  "kohya stops with 'model is not found'", file,
@@ -254,7 +255,7 @@ def is_dataset_document(data: dict[str, Any]) -> bool:
     return is_dataset_config(data) or (bool(data) and set(data) <= {"general", "datasets"})
 
 
-def lint_files(paths, *, cwd: str | Path | None = None) -> list[Finding]:
+def lint_files(paths: Iterable[str | Path], *, cwd: str | Path | None = None) -> list[Finding]:
     """Lint each file (training or dataset config, told apart by content).
 
     A training config's dataset_config is linted too (once), with the training

@@ -51,6 +51,8 @@ def _prop(level: str, key: str) -> dict | None:
     if level == "general":
         return defs["general"]["properties"].get(key)
     prefix = "dataset_" if level == "datasets" else "subset_"
+    # kohya picks a subset's schema by its keys (config_util.py's sanitizer); any style that
+    # knows the key gives its type, and the mixed-styles rule catches the mixes
     for style in ("dreambooth", "finetuning", "controlnet"):
         prop = defs[f"{prefix}{style}"]["properties"].get(key)
         if prop is not None:
@@ -58,7 +60,9 @@ def _prop(level: str, key: str) -> dict | None:
     return None
 
 
-def _f(sev: Severity, code: str, message: str, file: str, key: str, fix: str | None = None):
+def _f(
+    sev: Severity, code: str, message: str, file: str, key: str, fix: str | None = None
+) -> Finding:
     return Finding(sev, code, message, file=file, key=key, fix=fix)
 
 
@@ -67,6 +71,7 @@ def _check_keys(file: str, table: dict, level: str, label: str) -> list[Finding]
     allowed = levels[level]
     out = []
     for key, value in table.items():
+        # subsets are checked one by one in _subset, with their own labels
         if level == "datasets" and key == "subsets":
             continue
         path = f"{label}.{key}" if label else key
@@ -77,6 +82,8 @@ def _check_keys(file: str, table: dict, level: str, label: str) -> list[Finding]
                 out.append(bad)
             continue
         where = LEVEL_NAMES[level]
+        # Most specific first: a key kohya knows elsewhere gets a `move it` fix, a typo a rename;
+        # voluptuous itself only says `extra keys not allowed`.
         if key in cli_only_dataset_keys():
             out.append(_f(Severity.ERROR, "cli-only-key",
                           f"{key} is a command-line-only option: kohya rejects it in the dataset "
@@ -121,6 +128,7 @@ def lint_dataset(doc: TomlDocument, *, cwd: Path, training: TomlDocument | None)
         script = script_for_config(training.text, flat)
     findings: list[Finding] = []
     for key in data:
+        # kohya's schema has exactly these two top-level keys; anything else fails the whole file
         if key not in ("general", "datasets"):
             if key in dataset_level_keys()["general"]:
                 fix = f"move {key} into [general]"
@@ -152,6 +160,8 @@ def lint_dataset(doc: TomlDocument, *, cwd: Path, training: TomlDocument | None)
                                file, f"{label}.subsets", "add a subset with image_dir"))  # fmt: skip
             continue
         styles = {
+            # DreamBooth (image_dir) and fine-tuning (metadata_file) subsets need different dataset
+            # classes in kohya, so one [[datasets]] cannot hold both
             "metadata" if "metadata_file" in s else "folder" for s in subsets if isinstance(s, dict)
         }
         if len(styles) > 1:
@@ -162,6 +172,7 @@ def lint_dataset(doc: TomlDocument, *, cwd: Path, training: TomlDocument | None)
         for j, subset in enumerate(subsets):
             if isinstance(subset, dict):
                 findings += _subset(file, f"{label}.subsets[{j}]", subset, ds, general, flat, cwd)
+        # validation_split/seed are dataset-level keys, with the training options as fallback
         split = _first(ds.get("validation_split"), general.get("validation_split"),
                        flat.get("validation_split"))  # fmt: skip
         seed = _first(ds.get("validation_seed"), general.get("validation_seed"),
@@ -170,6 +181,8 @@ def lint_dataset(doc: TomlDocument, *, cwd: Path, training: TomlDocument | None)
             findings.append(_f(Severity.ERROR, "bad-validation-split",
                                f"validation_split {split} is outside 0..1; kohya skips it",
                                file, f"{label}.validation_split", "validation_split = 0.1"))  # fmt: skip
+        # without a seed kohya shuffles the train and validation halves from the global RNG at
+        # different moments (train_util.py:142-178), so the same image can land in both
         elif isinstance(split, (int, float)) and split > 0 and seed is None:
             findings.append(_f(Severity.WARNING, "validation-without-seed",
                                "validation_split without validation_seed: training and "
@@ -190,6 +203,7 @@ def lint_dataset(doc: TomlDocument, *, cwd: Path, training: TomlDocument | None)
     if training is None:
         findings += [
             f
+            # alone, only the bucket rules apply: the rest need the training options
             for f in cross_key_findings(file, {}, script, doc)
             if f.code.startswith(("bucket", "min-bucket", "max-bucket"))
         ]
@@ -207,6 +221,7 @@ def _subset(
                       f"{label}.image_dir", 'image_dir = "/abs/path/10_name"'))  # fmt: skip
         return out
     image_dir = subset.get("image_dir")
+    # fine-tuning subsets take their captions from the metadata file: nothing below applies
     if not isinstance(image_dir, str) or "metadata_file" in subset:
         return out
     if not Path(image_dir).expanduser().is_absolute():
@@ -220,6 +235,7 @@ def _subset(
                       f"image_dir {image_dir!r} is not a folder (resolved to {folder})", file,
                       f"{label}.image_dir", "use the absolute path of the image folder"))  # fmt: skip
         return out
+    # kohya globs image_dir itself, never its subfolders: a train dir given here finds nothing
     images = image_dir_images(folder)
     if not images:
         inner = [
@@ -237,6 +253,8 @@ def _subset(
                       f"{label}.image_dir", fix))  # fmt: skip
         return out
     parsed = parse_folder_name(folder.name)
+    # With a dataset config kohya does not parse `N_name` folder names (config_util.py only
+    # does that for train_data_dir), so the N silently becomes num_repeats = 1.
     repeats = _first(subset.get("num_repeats"), ds.get("num_repeats"), general.get("num_repeats"),
                      flat.get("dataset_repeats"))  # fmt: skip
     if repeats is None and parsed and parsed[0] != 1:
@@ -245,10 +263,13 @@ def _subset(
                       f"read the {parsed[0]} from the folder name {folder.name!r}", file,
                       f"{label}.num_repeats", f"num_repeats = {parsed[0]}"))  # fmt: skip
     tokens = _first(subset.get("class_tokens"), ds.get("class_tokens"), general.get("class_tokens"))
+    # caption_extention (kohya's old misspelling) wins over caption_extension, as in
+    # train_util.py:5404-5406
     ext = _first(subset.get("caption_extension"), ds.get("caption_extension"),
                  general.get("caption_extension"), flat.get("caption_extention"),
                  flat.get("caption_extension"))  # fmt: skip
     if tokens is None and parsed and parsed[1]:
+        # kohya's default caption extension is .caption, not the tagger's .txt
         uncaptioned = [img for img in images if not img.with_suffix(ext or ".caption").is_file()]
         if uncaptioned:
             out.append(_f(Severity.WARNING, "class-tokens-not-parsed",

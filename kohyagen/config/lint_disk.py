@@ -45,6 +45,8 @@ def resolve(value: str, cwd: Path) -> Path:
 def looks_like_hub_id(value: str) -> bool:
     """owner/name with no file suffix and no leading ./ or / (kohya then asks the Hub)."""
     return (
+        # kohya hands anything that is not a local path to diffusers' from_pretrained, which
+        # reads `owner/name` as a Hub repo
         value.count("/") == 1
         and not value.startswith((".", "/", "~"))
         and not value.lower().endswith(MODEL_FILE_SUFFIXES)
@@ -55,6 +57,7 @@ def looks_like_hub_id(value: str) -> bool:
 def relative_path_finding(file: str, key: str, value: str, cwd: Path) -> Finding | None:
     if Path(value).expanduser().is_absolute():
         return None
+    # a Hub id is not a path: nothing to resolve
     if key == "pretrained_model_name_or_path" and looks_like_hub_id(value):
         return None
     return Finding(
@@ -76,6 +79,7 @@ def empty_image_findings(file: str, key: str, images: list[Path], *, where: str)
     empty = []
     for img in images:
         try:
+            # a file that vanished or cannot be read is dataset check's business, not lint's
             if img.stat().st_size == 0:
                 empty.append(img)
         except OSError:
@@ -102,6 +106,7 @@ def broken_link_findings(file: str, key: str, folder: Path, *, where: str) -> li
         broken = sorted(
             p
             for p in folder.iterdir()
+            # is_symlink() and not exists(): the link itself is there, its target is not
             if is_kohya_image_name(p) and p.is_symlink() and not p.exists()
         )
     except OSError:
@@ -132,6 +137,7 @@ def caption_findings(
     ext_key: str = "caption_extension",
 ) -> list[Finding]:
     """Which captions kohya reads for these images, and what it does without them."""
+    # unset means kohya's default .caption (train_util.py:4492), not the tagger's .txt
     ext = caption_extension or KOHYA_DEFAULT_CAPTION_EXTENSION
     default_note = " (kohya's default)" if caption_extension is None else ""
     findings: list[Finding] = []
@@ -140,11 +146,15 @@ def caption_findings(
     read = [img.with_suffix(ext) for img in images if img.with_suffix(ext).is_file()]
     others = {
         other: sum(1 for img in images if img.with_suffix(other).is_file())
+        # captions written under another extension are the common mistake: count each one
         for other in (*CAPTION_EXTENSIONS, ".tags")
         if other != ext
     }
     best_other, n_other = max(others.items(), key=lambda kv: kv[1])
+    # what kohya trains an uncaptioned image on (train_util.py:1946-1970): the folder's
+    # class tokens, else an empty caption with one summary warning
     fallback = f"the class tokens {class_tokens!r}" if class_tokens else "an empty caption"
+    # none read but some under another extension: the extension is wrong, not the captions
     if not read and n_other:
         findings.append(
             Finding(
@@ -171,6 +181,7 @@ def caption_findings(
                 fix="caption them (kohyagen tag) or accept the folder's class tokens",
             )
         )
+    # only the captions kohya will actually read are looked into
     captions = [read_caption(p) for p in read]
     not_utf8 = [c.path for c in captions if c.not_utf8]
     if not_utf8:
@@ -200,6 +211,8 @@ def caption_findings(
                 fix="write a caption into them or delete them",
             )
         )
+    # kohya uses class tokens only for uncaptioned images: with every image captioned they
+    # are dead text, and a trigger that is only in the folder name is never trained
     if class_tokens and read and len(read) == len(images):
         # "sks woman" folders are captioned "sks, ..." (kohyagen tag --trigger sks): the
         # first token is the trigger, and a caption holding it is what was meant.
@@ -239,6 +252,7 @@ def train_data_dir_findings(
                 fix="use the absolute path of the folder that holds the N_name/ folders",
             )
         ]
+    # scanned as kohya's DreamBooth loader does: direct N_name/ subfolders only
     layout = scan_train_dir(root)
     findings: list[Finding] = []
     if not layout.subsets or layout.image_count == 0:
@@ -264,6 +278,7 @@ def train_data_dir_findings(
             )
         )
         return findings
+    # kohya logs `ignore directory without repeats` for these and trains without them
     for skipped in layout.skipped_dirs:
         findings.append(
             Finding(

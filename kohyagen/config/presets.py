@@ -115,6 +115,7 @@ def fit_params() -> FitParams:
 def _models() -> dict[str, ModelPreset]:
     out = {}
     for name, raw in _load("models").items():
+        # [fit] holds the search's parameters, not a model
         if name == "fit":
             continue
         fields = {k: v for k, v in raw.items() if k != "memory"}
@@ -148,6 +149,7 @@ def _unknown(kind: str, name: str, valid: list[str]) -> PresetError:
 
 def get_model(name: str) -> ModelPreset:
     models = _models()
+    # people write sd-1.5, SD15, sd1.5: all one preset
     key = name.strip().lower().replace("-", "").replace(".", "")
     aliases = {"sd1": "sd15", "sdv15": "sd15", "sd21": "sd2", "sd20": "sd2", "xl": "sdxl"}
     key = aliases.get(key, key)
@@ -158,6 +160,7 @@ def get_model(name: str) -> ModelPreset:
 
 def get_gpu(name: str) -> GpuPreset:
     gpus = _gpus()
+    # `RTX 4090`, `rtx_4090` and `rtx4090` name one card
     key = name.strip().lower().replace(" ", "").replace("_", "-")
     if key in gpus:
         return gpus[key]
@@ -171,6 +174,7 @@ def match_gpu(label: str, vram_gb: float | None = None) -> GpuPreset:
     """The preset for a GPU as the driver names it (e.g. nvidia-smi's "NVIDIA GeForce RTX
     4090"); an unlisted card falls back to the largest generic size within its memory."""
     wanted = re.sub(r"[^a-z0-9]", "", label.lower())
+    # presets whose name starts with a digit (24gb, 80gb) are generic sizes, not cards
     named = [g for g in _gpus().values() if not g.name[0].isdigit()]
     for gpu in named:
         if re.sub(r"[^a-z0-9]", "", gpu.label.lower()) == wanted:
@@ -183,11 +187,13 @@ def match_gpu(label: str, vram_gb: float | None = None) -> GpuPreset:
         and (vram_gb is None or abs(g.vram_gb - vram_gb) <= max(2.0, 0.1 * g.vram_gb))
     ]
     if candidates:
+        # the longest match is the most specific: a100-80gb over a100
         return max(candidates, key=lambda g: len(g.name))
     if vram_gb is None:
         raise PresetError(
             f"no GPU preset matches {label!r}", hint="pass --gpu NAME or a size such as 24gb"
         )
+    # drivers report a little less than the marketed size (23.6 GB for a 24 GB card)
     generic = [g for g in _gpus().values() if g.name[0].isdigit() and g.vram_gb <= vram_gb + 0.5]
     if not generic:
         raise PresetError(
@@ -226,8 +232,11 @@ def memory_need(
     """VRAM in GB that LoRA training of `model` needs with these settings."""
     mem = model.memory
     unet_only = model.train_unet_only if unet_only is None else unet_only
+    # A linear model: weights and optimizer states are fixed, activations grow with the
+    # batch; checkpointing trades their memory for recomputing them in the backward pass.
     per_sample = mem.per_sample_gc_gb if gradient_checkpointing else mem.per_sample_gb
     need = mem.base_gb + batch_size * per_sample
+    # fp32 AdamW keeps two full-precision states per LoRA weight; 8-bit keeps them in bytes
     if optimizer == "AdamW":
         need += mem.adamw_extra_gb
     if unet_only:
@@ -239,6 +248,8 @@ def memory_need(
 
 def relative_throughput(batch_size: int, gradient_checkpointing: bool, optimizer: str) -> float:
     fit = fit_params()
+    # part of a step's time does not grow with the batch (launches, optimizer step), so
+    # bigger batches give more images per second until memory runs out
     step_time = fit.step_overhead + batch_size * (1.0 - fit.step_overhead)
     if gradient_checkpointing:
         step_time *= fit.gc_slowdown
@@ -255,15 +266,18 @@ def plan_training(model: ModelPreset, gpu: GpuPreset) -> TrainingPlan:
     U-Net weights. Within a stage the highest relative throughput wins.
     """
     fit = fit_params()
+    # leave room for the CUDA context, allocator fragmentation and the odd large bucket
     budget = round(gpu.vram_gb * fit.usable_fraction, 2)
     stages = [(model.train_unet_only, False)]
     if not model.train_unet_only:
         stages.append((True, False))
+    # fp8 U-Net weights cost quality, so they come last and only where the card has fp8
     if gpu.fp8:
         stages.append((True, True))
     batches = [b for b in fit.batch_sizes if b <= model.max_batch]
     for unet_only, fp8 in stages:
         best: TrainingPlan | None = None
+        # every combination is tried: the fastest that fits is not always the largest batch
         for batch, gc, opt in product(batches, (False, True), ("AdamW", "AdamW8bit")):
             need = memory_need(
                 model,
@@ -326,6 +340,7 @@ def training_settings(
         if plan.optimizer == "AdamW"
         else "bitsandbytes AdamW8bit keeps optimizer states in 8 bit, which this memory needs",
     )
+    # kohya's fp16 path needs a GradScaler and can overflow; bf16 has fp32's range
     precision = "bf16" if gpu.bf16 else "fp16"
     s["mixed_precision"] = Setting(
         precision,
@@ -354,6 +369,8 @@ def training_settings(
         else "text encoder and U-Net are both trained (fits in memory)",
     )
     if model.is_sdxl:
+        # SDXL only: sdxl_train_network.py supports the cache and asserts the text encoders
+        # are not trained when it is on
         s["cache_text_encoder_outputs"] = Setting(
             plan.unet_only,
             "text encoders are not trained, so their outputs are computed once and they "

@@ -8,9 +8,10 @@ schema and linted before anything is written.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomlkit
 
@@ -38,6 +39,9 @@ from kohyagen.errors import ConfigError, LintFailed
 from kohyagen.findings import Finding, Severity
 from kohyagen.resources import templates_dir
 from kohyagen.toml_compat import tomllib
+
+if TYPE_CHECKING:
+    import jinja2
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ def _toml_value(value: Any) -> str:
     return tomlkit.item(value).as_string()
 
 
-def _environment():
+def _environment() -> jinja2.Environment:
     import jinja2
 
     env = jinja2.Environment(
@@ -105,7 +109,7 @@ def render_configs(
     name: str | None = None,
     trigger: str | None = None,
     base_model: str | None = None,
-    overrides=(),
+    overrides: Iterable[str | Sequence[str]] = (),
     samples: bool = False,
     epochs: int | None = None,
     attention: str = "sdpa",
@@ -200,7 +204,7 @@ def render_configs(
     final_batch = flat.get("train_batch_size", 1)
     final_epochs = flat.get("max_train_epochs", plan.epochs)
     per_epoch = plan.per_epoch
-    plan = {
+    plan_summary = {
         "model": model.name,
         "script": model.script,
         "gpu": gpu.name,
@@ -226,12 +230,12 @@ def render_configs(
         notes=tuple(notes),
         dataset=dataset_doc.data,
         sample_prompts_path=prompts_path if samples else None,
-        plan=plan,
+        plan=plan_summary,
         findings=tuple(findings),
     )
 
 
-def _parse_overrides(overrides, script: str) -> list[Override]:
+def _parse_overrides(overrides: Iterable[str | Sequence[str]], script: str) -> list[Override]:
     parsed: list[Override] = []
     for item in overrides:
         parsed.extend(parse_override(item if isinstance(item, str) else "=".join(item), script))

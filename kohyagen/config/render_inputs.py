@@ -17,9 +17,12 @@ MODEL_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".sft")
 
 def load_train_dir(dataset: str | Path) -> TrainDirLayout:
     """A kohya train dir (parent of N_name/ folders) with at least one image."""
+    # resolved once here: the rendered configs hold absolute paths, since kohya resolves
+    # relative ones against wherever it is launched from
     root = Path(dataset).expanduser().resolve()
     layout = scan_train_dir(root)
     if not layout.subsets:
+        # the usual slip: the 10_sks/ folder itself instead of the folder that holds it
         if layout.loose_images and parse_folder_name(root.name):
             raise DatasetError(
                 "this is a subset folder; kohya needs its parent (the folder holding N_name/)",
@@ -39,6 +42,7 @@ def load_train_dir(dataset: str | Path) -> TrainDirLayout:
             path=root,
             hint="pass the folder that holds e.g. 10_sks/, or run `kohyagen dataset prepare`",
         )
+    # kohya would log `No data found` and exit 0 without training
     if layout.image_count == 0:
         raise DatasetError(
             "the N_name/ folders hold no images kohya can read",
@@ -51,12 +55,14 @@ def load_train_dir(dataset: str | Path) -> TrainDirLayout:
 def _safe_name(text: str) -> str:
     # "Ünïcode" -> "Unicode", not "n_code": accents are split off, then dropped
     text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    # the name becomes kohya's output_name, a file name on every OS and in A1111's LoRA menu
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", text.strip()).strip("_")
     return name or "lora"
 
 
 def default_name(layout: TrainDirLayout, name: str | None = None) -> str:
     """The LoRA name: as given, else the first folder's class tokens, else the folder name."""
+    # the first folder's class tokens (`sks` of 10_sks) usually name the subject
     tokens = next((s.class_tokens for s in layout.subsets if s.class_tokens), "")
     return _safe_name(name or tokens or layout.root.name)
 
@@ -68,6 +74,8 @@ def resolve_base_model(base_model: str | None, model: ModelPreset, cwd: Path) ->
     path = Path(text) if Path(text).is_absolute() else cwd / text
     if path.exists():
         return str(path.resolve()), "the base model given (absolute, so kohya finds it anywhere)"
+    # Not on disk: fine for a Hub id (kohya downloads it), but a path-shaped name that is
+    # missing would only fail after kohya has started.
     looks_local = (
         text.startswith((".", "/", "~"))
         or text.lower().endswith(MODEL_FILE_SUFFIXES)

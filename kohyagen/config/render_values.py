@@ -17,11 +17,14 @@ from kohyagen.dataset.captions import first_line
 from kohyagen.dataset.layout import Subset, TrainDirLayout
 
 SEED = 42
+# kohya without validation_seed can put one image in both halves (train_util.py:142-178)
 VALIDATION_SEED = 42
 # Below this many images a validation split costs too much training data.
 VALIDATION_MIN_IMAGES = 20
 VALIDATION_SPLIT = 0.1
+# a cap so that one tiny folder with repeats 1 does not ask for thousands of epochs
 MAX_EPOCHS = 100
+# enough saved epochs for pick to see the loss turn, few enough to keep disk use low
 TARGET_CHECKPOINTS = 10
 WARMUP_FRACTION = 0.05
 
@@ -103,8 +106,10 @@ def _train_images(subsets: tuple[Subset, ...], split: float) -> tuple[int, int]:
     images = repeated = 0
     for subset in subsets:
         n = len(subset.images)
+        # kohya's split keeps ceil(n * (1 - split)) per subset for training (train_util.py:142-178)
         kept = math.ceil(n * (1 - split)) if split else n
         images += kept
+        # validation images use num_repeats = 1 in kohya, so only the kept ones repeat
         repeated += kept * subset.repeats
     return images, repeated
 
@@ -128,11 +133,13 @@ def plan_steps(
         )
     train_images, per_epoch = _train_images(layout.subsets, split)
     batch = settings["train_batch_size"].value
+    # a batch larger than an epoch would only repeat images within one step
     if batch > per_epoch:
         batch = max(1, per_epoch)
         settings["train_batch_size"] = Setting(
             batch, f"capped at the {per_epoch} images x repeats of one epoch"
         )
+    # the guide's rule of thumb: a LoRA wants a number of image views, not of epochs
     chosen = epochs or max(1, min(MAX_EPOCHS, round(model.target_samples / max(1, per_epoch))))
     views = chosen * per_epoch
     if epochs is None and views < model.min_samples:
@@ -145,6 +152,7 @@ def plan_steps(
             f"{per_epoch} images x repeats per epoch: one epoch already exceeds "
             f"{model.max_samples} image views; lower the N_ repeats of the folders"
         )
+    # a short last batch is still a step (per bucket in kohya; dataset check counts those)
     total = chosen * math.ceil(per_epoch / batch)
     return StepPlan(
         split=split,
@@ -161,6 +169,7 @@ def plan_steps(
 
 def bucket_range(resolution: int, steps: int = 64) -> tuple[int, int]:
     """min/max bucket sides kohya accepts: multiples of steps around the resolution."""
+    # kohya asserts min_bucket_reso <= min(resolution) and max_bucket_reso >= max(resolution)
     return max(steps, (resolution // 2) // steps * steps), resolution * 2
 
 
@@ -182,6 +191,7 @@ def training_choices(
         c.put("v2", True, f"{model.label} is a v2 model")
     if model.v_parameterization:
         c.put("v_parameterization", True, "768-v models predict v, not noise")
+    # kohya's default is None and nothing checks it until train_network.py:644 crashes
     c.put("network_module", "networks.lora", "kohya's LoRA (kohya has no default; None crashes)")
     c.put("network_dim", model.network_dim, "LoRA rank: enough capacity for a subject or a style")
     c.put("network_alpha", float(model.network_alpha), "alpha = dim/2 scales updates by 0.5")
@@ -194,6 +204,7 @@ def training_choices(
     if not unet_only.value:
         c.put(
             "text_encoder_lr",
+            # a list: the option is nargs="*" in kohya, one value per text encoder
             [model.text_encoder_lr],
             "lower than the U-Net's: text encoders overfit fast (a list, as kohya parses it)",
         )
@@ -227,6 +238,7 @@ def training_choices(
     )
     c.put(
         "resolution",
+        # kohya's prepare_dataset_args calls .split(",") on it: an int crashes
         str(model.resolution),
         f'{model.name} native size (a string here; kohya splits it as "W,H")',
     )
@@ -243,6 +255,7 @@ def training_choices(
     )
     c.put("logging_dir", str(out_dir / "logs"), "TensorBoard logs, read by `kohyagen report`")
     c.put("log_with", "tensorboard", "loss curves for `kohyagen report` and `pick`")
+    # kohya adds a timestamp: logs/<prefix><YYYYmmddHHMMSS>/network_train/
     c.put("log_prefix", f"{name}_", "names each run's log folder after the LoRA")
     if samples:
         c.put(
@@ -269,6 +282,7 @@ def dataset_choices(
     """[general] values and one entry per subset (repeats and class tokens stated)."""
     c = Choices()
     low, high = bucket_range(model.resolution)
+    # the dataset file is voluptuous-checked: an int or [w, h], never the training file's string
     c.put("resolution", model.resolution, f"{model.name} native size (an integer in this file)")
     c.put("enable_bucket", True, "train each image near its own aspect ratio instead of cropping")
     c.put("min_bucket_reso", low, "smallest bucket side (kohya asserts it is <= resolution)")
@@ -276,6 +290,7 @@ def dataset_choices(
     c.put("bucket_reso_steps", 64, "bucket sides in steps of 64 (what kohya requires)")
     c.put("bucket_no_upscale", True, "never upscale small images (they get a smaller bucket)")
     c.put("caption_extension", captions.extension, captions.reason)
+    # shuffled captions change every step, which cached text encoder outputs cannot follow
     if not cached_text_encoder:
         c.put("shuffle_caption", True, "shuffle tags each step so no tag order is memorised")
         c.put("keep_tokens", 1, "keep the first tag (the trigger) in front when shuffling")
@@ -295,6 +310,7 @@ def dataset_choices(
         subsets.append(
             {
                 "image_dir": str(subset.path),
+                # stated, not left to the folder name: with a dataset config kohya does not parse N_name
                 "num_repeats": subset.repeats,
                 "class_tokens": subset.class_tokens,
                 "note": f"{subset.name}: {len(subset.images)} images ({captioned} captioned), "

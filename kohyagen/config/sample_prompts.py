@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 
 from kohyagen.config.presets import ModelPreset
 from kohyagen.dataset.captions import first_line
@@ -24,7 +25,12 @@ def caption_tag_counts(subsets: tuple[Subset, ...], extension: str) -> Counter[s
 
 
 def sample_prompts(
-    trigger: str, tag_counts: Counter[str], model: ModelPreset, *, exclude=(), count: int = 3
+    trigger: str,
+    tag_counts: Counter[str],
+    model: ModelPreset,
+    *,
+    exclude: Iterable[str] = (),
+    count: int = 3,
 ) -> str:
     """Preview prompts in kohya's format: the trigger plus the most frequent caption tags."""
     skip = {trigger.lower(), *(e.lower() for e in exclude if e)}

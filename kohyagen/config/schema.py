@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-from jsonschema import Draft202012Validator, validators
+from jsonschema import Draft202012Validator, TypeChecker, validators
 
 from kohyagen.errors import ConfigError
 from kohyagen.resources import schema_path
@@ -34,11 +35,15 @@ DATASET_CONFIG = "dataset_config"
 SCRIPT_MARKER = re.compile(r"^#\s*kohyagen-script:\s*(\w+)(?:\.py)?\s*$", re.MULTILINE)
 
 
-def _is_toml_integer(checker, instance) -> bool:
+def _is_toml_integer(checker: TypeChecker, instance: object) -> bool:
+    # TOML true is a Python bool, which is an int: kohya's int options must not accept it
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-def _strict_float(validator, value, instance, schema):
+def _strict_float(
+    validator: Any, value: bool, instance: object, schema: dict[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    # voluptuous' float type (config_util.py) rejects an int: validation_split = 1 fails
     if value and isinstance(instance, int) and not isinstance(instance, bool):
         yield jsonschema.ValidationError(
             f"{instance!r} is an integer; kohya needs a float here (write {instance}.0)"
@@ -119,6 +124,8 @@ def flatten_training_config(data: dict[str, Any]) -> tuple[dict[str, Any], dict[
     origin: dict[str, str | None] = {}
     for key, value in data.items():
         if isinstance(value, dict):
+            # read_config_from_file (train_util.py:4748-4758) ignores section names and lets a
+            # later section's key overwrite an earlier one
             for sub_key, sub_value in value.items():
                 flat[sub_key] = sub_value
                 origin[sub_key] = key
@@ -130,6 +137,7 @@ def flatten_training_config(data: dict[str, Any]) -> tuple[dict[str, Any], dict[
 
 def is_dataset_config(data: dict[str, Any]) -> bool:
     """A dataset config has [general] and/or [[datasets]] and no training options."""
+    # [[datasets]] is what kohya requires of a dataset config; [general] alone trains nothing
     return "datasets" in data and isinstance(data.get("datasets"), list)
 
 
@@ -142,6 +150,7 @@ def script_for_config(text: str, flat: dict[str, Any]) -> str:
     marker = SCRIPT_MARKER.search(text)
     if marker and marker.group(1) in SCRIPTS:
         return marker.group(1)
+    # an option only sdxl_train_network.py defines means the config is for it
     sd15_keys = set(training_properties(TRAIN_NETWORK))
     if any(key not in sd15_keys for key in flat if key in training_properties(SDXL_TRAIN_NETWORK)):
         return SDXL_TRAIN_NETWORK

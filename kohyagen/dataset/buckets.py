@@ -37,6 +37,7 @@ class BucketSettings:
 
     def adjusted(self) -> BucketSettings:
         """min/max snapped to the step the way kohya does before it builds buckets."""
+        # BucketManager.__init__: min rounded down, max rounded up, each with a warning
         lo = self.min_reso - self.min_reso % self.steps
         hi = self.max_reso
         if hi % self.steps:
@@ -72,6 +73,7 @@ def bucket_resolutions(
 ) -> tuple[tuple[int, int], ...]:
     """The fixed bucket list kohya makes when upscaling is allowed, sorted as kohya sorts it."""
     area = resolution[0] * resolution[1]
+    # model_util.make_bucket_resolutions always adds the square bucket first
     found = {(int(math.sqrt(area) // steps) * steps,) * 2}
     # kohya rounds min_bucket_reso down to a multiple of the step; below one step its
     # loop would make 0-sided buckets (and divide by zero), so one step is the floor.
@@ -83,16 +85,19 @@ def bucket_resolutions(
             found.add((width, height))
             found.add((height, width))
         width += steps
+    # sorted as kohya sorts them: ties in aspect error go to the first
     return tuple(sorted(found))
 
 
 def _round_to_steps(x: float, steps: int) -> int:
+    # kohya's round_to_steps: round half up, then floor to the step
     n = int(x + 0.5)
     return n - n % steps
 
 
 def _bucket_predefined(w: int, h: int, s: BucketSettings) -> tuple[int, int]:
     resos = bucket_resolutions(s.resolution, s.min_reso, s.max_reso, s.steps)
+    # an exact fit needs no resize: kohya checks that before the aspect search
     if (w, h) in resos:
         return (w, h)
     aspect = w / h
@@ -117,12 +122,15 @@ def _bucket_no_upscale(w: int, h: int, s: BucketSettings) -> tuple[int, int]:
         bw_h = _round_to_steps(bh * aspect, s.steps)
         ar_w = bw / bh_w if bh_w else math.inf
         ar_h = bw_h / bh if bh else math.inf
+        # kohya tries snapping the width and snapping the height, and keeps whichever keeps the
+        # aspect closer (BucketManager.select_bucket with no_upscale)
         if abs(ar_w - aspect) < abs(ar_h - aspect):
             size = (bw, int(bw / aspect + 0.5))
         else:
             size = (int(bh * aspect + 0.5), bh)
     else:
         size = (w, h)
+    # floored to the step: the crop removes at most steps-1 pixels per side
     return (size[0] - size[0] % s.steps, size[1] - size[1] % s.steps)
 
 
@@ -139,7 +147,7 @@ def bucket_for(
     """The (width, height) bucket kohya puts a w×h image into."""
     if isinstance(resolution, int):
         resolution = (resolution, resolution)
-    settings = BucketSettings(tuple(resolution), min_reso, max_reso, steps, no_upscale)
+    settings = BucketSettings((resolution[0], resolution[1]), min_reso, max_reso, steps, no_upscale)
     return select_bucket(w, h, settings)
 
 
@@ -157,6 +165,7 @@ def crop_fraction(w: int, h: int, bucket: tuple[int, int]) -> float:
     if bucket[0] <= 0 or bucket[1] <= 0:
         return 1.0
     a, b = w / h, bucket[0] / bucket[1]
+    # the image is scaled to cover the bucket, so the share cut is 1 - the aspect ratio of ratios
     return 1.0 - min(a / b, b / a)
 
 
@@ -167,4 +176,5 @@ def bucket_key(bucket: tuple[int, int]) -> str:
 def steps_per_epoch(bucket_counts: Iterable[int], batch_size: int) -> int:
     """Batches never mix buckets: each bucket's samples make ceil(n / batch) steps."""
     batch = max(1, batch_size)
+    # -(-n // b) is ceil(n / b) in integers
     return sum(-(-n // batch) for n in bucket_counts if n > 0)

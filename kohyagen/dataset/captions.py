@@ -38,6 +38,7 @@ class CaptionRead:
 
 def read_bytes(path: Path) -> bytes:
     """The file's bytes; OSError for anything but a regular file (a FIFO would block)."""
+    # a caption named like a FIFO or a device would hang or read forever
     if not stat.S_ISREG(os.stat(path).st_mode):
         raise OSError(0, "not a regular file")
     return path.read_bytes()
@@ -49,13 +50,16 @@ def read_caption(path: Path) -> CaptionRead:
     except OSError as exc:
         return CaptionRead(path, None, error=exc.strerror or str(exc))
     try:
+        # strict UTF-8: kohya opens captions with encoding="utf-8" and fails on anything else
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return CaptionRead(path, None, not_utf8=True)
     has_bom = text.startswith(BOM)
     lines = text.splitlines()
+    # kohya reads only the first line (train_util.py:2066-2081) unless enable_wildcard
     first = lines[0].strip() if lines else ""
     if has_bom:
+        # kohya keeps the BOM as a character of the caption; here it is only noted, and prepare strips it
         first = first.lstrip(BOM).strip()
     extra = sum(1 for line in lines[1:] if line.strip())
     return CaptionRead(
@@ -73,6 +77,7 @@ def normalize_caption_extension(ext: str) -> str:
     ext = ext.strip()
     if not ext.startswith("."):
         ext = "." + ext
+    # a caption written as `x.png` would replace the image
     if ext == "." or ext.lower() in IMAGE_EXTENSIONS:
         raise UsageError(f"'{ext}' cannot be a caption extension", hint="use .txt or .caption")
     return ext
@@ -93,6 +98,7 @@ def first_line(path: Path) -> str | None:
 
 def decode_caption_bytes(raw: bytes) -> str:
     """Best-effort text of a caption in any common encoding (prepare rewrites it as UTF-8)."""
+    # Windows Notepad's "Unicode" is UTF-16 with a BOM
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
         try:
             return raw.decode("utf-16")
@@ -101,6 +107,7 @@ def decode_caption_bytes(raw: bytes) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
+        # the usual legacy encoding of hand-written captions; never fails
         return raw.decode("cp1252", errors="replace")
 
 
@@ -120,6 +127,7 @@ def contains_trigger(text: str, trigger: str) -> bool:
         return True
     if any(t.lower() == trig for t in split_tags(text)):
         return True
+    # whole words only: `sks` must not be found inside `tasks`
     return re.search(r"(?<!\w)" + re.escape(trig) + r"(?!\w)", text.lower()) is not None
 
 
@@ -133,5 +141,6 @@ def trigger_first(text: str, trigger: str) -> str:
 def tag_frequencies(captions: list[str]) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for text in captions:
+        # once per caption, as kohya's ss_tag_frequency counts
         counts.update(dict.fromkeys(split_tags(text), 1))
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

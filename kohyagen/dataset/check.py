@@ -230,8 +230,8 @@ def check_dataset(
                 "bucket-settings",
                 f"kohya would stop: {problem}",
                 None,
-                "fix the bucket options",
                 key="min_bucket_reso/max_bucket_reso",
+                fix="fix the bucket options",
             )
         )
 

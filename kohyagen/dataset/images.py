@@ -20,6 +20,10 @@ import stat
 import struct
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # Files above this are hashed in chunks instead of being read into memory at once.
 _WHOLE_READ_LIMIT = 256 * 1024 * 1024
@@ -97,7 +101,7 @@ def _probe(path: str, *, deep: bool, perceptual: bool) -> ImageProbe:
     if size == 0:
         return ImageProbe(path, error=EMPTY_FILE, detail="the file is empty (0 bytes)")
     partial = len(data) < size
-    base = {"path": path, "size_bytes": size, "digest": digest}
+    base: dict[str, Any] = {"path": path, "size_bytes": size, "digest": digest}
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", Image.DecompressionBombWarning)
@@ -115,7 +119,7 @@ def _probe(path: str, *, deep: bool, perceptual: bool) -> ImageProbe:
     width, height = im.size
     mode = im.mode
     has_alpha = mode in ALPHA_MODES or "transparency" in im.info
-    facts = {
+    facts: dict[str, Any] = {
         **base,
         "format": fmt,
         "width": width,
@@ -169,7 +173,7 @@ def _unopenable(base: dict, data: bytes, exc: Exception) -> ImageProbe:
     return ImageProbe(**base, error=NOT_AN_IMAGE, detail=f"broken header: {exc}")
 
 
-def _orientation(im) -> int:
+def _orientation(im: Image.Image) -> int:
     # Only EXIF already read with the header: Pillow's getexif() on a PNG whose eXIf chunk
     # comes after the pixel data would decode the whole image to find it.
     raw = im.info.get("exif")
@@ -186,11 +190,12 @@ def _orientation(im) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def _alpha_used(im) -> bool:
+def _alpha_used(im: Image.Image) -> bool:
     try:
         rgba = im if im.mode in ("RGBA", "LA") else im.convert("RGBA")
+        # Pillow types getextrema() for multi-band images too; one band gives (min, max)
         low, _ = rgba.getchannel("A").getextrema()
-        return low < 255
+        return low < 255  # type: ignore[operator]
     except Exception:
         return True
 
@@ -198,7 +203,7 @@ def _alpha_used(im) -> bool:
 # --- perceptual hash -------------------------------------------------------------------
 
 
-def _as_8bit(im):
+def _as_8bit(im: Image.Image) -> Image.Image:
     """An RGB or L view of any mode, so that reduce/resize accept it."""
     import numpy as np
     from PIL import Image
@@ -212,7 +217,7 @@ def _as_8bit(im):
     return im.convert("RGB")
 
 
-def signature(im) -> tuple[int, tuple[int, int, int]] | None:
+def signature(im: Image.Image) -> tuple[int, tuple[int, int, int]] | None:
     """(64-bit dHash, mean RGB) of an image; None when it cannot be computed."""
     import numpy as np
     from PIL import Image
@@ -235,7 +240,7 @@ def signature(im) -> tuple[int, tuple[int, int, int]] | None:
     return dhash, (int(tone[0] + 0.5), int(tone[1] + 0.5), int(tone[2] + 0.5))
 
 
-def dhash_of(im) -> int:
+def dhash_of(im: Image.Image) -> int:
     """64-bit difference hash: 9×8 grayscale, one bit per horizontal neighbour comparison."""
     sig = signature(im)
     if sig is None:
@@ -243,7 +248,7 @@ def dhash_of(im) -> int:
     return sig[0]
 
 
-def _signature_cheap(im) -> tuple[int, tuple[int, int, int]] | None:
+def _signature_cheap(im: Image.Image) -> tuple[int, tuple[int, int, int]] | None:
     """The signature without a full decode where the format allows it (JPEG DCT scaling)."""
     try:
         if im.format == "JPEG" and im.mode in ("RGB", "L"):

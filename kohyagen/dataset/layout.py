@@ -36,11 +36,13 @@ def is_kohya_image_name(path: Path) -> bool:
 
 def parse_folder_name(name: str) -> tuple[int, str] | None:
     """`10_sks dog` -> (10, "sks dog"); None when kohya would skip the folder."""
+    # config_util.py:607-645 splits on the first `_`: `5_my_char` is 5 repeats of `my_char`
     head, _, rest = name.partition("_")
     try:
         repeats = int(head)
     except ValueError:
         return None
+    # kohya skips folders with 0 or negative repeats too
     if repeats < 1:
         return None
     return repeats, rest
@@ -92,6 +94,7 @@ class TrainDirLayout:
         """The caption extension most images have, or None when there are no captions."""
         counts = self.caption_extension_counts()
         ext, n = max(
+            # a tie goes to .txt, what the WD14 tagger and kohyagen tag write
             counts.items(), key=lambda item: (item[1], item[0] == ".txt"), default=(None, 0)
         )
         return ext if n else None
@@ -102,6 +105,7 @@ def list_images(folder: Path) -> list[Path]:
         entries = sorted(folder.iterdir())
     except OSError:
         return []
+    # is_file(): unlike kohya's glob, a broken link is left out here (the check reports it)
     return [p for p in entries if is_kohya_image_name(p) and p.is_file()]
 
 

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kohyagen.atomic import write_text_atomic
 from kohyagen.dataset.captions import (
@@ -27,6 +28,9 @@ from kohyagen.dataset.layout import IMAGE_EXTENSIONS, parse_folder_name
 from kohyagen.dataset.probe_pool import ProgressFn, probe_many
 from kohyagen.dataset.scan import list_folder
 from kohyagen.errors import DatasetError, UsageError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # auto repeats aim at this many image-steps over AUTO_EPOCHS epochs: 100 per image,
 # within the 1,500–3,000 range the usual LoRA recipes land in.
@@ -228,7 +232,16 @@ def _refuse_clobber(src: Path, out: Path, target: Path, concept: str, force: boo
 
 
 def _build(
-    usable, src, work, *, trigger, link, convert, fix_orientation, caption_ext, progress
+    usable: list[tuple[Path, ImageProbe]],
+    src: Path,
+    work: Path,
+    *,
+    trigger: str | None,
+    link: bool,
+    convert: bool,
+    fix_orientation: bool,
+    caption_ext: str,
+    progress: ProgressFn | None,
 ) -> dict[str, int]:
     counts = {"copied": 0, "linked": 0, "converted": 0, "rotated": 0, "captions_written": 0}
     used: set[str] = set()
@@ -333,7 +346,7 @@ def _reencode(src: Path, dest: Path, *, rotate: bool, flatten: bool) -> None:
         os.replace(tmp, dest)
 
 
-def _cmyk_to_rgb(im, icc: bytes | None):
+def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> Image.Image:
     """Through the embedded colour profile when there is one; Pillow's plain formula if not."""
     if icc:
         try:
@@ -343,7 +356,8 @@ def _cmyk_to_rgb(im, icc: bytes | None):
 
             source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
             srgb = ImageCms.createProfile("sRGB")
-            return ImageCms.profileToProfile(im, source, srgb, outputMode="RGB")
+            # Pillow's stub allows None, which only inPlace=True returns
+            return ImageCms.profileToProfile(im, source, srgb, outputMode="RGB")  # type: ignore[return-value]
         except Exception:
             pass
     return im.convert("RGB")

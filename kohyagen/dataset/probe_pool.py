@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.context import BaseContext
 
 from kohyagen.dataset.images import UNREADABLE, ImageProbe, probe_image
 
@@ -21,7 +22,7 @@ def _probe_chunk(paths: list[str], deep: bool, perceptual: bool) -> list[ImagePr
     return [probe_image(p, deep=deep, perceptual=perceptual) for p in paths]
 
 
-def _context():
+def _context() -> BaseContext:
     # fork starts workers in milliseconds and they inherit the imports, but forking while
     # another thread may hold a lock can deadlock the child: then use forkserver.
     methods = multiprocessing.get_all_start_methods()

@@ -335,7 +335,7 @@ def duplicate_findings(
             )
     if near:
         hashed = [p for p in probes if p.dhash is not None and p.path not in exact]
-        hashes = [p.dhash for p in hashed]
+        hashes = [p.dhash for p in hashed if p.dhash is not None]  # all of them: see hashed
         tones = [p.tone or (0, 0, 0) for p in hashed]
         for i, j, dist in near_duplicate_pairs(hashes, NEAR_DUPLICATE_BITS, tones):
             a, b = hashed[i], hashed[j]

@@ -89,6 +89,7 @@ def list_folder(path: Path) -> FolderListing:
         return FolderListing(path, error=exc.strerror or str(exc))
     images, wrong_case, unsupported, files, subdirs = [], [], [], [], []
     for entry in entries:
+        # kohya's glob `*` never matches dot-files (macOS ._x.jpg resource forks)
         if entry.name.startswith("."):
             continue
         p = Path(entry.path)
@@ -98,6 +99,7 @@ def list_folder(path: Path) -> FolderListing:
         suffix = p.suffix
         if suffix in KOHYA_SUFFIXES:
             images.append(p)  # broken links included, as kohya's glob includes them
+        # an image kohya's case-sensitive glob misses on Linux
         elif suffix.lower() in IMAGE_EXTENSIONS:
             wrong_case.append(p)
         elif suffix.lower() in OTHER_IMAGE_SUFFIXES:
@@ -135,12 +137,15 @@ def scan(root: str | Path, *, is_reg: bool = False) -> DirListing:
     subsets, skipped = [], []
     for sub in top.subdirs:
         parsed = parse_folder_name(sub.name)
+        # kohya logs `ignore directory without repeats` and skips it
         if parsed is None:
             skipped.append(sub)
             continue
         repeats, tokens = parsed
         subsets.append(SubsetListing(list_folder(sub), repeats, tokens, is_reg=is_reg))
     has_loose = bool(top.images or top.wrong_case or top.unsupported)
+    # A folder with N_name/ subfolders is a train dir. A plain folder of images is not what
+    # kohya reads, but the check still looks at it as one subset, so prepare can fix it.
     if subsets or is_reg or (skipped and not has_loose):
         return DirListing(root, "train_dir", tuple(subsets), tuple(skipped), top)
     pseudo = SubsetListing(top, 1, "", pseudo=True)

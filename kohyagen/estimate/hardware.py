@@ -27,6 +27,7 @@ class DetectedGpu:
     @property
     def busy(self) -> bool:
         """In use by something else: over 1 GB allocated or over 10% utilization."""
+        # a desktop's display takes a few hundred MB: that is not `busy`
         return (self.memory_used_gb or 0) > 1.0 or (self.utilization or 0) > 10
 
 
@@ -59,6 +60,7 @@ def parse_nvidia_smi(text: str) -> tuple[DetectedGpu, ...]:
         fields = [f.strip() for f in line.split(",")]
         if len(fields) < 2 or not line.strip():
             continue
+        # the short form has no index column: number the cards in order
         if len(fields) == 2:
             fields = [str(len(gpus)), *fields]
         index, name, total = fields[0], fields[1], _number(fields[2])
@@ -71,6 +73,7 @@ def parse_nvidia_smi(text: str) -> tuple[DetectedGpu, ...]:
             DetectedGpu(
                 idx,
                 name,
+                # nounits gives MiB
                 round(total / 1024, 1),
                 round(used / 1024, 1) if used is not None else None,
                 util,
@@ -88,6 +91,7 @@ def _from_nvidia_smi(executable: str) -> tuple[tuple[DetectedGpu, ...] | None, s
             [path, f"--query-gpu={_QUERY}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
+            # a wedged driver can make nvidia-smi hang; the estimate must still answer
             timeout=20,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -122,6 +126,7 @@ def _visible(gpus: tuple[DetectedGpu, ...]) -> tuple[DetectedGpu, ...]:
     if value is None:
         return gpus
     wanted = [v.strip() for v in value.split(",") if v.strip()]
+    # UUIDs (GPU-...) or MIG names cannot be mapped to nvidia-smi's indices
     if not all(v.isdigit() for v in wanted):
         return gpus
     by_index = {g.index: g for g in gpus}
@@ -130,6 +135,7 @@ def _visible(gpus: tuple[DetectedGpu, ...]) -> tuple[DetectedGpu, ...]:
 
 def detect(*, nvidia_smi: str = "nvidia-smi", use_torch: bool = True) -> Hardware:
     """The NVIDIA GPUs this process may use; never raises."""
+    # nvidia-smi first: it works without torch and sees every card, busy or not
     gpus, how = _from_nvidia_smi(nvidia_smi)
     if gpus:
         gpus = _visible(gpus)

@@ -23,6 +23,7 @@ from kohyagen.resources import template_path
 
 
 def default_prices_path() -> Path:
+    # the XDG base directory spec, as other CLI tools keep their settings
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "kohyagen" / "prices.toml"
 
@@ -37,6 +38,7 @@ def load_prices(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
     for name, entry in provider_data()["providers"].items():
         table[name] = _provider(name, entry, user=False, path=template_path("providers.toml"))
     user_path = Path(path) if path is not None else default_prices_path()
+    # only a file the user named must exist; the default one is optional
     if path is None and not user_path.is_file():
         return table
     data = read_toml(user_path)
@@ -50,6 +52,7 @@ def load_prices(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
     for name, entry in providers.items():
         if not isinstance(entry, dict):
             raise ConfigError(f"providers.{name} must be a table", path=user_path)
+        # a user entry replaces the published one of the same name whole
         table[name] = _provider(name, entry, user=True, path=user_path)
     return table
 
@@ -78,6 +81,7 @@ def _provider(name: str, entry: dict[str, Any], *, user: bool, path: Path) -> di
 
 def price_for(provider: dict[str, Any], gpu: GpuInfo) -> tuple[Span, str] | None:
     """The provider's hourly price for this GPU and how it was found."""
+    # providers name cards their own way: match any of the GPU's names
     names = {norm_name(n) for n in (gpu.name, gpu.label, *gpu.aliases)}
     key = throughput_key(gpu.name, gpu.label, *gpu.aliases)
     if key:
@@ -87,6 +91,7 @@ def price_for(provider: dict[str, Any], gpu: GpuInfo) -> tuple[Span, str] | None
             return span, "user" if provider["user"] else "published"
     # Carry the provider's RTX 4090 price over by the guide's typical-rate ratio.
     base = next((s for g, s in provider["prices"].items() if norm_name(g) == "rtx4090"), None)
+    # no 4090 price to scale from, or nothing to rent
     if base is None or gpu.name == CPU:
         return None
     rates = provider_data()["typical_rates"]
@@ -95,7 +100,8 @@ def price_for(provider: dict[str, Any], gpu: GpuInfo) -> tuple[Span, str] | None
         ratio = rates[key] / rates["rtx4090"]
     elif gpu.price_per_hour:
         try:
-            ratio = gpu.price_per_hour / gpu_info("rtx4090").price_per_hour
+            # no published 4090 price: 0 makes the ZeroDivisionError below, so no ratio
+            ratio = gpu.price_per_hour / (gpu_info("rtx4090").price_per_hour or 0.0)
         except (PresetError, TypeError, ZeroDivisionError):
             ratio = None
     if ratio is None:

@@ -18,6 +18,7 @@ from kohyagen.resources import template_path
 from kohyagen.toml_compat import tomllib
 
 CPU = "cpu"
+# every figure is a (low, high) span: estimates say how sure they are
 Span = tuple[float, float]
 
 
@@ -58,6 +59,7 @@ def provider_data() -> dict[str, Any]:
 
 def norm_name(name: str) -> str:
     return (
+        # `NVIDIA GeForce RTX 4090`, `rtx_4090` and `RTX-4090` are one card
         re.sub(r"[\s_\-]+", "", name.strip().lower()).removeprefix("nvidia").removeprefix("geforce")
     )
 
@@ -67,6 +69,7 @@ def parse_span(value: Any, *, what: str, path: Path | None = None) -> Span:
     if isinstance(value, bool):
         value = None
     if isinstance(value, (int, float)):
+        # a single number is a span with no spread
         value = [value, value]
     if (
         isinstance(value, list)
@@ -120,6 +123,8 @@ def gpu_minutes(gpu: GpuInfo) -> tuple[Span, str, list[str]]:
     sources = [f"{gpu.label if key else 'unknown GPU'}: {entry['source']}"]
     factor: Span = (1.0, 1.0)
     basis = entry["basis"] if key else "unknown"
+    # an unmeasured GPU is scaled from a measured one (and that maybe from another): the
+    # factors multiply and every source on the way is named
     while "minutes" not in entry:
         f = parse_span(entry["factor"], what="factor")
         factor = (factor[0] * f[0], factor[1] * f[1])
@@ -145,13 +150,15 @@ def memory_needed(
     from kohyagen.config import presets
 
     native = throughput_data()["models"][model]["native_resolution"]
+    # activation memory grows with the pixel count, the square of the side
     scale = (resolution / native) ** 2
     preset = presets.get_model(model)
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "gradient_checkpointing": gradient_checkpointing,
         "optimizer": optimizer or "AdamW8bit",
         "unet_only": unet_only,
     }
+    # batch 0 isolates the fixed part: weights, optimizer states, CUDA context
     base = presets.memory_need(preset, batch_size=0, **kwargs)
     per_sample = presets.memory_need(preset, batch_size=1, **kwargs) - base
     return round(base + per_sample * scale * batch_size, 1)

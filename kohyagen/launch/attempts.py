@@ -67,6 +67,7 @@ class Change:
 
 def _parse(path: Path) -> tomlkit.TOMLDocument:
     try:
+        # tomlkit, not tomllib: the copies keep the user's comments, order and spelling
         return tomlkit.parse(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", path=path) from exc
@@ -82,14 +83,19 @@ def _tables(doc: tomlkit.TOMLDocument) -> list[Any]:
     return [doc, *[v for v in doc.values() if isinstance(v, (Table, dict))]]
 
 
-def _absolutize(container: Any, keys: tuple[str, ...], base: Path, *, must_exist=False) -> None:
+def _absolutize(
+    container: Any, keys: tuple[str, ...], base: Path, *, must_exist: bool = False
+) -> None:
     for key in keys:
         value = container.get(key) if hasattr(container, "get") else None
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            # against the folder kohyagen was run from, which is where the user meant it
             candidate = (base / Path(value).expanduser()).resolve()
+            # a model name that is not a local path is a Hub id: left for kohya to download
             if must_exist and not candidate.exists():
                 continue
             container[key] = str(candidate)
+        # no shell expands a `~` written inside a TOML file
         elif isinstance(value, str) and value.startswith("~"):
             container[key] = str(Path(value).expanduser())
 
@@ -102,6 +108,7 @@ def copy_training_config(
         _absolutize(table, TRAINING_PATH_KEYS, base)
         _absolutize(table, MAYBE_PATH_KEYS, base, must_exist=True)
         if dataset_copy is not None and "dataset_config" in table:
+            # the copy, with its absolute image_dir, not the user's original
             table["dataset_config"] = str(dataset_copy)
     atomic_write_text(dest, tomlkit.dumps(doc))
     return doc
@@ -121,6 +128,7 @@ def _get(doc: Any, key: str, default: Any = None) -> Any:
     value = default
     for table in _tables(doc):
         if key in table and not isinstance(table[key], (Table, dict)):
+            # the last table wins, as in kohya's read_config_from_file
             value = table[key]
     return _plain(value)
 
@@ -155,6 +163,7 @@ def effective_batch_size(training: Any, dataset: Any | None) -> int:
     if dataset is not None:
         sizes = [size for _t, size in _dataset_batch_sizes(dataset)]
         if sizes:
+            # the largest dataset batch is the one that runs out of memory
             return max(sizes)
     return int(_get(training, "train_batch_size", 1) or 1)
 
@@ -173,6 +182,8 @@ def _uses_augmentation(training: Any, dataset: Any | None) -> bool:
 
 def shrink(training: Any, dataset: Any | None) -> list[Change]:
     """Apply the next memory-saving step in place; [] when the ladder is exhausted."""
+    # Cheapest in result first: checkpointing costs only time; halving the batch with doubled
+    # accumulation keeps the effective batch, steps and learning dynamics.
     if not _get(training, "gradient_checkpointing", False):
         _set(training, "gradient_checkpointing", True)
         return [Change("gradient_checkpointing", False, True, "training")]
@@ -181,6 +192,7 @@ def shrink(training: Any, dataset: Any | None) -> list[Change]:
         changes: list[Change] = []
         dataset_tables = _dataset_batch_sizes(dataset) if dataset is not None else []
         for table, size in dataset_tables:
+            # batch_size in the dataset config wins over train_batch_size in kohya
             if size <= 1:
                 continue
             new = max(1, size // 2)
@@ -198,10 +210,12 @@ def shrink(training: Any, dataset: Any | None) -> list[Change]:
             Change("gradient_accumulation_steps", accumulation, accumulation * 2, "training")
         )
         return changes
+    # kohya asserts cache_latents cannot go with color_aug or random_crop
     if not _get(training, "cache_latents", False) and not _uses_augmentation(training, dataset):
         _set(training, "cache_latents", True)
         return [Change("cache_latents", False, True, "training")]
     optimizer = str(_get(training, "optimizer_type", "") or "")
+    # only plain AdamW has an 8-bit twin that behaves the same; other optimizers are left alone
     if optimizer.lower() in ("", "adamw"):
         _set(training, "optimizer_type", "AdamW8bit")
         return [Change("optimizer_type", optimizer or "AdamW", "AdamW8bit", "training")]
@@ -214,10 +228,11 @@ def write_attempt(
     """Write one attempt's configs; the training copy points at the dataset copy."""
     training_path = folder / "training_config.toml"
     dataset_path = folder / dataset_name if dataset is not None else None
-    if dataset_path is not None:
+    if dataset is not None and dataset_path is not None:
         atomic_write_text(dataset_path, tomlkit.dumps(dataset))
         for table in _tables(training):
             if "dataset_config" in table:
+                # absolute: kohya runs with the run folder as its working directory
                 table["dataset_config"] = str(dataset_path.resolve())
     atomic_write_text(training_path, tomlkit.dumps(training))
     return training_path, dataset_path

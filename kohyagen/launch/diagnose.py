@@ -48,6 +48,9 @@ TOKENIZER_FIX = (
     "SDXL, laion_CLIP-ViT-bigG-14-laion2B-39B-b160k)"
 )
 
+# Order matters: out-of-memory first (it is retried), missing-package after the more
+# specific import failures, generic errors last. kohya-interface.md section i lists the
+# messages and the sd-scripts lines that print them.
 SIGNATURES: tuple[_Signature, ...] = (
     _sig(
         "out-of-memory",
@@ -69,6 +72,7 @@ SIGNATURES: tuple[_Signature, ...] = (
     ),
     _sig(
         "no-network-module",
+        # train_network.py:644 imports None only after loading the dataset and models
         r"import network module: None|'NoneType' object has no attribute 'startswith'",
         "network_module is not set, so kohya does not know what to train",
         'set network_module = "networks.lora" in the training config',
@@ -89,6 +93,7 @@ SIGNATURES: tuple[_Signature, ...] = (
     ),
     _sig(
         "tokenizer-offline",
+        # offline, transformers' CLIP tokenizer gets a None vocab path and fails far from the cause
         r"tokenization_clip\.py.{0,3000}?expected str, bytes or os\.PathLike object, not NoneType"
         r"|Max retries exceeded.{0,400}?huggingface\.co|huggingface\.co.{0,400}?Max retries exceeded|"
         r"couldn't connect to 'https://huggingface\.co'"
@@ -113,6 +118,7 @@ SIGNATURES: tuple[_Signature, ...] = (
     ),
     _sig(
         "config-not-found",
+        # read_config_from_file (train_util.py:4740-4742) logs this and exits 1
         r"\S+\.toml not found\.",
         "kohya could not find the training config file",
         "pass an existing file; kohya adds .toml to the name when it is missing",
@@ -131,6 +137,7 @@ SIGNATURES: tuple[_Signature, ...] = (
     ),
     _sig(
         "resolution-type",
+        # prepare_dataset_args splits resolution as text (train_util.py:5408-5414)
         r"'int' object has no attribute 'split'",
         "a value kohya splits as text (usually resolution) was written as a number",
         'write resolution as a string: resolution = "512"',
@@ -208,6 +215,7 @@ SIGNATURES: tuple[_Signature, ...] = (
 
 OUT_OF_MEMORY = SIGNATURES[0].pattern
 
+# a traceback ends in `SomeError: message`; KeyboardInterrupt too
 _ERROR_LINE = re.compile(r"^\s*((?:[\w.]+\.)?\w*(?:Error|Exception|Interrupt)\b.*)$", re.MULTILINE)
 
 
@@ -222,6 +230,7 @@ def kohyagen_error(text: str) -> Diagnosis | None:
         return None
     line = found[-1].strip()
     cause, fix = line, "fix what it names, then run again"
+    # the builtin trainer prints `error: PATH: message (hint)`
     head, sep, tail = line.rpartition(" (")
     if sep and tail.endswith(")"):
         cause, fix = head, tail[:-1]
@@ -229,6 +238,7 @@ def kohyagen_error(text: str) -> Diagnosis | None:
 
 
 def _collapse(text: str) -> str:
+    # Rich wraps log lines at 80 columns when piped: a message can span lines
     return re.sub(r"\s+", " ", _ANSI.sub("", text))
 
 
@@ -295,6 +305,7 @@ def diagnose_run(
     if exit_code == 0 and model_saved:
         return None  # warnings in a run that finished are not failures
     found = find_signature(text)
+    # kohya exits 0 when it found no data (after `No data found`), so 0 alone proves nothing
     if exit_code == 0:
         if found is not None and found.code == "no-data":
             return found
@@ -309,6 +320,7 @@ def diagnose_run(
     refused = kohyagen_error(text)
     if refused is not None:
         return refused
+    # -9 from Popen, 137 (128 + 9) through a shell or accelerate
     if exit_code in (-9, 137):
         return Diagnosis(
             "killed",

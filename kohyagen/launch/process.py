@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 # Seconds to wait after SIGINT before SIGTERM, and after SIGTERM before SIGKILL.
+# SIGINT lets Python unwind as after a Ctrl-C: accelerate stops its workers, files close
 INTERRUPT_GRACE_S = 15.0
 TERMINATE_GRACE_S = 5.0
 
@@ -54,11 +55,14 @@ class _Stopper:
             return
         try:
             if os.name == "posix":
+                # the whole group: accelerate's launcher and the training script under it
                 os.killpg(self.proc.pid, sig)
             elif sig == signal.SIGINT:  # pragma: no cover - Windows
-                self.proc.send_signal(signal.CTRL_BREAK_EVENT)
+                # Windows-only name: mypy checks for the platform it runs on
+                self.proc.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined,unused-ignore]
             else:  # pragma: no cover - Windows
                 self.proc.kill()
+        # already gone between poll() and the signal
         except (ProcessLookupError, PermissionError):
             pass
 
@@ -81,7 +85,10 @@ class _Stopper:
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    # kohya's stdout lines (`epoch 1/2`, `saving checkpoint`) would otherwise wait in a
+    # block buffer while the stderr bar runs ahead
     env["PYTHONUNBUFFERED"] = "1"
+    # kohya prints Japanese in its plan lines
     env.setdefault("PYTHONIOENCODING", "utf-8")
     # Rich wraps kohya's log lines at 80 columns on a pipe; wider keeps messages whole.
     env["COLUMNS"] = "200"
@@ -108,9 +115,12 @@ def run_streaming(
     """
     popen_kwargs: dict = {}
     if os.name == "posix":
+        # a new session: the terminal's Ctrl-C reaches kohyagen only, which then stops the
+        # child on purpose instead of both racing to handle it
         popen_kwargs["start_new_session"] = True
     else:  # pragma: no cover - Windows
-        popen_kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+        # Windows-only name: mypy checks for the platform it runs on
+        popen_kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log_start = log.tell()
@@ -119,8 +129,10 @@ def run_streaming(
             list(argv),
             cwd=cwd,
             env=env,
+            # nothing in a training run may wait for input
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
+            # one pipe: the log keeps the real order of the bar and the log lines
             stderr=subprocess.STDOUT,
             **popen_kwargs,
         )
@@ -130,6 +142,7 @@ def run_streaming(
             assert proc.stdout is not None
             fd = proc.stdout.fileno()
             while True:
+                # os.read returns what is there: a \r-updated bar arrives at once, not when 64 KiB are full
                 data = os.read(fd, 65536)
                 if not data:
                     break
@@ -138,6 +151,7 @@ def run_streaming(
 
         reader = threading.Thread(target=pump, name="kohyagen-trainer-output", daemon=True)
         reader.start()
+        # incremental: a multi-byte character (tqdm's █) may be split between two reads
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stopper = _Stopper(proc, interrupt_grace, terminate_grace)
         stop_reason: str | None = None
@@ -177,6 +191,7 @@ def _watch(
                 drained = True
                 text = decoder.decode(b"", final=True)
             else:
+                # the raw bytes, \r and escapes included: the log is what kohya printed
                 log.write(data)
                 log.flush()
                 text = decoder.decode(data)
@@ -187,6 +202,7 @@ def _watch(
                     stopper.request()
             stopper.tick()
         except KeyboardInterrupt:
+            # a second Ctrl-C means now
             if stop_reason == "interrupted":
                 stopper.request(hard=True)
             else:

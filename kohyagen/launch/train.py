@@ -47,6 +47,7 @@ _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _is_checkout(path: Path) -> bool:
+    # every sd-scripts checkout has it at the top, whatever the version
     return (path / "train_network.py").is_file()
 
 
@@ -73,6 +74,7 @@ def find_sd_scripts(flag: str | Path | None = None, *, cwd: Path | None = None) 
         return path
     cwd = Path(cwd or Path.cwd())
     candidates = [
+        # vendor/ beside a kohyagen checkout first: where the README tells people to clone it
         _PACKAGE_ROOT / "vendor" / "sd-scripts",
         cwd / "vendor" / "sd-scripts",
         Path.home() / "sd-scripts",
@@ -97,6 +99,8 @@ def find_python(sd_scripts: Path | None, flag: str | Path | None = None) -> str:
         return str(path)
     if sd_scripts is not None:
         for venv in ("venv", ".venv"):
+            # kohya's install guide makes venv/ in the checkout: its pinned torch and diffusers are
+            # what the scripts were written for, so they run there and not in kohyagen's venv
             for exe in ("bin/python", "bin/python3", "Scripts/python.exe"):
                 candidate = sd_scripts / venv / exe
                 if candidate.exists():
@@ -132,9 +136,12 @@ def build_command(
     argv = [
         str(python),
         "-m",
+        # `python -m accelerate.commands.launch`, not the `accelerate` script: it must be the
+        # chosen interpreter's accelerate, and a venv's bin/ need not be on PATH
         "accelerate.commands.launch",
         "--num_processes",
         str(gpus),
+        # every setting accelerate would otherwise take from `accelerate config` or ask for
         "--num_machines",
         "1",
         "--mixed_precision",
@@ -150,6 +157,7 @@ def build_command(
         if script is None:
             raise UsageError("the kohya backend needs a script path")
         argv.append(str(script))
+    # kohya's read_config_from_file: options from the TOML, the command line still wins
     argv += ["--config_file", str(config)]
     if dataset_config is not None:
         argv += ["--dataset_config", str(dataset_config)]
@@ -174,6 +182,7 @@ def choose_run_dir(output_name: str, run_dir: str | Path | None, *, cwd: Path) -
         path = Path(run_dir).expanduser()
         path = path if path.is_absolute() else cwd / path
         state = _read_state(path)
+        # a run folder left `running` by a crash is fine to reuse; one whose process lives is not
         if state and state.get("status") == "running" and _pid_alive(state.get("pid")):
             raise RunStateError(
                 "a training run is already running in this folder",
@@ -183,6 +192,7 @@ def choose_run_dir(output_name: str, run_dir: str | Path | None, *, cwd: Path) -
         return path
     base = cwd / "runs" / output_name
     candidate, n = base, 1
+    # never write into an earlier run's folder: its logs and report are the user's
     while (candidate / "train.json").exists():
         n += 1
         candidate = base.with_name(f"{output_name}-{n}")
@@ -193,11 +203,13 @@ def _pid_alive(pid: Any) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
+        # signal 0 only checks that the process exists
         os.kill(pid, 0)
     except PermissionError:
         return True  # it exists, under another user
     except OSError:
         return False
+    # our own pid, recorded by an earlier run in this process, is not a live other run
     return pid != os.getpid()
 
 
@@ -211,6 +223,8 @@ def _guard_outputs(flat: dict, cwd: Path, *, overwrite: bool) -> None:
     folder = folder if folder.is_absolute() else cwd / folder
     if not folder.is_dir():
         return
+    # kohya names checkpoints by output_name alone, so a second run with the same name
+    # overwrites the first run's files without a word
     pattern = checkpoint_pattern(str(name) if name else None, best=True)
     existing = sorted(
         p for p in folder.iterdir()
@@ -253,6 +267,7 @@ def _resolve_backend(
         raise UsageError(f"unknown backend {backend!r}", hint="use auto, kohya or builtin")
     if backend == "builtin":
         return "builtin", None
+    # --sd-scripts given means the kohya backend, and a bad path is an error, not a fallback
     if backend == "kohya" or sd_scripts is not None:
         return "kohya", find_sd_scripts(sd_scripts, cwd=cwd)
     try:

@@ -20,38 +20,13 @@ import statistics
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kohyagen.errors import KohyagenError, RunStateError, UsageError
-
-if TYPE_CHECKING:
-    from kohyagen.report.summary import RunData
+from kohyagen.report.run_data import Checkpoint, RunData
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".pt")
 BEST_SUFFIX = "-best"
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    path: Path
-    kind: str  # "epoch" | "step" | "final"
-    epoch: int | None
-    step: int | None
-    bytes: int
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    def to_dict(self) -> dict:
-        return {
-            "file": self.path.name,
-            "path": str(self.path),
-            "kind": self.kind,
-            "epoch": self.epoch,
-            "step": self.step,
-            "bytes": self.bytes,
-        }
 
 
 @dataclass(frozen=True)
@@ -79,6 +54,7 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
     try:
         with open(path, "rb") as handle:
             (size,) = struct.unpack("<Q", handle.read(8))
+            # a header that large is not a LoRA's: do not read a stray file into memory
             if size > 100_000_000:
                 return {}
             header = json.loads(handle.read(size))
@@ -136,12 +112,17 @@ def list_checkpoints(
             step = epoch_end_step.get(epoch)
         elif match.group("step"):
             kind, step, epoch = "step", int(match.group("step")), None
+            # a step save belongs to the epoch whose last step is at or after it
             epoch = next((e for e, s in sorted(epoch_end_step.items()) if step <= s), None)
         else:
+            # kohya never saves the last epoch under a number (train_network.py:1694): the final
+            # file is that epoch
             kind, epoch, step = "final", total_epochs, total_steps
+        # the file's own metadata beats what its name and the log suggest
         epoch = _int(meta.get("ss_epoch")) or epoch
         step = _int(meta.get("ss_steps")) or step
         found.append(Checkpoint(path, kind, epoch, step, path.stat().st_size))
+    # the final file is always last, whatever its step
     order = {"epoch": 0, "step": 0, "final": 1}
     return sorted(found, key=lambda c: (order[c.kind], c.step or 0, c.epoch or 0, c.path.name))
 
@@ -164,6 +145,7 @@ def epoch_noise(current: list[tuple[int, float]], epoch_end_step: dict[int, int]
         values = [v for s, v in current if start < s <= end and math.isfinite(v)]
         start = end
         if len(values) >= 2:
+            # the standard error of one epoch's mean loss: how much two epoch means differ by chance
             errors.append(statistics.stdev(values) / math.sqrt(len(values)))
     return statistics.median(errors) if errors else None
 
@@ -181,11 +163,13 @@ def read_trend(
         return "unknown", None, 0.0
     values = [v for _e, v in series]
     low = min(values)
+    # the difference of two means has sqrt(2) times one mean's error; two of those is noise
     tolerance = max(0.01 * abs(low), 2 * math.sqrt(2) * noise if noise else 0.0)
     turn_index = values.index(low)
     first, last = values[0], values[-1]
     if first - low <= tolerance and len(values) >= 3:  # never really dropped
         return "flat", None, tolerance
+    # the guide's reading: a loss that rises again after its minimum is overfitting
     if turn_index < len(values) - 1 and last - low > tolerance:
         return "overfitting", series[turn_index][0], tolerance
     if turn_index == len(values) - 1 or values[-2] - last > tolerance:
@@ -201,6 +185,7 @@ def _train_value(cp: Checkpoint, run: RunData) -> float | None:
     if cp.kind in ("epoch", "final") and cp.epoch in run.train_loss_epoch:
         return _finite(run.train_loss_epoch[cp.epoch])
     if cp.step is not None and run.avg_loss_step:
+        # the running average at the last logged step before the save
         earlier = [s for s in run.avg_loss_step if s <= cp.step]
         if earlier:
             return _finite(run.avg_loss_step[max(earlier)])
@@ -251,6 +236,7 @@ def rank(run: RunData, *, by: str = "auto") -> Choice:
         )
     if by == "val" or (by == "auto" and has_val):
         scored = [(v, cp) for cp, v in val if v is not None and math.isfinite(v)]
+        # validation loss is the direct measure: the lowest wins, the earlier one on a tie
         best_value, best = min(scored, key=lambda item: (item[0], item[1].step or 0))
         ranking = [
             {**cp.to_dict(), "validation_loss": v}
@@ -280,6 +266,7 @@ def rank(run: RunData, *, by: str = "auto") -> Choice:
         chosen = min(
             scored, key=lambda item: (round(item[0], 6), abs((item[1].epoch or 0) - (turn or 0)))
         )[1]
+        assert turn is not None  # read_trend always names the turn of an overfitting curve
         low = run.train_loss_epoch[turn]
         last_epoch, last_value = max(run.train_loss_epoch.items())
         reason = (

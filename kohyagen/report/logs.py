@@ -20,19 +20,28 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
+# cursor moves and colours: validation bars move the cursor up with ESC[A
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# tqdm's MM:SS or H:MM:SS; `?` before the rate is known
 _TIME = r"(?:\d+:)?\d+:\d+|\?"
+# kohya's three bars (train_network.py:1357-1359 and the validation ones at 1542-1660);
+# the rate is s/it or it/s depending on speed, and the postfix is sorted by tqdm
 _BAR = re.compile(
     r"(?P<desc>epoch validation steps|validation steps|steps):\s+(?P<pct>\d+)%\|[^|]*\|\s*"
     r"(?P<n>\d+)/(?P<total>\d+)\s*\[(?P<elapsed>" + _TIME + r")<(?P<remaining>" + _TIME + r")"
     r",\s*(?P<rate>[\d.]+|\?)(?P<unit>s/it|it/s)(?P<postfix>(?:,[^\]\r\n]*)?)\]"
 )
+# stdout's epoch header, train_network.py:1402
 _EPOCH = re.compile(r"\s*epoch (\d+)/(\d+)\s*$")
+# train_network.py:1300; rotation's `removing old checkpoint` is train_util.py:5786-5805
 _CHECKPOINT = re.compile(r"\s*saving checkpoint: (.+?)\s*$")
 _REMOVED = re.compile(r".*removing old checkpoint: (.+?)\s*$")
+# kohya's bilingual plan lines (train_network.py:987-1000): the Japanese half varies
 _TOTAL_STEPS = re.compile(r"total optimization steps / .*?: (\d+)")
 _NUM_EPOCHS = re.compile(r"\s*num epochs / epoch.*?: (\d+)")
+# the INFO log at train_network.py:1729: the only sign of a run that finished
 _MODEL_SAVED = re.compile(r"\bmodel saved\.")
 _POSTFIX_ITEM = re.compile(r"([A-Za-z_][\w ]*?)=([^,]*)")
 
@@ -132,8 +141,10 @@ def _bar_event(match: re.Match[str]) -> StepProgress | ValidationProgress:
     n, total = int(match.group("n")), int(match.group("total"))
     if match.group("desc") == "steps":
         rate = parse_number(match.group("rate"))
+        # tqdm flips to it/s when faster than one step a second
         if rate is not None and match.group("unit") == "it/s":
             rate = 1.0 / rate if rate > 0 else None
+        # `nan` parses to float nan, which is how a diverged run is seen
         loss = parse_number(post["avr_loss"]) if "avr_loss" in post else None
         return StepProgress(
             step=n,
@@ -144,6 +155,7 @@ def _bar_event(match: re.Match[str]) -> StepProgress | ValidationProgress:
             loss=loss,
         )
     kind = "epoch" if match.group("desc").startswith("epoch") else "step"
+    # each validation bar names its loss differently (train_network.py:1542-1581, 1618-1660)
     key = "val_epoch_avg_loss" if kind == "epoch" else "val_avg_loss"
     return ValidationProgress(
         kind=kind, n=n, total=total, loss=parse_number(post[key]) if key in post else None
@@ -156,6 +168,7 @@ def parse_segment(segment: str) -> list[Event]:
     if not text.strip():
         return []
     bars = list(_BAR.finditer(text))
+    # finditer: a segment can hold two bars when a \r was lost in a pipe buffer
     events: list[Event] = [_bar_event(m) for m in bars]
     # What follows the last bar on the same line: a rich log line, `epoch 1/2`, ...
     tail = text[bars[-1].end() :] if bars else text
@@ -193,6 +206,7 @@ class LogParser:
 
     def feed(self, chunk: str) -> list[Event]:
         self._buffer += chunk
+        # the last part has no terminator yet: it stays in the buffer for the next chunk
         parts = re.split(r"[\r\n]", self._buffer)
         self._buffer = parts.pop()
         events: list[Event] = []
@@ -212,6 +226,8 @@ class LogParser:
         return self._complete(rest)
 
 
+# kohya logs through a Rich handler (library/utils.py:41-86): time, level, message and a
+# right-aligned `file.py:line` column, wrapped at 80 columns when piped
 _RICH_PREFIX = re.compile(
     r"^\s*(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+)?(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)?\s*"
 )
@@ -258,8 +274,10 @@ class LogSummary:
             if event.loss is not None and event.step > 0:
                 self.loss_by_step[event.step] = event.loss
                 if math.isnan(event.loss) or math.isinf(event.loss):
+                    # the first bad step is the one to report
                     self.nan_at_step = self.nan_at_step or event.step
             if event.step > 0:
+                # the last step seen in an epoch is its end; pick and the plot read epoch losses there
                 self.epoch_end_step[self.epoch] = max(
                     self.epoch_end_step.get(self.epoch, 0), event.step
                 )
@@ -267,6 +285,7 @@ class LogSummary:
                 self.seconds_per_step = event.seconds_per_step
             if event.elapsed_s is not None:
                 self.elapsed_s = event.elapsed_s
+            # not only when known: tqdm's `?` clears a stale estimate
             self.remaining_s = event.remaining_s
         elif isinstance(event, ValidationProgress):
             # The value at n == total is the finished pass; kohya sometimes redraws an
@@ -284,6 +303,7 @@ class LogSummary:
         elif isinstance(event, CheckpointRemoved):
             self.removed.append(event.path)
         elif isinstance(event, PlanLine):
+            # each plan line carries one of the two totals
             self.total_steps = event.total_steps or self.total_steps
             self.total_epochs = event.epochs or self.total_epochs
         elif isinstance(event, ModelSaved):
@@ -312,7 +332,7 @@ def parse_log(text: str) -> LogSummary:
     return summarize_events(parse_events(text))
 
 
-def is_bad_loss(event: Event) -> bool:
+def is_bad_loss(event: Event) -> TypeGuard[StepProgress]:
     return (
         isinstance(event, StepProgress)
         and event.loss is not None

@@ -12,7 +12,7 @@ from kohyagen.errors import KohyagenError
 from kohyagen.report.checkpoints import rank
 
 if TYPE_CHECKING:
-    from kohyagen.report.summary import RunData
+    from kohyagen.report.run_data import RunData
 
 
 def plot_losses(run: RunData, path: Path) -> Path | None:

@@ -12,41 +12,21 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kohyagen.config.schema import flatten_training_config, load_toml
 from kohyagen.errors import KohyagenError, RunStateError
 from kohyagen.launch.attempts import atomic_write_text
-from kohyagen.report.checkpoints import Checkpoint, epoch_noise, list_checkpoints, rank
-from kohyagen.report.logs import LogSummary, parse_log
+from kohyagen.report.checkpoints import epoch_noise, list_checkpoints, rank
+from kohyagen.report.logs import parse_log
+from kohyagen.report.run_data import RunData
 from kohyagen.report.tensorboard import find_event_files, read_scalars, scalars_by_tag
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+# kohya's sample names: NAME_e000002_00_<time>.png, or NAME_000500_00_<time>.png by step
 _SAMPLE_EPOCH = re.compile(r"_e(\d{6})_(\d{2})_")
 _SAMPLE_STEP = re.compile(r"_(\d{6})_(\d{2})_")
-
-
-@dataclass
-class RunData:
-    run_dir: Path
-    state: dict | None
-    training: dict[str, Any]
-    output_dir: Path | None
-    output_name: str
-    log: LogSummary | None
-    scalars: dict[str, list[tuple[int, float]]]
-    event_files: list[Path]
-    checkpoints: list[Checkpoint]
-    epoch_end_step: dict[int, int]
-    train_loss_epoch: dict[int, float]
-    val_loss_epoch: dict[int, float]
-    val_loss_step: dict[int, float]
-    avg_loss_step: dict[int, float]
-    current_loss: list[tuple[int, float]]
-    noise: float | None = None
-    samples: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _last_attempt(state: dict | None) -> dict | None:
@@ -61,6 +41,7 @@ def _read_log(run_dir: Path, state: dict | None) -> str | None:
     data = path.read_bytes()
     last = _last_attempt(state)
     if last and isinstance(last.get("log_start"), int):
+        # only the last attempt's bytes: an out-of-memory attempt before it must not add points
         data = data[last["log_start"] :]
     return data.decode("utf-8", "replace")
 
@@ -97,6 +78,7 @@ def load_run(run_dir: str | Path) -> RunData:
 
     output_name = str(training.get("output_name") or "")
     output_dir = _resolve(training.get("output_dir"), run_dir)
+    # the log names the files when the config does not (a config copied away)
     if log and log.checkpoints:
         first = Path(log.checkpoints[0][0])
         output_dir = output_dir or first.parent
@@ -131,13 +113,16 @@ def load_run(run_dir: str | Path) -> RunData:
         scalars = scalars_by_tag(events)
 
     epoch_end_step = dict(log.epoch_end_step) if log else {}
+    # steps before the first epoch header (epoch 0) end no epoch
     epoch_end_step.pop(0, None)
     epoch_avg = dict(scalars.get("loss/epoch_average", []))
+    # kohya's loss/epoch_average uses the epoch number as its step (train_network.py:133-134)
     train_loss_epoch = _merge(epoch_avg, log.epoch_losses() if log else {})
     if not epoch_end_step and epoch_avg and log is None:
         total = _max_step(scalars)
         epochs = max(epoch_avg)
         if total and epochs:
+            # no log: spread the steps evenly over the epochs, close enough for the plot
             epoch_end_step = {e: round(total * e / epochs) for e in epoch_avg}
     val_loss_epoch = _merge(
         dict(scalars.get("loss/validation/epoch_average", [])),
@@ -366,7 +351,7 @@ def _relative(path: Path, base: Path) -> str:
         return str(path)
 
 
-def _size(size: int) -> str:
+def _size(size: float) -> str:
     for unit in ("B", "KiB", "MiB"):
         if size < 1024:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

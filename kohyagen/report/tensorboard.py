@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 EVENT_FILE_GLOB = "events.out.tfevents.*"
 
@@ -36,6 +37,7 @@ _CRC_TABLE: list[int] = []
 for _n in range(256):
     _c = _n
     for _ in range(8):
+        # the reflected Castagnoli polynomial: TFRecord uses CRC-32C, not zlib's CRC-32
         _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
     _CRC_TABLE.append(_c)
 
@@ -50,6 +52,8 @@ def crc32c(data: bytes) -> int:
 
 def masked_crc32c(data: bytes) -> int:
     crc = crc32c(data)
+    # TFRecord's mask (rotate right by 15, add a constant), so that a CRC of data that itself
+    # holds CRCs does not collide
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
@@ -63,17 +67,22 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("truncated varint")
         byte = buf[pos]
         pos += 1
+        # protobuf varints: 7 bits per byte, low group first, high bit = more
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return result, pos
         shift += 7
+        # ten bytes hold 64 bits: anything longer is not a varint but garbage
         if shift > 70:
             raise ValueError("varint too long")
 
 
-def _fields(buf: bytes) -> Iterator[tuple[int, int, object]]:
+def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
     """(field number, wire type, value): ints for varint/fixed, bytes for length-delimited."""
+    # The value's type follows the wire type, which callers check before using it: Any,
+    # since no static type can tie the two together.
     pos, end = 0, len(buf)
+    value: int | bytes
     while pos < end:
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
@@ -88,6 +97,7 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, object]]:
             value, pos = buf[pos : pos + 4], pos + 4
         else:
             raise ValueError(f"unsupported wire type {wire}")
+        # a length that runs past the buffer: a torn record, reported to the caller
         if pos > end:
             raise ValueError("truncated field")
         yield number, wire, value
@@ -98,20 +108,20 @@ _DT_FLOAT, _DT_DOUBLE, _DT_INT32, _DT_INT64, _DT_BFLOAT16, _DT_HALF = 1, 2, 3, 9
 _CONTENT_FORMAT = {_DT_FLOAT: "<f", _DT_DOUBLE: "<d", _DT_INT32: "<i", _DT_INT64: "<q"}
 
 
-def _packed(values: object, wire: int, fmt: str) -> list[float]:
+def _packed(values: Any, wire: int, fmt: str) -> list[float]:
     if wire == 2:  # packed repeated
-        data = bytes(values)  # type: ignore[arg-type]
+        data = bytes(values)
         size = struct.calcsize(fmt)
         return [struct.unpack_from(fmt, data, i)[0] for i in range(0, len(data) - size + 1, size)]
     if wire in (1, 5):
-        return [struct.unpack(fmt, values)[0]]  # type: ignore[arg-type]
-    return [float(values)]  # type: ignore[arg-type]
+        return [struct.unpack(fmt, values)[0]]
+    return [float(values)]
 
 
-def _packed_varints(values: object, wire: int) -> list[int]:
+def _packed_varints(values: Any, wire: int) -> list[int]:
     if wire != 2:
-        return [int(values)]  # type: ignore[arg-type]
-    data, pos, out = bytes(values), 0, []  # type: ignore[arg-type]
+        return [int(values)]
+    data, pos, out = bytes(values), 0, []
     while pos < len(data):
         value, pos = _varint(data, pos)
         out.append(value)
@@ -119,6 +129,7 @@ def _packed_varints(values: object, wire: int) -> list[int]:
 
 
 def _bfloat16(bits: int) -> float:
+    # bfloat16 is the top half of a float32
     return struct.unpack("<f", struct.pack("<I", (bits & 0xFFFF) << 16))[0]
 
 
@@ -133,9 +144,9 @@ def _tensor_scalar(buf: bytes) -> float | None:
     values: list[float] = []
     for number, wire, value in _fields(buf):
         if number == 1:
-            dtype = int(value)  # type: ignore[arg-type]
+            dtype = int(value)
         elif number == 4:
-            content = bytes(value)  # type: ignore[arg-type]
+            content = bytes(value)
         elif number == 5:
             values += _packed(value, wire, "<f")
         elif number == 6:
@@ -158,6 +169,7 @@ def _tensor_scalar(buf: bytes) -> float | None:
             bits = struct.unpack("<H", content)[0]
             return _bfloat16(bits) if dtype == _DT_BFLOAT16 else _half(bits)
         return None
+    # only a rank-0 tensor is a scalar; a vector is skipped
     return float(values[0]) if len(values) == 1 else None
 
 
@@ -166,13 +178,14 @@ def _summary_scalars(buf: bytes) -> Iterator[tuple[str, float]]:
         if number != 1:
             continue
         tag, scalar = "", None
-        for f_number, f_wire, f_value in _fields(bytes(value)):  # type: ignore[arg-type]
+        for f_number, f_wire, f_value in _fields(bytes(value)):
             if f_number == 1:
-                tag = bytes(f_value).decode("utf-8", "replace")  # type: ignore[arg-type]
+                tag = bytes(f_value).decode("utf-8", "replace")
+            # simple_value is what kohya's tracker (accelerate's TensorBoard) writes
             elif f_number == 2 and f_wire == 5:
-                scalar = struct.unpack("<f", f_value)[0]  # type: ignore[arg-type]
+                scalar = struct.unpack("<f", f_value)[0]
             elif f_number == 8 and f_wire == 2:
-                scalar = _tensor_scalar(bytes(f_value))  # type: ignore[arg-type]
+                scalar = _tensor_scalar(bytes(f_value))
         if tag and scalar is not None:
             yield tag, float(scalar)
 
@@ -183,6 +196,7 @@ def _records(data: bytes, *, check_crc: bool) -> Iterator[bytes]:
         header = data[pos : pos + 8]
         (length,) = struct.unpack("<Q", header)
         (length_crc,) = struct.unpack("<I", data[pos + 8 : pos + 12])
+        # the length's CRC is always checked: a torn write would otherwise be read as a huge length
         if masked_crc32c(header) != length_crc:
             return  # not a record boundary: garbage or a torn write
         start, end = pos + 12, pos + 12 + length
@@ -210,11 +224,12 @@ def read_scalars(path: str | Path, *, check_crc: bool = False) -> list[ScalarEve
         try:
             for number, wire, value in _fields(record):
                 if number == 1 and wire == 1:
-                    wall_time = struct.unpack("<d", value)[0]  # type: ignore[arg-type]
+                    wall_time = struct.unpack("<d", value)[0]
                 elif number == 2 and wire == 0:
-                    step = struct.unpack("<q", struct.pack("<Q", int(value)))[0]  # type: ignore[arg-type]
+                    # int64 in a varint: reinterpret as signed
+                    step = struct.unpack("<q", struct.pack("<Q", int(value)))[0]
                 elif number == 5 and wire == 2:
-                    summary = bytes(value)  # type: ignore[arg-type]
+                    summary = bytes(value)
             if summary is not None:
                 events += [
                     ScalarEvent(tag, step, wall_time, value)
@@ -239,6 +254,7 @@ def find_event_files(logging_dir: str | Path, *, newer_than: float | None = None
     for path in root.rglob(EVENT_FILE_GLOB):
         if not path.is_file():
             continue
+        # a hundredth of a second of slack for filesystems that round modification times
         if newer_than is not None and path.stat().st_mtime < newer_than - 0.01:
             continue
         found.append((_created_at(path), str(path), path))
@@ -246,6 +262,7 @@ def find_event_files(logging_dir: str | Path, *, newer_than: float | None = None
 
 
 def _created_at(path: Path) -> float:
+    # the writer puts its start time in the name; mtime only says when it was last written
     match = re.match(r"events\.out\.tfevents\.(\d+)", path.name)
     if match:
         return float(match.group(1))
@@ -256,6 +273,8 @@ def scalars_by_tag(events: Iterable[ScalarEvent]) -> dict[str, list[tuple[int, f
     """tag -> [(step, value)], sorted by step; a later write for the same step wins."""
     table: dict[str, dict[int, float]] = {}
     for event in events:
+        # kohya logs every micro-batch at the same global_step with gradient accumulation: the
+        # last one written is the step's value, as TensorBoard's own reader keeps it
         table.setdefault(event.tag, {})[event.step] = event.value
     return {tag: sorted(points.items()) for tag, points in table.items()}
 
@@ -323,6 +342,7 @@ class EventFileWriter:
         folder.mkdir(parents=True, exist_ok=True)
         created = wall_time if wall_time is not None else time.time()
         self.path = folder / f"events.out.tfevents.{int(created)}.kohyagen.0"
+        # the file_version event every TensorBoard file starts with; readers check it
         version = _key(1, 1) + struct.pack("<d", created) + _length_delimited(3, b"brain.Event:2")
         with open(self.path, "wb") as handle:
             handle.write(frame_record(version))

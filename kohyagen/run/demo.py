@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kohyagen.run.pipeline import Progress, RunOptions, RunResult, run_pipeline
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 TRIGGER = "kgdemo"
 NAME = "demo"
@@ -41,7 +45,7 @@ DEMO_OVERRIDES = (
 DEMO_EPOCHS = 3
 
 
-def _draw(shape: str, color: tuple[int, int, int], size: int, rng: random.Random):
+def _draw(shape: str, color: tuple[int, int, int], size: int, rng: random.Random) -> Image.Image:
     from PIL import Image, ImageDraw
 
     background = tuple(rng.randint(225, 255) for _ in range(3))

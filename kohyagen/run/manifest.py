@@ -29,10 +29,12 @@ MANIFEST_NAME = "kohyagen.json"
 FORMAT_VERSION = 1
 STAGES = ("check", "prepare", "tag", "config", "estimate", "train", "report", "pick")
 PENDING, RUNNING, DONE, SKIPPED, FAILED = "pending", "running", "done", "skipped", "failed"
+# a skipped stage had nothing to do: a resumed run moves past it as past a done one
 FINISHED = (DONE, SKIPPED)
 
 
 def now() -> str:
+    # UTC: a run folder moves between machines in different zones
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -45,6 +47,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
             json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
             fh.write("\n")
             fh.flush()
+            # on disk before the rename, so a power cut leaves the old or the new file, never an empty one
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -67,6 +70,7 @@ def dataset_files(root: Path, *, exclude: Path | None = None) -> list[Path]:
     """Images and caption files kohya could read under root: in root itself and in its
     direct subfolders (the N_name/ layout), sorted; hidden files and `exclude` (e.g. a run
     folder made inside the images folder) left out."""
+    # what kohya reads is what decides the training: other files may change freely
     wanted = set(IMAGE_EXTENSIONS) | set(CAPTION_EXTENSIONS)
     excluded = exclude.resolve() if exclude is not None else None
 
@@ -78,8 +82,10 @@ def dataset_files(root: Path, *, exclude: Path | None = None) -> list[Path]:
 
     files = []
     for entry in entries(root):
+        # a run folder made inside the images folder would change its own dataset hash
         if excluded is not None and entry.resolve() == excluded:
             continue
+        # one level down only: kohya reads N_name/ folders, never deeper
         children = entries(entry) if entry.is_dir() else [entry]
         files += [p for p in children if p.suffix.lower() in wanted and p.is_file()]
     return sorted(files)
@@ -106,7 +112,9 @@ def hash_dataset(root: str | Path, *, exclude: Path | None = None) -> DatasetHas
     }
     total = hashlib.sha256()
     for rel, digest in sorted(files.items()):
+        # names and contents both: a renamed image changes its caption pairing
         total.update(f"{rel}\0{digest}\n".encode())
+    # per-file hashes are kept to say which files changed
     return DatasetHash(total.hexdigest(), files)
 
 
@@ -186,6 +194,7 @@ class Manifest:
             "inputs": inputs,
             "dataset": {},
             "configs": {},
+            # versions are recorded so a later reader knows what made the LoRA
             "versions": collect_versions(),
             "seed": None,
             "stages": {s: {"status": PENDING} for s in STAGES},
@@ -209,6 +218,7 @@ class Manifest:
                 path=path,
                 hint="move the run folder aside and start again, or pass another --run-dir",
             ) from exc
+        # refused, not guessed at: a run continued from a misread manifest could redo or skip work
         if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
             raise RunStateError(
                 "not a kohyagen run manifest of a known format",
@@ -217,6 +227,7 @@ class Manifest:
             )
         stages = data.setdefault("stages", {})
         for stage in STAGES:
+            # a manifest from before a stage existed still loads
             stages.setdefault(stage, {"status": PENDING})
         return cls(run_dir, data)
 
@@ -242,6 +253,7 @@ class Manifest:
 
     def start(self, name: str) -> None:
         record = self.stage(name)
+        # how often a stage was started survives its restart, for the report
         attempts = record.get("attempts", 0) + 1
         record.clear()
         record.update({"status": RUNNING, "started": now(), "attempts": attempts})
@@ -262,6 +274,7 @@ class Manifest:
             record["outputs"] = outputs
         if note:
             record["note"] = note
+        # an earlier attempt's error does not describe a stage that then succeeded
         record.pop("error", None)
         self.save()
 
@@ -276,6 +289,7 @@ class Manifest:
             old = self.data["stages"][stage]
             self.data["stages"][stage] = {"status": PENDING}
             if old.get("status") != PENDING:
+                # kept, not dropped: what the earlier pass did stays readable
                 self.data["stages"][stage]["previous"] = {
                     k: v for k, v in old.items() if k != "previous"
                 }

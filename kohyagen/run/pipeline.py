@@ -21,6 +21,7 @@ from kohyagen.errors import (
     RunStateError,
     UsageError,
 )
+from kohyagen.run.context import Confirm, Progress, RunContext, RunOptions, local_or_repo
 from kohyagen.run.manifest import (
     MANIFEST_NAME,
     STAGES,
@@ -29,12 +30,13 @@ from kohyagen.run.manifest import (
     describe_change,
     hash_dataset,
 )
-from kohyagen.run.stages import SKIP_NOTES, STAGE_FUNCTIONS, Confirm, Progress, RunContext
+from kohyagen.run.stages import SKIP_NOTES, STAGE_FUNCTIONS
 
 BACKENDS = ("auto", "kohya", "builtin")
 SUGGESTED_WEIGHT = 0.8
 # Inputs that define what a run produces: a run dir continued with other values for
-# these would mix two different runs, so it is refused (see RunOptions.identity).
+# these would mix two different runs, so it is refused (see RunOptions.identity in
+# kohyagen.run.context).
 IDENTITY_KEYS = (
     "images",
     "name",
@@ -45,57 +47,6 @@ IDENTITY_KEYS = (
     "overrides",
     "seed",
 )
-
-
-def _local_or_repo(base_model: str | None) -> str | None:
-    """A local model as its absolute path (so ./m and /abs/m are one input); else as given."""
-    if base_model and Path(base_model).expanduser().exists():
-        return str(Path(base_model).expanduser().resolve())
-    return base_model
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    images: Path
-    name: str
-    trigger: str
-    model: str = "sd15"
-    base_model: str | None = None
-    gpu: str = "auto"  # a GPU preset name, "cpu" or "auto"
-    budget: float | None = None
-    backend: str = "auto"
-    run_dir: Path | None = None
-    epochs: int | None = None
-    overrides: tuple[str, ...] = ()
-    seed: int | None = None
-    price_per_hour: float | None = None
-    prices_file: Path | None = None
-    sd_scripts: Path | None = None
-    restart: bool = False
-
-    def resolved_run_dir(self) -> Path:
-        return (self.run_dir or Path("runs") / self.name).resolve()
-
-    def identity(self) -> dict[str, Any]:
-        return {
-            "images": str(Path(self.images).resolve()),
-            "name": self.name,
-            "trigger": self.trigger,
-            "model": self.model,
-            "base_model": _local_or_repo(self.base_model),
-            "epochs": self.epochs,
-            "overrides": list(self.overrides),
-            "seed": self.seed,
-        }
-
-    def to_inputs(self) -> dict[str, Any]:
-        return {
-            **self.identity(),
-            "gpu": self.gpu,
-            "budget": self.budget,
-            "backend": self.backend,
-            "price_per_hour": self.price_per_hour,
-        }
 
 
 @dataclass(frozen=True)
@@ -206,7 +157,7 @@ def _follow_moves(manifest: Manifest, options: RunOptions, run_dir: Path, notes:
     another folder with the same content: rewrite the recorded paths to the new ones."""
     from kohyagen.run.relocate import relocate
 
-    moves = []
+    moves: list[tuple[str, str]] = []
     made_in = manifest.data.get("run_dir")
     if made_in and made_in != str(run_dir):
         moves.append((made_in, str(run_dir)))
@@ -224,7 +175,7 @@ def _follow_moves(manifest: Manifest, options: RunOptions, run_dir: Path, notes:
     if moved_images:
         moves.append((old_images, new_images))
     old_model = manifest.data.get("inputs", {}).get("base_model")
-    new_model = _local_or_repo(options.base_model)
+    new_model = local_or_repo(options.base_model)
     moved_model = (
         old_model
         and new_model
@@ -234,7 +185,7 @@ def _follow_moves(manifest: Manifest, options: RunOptions, run_dir: Path, notes:
         and Path(new_model).exists()
         and Path(old_model).name == Path(new_model).name
     )
-    if moved_model:
+    if moved_model and new_model:
         moves.append((old_model, new_model))
     if not moves:
         return

@@ -90,6 +90,7 @@ def classify(item: str | Path) -> QueueItem:
             hint="queue run folders made by `kohyagen run`, or training configs",
         )
     if path.is_file() and path.suffix == ".toml":
+        # a loose style.toml gets its own style/ run folder, so two configs never share one
         run_dir = path.parent if path.name == "training_config.toml" else path.with_suffix("")
         return QueueItem(path, CONFIG, run_dir)
     raise UsageError(
@@ -104,12 +105,15 @@ def worker_gpus(gpus: Sequence[str] | None, *, sequential: bool) -> list[str | N
 
     gpus None asks the hardware: several free GPUs mean one worker each."""
     if sequential:
+        # one worker: items run one after another
         return [gpus[0] if gpus else None]
     if gpus:
+        # dict.fromkeys drops repeats and keeps the order given
         return list(dict.fromkeys(str(g) for g in gpus))
     from kohyagen.estimate.hardware import detect
 
     free = detect().free_gpus()
+    # a single GPU needs no pinning; CUDA_VISIBLE_DEVICES stays as the user set it
     if len(free) > 1:
         return [str(g.index) for g in free]
     return [None]
@@ -117,6 +121,7 @@ def worker_gpus(gpus: Sequence[str] | None, *, sequential: bool) -> list[str | N
 
 def _error_line(log_text: str) -> str:
     for line in reversed(log_text.splitlines()):
+        # the CLI's one-line error (kohyagen.cli) is the best summary of a failure
         if line.startswith("error:"):
             return line.removeprefix("error:").strip()
     tail = [line for line in log_text.splitlines() if line.strip()]
@@ -133,10 +138,12 @@ def _run_one(
 ) -> ItemResult:
     item.run_dir.mkdir(parents=True, exist_ok=True)
     log_path = item.run_dir / "queue.log"
+    # the worker reports its result in a file: its stdout is the training's own output
     fd, result_file = tempfile.mkstemp(prefix="kohyagen-queue-", suffix=".json")
     os.close(fd)
     env = dict(os.environ)
     if gpu is not None:
+        # the worker and its trainer see only this GPU, as device 0: nothing else to configure
         env["CUDA_VISIBLE_DEVICES"] = gpu
     cmd = [python, "-m", "kohyagen", "queue-item", str(item.path), "--result", result_file]
     cmd += list(extra_args)
@@ -158,6 +165,7 @@ def _run_one(
                 log.write(line)
                 log.flush()
                 lines.append(line)
+                # only the tail is kept in memory: the full output is in queue.log
                 del lines[:-200]
                 progress(item.label, line.rstrip("\n"))
             code = proc.wait()
@@ -214,6 +222,7 @@ def run_queue(
         try:
             todo.put((n, classify(raw)))
         except UsageError as exc:
+            # a bad item is a failed result, not an abort: the others still run
             results[n] = ItemResult(str(raw), None, FAILED, 1, None, None, str(exc), 0.0, None)
     workers = worker_gpus(gpus, sequential=sequential)
     lock = threading.Lock()
@@ -221,6 +230,7 @@ def run_queue(
     def work(gpu: str | None) -> None:
         while True:
             try:
+                # workers take the next item as they finish: a slow item does not hold a GPU idle
                 n, item = todo.get_nowait()
             except stdlib_queue.Empty:
                 return
@@ -245,6 +255,7 @@ def run_queue(
         t.start()
     for t in threads:
         t.join()
+    # results in the order the items were given, whichever finished first
     ordered = tuple(results[n] for n in sorted(results))
     return QueueResult(ordered, tuple(g or "" for g in workers))
 
@@ -301,6 +312,7 @@ def run_item(
         backend=backend or "auto",
         on_progress=(lambda event: progress("train", str(event))) if progress else None,
     )
+    # a failed or interrupted training becomes the exception the CLI maps to exit 3
     if hasattr(outcome, "raise_for_status"):
         outcome.raise_for_status()
     elif str(getattr(outcome, "status", "succeeded")) not in ("ok", "succeeded"):

@@ -18,6 +18,7 @@ CONFIG_FILES = ("training_config.toml", "dataset_config.toml")
 def _swap(value: str, old: str, new: str) -> str:
     if value == old:
         return new
+    # only whole path components: /data/run must not rewrite /data/run2
     if value.startswith(old + os.sep) or value.startswith(old + "/"):
         return new + value[len(old) :]
     return value
@@ -38,6 +39,7 @@ def _rewrite_toml(path: Path, moves: list[tuple[str, str]]) -> bool:
     import tomlkit
     from tomlkit.items import AoT, Array, String, Table
 
+    # tomlkit keeps the comments that explain each rendered value
     doc = tomlkit.parse(path.read_text(encoding="utf-8"))
     changed = False
 
@@ -65,6 +67,7 @@ def _rewrite_toml(path: Path, moves: list[tuple[str, str]]) -> bool:
     if changed:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
+        # replace is atomic: the config is the old one or the new one
         tmp.replace(path)
     return changed
 
@@ -73,6 +76,7 @@ def relocate(manifest: Any, moves: list[tuple[str, str]]) -> list[str]:
     """Apply (old prefix, new prefix) moves to the manifest and the run's configs.
 
     Returns the files that changed. The manifest is saved atomically."""
+    # nothing moved: nothing to write
     moves = [(old, new) for old, new in moves if old != new]
     if not moves:
         return []

@@ -10,40 +10,20 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kohyagen.dataset.layout import IMAGE_EXTENSIONS
 from kohyagen.errors import (
     DatasetError,
     KohyagenError,
 )
-from kohyagen.run.manifest import Manifest, dataset_files, hash_dataset
-
-if TYPE_CHECKING:
-    from kohyagen.run.pipeline import RunOptions
+from kohyagen.run.context import RunContext, RunOptions
+from kohyagen.run.manifest import dataset_files, hash_dataset
+from kohyagen.run.stages_training import stage_estimate, stage_pick, stage_report, stage_train
 
 CPU = "cpu"
 CPU_RENDER_PRESET = "80gb"
-Progress = Callable[[str, str], None]
-Confirm = Callable[[Any], bool]
-
-
-@dataclass
-class RunContext:
-    options: RunOptions
-    manifest: Manifest
-    run_dir: Path
-    progress: Progress
-    confirm: Confirm | None
-    notes: list[str] = field(default_factory=list)
-
-    def say(self, stage: str, message: str) -> None:
-        self.progress(stage, message)
-
-    def out(self, stage: str) -> dict[str, Any]:
-        return self.manifest.outputs(stage)
 
 
 # ---------------------------------------------------------------- helpers
@@ -313,14 +293,6 @@ def _stage_config(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     }
     return outputs, f"{rendered.training_path.name} for {gpu}"
 
-
-# The training stages live in their own module; imported here, after RunContext exists.
-from kohyagen.run.stages_training import (  # noqa: E402
-    stage_estimate,
-    stage_pick,
-    stage_report,
-    stage_train,
-)
 
 STAGE_FUNCTIONS: dict[str, Callable[[RunContext], Any]] = {
     "check": _stage_check,

@@ -15,7 +15,7 @@ from kohyagen.errors import BudgetExceeded, KohyagenError, TrainingFailed
 from kohyagen.run.manifest import collect_versions
 
 if TYPE_CHECKING:
-    from kohyagen.run.stages import RunContext
+    from kohyagen.run.context import RunContext
 
 
 def _count(value: Any) -> int:
@@ -30,6 +30,8 @@ def stage_estimate(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     values = configs["values"]
     check = ctx.out("check")
     prepare = ctx.out("prepare")
+    # the most exact count available: the config's own plan, then prepare's repeats, then
+    # the check's count of the source folder
     if values.get("images_x_repeats"):
         seen, per_epoch = values["images_x_repeats"], values.get("steps_per_epoch")
     elif prepare.get("repeats"):
@@ -56,6 +58,7 @@ def stage_estimate(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     data = est.to_dict()
     ctx.manifest.update("estimate", **data)
     ctx.say("estimate", _estimate_line(est))
+    # the upper end of the estimate is compared: a budget is a limit, not a hope
     if opts.budget is not None and est.budget_cost is not None and est.budget_cost > opts.budget:
         raise BudgetExceeded(
             f"estimated cost up to ${est.budget_cost:.2f} ({_estimate_basis(est)}, "
@@ -68,6 +71,7 @@ def stage_estimate(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
         ctx.notes.append("no cost could be estimated for this machine, so --budget was not applied")
     if est.fits == "no":
         ctx.notes.append(f"memory: {est.notes[0] if est.notes else 'may not fit'}")
+    # the library never prompts: the CLI's callback asks, after the estimate is shown
     if ctx.confirm is not None and not ctx.confirm(est):
         raise KohyagenError(
             "stopped before training: not confirmed",
@@ -112,10 +116,13 @@ def stage_train(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     def on_progress(event: Any) -> None:
         ctx.say("train", format_progress(event))
 
+    # a second start of this stage means the first was interrupted: continue from its state
     again = ctx.manifest.stage("train").get("attempts", 1) > 1
     state = latest_state(configs.get("resolved", {})) if again else None
     extra: list[str] = []
     if state is not None:
+        # kohya's --resume loads weights, optimizer, scheduler and RNG state from the folder
+        # (train_network.py:1231-1270); the builtin trainer takes the same flag
         extra = ["--resume", str(state.path)]
         ctx.say("train", f"continuing from the training state saved after epoch {state.epoch}")
     result = train(
@@ -170,6 +177,7 @@ def latest_state(training: dict[str, Any]) -> SavedState | None:
     if not output_dir or not name:
         return None
     best: SavedState | None = None
+    # kohya's state folders: NAME-000002-state, NAME-step00000500-state, NAME-state
     for folder in Path(output_dir).glob(f"{name}*-state"):
         try:
             data = json.loads((folder / "train_state.json").read_text(encoding="utf-8"))
@@ -191,6 +199,7 @@ def _remove_states(configs: dict[str, Any]) -> list[str]:
         return []
     removed = []
     for folder in sorted(Path(output_dir).glob(f"{name}*-state")):
+        # only folders kohya itself finished writing: the marker file is written last
         if (folder / "train_state.json").is_file():
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(str(folder))
@@ -201,6 +210,7 @@ def _check_where_training_runs(ctx: RunContext, gpu: str | None) -> None:
     """Refuse a training that would take days: configs made for a GPU on a machine without
     one, or a CPU run nobody asked for (--gpu auto found no GPU)."""
     if gpu == "cpu":
+        # auto fell back to the CPU: almost certainly not what the user wanted
         if ctx.options.gpu.lower() == "auto":
             raise KohyagenError(
                 "no NVIDIA GPU on this machine: training a real model on the CPU takes days",
@@ -257,6 +267,7 @@ def _record_sd_scripts(ctx: RunContext) -> None:
         if ctx.options.backend == "kohya":
             raise
         return  # backend auto without sd-scripts: the builtin trainer will run
+    # the sd-scripts revision goes into the manifest: a LoRA names the code that made it
     ctx.manifest.update("versions", **collect_versions(path))
 
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from kohyagen.errors import UsageError, require
 from kohyagen.quiet import quiet_third_party
@@ -90,7 +91,7 @@ def vocab_size() -> int:
     return 512 + len(_MERGES) + 2
 
 
-def _text_config(*, projection: bool, seed_width: int = _TEXT_WIDTH):
+def _text_config(*, projection: bool, seed_width: int = _TEXT_WIDTH) -> Any:
     transformers = require("transformers")
     return transformers.CLIPTextConfig(
         vocab_size=vocab_size(),
@@ -107,7 +108,7 @@ def _text_config(*, projection: bool, seed_width: int = _TEXT_WIDTH):
     )
 
 
-def _scheduler(kind: str):
+def _scheduler(kind: str) -> Any:
     diffusers = require("diffusers")
     return diffusers.DDPMScheduler(
         num_train_timesteps=1000,
@@ -120,7 +121,7 @@ def _scheduler(kind: str):
     )
 
 
-def _vae():
+def _vae() -> Any:
     diffusers = require("diffusers")
     # Four blocks: three downsamplings, the 8x that pipelines and kohya assume.
     return diffusers.AutoencoderKL(
@@ -136,7 +137,7 @@ def _vae():
     )
 
 
-def _unet(kind: str):
+def _unet(kind: str) -> Any:
     diffusers = require("diffusers")
     common = {
         "sample_size": 8,

@@ -26,7 +26,10 @@ MODES = ("skip", "append", "overwrite")
 
 @dataclass(frozen=True)
 class CaptionOptions:
+    # kohya's tagger's --thresh default (tag_images_by_wd14_tagger.py)
     threshold: float = 0.35
+    # higher than kohya's (which reuses --thresh): character tags are the ones a LoRA should
+    # not learn by accident (and kohya's tagger at 48d368f crashes when one passes)
     character_threshold: float = 0.85
     trigger: str | None = None
     undesired_tags: tuple[str, ...] = ()
@@ -50,6 +53,7 @@ def display_tag(name: str, keep_underscores: bool) -> str:
 def split_tags(text: str | None) -> list[str]:
     if not text:
         return []
+    # a hand-written caption may put tags on lines: each line is a tag list too
     parts = text.replace("\n", ",").split(",")
     return [p.strip() for p in parts if p.strip()]
 
@@ -71,6 +75,7 @@ class TagSelector:
         if not len(indices):
             return []
         scores = probs[indices]
+        # >= as in kohya's tagger: a tag exactly at the threshold is kept
         keep = indices[(scores >= threshold) & self.wanted[indices]]
         # Stable sort on the negated score: ties keep the tag list's order.
         return keep[np.argsort(-probs[keep], kind="stable")].tolist()
@@ -81,6 +86,7 @@ class TagSelector:
         general = self._above(probs, self.general, opts.threshold)
         rated: list[int] = []
         if opts.rating and len(self.rating):
+            # kohya's tagger adds only the most probable rating, never several
             top = int(self.rating[int(np.argmax(probs[self.rating]))])
             if self.wanted[top]:
                 rated = [top]
@@ -89,6 +95,7 @@ class TagSelector:
             (t for t in body if tag_key(t) in self.first_order),
             key=lambda t: self.first_order[tag_key(t)],
         )
+        # the trigger first, where keep_tokens = 1 holds it in place when kohya shuffles captions
         head = [opts.trigger] if opts.trigger else []
         return dedupe([*head, *first, *body])
 
@@ -116,12 +123,14 @@ def merge_tags(existing: Sequence[str], new: Sequence[str], trigger: str | None)
 
 
 def caption_text(tags: Sequence[str]) -> str:
+    # kohya's tagger writes the same: tags joined by ", " and one final newline
     return SEPARATOR.join(tags) + "\n"
 
 
 def read_caption(path: Path) -> str | None:
     """The caption's text, or None when there is none (a missing or blank file)."""
     try:
+        # strict UTF-8: a caption in another encoding is the user's, never rewritten by tagging
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
@@ -131,6 +140,7 @@ def read_caption(path: Path) -> str | None:
 def has_caption(path: Path) -> bool:
     """Whether a non-blank caption exists (whatever its encoding: it is the user's)."""
     try:
+        # bytes, not text: a caption that is not UTF-8 still counts as the user's caption
         return bool(path.read_bytes().strip())
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return False
@@ -145,6 +155,7 @@ def remove_stale_temps(folders: Iterable[Path]) -> int:
     """Delete temp files a killed run left behind; their captions were never replaced."""
     removed = 0
     for folder in folders:
+        # only kohyagen's own temp names: nothing a user made can match
         for temp in folder.glob(f".*{TEMP_SUFFIX}"):
             try:
                 temp.unlink()

@@ -37,8 +37,11 @@ def load_square_rgb(path: Path, size: int) -> np.ndarray:
     if (new_w, new_h) != (width, height):
         image = image.resize((new_w, new_h), Image.Resampling.LANCZOS, reducing_gap=3.0)
     pixels = np.asarray(image, dtype=np.uint8)
+    # already square: no padding copy
     if new_w == size and new_h == size:
         return pixels
+    # white padding, centred: what kohya's tagger (tag_images_by_wd14_tagger.py:37-64) and the
+    # WD14 training data use
     canvas = np.full((size, size, 3), 255, dtype=np.uint8)
     top, left = (size - new_h) // 2, (size - new_w) // 2
     canvas[top : top + new_h, left : left + new_w] = pixels
@@ -46,24 +49,29 @@ def load_square_rgb(path: Path, size: int) -> np.ndarray:
 
 
 def _flatten_on_white(image: Image.Image) -> Image.Image:
+    # a palette image's transparency is only seen once it is RGBA
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
+        # composited on white, not black: kohya's tagger does the same
         background = Image.new("RGBA", rgba.size, (*WHITE, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     if image.mode != "RGB":
         return image.convert("RGB")
+    # load now: the file is closed when the `with` in the caller ends
     image.load()
     return image
 
 
 def fill_slot(batch: np.ndarray, row: int, rgb: np.ndarray, layout: str) -> None:
     """Write one image into its batch row as the model wants it: BGR, float, 0..255."""
+    # the WD14 models were trained on OpenCV's BGR order, values 0..255 unnormalised
     bgr = rgb[:, :, ::-1]
     if layout == "NHWC":
         batch[row] = bgr
     else:
+        # some exports (the 3-part repo ids) take NCHW
         batch[row] = bgr.transpose(2, 0, 1)
 
 

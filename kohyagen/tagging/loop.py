@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,9 @@ class BatchRun:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _submit(self, pool: ThreadPoolExecutor, paths: list[Path]):
+    def _submit(
+        self, pool: ThreadPoolExecutor, paths: list[Path]
+    ) -> tuple[list[Path], np.ndarray, list[Future[Any]]]:
         spec = self.runtime.input
         fixed = spec.fixed_batch
         batch = np.empty(spec.batch_shape(fixed or len(paths)), dtype=spec.dtype)

@@ -67,6 +67,7 @@ class Runtime:
 
 
 def nvidia_gpu_present() -> bool:
+    # a cheap check with no GPU library: only to warn about a CPU-only onnxruntime
     return shutil.which("nvidia-smi") is not None or Path("/proc/driver/nvidia").exists()
 
 
@@ -83,6 +84,7 @@ def choose_providers(available: Sequence[str], requested: Sequence[str] | None =
             )
     else:
         chosen = [p for p in PREFERRED_PROVIDERS if p in available]
+    # CPU always last: onnxruntime then falls back instead of failing to start
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen
@@ -121,6 +123,7 @@ def read_model_input(session: Any, path: Path) -> ModelInput:
             f"the model input {node.name} has shape {shape}, not an image batch",
             path=path,
         )
+    # SmilingWolf's exports are NHWC; some third-party ones are NCHW
     if shape[3] == 3:
         layout, sides = "NHWC", shape[1:3]
     elif shape[1] == 3:
@@ -134,7 +137,10 @@ def read_model_input(session: Any, path: Path) -> ModelInput:
     fixed = [s for s in sides if isinstance(s, int) and s > 0]
     if len(set(fixed)) > 1:
         raise TaggingError(f"the model input is not square: {shape}", path=path)
+    # kohya's tagger hard-codes 448 (IMAGE_SIZE) instead of reading the model, which breaks
+    # models trained at another side
     size = fixed[0] if fixed else FALLBACK_SIZE
+    # a fixed batch dimension must be filled: kohya's tagger overrides --batch_size to match
     batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     dtype = np.float16 if node.type == "tensor(float16)" else np.float32
     out = outputs[0]
@@ -151,6 +157,7 @@ def open_runtime(model_path: Path, providers: Sequence[str] | None = None) -> Ru
     chosen = choose_providers(available, providers)
     warnings = provider_warnings(available)
     options = ort.SessionOptions()
+    # every graph rewrite onnxruntime has: one cost at load, then every batch runs faster
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
         session = ort.InferenceSession(str(model_path), sess_options=options, providers=chosen)

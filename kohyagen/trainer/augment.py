@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kohyagen.errors import DatasetError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 INTERPOLATIONS = ("lanczos", "nearest", "bilinear", "linear", "bicubic", "cubic", "area", "box")
 
 
-def resize(image, size: tuple[int, int], interpolation: str | None = None):
+def resize(
+    image: Image.Image, size: tuple[int, int], interpolation: str | None = None
+) -> Image.Image:
     """kohya's resize_interpolation with PIL filters. Unset, kohya averages areas when
     shrinking and uses Lanczos when enlarging; PIL's box filter is that area average."""
     from PIL import Image
@@ -34,12 +40,12 @@ def resize(image, size: tuple[int, int], interpolation: str | None = None):
 
 
 def resize_and_crop(
-    image,
+    image: Image.Image,
     bucket: tuple[int, int],
     *,
     rng: random.Random | None = None,
     interpolation: str | None = None,
-):
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """Scale so the image covers the bucket, then crop the centre, or with rng a random
     window (random_crop). Returns (image, crop_ltrb)."""
 
@@ -56,7 +62,7 @@ def resize_and_crop(
     return image.crop((left, top, left + bw, top + bh)), (left, top, left + bw, top + bh)
 
 
-def native_crop(image, size: tuple[int, int], rng: random.Random):
+def native_crop(image: Image.Image, size: tuple[int, int], rng: random.Random) -> Image.Image:
     """A random size-d window of the image at full scale (no bucketing with random_crop)."""
     w, h = image.size
     left, top = rng.randint(0, max(0, w - size[0])), rng.randint(0, max(0, h - size[1]))
@@ -81,7 +87,7 @@ def face_from_name(path: Path) -> tuple[int, int, int, int] | None:
 
 
 def face_crop(
-    image,
+    image: Image.Image,
     size: tuple[int, int],
     face: tuple[int, int, int, int],
     face_range: tuple[float, float],
@@ -89,7 +95,7 @@ def face_crop(
     random_crop: bool,
     rng: random.Random,
     interpolation: str | None = None,
-):
+) -> Image.Image:
     """kohya's face crop: scale so the face fills 1/high .. 1/low of the shorter side (never
     upscaling, always covering the target), then cut a target-sized window around the face,
     jittered a little, or widely with random_crop."""
@@ -122,7 +128,7 @@ def face_crop(
     return image.crop((left, top, left + tw, top + th))
 
 
-def color_aug(image, rng: random.Random):
+def color_aug(image: Image.Image, rng: random.Random) -> Image.Image:
     """kohya's color_aug: a third of the time, a hue shift of up to 8 of OpenCV's 180 hue
     steps, or else a gamma in 0.95..1.05 applied to the raw 0..255 values (kohya's quirk:
     not normalised first, so it also darkens or brightens). kohya converts RGB data as if

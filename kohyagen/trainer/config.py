@@ -8,6 +8,7 @@ fallback chain (subset -> dataset -> general -> training options -> default).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -241,7 +242,7 @@ def _subset_from_chain(
 
 
 def _dataset_from_chain(
-    chain: list[dict[str, Any]], subsets: list[SubsetSpec], path
+    chain: list[dict[str, Any]], subsets: list[SubsetSpec], path: Path | None
 ) -> DatasetSpec:
     reso = _subset_value("resolution", chain, None)
     if reso is None:
@@ -500,7 +501,7 @@ def _check_dim_from_weights(args: SimpleNamespace, path: Path) -> None:
         )
 
 
-def _check_latent_cache(args: SimpleNamespace, datasets, path: Path) -> None:
+def _check_latent_cache(args: SimpleNamespace, datasets: Sequence[DatasetSpec], path: Path) -> None:
     """kohya's assertion: cached latents are fixed, so per-step crops and colours cannot be."""
     if not (args.cache_latents or args.cache_latents_to_disk):
         return  # kohya turns cache_latents on for cache_latents_to_disk

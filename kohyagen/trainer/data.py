@@ -69,11 +69,12 @@ def select_bucket(
     min_size/max_size are the dataset's min/max_bucket_reso; without them they are read
     off buckets (the list make_buckets returned for them).
     """
+    # callers that only have the bucket list: its extreme sides are kohya's min/max
     if min_size is None or max_size is None:
         sides = [side for bucket in buckets for side in bucket] or [steps]
         min_size = min(sides) if min_size is None else min_size
         max_size = max(sides) if max_size is None else max_size
-    settings = BucketSettings(tuple(max_reso), min_size, max_size, steps, no_upscale)
+    settings = BucketSettings((max_reso[0], max_reso[1]), min_size, max_size, steps, no_upscale)
     bw, bh = shared_select_bucket(size[0], size[1], settings)
     # kohya makes a 0-wide bucket of an image narrower than one step, and fails later.
     return max(steps, bw), max(steps, bh)
@@ -86,10 +87,13 @@ def split_validation(
     if split <= 0:
         return images if training else []
     shuffled = list(images)
+    # kohya shuffles with validation_seed when set, else from the global RNG: the same split
+    # is reproduced only with a seed (train_util.py:142-178)
     (random.Random(seed) if seed is not None else random).shuffle(shuffled)
     n = len(shuffled)
     if training:
         return shuffled[: math.ceil(n * (1 - split))]
+    # round, not the complement of ceil: as in kohya, one image can land in both halves
     take = round(n * split)
     return shuffled[n - take :] if take else []
 
@@ -102,6 +106,7 @@ class PreparedDataset:
 
     @property
     def train_count(self) -> int:
+        # kohya's `num train images * repeats`: reg images are counted apart
         return sum(it.subset.num_repeats for it in self.items if not it.is_reg)
 
     @property
@@ -137,6 +142,7 @@ def prepare(spec: DatasetSpec, *, training: bool = True) -> PreparedDataset:
         settings = BucketSettings(
             res, spec.min_bucket_reso, spec.max_bucket_reso, spec.bucket_reso_steps
         )
+        # kohya's BucketManager asserts these at start-up; say so before any model loads
         problems = settings.problems()
         if min(res) < spec.min_bucket_reso or max(res) > spec.max_bucket_reso or problems:
             raise DatasetError(
@@ -183,6 +189,7 @@ def prepare(spec: DatasetSpec, *, training: bool = True) -> PreparedDataset:
                     max_size=spec.max_bucket_reso,
                 )
             else:
+                # kohya reads the face box from the file name (`name_cx_cy_w_h.png`) for face_crop_aug_range
                 face = face_from_name(image) if subset.face_crop_aug_range else None
                 if face is not None:
                     if size[0] < res[0] or size[1] < res[1]:
@@ -195,6 +202,8 @@ def prepare(spec: DatasetSpec, *, training: bool = True) -> PreparedDataset:
                     caption = read_caption(image, subset)
                     items.append(ImageItem(image, caption, subset, size, res, face=face))
                     continue
+                # Without buckets kohya's __getitem__ asserts `image too large, but cropping and
+                # bucketing are disabled`; random_crop cuts a window instead, if the image covers it.
                 larger = size[0] > res[0] or size[1] > res[1]
                 if larger and subset.random_crop and size[0] >= res[0] and size[1] >= res[1]:
                     items.append(
@@ -229,6 +238,8 @@ def build_reg_fill(items: list[ImageItem]) -> list[ImageItem]:
     if not reg:
         return out
     i = 0
+    # cycled, not sampled: kohya repeats the reg list in order to match the training count
+    # (train_util.py:2166-2182)
     while len(out) < train_samples:
         out.append(reg[i % len(reg)])
         i += 1
@@ -247,19 +258,23 @@ def epoch_batches(
             for batch in epoch_batches(part, seed + i, epoch, shuffle=shuffle)
         ]
         if shuffle and len(prepared.parts) > 1:
+            # kohya's DatasetGroup concatenates the datasets and the DataLoader shuffles the lot
             random.Random(seed * 7 + epoch).shuffle(batches)
         return batches
+    # a seed per epoch, so a resumed run draws the same batches as an uninterrupted one
     rng = random.Random(seed * 1000003 + epoch)
     samples: list[ImageItem] = []
     for it in prepared.items:
         if not it.is_reg:
+            # validation sets use num_repeats = 1 in kohya
             samples.extend([it] * (it.subset.num_repeats if prepared.training else 1))
     samples.extend(build_reg_fill(list(prepared.items)))
     by_bucket: dict[tuple[int, int], list[ImageItem]] = {}
     for it in samples:
         by_bucket.setdefault(it.bucket, []).append(it)
-    batches: list[list[ImageItem]] = []
+    batches = []
     bs = prepared.spec.batch_size
+    # a batch never mixes buckets: kohya's BucketBatchIndex draws each batch from one bucket
     for bucket in sorted(by_bucket):
         group = by_bucket[bucket]
         if shuffle:

@@ -8,19 +8,28 @@ so a cache is reused only for the same bucket.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kohyagen.atomic import replacing
 from kohyagen.trainer.augment import color_aug, face_crop, native_crop, resize_and_crop
 from kohyagen.trainer.data import ImageItem
 
+if TYPE_CHECKING:
+    import torch
 
-def load_pixels(item: ImageItem, *, flip: bool = False, rng=None):
+
+def load_pixels(
+    item: ImageItem, *, flip: bool = False, rng: random.Random | None = None
+) -> torch.Tensor:
     """The image as a (3, H, W) float tensor in [-1, 1], fitted to its bucket."""
     return load_image(item, flip=flip, rng=rng)[0]
 
 
-def load_image(item: ImageItem, *, flip: bool = False, rng=None):
+def load_image(
+    item: ImageItem, *, flip: bool = False, rng: random.Random | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(pixels, mask): the image as a (3, H, W) float tensor in [-1, 1] fitted to its
     bucket, and with the subset's alpha_mask its alpha channel as an (H, W) tensor in 0..1
     (ones for an opaque image), else None.
@@ -94,17 +103,19 @@ def _key(name: str, latents_hw: tuple[int, int]) -> str:
 class LatentCache:
     """Latents for each (image, flip) pair, encoded once with the VAE."""
 
-    def __init__(self, vae, *, scaling_factor: float, sdxl: bool, to_disk: bool, batch_size: int):
+    def __init__(
+        self, vae: Any, *, scaling_factor: float, sdxl: bool, to_disk: bool, batch_size: int
+    ) -> None:
         self.vae = vae
         self.scaling_factor = scaling_factor
         self.sdxl = sdxl
         self.to_disk = to_disk
         self.batch_size = max(1, batch_size)
-        self._mem: dict[tuple[Path, tuple[int, int], bool], object] = {}
+        self._mem: dict[tuple[Path, tuple[int, int], bool], torch.Tensor] = {}
         # alpha_mask subsets: the unflipped mask per image, flipped on the way out (kohya)
-        self._masks: dict[tuple[Path, tuple[int, int]], object] = {}
+        self._masks: dict[tuple[Path, tuple[int, int]], torch.Tensor | None] = {}
 
-    def encode(self, pixels):
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         import torch
 
         with torch.no_grad():
@@ -156,9 +167,17 @@ class LatentCache:
             arrays[_key("alpha_mask", hw)] = mask.numpy()
         path = npz_path(item, sdxl=self.sdxl)
         with replacing(path) as tmp, open(tmp, "xb") as handle:
-            np.savez(handle, **arrays)  # a handle: np.savez would append .npz to a name
+            # a handle: np.savez would append .npz to a name. numpy's stub lets **kwds
+            # collide with allow_pickle: bool; these keys are latents_*, never that.
+            np.savez(handle, **arrays)  # type: ignore[arg-type]
 
-    def fill(self, items: list[ImageItem], *, flip_aug: bool, progress=None) -> None:
+    def fill(
+        self,
+        items: list[ImageItem],
+        *,
+        flip_aug: bool,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
         """Encode every item not yet cached (reading or writing the disk cache)."""
         import torch
 
@@ -194,10 +213,10 @@ class LatentCache:
             for item, _flip in todo:
                 self._save_disk(item)
 
-    def get(self, item: ImageItem, flip: bool):
+    def get(self, item: ImageItem, flip: bool) -> torch.Tensor:
         return self._mem[(item.path, item.bucket, flip)]
 
-    def get_mask(self, item: ImageItem, flip: bool):
+    def get_mask(self, item: ImageItem, flip: bool) -> torch.Tensor | None:
         """The alpha mask (H, W) for an alpha_mask subset's image, else None."""
         import torch
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
-def make_noise_scheduler(v_parameterization: bool, *, zero_terminal_snr: bool = False):
+def make_noise_scheduler(v_parameterization: bool, *, zero_terminal_snr: bool = False) -> Any:
     """DDPM with SD's betas, as kohya builds it (the model folder's scheduler is ignored).
 
     zero_terminal_snr rescales the betas so the last step is pure noise; its alpha-bar is
@@ -24,11 +26,18 @@ def make_noise_scheduler(v_parameterization: bool, *, zero_terminal_snr: bool = 
     )
     if zero_terminal_snr:
         # Still pure noise to float precision, yet a finite SNR for min-SNR and debiasing.
-        scheduler.alphas_cumprod[-1] = 1e-8
+        # diffusers sets alphas_cumprod in an __init__ its typing does not follow
+        scheduler.alphas_cumprod[-1] = 1e-8  # type: ignore[attr-defined]
     return scheduler
 
 
-def pyramid_noise(noise, *, iterations: int, discount: float, generator=None):
+def pyramid_noise(
+    noise: torch.Tensor,
+    *,
+    iterations: int,
+    discount: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Multi-resolution noise: coarser random fields added with shrinking weight, then
     renormalised to unit variance (kohya's multires_noise_*)."""
     import random
@@ -49,20 +58,20 @@ def pyramid_noise(noise, *, iterations: int, discount: float, generator=None):
 
 
 def sample_noise(
-    latents,
+    latents: torch.Tensor,
     *,
     noise_offset: float | None,
     random_strength: bool,
-    generator=None,
+    generator: torch.Generator | None = None,
     multires_iterations: int | None = None,
     multires_discount: float = 0.3,
     adaptive_noise_scale: float | None = None,
-):
+) -> torch.Tensor:
     """Training noise: gaussian, plus the offset noise (scaled up per channel by the latents'
     mean with adaptive_noise_scale), then the pyramid on top, in kohya's order."""
     noise = torch.randn(latents.shape, generator=generator, device="cpu").to(latents)
     if noise_offset:
-        strength = noise_offset
+        strength: float | torch.Tensor = noise_offset
         if random_strength:
             strength = torch.rand(1, generator=generator).item() * noise_offset
         if adaptive_noise_scale is not None:
@@ -80,7 +89,9 @@ def sample_noise(
     return noise
 
 
-def snr_weights(scheduler, timesteps, *, gamma: float | None, v_prediction: bool):
+def snr_weights(
+    scheduler: Any, timesteps: torch.Tensor, *, gamma: float | None, v_prediction: bool
+) -> torch.Tensor:
     """min-SNR-gamma weights per sample (1.0 when gamma is unset)."""
     if not gamma:
         return torch.ones(timesteps.shape[0], device=timesteps.device)
@@ -91,8 +102,13 @@ def snr_weights(scheduler, timesteps, *, gamma: float | None, v_prediction: bool
 
 
 def huber_threshold(
-    scheduler, timesteps, *, schedule: str = "snr", c: float = 0.1, scale: float = 1.0
-):
+    scheduler: Any,
+    timesteps: torch.Tensor,
+    *,
+    schedule: str = "snr",
+    c: float = 0.1,
+    scale: float = 1.0,
+) -> torch.Tensor:
     """Per-sample huber_c for loss_type huber / smooth_l1 (kohya's huber_schedule).
 
     constant: c * scale everywhere; exponential: scale * c**(t / T), from scale at t = 0
@@ -114,7 +130,9 @@ def huber_threshold(
     raise ValueError(f"unknown huber_schedule {schedule!r}")  # config.py refuses others first
 
 
-def elementwise_loss(pred, target, loss_type: str, huber_c=None):
+def elementwise_loss(
+    pred: torch.Tensor, target: torch.Tensor, loss_type: str, huber_c: Any = None
+) -> torch.Tensor:
     """The unreduced loss kohya's loss_type names; huber_c is per sample for huber/smooth_l1."""
     if loss_type == "l1":
         return torch.nn.functional.l1_loss(pred, target, reduction="none")
@@ -126,24 +144,24 @@ def elementwise_loss(pred, target, loss_type: str, huber_c=None):
     return torch.nn.functional.mse_loss(pred, target, reduction="none")
 
 
-def clamped_snr(scheduler, timesteps):
+def clamped_snr(scheduler: Any, timesteps: torch.Tensor) -> torch.Tensor:
     ac = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
     return torch.clamp(ac / (1 - ac), max=1000)
 
 
 def diffusion_loss(
-    unet,
-    scheduler,
-    latents,
-    hidden,
+    unet: Any,
+    scheduler: Any,
+    latents: torch.Tensor,
+    hidden: torch.Tensor,
     *,
-    timesteps,
-    noise,
-    weights,
+    timesteps: torch.Tensor,
+    noise: torch.Tensor,
+    weights: torch.Tensor,
     v_prediction: bool,
     min_snr_gamma: float | None,
-    added_cond=None,
-    input_perturbation=None,
+    added_cond: dict[str, torch.Tensor] | None = None,
+    input_perturbation: torch.Tensor | None = None,
     debiased: bool = False,
     scale_v_like_eps: bool = False,
     loss_type: str = "l2",
@@ -151,8 +169,8 @@ def diffusion_loss(
     huber_c: float = 0.1,
     huber_scale: float = 1.0,
     v_pred_like: float | None = None,
-    mask=None,
-):
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-sample weighted loss (loss_type l2, l1, huber or smooth_l1) between the U-Net's
     prediction and its target.
 

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kohyagen.errors import ConfigError
 
+if TYPE_CHECKING:
+    from kohyagen.trainer.models import Components
+    from kohyagen.trainer.output import Console
 
-def merge_base_weights(components, paths, multipliers, *, sdxl: bool, console) -> None:
+
+def merge_base_weights(
+    components: Components,
+    paths: list[str],
+    multipliers: list[float] | None,
+    *,
+    sdxl: bool,
+    console: Console,
+) -> None:
     """Add each file's weight deltas (times its multiplier, 1.0 when not given) to the
     U-Net and text encoder weights in memory; the files are only read."""
     import torch

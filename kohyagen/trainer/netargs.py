@@ -5,6 +5,8 @@ config.py refuses keys that are not in options.NETWORK_ARGS before training star
 
 from __future__ import annotations
 
+from typing import Any
+
 from kohyagen.errors import ConfigError
 
 
@@ -41,7 +43,7 @@ def loraplus_ratios(values: list[str] | None) -> dict[str, float | None]:
     }
 
 
-def conv_args(values: list[str] | None) -> dict[str, object]:
+def conv_args(values: list[str] | None) -> dict[str, Any]:
     """conv_dim / conv_alpha from network_args (config.py refuses unknown keys)."""
     raw = _network_args(values)
     if "conv_dim" not in raw:

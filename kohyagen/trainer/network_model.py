@@ -6,15 +6,31 @@ the LoRA gradients are synchronised across processes.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
 import torch
 
 from kohyagen.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kohyagen.trainer.config import SubsetSpec, TrainerConfig
+    from kohyagen.trainer.lora import LoRANetwork
+    from kohyagen.trainer.models import Components
 
 
 class TrainingModel(torch.nn.Module):
     """U-Net, text encoders and the LoRA network in one module, so DDP syncs the LoRA grads."""
 
-    def __init__(self, components, network, *, args, noise_scheduler, needs_vae: bool = True):
+    def __init__(
+        self,
+        components: Components,
+        network: LoRANetwork,
+        *,
+        args: SimpleNamespace,
+        noise_scheduler: Any,
+        needs_vae: bool = True,
+    ) -> None:
         super().__init__()
         self.components = components
         self.unet = components.unet
@@ -29,7 +45,7 @@ class TrainingModel(torch.nn.Module):
         self.args = args
         self.noise_scheduler = noise_scheduler
 
-    def latents_of(self, batch):
+    def latents_of(self, batch: dict[str, Any]) -> torch.Tensor:
         import torch
 
         if "latents" in batch:
@@ -41,7 +57,12 @@ class TrainingModel(torch.nn.Module):
             dist = vae.encode(pixels).latent_dist
             return (dist.sample() * self.components.scaling_factor).float()
 
-    def forward(self, batch, timesteps=None, noise=None):
+    def forward(
+        self,
+        batch: dict[str, Any],
+        timesteps: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         import torch
 
         from kohyagen.trainer.loss import diffusion_loss, sample_noise
@@ -90,6 +111,7 @@ class TrainingModel(torch.nn.Module):
             timesteps = torch.randint(lo, hi, (latents.shape[0],), device=device)
         added = None
         if self.components.sdxl:
+            assert pooled is not None  # SDXL's second text encoder always gives one
             added = {
                 "text_embeds": pooled.to(dtype),
                 "time_ids": batch["time_ids"].to(device, dtype),
@@ -143,7 +165,9 @@ class TrainingModel(torch.nn.Module):
         self.text_encoders = torch.nn.ModuleList()
 
 
-def check_text_cache(args, network, subsets, cfg) -> None:
+def check_text_cache(
+    args: SimpleNamespace, network: LoRANetwork, subsets: list[SubsetSpec], cfg: TrainerConfig
+) -> None:
     """kohya's conditions for cache_text_encoder_outputs: fixed captions, frozen encoders."""
     if len(network.text_encoder_loras):
         raise ConfigError(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ast
-from typing import Any
+from types import ModuleType, SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from kohyagen.errors import ConfigError, MissingDependency
+
+if TYPE_CHECKING:
+    import torch
 
 
 def parse_optimizer_args(values: list[str] | None) -> dict[str, Any]:
@@ -25,7 +29,7 @@ def parse_optimizer_args(values: list[str] | None) -> dict[str, Any]:
     return kwargs
 
 
-def _optional(module: str, package: str):
+def _optional(module: str, package: str) -> ModuleType:
     import importlib
 
     try:
@@ -37,16 +41,20 @@ def _optional(module: str, package: str):
         ) from exc
 
 
-def make_optimizer(args, groups: list[dict[str, Any]]):
+def make_optimizer(
+    args: SimpleNamespace, groups: list[dict[str, Any]]
+) -> tuple[torch.optim.Optimizer, str]:
     """The optimizer for these parameter groups, and its kohya-style name for ss_optimizer."""
     import torch
 
     kind = (args.optimizer_type or "AdamW").lower()
     kwargs = parse_optimizer_args(args.optimizer_args)
     lr = args.learning_rate
+    # desc only names the group for TensorBoard's lr/<desc>; optimizers reject unknown keys
     torch_groups = [{k: v for k, v in g.items() if k != "desc"} for g in groups]
     if kind == "adamw":
-        cls = torch.optim.AdamW
+        # Any: torch's and the optional packages' classes each take their own keywords
+        cls: Any = torch.optim.AdamW
     elif kind == "adamw8bit":
         cls = _optional("bitsandbytes", "bitsandbytes").optim.AdamW8bit
     elif kind == "lion":
@@ -55,11 +63,13 @@ def make_optimizer(args, groups: list[dict[str, Any]]):
         cls = _optional("prodigyopt", "prodigyopt").Prodigy
     elif kind == "sgdnesterov":
         cls = torch.optim.SGD
+        # kohya's SGDNesterov: momentum 0.9 unless optimizer_args says otherwise
         kwargs.setdefault("momentum", 0.9)
         kwargs["nesterov"] = True
     else:  # config.ALLOWED_VALUES refuses anything else earlier
         raise ConfigError(f"unsupported optimizer_type {args.optimizer_type!r}")
     optimizer = cls(torch_groups, lr=lr, **kwargs)
+    # ss_optimizer as kohya writes it: the class path, then the optimizer_args in parentheses
     name = f"{cls.__module__}.{cls.__name__}"
     if kwargs:
         name += "(" + ",".join(f"{k}={v}" for k, v in kwargs.items()) + ")"
@@ -70,12 +80,15 @@ def warmup_steps(value: Any, max_train_steps: int) -> int:
     """lr_warmup_steps may be a step count, a ratio below 1, or "N%"."""
     if isinstance(value, str) and value.endswith("%"):
         return int(float(value[:-1]) / 100 * max_train_steps)
+    # kohya's int_or_float: below 1 is a fraction of the total steps
     if isinstance(value, float) and value < 1:
         return int(value * max_train_steps)
     return int(value or 0)
 
 
-def _custom_scheduler(args, optimizer, kwargs: dict[str, Any], warmup: int):
+def _custom_scheduler(
+    args: SimpleNamespace, optimizer: torch.optim.Optimizer, kwargs: dict[str, Any], warmup: int
+) -> Any:
     """lr_scheduler_type: any scheduler class, `Name` in torch.optim.lr_scheduler or
     `package.module.Name`, built with lr_scheduler_args (kohya)."""
     import importlib
@@ -87,6 +100,7 @@ def _custom_scheduler(args, optimizer, kwargs: dict[str, Any], warmup: int):
             f"{args.lr_scheduler_type} does not require `num_warmup_steps`. Set None or 0.",
             hint="remove lr_warmup_steps when lr_scheduler_type is set",
         )
+    # a bare name is looked up in torch.optim.lr_scheduler, as kohya's get_scheduler_fix does
     module_name, _, cls_name = args.lr_scheduler_type.rpartition(".")
     try:
         module = importlib.import_module(module_name) if module_name else torch.optim.lr_scheduler
@@ -99,7 +113,15 @@ def _custom_scheduler(args, optimizer, kwargs: dict[str, Any], warmup: int):
         ) from exc
 
 
-def _transformers_schedule(name: str, args, optimizer, *, warmup: int, steps: int, kwargs):
+def _transformers_schedule(
+    name: str,
+    args: SimpleNamespace,
+    optimizer: torch.optim.Optimizer,
+    *,
+    warmup: int,
+    steps: int,
+    kwargs: dict[str, Any],
+) -> Any:
     """The schedules kohya takes from transformers: cosine_with_min_lr, warmup_stable_decay
     (lr_decay_steps, lr_scheduler_min_lr_ratio) and inverse_sqrt (lr_scheduler_timescale)."""
     from transformers import optimization as tro
@@ -136,7 +158,13 @@ def _transformers_schedule(name: str, args, optimizer, *, warmup: int, steps: in
     )
 
 
-def make_scheduler(args, optimizer, *, max_train_steps: int, num_processes: int):
+def make_scheduler(
+    args: SimpleNamespace,
+    optimizer: torch.optim.Optimizer,
+    *,
+    max_train_steps: int,
+    num_processes: int,
+) -> Any:
     """diffusers' schedules; steps are scaled by the process count as accelerate steps them.
 
     lr_scheduler_args are passed to the schedule (kohya), lr_scheduler_type picks any
@@ -148,6 +176,7 @@ def make_scheduler(args, optimizer, *, max_train_steps: int, num_processes: int)
     name = args.lr_scheduler or "constant"
     kwargs: dict[str, Any] = parse_optimizer_args(args.lr_scheduler_args)
     if args.lr_scheduler_type:
+        # kohya multiplies by the process count: accelerate steps the scheduler once per process
         return _custom_scheduler(args, optimizer, kwargs, warmup * num_processes)
     if name == "piecewise_constant":
         return get_scheduler(name, optimizer, **kwargs)  # step_rules comes in the args
@@ -161,6 +190,7 @@ def make_scheduler(args, optimizer, *, max_train_steps: int, num_processes: int)
             kwargs=kwargs,
         )
     if name == "cosine_with_restarts":
+        # diffusers' restarts take a whole number of cycles
         kwargs["num_cycles"] = int(args.lr_scheduler_num_cycles or 1)
     elif name == "polynomial":
         kwargs["power"] = float(args.lr_scheduler_power or 1.0)

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from tqdm.auto import tqdm
 
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
@@ -95,7 +101,7 @@ class Console:
     def epoch_header(self, epoch: int, total: int) -> None:
         self.out(f"\nepoch {epoch}/{total}\n")
 
-    def saving(self, path) -> None:
+    def saving(self, path: str | Path) -> None:
         self.out(f"\nsaving checkpoint: {path}")
 
 
@@ -121,7 +127,7 @@ class LossRecorder:
         return self.total / max(1, len(self.losses))
 
 
-def step_bar(total: int, initial: int, enabled: bool):
+def step_bar(total: int, initial: int, enabled: bool) -> tqdm:
     from tqdm.auto import tqdm
 
     return tqdm(
@@ -134,7 +140,7 @@ def step_bar(total: int, initial: int, enabled: bool):
     )
 
 
-def lr_logs(optimizer, groups_desc: list[str]) -> dict[str, float]:
+def lr_logs(optimizer: torch.optim.Optimizer, groups_desc: list[str]) -> dict[str, float]:
     """lr/<desc> for each group, plus kohya's trailing lr/group<last> duplicate."""
     logs: dict[str, float] = {}
     lrs = [g["lr"] for g in optimizer.param_groups]

@@ -3,7 +3,14 @@ state) in half precision, as kohya's experimental options do."""
 
 from __future__ import annotations
 
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from kohyagen.trainer.lora import LoRANetwork
+    from kohyagen.trainer.output import Console
 
 
 def allow_fp16_unscale(scaler: Any) -> None:
@@ -11,13 +18,20 @@ def allow_fp16_unscale(scaler: Any) -> None:
     master weights lose small updates; full_fp16 accepts that to save memory)."""
     original = scaler._unscale_grads_
 
-    def unscale(optimizer, inv_scale, found_inf, allow_fp16):
+    def unscale(optimizer: Any, inv_scale: Any, found_inf: Any, allow_fp16: bool) -> Any:
         return original(optimizer, inv_scale, found_inf, True)
 
     scaler._unscale_grads_ = unscale
 
 
-def apply_full_precision(network, args, *, weight_dtype, accelerator, console) -> bool:
+def apply_full_precision(
+    network: LoRANetwork,
+    args: SimpleNamespace,
+    *,
+    weight_dtype: torch.dtype,
+    accelerator: Any,
+    console: Console,
+) -> bool:
     """Cast the network for full_fp16 / full_bf16; False when it stays in fp32.
 
     The mixed_precision pairing was checked when the config was read (kohya's assertion);

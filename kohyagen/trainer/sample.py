@@ -12,8 +12,15 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from kohyagen.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from kohyagen.trainer.models import Components
 
 _SCHEDULERS = {
     "ddim": "DDIMScheduler",
@@ -96,7 +103,9 @@ def read_prompts(path: str | Path) -> list[SamplePrompt]:
     return [parse_prompt_line(line, i) for i, line in enumerate(lines)]
 
 
-def sample_filename(name: str | None, *, epoch: int | None, step: int, index: int, seed) -> str:
+def sample_filename(
+    name: str | None, *, epoch: int | None, step: int, index: int, seed: int | None
+) -> str:
     num = f"e{epoch:06d}" if epoch is not None else f"{step:06d}"
     seed_part = "" if seed is None else f"_{seed}"
     prefix = "" if name is None else name + "_"
@@ -104,7 +113,14 @@ def sample_filename(name: str | None, *, epoch: int | None, step: int, index: in
 
 
 def sample_images(
-    components, args, out_dir: Path, *, epoch: int | None, step: int, device, v_prediction: bool
+    components: Components,
+    args: SimpleNamespace,
+    out_dir: Path,
+    *,
+    epoch: int | None,
+    step: int,
+    device: torch.device | str,
+    v_prediction: bool,
 ) -> list[Path]:
     import diffusers
     import torch
@@ -126,7 +142,8 @@ def sample_images(
         "scheduler": scheduler,
     }
     if components.sdxl:
-        pipe = diffusers.StableDiffusionXLPipeline(
+        # Any: diffusers' pipeline classes do not declare __call__ or their helpers' types
+        pipe: Any = diffusers.StableDiffusionXLPipeline(
             **common,
             text_encoder_2=components.text_encoders[1],
             tokenizer_2=components.tokenizers[1],
@@ -174,7 +191,7 @@ def sample_images(
     return written
 
 
-def _decode(pipe, components, latents):
+def _decode(pipe: Any, components: Components, latents: torch.Tensor) -> Any:
     """Decode in the VAE's own dtype (fp32 here): a bf16/fp16 U-Net's latents would not fit it,
     and SDXL's VAE overflows in fp16."""
     import torch

@@ -8,6 +8,7 @@ import os
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,7 +18,7 @@ from kohyagen.trainer.output import Console, LossRecorder, lr_logs, step_bar
 
 
 def run(
-    cfg: TrainerConfig, *, resume: str | None = None, console_factory=Console
+    cfg: TrainerConfig, *, resume: str | None = None, console_factory: type[Console] = Console
 ) -> dict[str, object]:
     """Train a LoRA as kohya's train_network.py / sdxl_train_network.py would; return a summary."""
     accelerate = require("accelerate")
@@ -210,7 +211,9 @@ def run(
         model, optimizer, loader, lr_scheduler
     )
 
-    def keep_network_only(models, weights, output_dir):
+    def keep_network_only(
+        models: list[Any], weights: list[dict[str, Any]], output_dir: str
+    ) -> None:
         for i, state in enumerate(weights):
             weights[i] = {k: v for k, v in state.items() if k.startswith("network.")}
 

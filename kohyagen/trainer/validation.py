@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -13,13 +15,13 @@ def validation_timesteps(min_timestep: int | None, max_timestep: int | None) -> 
 
 
 def validation_loss(
-    model,
-    val_set,
+    model: Any,
+    val_set: Any,
     *,
     timesteps: list[int],
     seed: int,
     max_batches: int | None,
-    device,
+    device: torch.device | str,
     desc: str,
     postfix_key: str,
     show: bool,
