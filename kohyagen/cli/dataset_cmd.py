@@ -74,9 +74,10 @@ def _trim(findings, root: Path) -> tuple[list[Finding], int]:
             rows.append(
                 dataclasses.replace(
                     same[ROWS_PER_CODE],
-                    file=f"... {more} more",
+                    file=None,
+                    line=None,
                     key=None,
-                    message=f"{more} more files with {same[0].code} (--json lists them)",
+                    message=f"... {more} more files with {same[0].code} (--json lists them)",
                 )
             )
     return rows, hidden

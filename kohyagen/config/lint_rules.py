@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from kohyagen.config.family import SDXL, FamilyGuess
 from kohyagen.config.keys import suggest
-from kohyagen.config.schema import SDXL_TRAIN_NETWORK, TomlDocument, TomlValidator
+from kohyagen.config.lint_runtime import bucket_step_finding
+from kohyagen.config.lint_runtime import finding as runtime_finding
+from kohyagen.config.schema import TomlDocument, TomlValidator
 from kohyagen.findings import Finding, Severity
 
 # Training options whose value a dataset_config.toml replaces when it sets them too
@@ -30,8 +33,7 @@ TORCH_OPTIMIZERS = (
 )  # fmt: skip
 
 
-def finding(sev: Severity, code: str, message: str, file: str, key: str | None, fix=None):
-    return Finding(sev, code, message, file=file, key=key, fix=fix)
+finding = runtime_finding
 
 
 def type_finding(file: str, key: str, value: Any, prop: dict, label: str) -> Finding | None:
@@ -141,7 +143,7 @@ def _any_augment(flat: dict, dataset: TomlDocument | None, key: str) -> bool:
 
 
 def cross_key_findings(
-    file: str, flat: dict, script: str, dataset: TomlDocument | None
+    file: str, flat: dict, family: FamilyGuess, dataset: TomlDocument | None
 ) -> list[Finding]:
     """kohya's own start-up assertions between options, checked before a GPU is rented."""
     out: list[Finding] = []
@@ -170,7 +172,7 @@ def cross_key_findings(
         add(finding(Severity.ERROR, "adaptive-noise-needs-offset",
                      "adaptive_noise_scale requires noise_offset (kohya raises ValueError)",
                      file, "adaptive_noise_scale", "noise_offset = 0.05"))  # fmt: skip
-    if script == SDXL_TRAIN_NETWORK and (
+    if family.name == SDXL and (
         flat.get("cache_text_encoder_outputs") or flat.get("cache_text_encoder_outputs_to_disk")
     ):
         if not flat.get("network_train_unet_only"):
@@ -185,14 +187,10 @@ def cross_key_findings(
                              f"{key} changes captions every step, which cached text encoder "
                              "outputs cannot follow (kohya asserts)", file, key,
                              f"drop {key} or cache_text_encoder_outputs"))  # fmt: skip
-    if script == SDXL_TRAIN_NETWORK and mp == "fp16" and not flat.get("no_half_vae"):
+    if family.name == SDXL and mp == "fp16" and not flat.get("no_half_vae"):
         add(finding(Severity.WARNING, "sdxl-vae-fp16",
                     "SDXL's VAE overflows in fp16 and can give NaN latents",
                     file, "mixed_precision", "no_half_vae = true, or bf16 where the GPU has it"))  # fmt: skip
-    if flat.get("v_parameterization") and not flat.get("v2") and script != SDXL_TRAIN_NETWORK:
-        add(finding(Severity.WARNING, "v-param-without-v2",
-                     "v_parameterization without v2: only SD2 768-v models predict v",
-                     file, "v_parameterization", "v2 = true for a 768-v model, or drop it"))  # fmt: skip
     if flat.get("max_train_steps") is not None and flat.get("max_train_epochs") is not None:
         add(finding(Severity.INFO, "epochs-override-steps",
                      "max_train_epochs overrides max_train_steps", file, "max_train_steps",
@@ -201,11 +199,12 @@ def cross_key_findings(
     known = isinstance(opt, str) and (opt.lower() in KNOWN_OPTIMIZERS or opt in TORCH_OPTIMIZERS)
     if isinstance(opt, str) and opt and "." not in opt and not known:
         close = suggest(opt.lower(), KNOWN_OPTIMIZERS)
-        add(finding(Severity.WARNING, "unknown-optimizer",
-                     f"optimizer_type {opt!r} is not one of kohya's optimizers",
+        # kohya looks any other name up with getattr(torch.optim, name): AttributeError
+        add(finding(Severity.ERROR, "unknown-optimizer",
+                     f"optimizer_type {opt!r} is not one of kohya's optimizers (kohya fails "
+                     "looking it up in torch.optim)",
                      file, "optimizer_type",
                      f'optimizer_type = "{close}"' if close else 'optimizer_type = "AdamW8bit"'))  # fmt: skip
-    step_multiple = 32 if script == SDXL_TRAIN_NETWORK else 64
     for ctx, labels in dataset_contexts(flat, dataset):
 
         def where(key: str, labels=labels) -> tuple[str, str]:
@@ -213,12 +212,11 @@ def cross_key_findings(
             in_dataset = dataset is not None and label != key
             return (str(dataset.path) if in_dataset else file), label
 
-        steps = ctx.get("bucket_reso_steps", 64)
-        if isinstance(steps, int) and steps % step_multiple:
-            add(finding(Severity.ERROR, "bucket-steps",
-                         f"bucket_reso_steps {steps} is not divisible by {step_multiple} "
-                         "(kohya asserts)", *where("bucket_reso_steps"),
-                         f"bucket_reso_steps = {step_multiple if steps < 64 else 64}"))  # fmt: skip
+        bad_steps = bucket_step_finding(
+            ctx.get("bucket_reso_steps", 64), family, *where("bucket_reso_steps")
+        )
+        if bad_steps is not None:
+            add(bad_steps)
         res = parse_resolution(ctx.get("resolution"))
         if res is None or not ctx.get("enable_bucket"):
             continue

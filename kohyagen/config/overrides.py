@@ -36,6 +36,7 @@ class Override:
     key: str
     value: Any
     text: str  # as the user wrote it, for messages
+    comment: str | None = None  # why, where kohyagen set it as a consequence of --set
 
 
 def _parse_value(raw: str) -> Any:
@@ -142,9 +143,9 @@ def _find_table(doc: tomlkit.TOMLDocument, key: str) -> Table | tomlkit.TOMLDocu
     return None
 
 
-def _set(container, key: str, value: Any, text: str) -> None:
+def _set(container, key: str, value: Any, text: str, comment: str | None = None) -> None:
     item = tomlkit.item(value)
-    item.comment(f"set with --set {text}")
+    item.comment(comment or f"set with --set {text}")
     container[key] = item
 
 
@@ -179,7 +180,7 @@ def apply_overrides(
             if general is None:
                 general = tomlkit.table()
                 dataset["general"] = general
-            _set(general, ov.key, ov.value, ov.text)
+            _set(general, ov.key, ov.value, ov.text, ov.comment)
             continue
         container = _find_table(training, ov.key)
         if container is None and ov.key in dataset_keys:
@@ -190,4 +191,4 @@ def apply_overrides(
                 table.add(tomlkit.comment("options set with kohyagen config --set"))
                 training["overrides"] = table
             container = training["overrides"]
-        _set(container, ov.key, ov.value, ov.text)
+        _set(container, ov.key, ov.value, ov.text, ov.comment)

@@ -24,6 +24,7 @@ from kohyagen.config.presets import (
     get_model,
     training_settings,
 )
+from kohyagen.config.render_fixes import allow_upscale_if_needed, coupled_overrides
 from kohyagen.config.render_inputs import default_name, load_train_dir, resolve_base_model
 from kohyagen.config.render_values import (
     bucket_range,
@@ -147,6 +148,7 @@ def render_configs(
     if isinstance(set_training.get("train_batch_size"), int):
         settings["train_batch_size"] = Setting(set_training["train_batch_size"], "set with --set")
     parsed += _bucket_range_overrides(parsed)
+    parsed += coupled_overrides(parsed)
     plan = plan_steps(model, layout, settings, epochs, notes)
     training_choice = training_choices(
         model,
@@ -193,6 +195,7 @@ def render_configs(
         general=general.values, why=general.why, subsets=subsets_ctx, **ctx
     )
     training_text, dataset_text = _apply_overrides(training_text, dataset_text, parsed)
+    dataset_text = allow_upscale_if_needed(training_text, dataset_text, layout, parsed, notes)
     training_doc = TomlDocument(training_path, training_text, tomllib.loads(training_text))
     dataset_doc = TomlDocument(dataset_path, dataset_text, tomllib.loads(dataset_text))
     flat, _ = flatten_training_config(training_doc.data)
@@ -279,9 +282,12 @@ def _validate(
     )
     # Files this render is about to write are not missing.
     pending = {str(training.path), str(dataset.path)}
-    if prompts_path is not None:
-        pending.add(str(prompts_path))
-    findings = [f for f in findings if not (f.code == "file-not-found" and f.key in pending)]
+    findings = [
+        f
+        for f in findings
+        if not (f.code == "file-not-found" and f.key == "sample_prompts" and prompts_path)
+        and not (f.code == "dataset-config-unreadable" and str(dataset.path) in pending)
+    ]
     errors = [f for f in findings if f.severity is Severity.ERROR]
     if errors:
         first = errors[0]

@@ -19,6 +19,7 @@ from kohyagen.dataset.buckets import (
     BucketSettings,
     bucket_for,
     bucket_key,
+    kohya_bucket_fails,
     select_bucket,
     steps_per_epoch,
 )
@@ -30,6 +31,7 @@ from kohyagen.dataset.probe_pool import ProgressFn, probe_many
 from kohyagen.dataset.rules import (
     count_findings,
     duplicate_findings,
+    finding,
     image_findings,
     layout_findings,
     same_stem_findings,
@@ -224,16 +226,10 @@ def check_dataset(
     image_count = sum(len(s.listing.images) for s in train_subsets)
     findings += count_findings(listing.root, image_count, listing.kind)
     for problem in settings.problems():
-        findings.append(
-            Finding(
-                Severity.ERROR,
-                "bucket-settings",
-                f"kohya would stop: {problem}",
-                None,
-                "fix the bucket options",
-                key="min_bucket_reso/max_bucket_reso",
-            )
-        )
+        findings.append(finding(Severity.ERROR, "bucket-settings", f"kohya would stop: {problem}",
+                                None, "fix the bucket options",
+                                key="min_bucket_reso/max_bucket_reso"))  # fmt: skip
+    findings += _bucket_crash_findings(probes, settings)
 
     notes = []
     if not near_duplicates:
@@ -260,6 +256,21 @@ def check_dataset(
         deep=deep,
         notes=tuple(notes),
     )
+
+
+def _bucket_crash_findings(probes: dict[str, ImageProbe], settings: BucketSettings) -> list[Finding]:
+    """Images that stop real kohya in select_bucket (a bucket side rounds down to 0)."""
+    out = []
+    for path, probe in probes.items():
+        if probe.error is None and kohya_bucket_fails(probe.width, probe.height, settings):
+            res = settings.resolution
+            out.append(finding(Severity.ERROR, "bucket-zero-side",
+                               f"{probe.width}x{probe.height} at resolution {res[0]}x{res[1]} "
+                               f"with bucket_no_upscale: a bucket side rounds down to 0 at "
+                               f"bucket_reso_steps {settings.steps}, and kohya stops with a "
+                               "ZeroDivisionError in select_bucket", path,
+                               "remove or enlarge the image, or set bucket_no_upscale = false"))  # fmt: skip
+    return out
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:
