@@ -85,7 +85,8 @@ def _data_findings(
                                 'dataset_config = "/abs/path/dataset_config.toml"'))  # fmt: skip
     contexts = dataset_contexts(flat, dataset)
     missing_res = any(parse_resolution(ctx.get("resolution")) is None for ctx, _ in contexts)
-    if missing_res and "resolution" not in flat:
+    unreadable = dataset is None and isinstance(ds_value, str)  # its resolution is unknown
+    if missing_res and "resolution" not in flat and not unreadable:
         findings.append(finding(Severity.ERROR, "missing-resolution",
                                 "resolution is not set here or in the dataset config "
                                 "(kohya asserts 'resolution is required')", file,

@@ -32,6 +32,10 @@ GUI_ONLY_KEYS = {
     "sdxl": "a GUI checkbox; the script (sdxl_train_network.py) decides SDXL for kohya",
     "sdxl_checkbox": "a GUI checkbox; the script (sdxl_train_network.py) decides SDXL for kohya",
     "save_as_bool": "a GUI field; save_model_as is what kohya reads",
+    "model_train_type": "lora-scripts' selector of the training script; the script launched "
+    "decides for kohya",
+    "additional_parameters": "the GUI's extra command-line text, which kohya never reads from "
+    "the file",
 }
 # A rename is suggested only where the meaning is the same, not only the spelling:
 # kohya_ss's lr_warmup is a percentage of the steps, lr_warmup_steps a count (or a ratio < 1).
@@ -82,11 +86,10 @@ def choice_finding(file: str, key: str, value: Any, flat: dict, choices: list) -
             return finding(warn, "no-effect", f"{shown} is the default length (75 tokens); "
                            "kohya's choices are 150 and 225", file, key,
                            "remove it (75 is the default)")  # fmt: skip
-        if isinstance(value, int) and value > 0 and value % 75 == 0:
-            return finding(warn, "bad-choice", f"{shown} is beyond kohya's choices (150, 225); "
-                           "the text encoder was trained on 75", file, key, "max_token_length = 225")  # fmt: skip
-        return finding(err, "bad-choice", f"{shown}: kohya splits the prompt into 75-token "
-                       "chunks and fails on this length", file, key, "max_token_length = 225")  # fmt: skip
+        # anything else is used as is: kohya's 75-token chunking was written for 150 and 225
+        return finding(warn, "bad-choice", f"{shown} is not one of kohya's lengths (150, 225); "
+                       "kohya does not check it and cuts prompts in 75-token chunks", file, key,
+                       "max_token_length = 225")  # fmt: skip
     if key == "dynamo_backend":
         # only read when torch_compile is on (kohya passes it to accelerate's dynamo plugin)
         if not flat.get("torch_compile"):
@@ -176,6 +179,11 @@ def unknown_key_finding(
     file: str, key: str, value: Any, where: str, props: dict, flat: dict
 ) -> Finding:
     """An option kohya does not have: what is lost by kohya dropping it silently."""
+    if key == "additional_parameters" and isinstance(value, str) and value.strip():
+        return finding(Severity.ERROR, "unknown-key", f"additional_parameters{where} holds "
+                       f"{value.strip()!r}: the GUI adds it to the command line, but kohya "
+                       "ignores it in a config file", file, key,
+                       "write those options as keys of this file")  # fmt: skip
     if key in GUI_ONLY_KEYS:
         return finding(Severity.WARNING, "gui-only-key", f"{key}{where} is not a kohya option: "
                        f"{GUI_ONLY_KEYS[key]}; kohya ignores it", file, key, "remove it, or keep "

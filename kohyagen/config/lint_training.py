@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kohyagen.config.keys import TRAINING_ALIASES
 from kohyagen.config.lint_keys import unknown_key_finding, value_finding
 from kohyagen.config.lint_rules import (
     RENAMED_IN_DATASET,
@@ -56,7 +57,8 @@ def key_findings(
                            f"network_alpha {alpha} > network_dim {dim} scales LoRA updates up "
                            f"by {alpha / dim:g}; alpha <= dim is usual", file, "network_alpha",
                            f"network_alpha = {dim / 2:g}"))  # fmt: skip
-    if "max_train_epochs" not in flat and "max_train_steps" not in flat:
+    meant = {TRAINING_ALIASES.get(k.lower()) for k in flat}
+    if not {"max_train_epochs", "max_train_steps"} & (set(flat) | meant):
         out.append(finding(Severity.INFO, "default-steps",
                            "neither max_train_epochs nor max_train_steps: kohya trains 1600 "
                            "steps whatever the dataset size", file, "max_train_epochs",

@@ -107,6 +107,8 @@ def place_of(places: dict[str, Place], key: str | None) -> Place:
     while label:
         if label in places:
             return places[label]
+        if f"{label}[0]" in places:  # an array of tables: its first header
+            return places[f"{label}[0]"]
         found = _training_place(places, label)
         if found is not None:
             return found
