@@ -66,6 +66,7 @@ def config_command(
         samples=samples,
         epochs=epochs,
         attention="xformers" if xformers else "sdpa",
+        tables=_kohya_tables(None, None),
     )
     written = [] if dry_run else write_configs(rendered, force=force)
     if as_json:

@@ -21,10 +21,9 @@ from kohyagen.config.keys import (
     suggest,
     training_keys,
 )
+from kohyagen.config.lint_buckets import bucket_crash_findings, bucket_settings_of
 from kohyagen.config.lint_disk import (
     broken_link_findings,
-    bucket_crash_findings,
-    bucket_settings_of,
     caption_findings,
     empty_image_findings,
     image_dir_images,

@@ -111,8 +111,13 @@ def render_configs(
     epochs: int | None = None,
     attention: str = "sdpa",
     cwd: str | Path | None = None,
+    tables: Any = None,
 ) -> RenderedConfigs:
-    """Both kohya TOMLs (and sample prompts) as text; nothing is written here."""
+    """Both kohya TOMLs (and sample prompts) as text; nothing is written here.
+
+    tables: a kohya_tables.KohyaTables of the sd-scripts checkout that will run, to check
+    the result against its own options (default: the bundled tables).
+    """
     model = get_model(model) if isinstance(model, str) else model
     gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
     cwd = Path(cwd) if cwd is not None else Path.cwd()
@@ -199,7 +204,7 @@ def render_configs(
     training_doc = TomlDocument(training_path, training_text, tomllib.loads(training_text))
     dataset_doc = TomlDocument(dataset_path, dataset_text, tomllib.loads(dataset_text))
     flat, _ = flatten_training_config(training_doc.data)
-    findings = _validate(training_doc, dataset_doc, prompts_path if samples else None)
+    findings = _validate(training_doc, dataset_doc, prompts_path if samples else None, tables)
     final_batch = flat.get("train_batch_size", 1)
     final_epochs = flat.get("max_train_epochs", plan.epochs)
     per_epoch = plan.per_epoch
@@ -273,13 +278,13 @@ def _apply_overrides(
 
 
 def _validate(
-    training: TomlDocument, dataset: TomlDocument, prompts_path: Path | None
+    training: TomlDocument, dataset: TomlDocument, prompts_path: Path | None, tables: Any = None
 ) -> list[Finding]:
-    from kohyagen.config.lint import lint_dataset_config, lint_training_config
+    from kohyagen.config.lint import LintOptions, lint_dataset_config, lint_training_config
 
-    findings = lint_training_config(training, dataset=dataset) + lint_dataset_config(
-        dataset, training=training
-    )
+    options = LintOptions(tables=tables)
+    findings = lint_training_config(training, dataset=dataset, options=options)
+    findings += lint_dataset_config(dataset, training=training, options=options)
     # Files this render is about to write are not missing.
     pending = {str(training.path), str(dataset.path)}
     findings = [

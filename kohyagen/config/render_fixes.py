@@ -11,7 +11,7 @@ from pathlib import Path
 
 import tomlkit
 
-from kohyagen.config.lint_disk import bucket_settings_of
+from kohyagen.config.lint_buckets import bucket_settings_of
 from kohyagen.config.lint_rules import RENAMED_IN_DATASET
 from kohyagen.config.overrides import TRAINING, Override
 from kohyagen.dataset.buckets import kohya_bucket_fails
