@@ -207,6 +207,11 @@ def test_dataset_check_names_zero_side_images(tmp_path):
     hits = [f for f in report.findings if f.code == "bucket-zero-side"]
     assert [Path(f.file).name for f in hits] == ["thin.png"]
     assert report.errors
+    # asked for nothing: what `kohyagen config` renders (upscaling, for this dataset)
+    report = check_dataset(tmp_path, model="sd15")
+    hits = [f for f in report.findings if f.code == "bucket-zero-side"]
+    assert [f.severity.value for f in hits] == ["warning"] and not report.errors
+    assert "bucket_no_upscale = false" in hits[0].message
 
 
 def test_seed_config_four_errors_one_per_line_when_piped(tmp_path, monkeypatch):

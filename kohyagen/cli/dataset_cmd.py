@@ -109,7 +109,8 @@ def dataset_group() -> None:
 @click.option(
     "--bucket-no-upscale/--bucket-upscale",
     default=None,
-    help="kohya's bucket_no_upscale (default: on, as kohyagen config renders it).",
+    help="kohya's bucket_no_upscale (default: as kohyagen config renders it: on, off when "
+    "an image is too small for it).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context

@@ -9,6 +9,7 @@ builds a clean kohya layout from a folder of images.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -222,6 +223,11 @@ def check_dataset(
         if not subset.is_reg:
             effective_captions += effective
 
+    crash = _bucket_crash_findings(probes, settings, explicit=bucket_no_upscale is not None)
+    findings += crash
+    if crash and bucket_no_upscale is None:
+        # kohyagen config renders bucket_no_upscale = false for such a dataset (render_fixes)
+        settings = dataclasses.replace(settings, no_upscale=False)
     records, subset_reports, samples = _numbers(subsets, probes, captions_by_subset, settings)
     image_count = sum(len(s.listing.images) for s in train_subsets)
     findings += count_findings(listing.root, image_count, listing.kind)
@@ -229,7 +235,6 @@ def check_dataset(
         findings.append(finding(Severity.ERROR, "bucket-settings", f"kohya would stop: {problem}",
                                 None, "fix the bucket options",
                                 key="min_bucket_reso/max_bucket_reso"))  # fmt: skip
-    findings += _bucket_crash_findings(probes, settings)
 
     notes = []
     if not near_duplicates:
@@ -258,17 +263,26 @@ def check_dataset(
     )
 
 
-def _bucket_crash_findings(probes: dict[str, ImageProbe], settings: BucketSettings) -> list[Finding]:
-    """Images that stop real kohya in select_bucket (a bucket side rounds down to 0)."""
+def _bucket_crash_findings(
+    probes: dict[str, ImageProbe], settings: BucketSettings, *, explicit: bool
+) -> list[Finding]:
+    """Images that stop real kohya in select_bucket (a bucket side rounds down to 0).
+
+    An error when bucket_no_upscale was asked for; otherwise a warning, because
+    `kohyagen config` then renders bucket_no_upscale = false for this dataset.
+    """
     out = []
+    sev = Severity.ERROR if explicit else Severity.WARNING
+    then = ("kohya stops with a ZeroDivisionError in select_bucket" if explicit else
+            "kohyagen config therefore renders bucket_no_upscale = false (kohya would stop "
+            "with a ZeroDivisionError in select_bucket)")  # fmt: skip
     for path, probe in probes.items():
         if probe.error is None and kohya_bucket_fails(probe.width, probe.height, settings):
             res = settings.resolution
-            out.append(finding(Severity.ERROR, "bucket-zero-side",
+            out.append(finding(sev, "bucket-zero-side",
                                f"{probe.width}x{probe.height} at resolution {res[0]}x{res[1]} "
                                f"with bucket_no_upscale: a bucket side rounds down to 0 at "
-                               f"bucket_reso_steps {settings.steps}, and kohya stops with a "
-                               "ZeroDivisionError in select_bucket", path,
+                               f"bucket_reso_steps {settings.steps}; {then}", path,
                                "remove or enlarge the image, or set bucket_no_upscale = false"))  # fmt: skip
     return out
 
