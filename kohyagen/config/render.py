@@ -281,10 +281,13 @@ def _validate(
     training: TomlDocument, dataset: TomlDocument, prompts_path: Path | None, tables: Any = None
 ) -> list[Finding]:
     from kohyagen.config.lint import LintOptions, lint_dataset_config, lint_training_config
+    from kohyagen.config.locate import with_places
 
     options = LintOptions(tables=tables)
     findings = lint_training_config(training, dataset=dataset, options=options)
     findings += lint_dataset_config(dataset, training=training, options=options)
+    texts = {str(training.path): training.text, str(dataset.path): dataset.text}
+    findings = with_places(findings, texts)
     # Files this render is about to write are not missing.
     pending = {str(training.path), str(dataset.path)}
     findings = [
