@@ -227,7 +227,7 @@ def test_seed_config_four_errors_one_per_line_when_piped(tmp_path, monkeypatch):
     assert result.exit_code == 1
     errors = [ln for ln in result.output.splitlines() if "error[" in ln]
     assert len(errors) == 4, result.output
-    pattern = re.compile(r"^\S*/training_config\.toml:(\d+):(\d+): error\[[a-z-]+\] \S+: .+ \(fix: .+\)$")
+    pattern = re.compile(r"^training_config\.toml:(\d+):(\d+): error\[[a-z-]+\] \S+: .+ \(fix: .+\)$")
     lines = {m.group(0).split(" ")[1]: int(m.group(1)) for ln in errors if (m := pattern.match(ln))}
     assert len(lines) == 4, errors
     assert lines["error[unknown-key]"] == 9 and lines["error[wrong-type]"] == 8

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from pathlib import Path
 
 import click
 
 from kohyagen.cli.output import emit_json, format_finding, print_findings, stdout_console
-from kohyagen.findings import count_errors
+from kohyagen.findings import Finding, count_errors
 
 
 @click.command("config")
@@ -122,6 +123,17 @@ def _kohya_tables(sd_scripts: Path | None, cwd: Path | None):
     return KohyaTables(checkout, find_python(checkout))
 
 
+def _shown_relative(finding: Finding) -> Finding:
+    """Files under the current folder are printed as the user would type them."""
+    if not finding.file:
+        return finding
+    try:
+        rel = Path(finding.file).relative_to(Path.cwd())
+    except ValueError:
+        return finding
+    return dataclasses.replace(finding, file=str(rel))
+
+
 @click.command("lint")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--cwd", type=click.Path(path_type=Path, file_okay=False),
@@ -171,7 +183,7 @@ def lint_command(
             }
         )
     else:
-        print_findings(findings)
+        print_findings([_shown_relative(f) for f in findings])
         click.echo(f"checked against {version}")
     if errors:
         raise click.exceptions.Exit(1)
