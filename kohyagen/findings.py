@@ -29,6 +29,8 @@ class Finding:
     file: str | None = None
     key: str | None = None  # config key or caption tag, where relevant
     fix: str | None = None
+    line: int | None = None  # 1-based line of the key in the file, where known
+    column: int | None = None  # 1-based column of the key on that line
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -43,3 +45,11 @@ def count_errors(findings: list[Finding]) -> int:
 def sort_findings(findings: list[Finding]) -> list[Finding]:
     # errors first, then by place: the same input always prints the same table
     return sorted(findings, key=lambda f: (f.severity.rank, f.file or "", f.key or "", f.code))
+
+
+def sort_by_place(findings: list[Finding]) -> list[Finding]:
+    """Grouped by file, then in file order (line, column), errors first on one line."""
+    return sorted(
+        findings,
+        key=lambda f: (f.file or "", f.line or 0, f.column or 0, f.severity.rank, f.key or ""),
+    )

@@ -19,11 +19,13 @@ else:  # pragma: no cover
 GOLDEN = Path(__file__).parent / "golden"
 
 
+# 64 px: the smallest side kohya can bucket at 512 with bucket_no_upscale (smaller sides round
+# down to a 0-pixel bucket and stop kohya with a ZeroDivisionError).
 def make_train_dir(root: Path, folders=(("10_sks", 24),), ext=".txt") -> Path:
     data = root / "training_data"
     for folder, n in folders:
         for i in range(n):
-            make_image(data / folder / f"img{i:02d}.png", size=(32, 32))
+            make_image(data / folder / f"img{i:02d}.png", size=(64, 64))
             if ext:
                 tags = "sks, 1girl, smile" if i % 3 else "sks, 1girl, outdoors, red hair"
                 (data / folder / f"img{i:02d}{ext}").write_text(tags + "\n")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from kohyagen.cli.output import emit_json, print_findings, stdout_console
-from kohyagen.findings import count_errors
+from kohyagen.cli.output import emit_json, format_finding, print_findings, stdout_console
+from kohyagen.findings import Finding, count_errors
+
+if TYPE_CHECKING:
+    from kohyagen.config.kohya_tables import KohyaTables
 
 
 @click.command("config")
@@ -66,6 +71,7 @@ def config_command(
         samples=samples,
         epochs=epochs,
         attention="xformers" if xformers else "sdpa",
+        tables=_kohya_tables(None, None),
     )
     written = [] if dry_run else write_configs(rendered, force=force)
     if as_json:
@@ -94,7 +100,7 @@ def config_command(
     for note in rendered.notes:
         console.print(f"note: {note}", markup=False)
     for finding in rendered.findings:
-        console.print(f"{finding.severity.value}: {finding.key}: {finding.message}", markup=False)
+        click.echo(format_finding(finding))
     for path in written:
         console.print(f"wrote {path}", markup=False)
     if written:
@@ -106,30 +112,83 @@ def config_command(
         )
 
 
+def _kohya_tables(sd_scripts: Path | None, cwd: Path | None) -> KohyaTables | None:
+    """The option tables of the sd-scripts checkout `train` would use, if there is one."""
+    from kohyagen.config.kohya_tables import KohyaTables
+    from kohyagen.errors import KohyagenError
+    from kohyagen.launch.train import find_python, find_sd_scripts
+
+    try:
+        checkout = find_sd_scripts(sd_scripts, cwd=cwd)
+    except KohyagenError:
+        if sd_scripts is not None:
+            raise
+        return None
+    return KohyaTables(checkout, find_python(checkout))
+
+
+def _shown_relative(finding: Finding) -> Finding:
+    """Files under the current folder are printed as the user would type them."""
+    if not finding.file:
+        return finding
+    try:
+        rel = Path(finding.file).relative_to(Path.cwd())
+    except ValueError:
+        return finding
+    return dataclasses.replace(finding, file=str(rel))
+
+
 @click.command("lint")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--cwd", type=click.Path(path_type=Path, file_okay=False),
               help="Folder kohya will be launched from (relative paths resolve against it). "
               "Default: the current folder.")  # fmt: skip
+@click.option("--model", "model", help="Model family (sd15, sd2, sdxl, flux, chroma, sd3, "
+              "lumina2, hunyuan-image, anima). Default: told from the script, keys, model file "
+              "or name.")  # fmt: skip
+@click.option("--script", help="The kohya script the config is for, e.g. sdxl_train_network.py.")
+@click.option("--sd-scripts", "sd_scripts", type=click.Path(path_type=Path),
+              help="sd-scripts checkout whose own option table to check against (default: "
+              "the one `kohyagen train` finds; else the bundled tables).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-def lint_command(files: tuple[Path, ...], cwd: Path | None, as_json: bool) -> None:
+def lint_command(
+    files: tuple[Path, ...],
+    cwd: Path | None,
+    model: str | None,
+    script: str | None,
+    sd_scripts: Path | None,
+    as_json: bool,
+) -> None:
     """Check kohya training or dataset TOMLs (hand-written ones too): every unknown key,
     wrong type, misplaced key, missing essential and caption mismatch, with the fix.
-    Exits 1 when there are errors."""
-    from kohyagen.config.lint import lint_files
+    Files given together are one launch. Exits 1 when there are errors."""
+    from kohyagen.config.family import normalise_family
+    from kohyagen.config.kohya_tables import checked_against
+    from kohyagen.config.lint import LintOptions, lint_files
+    from kohyagen.errors import UsageError
 
-    findings = lint_files(list(files), cwd=cwd)
+    if model is not None and normalise_family(model) is None:
+        raise UsageError(f"unknown model family {model!r}",
+                         hint="use sd15, sd2, sdxl, flux, chroma, sd3, lumina2, hunyuan-image "
+                         "or anima")  # fmt: skip
+    tables = _kohya_tables(sd_scripts, cwd)
+    options = LintOptions(model=model, script=script, tables=tables)
+    findings = lint_files(list(files), cwd=cwd, options=options)
     errors = count_errors(findings)
+    scripts = sorted({s for s in (tables.scripts_used if tables else [])})
+    version = checked_against(tables, scripts)
     if as_json:
         emit_json(
             {
                 "files": [str(f) for f in files],
                 "errors": errors,
+                "checked_against": version,
                 "findings": [f.to_dict() for f in findings],
             }
         )
     else:
-        print_findings(findings)
+        print_findings([_shown_relative(f) for f in findings])
+        click.echo(f"checked against {version}")
     if errors:
         raise click.exceptions.Exit(1)
 

@@ -79,9 +79,10 @@ def _trim(findings: Iterable[Finding], root: Path) -> tuple[list[Finding], int]:
             rows.append(
                 dataclasses.replace(
                     same[ROWS_PER_CODE],
-                    file=f"... {more} more",
+                    file=None,
+                    line=None,
                     key=None,
-                    message=f"{more} more files with {same[0].code} (--json lists them)",
+                    message=f"... {more} more files with {same[0].code} (--json lists them)",
                 )
             )
     return rows, hidden
@@ -113,7 +114,8 @@ def dataset_group() -> None:
 @click.option(
     "--bucket-no-upscale/--bucket-upscale",
     default=None,
-    help="kohya's bucket_no_upscale (default: on, as kohyagen config renders it).",
+    help="kohya's bucket_no_upscale (default: as kohyagen config renders it: on, off when "
+    "an image is too small for it).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context

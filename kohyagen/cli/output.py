@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from kohyagen.findings import Finding, Severity, sort_findings
+from kohyagen.findings import Finding, Severity, sort_by_place
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -33,34 +33,45 @@ def stdout_console() -> Console:
     return Console(highlight=False, soft_wrap=not sys.stdout.isatty())
 
 
-def print_findings(findings: list[Finding], *, title: str | None = None) -> None:
-    """A readable table of findings: severity, file, key, message and fix."""
-    from rich.markup import escape
-    from rich.table import Table
+def format_finding(f: Finding) -> str:
+    """`FILE:LINE:COL: severity[code] key: message (fix: ...)`, one line, never wrapped.
 
-    console = stdout_console()
-    if not findings:
-        console.print("[green]no problems found[/green]")
-        return
-    table = Table(title=title, show_lines=False, expand=False)
-    table.add_column("severity")
-    table.add_column("file", overflow="fold")
-    table.add_column("key", overflow="fold")
-    table.add_column("problem", overflow="fold")
-    table.add_column("fix", overflow="fold")
-    for f in sort_findings(findings):
-        style = _STYLE[f.severity]
-        table.add_row(
-            f"[{style}]{f.severity.value}[/{style}]",
-            # Findings quote TOML ("[general]"), which rich would take for markup.
-            escape(f.file or ""),
-            escape(f.key or ""),
-            escape(f.message),
-            escape(f.fix or ""),
-        )
-    console.print(table)
+    The compiler-style place lets editors and CI logs jump to the key; a finding about a
+    whole file (or an image) has just `FILE:`; one about nothing on disk has no place.
+    """
+    place = ""
+    if f.file:
+        place = f"{f.file}:{f.line}:{f.column or 1}: " if f.line else f"{f.file}: "
+    key = f" {f.key}:" if f.key else ""
+    fix = f" (fix: {f.fix})" if f.fix else ""
+    # One finding is one line even when a message quotes a multi-line value.
+    text = f"{place}{f.severity.value}[{f.code}]{key} {f.message}{fix}"
+    return " ".join(text.splitlines())
+
+
+def summary_line(findings: list[Finding]) -> str:
     counts = {s: sum(1 for f in findings if f.severity is s) for s in Severity}
-    console.print(
+    files = len({f.file for f in findings if f.file})
+    where = f" in {files} file(s)" if files else ""
+    return (
         f"{counts[Severity.ERROR]} error(s), {counts[Severity.WARNING]} warning(s), "
-        f"{counts[Severity.INFO]} info"
+        f"{counts[Severity.INFO]} info{where}"
     )
+
+
+def print_findings(findings: list[Finding], *, title: str | None = None) -> None:
+    """One finding per line, grouped by file in file order, then a summary line.
+
+    Plain click.echo, not a rich table: a pipe or a CI log gets every line whole
+    (a table wrapped keys and paths at 80 columns). Colour only on a terminal.
+    """
+    if title:
+        click.echo(f"{title}:")
+    if not findings:
+        click.echo(click.style("no problems found", fg="green"))
+        return
+    for f in sort_by_place(findings):
+        line = format_finding(f)
+        tag = f"{f.severity.value}[{f.code}]"
+        click.echo(line.replace(tag, click.style(tag, fg=_STYLE[f.severity]), 1))
+    click.echo(summary_line(findings))

@@ -19,6 +19,7 @@ TRAINING_ALIASES: dict[str, str] = {
     "batch_size": "train_batch_size",
     "batch": "train_batch_size",
     "bs": "train_batch_size",
+    "epoch": "max_train_epochs",  # kohya_ss GUI's name for it
     "epochs": "max_train_epochs",
     "num_epochs": "max_train_epochs",
     "max_epochs": "max_train_epochs",
@@ -34,7 +35,6 @@ TRAINING_ALIASES: dict[str, str] = {
     "optim": "optimizer_type",
     "scheduler": "lr_scheduler",
     "warmup_steps": "lr_warmup_steps",
-    "lr_warmup": "lr_warmup_steps",
     "dim": "network_dim",
     "rank": "network_dim",
     "lora_rank": "network_dim",

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kohyagen.config.family import FamilyGuess
 from kohyagen.config.keys import (
     DATASET_ALIASES,
     cli_only_dataset_keys,
@@ -20,21 +21,28 @@ from kohyagen.config.keys import (
     suggest,
     training_keys,
 )
+from kohyagen.config.lint_buckets import bucket_crash_findings, bucket_settings_of
 from kohyagen.config.lint_disk import (
     broken_link_findings,
     caption_findings,
     empty_image_findings,
     image_dir_images,
+    is_windows_path,
+    relative_path_finding,
     resolve,
 )
-from kohyagen.config.lint_rules import cross_key_findings, parse_resolution, type_finding
+from kohyagen.config.lint_rules import (
+    RENAMED_IN_DATASET,
+    cross_key_findings,
+    parse_resolution,
+    type_finding,
+)
 from kohyagen.config.schema import (
     DATASET_CONFIG,
     TRAIN_NETWORK,
     TomlDocument,
     flatten_training_config,
     load_schema,
-    script_for_config,
 )
 from kohyagen.dataset.layout import parse_folder_name
 from kohyagen.findings import Finding, Severity, sort_findings
@@ -51,8 +59,6 @@ def _prop(level: str, key: str) -> dict | None:
     if level == "general":
         return defs["general"]["properties"].get(key)
     prefix = "dataset_" if level == "datasets" else "subset_"
-    # kohya picks a subset's schema by its keys (config_util.py's sanitizer); any style that
-    # knows the key gives its type, and the mixed-styles rule catches the mixes
     for style in ("dreambooth", "finetuning", "controlnet"):
         prop = defs[f"{prefix}{style}"]["properties"].get(key)
         if prop is not None:
@@ -60,9 +66,7 @@ def _prop(level: str, key: str) -> dict | None:
     return None
 
 
-def _f(
-    sev: Severity, code: str, message: str, file: str, key: str, fix: str | None = None
-) -> Finding:
+def _f(sev: Severity, code: str, message: str, file: str, key: str, fix: str | None = None) -> Finding:
     return Finding(sev, code, message, file=file, key=key, fix=fix)
 
 
@@ -71,7 +75,6 @@ def _check_keys(file: str, table: dict, level: str, label: str) -> list[Finding]
     allowed = levels[level]
     out = []
     for key, value in table.items():
-        # subsets are checked one by one in _subset, with their own labels
         if level == "datasets" and key == "subsets":
             continue
         path = f"{label}.{key}" if label else key
@@ -82,8 +85,6 @@ def _check_keys(file: str, table: dict, level: str, label: str) -> list[Finding]
                 out.append(bad)
             continue
         where = LEVEL_NAMES[level]
-        # Most specific first: a key kohya knows elsewhere gets a `move it` fix, a typo a rename;
-        # voluptuous itself only says `extra keys not allowed`.
         if key in cli_only_dataset_keys():
             out.append(_f(Severity.ERROR, "cli-only-key",
                           f"{key} is a command-line-only option: kohya rejects it in the dataset "
@@ -118,18 +119,27 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-def lint_dataset(doc: TomlDocument, *, cwd: Path, training: TomlDocument | None) -> list[Finding]:
+def lint_dataset(
+    doc: TomlDocument, *, cwd: Path, training: TomlDocument | None, family: FamilyGuess | None
+) -> list[Finding]:
     file = str(doc.path)
     data = doc.data
     flat: dict[str, Any] = {}
-    script = TRAIN_NETWORK
+    family = family or FamilyGuess(None, "")
     if training is not None:
         flat, _ = flatten_training_config(training.data)
-        script = script_for_config(training.text, flat)
     findings: list[Finding] = []
+    name = "datasets"
+    if "datasets" not in data and isinstance(data.get("dataset"), list):
+        # 2023-era guides wrote [[dataset]]; kohya's voluptuous schema rejects the key
+        name = "dataset"
+        findings.append(_f(Severity.ERROR, "misnamed-datasets",
+                           "kohya rejects 'dataset'; the table is [[datasets]] (and its subsets "
+                           "[[datasets.subsets]])", file, "dataset",
+                           "rename [[dataset]] to [[datasets]] and [[dataset.subsets]] to "
+                           "[[datasets.subsets]]"))  # fmt: skip
     for key in data:
-        # kohya's schema has exactly these two top-level keys; anything else fails the whole file
-        if key not in ("general", "datasets"):
+        if key not in ("general", name):
             if key in dataset_level_keys()["general"]:
                 fix = f"move {key} into [general]"
             else:
@@ -142,14 +152,14 @@ def lint_dataset(doc: TomlDocument, *, cwd: Path, training: TomlDocument | None)
                            "general", "[general]"))  # fmt: skip
         general = {}
     findings += _check_keys(file, general, "general", "general")
-    datasets = data.get("datasets", [])
+    datasets = data.get(name, [])
     if not isinstance(datasets, list) or not datasets:
         findings.append(_f(Severity.ERROR, "no-datasets",
                            "no [[datasets]] entries: kohya finds no data and exits 0", file,
                            "datasets", "add [[datasets]] with [[datasets.subsets]] image_dir = ..."))  # fmt: skip
         datasets = []
     for i, ds in enumerate(datasets):
-        label = f"datasets[{i}]"
+        label = f"{name}[{i}]"
         if not isinstance(ds, dict):
             continue
         findings += _check_keys(file, ds, "datasets", label)
@@ -160,8 +170,6 @@ def lint_dataset(doc: TomlDocument, *, cwd: Path, training: TomlDocument | None)
                                file, f"{label}.subsets", "add a subset with image_dir"))  # fmt: skip
             continue
         styles = {
-            # DreamBooth (image_dir) and fine-tuning (metadata_file) subsets need different dataset
-            # classes in kohya, so one [[datasets]] cannot hold both
             "metadata" if "metadata_file" in s else "folder" for s in subsets if isinstance(s, dict)
         }
         if len(styles) > 1:
@@ -171,8 +179,7 @@ def lint_dataset(doc: TomlDocument, *, cwd: Path, training: TomlDocument | None)
                                "put them in separate [[datasets]]"))  # fmt: skip
         for j, subset in enumerate(subsets):
             if isinstance(subset, dict):
-                findings += _subset(file, f"{label}.subsets[{j}]", subset, ds, general, flat, cwd)
-        # validation_split/seed are dataset-level keys, with the training options as fallback
+                findings += _subset(file, f"{label}.subsets[{j}]", subset, (ds, general, flat), cwd)
         split = _first(ds.get("validation_split"), general.get("validation_split"),
                        flat.get("validation_split"))  # fmt: skip
         seed = _first(ds.get("validation_seed"), general.get("validation_seed"),
@@ -181,8 +188,6 @@ def lint_dataset(doc: TomlDocument, *, cwd: Path, training: TomlDocument | None)
             findings.append(_f(Severity.ERROR, "bad-validation-split",
                                f"validation_split {split} is outside 0..1; kohya skips it",
                                file, f"{label}.validation_split", "validation_split = 0.1"))  # fmt: skip
-        # without a seed kohya shuffles the train and validation halves from the global RNG at
-        # different moments (train_util.py:142-178), so the same image can land in both
         elif isinstance(split, (int, float)) and split > 0 and seed is None:
             findings.append(_f(Severity.WARNING, "validation-without-seed",
                                "validation_split without validation_seed: training and "
@@ -201,18 +206,40 @@ def lint_dataset(doc: TomlDocument, *, cwd: Path, training: TomlDocument | None)
                            + " (kohya asserts 'resolution is required')", file,
                            "general.resolution", "resolution = 512   # in [general]"))  # fmt: skip
     if training is None:
+        shaped = doc if name == "datasets" else TomlDocument(doc.path, doc.text, {
+            **{k: v for k, v in data.items() if k != name}, "datasets": datasets})  # fmt: skip
         findings += [
             f
-            # alone, only the bucket rules apply: the rest need the training options
-            for f in cross_key_findings(file, {}, script, doc)
+            for f in cross_key_findings(file, {}, family, shaped)
             if f.code.startswith(("bucket", "min-bucket", "max-bucket"))
         ]
     return sort_findings(findings)
 
 
-def _subset(
-    file: str, label: str, subset: dict, ds: dict, general: dict, flat: dict, cwd: Path
-) -> list[Finding]:
+def _other_paths(file: str, label: str, subset: dict, cwd: Path) -> list[Finding]:
+    """metadata_file (fine-tuning) and conditioning_data_dir (ControlNet): exist or not."""
+    out: list[Finding] = []
+    for key, want_dir in (("metadata_file", False), ("conditioning_data_dir", True)):
+        value = subset.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        rel = relative_path_finding(file, f"{label}.{key}", value, cwd)
+        if rel is not None:
+            out.append(rel)
+        if is_windows_path(value):
+            continue
+        path = resolve(value, cwd)
+        if not (path.is_dir() if want_dir else path.is_file()):
+            kind = "folder" if want_dir else "file"
+            out.append(_f(Severity.ERROR, "path-not-found",
+                          f"{key} {value!r} is not a {kind} (resolved to {path}): kohya fails "
+                          "loading this subset", file, f"{label}.{key}",
+                          f"give the absolute path of the {kind}"))  # fmt: skip
+    return out
+
+
+def _subset(file: str, label: str, subset: dict, parents: tuple, cwd: Path) -> list[Finding]:
+    ds, general, flat = parents
     out: list[Finding] = []
     out += _check_keys(file, subset, "subsets", label)
     if "image_dir" not in subset and "metadata_file" not in subset:
@@ -220,23 +247,24 @@ def _subset(
                       f"{label} has no image_dir (kohya: required key not provided)", file,
                       f"{label}.image_dir", 'image_dir = "/abs/path/10_name"'))  # fmt: skip
         return out
+    out += _other_paths(file, label, subset, cwd)
     image_dir = subset.get("image_dir")
-    # fine-tuning subsets take their captions from the metadata file: nothing below applies
-    if not isinstance(image_dir, str) or "metadata_file" in subset:
+    if not isinstance(image_dir, str):
         return out
-    if not Path(image_dir).expanduser().is_absolute():
-        out.append(_f(Severity.WARNING, "relative-path",
-                      f"relative image_dir {image_dir!r}: kohya resolves it against the folder "
-                      f"it is launched from (checked here against {cwd})", file,
-                      f"{label}.image_dir", f"image_dir = \"{resolve(image_dir, cwd).resolve()}\""))  # fmt: skip
+    rel = relative_path_finding(file, f"{label}.image_dir", image_dir, cwd)
+    if rel is not None:
+        out.append(rel)
+    if is_windows_path(image_dir):
+        return out
     folder = resolve(image_dir, cwd)
     if not folder.is_dir():
         out.append(_f(Severity.ERROR, "image-dir-not-found",
                       f"image_dir {image_dir!r} is not a folder (resolved to {folder})", file,
                       f"{label}.image_dir", "use the absolute path of the image folder"))  # fmt: skip
         return out
-    # kohya globs image_dir itself, never its subfolders: a train dir given here finds nothing
     images = image_dir_images(folder)
+    if "metadata_file" in subset:
+        return out  # fine-tuning: captions come from the metadata, not the folder
     if not images:
         inner = [
             d.name for d in sorted(folder.iterdir()) if d.is_dir() and parse_folder_name(d.name)
@@ -253,8 +281,6 @@ def _subset(
                       f"{label}.image_dir", fix))  # fmt: skip
         return out
     parsed = parse_folder_name(folder.name)
-    # With a dataset config kohya does not parse `N_name` folder names (config_util.py only
-    # does that for train_data_dir), so the N silently becomes num_repeats = 1.
     repeats = _first(subset.get("num_repeats"), ds.get("num_repeats"), general.get("num_repeats"),
                      flat.get("dataset_repeats"))  # fmt: skip
     if repeats is None and parsed and parsed[0] != 1:
@@ -263,13 +289,10 @@ def _subset(
                       f"read the {parsed[0]} from the folder name {folder.name!r}", file,
                       f"{label}.num_repeats", f"num_repeats = {parsed[0]}"))  # fmt: skip
     tokens = _first(subset.get("class_tokens"), ds.get("class_tokens"), general.get("class_tokens"))
-    # caption_extention (kohya's old misspelling) wins over caption_extension, as in
-    # train_util.py:5404-5406
     ext = _first(subset.get("caption_extension"), ds.get("caption_extension"),
                  general.get("caption_extension"), flat.get("caption_extention"),
                  flat.get("caption_extension"))  # fmt: skip
     if tokens is None and parsed and parsed[1]:
-        # kohya's default caption extension is .caption, not the tagger's .txt
         uncaptioned = [img for img in images if not img.with_suffix(ext or ".caption").is_file()]
         if uncaptioned:
             out.append(_f(Severity.WARNING, "class-tokens-not-parsed",
@@ -278,6 +301,10 @@ def _subset(
                           "the folder name, so they train on an empty caption", file,
                           f"{label}.class_tokens", f'class_tokens = "{parsed[1]}"'))  # fmt: skip
     out += empty_image_findings(file, f"{label}.image_dir", images, where=f"{folder.name}/")
+    context = {RENAMED_IN_DATASET.get(k, k): v for k, v in flat.items()}
+    context.update({**general, **{k: v for k, v in ds.items() if k != "subsets"}})
+    out += bucket_crash_findings(file, f"{label}.image_dir", images, bucket_settings_of(context),
+                                 where=f"{folder.name}/")  # fmt: skip
     out += broken_link_findings(file, f"{label}.image_dir", folder, where=f"{folder.name}/")
     out += caption_findings(
         file,

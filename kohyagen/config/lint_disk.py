@@ -6,6 +6,8 @@ check here takes that folder (cwd) explicitly.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 from kohyagen.dataset.captions import read_caption
@@ -37,6 +39,14 @@ PATH_KEYS = (
 MODEL_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".sft")
 
 
+_WINDOWS_PATH = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
+
+
+def is_windows_path(value: str) -> bool:
+    """`C:/...`, `D:\\...` or `\\\\server\\share`: absolute, but on another machine."""
+    return bool(_WINDOWS_PATH.match(value))
+
+
 def resolve(value: str, cwd: Path) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else cwd / path
@@ -55,6 +65,16 @@ def looks_like_hub_id(value: str) -> bool:
 
 
 def relative_path_finding(file: str, key: str, value: str, cwd: Path) -> Finding | None:
+    if is_windows_path(value) and os.name != "nt":
+        return Finding(
+            Severity.INFO,
+            "other-machine-path",
+            f"{value!r} is a Windows path: absolute on another machine, it cannot be "
+            "checked here",
+            file=file,
+            key=key,
+            fix="check it on the machine that will train, or write this machine's path",
+        )
     if Path(value).expanduser().is_absolute():
         return None
     # a Hub id is not a path: nothing to resolve
@@ -236,7 +256,12 @@ def caption_findings(
 
 
 def train_data_dir_findings(
-    file: str, key: str, value: str, cwd: Path, caption_extension: str | None
+    file: str,
+    key: str,
+    value: str,
+    cwd: Path,
+    caption_extension: str | None,
+    flat: dict | None = None,
 ) -> list[Finding]:
     """A train_data_dir as kohya scans it: N_name/ folders and the captions in them."""
     root = resolve(value, cwd)
@@ -290,8 +315,14 @@ def train_data_dir_findings(
                 fix=f"rename it like 10_{skipped.name}",
             )
         )
+    from kohyagen.config.lint_buckets import bucket_crash_findings, bucket_settings_of
+
+    settings = bucket_settings_of(flat or {})
     for subset in layout.subsets:
         findings += empty_image_findings(file, key, list(subset.images), where=f"{subset.name}/")
+        findings += bucket_crash_findings(
+            file, key, list(subset.images), settings, where=f"{subset.name}/"
+        )
         findings += broken_link_findings(file, key, subset.path, where=f"{subset.name}/")
         findings += caption_findings(
             file,

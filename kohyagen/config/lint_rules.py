@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from kohyagen.config.family import SDXL, FamilyGuess
 from kohyagen.config.keys import suggest
-from kohyagen.config.schema import SDXL_TRAIN_NETWORK, TomlDocument, TomlValidator
+from kohyagen.config.lint_runtime import bucket_step_finding
+from kohyagen.config.lint_runtime import finding as runtime_finding
+from kohyagen.config.schema import TomlDocument, TomlValidator
 from kohyagen.findings import Finding, Severity
 
 # Training options whose value a dataset_config.toml replaces when it sets them too
@@ -30,22 +33,16 @@ TORCH_OPTIMIZERS = (
 )  # fmt: skip
 
 
-def finding(
-    sev: Severity, code: str, message: str, file: str, key: str | None, fix: str | None = None
-) -> Finding:
-    return Finding(sev, code, message, file=file, key=key, fix=fix)
+finding = runtime_finding
 
 
 def type_finding(file: str, key: str, value: Any, prop: dict, label: str) -> Finding | None:
     """A value kohya would receive with the wrong TOML type or outside its choices."""
-    # kohya's config file skips argparse's type= and choices= (read_config_from_file in
-    # train_util.py hands the TOML values over as they are), so the schema is the only check
     errors = list(TomlValidator(prop).iter_errors(value))
     if not errors:
         return None
     shown = repr(value) if not isinstance(value, bool) else str(value).lower()
     types = _expected_types(prop)
-    # a wrong choice is usually a typo: name the closest choice before the type rules below
     if "enum" in prop or any("enum" in p for p in prop.get("anyOf", [])):
         choices = prop.get("enum") or next(p["enum"] for p in prop["anyOf"] if "enum" in p)
         if isinstance(value, str):
@@ -59,8 +56,6 @@ def type_finding(file: str, key: str, value: Any, prop: dict, label: str) -> Fin
                 (f'{key} = "{close}"' if close else f"use one of: {', '.join(choices)}"),
             )
     fix = None
-    # Each branch names the one edit that makes the TOML type right: kohya itself would only
-    # fail later, far from the key (resolution = 512 dies in prepare_dataset_args)
     if "string" in types and isinstance(value, (int, float)) and not isinstance(value, bool):
         fix = f'{key} = "{value}"'
         message = f"{key} is the number {value}; kohya needs a string here"
@@ -95,7 +90,6 @@ def parse_resolution(value: Any) -> tuple[int, int] | None:
         return None
     if isinstance(value, int):
         return value, value
-    # the dataset TOML's spelling: [w, h]; the training TOML's is the string "W,H" or "S"
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
         return value[0], value[1]
     if isinstance(value, str):
@@ -112,7 +106,6 @@ def dataset_contexts(flat: dict, dataset: TomlDocument | None) -> list[tuple[dic
     Each entry is (values, labels): labels says where each value was written
     ("datasets[0].resolution", "general.resolution" or the training key).
     """
-    # kohya's BlueprintGenerator renames train_batch_size/dataset_repeats on the way down
     base = {RENAMED_IN_DATASET.get(k, k): v for k, v in flat.items()}
     base_labels = {RENAMED_IN_DATASET.get(k, k): k for k in flat}
     if dataset is None:
@@ -126,7 +119,6 @@ def dataset_contexts(flat: dict, dataset: TomlDocument | None) -> list[tuple[dic
         return [(values, labels)]
     out = []
     for i, ds in enumerate(datasets):
-        # the later level wins, as in config_util.py's fallback: dataset > general > training
         own = {k: v for k, v in ds.items() if k != "subsets"} if isinstance(ds, dict) else {}
         out.append(({**values, **own}, {**labels, **{k: f"datasets[{i}].{k}" for k in own}}))
     return out
@@ -151,14 +143,12 @@ def _any_augment(flat: dict, dataset: TomlDocument | None, key: str) -> bool:
 
 
 def cross_key_findings(
-    file: str, flat: dict, script: str, dataset: TomlDocument | None
+    file: str, flat: dict, family: FamilyGuess, dataset: TomlDocument | None
 ) -> list[Finding]:
     """kohya's own start-up assertions between options, checked before a GPU is rented."""
     out: list[Finding] = []
     mp = flat.get("mixed_precision", "no")
     add = out.append
-    # train_network.py asserts these only after the models are loaded: minutes of a rented
-    # GPU to learn what the config already says.
     if flat.get("full_fp16") and mp != "fp16":
         add(finding(Severity.ERROR, "full-fp16-needs-fp16",
                      "full_fp16 requires mixed_precision = \"fp16\" (kohya asserts)",
@@ -171,7 +161,6 @@ def cross_key_findings(
         add(finding(Severity.ERROR, "fp8-needs-mixed-precision",
                      "fp8_base requires mixed_precision fp16 or bf16 (kohya asserts)",
                      file, "fp8_base", 'mixed_precision = "bf16"'))  # fmt: skip
-    # cached latents are encoded once, so per-step augmentations cannot reach them
     if flat.get("cache_latents"):
         for aug in ("color_aug", "random_crop"):
             if _any_augment(flat, dataset, aug):
@@ -183,7 +172,7 @@ def cross_key_findings(
         add(finding(Severity.ERROR, "adaptive-noise-needs-offset",
                      "adaptive_noise_scale requires noise_offset (kohya raises ValueError)",
                      file, "adaptive_noise_scale", "noise_offset = 0.05"))  # fmt: skip
-    if script == SDXL_TRAIN_NETWORK and (
+    if family.name == SDXL and (
         flat.get("cache_text_encoder_outputs") or flat.get("cache_text_encoder_outputs_to_disk")
     ):
         if not flat.get("network_train_unet_only"):
@@ -198,46 +187,38 @@ def cross_key_findings(
                              f"{key} changes captions every step, which cached text encoder "
                              "outputs cannot follow (kohya asserts)", file, key,
                              f"drop {key} or cache_text_encoder_outputs"))  # fmt: skip
-    # a warning, not an error: kohya trains, but the loss may go NaN from the first step
-    if script == SDXL_TRAIN_NETWORK and mp == "fp16" and not flat.get("no_half_vae"):
+    if family.name == SDXL and mp == "fp16" and not flat.get("no_half_vae"):
         add(finding(Severity.WARNING, "sdxl-vae-fp16",
                     "SDXL's VAE overflows in fp16 and can give NaN latents",
                     file, "mixed_precision", "no_half_vae = true, or bf16 where the GPU has it"))  # fmt: skip
-    if flat.get("v_parameterization") and not flat.get("v2") and script != SDXL_TRAIN_NETWORK:
-        add(finding(Severity.WARNING, "v-param-without-v2",
-                     "v_parameterization without v2: only SD2 768-v models predict v",
-                     file, "v_parameterization", "v2 = true for a 768-v model, or drop it"))  # fmt: skip
     if flat.get("max_train_steps") is not None and flat.get("max_train_epochs") is not None:
         add(finding(Severity.INFO, "epochs-override-steps",
                      "max_train_epochs overrides max_train_steps", file, "max_train_steps",
                      "drop one of them"))  # fmt: skip
     opt = flat.get("optimizer_type")
-    # kohya's get_optimizer: its own names case-insensitively, then torch.optim by exact
-    # name, then any dotted `package.Class`; an unknown name fails only at start-up
     known = isinstance(opt, str) and (opt.lower() in KNOWN_OPTIMIZERS or opt in TORCH_OPTIMIZERS)
     if isinstance(opt, str) and opt and "." not in opt and not known:
         close = suggest(opt.lower(), KNOWN_OPTIMIZERS)
-        add(finding(Severity.WARNING, "unknown-optimizer",
-                     f"optimizer_type {opt!r} is not one of kohya's optimizers",
+        # kohya looks any other name up with getattr(torch.optim, name): AttributeError
+        add(finding(Severity.ERROR, "unknown-optimizer",
+                     f"optimizer_type {opt!r} is not one of kohya's optimizers (kohya fails "
+                     "looking it up in torch.optim)",
                      file, "optimizer_type",
                      f'optimizer_type = "{close}"' if close else 'optimizer_type = "AdamW8bit"'))  # fmt: skip
-    # train_network.py asserts bucket_reso_steps % 64 == 0, sdxl_train_network.py % 32
-    step_multiple = 32 if script == SDXL_TRAIN_NETWORK else 64
     for ctx, labels in dataset_contexts(flat, dataset):
 
         def where(key: str, labels: dict[str, str] = labels) -> tuple[str, str]:
             label = labels.get(key, key)
-            in_dataset = dataset is not None and label != key
-            return (str(dataset.path) if dataset is not None and in_dataset else file), label
+            if dataset is not None and label != key:
+                return str(dataset.path), label
+            return file, label
 
-        steps = ctx.get("bucket_reso_steps", 64)
-        if isinstance(steps, int) and steps % step_multiple:
-            add(finding(Severity.ERROR, "bucket-steps",
-                         f"bucket_reso_steps {steps} is not divisible by {step_multiple} "
-                         "(kohya asserts)", *where("bucket_reso_steps"),
-                         f"bucket_reso_steps = {step_multiple if steps < 64 else 64}"))  # fmt: skip
+        bad_steps = bucket_step_finding(
+            ctx.get("bucket_reso_steps", 64), family, *where("bucket_reso_steps")
+        )
+        if bad_steps is not None:
+            add(bad_steps)
         res = parse_resolution(ctx.get("resolution"))
-        # the min/max asserts (train_util.py:766-771) apply only with buckets on
         if res is None or not ctx.get("enable_bucket"):
             continue
         low, high = ctx.get("min_bucket_reso", 256), ctx.get("max_bucket_reso", 1024)
@@ -262,5 +243,4 @@ def _truthy_number(flat: dict, dataset: TomlDocument | None, key: str) -> bool:
             if isinstance(ds, dict):
                 values.append(ds.get(key))
                 values += [s.get(key) for s in ds.get("subsets", []) or [] if isinstance(s, dict)]
-    # bool is an int in Python: `caption_dropout_rate = true` is a type error, not a rate
     return any(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)

@@ -36,19 +36,17 @@ class Override:
     key: str
     value: Any
     text: str  # as the user wrote it, for messages
+    comment: str | None = None  # why, where kohyagen set it as a consequence of --set
 
 
 def _parse_value(raw: str) -> Any:
     try:
-        # parsed as the right-hand side of a TOML line, so `--set` reads exactly as the file would
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
 
 
 def _typed(key: str, raw: str, value: Any, prop: dict, where: str) -> Any:
-    # Try the value as written, then as a float (voluptuous wants 1.0, not 1), then as the
-    # raw string (kohya's string options, like resolution): the first that validates wins.
     candidates = [value]
     if isinstance(value, int) and not isinstance(value, bool):
         candidates.append(float(value))
@@ -79,15 +77,12 @@ def parse_override(text: str, script: str) -> list[Override]:
     if not sep or not key:
         raise ConfigError(f"--set {text!r}: expected key=value", hint="e.g. --set network_dim=16")
     scope = None
-    # an explicit scope for a key both files know
     if key.startswith(("dataset.", "training.")):
         scope, _, key = key.partition(".")
     value = _parse_value(raw)
     train_props = training_properties(script)
     general_props = _dataset_general_schema()
     in_training = key in train_props
-    # batch_size is the dataset file's name for train_batch_size: kohyagen keeps it in the
-    # training config, so only an explicit `dataset.batch_size` reaches [general]
     in_general = key in general_props and key != "batch_size"
     if key == "batch_size" and scope != DATASET:
         raise ConfigError(
@@ -113,7 +108,6 @@ def parse_override(text: str, script: str) -> list[Override]:
         )
     values = {DATASET: value, TRAINING: value}
     if key == "resolution":
-        # the one option spelled differently in the two files: 512 / [w, h] versus "512" / "w,h"
         values = _resolution_values(value, text)
     out = []
     if scope != TRAINING and (in_general or scope == DATASET):
@@ -134,7 +128,6 @@ def _resolution_values(value: Any, text: str) -> dict[str, Any]:
         return {DATASET: value, TRAINING: value}  # the schema explains what is wrong
     if not 1 <= len(sides) <= 2:
         raise ConfigError(f"--set {text}: give one side or width,height", hint="e.g. 768,512")
-    # a square is written as one side, as kohya's own examples do
     if len(sides) == 2 and sides[0] == sides[1]:
         sides = sides[:1]
     dataset_value: Any = sides[0] if len(sides) == 1 else sides
@@ -142,7 +135,6 @@ def _resolution_values(value: Any, text: str) -> dict[str, Any]:
 
 
 def _find_table(doc: tomlkit.TOMLDocument, key: str) -> Table | tomlkit.TOMLDocument | None:
-    # a top-level key is set where it is; else in the section that already holds it
     if key in doc and not isinstance(doc[key], Table):
         return doc
     for value in doc.values():
@@ -151,10 +143,9 @@ def _find_table(doc: tomlkit.TOMLDocument, key: str) -> Table | tomlkit.TOMLDocu
     return None
 
 
-def _set(container: Any, key: str, value: Any, text: str) -> None:
+def _set(container: Any, key: str, value: Any, text: str, comment: str | None = None) -> None:
     item = tomlkit.item(value)
-    # so a reader of the TOML sees which values came from the command line
-    item.comment(f"set with --set {text}")
+    item.comment(comment or f"set with --set {text}")
     container[key] = item
 
 
@@ -189,10 +180,9 @@ def apply_overrides(
             if general is None:
                 general = tomlkit.table()
                 dataset["general"] = general
-            _set(general, ov.key, ov.value, ov.text)
+            _set(general, ov.key, ov.value, ov.text, ov.comment)
             continue
         container = _find_table(training, ov.key)
-        # already set in [general], which kohya lets win: a second copy here could only disagree
         if container is None and ov.key in dataset_keys:
             continue
         if container is None:
@@ -201,4 +191,4 @@ def apply_overrides(
                 table.add(tomlkit.comment("options set with kohyagen config --set"))
                 training["overrides"] = table
             container = training["overrides"]
-        _set(container, ov.key, ov.value, ov.text)
+        _set(container, ov.key, ov.value, ov.text, ov.comment)

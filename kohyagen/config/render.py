@@ -25,6 +25,7 @@ from kohyagen.config.presets import (
     get_model,
     training_settings,
 )
+from kohyagen.config.render_fixes import allow_upscale_if_needed, coupled_overrides
 from kohyagen.config.render_inputs import default_name, load_train_dir, resolve_base_model
 from kohyagen.config.render_values import (
     bucket_range,
@@ -114,8 +115,13 @@ def render_configs(
     epochs: int | None = None,
     attention: str = "sdpa",
     cwd: str | Path | None = None,
+    tables: Any = None,
 ) -> RenderedConfigs:
-    """Both kohya TOMLs (and sample prompts) as text; nothing is written here."""
+    """Both kohya TOMLs (and sample prompts) as text; nothing is written here.
+
+    tables: a kohya_tables.KohyaTables of the sd-scripts checkout that will run, to check
+    the result against its own options (default: the bundled tables).
+    """
     model = get_model(model) if isinstance(model, str) else model
     gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
     cwd = Path(cwd) if cwd is not None else Path.cwd()
@@ -151,6 +157,7 @@ def render_configs(
     if isinstance(set_training.get("train_batch_size"), int):
         settings["train_batch_size"] = Setting(set_training["train_batch_size"], "set with --set")
     parsed += _bucket_range_overrides(parsed)
+    parsed += coupled_overrides(parsed)
     plan = plan_steps(model, layout, settings, epochs, notes)
     training_choice = training_choices(
         model,
@@ -197,10 +204,11 @@ def render_configs(
         general=general.values, why=general.why, subsets=subsets_ctx, **ctx
     )
     training_text, dataset_text = _apply_overrides(training_text, dataset_text, parsed)
+    dataset_text = allow_upscale_if_needed(training_text, dataset_text, layout, parsed, notes)
     training_doc = TomlDocument(training_path, training_text, tomllib.loads(training_text))
     dataset_doc = TomlDocument(dataset_path, dataset_text, tomllib.loads(dataset_text))
     flat, _ = flatten_training_config(training_doc.data)
-    findings = _validate(training_doc, dataset_doc, prompts_path if samples else None)
+    findings = _validate(training_doc, dataset_doc, prompts_path if samples else None, tables)
     final_batch = flat.get("train_batch_size", 1)
     final_epochs = flat.get("max_train_epochs", plan.epochs)
     per_epoch = plan.per_epoch
@@ -274,18 +282,24 @@ def _apply_overrides(
 
 
 def _validate(
-    training: TomlDocument, dataset: TomlDocument, prompts_path: Path | None
+    training: TomlDocument, dataset: TomlDocument, prompts_path: Path | None, tables: Any = None
 ) -> list[Finding]:
-    from kohyagen.config.lint import lint_dataset_config, lint_training_config
+    from kohyagen.config.lint import LintOptions, lint_dataset_config, lint_training_config
+    from kohyagen.config.locate import with_places
 
-    findings = lint_training_config(training, dataset=dataset) + lint_dataset_config(
-        dataset, training=training
-    )
+    options = LintOptions(tables=tables)
+    findings = lint_training_config(training, dataset=dataset, options=options)
+    findings += lint_dataset_config(dataset, training=training, options=options)
+    texts = {str(training.path): training.text, str(dataset.path): dataset.text}
+    findings = with_places(findings, texts)
     # Files this render is about to write are not missing.
     pending = {str(training.path), str(dataset.path)}
-    if prompts_path is not None:
-        pending.add(str(prompts_path))
-    findings = [f for f in findings if not (f.code == "file-not-found" and f.key in pending)]
+    findings = [
+        f
+        for f in findings
+        if not (f.code == "file-not-found" and f.key == "sample_prompts" and prompts_path)
+        and not (f.code == "dataset-config-unreadable" and str(dataset.path) in pending)
+    ]
     errors = [f for f in findings if f.severity is Severity.ERROR]
     if errors:
         first = errors[0]

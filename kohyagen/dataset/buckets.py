@@ -134,6 +134,34 @@ def _bucket_no_upscale(w: int, h: int, s: BucketSettings) -> tuple[int, int]:
     return (size[0] - size[0] % s.steps, size[1] - size[1] % s.steps)
 
 
+def kohya_bucket_fails(w: int, h: int, settings: BucketSettings) -> bool:
+    """True when kohya's select_bucket divides by zero for a w×h image.
+
+    With bucket_no_upscale kohya rounds the fitted size down to bucket_reso_steps and
+    then divides by a side (ar_width_rounded = b_width / b_height_in_wr, and
+    ar_error = reso[0] / reso[1]): a side that rounds down to 0 stops the run with a
+    ZeroDivisionError while the dataset is built -- e.g. a 128x96 image at resolution
+    64, or at resolution 512 any image with a side under 64 px. (A 0 width passes that
+    division and fails resizing the image to nothing.)
+    """
+    if w <= 0 or h <= 0 or settings.steps <= 0:
+        return False
+    s = settings.adjusted()
+    if not s.no_upscale:
+        return False
+    area = s.resolution[0] * s.resolution[1]
+    aspect = w / h
+    if w * h > area:
+        rw = math.sqrt(area * aspect)
+        bw = _round_to_steps(rw, s.steps)
+        bh = _round_to_steps(area / rw, s.steps)
+        if _round_to_steps(bw / aspect, s.steps) == 0 or bh == 0:
+            return True
+    bucket = _bucket_no_upscale(w, h, s)
+    # a 0 height divides (ar_error); a 0 width gives an empty resize a moment later
+    return 0 in bucket
+
+
 def bucket_for(
     w: int,
     h: int,

@@ -9,6 +9,7 @@ builds a clean kohya layout from a folder of images.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from kohyagen.dataset.buckets import (
     BucketSettings,
     bucket_for,
     bucket_key,
+    kohya_bucket_fails,
     select_bucket,
     steps_per_epoch,
 )
@@ -30,6 +32,7 @@ from kohyagen.dataset.probe_pool import ProgressFn, probe_many
 from kohyagen.dataset.rules import (
     count_findings,
     duplicate_findings,
+    finding,
     image_findings,
     layout_findings,
     same_stem_findings,
@@ -220,20 +223,18 @@ def check_dataset(
         if not subset.is_reg:
             effective_captions += effective
 
+    crash = _bucket_crash_findings(probes, settings, explicit=bucket_no_upscale is not None)
+    findings += crash
+    if crash and bucket_no_upscale is None:
+        # kohyagen config renders bucket_no_upscale = false for such a dataset (render_fixes)
+        settings = dataclasses.replace(settings, no_upscale=False)
     records, subset_reports, samples = _numbers(subsets, probes, captions_by_subset, settings)
     image_count = sum(len(s.listing.images) for s in train_subsets)
     findings += count_findings(listing.root, image_count, listing.kind)
     for problem in settings.problems():
-        findings.append(
-            Finding(
-                Severity.ERROR,
-                "bucket-settings",
-                f"kohya would stop: {problem}",
-                None,
-                key="min_bucket_reso/max_bucket_reso",
-                fix="fix the bucket options",
-            )
-        )
+        findings.append(finding(Severity.ERROR, "bucket-settings", f"kohya would stop: {problem}",
+                                None, "fix the bucket options",
+                                key="min_bucket_reso/max_bucket_reso"))  # fmt: skip
 
     notes = []
     if not near_duplicates:
@@ -260,6 +261,30 @@ def check_dataset(
         deep=deep,
         notes=tuple(notes),
     )
+
+
+def _bucket_crash_findings(
+    probes: dict[str, ImageProbe], settings: BucketSettings, *, explicit: bool
+) -> list[Finding]:
+    """Images that stop real kohya in select_bucket (a bucket side rounds down to 0).
+
+    An error when bucket_no_upscale was asked for; otherwise a warning, because
+    `kohyagen config` then renders bucket_no_upscale = false for this dataset.
+    """
+    out = []
+    sev = Severity.ERROR if explicit else Severity.WARNING
+    then = ("kohya stops with a ZeroDivisionError in select_bucket" if explicit else
+            "kohyagen config therefore renders bucket_no_upscale = false (kohya would stop "
+            "with a ZeroDivisionError in select_bucket)")  # fmt: skip
+    for path, probe in probes.items():
+        if probe.error is None and kohya_bucket_fails(probe.width, probe.height, settings):
+            res = settings.resolution
+            out.append(finding(sev, "bucket-zero-side",
+                               f"{probe.width}x{probe.height} at resolution {res[0]}x{res[1]} "
+                               f"with bucket_no_upscale: a bucket side rounds down to 0 at "
+                               f"bucket_reso_steps {settings.steps}; {then}", path,
+                               "remove or enlarge the image, or set bucket_no_upscale = false"))  # fmt: skip
+    return out
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:
