@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 
 from kohyagen.cli.output import emit_json, stdout_console
-from kohyagen.cli.run_progress import minutes
 
 COMMANDS: list[click.Command] = []
 RUNS = Path("runs")
@@ -45,17 +44,17 @@ def print_plan(plan) -> None:
     from rich.table import Table
 
     table = Table(title=f"GPUs SkyPilot may rent for {plan.name} (it takes the cheapest it gets)")
-    for column in ("GPU", "memory", "clouds", "$/hour", "billed time", "cost"):
+    for column in ("GPU", "memory", "clouds", "$/hour", "billed minutes", "cost"):
         table.add_column(column)
     for c in plan.candidates:
         clouds = ", ".join(sorted({cloud for _, cloud in c.offers}))
         table.add_row(
-            escape(c.label),
+            escape(c.preset),
             f"{c.vram_gb:g} GB",
             clouds,
             f"{c.price_per_hour:.2f}",
-            minutes(c.minutes),
-            f"${c.cost[0]:.2f} – ${c.cost[1]:.2f}",
+            f"{c.minutes[0]:.0f}–{c.minutes[1]:.0f}",
+            f"${c.cost[0]:.2f}–{c.cost[1]:.2f}",
         )
     console = stdout_console()
     console.print(table)

@@ -189,6 +189,15 @@ def write_task(plan: CloudPlan, task: dict[str, Any]) -> Path:
 
 
 def task_yaml(task: dict[str, Any]) -> str:
+    """The task as YAML, with setup and run as readable `|` blocks."""
     import yaml
 
-    return yaml.safe_dump(task, sort_keys=False, default_flow_style=False, width=100)
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump(task, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=100)
