@@ -174,7 +174,8 @@ class RecordedSdk:
         self.calls.append(("tail_logs", cluster, job_id, kw["follow"]))
         return 0
 
-    def status(self, cluster_names=None):
+    def status(self, cluster_names=None, refresh=None):
+        assert refresh == sky.StatusRefreshMode.AUTO  # autodowned clusters show as gone
         return "rid-status"
 
     def stream_and_get(self, request_id=None, **kw):

@@ -113,6 +113,8 @@ def run_remote(
             path=planned.plan.run_dir,
             hint="pass --restart to train it again from the start",
         )
+    if confirm is not None and not confirm(planned.plan):
+        return None
     others = [
         c.name for c in api.status() if c.name.startswith(PREFIX) and c.name != planned.plan.cluster
     ]
@@ -121,6 +123,4 @@ def run_remote(
             f"note: other kohyagen clusters are up and billing: {', '.join(others)} "
             "(`kohyagen cloud down NAME` ends them)"
         )
-    if confirm is not None and not confirm(planned.plan):
-        return None
     return launch_run(planned.plan, planned.task, api, progress=progress, output=output)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -47,6 +49,22 @@ def validate_task(task: dict[str, Any]) -> Any:
         raise KohyagenError(f"SkyPilot refused the task: {exc}") from exc
 
 
+@contextmanager
+def _explained(what: str) -> Iterator[None]:
+    """SkyPilot's own exceptions (NoCloudAccessError, ResourcesUnavailableError,
+    CloudError, ...) as a KohyagenError that says what to check."""
+    try:
+        yield
+    except KohyagenError:
+        raise
+    except Exception as exc:
+        raise KohyagenError(
+            f"{what}: {type(exc).__name__}: {exc}",
+            hint="run `sky check` to see which clouds are set up; for a launch try --cloud "
+            "any, more GPUs (a higher --max-price-per-hour) or --spot",
+        ) from exc
+
+
 @dataclass(frozen=True)
 class ClusterInfo:
     name: str
@@ -64,7 +82,7 @@ class SkyApi:
         idle_minutes and down are passed again because launch's arguments override the
         YAML's autostop (sdk.py:859)."""
         sky = load_sky()
-        try:
+        with _explained(f"SkyPilot could not launch {cluster}"):
             request = sky.launch(
                 validate_task(task),
                 cluster_name=cluster,
@@ -72,14 +90,6 @@ class SkyApi:
                 down=True,
             )
             job_id, _handle = sky.stream_and_get(request)
-        except KohyagenError:
-            raise
-        except Exception as exc:  # NoCloudAccessError, ResourcesUnavailableError, CloudError, ...
-            raise KohyagenError(
-                f"SkyPilot could not launch {cluster}: {type(exc).__name__}: {exc}",
-                hint="run `sky check` to see which clouds are set up; try --cloud any, more "
-                "GPUs (a higher --max-price-per-hour) or --spot",
-            ) from exc
         return job_id
 
     def tail_logs(self, cluster: str, job_id: int, *, output: IO[str] | None = None) -> int:
@@ -100,7 +110,10 @@ class SkyApi:
     def status(self, clusters: list[str] | None = None) -> list[ClusterInfo]:
         """The clusters SkyPilot knows (terminated ones are left out by SkyPilot)."""
         sky = load_sky()
-        records = sky.get(sky.status(cluster_names=clusters))
+        # AUTO refreshes clusters with autostop or spot: an autodowned one shows as gone.
+        refresh = sky.StatusRefreshMode.AUTO
+        with _explained("SkyPilot could not list the clusters"):
+            records = sky.get(sky.status(cluster_names=clusters, refresh=refresh))
         found = []
         for r in records:  # pydantic records with dict-style access (responses.py:45)
             autostop = r.get("autostop")
@@ -118,7 +131,9 @@ class SkyApi:
     def jobs_launch(self, task: dict[str, Any], name: str) -> list[int]:
         """Submit a managed job (SkyPilot's jobs controller recovers it after a preemption)."""
         sky = load_sky()
-        job_ids, _handle = sky.stream_and_get(sky.jobs.launch(validate_task(task), name=name))
+        with _explained(f"SkyPilot could not submit the managed job {name}"):
+            request = sky.jobs.launch(validate_task(task), name=name)
+            job_ids, _handle = sky.stream_and_get(request)
         return list(job_ids or [])
 
     def copy_down(self, cluster: str, remote: str, local: Path, *, exclude: list[str]) -> None:
