@@ -164,6 +164,7 @@ class RecordedSdk:
 
     def launch(self, task, **kw):
         self.calls.append(("launch", type(task).__name__, kw))
+        self.secrets = {k: v.get_secret_value() for k, v in task.secrets.items()}
         return "rid-launch"
 
     def down(self, cluster):
@@ -196,11 +197,14 @@ class RecordedSdk:
 
 def test_the_seam_speaks_the_asynchronous_sdk(tmp_path, monkeypatch):
     sdk = RecordedSdk(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
     manifest = prepare(tmp_path)
     task = build_task(make_plan(manifest), manifest.data["inputs"])
     api = sky_api.SkyApi()
     assert api.launch(task, "kohyagen-a-1", idle_minutes=10) == 7
     kind, kw = sdk.calls[0][1], sdk.calls[0][2]
+    assert sdk.secrets == {"HF_TOKEN": "hf_secret"}
+    assert "hf_secret" not in task_yaml(task)
     assert kind == "Task" and kw["idle_minutes_to_autostop"] == 10 and kw["down"] is True
     assert kw["cluster_name"] == "kohyagen-a-1"
     assert api.tail_logs("kohyagen-a-1", 7) == 0
@@ -267,3 +271,26 @@ def test_cloud_run_without_a_terminal_needs_yes(tmp_path, monkeypatch):
     )
     assert result.exit_code == 2 and "-y" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_cloud_queue_submits_one_managed_job_per_run(tmp_path, monkeypatch):
+    from tests.cloud_fixtures import FakeSkyApi
+
+    first = prepare(tmp_path / "a", name="a")
+    second = prepare(tmp_path / "b", name="b")
+    api = FakeSkyApi(tmp_path)
+    monkeypatch.setattr(sky_api, "default_api", lambda: api)
+    args = ["cloud", "queue", str(first.run_dir), str(second.run_dir), "--bucket", "s3://b/k"]
+    dry = CliRunner().invoke(main, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert api.calls == [] and "s3://b/k/kohyagen-a-" in dry.output
+    over = CliRunner().invoke(main, [*args, "-y", "--budget", "0.01"])
+    assert over.exit_code == 1 and "together" in over.output and api.calls == []
+    result = CliRunner().invoke(main, [*args, "-y"])
+    assert result.exit_code == 0, result.output
+    assert [c[0] for c in api.calls] == ["jobs_launch", "jobs_launch"]
+    from kohyagen.cloud.records import recorded
+    from kohyagen.run.manifest import Manifest
+
+    record = recorded(Manifest.load(first.run_dir))
+    assert record["status"] == "submitted" and record["bucket"] == "s3://b/k"

@@ -181,7 +181,13 @@ def cloud_run_cmd(images: Path, name: str, trigger: str, model: str, base_model:
         return
     if confirm is None and not as_json:
         print_plan(planned.plan)
-    outcome = remote.run_remote(planned, sky_api.default_api(), confirm=confirm, progress=_echo)
+    outcome = remote.run_remote(
+        planned,
+        sky_api.default_api(),
+        confirm=confirm,
+        progress=_echo,
+        output=sys.stderr if as_json else None,  # stdout stays pure JSON
+    )
     if outcome is None:
         click.echo("not confirmed: nothing was rented", err=True)
         return

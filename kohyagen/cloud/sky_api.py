@@ -15,6 +15,7 @@ optional. Quirks of 0.14.1 this class absorbs (skypilot-facts.md):
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,6 +48,16 @@ def validate_task(task: dict[str, Any]) -> Any:
         return sky.Task.from_yaml_config(copy.deepcopy(task))
     except Exception as exc:  # SkyPilot raises ValueError, jsonschema errors, ...
         raise KohyagenError(f"SkyPilot refused the task: {exc}") from exc
+
+
+def with_secrets(task: Any) -> Any:
+    """A Hugging Face token set here goes to the node as a secret, for gated base models:
+    set on the Task at launch, never written into the task YAML kohyagen prints and keeps
+    (a `secrets:` key with no value there would be a managed-secret reference, task.py:800)."""
+    token = os.environ.get("HF_TOKEN")
+    if token:
+        task.update_secrets({"HF_TOKEN": token})
+    return task
 
 
 @contextmanager
@@ -84,7 +95,7 @@ class SkyApi:
         sky = load_sky()
         with _explained(f"SkyPilot could not launch {cluster}"):
             request = sky.launch(
-                validate_task(task),
+                with_secrets(validate_task(task)),
                 cluster_name=cluster,
                 idle_minutes_to_autostop=idle_minutes,
                 down=True,
@@ -132,7 +143,7 @@ class SkyApi:
         """Submit a managed job (SkyPilot's jobs controller recovers it after a preemption)."""
         sky = load_sky()
         with _explained(f"SkyPilot could not submit the managed job {name}"):
-            request = sky.jobs.launch(validate_task(task), name=name)
+            request = sky.jobs.launch(with_secrets(validate_task(task)), name=name)
             job_ids, _handle = sky.stream_and_get(request)
         return list(job_ids or [])
 
