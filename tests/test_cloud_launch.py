@@ -129,3 +129,11 @@ def test_status_lists_kohyagen_clusters_no_run_folder_records(tmp_path):
     ]
     rows = cloud_status(api, [tmp_path / "runs"])
     assert [(r.cluster, r.run_dir) for r in rows] == [("kohyagen-old-abc123", None)]
+
+
+def test_results_that_cannot_be_copied_are_reported_after_the_down(tmp_path, planned):
+    plan, task = planned
+    api = _api(tmp_path, raise_in={"copy_down": KohyagenError("rsync exit 12")})
+    with pytest.raises(KohyagenError, match="could not be copied back: rsync exit 12"):
+        launch_run(plan, task, api)
+    assert api.names() == ["launch", "tail_logs", "copy_down", "down"]

@@ -7,6 +7,7 @@ here contacts a cloud or starts SkyPilot's API server (checked after the module)
 from __future__ import annotations
 
 import copy
+import os
 import socket
 
 import pytest
@@ -195,7 +196,47 @@ class RecordedSdk:
             resources_str="1x RunPod(RTX4090)")]  # fmt: skip
 
 
-def test_the_seam_speaks_the_asynchronous_sdk(tmp_path, monkeypatch):
+@pytest.fixture
+def rsync_and_ssh(tmp_path, monkeypatch):
+    """A fake rsync (records its arguments, fails the first `fail` times) and ssh on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "rsync.log"
+    (bin_dir / "rsync").write_text(
+        f"#!/bin/sh\necho \"$@\" >> {log}\n"
+        f"[ $(wc -l < {log}) -gt ${{FAIL:-0}} ] || {{ echo 'connection reset' >&2; exit 12; }}\n"
+    )
+    (bin_dir / "ssh").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("rsync", "ssh"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(sky_api, "COPY_RETRY_S", 0)
+    return log
+
+
+def test_copy_down_retries_a_dropped_rsync_then_gives_up(tmp_path, monkeypatch, rsync_and_ssh):
+    api = sky_api.SkyApi()
+    monkeypatch.setenv("FAIL", "1")
+    api.copy_down("kohyagen-a-1", "sky_workdir", tmp_path / "run", exclude=["training_data/"])
+    calls = rsync_and_ssh.read_text().splitlines()
+    assert len(calls) == 2
+    assert "--exclude=training_data/" in calls[0]
+    assert calls[0].endswith(f"kohyagen-a-1:sky_workdir/ {tmp_path / 'run'}/")
+    monkeypatch.setenv("FAIL", "99")
+    with pytest.raises(KohyagenError, match="connection reset"):
+        api.copy_down("kohyagen-a-1", "sky_workdir", tmp_path / "run", exclude=[])
+    assert len(rsync_and_ssh.read_text().splitlines()) == 2 + sky_api.COPY_ATTEMPTS
+
+
+def test_no_rsync_is_found_out_before_renting(tmp_path, monkeypatch):
+    sdk = RecordedSdk(monkeypatch)
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither rsync nor ssh
+    with pytest.raises(KohyagenError, match="rsync"):
+        sky_api.SkyApi().launch({"name": "x", "run": "true"}, "kohyagen-a-1", idle_minutes=10)
+    assert sdk.calls == []
+
+
+def test_the_seam_speaks_the_asynchronous_sdk(tmp_path, monkeypatch, rsync_and_ssh):
     sdk = RecordedSdk(monkeypatch)
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
     manifest = prepare(tmp_path)
@@ -215,7 +256,7 @@ def test_the_seam_speaks_the_asynchronous_sdk(tmp_path, monkeypatch):
     assert (info.name, info.status, info.autostop, info.to_down) == ("kohyagen-a-1", "UP", 10, True)
 
 
-def test_a_launch_skypilot_refuses_is_a_clear_error(tmp_path):
+def test_a_launch_skypilot_refuses_is_a_clear_error(tmp_path, rsync_and_ssh):
     """The real SDK, with the local API server disabled: it fails at once (facts §1.3)."""
     manifest = prepare(tmp_path)
     task = build_task(make_plan(manifest), manifest.data["inputs"])

@@ -88,7 +88,13 @@ def launch_run(
             "run` again to continue from the last saved epoch",
         )
     if copy_error is not None:
-        raise copy_error
+        raise KohyagenError(
+            f"the training finished but its results could not be copied back: "
+            f"{copy_error.message}; the cluster is down, so nothing stays billing",
+            path=plan.run_dir,
+            hint="check rsync/ssh on this machine, then run the same `kohyagen cloud run` "
+            "again to train once more",
+        )
     pick = _load(plan.run_dir).outputs("pick")
     lora = Path(pick["lora"]) if pick.get("lora") else None
     return CloudOutcome(plan.cluster, job_id, code, plan.run_dir, lora)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +28,8 @@ from typing import IO, Any
 from kohyagen.errors import KohyagenError, MissingDependency
 
 PIN = "skypilot==0.14.1"
+COPY_ATTEMPTS = 3
+COPY_RETRY_S = 5.0
 INSTALL_HINT = "pip install 'kohyagen[cloud]', then `sky check` to set up a cloud's credentials"
 
 
@@ -92,6 +96,12 @@ class SkyApi:
         """Provision (or reuse) the cluster and submit the task; the job id once submitted.
         idle_minutes and down are passed again because launch's arguments override the
         YAML's autostop (sdk.py:859)."""
+        missing = [tool for tool in ("rsync", "ssh") if shutil.which(tool) is None]
+        if missing:  # found out before renting, not after the training
+            raise KohyagenError(
+                f"{' and '.join(missing)} not found: the results come back over rsync/ssh",
+                hint="install them (e.g. apt install rsync openssh-client), then run again",
+            )
         sky = load_sky()
         with _explained(f"SkyPilot could not launch {cluster}"):
             request = sky.launch(
@@ -153,17 +163,19 @@ class SkyApi:
         ssh = f"ssh -F {config}" if config.is_file() else "ssh"
         command = ["rsync", "-az", "-e", ssh, *(f"--exclude={e}" for e in exclude)]
         command += [f"{cluster}:{remote.rstrip('/')}/", f"{local}/"]
-        try:
-            proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise KohyagenError(f"copying the results back failed: {exc}", path=local) from exc
-        if proc.returncode != 0:
-            raise KohyagenError(
-                f"copying the results back failed (rsync exit {proc.returncode}): "
-                f"{proc.stderr.strip()[-300:]}",
-                path=local,
-                hint=f"copy them yourself: {' '.join(command)}",
-            )
+        error = ""
+        for attempt in range(COPY_ATTEMPTS):  # a dropped connection is worth a retry
+            if attempt:
+                time.sleep(COPY_RETRY_S)
+            try:
+                proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                error = str(exc)
+                continue
+            if proc.returncode == 0:
+                return
+            error = f"rsync exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
+        raise KohyagenError(f"copying the results back failed ({error})", path=local)
 
 
 def sky_installed() -> bool:
