@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from kohyagen.cloud.jobs import managed_task
 from kohyagen.cloud.plan import make_plan
 from kohyagen.cloud.task import build_task
 from kohyagen.run.manifest import Manifest
@@ -19,7 +20,8 @@ from tests.cloud_fixtures import _isolated, _no_api_server_left, prepare  # noqa
 from tests.conftest import REPO_ROOT
 
 
-def test_the_node_continues_the_uploaded_run_up_to_training(tmp_path, subprocess_env):
+@pytest.mark.parametrize("managed", [False, True])
+def test_the_node_continues_the_uploaded_run_up_to_training(tmp_path, subprocess_env, managed):
     from kohyagen.estimate.hardware import detect
 
     if detect().has_gpu:
@@ -27,10 +29,15 @@ def test_the_node_continues_the_uploaded_run_up_to_training(tmp_path, subprocess
     manifest = prepare(
         tmp_path, seed=7, epochs=2, overrides=("network_dim=8", "sample_prompts=a b")
     )
-    task = build_task(make_plan(manifest), manifest.data["inputs"])
+    plan = make_plan(manifest)
+    if managed:  # the run folder moves to the bucket mount on the first start
+        task = managed_task(plan, manifest.data["inputs"], "s3://bucket/k")
+    else:
+        task = build_task(plan, manifest.data["inputs"])
     node = tmp_path / "node"
-    workdir = node / "sky_workdir"
-    shutil.copytree(task["workdir"], workdir)
+    upload = node / "sky_workdir"
+    shutil.copytree(task["workdir"], upload)
+    workdir = node / "kohyagen-results" / plan.cluster if managed else upload
     shutil.copytree(task["file_mounts"]["~/kohyagen-images"], node / "kohyagen-images")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -43,7 +50,7 @@ def test_the_node_continues_the_uploaded_run_up_to_training(tmp_path, subprocess
         "PYTHONPATH": str(REPO_ROOT),
     }
     proc = subprocess.run(
-        ["bash", "-c", task["run"]], cwd=workdir, env=env, capture_output=True, text=True,
+        ["bash", "-c", task["run"]], cwd=upload, env=env, capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
