@@ -59,11 +59,7 @@ def _remote_home(path: str) -> str:
 def _setup(backend: str, source: Path | None) -> str:
     extra = "[train]" if backend == "builtin" else ""
     if source is not None:
-        spec = (
-            f"{_remote_home(REMOTE_SOURCE)}{shlex.quote(extra)}"
-            if extra
-            else _remote_home(REMOTE_SOURCE)
-        )
+        spec = _remote_home(REMOTE_SOURCE) + (shlex.quote(extra) if extra else "")
     else:
         spec = shlex.quote(f"kohyagen{extra}=={__version__}")
     lines = ["set -e", f"python -m pip install --quiet {spec}"]
@@ -94,9 +90,9 @@ def _model_arg(base: str) -> str:
 
 
 def run_command(inputs: dict[str, Any], preset: str, *, run_dir: str = ".") -> str:
-    # run_dir "." is the workdir the job starts in; an _OnNode path is expanded there.
     """`kohyagen run` on the uploaded folder with the inputs that made it (the manifest
-    refuses other ones), the images and a local base model at their mounted places."""
+    refuses other ones), the images and a local base model at their mounted places.
+    run_dir "." is the workdir the job starts in; an _OnNode path is expanded there."""
     args = [
         "kohyagen", "run", _OnNode(REMOTE_IMAGES),
         "--name", inputs["name"],
