@@ -171,6 +171,15 @@ def test_killed_process_leaves_stage_running_and_resumes(monkeypatch, images, tm
     assert fake.calls == ["train", "report", "pick"]
 
 
+def test_preparing_a_prepared_run_again_does_not_train(monkeypatch, images, tmp_path):
+    fake = FakeStages(monkeypatch)
+    run_pipeline(options(images, tmp_path), stop_after="estimate")
+    fake.calls.clear()
+    run_pipeline(options(images, tmp_path), stop_after="estimate")
+    assert fake.calls == []
+    assert Manifest.load(tmp_path / "run").status("train") == PENDING
+
+
 def test_budget_below_estimate_stops_before_training(monkeypatch, images, tmp_path):
     fake = FakeStages(monkeypatch)
     with pytest.raises(BudgetExceeded) as info:

@@ -257,7 +257,10 @@ def run_pipeline(
             f"continuing at stage '{resumed_from}' ({MANIFEST_NAME} records the earlier "
             "stages as done)",
         )
-    for stage in STAGES:
+    last = STAGES.index(stop_after) if stop_after is not None else len(STAGES) - 1
+    for stage in STAGES[: last + 1]:
+        # A run prepared before (stop_after already reached) stops here too instead of
+        # going on to the stages after stop_after.
         if manifest.is_finished(stage):
             continue
         manifest.start(stage)
@@ -282,8 +285,6 @@ def run_pipeline(
             if stage == "train":
                 _remember_throughput(manifest)
             ctx.say(stage, f"done: {note}" if note else "done")
-        if stage == stop_after:
-            break
     return _result(manifest, options, resumed_from, already, ctx.notes)
 
 
