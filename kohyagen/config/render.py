@@ -8,6 +8,7 @@ schema and linted before anything is written.
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ def render_configs(
     trigger: str | None = None,
     base_model: str | None = None,
     overrides=(),
-    samples: bool = False,
+    samples: bool = True,
     epochs: int | None = None,
     attention: str = "sdpa",
     cwd: str | Path | None = None,
@@ -148,6 +149,9 @@ def render_configs(
         settings["train_batch_size"] = Setting(set_training["train_batch_size"], "set with --set")
     parsed += _bucket_range_overrides(parsed)
     plan = plan_steps(model, layout, settings, epochs, notes)
+    if isinstance(set_training.get("save_every_n_epochs"), int):
+        # samples follow the checkpoints, also when --set moves the save interval
+        plan = dataclasses.replace(plan, save_every=set_training["save_every_n_epochs"])
     training_choice = training_choices(
         model,
         gpu,
@@ -172,8 +176,13 @@ def render_configs(
     prompts_path = out_dir / "sample_prompts.txt"
     prompts_text = None
     if samples:
+        size = str(set_training.get("resolution") or "").split(",")[0].strip()
         prompts_text = sample_prompts(
-            prompt_word, captions.tag_counts, model, exclude=(first_tokens,)
+            prompt_word,
+            captions.tag_counts,
+            model,
+            exclude=(first_tokens,),
+            size=int(size) if size.isdigit() else None,
         )
 
     env = _environment()
