@@ -10,12 +10,16 @@ LoRA.
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from kohyagen.config.presets import ModelPreset
 from kohyagen.dataset.captions import first_line
 from kohyagen.dataset.layout import Subset
+from kohyagen.errors import ConfigError
 
 NEGATIVE_PROMPT = "lowres, blurry, worst quality, low quality, jpeg artifacts, watermark"
 # Where the "somewhere new" prompts take the concept: a setting and a style the dataset
@@ -104,3 +108,67 @@ def sample_prompts(
     for i, (text, _why) in enumerate(prompt_bodies(trigger, tags)):
         lines.append(f"{text} {options} --d {FIRST_SEED + i}")
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class SamplePrompt:
+    index: int
+    prompt: str
+    negative: str = ""
+    width: int = 512
+    height: int = 512
+    seed: int | None = None
+    scale: float = 7.5
+    steps: int = 30
+
+
+def parse_prompt_line(line: str, index: int) -> SamplePrompt:
+    parts = re.split(r"\s+--", " " + line.strip())
+    prompt = parts[0].strip()
+    opts: dict = {}
+    for part in parts[1:]:
+        key, _, value = part.partition(" ")
+        value = value.strip()
+        try:
+            if key == "n":
+                opts["negative"] = value
+            elif key == "w":
+                opts["width"] = int(value)
+            elif key == "h":
+                opts["height"] = int(value)
+            elif key == "d":
+                opts["seed"] = int(value)
+            elif key == "l":
+                opts["scale"] = float(value)
+            elif key == "s":
+                opts["steps"] = int(value)
+        except ValueError as exc:
+            raise ConfigError(
+                f"sample prompt option --{key} {value!r} is not a number",
+                hint="fix that line of sample_prompts",
+            ) from exc
+    return SamplePrompt(index, prompt, **opts)
+
+
+def read_prompts(path: str | Path) -> list[SamplePrompt]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("sample_prompts file not found", path=path, hint="check the path")
+    if path.suffix == ".json":
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        return [
+            SamplePrompt(
+                i,
+                r.get("prompt", ""),
+                r.get("negative_prompt", ""),
+                int(r.get("width", 512)),
+                int(r.get("height", 512)),
+                r.get("seed"),
+                float(r.get("scale", 7.5)),
+                int(r.get("sample_steps", 30)),
+            )
+            for i, r in enumerate(rows)
+        ]
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.lstrip().startswith("#")]
+    return [parse_prompt_line(line, i) for i, line in enumerate(lines)]
