@@ -15,8 +15,14 @@ from kohyagen.cli.run_progress import ProgressPrinter
 COMMANDS: list[click.Command] = [*estimate_cmd.COMMANDS, *queue_cmd.COMMANDS]
 
 
-def print_usage(result) -> None:
-    """Where the chosen LoRA is and how to use it in A1111 / ComfyUI."""
+def print_report_path(result) -> None:
+    if result.report_html:
+        stdout_console().print(f"report (open it in a browser): {result.report_html}",
+                               markup=False)  # fmt: skip
+
+
+def print_usage(result, *, report_last: bool = True) -> None:
+    """Where the chosen LoRA is and how to use it in A1111 / ComfyUI; then report.html."""
     console = stdout_console()
     if result.lora is None:
         console.print(f"run folder: {result.run_dir}")
@@ -59,6 +65,8 @@ def print_usage(result) -> None:
             "[bold]On a rented GPU?[/bold] Copy the LoRA off the machine, then stop the "
             "instance: billing runs until you do."
         )
+    if report_last:
+        print_report_path(result)
 
 
 def _stdin_is_terminal() -> bool:
@@ -213,11 +221,12 @@ def demo_cmd(directory: Path, epochs: int, as_json: bool) -> None:
     if as_json:
         emit_json(result.to_dict())
         return
-    print_usage(result)
+    print_usage(result, report_last=False)
     click.echo(
         "\nThis LoRA comes from a tiny random model, so it is only a demonstration. For a "
         "real one: kohyagen run YOUR_IMAGES --name NAME --trigger WORD --model sd15 --gpu auto"
     )
+    print_report_path(result)
 
 
 COMMANDS.append(demo_cmd)
