@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kohyagen.config.sample_prompts import FIRST_SEED, SamplePrompt, read_prompts
-from kohyagen.config.schema import script_for_config
+from kohyagen.config.schema import SCRIPT_MARKER, script_for_config
 from kohyagen.errors import ConfigError, UsageError
 from kohyagen.report.checkpoints import Checkpoint, rank
 from kohyagen.report.preview_prompts import PreviewPrompt, preview_prompts
@@ -122,7 +122,8 @@ def base_model_of(run: RunData) -> BaseModel:
             path=config, hint="preview draws with the base model the LoRA was trained on",
         )  # fmt: skip
     text = config.read_text(encoding="utf-8") if config.is_file() else ""
-    script = script_for_config(text, run.training)
+    marker = SCRIPT_MARKER.search(text)  # names FLUX & co. too, which script_for_config does not
+    script = marker.group(1) if marker else script_for_config(text, run.training)
     if script not in ("train_network", "sdxl_train_network"):
         raise ConfigError(
             f"preview draws SD1.5, SD2 and SDXL LoRAs; this run used {script}",
