@@ -75,7 +75,7 @@ class FakeRenderer:
     def set_weight(self, weight: float) -> None:
         self.weight = weight
 
-    def draw(self, **job):  # noqa: ANN003, ANN201
+    def draw(self, **job: object) -> object:
         from PIL import Image
 
         if self.fail_after is not None and len(self.drawn) >= self.fail_after:
