@@ -167,3 +167,14 @@ def test_demo_interrupted_then_run_continues_and_is_not_trained_twice(tmp_path, 
     final = json.loads(again.stdout)
     assert final["already_finished"] and final["lora"] == data["lora"]
     assert (run_dir / "train.log").stat().st_size == log_size
+    # the demo ends with report.html showing samples per epoch and the preview grids
+    page = Path(final["report_html"]).read_text()
+    assert final["report_html"] == data["report_html"] == str(run_dir / "report.html")
+    for epoch in (1, 2, 3):
+        assert f"<h3>epoch {epoch}</h3>" in page
+    assert page.count('src="output/sample/demo_e') == 3 * 5  # five prompts, every epoch
+    grids = json.loads((run_dir / "preview" / "preview.json").read_text())["grids"]
+    assert len(grids) == 5 + 3  # the prompts and the trigger variations
+    assert grids[0]["rows"] == ["epoch 1", "epoch 2", "epoch 3 (picked)"]
+    assert grids[0]["columns"] == ["no LoRA", "weight 0.5", "weight 0.8", "weight 1"]
+    assert all(f'src="preview/{g["file"]}"' in page for g in grids)

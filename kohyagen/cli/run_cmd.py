@@ -4,6 +4,7 @@ commands of the run concern (kohyagen.cli registers COMMANDS from here)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,16 +13,19 @@ from kohyagen.cli.estimate_cmd import print_estimate
 from kohyagen.cli.output import emit_json, stdout_console
 from kohyagen.cli.run_progress import ProgressPrinter
 
+if TYPE_CHECKING:
+    from kohyagen.run.pipeline import RunResult
+
 COMMANDS: list[click.Command] = [*estimate_cmd.COMMANDS, *queue_cmd.COMMANDS]
 
 
-def print_report_path(result) -> None:
+def print_report_path(result: RunResult) -> None:
     if result.report_html:
         stdout_console().print(f"report (open it in a browser): {result.report_html}",
                                markup=False)  # fmt: skip
 
 
-def print_usage(result, *, report_last: bool = True) -> None:
+def print_usage(result: RunResult, *, report_last: bool = True) -> None:
     """Where the chosen LoRA is and how to use it in A1111 / ComfyUI; then report.html."""
     console = stdout_console()
     if result.lora is None:
