@@ -75,11 +75,14 @@ class FakeRenderer:
     def set_weight(self, weight: float) -> None:
         self.weight = weight
 
-    def draw(self, **job: object) -> object:
+    def draw(self, *, seeds: list[int], **job: object) -> list[object]:
         from PIL import Image
 
-        if self.fail_after is not None and len(self.drawn) >= self.fail_after:
-            raise KeyboardInterrupt
-        self.drawn.append({**job, "lora": self.lora, "weight": self.weight})
-        color = fake_color(self.lora, self.weight, job["seed"])
-        return Image.new("RGB", (job["width"], job["height"]), color)
+        images = []
+        for seed in seeds:
+            if self.fail_after is not None and len(self.drawn) >= self.fail_after:
+                raise KeyboardInterrupt
+            self.drawn.append({**job, "seed": seed, "lora": self.lora, "weight": self.weight})
+            color = fake_color(self.lora, self.weight, seed)
+            images.append(Image.new("RGB", (job["width"], job["height"]), color))
+        return images

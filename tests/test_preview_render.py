@@ -57,3 +57,15 @@ def test_base_model_with_a_lora_at_each_weight(tmp_path, kind):
     # weight 0 is the base model exactly; weight 1 changes the picture
     assert ImageChops.difference(base, zero).getbbox() is None
     assert ImageChops.difference(base, one).getbbox() is not None
+    # a seed's image does not depend on the batch it was drawn in
+    from kohyagen.trainer.preview import LoraRenderer
+
+    renderer = LoraRenderer(str(model), sdxl=kind == "sdxl", device="cpu")
+    job = {"prompt": "sks, red circle", "negative": "", "width": 64, "height": 64, "steps": 2,
+           "scale": 5.0}  # fmt: skip
+    alone = renderer.draw(seeds=[11], **job)[0]
+    assert ImageChops.difference(alone, base).getbbox() is None
+    batched = renderer.draw(seeds=[5, 11], **job)
+    diff = ImageChops.difference(batched[1], alone).getextrema()
+    assert max(high for _low, high in diff) <= 2  # batched float math, not another image
+    assert ImageChops.difference(batched[0], alone).getbbox() is not None

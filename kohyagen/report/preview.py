@@ -214,29 +214,49 @@ def default_renderer(model: BaseModel) -> Any:
     )
 
 
+def _batches(jobs: list[Job]) -> list[list[Job]]:
+    """Runs of jobs that differ only by seed (plan_jobs puts them next to each other)."""
+    batches: list[list[Job]] = []
+    for job in jobs:
+        last = batches[-1][0] if batches else None
+        if last and (last.checkpoint, last.weight, last.prompt) == (
+            job.checkpoint, job.weight, job.prompt
+        ):
+            batches[-1].append(job)
+        else:
+            batches.append([job])
+    return batches
+
+
 def draw_missing(
     jobs: list[Job], make_renderer: Callable[[], Any], progress: Progress | None
 ) -> int:
-    """Draw the jobs whose file is absent; each file appears whole or not at all."""
+    """Draw the jobs whose file is absent, the seeds of a cell as one batch; each file
+    appears whole or not at all."""
     renderer = None
-    drawn = 0
-    for done, job in enumerate(jobs, start=1):
-        if not job.path.is_file():
+    drawn = done = 0
+    for batch in _batches(jobs):
+        missing = [job for job in batch if not job.path.is_file()]
+        if missing:
+            first = missing[0]
             renderer = renderer or make_renderer()
-            renderer.use_lora(job.checkpoint.path if job.checkpoint else None)
-            renderer.set_weight(job.weight or 0.0)
-            p = job.prompt
-            image = renderer.draw(
+            renderer.use_lora(first.checkpoint.path if first.checkpoint else None)
+            renderer.set_weight(first.weight or 0.0)
+            p = first.prompt
+            images = renderer.draw(
                 prompt=p.prompt, negative=p.negative, width=p.width, height=p.height,
-                seed=job.seed, steps=p.steps, scale=p.scale,
+                seeds=[job.seed for job in missing], steps=p.steps, scale=p.scale,
             )  # fmt: skip
-            job.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = job.path.with_name(f".{job.path.name}.{os.getpid()}.tmp.png")
-            image.save(tmp)
-            os.replace(tmp, job.path)
-            drawn += 1
-        if progress is not None:
-            progress(done, len(jobs), job)
+            for job, image in zip(missing, images, strict=True):
+                job.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = job.path.with_name(f".{job.path.name}.{os.getpid()}.tmp.png")
+                image.save(tmp)
+                os.replace(tmp, job.path)
+            drawn += len(missing)
+        for job in batch:
+            done += 1
+            if progress is not None:
+                progress(done, len(jobs), job)
     return drawn
 
 

@@ -3,7 +3,7 @@
 It draws a small dataset of coloured shapes with matching captions, writes a tiny random
 SD1.5-shaped model (kohyagen.run.tiny), and runs check → prepare → tag → config → estimate →
 train (builtin backend) → report → pick on them, then draws a small preview (every
-checkpoint at three LoRA weights, two seeds, few steps) and writes report.html, so that a
+checkpoint at two LoRA weights, two seeds, few steps) and writes report.html, so that a
 newcomer sees every stage work before renting a GPU. The LoRA it makes is of course
 useless for real images.
 """
@@ -43,7 +43,7 @@ DEMO_OVERRIDES = (
 )
 DEMO_EPOCHS = 3
 # Small enough to draw in seconds on a CPU, big enough to show rows x columns x seeds.
-DEMO_PREVIEW = PreviewOptions(checkpoints="all", weights=(0.5, 0.8, 1.0), seeds=2, steps=4)
+DEMO_PREVIEW = PreviewOptions(checkpoints="all", weights=(0.5, 1.0), seeds=2, steps=4)
 
 
 def _draw(shape: str, color: tuple[int, int, int], size: int, rng: random.Random):

@@ -114,30 +114,44 @@ class LoraRenderer:
             mod.multiplier = float(weight)
 
     def draw(
-        self, *, prompt: str, negative: str, width: int, height: int, seed: int, steps: int,
-        scale: float,
-    ) -> Any:  # fmt: skip
-        """One PIL image; the seed alone decides the noise, so columns differ only by LoRA."""
+        self, *, prompt: str, negative: str, width: int, height: int, seeds: list[int],
+        steps: int, scale: float,
+    ) -> list[Any]:  # fmt: skip
+        """One PIL image per seed, drawn as one batch. Each seed's noise comes from its own
+        generator, so an image does not depend on the batch it was drawn in, and columns
+        differ only by the LoRA."""
         import torch
 
-
-        gen = torch.Generator(device="cpu").manual_seed(seed)
         threads = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
         try:
-            return self._draw(gen, prompt, negative, width, height, steps, scale)
+            return self._draw_batch(list(seeds), prompt, negative, width, height, steps, scale)
         finally:
             torch.set_num_threads(threads)
 
+    def _draw_batch(self, seeds: list[int], *job: Any) -> list[Any]:
+        """Halve the batch on out-of-memory (five SDXL images at once need a big card)."""
+        import torch
+
+        try:
+            return self._draw(seeds, *job)
+        except torch.cuda.OutOfMemoryError:
+            if len(seeds) == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = len(seeds) // 2
+            return self._draw_batch(seeds[:half], *job) + self._draw_batch(seeds[half:], *job)
+
     def _draw(
-        self, gen: Any, prompt: str, negative: str, width: int, height: int, steps: int,
+        self, seeds: list[int], prompt: str, negative: str, width: int, height: int, steps: int,
         scale: float,
-    ) -> Any:  # fmt: skip
+    ) -> list[Any]:  # fmt: skip
         import torch
 
         from kohyagen.trainer.sample import decode_latents
 
+        generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
         with torch.no_grad():
             latents = self.pipe(
                 prompt,
@@ -146,7 +160,10 @@ class LoraRenderer:
                 height=max(64, height // 8 * 8),
                 num_inference_steps=steps,
                 guidance_scale=scale,
-                generator=gen,
+                num_images_per_prompt=len(seeds),
+                generator=generators,
                 output_type="latent",
             ).images
-            return decode_latents(self.pipe, self.components, latents)
+            # one at a time: the VAE at full size is the memory peak
+            return [decode_latents(self.pipe, self.components, latents[i : i + 1])
+                    for i in range(len(seeds))]  # fmt: skip
