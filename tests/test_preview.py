@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
 from preview_fixtures import FakeRenderer, fake_color, make_preview_run
+from train_fixtures import write_checkpoint
 
 from kohyagen.cli import main
 from kohyagen.config.sample_prompts import parse_prompt_line
@@ -77,6 +79,15 @@ def test_interrupted_preview_draws_only_what_is_missing(tmp_path):
     # everything cached: the model is not even loaded
     result = render_preview(run, FAST, renderer=lambda _m: pytest.fail("model loaded"))
     assert result.drawn == 0
+    # a copied run folder (new mtimes) keeps its images; a retrained checkpoint does not
+    output = run.parent.parent / "out" / "output"
+    for checkpoint in output.glob("*.safetensors"):
+        os.utime(checkpoint, (1, 1))
+    assert render_preview(run, FAST, renderer=lambda _m: pytest.fail("model loaded")).drawn == 0
+    write_checkpoint(output / "mylora-000002.safetensors", epoch=2, step=8, size=99)
+    result, fake = _render(run)
+    assert result.drawn == 5 * 2 * 2  # its prompts x seeds x weights
+    assert {d["lora"].name for d in fake.drawn} == {"mylora-000002.safetensors"}
     # a changed prompt is drawn again, the unchanged one is not
     prompts = run / "sample_prompts.txt"
     prompts.write_text(prompts.read_text().replace("outdoors", "indoors"))

@@ -167,11 +167,17 @@ def load_prompts(run: RunData, options: PreviewOptions) -> list[SamplePrompt]:
     return prompts
 
 
-def _identity(checkpoint: Checkpoint | None) -> Any:
-    if checkpoint is None:
-        return None
-    stat = checkpoint.path.stat()
-    return [checkpoint.path.name, stat.st_size, stat.st_mtime_ns]
+def _identity(checkpoint: Checkpoint) -> list[Any]:
+    """What tells one LoRA file from another by content, read fast: its size, its first MiB
+    (the safetensors header, with kohya's training metadata) and its last 64 KiB. A copied
+    run folder (new mtimes) keeps its images; a retrained checkpoint does not."""
+    digest = hashlib.sha1()
+    with open(checkpoint.path, "rb") as handle:
+        digest.update(handle.read(1 << 20))
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, size - (1 << 16)))
+        digest.update(handle.read())
+    return [size, digest.hexdigest()]
 
 
 def plan_jobs(
@@ -185,6 +191,7 @@ def plan_jobs(
     jobs: list[Job] = []
     cells: list[tuple[Checkpoint | None, float | None]] = [(None, None)]
     cells += [(cp, w) for cp in checkpoints for w in options.weights]
+    identity = {cp.path: _identity(cp) for cp in checkpoints}  # read each file once
     for checkpoint, weight in cells:
         row = BASE if checkpoint is None else checkpoint.path.stem
         col = BASE if weight is None else f"w{weight:.2f}"
@@ -194,7 +201,7 @@ def plan_jobs(
                 key = json.dumps(
                     [model.source, model.sampler, prompt.prompt, prompt.negative,
                      prompt.width, prompt.height, prompt.steps, prompt.scale, seed,
-                     _identity(checkpoint), weight],
+                     identity.get(checkpoint.path) if checkpoint else None, weight],
                 )  # fmt: skip
                 digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
                 name = f"p{prompt.index:02d}-s{seed}-{digest}.png"
