@@ -8,6 +8,7 @@ validation loss (dots at each epoch's last step), with the checkpoints as vertic
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from html import escape
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,24 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [low + (high - low) * i / (count - 1) for i in range(count)]
 
 
+def _axes(
+    sx: Callable[[float], float], sy: Callable[[float], float],
+    xs: tuple[float, float], ys: tuple[float, float],
+) -> list[str]:  # fmt: skip
+    """Horizontal grid lines with the loss values, step ticks, the axis title."""
+    out = []
+    for y in _ticks(*ys):
+        out.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" '
+                   f'stroke="#eee"/><text x="{LEFT - 6}" y="{sy(y) + 4:.1f}" '
+                   f'text-anchor="end" class="tick">{y:.3g}</text>')  # fmt: skip
+    for x in _ticks(*xs):
+        out.append(f'<text x="{sx(x):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" '
+                   f'class="tick">{x:.0f}</text>')  # fmt: skip
+    middle = LEFT + (WIDTH - LEFT - RIGHT) / 2
+    out.append(f'<text x="{middle}" y="{HEIGHT - 6}" text-anchor="middle" class="tick">step</text>')
+    return out
+
+
 def loss_svg(run: RunData, picked: Path | None) -> str | None:
     """The chart, or None when the run has no loss yet."""
     series = chart_series(run)
@@ -78,15 +97,7 @@ def loss_svg(run: RunData, picked: Path | None) -> str | None:
         f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="#fff" '
         'stroke="#ccc"/>',
     ]
-    for y in _ticks(y0, y1):
-        out.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" '
-                   f'stroke="#eee"/><text x="{LEFT - 6}" y="{sy(y) + 4:.1f}" '
-                   f'text-anchor="end" class="tick">{y:.3g}</text>')  # fmt: skip
-    for x in _ticks(x0, x1):
-        out.append(f'<text x="{sx(x):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" '
-                   f'class="tick">{x:.0f}</text>')  # fmt: skip
-    out.append(f'<text x="{LEFT + plot_w / 2}" y="{HEIGHT - 6}" text-anchor="middle" '
-               'class="tick">step</text>')  # fmt: skip
+    out += _axes(sx, sy, (x0, x1), (y0, y1))
     for x, chosen in marks:
         color, dash = ("#d62728", "") if chosen else ("#999", ' stroke-dasharray="3 3"')
         out.append(f'<line class="checkpoint" x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{TOP}" '
