@@ -21,8 +21,11 @@ COMMANDS: list[click.Command] = [*estimate_cmd.COMMANDS, *queue_cmd.COMMANDS]
 
 def print_report_path(result: RunResult) -> None:
     if result.report_html:
-        stdout_console().print(f"report (open it in a browser): {result.report_html}",
-                               markup=False)  # fmt: skip
+        console = stdout_console()
+        if not (result.run_dir / "preview" / "preview.json").is_file():
+            console.print(f"compare the checkpoints by eye: kohyagen preview {result.run_dir} "
+                          "--checkpoints all", markup=False)  # fmt: skip
+        console.print(f"report (open it in a browser): {result.report_html}", markup=False)
 
 
 def print_usage(result: RunResult, *, report_last: bool = True) -> None:
