@@ -25,5 +25,6 @@ def quiet_third_party() -> None:
         import diffusers
 
         diffusers.utils.logging.set_verbosity_error()
+        diffusers.utils.logging.disable_progress_bar()
     except ImportError:
         pass

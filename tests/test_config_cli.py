@@ -21,7 +21,7 @@ def _run(*args, cwd=None):
 
 def test_config_writes_files_and_reports(data, tmp_path):
     out = tmp_path / "cfg"
-    result = _run("config", data, "--model", "sd15", "--gpu", "rtx3090", "-o", out, "--samples",
+    result = _run("config", data, "--model", "sd15", "--gpu", "rtx3090", "-o", out,
                   "--trigger", "sks")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (out / "training_config.toml").is_file()
@@ -33,6 +33,12 @@ def test_config_writes_files_and_reports(data, tmp_path):
     assert lint.exit_code == 0, lint.output
     again = _run("config", data, "--model", "sd15", "--gpu", "rtx3090", "-o", out)
     assert again.exit_code == 1 and "already exists" in again.output and "--force" in again.output
+    # samples are on by default; --no-samples leaves the prompts and [sampling] out
+    bare = _run("config", data, "--model", "sd15", "--gpu", "rtx3090", "-o", tmp_path / "bare",
+                "--no-samples")  # fmt: skip
+    assert bare.exit_code == 0, bare.output
+    assert not (tmp_path / "bare" / "sample_prompts.txt").exists()
+    assert "sample_prompts" not in (tmp_path / "bare" / "training_config.toml").read_text()
     forced = _run("config", data, "--model", "sd15", "--gpu", "rtx3090", "-o", out, "--force")
     assert forced.exit_code == 0, forced.output
 

@@ -182,12 +182,28 @@ def test_samples(dataset, tmp_path):
     )
     text = rendered.sample_prompts_text
     prompts = [line for line in text.splitlines() if line and not line.startswith("#")]
-    assert prompts[0].startswith("sks, 1girl, smile")  # most frequent tags first
+    bodies = [p.split(" --")[0] for p in prompts]
+    assert bodies[0] == "sks"  # the trigger alone
+    assert bodies[1].startswith("sks, 1girl, smile")  # most frequent tags first
+    assert "forest" in bodies[2] and "watercolor" in bodies[3]  # somewhere new
+    assert "sks" not in bodies[4] and bodies[4].startswith("1girl")  # bleed check
+    seeds = [p.rsplit("--d ", 1)[1] for p in prompts]
+    assert len(set(seeds)) == len(prompts)  # a fixed seed per prompt
+    assert all("--s 28" in p for p in prompts)
+    assert rendered.training["sample_sampler"] == "euler_a"
     assert all("--w 512 --h 512" in p and "--n " in p for p in prompts)
     assert rendered.training["sample_prompts"] == str(tmp_path / "sample_prompts.txt")
     assert rendered.training["sample_every_n_epochs"] == rendered.training["save_every_n_epochs"]
     assert "sample_prompts" not in render_configs(dataset, model="sd15", gpu="l4",
-                                                  out_dir=tmp_path).training  # fmt: skip
+                                                  out_dir=tmp_path, samples=False).training  # fmt: skip
+
+
+def test_samples_by_default_follow_overridden_interval_and_size(dataset, tmp_path):
+    rendered = render_configs(dataset, model="sdxl", gpu="l4", out_dir=tmp_path, trigger="sks",
+                              overrides=("save_every_n_epochs=3", "resolution=768"))  # fmt: skip
+    assert rendered.training["sample_every_n_epochs"] == 3
+    assert "--w 768 --h 768" in rendered.sample_prompts_text
+    assert "--s 30" in rendered.sample_prompts_text  # SDXL's steps
 
 
 def test_set_overrides_typed_by_schema(dataset, tmp_path):

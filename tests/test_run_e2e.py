@@ -157,3 +157,16 @@ def test_demo_interrupted_then_run_continues_and_is_not_trained_twice(tmp_path, 
     final = json.loads(again.stdout)
     assert final["already_finished"] and final["lora"] == data["lora"]
     assert (run_dir / "train.log").stat().st_size == log_size
+    # the demo ends with report.html showing samples per epoch and the preview grids
+    page = Path(final["report_html"]).read_text()
+    assert final["report_html"] == data["report_html"] == str(run_dir / "report.html")
+    # (epoch 1's samples come after its checkpoint, and the Ctrl-C may have cut them off)
+    for epoch in (2, 3):
+        assert f"<h3>epoch {epoch}</h3>" in page
+    assert page.count('src="output/sample/demo_e') >= 2 * 5  # five prompts an epoch
+    grids = json.loads((run_dir / "preview" / "preview.json").read_text())["grids"]
+    assert len(grids) == 5 + 3  # the prompts and the trigger variations
+    # (rows: the checkpoints the report lists; after this resume it leaves out epoch 1)
+    assert grids[0]["rows"][-2:] == ["epoch 2", "epoch 3 (picked)"]
+    assert grids[0]["columns"] == ["no LoRA", "weight 0.5", "weight 1"]
+    assert all(f'src="preview/{g["file"]}"' in page for g in grids)

@@ -62,9 +62,17 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from kohyagen.cli import cloud_cmd, config_cmd, dataset_cmd, run_cmd, tag_cmd, train_cmd
+    from kohyagen.cli import (
+        cloud_cmd,
+        config_cmd,
+        dataset_cmd,
+        preview_cmd,
+        run_cmd,
+        tag_cmd,
+        train_cmd,
+    )
 
-    for module in (dataset_cmd, tag_cmd, config_cmd, train_cmd, run_cmd, cloud_cmd):
+    for module in (dataset_cmd, tag_cmd, config_cmd, train_cmd, preview_cmd, run_cmd, cloud_cmd):
         for command in module.COMMANDS:
             main.add_command(command)
 

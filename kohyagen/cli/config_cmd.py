@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Folder for the configs. Default: runs/NAME.")  # fmt: skip
 @click.option("--epochs", type=click.IntRange(min=1), help="Train this many epochs.")
-@click.option("--samples", is_flag=True, help="Also write sample_prompts.txt (preview images "
-              "at every checkpoint).")  # fmt: skip
+@click.option("--samples/--no-samples", default=True, show_default=True,
+              help="Write sample_prompts.txt: preview images at every saved checkpoint.")  # fmt: skip
 @click.option("--xformers", is_flag=True, help="Use xformers attention instead of sdpa.")
 @click.option("--dry-run", is_flag=True, help="Print the configs; write nothing.")
 @click.option("--force", is_flag=True, help="Overwrite existing config files.")

@@ -21,8 +21,17 @@ if TYPE_CHECKING:
 COMMANDS: list[click.Command] = [*estimate_cmd.COMMANDS, *queue_cmd.COMMANDS]
 
 
-def print_usage(result: RunResult) -> None:
-    """Where the chosen LoRA is and how to use it in A1111 / ComfyUI."""
+def print_report_path(result: RunResult) -> None:
+    if result.report_html:
+        console = stdout_console()
+        if not (result.run_dir / "preview" / "preview.json").is_file():
+            console.print(f"compare the checkpoints by eye: kohyagen preview {result.run_dir} "
+                          "--checkpoints all", markup=False)  # fmt: skip
+        console.print(f"report (open it in a browser): {result.report_html}", markup=False)
+
+
+def print_usage(result: RunResult, *, report_last: bool = True) -> None:
+    """Where the chosen LoRA is and how to use it in A1111 / ComfyUI; then report.html."""
     console = stdout_console()
     if result.lora is None:
         console.print(f"run folder: {result.run_dir}")
@@ -65,6 +74,8 @@ def print_usage(result: RunResult) -> None:
             "[bold]On a rented GPU?[/bold] Copy the LoRA off the machine, then stop the "
             "instance: billing runs until you do."
         )
+    if report_last:
+        print_report_path(result)
 
 
 def _stdin_is_terminal() -> bool:
@@ -219,11 +230,12 @@ def demo_cmd(directory: Path, epochs: int, as_json: bool) -> None:
     if as_json:
         emit_json(result.to_dict())
         return
-    print_usage(result)
+    print_usage(result, report_last=False)
     click.echo(
         "\nThis LoRA comes from a tiny random model, so it is only a demonstration. For a "
         "real one: kohyagen run YOUR_IMAGES --name NAME --trigger WORD --model sd15 --gpu auto"
     )
+    print_report_path(result)
 
 
 COMMANDS.append(demo_cmd)

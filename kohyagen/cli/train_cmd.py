@@ -196,7 +196,8 @@ def _print_outcome(console: Console, result: TrainResult) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def report_command(run_dir: Path, as_json: bool) -> None:
-    """Write summary.json, summary.md and loss.png for RUN_DIR (also while it runs)."""
+    """Write summary.json, summary.md, loss.png and report.html for RUN_DIR (also while it
+    runs)."""
     from kohyagen.report.summary import write_report
 
     summary = write_report(run_dir)
@@ -223,8 +224,9 @@ def report_command(run_dir: Path, as_json: bool) -> None:
         console.print(f"  best checkpoint: [bold]{_esc(rec['file'])}[/bold]: {_esc(rec['reason'])}")
     if summary.get("cost") is not None:
         console.print(f"  cost: {_money(summary['cost'])}")
-    console.print(f"  wrote summary.json, summary.md{', loss.png' if summary.get('plot') else ''} "
-                  f"in {_esc(run_dir)}")  # fmt: skip
+    console.print(f"  wrote summary.json, summary.md{', loss.png' if summary.get('plot') else ''}, "
+                  f"report.html in {_esc(run_dir)}")  # fmt: skip
+    console.print(f"  report: {_esc(summary['html'])}")
 
 
 @click.command("pick")

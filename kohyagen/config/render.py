@@ -7,6 +7,7 @@ schema and linted before anything is written.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -111,7 +112,7 @@ def render_configs(
     trigger: str | None = None,
     base_model: str | None = None,
     overrides: Iterable[str | Sequence[str]] = (),
-    samples: bool = False,
+    samples: bool = True,
     epochs: int | None = None,
     attention: str = "sdpa",
     cwd: str | Path | None = None,
@@ -159,6 +160,9 @@ def render_configs(
     parsed += _bucket_range_overrides(parsed)
     parsed += coupled_overrides(parsed)
     plan = plan_steps(model, layout, settings, epochs, notes)
+    if isinstance(set_training.get("save_every_n_epochs"), int):
+        # samples follow the checkpoints, also when --set moves the save interval
+        plan = dataclasses.replace(plan, save_every=set_training["save_every_n_epochs"])
     training_choice = training_choices(
         model,
         gpu,
@@ -183,8 +187,13 @@ def render_configs(
     prompts_path = out_dir / "sample_prompts.txt"
     prompts_text = None
     if samples:
+        size = str(set_training.get("resolution") or "").split(",")[0].strip()
         prompts_text = sample_prompts(
-            prompt_word, captions.tag_counts, model, exclude=(first_tokens,)
+            prompt_word,
+            captions.tag_counts,
+            model,
+            exclude=(first_tokens,),
+            size=int(size) if size.isdigit() else None,
         )
 
     env = _environment()

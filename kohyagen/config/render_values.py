@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kohyagen.config.presets import GpuPreset, ModelPreset, Setting
-from kohyagen.config.sample_prompts import caption_tag_counts
+from kohyagen.config.sample_prompts import caption_tag_counts, family_sampling
 from kohyagen.dataset.captions import first_line
 from kohyagen.dataset.layout import Subset, TrainDirLayout
 
@@ -261,12 +261,17 @@ def training_choices(
         c.put(
             "sample_prompts",
             str(out_dir / "sample_prompts.txt"),
-            "preview prompts: trigger + most frequent tags",
+            "preview prompts: the trigger alone, with common tags, somewhere new, and without",
         )
         c.put(
             "sample_every_n_epochs", plan.save_every, "a preview image for every saved checkpoint"
         )
-        c.put("sample_sampler", "euler_a", "a good sampler at 28 steps")
+        sampling = family_sampling(model)
+        c.put(
+            "sample_sampler",
+            sampling.sampler,
+            f"suits {model.name} at the {sampling.steps} steps of sample_prompts.txt",
+        )
     return c
 
 

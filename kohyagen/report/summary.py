@@ -380,16 +380,21 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_report(run_dir: str | Path) -> dict:
-    """Write summary.json, summary.md and loss.png in the run folder; return the summary."""
+    """Write summary.json, summary.md, loss.png and report.html in the run folder; return the
+    summary."""
     run = load_run(run_dir)
     summary = _json_safe(summarize(run))
     from kohyagen.report.plot import plot_losses
 
     plot = plot_losses(run, run.run_dir / "loss.png")
     summary["plot"] = str(plot) if plot else None
+    summary["html"] = str(run.run_dir / "report.html")
     atomic_write_text(
         run.run_dir / "summary.json",
         json.dumps(summary, indent=2, ensure_ascii=False, default=str, allow_nan=False),
     )
     atomic_write_text(run.run_dir / "summary.md", _markdown(summary, run, plot))
+    from kohyagen.report.html import write_html
+
+    write_html(summary, run, run.run_dir / "report.html")
     return summary

@@ -2,8 +2,10 @@
 
 It draws a small dataset of coloured shapes with matching captions, writes a tiny random
 SD1.5-shaped model (kohyagen.run.tiny), and runs check → prepare → tag → config → estimate →
-train (builtin backend) → report → pick on them, so that a newcomer sees every stage work
-before renting a GPU. The LoRA it makes is of course useless for real images.
+train (builtin backend) → report → pick on them, then draws a small preview (every
+checkpoint at two LoRA weights, two seeds, few steps) and writes report.html, so that a
+newcomer sees every stage work before renting a GPU. The LoRA it makes is of course
+useless for real images.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kohyagen.report.preview import PreviewOptions
 from kohyagen.run.pipeline import Progress, RunOptions, RunResult, run_pipeline
 
 if TYPE_CHECKING:
@@ -43,6 +46,8 @@ DEMO_OVERRIDES = (
     "save_every_n_epochs=1",
 )
 DEMO_EPOCHS = 3
+# Small enough to draw in seconds on a CPU, big enough to show rows x columns x seeds.
+DEMO_PREVIEW = PreviewOptions(checkpoints="all", weights=(0.5, 1.0), seeds=2, steps=4)
 
 
 def _draw(shape: str, color: tuple[int, int, int], size: int, rng: random.Random) -> Image.Image:
@@ -117,4 +122,20 @@ def run_demo(
 ) -> RunResult:
     """Make (or reuse) the demo inputs in directory and run the pipeline on them."""
     options = prepare_demo(directory, epochs=epochs)
-    return run_pipeline(options, progress=progress)
+    result = run_pipeline(options, progress=progress)
+    if result.lora is not None:
+        preview_demo(result.run_dir, progress)
+    return result
+
+
+def preview_demo(run_dir: Path, progress: Progress | None) -> None:
+    """Draw the demo's preview grids and rewrite report.html to show them."""
+    from kohyagen.report.preview import render_preview
+    from kohyagen.report.summary import write_report
+
+    say = progress or (lambda _stage, _message: None)
+    say("preview", "started")
+    result = render_preview(run_dir, DEMO_PREVIEW)
+    write_report(run_dir)
+    say("preview", f"done: {result.total} images ({result.drawn} drawn), "
+                   f"{len(result.grids)} grids in {result.folder}")  # fmt: skip

@@ -69,6 +69,7 @@ class RunResult:
     notes: tuple[str, ...] = ()
     gpu: str | None = None  # the GPU preset the configs were made for ("cpu" without one)
     seconds: tuple[tuple[str, float], ...] = ()  # (stage, seconds) of each finished stage
+    report_html: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +91,7 @@ class RunResult:
             "notes": list(self.notes),
             "gpu": self.gpu,
             "seconds": dict(self.seconds),
+            "report_html": str(self.report_html) if self.report_html else None,
         }
 
 
@@ -340,4 +342,5 @@ def _result(
         notes=tuple(notes),
         gpu=manifest.data.get("configs", {}).get("gpu"),
         seconds=tuple(_durations(manifest)),
+        report_html=Path(report["report.html"]) if report.get("report.html") else None,
     )

@@ -277,10 +277,11 @@ def stage_report(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     write_report(ctx.run_dir)
     outputs = {
         name: str(ctx.run_dir / name)
-        for name in ("summary.json", "summary.md", "loss.png")
+        for name in ("summary.json", "summary.md", "loss.png", "report.html")
         if (ctx.run_dir / name).is_file()
     }
-    return outputs, "summary.json, summary.md" + (", loss.png" if "loss.png" in outputs else "")
+    plot = ", loss.png" if "loss.png" in outputs else ""
+    return outputs, f"summary.json, summary.md{plot}, report.html"
 
 
 def stage_pick(ctx: RunContext) -> tuple[dict[str, Any], str | None]:

@@ -7,15 +7,16 @@ Files go to output_dir/sample/<name>_<e000001|000010>_<NN>_<YYYYmmddHHMMSS>[_<se
 
 from __future__ import annotations
 
-import json
-import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from kohyagen.errors import ConfigError
+from kohyagen.config.sample_prompts import (  # noqa: F401  (parse_prompt_line: the trainer's API)
+    SamplePrompt,
+    parse_prompt_line,
+    read_prompts,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -39,70 +40,6 @@ _SCHEDULERS = {
 }
 
 
-@dataclass(frozen=True)
-class SamplePrompt:
-    index: int
-    prompt: str
-    negative: str = ""
-    width: int = 512
-    height: int = 512
-    seed: int | None = None
-    scale: float = 7.5
-    steps: int = 30
-
-
-def parse_prompt_line(line: str, index: int) -> SamplePrompt:
-    parts = re.split(r"\s+--", " " + line.strip())
-    prompt = parts[0].strip()
-    opts: dict = {}
-    for part in parts[1:]:
-        key, _, value = part.partition(" ")
-        value = value.strip()
-        try:
-            if key == "n":
-                opts["negative"] = value
-            elif key == "w":
-                opts["width"] = int(value)
-            elif key == "h":
-                opts["height"] = int(value)
-            elif key == "d":
-                opts["seed"] = int(value)
-            elif key == "l":
-                opts["scale"] = float(value)
-            elif key == "s":
-                opts["steps"] = int(value)
-        except ValueError as exc:
-            raise ConfigError(
-                f"sample prompt option --{key} {value!r} is not a number",
-                hint="fix that line of sample_prompts",
-            ) from exc
-    return SamplePrompt(index, prompt, **opts)
-
-
-def read_prompts(path: str | Path) -> list[SamplePrompt]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("sample_prompts file not found", path=path, hint="check the path")
-    if path.suffix == ".json":
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        return [
-            SamplePrompt(
-                i,
-                r.get("prompt", ""),
-                r.get("negative_prompt", ""),
-                int(r.get("width", 512)),
-                int(r.get("height", 512)),
-                r.get("seed"),
-                float(r.get("scale", 7.5)),
-                int(r.get("sample_steps", 30)),
-            )
-            for i, r in enumerate(rows)
-        ]
-    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    lines = [ln for ln in lines if not ln.lstrip().startswith("#")]
-    return [parse_prompt_line(line, i) for i, line in enumerate(lines)]
-
-
 def sample_filename(
     name: str | None, *, epoch: int | None, step: int, index: int, seed: int | None
 ) -> str:
@@ -112,27 +49,21 @@ def sample_filename(
     return f"{prefix}{num}_{index:02d}_{time.strftime('%Y%m%d%H%M%S')}{seed_part}.png"
 
 
-def sample_images(
-    components: Components,
-    args: SimpleNamespace,
-    out_dir: Path,
-    *,
-    epoch: int | None,
-    step: int,
-    device: torch.device | str,
-    v_prediction: bool,
-) -> list[Path]:
+def build_pipeline(components: Components, sampler: str | None, *, v_prediction: bool) -> Any:
+    """A diffusers pipeline over the loaded parts with kohya's sample_sampler scheduler
+    (kohya builds its samplers with SD's training betas, whatever the model folder says)."""
     import diffusers
-    import torch
 
-    prompts = read_prompts(args.sample_prompts)
-    cls_name = _SCHEDULERS.get(args.sample_sampler or "ddim", "DDIMScheduler")
+    cls_name = _SCHEDULERS.get(sampler or "ddim", "DDIMScheduler")
     scheduler = getattr(diffusers, cls_name)(
         num_train_timesteps=1000,
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
         prediction_type="v_prediction" if v_prediction else "epsilon",
+        # StableDiffusionPipeline forces 1 anyway (with a deprecation warning); the SDXL
+        # pipeline keeps the scheduler's own 0
+        steps_offset=0 if components.sdxl else 1,
     )
     common = {
         "vae": components.vae,
@@ -153,6 +84,23 @@ def sample_images(
             **common, safety_checker=None, feature_extractor=None, requires_safety_checker=False
         )
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sample_images(
+    components: Components,
+    args: SimpleNamespace,
+    out_dir: Path,
+    *,
+    epoch: int | None,
+    step: int,
+    device: torch.device | str,
+    v_prediction: bool,
+) -> list[Path]:
+    import torch
+
+    prompts = read_prompts(args.sample_prompts)
+    pipe = build_pipeline(components, args.sample_sampler, v_prediction=v_prediction)
     unet_device = next(components.unet.parameters()).device
     # Caching may have parked the text encoders and the VAE on the CPU; the pipeline
     # needs every part on one device while it draws.
@@ -178,7 +126,7 @@ def sample_images(
                     generator=gen,
                     output_type="latent",
                 ).images
-                image = _decode(pipe, components, latents)
+                image = decode_latents(pipe, components, latents)
             path = out_dir / sample_filename(
                 args.output_name, epoch=epoch, step=step, index=p.index, seed=p.seed
             )
@@ -191,7 +139,7 @@ def sample_images(
     return written
 
 
-def _decode(pipe: Any, components: Components, latents: torch.Tensor) -> Any:
+def decode_latents(pipe: Any, components: Components, latents: torch.Tensor) -> Any:
     """Decode in the VAE's own dtype (fp32 here): a bf16/fp16 U-Net's latents would not fit it,
     and SDXL's VAE overflows in fp16."""
     import torch
