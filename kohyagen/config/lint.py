@@ -9,6 +9,7 @@ kohya-interface.md.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from kohyagen.config.lint_disk import (
     resolve,
     train_data_dir_findings,
 )
+from kohyagen.config.lint_family import family_findings
 from kohyagen.config.lint_rules import (
     RENAMED_IN_DATASET,
     cross_key_findings,
@@ -228,6 +230,10 @@ def lint_training_config(
             file, "train_data_dir", flat["train_data_dir"], cwd, ext
         )
     findings += cross_key_findings(file, flat, script, dataset)
+    findings += [
+        replace(f, file=f.file or file)
+        for f in family_findings(flat, dataset.data if dataset else None, script, cwd)
+    ]
     every, epochs = flat.get("save_every_n_epochs"), flat.get("max_train_epochs")
     if isinstance(every, int) and isinstance(epochs, int) and every >= epochs:
         findings.append(finding(Severity.INFO, "no-intermediate-saves",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kohyagen.config.families import bucket_step
 from kohyagen.config.keys import suggest
 from kohyagen.config.schema import SDXL_TRAIN_NETWORK, TomlDocument, TomlValidator
 from kohyagen.findings import Finding, Severity
@@ -205,7 +206,7 @@ def cross_key_findings(
                      f"optimizer_type {opt!r} is not one of kohya's optimizers",
                      file, "optimizer_type",
                      f'optimizer_type = "{close}"' if close else 'optimizer_type = "AdamW8bit"'))  # fmt: skip
-    step_multiple = 32 if script == SDXL_TRAIN_NETWORK else 64
+    step_multiple = bucket_step(script)
     for ctx, labels in dataset_contexts(flat, dataset):
 
         def where(key: str, labels=labels) -> tuple[str, str]:

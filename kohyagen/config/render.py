@@ -8,6 +8,7 @@ schema and linted before anything is written.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import tomlkit
 
 from kohyagen.atomic import write_text_atomic
+from kohyagen.config.family_settings import settings_for
+from kohyagen.config.model_files import resolve_model_files
 from kohyagen.config.overrides import Override, apply_overrides, parse_override
 from kohyagen.config.presets import (
     GpuPreset,
@@ -22,8 +25,8 @@ from kohyagen.config.presets import (
     Setting,
     get_gpu,
     get_model,
-    training_settings,
 )
+from kohyagen.config.render_family import FILE_REASONS, family_choices, model_variant
 from kohyagen.config.render_inputs import default_name, load_train_dir, resolve_base_model
 from kohyagen.config.render_values import (
     bucket_range,
@@ -110,29 +113,94 @@ def render_configs(
     epochs: int | None = None,
     attention: str = "sdpa",
     cwd: str | Path | None = None,
+    model_files: dict[str, str] | None = None,
+    fetch: bool = False,
+    on_progress: Callable[[str], None] | None = None,
 ) -> RenderedConfigs:
-    """Both kohya TOMLs (and sample prompts) as text; nothing is written here."""
+    """Both kohya TOMLs (and sample prompts) as text; nothing is written here.
+
+    model_files (DiT families): role or kohya option -> path or "hf:" hub file; fetch
+    downloads the family's public files that are not given.
+    """
     model = get_model(model) if isinstance(model, str) else model
     gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
     cwd = Path(cwd) if cwd is not None else Path.cwd()
     layout = load_train_dir(dataset if Path(dataset).is_absolute() else cwd / dataset)
-    settings = training_settings(model, gpu, attention=attention)
-    out_dir = (cwd / Path(out_dir).expanduser()).resolve()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(
-            "the output folder for the configs is a file", path=out_dir, hint="pass a folder to -o"
-        )
+    out_dir = _output_dir(out_dir, cwd)
     if epochs is not None and epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {epochs}")
     notes: list[str] = []
+    files = _family_files(model, base_model, model_files, cwd, fetch, on_progress)
+    memory = model_variant(model, files, notes) if model.is_dit else None
+    settings = settings_for(model, gpu, attention=attention, memory=memory)
+    notes += [s.reason for k, s in list(settings.items()) if k.startswith("note:")]
+    settings = {k: v for k, v in settings.items() if not k.startswith("note:")}
 
     first_tokens = next((s.class_tokens for s in layout.subsets if s.class_tokens), "")
     name = default_name(layout, name)
     trigger = (trigger or "").strip() or None
-    prompt_word = trigger or first_tokens or name
-
     captions = choose_captions(layout, trigger, notes)
     parsed = _parse_overrides(overrides, model.script_name)
+    epochs = _epochs_from_overrides(parsed, epochs, settings)
+    parsed += _bucket_range_overrides(parsed)
+    plan = plan_steps(model, layout, settings, epochs, notes)
+    base = files.get("pretrained_model_name_or_path")
+    training_choice = training_choices(
+        model, gpu, settings, plan,
+        base_model=(base, FILE_REASONS["pretrained_model_name_or_path"]) if base
+        else resolve_base_model(base_model, model, cwd),
+        name=name, out_dir=out_dir, attention=attention, samples=samples,
+    )  # fmt: skip
+    if model.is_dit:
+        family_choices(training_choice, model, settings, files)
+    general, subsets_ctx = dataset_choices(
+        model, layout, captions, plan,
+        cached_text_encoder=bool(training_choice.values.get("cache_text_encoder_outputs")),
+        notes=notes,
+    )  # fmt: skip
+    prompt_word = trigger or first_tokens or name
+    prompts_text = (
+        sample_prompts(prompt_word, captions.tag_counts, model, exclude=(first_tokens,))
+        if samples
+        else None
+    )
+    texts = _render_texts(model, gpu, name, out_dir, layout, training_choice, general, subsets_ctx)
+    return _finish(texts, parsed, out_dir, samples, prompts_text, notes, model, gpu, layout, plan,
+                   prompt_word)  # fmt: skip
+
+
+def _output_dir(out_dir: str | Path, cwd: Path) -> Path:
+    out = (cwd / Path(out_dir).expanduser()).resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            "the output folder for the configs is a file", path=out, hint="pass a folder to -o"
+        )
+    return out
+
+
+def _family_files(
+    model: ModelPreset, base_model: str | None, given: dict[str, str] | None, cwd: Path,
+    fetch: bool, on_progress: Callable[[str], None] | None,
+) -> dict[str, str]:  # fmt: skip
+    """The DiT family's model files, checked ({} for SD1/2/XL)."""
+    if model.family is None:
+        if given:
+            raise ConfigError(
+                f"{model.name} takes one base model, not --model-file",
+                hint="use --base-model (or --set pretrained_model_name_or_path=...)",
+            )
+        return {}
+    wanted = dict(given or {})
+    if base_model is not None:
+        wanted.setdefault(model.family.files[0].role, base_model)
+    return resolve_model_files(
+        model.name, model.family, wanted, cwd=cwd, fetch=fetch, on_progress=on_progress
+    )
+
+
+def _epochs_from_overrides(
+    parsed: list[Override], epochs: int | None, settings: dict[str, Setting]
+) -> int | None:
     # Values the plan derives others from (save interval, warmup, bucket range) are taken
     # from --set too, so that an override does not leave them computed for another run.
     set_training = {ov.key: ov.value for ov in parsed if ov.target == "training"}
@@ -146,44 +214,21 @@ def render_configs(
         epochs = set_epochs
     if isinstance(set_training.get("train_batch_size"), int):
         settings["train_batch_size"] = Setting(set_training["train_batch_size"], "set with --set")
-    parsed += _bucket_range_overrides(parsed)
-    plan = plan_steps(model, layout, settings, epochs, notes)
-    training_choice = training_choices(
-        model,
-        gpu,
-        settings,
-        plan,
-        base_model=resolve_base_model(base_model, model, cwd),
-        name=name,
-        out_dir=out_dir,
-        attention=attention,
-        samples=samples,
-    )
-    general, subsets_ctx = dataset_choices(
-        model,
-        layout,
-        captions,
-        plan,
-        cached_text_encoder=bool(training_choice.values.get("cache_text_encoder_outputs")),
-        notes=notes,
-    )
-    training_path = out_dir / "training_config.toml"
-    dataset_path = out_dir / "dataset_config.toml"
-    prompts_path = out_dir / "sample_prompts.txt"
-    prompts_text = None
-    if samples:
-        prompts_text = sample_prompts(
-            prompt_word, captions.tag_counts, model, exclude=(first_tokens,)
-        )
+    return epochs
 
+
+def _render_texts(
+    model: ModelPreset, gpu: GpuPreset, name: str, out_dir: Path, layout, training_choice,
+    general, subsets_ctx,
+) -> tuple[str, str]:  # fmt: skip
     env = _environment()
     ctx = {
         "script": model.script,
         "name": name,
         "model": model,
         "gpu": gpu,
-        "training_path": str(training_path),
-        "dataset_path": str(dataset_path),
+        "training_path": str(out_dir / "training_config.toml"),
+        "dataset_path": str(out_dir / "dataset_config.toml"),
         "dataset_root": str(layout.root),
     }
     training_text = env.get_template("training_config.toml.j2").render(
@@ -192,7 +237,19 @@ def render_configs(
     dataset_text = env.get_template("dataset_config.toml.j2").render(
         general=general.values, why=general.why, subsets=subsets_ctx, **ctx
     )
-    training_text, dataset_text = _apply_overrides(training_text, dataset_text, parsed)
+    return training_text, dataset_text
+
+
+def _finish(
+    texts: tuple[str, str], parsed: list[Override], out_dir: Path, samples: bool,
+    prompts_text: str | None, notes: list[str], model: ModelPreset, gpu: GpuPreset, layout,
+    plan, prompt_word: str,
+) -> RenderedConfigs:  # fmt: skip
+    """Apply --set, validate, and collect the result."""
+    training_path = out_dir / "training_config.toml"
+    dataset_path = out_dir / "dataset_config.toml"
+    prompts_path = out_dir / "sample_prompts.txt"
+    training_text, dataset_text = _apply_overrides(*texts, parsed)
     training_doc = TomlDocument(training_path, training_text, tomllib.loads(training_text))
     dataset_doc = TomlDocument(dataset_path, dataset_text, tomllib.loads(dataset_text))
     flat, _ = flatten_training_config(training_doc.data)
@@ -200,7 +257,7 @@ def render_configs(
     final_batch = flat.get("train_batch_size", 1)
     final_epochs = flat.get("max_train_epochs", plan.epochs)
     per_epoch = plan.per_epoch
-    plan = {
+    summary = {
         "model": model.name,
         "script": model.script,
         "gpu": gpu.name,
@@ -215,6 +272,7 @@ def render_configs(
         "save_every_n_epochs": flat.get("save_every_n_epochs"),
         "price_per_hour": gpu.price_per_hour,
         "trigger": prompt_word,
+        "apps": model.apps,
     }
     return RenderedConfigs(
         training_text=training_text,
@@ -226,7 +284,7 @@ def render_configs(
         notes=tuple(notes),
         dataset=dataset_doc.data,
         sample_prompts_path=prompts_path if samples else None,
-        plan=plan,
+        plan=summary,
         findings=tuple(findings),
     )
 
