@@ -62,9 +62,7 @@ def test_every_family_on_every_gpu(dataset, files, tmp_path, shared_dir, model, 
     assert schema.script_for_config("", flat) == script  # told apart without the marker too
     table = {
         a["dest"]: a
-        for a in json.loads((shared_dir / "kohya" / f"{script}.args.json").read_text())[
-            "arguments"
-        ]
+        for a in json.loads((shared_dir / "kohya" / f"{script}.args.json").read_text())["arguments"]
     }
     assert set(flat) <= set(table)
     assert list(schema.validator_for(script).iter_errors(flat)) == []

@@ -49,7 +49,7 @@ FLUX_MAX_SWAP = 35  # full FLUX.1: keep 2 double and 2 single blocks (flux_model
 
 
 def family_of(family_or_script: str, training: dict[str, Any]) -> str | None:
-    """"flux"/"chroma"/... from a family name or a kohya script name (None: not a DiT one)."""
+    """ "flux"/"chroma"/... from a family name or a kohya script name (None: not a DiT one)."""
     name = family_or_script.removesuffix(".py")
     name = SCRIPT_FAMILY.get(name, name)
     if name == "flux" and training.get("model_type") == "chroma":
@@ -120,7 +120,9 @@ def _caching_findings(training: dict, dataset: dict | None, name: str) -> list[F
         return []
     out = []
     # Anima alone lets caption dropout work with cached outputs (anima docs).
-    changers = [k for k in CAPTION_CHANGERS if not (name == "anima" and k == "caption_dropout_rate")]
+    changers = [
+        k for k in CAPTION_CHANGERS if not (name == "anima" and k == "caption_dropout_rate")
+    ]
     for key in changers:
         if _active(_values(training, dataset, key)):
             out.append(_f(Severity.ERROR, "te-cache-with-caption-changes",
@@ -196,7 +198,9 @@ def _hunyuan_findings(training: dict) -> list[Finding]:
         out.append(_f(Severity.WARNING, "hunyuan-fp16",
                       "HunyuanImage in fp16: kohya warns, bf16 is what it is trained in",
                       "mixed_precision", 'mixed_precision = "bf16"'))  # fmt: skip
-    if (training.get("fp8_base") or training.get("fp8_base_unet")) and not training.get("fp8_scaled"):
+    if (training.get("fp8_base") or training.get("fp8_base_unet")) and not training.get(
+        "fp8_scaled"
+    ):
         out.append(_f(Severity.WARNING, "hunyuan-fp8-base",
                       "fp8_base is not supported for HunyuanImage (kohya warns and ignores it)",
                       "fp8_base", "fp8_scaled = true instead"))  # fmt: skip

@@ -121,7 +121,7 @@ def check_model_file(family: str, role: str, option: str, value: str) -> list[st
 
 
 def flux_variant(header: dict[str, Any]) -> str:
-    """"dev" or "schnell": schnell has no guidance embedding (kohya's flux_utils.py:63)."""
+    """ "dev" or "schnell": schnell has no guidance embedding (kohya's flux_utils.py:63)."""
     return "dev" if any("guidance_in." in k for k in header) else "schnell"
 
 
@@ -149,7 +149,7 @@ def sd3_included_encoders(header: dict[str, Any]) -> set[str]:
 
 
 def parse_hub_spec(spec: str) -> tuple[str, str]:
-    """"owner/repo/path/in/repo" (optionally "hf:"-prefixed) -> (repo_id, filename)."""
+    """ "owner/repo/path/in/repo" (optionally "hf:"-prefixed) -> (repo_id, filename)."""
     parts = spec.removeprefix(HUB_PREFIX).strip("/").split("/")
     if len(parts) < 3 or not all(parts):
         raise ConfigError(

@@ -64,6 +64,11 @@ def family_choices(c: Choices, model: ModelPreset, settings: dict[str, Setting],
             c.put(option, path, FILE_REASONS.get(option, "a model file the family needs"))
     for key, value, reason in model.family.options:
         c.put(key, value, reason)
-    for key in ("blocks_to_swap", "fp8_vl", "text_encoder_cpu", "cache_text_encoder_outputs_to_disk"):
+    for key in (
+        "blocks_to_swap",
+        "fp8_vl",
+        "text_encoder_cpu",
+        "cache_text_encoder_outputs_to_disk",
+    ):
         if key in settings and settings[key].value:
             c.take(key, settings[key])
