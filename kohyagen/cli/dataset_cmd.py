@@ -14,7 +14,10 @@ import click
 from kohyagen.cli.output import emit_json, print_findings, stdout_console
 from kohyagen.findings import Finding, Severity
 
-MODEL_CHOICES = ("sd15", "sd2", "sdxl")
+# The model presets (kohyagen.config.presets; tests/test_families.py keeps them in step).
+MODEL_CHOICES = (
+    "sd15", "sd2", "sdxl", "flux", "chroma", "sd3", "lumina2", "hunyuan-image", "anima",
+)  # fmt: skip
 
 
 @contextmanager

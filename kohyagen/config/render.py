@@ -17,19 +17,24 @@ import tomlkit
 
 from kohyagen.atomic import write_text_atomic
 from kohyagen.config.family_settings import settings_for
-from kohyagen.config.model_files import resolve_model_files
-from kohyagen.config.overrides import Override, apply_overrides, parse_override
+from kohyagen.config.overrides import Override
 from kohyagen.config.presets import (
     GpuPreset,
     ModelPreset,
-    Setting,
     get_gpu,
     get_model,
 )
 from kohyagen.config.render_family import FILE_REASONS, family_choices, model_variant
+from kohyagen.config.render_flags import (
+    apply_text_overrides,
+    bucket_range_overrides,
+    epochs_from_overrides,
+    family_files,
+    file_overrides,
+    parse_overrides,
+)
 from kohyagen.config.render_inputs import default_name, load_train_dir, resolve_base_model
 from kohyagen.config.render_values import (
-    bucket_range,
     choose_captions,
     dataset_choices,
     plan_steps,
@@ -130,7 +135,10 @@ def render_configs(
     if epochs is not None and epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {epochs}")
     notes: list[str] = []
-    files = _family_files(model, base_model, model_files, cwd, fetch, on_progress)
+    parsed = parse_overrides(overrides, model.script_name)
+    parsed, set_files = file_overrides(model, parsed)
+    given = {**set_files, **(model_files or {})}
+    files = family_files(model, base_model, given, cwd, fetch, on_progress)
     memory = model_variant(model, files, notes) if model.is_dit else None
     settings = settings_for(model, gpu, attention=attention, memory=memory)
     notes += [s.reason for k, s in list(settings.items()) if k.startswith("note:")]
@@ -140,9 +148,8 @@ def render_configs(
     name = default_name(layout, name)
     trigger = (trigger or "").strip() or None
     captions = choose_captions(layout, trigger, notes)
-    parsed = _parse_overrides(overrides, model.script_name)
-    epochs = _epochs_from_overrides(parsed, epochs, settings)
-    parsed += _bucket_range_overrides(parsed)
+    epochs = epochs_from_overrides(parsed, epochs, settings)
+    parsed += bucket_range_overrides(parsed)
     plan = plan_steps(model, layout, settings, epochs, notes)
     base = files.get("pretrained_model_name_or_path")
     training_choice = training_choices(
@@ -178,45 +185,6 @@ def _output_dir(out_dir: str | Path, cwd: Path) -> Path:
     return out
 
 
-def _family_files(
-    model: ModelPreset, base_model: str | None, given: dict[str, str] | None, cwd: Path,
-    fetch: bool, on_progress: Callable[[str], None] | None,
-) -> dict[str, str]:  # fmt: skip
-    """The DiT family's model files, checked ({} for SD1/2/XL)."""
-    if model.family is None:
-        if given:
-            raise ConfigError(
-                f"{model.name} takes one base model, not --model-file",
-                hint="use --base-model (or --set pretrained_model_name_or_path=...)",
-            )
-        return {}
-    wanted = dict(given or {})
-    if base_model is not None:
-        wanted.setdefault(model.family.files[0].role, base_model)
-    return resolve_model_files(
-        model.name, model.family, wanted, cwd=cwd, fetch=fetch, on_progress=on_progress
-    )
-
-
-def _epochs_from_overrides(
-    parsed: list[Override], epochs: int | None, settings: dict[str, Setting]
-) -> int | None:
-    # Values the plan derives others from (save interval, warmup, bucket range) are taken
-    # from --set too, so that an override does not leave them computed for another run.
-    set_training = {ov.key: ov.value for ov in parsed if ov.target == "training"}
-    set_epochs = set_training.get("max_train_epochs")
-    if epochs is not None and set_epochs is not None and set_epochs != epochs:
-        raise ConfigError(
-            f"--epochs {epochs} and --set max_train_epochs={set_epochs} disagree",
-            hint="give the number of epochs once",
-        )
-    if epochs is None and isinstance(set_epochs, int):
-        epochs = set_epochs
-    if isinstance(set_training.get("train_batch_size"), int):
-        settings["train_batch_size"] = Setting(set_training["train_batch_size"], "set with --set")
-    return epochs
-
-
 def _render_texts(
     model: ModelPreset, gpu: GpuPreset, name: str, out_dir: Path, layout, training_choice,
     general, subsets_ctx,
@@ -249,7 +217,7 @@ def _finish(
     training_path = out_dir / "training_config.toml"
     dataset_path = out_dir / "dataset_config.toml"
     prompts_path = out_dir / "sample_prompts.txt"
-    training_text, dataset_text = _apply_overrides(*texts, parsed)
+    training_text, dataset_text = apply_text_overrides(*texts, parsed)
     training_doc = TomlDocument(training_path, training_text, tomllib.loads(training_text))
     dataset_doc = TomlDocument(dataset_path, dataset_text, tomllib.loads(dataset_text))
     flat, _ = flatten_training_config(training_doc.data)
@@ -287,44 +255,6 @@ def _finish(
         plan=summary,
         findings=tuple(findings),
     )
-
-
-def _parse_overrides(overrides, script: str) -> list[Override]:
-    parsed: list[Override] = []
-    for item in overrides:
-        parsed.extend(parse_override(item if isinstance(item, str) else "=".join(item), script))
-    return parsed
-
-
-def _bucket_range_overrides(parsed: list[Override]) -> list[Override]:
-    """min/max_bucket_reso around a --set resolution, unless those are set too."""
-    given = {ov.key for ov in parsed if ov.target == "dataset"}
-    res = next((ov for ov in parsed if ov.key == "resolution" and ov.target == "dataset"), None)
-    if res is None:
-        return []
-    try:
-        sides = [int(v) for v in str(res.value).replace(" ", "").strip("[]()").split(",")]
-    except ValueError:
-        return []  # lint reports the malformed resolution
-    low, _ = bucket_range(min(sides))
-    _, high = bucket_range(max(sides))
-    out = []
-    if "min_bucket_reso" not in given:
-        out.append(Override("dataset", "min_bucket_reso", low, res.text))
-    if "max_bucket_reso" not in given:
-        out.append(Override("dataset", "max_bucket_reso", high, res.text))
-    return out
-
-
-def _apply_overrides(
-    training_text: str, dataset_text: str, parsed: list[Override]
-) -> tuple[str, str]:
-    if not parsed:
-        return training_text, dataset_text
-    training_doc = tomlkit.parse(training_text)
-    dataset_doc = tomlkit.parse(dataset_text)
-    apply_overrides(training_doc, dataset_doc, parsed)
-    return tomlkit.dumps(training_doc), tomlkit.dumps(dataset_doc)
 
 
 def _validate(
