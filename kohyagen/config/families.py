@@ -23,6 +23,20 @@ UNET_SCRIPTS = ("train_network", "sdxl_train_network")
 BUCKET_STEPS = {"sdxl_train_network": 32, "sd3_train_network": 32, "anima_train_network": 16}
 
 
+# The preset whose levers a script's configs use (Chroma shares FLUX's script and limits).
+SCRIPT_FAMILY = {
+    "flux_train_network": "flux",
+    "sd3_train_network": "sd3",
+    "lumina_train_network": "lumina2",
+    "hunyuan_image_train_network": "hunyuan-image",
+    "anima_train_network": "anima",
+}
+
+
+def family_of_script(script: str) -> str | None:
+    return SCRIPT_FAMILY.get(script.removesuffix(".py"))
+
+
 def bucket_step(script: str) -> int:
     return BUCKET_STEPS.get(script.removesuffix(".py"), 64)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kohyagen.config.families import SCRIPT_FAMILY
 from kohyagen.config.model_files import check_model_file
 from kohyagen.findings import Finding, Severity
 
@@ -36,13 +37,6 @@ FAMILIES: dict[str, tuple[str, str, tuple[tuple[str, str, bool], ...]]] = {
         ("dit", "pretrained_model_name_or_path", True), ("qwen3", "qwen3", True),
         ("vae", "vae", True))),
 }  # fmt: skip
-SCRIPT_FAMILY = {
-    "flux_train_network": "flux",
-    "sd3_train_network": "sd3",
-    "lumina_train_network": "lumina2",
-    "hunyuan_image_train_network": "hunyuan-image",
-    "anima_train_network": "anima",
-}
 CAPTION_CHANGERS = ("caption_dropout_rate", "shuffle_caption", "token_warmup_step",
                     "caption_tag_dropout_rate")  # fmt: skip
 FLUX_MAX_SWAP = 35  # full FLUX.1: keep 2 double and 2 single blocks (flux_models.py:972-980)

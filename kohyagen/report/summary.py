@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kohyagen.config.schema import flatten_training_config, load_toml
+from kohyagen.config.schema import flatten_training_config, load_toml, script_for_config
 from kohyagen.errors import KohyagenError, RunStateError
 from kohyagen.launch.attempts import atomic_write_text
 from kohyagen.report.checkpoints import Checkpoint, epoch_noise, list_checkpoints, rank
+from kohyagen.report.family import grad_norm, lora_format
 from kohyagen.report.logs import LogSummary, parse_log
 from kohyagen.report.tensorboard import find_event_files, read_scalars, scalars_by_tag
 
@@ -47,6 +48,7 @@ class RunData:
     current_loss: list[tuple[int, float]]
     noise: float | None = None
     samples: dict[str, list[str]] = field(default_factory=dict)
+    script: str = "train_network"
 
 
 def _last_attempt(state: dict | None) -> dict | None:
@@ -84,9 +86,12 @@ def load_run(run_dir: str | Path) -> RunData:
     except (OSError, ValueError):
         state = None
     training: dict[str, Any] = {}
+    script = "train_network"
     config = run_dir / "training_config.toml"
     if config.is_file():
-        training, _ = flatten_training_config(load_toml(config).data)
+        doc = load_toml(config)
+        training, _ = flatten_training_config(doc.data)
+        script = script_for_config(doc.text, training)
     text = _read_log(run_dir, state)
     if text is None and not training:
         raise RunStateError(
@@ -180,6 +185,7 @@ def load_run(run_dir: str | Path) -> RunData:
         avg_loss_step, current, epoch_noise(current, epoch_end_step),
     )  # fmt: skip
     run.samples = _samples(output_dir, output_name) if output_dir else {}
+    run.script = script
     return run
 
 
@@ -286,6 +292,8 @@ def summarize(run: RunData) -> dict:
         "checkpoints": [cp.to_dict() for cp in run.checkpoints],
         "recommended": recommendation,
         "samples": run.samples,
+        "lora_format": lora_format(run.script, run.training),
+        "grad_norm": grad_norm(run.scalars),
         "sources": {
             "log": str(run.run_dir / "train.log") if log else None,
             "events": [str(p) for p in run.event_files],
@@ -329,6 +337,11 @@ def _markdown(summary: dict, run: RunData, plot: Path | None) -> str:
         lines.append(f"- cost: ${s['cost']:.2f} at ${s['price_per_hour']}/h")
     if s.get("attempts") and s["attempts"] > 1:
         lines.append(f"- attempts: {s['attempts']} (see attempts/ and train.json)")
+    lines.append(f"- LoRA for {s['lora_format']['family']}; loads in: {s['lora_format']['apps']}")
+    if s.get("grad_norm"):
+        g = s["grad_norm"]
+        lines.append(f"- gradient norm ({g['tag']}): first {_num(g['first'])}, last "
+                     f"{_num(g['last'])}, max {_num(g['max'])}")  # fmt: skip
     if s["recommended"]:
         lines += ["", f"**Use {s['recommended']['file']}**: {s['recommended']['reason']}."]
     if plot is not None:
