@@ -121,3 +121,27 @@ def test_builtin_backend_refuses_dit_families(tmp_path, monkeypatch):
 
 def _no_checkout(*_args, **_kwargs):
     raise SdScriptsNotFound("no checkout")
+
+
+def test_pick_leaves_out_checkpoints_after_the_gradient_norm_went_nan(tmp_path, monkeypatch):
+    checkout = make_checkout(tmp_path)
+    config = _configs(tmp_path, "flux")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FAKE_KOHYA_GRAD_NAN_STEP", "6")  # epoch 2 of 2 (4 steps each)
+    result = launch.train(config, sd_scripts=checkout, cwd=tmp_path)
+    assert result.status == "succeeded"
+    assert result.summary["grad_norm"]["not_finite_from_step"] == 6
+    picked = CliRunner().invoke(main, ["pick", str(result.run_dir), "--json"])
+    assert picked.exit_code == 0, picked.output
+    choice = json.loads(picked.output)
+    assert choice["path"].endswith("fam-000001.safetensors")
+    assert "gradient-norm-not-finite" in choice["flags"] and "step 6" in choice["reason"]
+
+
+def test_dataset_check_holds_the_1024_px_families_to_1024(tmp_path):
+    from kohyagen.dataset.check import check_dataset
+
+    data = make_train_dir(tmp_path, folders=(("2_sks", 2),))  # 32 px images
+    for model in ("flux", "sd3", "anima"):
+        small = [f for f in check_dataset(data, model=model).findings if f.code == "too-small"]
+        assert small and "1024 px" in small[0].message

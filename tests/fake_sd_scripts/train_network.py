@@ -15,6 +15,7 @@ Behaviour is planted through the environment:
   FAKE_KOHYA_STEP_SLEEP    seconds per step (default 0)
   FAKE_KOHYA_OOM_UNLESS_SWAP  (DiT scripts) run out of memory while blocks_to_swap is
                            below this
+  FAKE_KOHYA_GRAD_NAN_STEP (FLUX) first step whose norm/avg_grad_norm is NaN
 
 Run through one of the DiT family scripts (the wrappers beside it pass their name in
 FAKE_SCRIPT) it behaves as that script does at start-up (model-families.md): model files
@@ -270,7 +271,9 @@ def main() -> int:
             events.scalar("loss/average", average, step)
             events.scalar("lr/unet", 1e-4, step)
             if SCRIPT == "flux_train_network":  # networks.lora_flux logs it every step
-                events.scalar("norm/avg_grad_norm", 0.5 / step, step)
+                bad = int(os.environ.get("FAKE_KOHYA_GRAD_NAN_STEP", "0") or 0)
+                events.scalar("norm/avg_grad_norm", math.nan if bad and step >= bad else 0.5 / step,
+                              step)
         if epoch <= len(val_losses):
             sys.stderr.write("\n")
             for n in range(5):
