@@ -144,12 +144,14 @@ def _lever_settings(s: dict[str, Setting], mem: DitMemory, plan: DitPlan, gpu: G
             else f"not needed: the DiT fits in 16 bit ({fp8_gb:g} GB more, no fp8 rounding)",
         )
     if plan.blocks_to_swap:
-        unit = mem.swap_unit_gb * (mem.fp8_factor if plan.fp8 else 1.0)
+        factor = mem.fp8_factor if plan.fp8 else 1.0
+        saved = plan.blocks_to_swap * mem.swap_unit_gb * factor
+        # the planner's speed model: swapped weights add a fixed time to every step
+        longer = 1 / (1 - plan.blocks_to_swap * mem.swap_slowdown * factor * plan.throughput)
         s["blocks_to_swap"] = Setting(
             plan.blocks_to_swap,
-            f"keep {plan.blocks_to_swap} DiT blocks on the CPU: saves about "
-            f"{plan.blocks_to_swap * unit:.1f} GB, costs about "
-            f"{plan.blocks_to_swap * mem.swap_slowdown:.0%} speed (the fewest that fit)",
+            f"keep {plan.blocks_to_swap} DiT blocks on the CPU (the fewest that fit): saves "
+            f"about {saved:.1f} GB, steps about {longer - 1:.0%} longer",
         )
     if mem.fp8 == "fp8_scaled":
         hunyuan_text_encoder(s, mem, plan.budget_gb)
