@@ -21,6 +21,7 @@ from kohyagen.config.overrides import Override
 from kohyagen.config.presets import (
     GpuPreset,
     ModelPreset,
+    Setting,
     get_gpu,
     get_model,
 )
@@ -135,15 +136,11 @@ def render_configs(
     if epochs is not None and epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {epochs}")
     notes: list[str] = []
-    parsed = parse_overrides(overrides, model.script_name)
-    parsed, set_files = file_overrides(model, parsed)
-    given = {**set_files, **(model_files or {})}
-    files = family_files(model, base_model, given, cwd, fetch, on_progress)
-    memory = model_variant(model, files, notes) if model.is_dit else None
-    settings = settings_for(model, gpu, attention=attention, memory=memory)
-    notes += [s.reason for k, s in list(settings.items()) if k.startswith("note:")]
-    settings = {k: v for k, v in settings.items() if not k.startswith("note:")}
-
+    parsed, set_files = file_overrides(model, parse_overrides(overrides, model.script_name))
+    files = family_files(
+        model, base_model, {**set_files, **(model_files or {})}, cwd, fetch, on_progress
+    )
+    settings = _settings(model, gpu, attention, files, notes)
     first_tokens = next((s.class_tokens for s in layout.subsets if s.class_tokens), "")
     name = default_name(layout, name)
     trigger = (trigger or "").strip() or None
@@ -166,14 +163,22 @@ def render_configs(
         notes=notes,
     )  # fmt: skip
     prompt_word = trigger or first_tokens or name
-    prompts_text = (
-        sample_prompts(prompt_word, captions.tag_counts, model, exclude=(first_tokens,))
-        if samples
-        else None
-    )
+    prompts_text = sample_prompts(prompt_word, captions.tag_counts, model, exclude=(first_tokens,))
+    prompts_text = prompts_text if samples else None
     texts = _render_texts(model, gpu, name, out_dir, layout, training_choice, general, subsets_ctx)
     return _finish(texts, parsed, out_dir, samples, prompts_text, notes, model, gpu, layout, plan,
                    prompt_word)  # fmt: skip
+
+
+def _settings(
+    model: ModelPreset, gpu: GpuPreset, attention: str, files: dict[str, str], notes: list[str]
+) -> dict[str, Setting]:
+    """The planner's settings (for SD3 with the variant read from the weights); its notes
+    (keys "note:...") go to the render's notes."""
+    memory = model_variant(model, files, notes) if model.is_dit else None
+    settings = settings_for(model, gpu, attention=attention, memory=memory)
+    notes += [s.reason for k, s in settings.items() if k.startswith("note:")]
+    return {k: v for k, v in settings.items() if not k.startswith("note:")}
 
 
 def _output_dir(out_dir: str | Path, cwd: Path) -> Path:

@@ -198,16 +198,7 @@ def estimate(
         steps_per_epoch=per_epoch, steps=per_epoch * epochs, own_price_per_hour=own_price_per_hour,
     )  # fmt: skip
     if info.name == CPU:
-        notes.append(
-            "no throughput figures for training on a CPU: only the tiny demo model is "
-            "practical there; pass --gpu NAME for the GPU you will rent"
-        )
-        return Estimate(
-            **head, vram_gb=None, train_minutes=None, overhead_minutes=None, total_minutes=None,
-            memory_gb=None, fits="unknown", basis="unknown", uncertainty=None,
-            certainty="unknown: no throughput figures for CPU training", sources=tuple(sources),
-            costs=(), notes=tuple(notes),
-        )  # fmt: skip
+        return _cpu_estimate(head, sources, notes)
     micro_steps = micro_per_epoch * epochs
     train, basis = _train_minutes(
         model, info, resolution, batch_size, gradient_checkpointing, micro_steps,
@@ -221,6 +212,19 @@ def estimate(
         total_minutes=total, memory_gb=memory, fits=fits, basis=basis, uncertainty=uncertainty,
         certainty=f"±{uncertainty:.0%}: {CERTAINTY[basis]}", sources=tuple(sources),
         costs=tuple(_costs(info, total, prices, notes)), notes=tuple(notes),
+    )  # fmt: skip
+
+
+def _cpu_estimate(head: dict[str, Any], sources: list[str], notes: list[str]) -> Estimate:
+    notes.append(
+        "no throughput figures for training on a CPU: only the tiny demo model is "
+        "practical there; pass --gpu NAME for the GPU you will rent"
+    )
+    return Estimate(
+        **head, vram_gb=None, train_minutes=None, overhead_minutes=None, total_minutes=None,
+        memory_gb=None, fits="unknown", basis="unknown", uncertainty=None,
+        certainty="unknown: no throughput figures for CPU training", sources=tuple(sources),
+        costs=(), notes=tuple(notes),
     )  # fmt: skip
 
 
