@@ -105,6 +105,15 @@ def test_flux_recipes_follow_kohyas_vram_table(dataset, files, tmp_path):
     assert "guidance_scale = 1.0" in text and 'timestep_sampling = "flux_shift"' in text
 
 
+def test_sample_prompts_follow_the_family(dataset, files, tmp_path):
+    chroma = _render(dataset, tmp_path / "c", "chroma", "a100-80", files["chroma"], samples=True)
+    lines = [x for x in chroma.sample_prompts_text.splitlines() if not x.startswith("#")]
+    assert lines and all("--l 4 " in x and "--g 0" in x and "--w 1024" in x for x in lines)
+    assert "sample_sampler" not in chroma.training  # the DiT samplers do not read it
+    flux = _render(dataset, tmp_path / "f", "flux", "a100-80", files["flux"], samples=True)
+    assert "--g 0" not in flux.sample_prompts_text
+
+
 def test_text_encoders_that_do_not_fit_while_caching(dataset, files, tmp_path):
     rendered = _render(dataset, tmp_path, "flux", "8gb", files["flux"])
     assert any("t5xxl_fp8_e4m3fn" in n for n in rendered.notes)

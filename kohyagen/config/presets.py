@@ -58,6 +58,7 @@ class ModelPreset:
     memory: MemoryModel | None
     family: Family | None = None  # the DiT families (families.toml); None for SD1/2/XL
     apps: str = "A1111/Forge, ComfyUI and diffusers (kohya's SD LoRA format)"
+    sample_extra: str = ""  # more --sample_prompts options the family needs
 
     @property
     def is_dit(self) -> bool:

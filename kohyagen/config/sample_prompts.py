@@ -34,6 +34,8 @@ def sample_prompts(
     size = model.resolution
     options = f"--n {NEGATIVE_PROMPT} --w {size} --h {size} --l {model.sample_cfg:g} "
     options += f"--s {model.sample_steps}"
+    if model.sample_extra:  # e.g. Chroma: no embedded guidance (--g 0, kohya's docs)
+        options += f" {model.sample_extra}"
     bodies = [[trigger, *tags[:6]], [trigger, *tags[:3]], [trigger]]
     lines = [
         "# kohyagen sample prompts: the trigger and the dataset's most frequent caption tags.",
