@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Build kohyagen's JSON Schemas from kohya sd-scripts' own argument tables.
 
-Input: the argument dumps in facts/kohya/ (train_network.args.json,
-sdxl_train_network.args.json, dataset_config.schema-facts.json), taken from
+Input: the argument dumps in facts/kohya/ (<script>.args.json for each of the seven
+LoRA scripts, dataset_config.schema-facts.json), taken from
 sd-scripts 48d368f. Output: schemas/*.schema.json, committed to the repo.
 
 Each kohya argument becomes one property typed as kohya needs to receive it from
@@ -27,6 +27,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+# Every kohya LoRA script with an argument table in facts/kohya/.
+SCRIPTS = (
+    "train_network",
+    "sdxl_train_network",
+    "flux_train_network",
+    "sd3_train_network",
+    "lumina_train_network",
+    "hunyuan_image_train_network",
+    "anima_train_network",
+)
 
 PERCENT_STRING = {"type": "string", "pattern": r"^\d+(\.\d+)?%$"}
 
@@ -194,7 +205,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "schemas")
     opts = parser.parse_args()
     opts.out.mkdir(parents=True, exist_ok=True)
-    for script in ("train_network", "sdxl_train_network"):
+    for script in SCRIPTS:
         write(
             opts.out / f"{script}.schema.json",
             training_schema(opts.source / f"{script}.args.json"),

@@ -70,7 +70,7 @@ def test_config_dry_run_and_json(data, tmp_path):
     ("args", "message"),
     [
         (["--model", "sd15", "--gpu", "rtx9999"], "unknown GPU 'rtx9999'"),
-        (["--model", "sd3", "--gpu", "l4"], "unknown model 'sd3'"),
+        (["--model", "sd4", "--gpu", "l4"], "unknown model 'sd4'"),  # sd3 is a family now
         (["--model", "sdxl", "--gpu", "8gb"], "does not fit on 8gb"),
         (["--model", "sd15", "--gpu", "l4", "--set", "batch_size=4"], "train_batch_size"),
         (["--model", "sd15", "--gpu", "l4", "--set", "network_dim=big"], "network_dim=big"),

@@ -267,6 +267,8 @@ def test_every_rendered_preset_is_accepted_by_the_builtin_trainer(tmp_path):
     data = make_train_dir(tmp_path / "data", n=3)
     checked = 0
     for model in presets.list_models():
+        if model.is_dit:  # the builtin trainer refuses the DiT families (tests/test_families_train)
+            continue
         for gpu in presets.list_gpus():
             try:
                 rendered = render.render_configs(

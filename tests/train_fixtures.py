@@ -15,8 +15,8 @@ def make_checkout(root: Path, *, venv: bool = True) -> Path:
     stand-in accelerate on its path (so no real accelerate/torch import per attempt)."""
     checkout = root / "sd-scripts"
     checkout.mkdir(parents=True)
-    for name in ("train_network.py", "sdxl_train_network.py"):
-        shutil.copy(FAKE / name, checkout / name)
+    for path in FAKE.glob("*train_network.py"):  # train_network, sdxl and the DiT families
+        shutil.copy(path, checkout / path.name)
     if venv:
         shutil.copytree(FAKE / "fake_site", checkout / "fake_site")
         python = checkout / "venv" / "bin" / "python"

@@ -18,12 +18,21 @@ if TYPE_CHECKING:
 
 @click.command("config")
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--model", "model", required=True, help="Model preset: sd15, sd2 or sdxl.")
+@click.option("--model", "model", required=True, help="Model preset: sd15, sd2, sdxl, flux, "
+              "chroma, sd3, lumina2, hunyuan-image or anima.")  # fmt: skip
 @click.option("--gpu", "gpu", required=True, help="GPU preset, e.g. rtx4090, a100-80, 24gb.")
 @click.option("--name", help="LoRA name (output_name). Default: the first folder's class tokens.")
 @click.option("--trigger", help="Trigger word, used for sample prompts and caption checks.")
 @click.option("--base-model", help="Base model: a .safetensors/.ckpt file, a diffusers folder "
               "or a Hugging Face id. Default: the preset's.")  # fmt: skip
+@click.option("--model-file", "model_files", multiple=True, metavar="ROLE=PATH",
+              help="A DiT family's model file (flux: dit, clip_l, t5xxl, ae; sd3: checkpoint, "
+              "clip_l, clip_g, t5xxl; lumina2: dit, gemma2, ae; hunyuan-image: dit, "
+              "text_encoder, byt5, vae; anima: dit, qwen3, vae). PATH may be "
+              "hf:OWNER/REPO/FILE to fetch it from the Hugging Face hub. Repeatable.")  # fmt: skip
+@click.option("--fetch", is_flag=True, help="Fetch the family's public model files that "
+              "are not given from the Hugging Face hub (its cache; HF_TOKEN for gated repos; "
+              "HF_HUB_OFFLINE honoured).")  # fmt: skip
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a kohya option (typed by kohya's schema). Repeatable; prefix "
               "dataset. or training. to pick the file.")  # fmt: skip
@@ -43,6 +52,8 @@ def config_command(
     name: str | None,
     trigger: str | None,
     base_model: str | None,
+    model_files: tuple[str, ...],
+    fetch: bool,
     overrides: tuple[str, ...],
     out_dir: Path | None,
     epochs: int | None,
@@ -72,6 +83,9 @@ def config_command(
         epochs=epochs,
         attention="xformers" if xformers else "sdpa",
         tables=_kohya_tables(None, None),
+        model_files=_parse_model_files(model_files),
+        fetch=fetch,
+        on_progress=lambda text: click.echo(text, err=True),
     )
     written = [] if dry_run else write_configs(rendered, force=force)
     if as_json:
@@ -97,6 +111,7 @@ def config_command(
         f"{plan['save_every_n_epochs']} epoch(s)",
         markup=False,
     )
+    console.print(f"loads in: {plan['apps']}", markup=False)
     for note in rendered.notes:
         console.print(f"note: {note}", markup=False)
     for finding in rendered.findings:
@@ -136,6 +151,16 @@ def _shown_relative(finding: Finding) -> Finding:
     except ValueError:
         return finding
     return dataclasses.replace(finding, file=str(rel))
+
+
+def _parse_model_files(items: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        role, sep, path = item.partition("=")
+        if not sep or not role.strip() or not path.strip():
+            raise click.BadParameter(f"{item!r} is not ROLE=PATH", param_hint="--model-file")
+        out[role.strip()] = path.strip()
+    return out
 
 
 @click.command("lint")

@@ -19,7 +19,10 @@ from kohyagen.findings import Finding, Severity
 if TYPE_CHECKING:
     from kohyagen.dataset.check import DatasetReport
 
-MODEL_CHOICES = ("sd15", "sd2", "sdxl")
+# The model presets (kohyagen.config.presets; tests/test_families.py keeps them in step).
+MODEL_CHOICES = (
+    "sd15", "sd2", "sdxl", "flux", "chroma", "sd3", "lumina2", "hunyuan-image", "anima",
+)  # fmt: skip
 
 
 @contextmanager

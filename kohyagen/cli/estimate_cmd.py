@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from kohyagen.cli.dataset_cmd import MODEL_CHOICES
 from kohyagen.cli.output import emit_json, stdout_console
 from kohyagen.cli.run_progress import minutes
 
@@ -84,11 +85,11 @@ def print_estimate(est: Estimate, *, gpu_note: str | None = None) -> None:
 def _default_batch_size(model: str, gpu: str) -> int:
     """The batch size kohyagen's presets would use for this model and GPU, else 2."""
     try:
-        from kohyagen.config import presets
+        from kohyagen.config.family_settings import settings_for
     except ImportError:
         return 2
     try:
-        settings = presets.training_settings(presets.get_model(model), presets.get_gpu(gpu))
+        settings = settings_for(model, gpu)
     except Exception:
         return 2
     for key in ("train_batch_size", "batch_size"):
@@ -115,7 +116,7 @@ Figures and their sources: templates/throughput.toml and templates/providers.tom
 @click.option("--images", type=click.IntRange(min=1), help="Number of images (without DATASET).")
 @click.option(
     "--model",
-    type=click.Choice(["sd15", "sd2", "sdxl"]),
+    type=click.Choice(MODEL_CHOICES),
     default="sd15",
     show_default=True,
     help="Base model family.",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from kohyagen.cli import estimate_cmd, queue_cmd
+from kohyagen.cli.dataset_cmd import MODEL_CHOICES
 from kohyagen.cli.estimate_cmd import print_estimate
 from kohyagen.cli.output import emit_json, stdout_console
 from kohyagen.cli.run_progress import ProgressPrinter
@@ -100,10 +101,9 @@ def _confirm_factory(yes: bool, as_json: bool) -> Callable[[Estimate], bool] | N
 @click.argument("images", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--name", required=True, help="LoRA name (file name and run folder).")
 @click.option("--trigger", required=True, help="Trigger word put in every caption.")
-@click.option(
-    "--model", type=click.Choice(["sd15", "sd2", "sdxl"]), default="sd15", show_default=True
-)
-@click.option("--base-model", help="Local checkpoint/diffusers folder or a Hugging Face repo id.")
+@click.option("--model", type=click.Choice(MODEL_CHOICES), default="sd15", show_default=True)
+@click.option("--base-model", help="Local checkpoint/diffusers folder or a Hugging Face repo id "
+              "(a DiT family's DiT file; give its other files with --set clip_l=PATH ...).")  # fmt: skip
 @click.option("--gpu", default="auto", show_default=True, help="GPU preset name, cpu, or auto.")
 @click.option(
     "--budget", type=float, help="Stop before training if the estimate is above this many dollars."

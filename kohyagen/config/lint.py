@@ -14,7 +14,7 @@ info = advice.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from kohyagen.config.lint_disk import (
     resolve,
     train_data_dir_findings,
 )
+from kohyagen.config.lint_family import family_findings as dit_findings
 from kohyagen.config.lint_rules import (
     cross_key_findings,
     dataset_contexts,
@@ -185,6 +186,12 @@ def lint_training_config(
     findings += range_findings(file, flat, family)
     findings += runtime_findings(file, flat)
     findings += family_findings(file, flat, family)
+    if family.name is not None:
+        # the DiT scripts' own start-up assertions and their model files
+        findings += [
+            replace(f, file=f.file or file)
+            for f in dit_findings(flat, dataset.data if dataset else None, family.name, cwd)
+        ]
     findings += _save_findings(file, flat)
     return sort_findings(findings)
 

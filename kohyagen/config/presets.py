@@ -15,6 +15,7 @@ from functools import cache
 from itertools import product
 from typing import Any
 
+from kohyagen.config.families import Family, dit_need, family_from_data
 from kohyagen.errors import PresetError
 from kohyagen.resources import template_path
 from kohyagen.toml_compat import tomllib
@@ -54,7 +55,25 @@ class ModelPreset:
     train_unet_only: bool
     sample_steps: int
     sample_cfg: float
-    memory: MemoryModel
+    memory: MemoryModel | None
+    family: Family | None = None  # the DiT families (families.toml); None for SD1/2/XL
+    apps: str = "A1111/Forge, ComfyUI and diffusers (kohya's SD LoRA format)"
+    sample_extra: str = ""  # more --sample_prompts options the family needs
+
+    @property
+    def is_dit(self) -> bool:
+        return self.family is not None
+
+    @property
+    def network_module(self) -> str:
+        return self.family.network_module if self.family else "networks.lora"
+
+    @property
+    def bucket_step(self) -> int:
+        """kohya asserts bucket_reso_steps is a multiple of this (SDXL: 32)."""
+        if self.family:
+            return self.family.bucket_step
+        return 32 if self.is_sdxl else 64
 
     @property
     def script_name(self) -> str:
@@ -120,6 +139,10 @@ def _models() -> dict[str, ModelPreset]:
             continue
         fields = {k: v for k, v in raw.items() if k != "memory"}
         out[name] = ModelPreset(name=name, memory=MemoryModel(**raw["memory"]), **fields)
+    family_data = {"files", "options", "memory", "medium_memory", "network_module", "bucket_step"}
+    for name, raw in _load("families").items():
+        fields = {k: v for k, v in raw.items() if k not in family_data}
+        out[name] = ModelPreset(name=name, memory=None, family=family_from_data(raw), **fields)
     return out
 
 
@@ -149,9 +172,16 @@ def _unknown(kind: str, name: str, valid: list[str]) -> PresetError:
 
 def get_model(name: str) -> ModelPreset:
     models = _models()
-    # people write sd-1.5, SD15, sd1.5: all one preset
-    key = name.strip().lower().replace("-", "").replace(".", "")
-    aliases = {"sd1": "sd15", "sdv15": "sd15", "sd21": "sd2", "sd20": "sd2", "xl": "sdxl"}
+    # people write sd-1.5, SD15, sd1.5, FLUX.1-dev: all one preset
+    key = name.strip().lower().replace("-", "").replace(".", "").replace("_", "")
+    aliases = {
+        "sd1": "sd15", "sdv15": "sd15", "sd21": "sd2", "sd20": "sd2", "xl": "sdxl",
+        "flux1": "flux", "fluxdev": "flux", "flux1dev": "flux", "fluxschnell": "flux",
+        "flux1schnell": "flux", "sd35": "sd3", "sd3medium": "sd3", "sd35medium": "sd3",
+        "sd35large": "sd3", "lumina": "lumina2", "lumina20": "lumina2",
+        "hunyuanimage": "hunyuan-image", "hunyuan": "hunyuan-image",
+        "hunyuanimage21": "hunyuan-image",
+    }  # fmt: skip
     key = aliases.get(key, key)
     if key not in models:
         raise _unknown("model", name, list(models))
@@ -228,9 +258,17 @@ def memory_need(
     optimizer: str = "AdamW8bit",
     unet_only: bool | None = None,
     fp8_base: bool = False,
+    blocks_to_swap: int = 0,
 ) -> float:
     """VRAM in GB that LoRA training of `model` needs with these settings."""
+    if model.family is not None:
+        return dit_need(
+            model.family.memory, batch_size=batch_size,
+            gradient_checkpointing=gradient_checkpointing, optimizer=optimizer, fp8=fp8_base,
+            blocks_to_swap=blocks_to_swap,
+        )  # fmt: skip
     mem = model.memory
+    assert mem is not None  # every U-Net preset has one (models.toml)
     unet_only = model.train_unet_only if unet_only is None else unet_only
     # A linear model: weights and optimizer states are fixed, activations grow with the
     # batch; checkpointing trades their memory for recomputing them in the backward pass.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,19 +17,29 @@ from typing import TYPE_CHECKING, Any
 import tomlkit
 
 from kohyagen.atomic import write_text_atomic
-from kohyagen.config.overrides import Override, apply_overrides, parse_override
+from kohyagen.config.family_settings import settings_for
+from kohyagen.config.overrides import Override
 from kohyagen.config.presets import (
     GpuPreset,
     ModelPreset,
     Setting,
     get_gpu,
     get_model,
-    training_settings,
 )
+from kohyagen.config.render_family import FILE_REASONS, family_choices, model_variant
 from kohyagen.config.render_fixes import allow_upscale_if_needed, coupled_overrides
+from kohyagen.config.render_flags import (
+    apply_text_overrides,
+    bucket_range_overrides,
+    epochs_from_overrides,
+    family_files,
+    file_overrides,
+    parse_overrides,
+)
 from kohyagen.config.render_inputs import default_name, load_train_dir, resolve_base_model
 from kohyagen.config.render_values import (
-    bucket_range,
+    Choices,
+    StepPlan,
     choose_captions,
     dataset_choices,
     plan_steps,
@@ -44,6 +54,8 @@ from kohyagen.toml_compat import tomllib
 
 if TYPE_CHECKING:
     import jinja2
+
+    from kohyagen.dataset.layout import TrainDirLayout
 
 
 @dataclass(frozen=True)
@@ -117,93 +129,102 @@ def render_configs(
     attention: str = "sdpa",
     cwd: str | Path | None = None,
     tables: Any = None,
+    model_files: dict[str, str] | None = None,
+    fetch: bool = False,
+    on_progress: Callable[[str], None] | None = None,
 ) -> RenderedConfigs:
     """Both kohya TOMLs (and sample prompts) as text; nothing is written here.
 
     tables: a kohya_tables.KohyaTables of the sd-scripts checkout that will run, to check
     the result against its own options (default: the bundled tables).
+    model_files (DiT families): role or kohya option -> path or "hf:" hub file; fetch
+    downloads the family's public files that are not given.
     """
     model = get_model(model) if isinstance(model, str) else model
     gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
     cwd = Path(cwd) if cwd is not None else Path.cwd()
     layout = load_train_dir(dataset if Path(dataset).is_absolute() else cwd / dataset)
-    settings = training_settings(model, gpu, attention=attention)
-    out_dir = (cwd / Path(out_dir).expanduser()).resolve()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(
-            "the output folder for the configs is a file", path=out_dir, hint="pass a folder to -o"
-        )
+    out_dir = _output_dir(out_dir, cwd)
     if epochs is not None and epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {epochs}")
     notes: list[str] = []
-
+    parsed, set_files = file_overrides(model, parse_overrides(overrides, model.script_name))
+    files = family_files(
+        model, base_model, {**set_files, **(model_files or {})}, cwd, fetch, on_progress
+    )
+    settings = _settings(model, gpu, attention, files, notes)
     first_tokens = next((s.class_tokens for s in layout.subsets if s.class_tokens), "")
     name = default_name(layout, name)
     trigger = (trigger or "").strip() or None
-    prompt_word = trigger or first_tokens or name
-
     captions = choose_captions(layout, trigger, notes)
-    parsed = _parse_overrides(overrides, model.script_name)
     # Values the plan derives others from (save interval, warmup, bucket range) are taken
     # from --set too, so that an override does not leave them computed for another run.
     set_training = {ov.key: ov.value for ov in parsed if ov.target == "training"}
-    set_epochs = set_training.get("max_train_epochs")
-    if epochs is not None and set_epochs is not None and set_epochs != epochs:
-        raise ConfigError(
-            f"--epochs {epochs} and --set max_train_epochs={set_epochs} disagree",
-            hint="give the number of epochs once",
-        )
-    if epochs is None and isinstance(set_epochs, int):
-        epochs = set_epochs
-    if isinstance(set_training.get("train_batch_size"), int):
-        settings["train_batch_size"] = Setting(set_training["train_batch_size"], "set with --set")
-    parsed += _bucket_range_overrides(parsed)
+    epochs = epochs_from_overrides(parsed, epochs, settings)
+    parsed += bucket_range_overrides(parsed)
     parsed += coupled_overrides(parsed)
     plan = plan_steps(model, layout, settings, epochs, notes)
     if isinstance(set_training.get("save_every_n_epochs"), int):
         # samples follow the checkpoints, also when --set moves the save interval
         plan = dataclasses.replace(plan, save_every=set_training["save_every_n_epochs"])
+    base = files.get("pretrained_model_name_or_path")
     training_choice = training_choices(
-        model,
-        gpu,
-        settings,
-        plan,
-        base_model=resolve_base_model(base_model, model, cwd),
-        name=name,
-        out_dir=out_dir,
-        attention=attention,
-        samples=samples,
-    )
+        model, gpu, settings, plan,
+        base_model=(base, FILE_REASONS["pretrained_model_name_or_path"]) if base
+        else resolve_base_model(base_model, model, cwd),
+        name=name, out_dir=out_dir, attention=attention, samples=samples,
+    )  # fmt: skip
+    if model.is_dit:
+        family_choices(training_choice, model, settings, files)
     general, subsets_ctx = dataset_choices(
-        model,
-        layout,
-        captions,
-        plan,
+        model, layout, captions, plan,
         cached_text_encoder=bool(training_choice.values.get("cache_text_encoder_outputs")),
         notes=notes,
-    )
-    training_path = out_dir / "training_config.toml"
-    dataset_path = out_dir / "dataset_config.toml"
-    prompts_path = out_dir / "sample_prompts.txt"
+    )  # fmt: skip
+    prompt_word = trigger or first_tokens or name
     prompts_text = None
     if samples:
         size = str(set_training.get("resolution") or "").split(",")[0].strip()
-        prompts_text = sample_prompts(
-            prompt_word,
-            captions.tag_counts,
-            model,
-            exclude=(first_tokens,),
-            size=int(size) if size.isdigit() else None,
-        )
+        prompts_text = sample_prompts(prompt_word, captions.tag_counts, model,
+                                      exclude=(first_tokens,),
+                                      size=int(size) if size.isdigit() else None)  # fmt: skip
+    texts = _render_texts(model, gpu, name, out_dir, layout, training_choice, general, subsets_ctx)
+    return _finish(texts, parsed, out_dir, samples, prompts_text, notes, model, gpu, layout, plan,
+                   prompt_word, tables)  # fmt: skip
 
+
+def _settings(
+    model: ModelPreset, gpu: GpuPreset, attention: str, files: dict[str, str], notes: list[str]
+) -> dict[str, Setting]:
+    """The planner's settings (for SD3 with the variant read from the weights); its notes
+    (keys "note:...") go to the render's notes."""
+    memory = model_variant(model, files, notes) if model.is_dit else None
+    settings = settings_for(model, gpu, attention=attention, memory=memory)
+    notes += [s.reason for k, s in settings.items() if k.startswith("note:")]
+    return {k: v for k, v in settings.items() if not k.startswith("note:")}
+
+
+def _output_dir(out_dir: str | Path, cwd: Path) -> Path:
+    out = (cwd / Path(out_dir).expanduser()).resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            "the output folder for the configs is a file", path=out, hint="pass a folder to -o"
+        )
+    return out
+
+
+def _render_texts(
+    model: ModelPreset, gpu: GpuPreset, name: str, out_dir: Path, layout: TrainDirLayout,
+    training_choice: Choices, general: Choices, subsets_ctx: list[dict[str, Any]],
+) -> tuple[str, str]:  # fmt: skip
     env = _environment()
     ctx = {
         "script": model.script,
         "name": name,
         "model": model,
         "gpu": gpu,
-        "training_path": str(training_path),
-        "dataset_path": str(dataset_path),
+        "training_path": str(out_dir / "training_config.toml"),
+        "dataset_path": str(out_dir / "dataset_config.toml"),
         "dataset_root": str(layout.root),
     }
     training_text = env.get_template("training_config.toml.j2").render(
@@ -212,7 +233,19 @@ def render_configs(
     dataset_text = env.get_template("dataset_config.toml.j2").render(
         general=general.values, why=general.why, subsets=subsets_ctx, **ctx
     )
-    training_text, dataset_text = _apply_overrides(training_text, dataset_text, parsed)
+    return training_text, dataset_text
+
+
+def _finish(
+    texts: tuple[str, str], parsed: list[Override], out_dir: Path, samples: bool,
+    prompts_text: str | None, notes: list[str], model: ModelPreset, gpu: GpuPreset,
+    layout: TrainDirLayout, plan: StepPlan, prompt_word: str, tables: Any = None,
+) -> RenderedConfigs:  # fmt: skip
+    """Apply --set, validate, and collect the result."""
+    training_path = out_dir / "training_config.toml"
+    dataset_path = out_dir / "dataset_config.toml"
+    prompts_path = out_dir / "sample_prompts.txt"
+    training_text, dataset_text = apply_text_overrides(*texts, parsed)
     dataset_text = allow_upscale_if_needed(training_text, dataset_text, layout, parsed, notes)
     training_doc = TomlDocument(training_path, training_text, tomllib.loads(training_text))
     dataset_doc = TomlDocument(dataset_path, dataset_text, tomllib.loads(dataset_text))
@@ -236,6 +269,7 @@ def render_configs(
         "save_every_n_epochs": flat.get("save_every_n_epochs"),
         "price_per_hour": gpu.price_per_hour,
         "trigger": prompt_word,
+        "apps": model.apps,
     }
     return RenderedConfigs(
         training_text=training_text,
@@ -250,44 +284,6 @@ def render_configs(
         plan=plan_summary,
         findings=tuple(findings),
     )
-
-
-def _parse_overrides(overrides: Iterable[str | Sequence[str]], script: str) -> list[Override]:
-    parsed: list[Override] = []
-    for item in overrides:
-        parsed.extend(parse_override(item if isinstance(item, str) else "=".join(item), script))
-    return parsed
-
-
-def _bucket_range_overrides(parsed: list[Override]) -> list[Override]:
-    """min/max_bucket_reso around a --set resolution, unless those are set too."""
-    given = {ov.key for ov in parsed if ov.target == "dataset"}
-    res = next((ov for ov in parsed if ov.key == "resolution" and ov.target == "dataset"), None)
-    if res is None:
-        return []
-    try:
-        sides = [int(v) for v in str(res.value).replace(" ", "").strip("[]()").split(",")]
-    except ValueError:
-        return []  # lint reports the malformed resolution
-    low, _ = bucket_range(min(sides))
-    _, high = bucket_range(max(sides))
-    out = []
-    if "min_bucket_reso" not in given:
-        out.append(Override("dataset", "min_bucket_reso", low, res.text))
-    if "max_bucket_reso" not in given:
-        out.append(Override("dataset", "max_bucket_reso", high, res.text))
-    return out
-
-
-def _apply_overrides(
-    training_text: str, dataset_text: str, parsed: list[Override]
-) -> tuple[str, str]:
-    if not parsed:
-        return training_text, dataset_text
-    training_doc = tomlkit.parse(training_text)
-    dataset_doc = tomlkit.parse(dataset_text)
-    apply_overrides(training_doc, dataset_doc, parsed)
-    return tomlkit.dumps(training_doc), tomlkit.dumps(dataset_doc)
 
 
 def _validate(

@@ -192,9 +192,17 @@ def training_choices(
     if model.v_parameterization:
         c.put("v_parameterization", True, "768-v models predict v, not noise")
     # kohya's default is None and nothing checks it until train_network.py:644 crashes
-    c.put("network_module", "networks.lora", "kohya's LoRA (kohya has no default; None crashes)")
+    module_why = "kohya's LoRA (kohya has no default; None crashes)"
+    alpha_why = "alpha = dim/2 scales updates by 0.5"
+    if model.is_dit:
+        module_why = f"kohya's LoRA module for {model.label} (the code's, not every doc's)"
+        alpha_why = (
+            f"alpha/dim = {model.network_alpha / model.network_dim:g} scales updates "
+            "(kohya's example for this family)"
+        )
+    c.put("network_module", model.network_module, module_why)
     c.put("network_dim", model.network_dim, "LoRA rank: enough capacity for a subject or a style")
-    c.put("network_alpha", float(model.network_alpha), "alpha = dim/2 scales updates by 0.5")
+    c.put("network_alpha", float(model.network_alpha), alpha_why)
     unet_only = settings["network_train_unet_only"]
     if unet_only.value:
         c.take("network_train_unet_only", unet_only)
@@ -210,7 +218,8 @@ def training_choices(
         )
     c.put("lr_scheduler", "cosine", "decays smoothly, so late checkpoints are the settled ones")
     c.put("lr_warmup_steps", plan.warmup, "5% of the steps: avoids a rough start")
-    c.put("min_snr_gamma", 5.0, "Min-SNR weighting: faster, steadier convergence")
+    if not model.is_dit:  # Min-SNR weights DDPM noise levels; the DiT families use flow matching
+        c.put("min_snr_gamma", 5.0, "Min-SNR weighting: faster, steadier convergence")
     c.put(
         "max_train_epochs",
         plan.epochs,
@@ -225,14 +234,16 @@ def training_choices(
     c.put("max_data_loader_n_workers", 2, "latents are cached, so few loader workers are needed")
     c.put("persistent_data_loader_workers", True, "keep workers between epochs (faster epochs)")
     for key in ("mixed_precision", attention, "cache_latents"):
-        c.take(key, settings[key])
+        if key in settings:
+            c.take(key, settings[key])
     te_cache = settings.get("cache_text_encoder_outputs")
     if te_cache is not None and te_cache.value:
         c.take("cache_text_encoder_outputs", te_cache)
     if model.is_sdxl and settings["mixed_precision"].value == "fp16":
         c.put("no_half_vae", True, "SDXL's VAE overflows in fp16 (NaN latents): keep it in fp32")
-    if settings["fp8_base"].value:
-        c.take("fp8_base", settings["fp8_base"])
+    for key in ("fp8_base", "fp8_scaled"):
+        if key in settings and settings[key].value:
+            c.take(key, settings[key])
     c.put(
         "dataset_config", str(out_dir / "dataset_config.toml"), "the dataset file next to this one"
     )
@@ -266,12 +277,13 @@ def training_choices(
         c.put(
             "sample_every_n_epochs", plan.save_every, "a preview image for every saved checkpoint"
         )
-        sampling = family_sampling(model)
-        c.put(
-            "sample_sampler",
-            sampling.sampler,
-            f"suits {model.name} at the {sampling.steps} steps of sample_prompts.txt",
-        )
+        if not model.is_dit:  # the DiT samplers do not read it (model-families.md section 5)
+            sampling = family_sampling(model)
+            c.put(
+                "sample_sampler",
+                sampling.sampler,
+                f"suits {model.name} at the {sampling.steps} steps of sample_prompts.txt",
+            )
     return c
 
 
@@ -292,7 +304,14 @@ def dataset_choices(
     c.put("enable_bucket", True, "train each image near its own aspect ratio instead of cropping")
     c.put("min_bucket_reso", low, "smallest bucket side (kohya asserts it is <= resolution)")
     c.put("max_bucket_reso", high, "largest bucket side (kohya asserts it is >= resolution)")
-    c.put("bucket_reso_steps", 64, "bucket sides in steps of 64 (what kohya requires)")
+    c.put(
+        "bucket_reso_steps",
+        64,
+        f"bucket sides in steps of 64 (kohya asserts a multiple of {model.bucket_step} "
+        f"for {model.name})"
+        if model.is_dit
+        else "bucket sides in steps of 64 (what kohya requires)",
+    )
     c.put("bucket_no_upscale", True, "never upscale small images (they get a smaller bucket)")
     c.put("caption_extension", captions.extension, captions.reason)
     # shuffled captions change every step, which cached text encoder outputs cannot follow

@@ -50,7 +50,8 @@ DEFAULT_SAMPLING = Sampling("euler_a", 28)
 
 def family_sampling(model: ModelPreset) -> Sampling:
     """The sampler and steps for model's family (euler_a at 28 steps for a new family)."""
-    return FAMILY_SAMPLING.get(model.name, DEFAULT_SAMPLING)
+    # a family without an entry samples at its preset's own step count
+    return FAMILY_SAMPLING.get(model.name, Sampling(DEFAULT_SAMPLING.sampler, model.sample_steps))
 
 
 def caption_tag_counts(subsets: tuple[Subset, ...], extension: str) -> Counter[str]:
@@ -101,6 +102,8 @@ def sample_prompts(
     sampling = family_sampling(model)
     options = f"--n {NEGATIVE_PROMPT} --w {side} --h {side} --l {model.sample_cfg:g} "
     options += f"--s {sampling.steps}"
+    if model.sample_extra:  # e.g. Chroma: no embedded guidance (--g 0, kohya's docs)
+        options += f" {model.sample_extra}"
     lines = [
         "# kohyagen sample prompts: the trigger alone, with the dataset's most common tags,",
         "# in a new setting and style, and one prompt without it (to see the LoRA bleed).",

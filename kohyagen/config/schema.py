@@ -27,7 +27,31 @@ from kohyagen.toml_compat import tomllib
 
 TRAIN_NETWORK = "train_network"
 SDXL_TRAIN_NETWORK = "sdxl_train_network"
-SCRIPTS = (TRAIN_NETWORK, SDXL_TRAIN_NETWORK)
+FLUX_TRAIN_NETWORK = "flux_train_network"
+SD3_TRAIN_NETWORK = "sd3_train_network"
+LUMINA_TRAIN_NETWORK = "lumina_train_network"
+HUNYUAN_IMAGE_TRAIN_NETWORK = "hunyuan_image_train_network"
+ANIMA_TRAIN_NETWORK = "anima_train_network"
+# Every kohya LoRA script with a schema, the U-Net ones first (the order ties are broken in).
+SCRIPTS = (
+    TRAIN_NETWORK,
+    SDXL_TRAIN_NETWORK,
+    FLUX_TRAIN_NETWORK,
+    SD3_TRAIN_NETWORK,
+    LUMINA_TRAIN_NETWORK,
+    HUNYUAN_IMAGE_TRAIN_NETWORK,
+    ANIMA_TRAIN_NETWORK,
+)
+# A model file name that says which family it is (for hand-written configs without the
+# kohyagen marker and without a family's own keys).
+MODEL_NAME_SCRIPTS = (
+    (r"(^|[^a-z])(sdxl|xl)([^a-z]|$)|sd_xl", SDXL_TRAIN_NETWORK),
+    (r"flux|chroma", FLUX_TRAIN_NETWORK),
+    (r"sd3|stable-diffusion-3", SD3_TRAIN_NETWORK),
+    (r"lumina", LUMINA_TRAIN_NETWORK),
+    (r"hunyuan", HUNYUAN_IMAGE_TRAIN_NETWORK),
+    (r"anima", ANIMA_TRAIN_NETWORK),
+)
 DATASET_CONFIG = "dataset_config"
 
 # kohyagen writes this comment as the first line of a rendered training config so that
@@ -144,17 +168,35 @@ def is_dataset_config(data: dict[str, Any]) -> bool:
 def script_for_config(text: str, flat: dict[str, Any]) -> str:
     """Which kohya script a training config is for.
 
-    The kohyagen marker comment wins; then SDXL-only options; then a model name
-    that says "xl". Everything else is train_network (SD1.x/SD2.x).
+    The kohyagen marker comment wins; then options only one script has (t5xxl and ae:
+    FLUX; clip_g: SD3; gemma2: Lumina; byt5: HunyuanImage; qwen3: Anima; ...); then,
+    when some option is not train_network's, the script whose table knows most of the
+    options; then a model name that names the family. Everything else is train_network.
     """
     marker = SCRIPT_MARKER.search(text)
     if marker and marker.group(1) in SCRIPTS:
         return marker.group(1)
-    # an option only sdxl_train_network.py defines means the config is for it
-    sd15_keys = set(training_properties(TRAIN_NETWORK))
-    if any(key not in sd15_keys for key in flat if key in training_properties(SDXL_TRAIN_NETWORK)):
-        return SDXL_TRAIN_NETWORK
+    # an option only one LoRA script defines means the config is for that script
+    keys = set(flat)
+    owners = {script: keys & _own_keys(script) for script in SCRIPTS}
+    claimed = [script for script, own in owners.items() if own]
+    if len(claimed) == 1:
+        return claimed[0]
+    if keys - set(training_properties(TRAIN_NETWORK)):
+        known = {s: len(keys & set(training_properties(s))) for s in SCRIPTS}
+        return max(SCRIPTS, key=lambda s: (known[s], -SCRIPTS.index(s)))
     model = str(flat.get("pretrained_model_name_or_path", "")).lower()
-    if re.search(r"(^|[^a-z])(sdxl|xl)([^a-z]|$)", model) or "sd_xl" in model:
-        return SDXL_TRAIN_NETWORK
+    for pattern, script in MODEL_NAME_SCRIPTS:
+        if re.search(pattern, model):
+            return script
     return TRAIN_NETWORK
+
+
+@cache
+def _own_keys(script: str) -> frozenset[str]:
+    """Options of this script that no other LoRA script has."""
+    others: set[str] = set()
+    for other in SCRIPTS:
+        if other != script:
+            others |= set(training_properties(other))
+    return frozenset(set(training_properties(script)) - others)

@@ -3,8 +3,9 @@
 The figures are data, not code: templates/throughput.toml holds the per-GPU and per-model
 throughput, overhead and memory figures, templates/providers.toml the rental prices, each
 with its source. The user's own prices (prices.toml, see load_prices) extend or replace
-the provider table. Time is modelled as proportional to the number of images seen
-(images x repeats x epochs), so a bigger batch means fewer but longer steps.
+the provider table. Time is seconds per step (published SDXL figures per GPU, scaled by
+model, pixels, batch and the GPU's relative speed; see templates/throughput.toml) times
+the steps, so a bigger batch means fewer, longer but cheaper-per-image steps.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from kohyagen.estimate.throughput import (
     GpuInfo,
     Span,
     gpu_info,
-    gpu_minutes,
+    gpu_seconds,
     memory_needed,
     parse_span,
     provider_data,
@@ -46,7 +47,8 @@ __all__ = [
     "throughput_data",
 ]
 
-MODELS = ("sd15", "sd2", "sdxl")
+# Every model preset (the throughput table has a factor for each).
+MODELS = ("sd15", "sd2", "sdxl", "flux", "chroma", "sd3", "lumina2", "hunyuan-image", "anima")
 # How far off the range may be, by the kind of figure it rests on.
 UNCERTAINTY = {"measured": 0.15, "published": 0.30, "derived": 0.50, "unknown": 1.0}
 DEFAULT_REPEATS = 10
@@ -140,6 +142,17 @@ def _measured_minutes(
     return span, "measured", source
 
 
+@dataclass(frozen=True)
+class _Levers:
+    """What the run's settings do to its speed and memory (the DiT families' fp8 and
+    blocks_to_swap from kohyagen's planner for this GPU)."""
+
+    fp8: bool = False
+    blocks_to_swap: int = 0
+    gradient_checkpointing: bool = False
+    note: str | None = None
+
+
 def estimate(
     *,
     model: str,
@@ -161,110 +174,178 @@ def estimate(
 ) -> Estimate:
     """Estimate one LoRA run. images_x_repeats defaults to images x repeats;
     steps_per_epoch (e.g. from a bucketed dataset check) overrides the plain division."""
-    data = throughput_data()
-    if model not in MODELS:
-        raise PresetError(f"unknown model {model!r}", hint="use one of: " + ", ".join(MODELS))
+    _check_inputs(model, images, epochs, batch_size, gradient_accumulation_steps)
+    model_data = throughput_data()["models"][model]
+    resolution = resolution or model_data["native_resolution"]
+    seen_per_epoch = images_x_repeats if images_x_repeats is not None else images * repeats
+    micro_per_epoch = steps_per_epoch or math.ceil(seen_per_epoch / batch_size)
+    per_epoch = math.ceil(micro_per_epoch / gradient_accumulation_steps)
+    info = gpu_info(gpu)
+    notes: list[str] = []
+    levers = _levers(model, info)
+    if levers.note:
+        notes.append(levers.note)
+    gradient_checkpointing = gradient_checkpointing or levers.gradient_checkpointing
+    memory, fits = _memory_fit(
+        model, info, batch_size, resolution, gradient_checkpointing, optimizer, unet_only,
+        levers, notes,
+    )  # fmt: skip
+    sources = [f"memory ({model}): {MEMORY_SOURCE}"]
+    head: dict[str, Any] = dict(
+        model=model, gpu=info.name, gpu_label=info.label, images=images,
+        images_x_repeats=seen_per_epoch, epochs=epochs, batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps, resolution=resolution,
+        steps_per_epoch=per_epoch, steps=per_epoch * epochs, own_price_per_hour=own_price_per_hour,
+    )  # fmt: skip
+    if info.name == CPU:
+        return _cpu_estimate(head, sources, notes)
+    micro_steps = micro_per_epoch * epochs
+    train, basis = _train_minutes(
+        model, info, resolution, batch_size, gradient_checkpointing, micro_steps,
+        seen_per_epoch * epochs, levers, use_measured, sources, notes,
+    )  # fmt: skip
+    overhead = _overhead_minutes(model, images, sources)
+    total = (train[0] + overhead[0], train[1] + overhead[1])
+    uncertainty = UNCERTAINTY[basis]
+    return Estimate(
+        **head, vram_gb=info.vram_gb, train_minutes=train, overhead_minutes=overhead,
+        total_minutes=total, memory_gb=memory, fits=fits, basis=basis, uncertainty=uncertainty,
+        certainty=f"±{uncertainty:.0%}: {CERTAINTY[basis]}", sources=tuple(sources),
+        costs=tuple(_costs(info, total, prices, notes)), notes=tuple(notes),
+    )  # fmt: skip
+
+
+def _cpu_estimate(head: dict[str, Any], sources: list[str], notes: list[str]) -> Estimate:
+    notes.append(
+        "no throughput figures for training on a CPU: only the tiny demo model is "
+        "practical there; pass --gpu NAME for the GPU you will rent"
+    )
+    return Estimate(
+        **head, vram_gb=None, train_minutes=None, overhead_minutes=None, total_minutes=None,
+        memory_gb=None, fits="unknown", basis="unknown", uncertainty=None,
+        certainty="unknown: no throughput figures for CPU training", sources=tuple(sources),
+        costs=(), notes=tuple(notes),
+    )  # fmt: skip
+
+
+CERTAINTY = {
+    "measured": "from your own runs on this GPU",
+    "published": "from published figures for this GPU and model",
+    "derived": "scaled from a related GPU or model",
+    "unknown": "no figure for this GPU: a wide guess",
+}
+
+
+def _check_inputs(model: str, images: int, epochs: int, batch: int, accumulation: int) -> None:
+    if model not in throughput_data()["models"]:
+        models = ", ".join(throughput_data()["models"])
+        raise PresetError(f"unknown model {model!r}", hint=f"use one of: {models}")
     if images < 1:
         raise ConfigError("an estimate needs at least one image", hint="pass --images N")
     for label, value in (
-        ("epochs", epochs),
-        ("batch size", batch_size),
-        ("gradient accumulation", gradient_accumulation_steps),
-    ):
+        ("epochs", epochs), ("batch size", batch), ("gradient accumulation", accumulation),
+    ):  # fmt: skip
         if value < 1:
             raise ConfigError(f"{label} must be at least 1, got {value}")
-    model_data = data["models"][model]
-    resolution = resolution or model_data["native_resolution"]
-    seen_per_epoch = images_x_repeats if images_x_repeats is not None else images * repeats
-    per_epoch = steps_per_epoch or math.ceil(seen_per_epoch / batch_size)
-    per_epoch = math.ceil(per_epoch / gradient_accumulation_steps)
-    steps = per_epoch * epochs
-    info = gpu_info(gpu)
-    notes: list[str] = []
 
+
+def _levers(model: str, info: GpuInfo) -> _Levers:
+    """fp8 and blocks_to_swap as `kohyagen config` would set them for a DiT family here."""
+    from kohyagen.config.family_settings import dit_plan
+    from kohyagen.config.presets import get_gpu, get_model
+
+    preset = get_model(model)
+    if preset.family is None or info.name == CPU:
+        return _Levers()
+    try:
+        plan = dit_plan(preset, get_gpu(info.name))
+    except PresetError as exc:
+        return _Levers(note=f"{exc.message} ({exc.hint})")
+    return _Levers(plan.fp8, plan.blocks_to_swap, plan.gradient_checkpointing)
+
+
+def _memory_fit(
+    model: str, info: GpuInfo, batch: int, resolution: int, gc: bool, optimizer: str | None,
+    unet_only: bool | None, levers: _Levers, notes: list[str],
+) -> tuple[float | None, str]:  # fmt: skip
     memory = memory_needed(
-        model,
-        batch_size=batch_size,
-        resolution=resolution,
-        gradient_checkpointing=gradient_checkpointing,
-        optimizer=optimizer,
-        unet_only=unet_only,
-    )
-    sources = [f"memory ({model}): {MEMORY_SOURCE}"]
+        model, batch_size=batch, resolution=resolution, gradient_checkpointing=gc,
+        optimizer=optimizer, unet_only=unet_only, fp8=levers.fp8,
+        blocks_to_swap=levers.blocks_to_swap,
+    )  # fmt: skip
     if info.vram_gb is None:
-        fits = "unknown"
-        memory_out: float | None = None
-    else:
-        memory_out = memory
-        fits = (
-            "yes"
-            if memory <= fit_params().usable_fraction * info.vram_gb
-            else "tight"
-            if memory <= info.vram_gb
-            else "no"
-        )
-        if fits == "no":
-            notes.append(
-                f"needs about {memory:g} GB but the GPU has {info.vram_gb:g} GB: lower the "
-                "batch size or turn on gradient_checkpointing"
-            )
-
-    if info.name == CPU:
+        return None, "unknown"
+    usable = fit_params().usable_fraction * info.vram_gb
+    fits = "yes" if memory <= usable else "tight" if memory <= info.vram_gb else "no"
+    if fits == "no":
         notes.append(
-            "no throughput figures for training on a CPU: only the tiny demo model is "
-            "practical there; pass --gpu NAME for the GPU you will rent"
+            f"needs about {memory:g} GB but the GPU has {info.vram_gb:g} GB: lower the "
+            "batch size or turn on gradient_checkpointing"
         )
-        return Estimate(
-            model, info.name, info.label, None, images, seen_per_epoch, epochs, batch_size,
-            gradient_accumulation_steps, resolution, per_epoch, steps, None, None, None,
-            None, "unknown", "unknown", None,
-            "unknown: no throughput figures for CPU training", tuple(sources), (),
-            own_price_per_hour, tuple(notes),
-        )  # fmt: skip
+    return memory, fits
 
-    ref = data["reference"]
-    ref_seen = ref["images"] * ref["repeats"] * ref["epochs"]
-    ref_minutes, basis, gpu_sources = gpu_minutes(info)
-    model_factor = parse_span(model_data["time_factor"], what="time_factor")
+
+def _step_factor(model: str, batch: int, gc: bool, levers: _Levers) -> float:
+    """One step's time relative to a batch-1 step without checkpointing (the presets'
+    model: fixed per-step cost plus per-sample cost; fp8 upcasts; swapped blocks)."""
+    fit = fit_params()
+    factor = fit.step_overhead + batch * (1.0 - fit.step_overhead)
+    factor *= fit.gc_slowdown if gc else 1.0
+    if levers.fp8 or levers.blocks_to_swap:
+        from kohyagen.config.presets import get_model
+
+        family = get_model(model).family
+        assert family is not None  # fp8 and block swapping are DiT levers
+        mem = family.memory
+        factor *= mem.fp8_slowdown if levers.fp8 else 1.0
+        factor += levers.blocks_to_swap * mem.swap_slowdown * (mem.fp8_factor if levers.fp8 else 1)
+    return factor
+
+
+def _train_minutes(
+    model: str, info: GpuInfo, resolution: int, batch: int, gc: bool, micro_steps: int,
+    seen_total: int, levers: _Levers, use_measured: bool, sources: list[str], notes: list[str],
+) -> tuple[Span, str]:  # fmt: skip
+    model_data = throughput_data()["models"][model]
+    seconds, basis, gpu_sources = gpu_seconds(info)
+    factor = parse_span(model_data["time_factor"], what="time_factor")
     if model_data["basis"] != "published" and basis == "published":
         basis = "derived"
     pixel_scale = (resolution / model_data["native_resolution"]) ** 2
-    seen_total = seen_per_epoch * epochs
-    train = tuple(
-        m / ref_seen * seen_total * f * pixel_scale
-        for m, f in zip(ref_minutes, model_factor, strict=True)
-    )
+    step = _step_factor(model, batch, gc, levers) * pixel_scale
+    train = tuple(s * f * step * micro_steps / 60 for s, f in zip(seconds, factor, strict=True))
     measured = _measured_minutes(info.name, model, resolution, seen_total) if use_measured else None
     if measured is not None:
         train, basis, measured_source = measured
         gpu_sources = [measured_source]
-    overhead_data = data["overhead"][model]
-    startup = parse_span(overhead_data["startup_seconds"], what="startup_seconds")
-    per_image = parse_span(overhead_data["seconds_per_image"], what="seconds_per_image")
-    overhead = tuple((s + images * p) / 60 for s, p in zip(startup, per_image, strict=True))
-    total = (train[0] + overhead[0], train[1] + overhead[1])
+    ref = throughput_data()["reference"]
     sources += [
-        f"reference workload: {ref['images']} images x {ref['repeats']} repeats x "
-        f"{ref['epochs']} epochs, batch {ref['batch_size']}, {ref['resolution']} px (guide)",
+        f"unit: {ref['unit']} of a {ref['model']} LoRA at {ref['resolution']} px, batch "
+        f"{ref['batch_size']}, on the GPU below",
         *gpu_sources,
         f"model {model}: {model_data['source']}",
-        f"overhead ({model}): {overhead_data['source']}",
     ]
+    low, high = train[0] * 60 / micro_steps, train[1] * 60 / micro_steps
+    notes.append(f"about {low:.2g}-{high:.2g} s per step at batch {batch}")
     if pixel_scale != 1:
         notes.append(
             f"time scaled by the pixel count: {resolution} px vs {model}'s native "
             f"{model_data['native_resolution']} px (x{pixel_scale:.2f})"
         )
+    return (train[0], train[1]), basis
 
-    uncertainty = UNCERTAINTY[basis]
-    certainty = {
-        "measured": "from your own runs on this GPU",
-        "published": "from published figures for this GPU",
-        "derived": "scaled from a related GPU or model",
-        "unknown": "no figure for this GPU: a wide guess",
-    }[basis]
-    certainty = f"±{uncertainty:.0%}: {certainty}"
 
+def _overhead_minutes(model: str, images: int, sources: list[str]) -> Span:
+    overheads = throughput_data()["overhead"]
+    key = model if model in overheads else "dit"
+    data = overheads[key]
+    startup = parse_span(data["startup_seconds"], what="startup_seconds")
+    per_image = parse_span(data["seconds_per_image"], what="seconds_per_image")
+    sources.append(f"overhead ({key}): {data['source']}")
+    return ((startup[0] + images * per_image[0]) / 60, (startup[1] + images * per_image[1]) / 60)
+
+
+def _costs(info: GpuInfo, total: Span, prices: dict | None, notes: list[str]) -> list[ProviderCost]:
     table = prices if prices is not None else load_prices()
     costs: list[ProviderCost] = []
     for name, provider in table.items():
@@ -277,41 +358,13 @@ def estimate(
             continue
         price, price_basis = found
         setup = provider["setup_minutes"]
-        cost = (
-            (total[0] + setup[0]) / 60 * price[0],
-            (total[1] + setup[1]) / 60 * price[1],
-        )
+        cost = ((total[0] + setup[0]) / 60 * price[0], (total[1] + setup[1]) / 60 * price[1])
         source = provider["source"]
         if price_basis == "scaled":
             source += "; carried over from its RTX 4090 price by the guide's typical-rate ratio"
         costs.append(ProviderCost(name, provider["label"], price, setup, cost, price_basis, source))
     costs.sort(key=lambda c: c.cost[0])
-    return Estimate(
-        model=model,
-        gpu=info.name,
-        gpu_label=info.label,
-        vram_gb=info.vram_gb,
-        images=images,
-        images_x_repeats=seen_per_epoch,
-        epochs=epochs,
-        batch_size=batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        resolution=resolution,
-        steps_per_epoch=per_epoch,
-        steps=steps,
-        train_minutes=(train[0], train[1]),
-        overhead_minutes=(overhead[0], overhead[1]),
-        total_minutes=total,
-        memory_gb=memory_out,
-        fits=fits,
-        basis=basis,
-        uncertainty=uncertainty,
-        certainty=certainty,
-        sources=tuple(sources),
-        costs=tuple(costs),
-        own_price_per_hour=own_price_per_hour,
-        notes=tuple(notes),
-    )
+    return costs
 
 
 @dataclass(frozen=True)

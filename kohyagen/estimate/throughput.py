@@ -115,8 +115,9 @@ def throughput_key(*names: str) -> str | None:
     return None
 
 
-def gpu_minutes(gpu: GpuInfo) -> tuple[Span, str, list[str]]:
-    """Minutes of the reference workload on this GPU, its basis, and the chain of sources."""
+def gpu_seconds(gpu: GpuInfo) -> tuple[Span, str, list[str]]:
+    """Seconds per step of the reference workload (SDXL LoRA, 1024 px, batch 1) on this GPU,
+    its basis, and the chain of sources ("scaled_from" entries followed to a figure)."""
     data = throughput_data()
     key = throughput_key(gpu.name, gpu.label, *gpu.aliases)
     entry = data["gpus"][key] if key else data["unknown_gpu"]
@@ -125,14 +126,14 @@ def gpu_minutes(gpu: GpuInfo) -> tuple[Span, str, list[str]]:
     basis = entry["basis"] if key else "unknown"
     # an unmeasured GPU is scaled from a measured one (and that maybe from another): the
     # factors multiply and every source on the way is named
-    while "minutes" not in entry:
+    while "seconds" not in entry:
         f = parse_span(entry["factor"], what="factor")
         factor = (factor[0] * f[0], factor[1] * f[1])
         base_key = entry["scaled_from"]
         entry = data["gpus"][base_key]
         sources.append(f"{base_key}: {entry['source']}")
-    minutes = parse_span(entry["minutes"], what="minutes")
-    return (minutes[0] * factor[0], minutes[1] * factor[1]), basis, sources
+    seconds = parse_span(entry["seconds"], what="seconds")
+    return (seconds[0] * factor[0], seconds[1] * factor[1]), basis, sources
 
 
 def memory_needed(
@@ -143,10 +144,12 @@ def memory_needed(
     gradient_checkpointing: bool = False,
     optimizer: str | None = None,
     unet_only: bool | None = None,
+    fp8: bool = False,
+    blocks_to_swap: int = 0,
 ) -> float:
     """GPU memory in GB of a LoRA run, from kohyagen.config.presets' VRAM model (the one that chose
     the batch size); the per-sample part scales with the pixel count against the model's
-    native resolution."""
+    native resolution. fp8 and blocks_to_swap are the DiT families' levers."""
     from kohyagen.config import presets
 
     native = throughput_data()["models"][model]["native_resolution"]
@@ -157,6 +160,8 @@ def memory_needed(
         "gradient_checkpointing": gradient_checkpointing,
         "optimizer": optimizer or "AdamW8bit",
         "unet_only": unet_only,
+        "fp8_base": fp8,
+        "blocks_to_swap": blocks_to_swap,
     }
     # batch 0 isolates the fixed part: weights, optimizer states, CUDA context
     base = presets.memory_need(preset, batch_size=0, **kwargs)
@@ -164,4 +169,7 @@ def memory_needed(
     return round(base + per_sample * scale * batch_size, 1)
 
 
-MEMORY_SOURCE = "kohyagen's VRAM model (templates/presets/models.toml, kohyagen.config.presets)"
+MEMORY_SOURCE = (
+    "kohyagen's VRAM model (templates/presets/models.toml and families.toml, "
+    "kohyagen.config.presets)"
+)

@@ -8,9 +8,11 @@ When the GPU runs out of memory, `shrink` applies the next step of a fixed ladde
 step cheaper in memory and costlier in something else:
 
 1. gradient_checkpointing = true (slower steps, same result);
+   for the DiT families (FLUX, SD3, ...) then fp8 weights (fp8_base, or fp8_scaled);
 2. half the batch size and double gradient_accumulation_steps, so the effective batch,
    the number of optimizer steps and the learning dynamics stay the same (repeated while
-   the batch is above 1);
+   the batch is above 1); for the DiT families then more blocks_to_swap (slower steps,
+   same result), 8 at a time up to the most kohya allows;
 3. cache_latents = true (the VAE leaves the GPU; not with color_aug / random_crop);
 4. optimizer_type = "AdamW8bit" when the optimizer is plain AdamW (needs bitsandbytes,
    which sd-scripts' requirements install).
@@ -23,13 +25,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomlkit
 from tomlkit.items import Table
 
 from kohyagen.atomic import write_text_atomic
 from kohyagen.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kohyagen.config.families import DitMemory
 
 # Training-config keys holding paths kohya resolves against its working directory.
 TRAINING_PATH_KEYS = (
@@ -47,8 +52,13 @@ TRAINING_PATH_KEYS = (
     "console_log_file",
 )
 # Keys that may be a path or a Hugging Face repo id: absolutized only when the path exists.
-MAYBE_PATH_KEYS = ("pretrained_model_name_or_path", "vae")
+MAYBE_PATH_KEYS = (
+    "pretrained_model_name_or_path", "vae", "clip_l", "clip_g", "t5xxl", "ae", "gemma2",
+    "text_encoder", "byt5", "qwen3", "llm_adapter_path",
+)  # fmt: skip
 DATASET_PATH_KEYS = ("image_dir", "metadata_file", "conditioning_data_dir")
+# More DiT blocks kept on the CPU per out-of-memory retry (each FLUX unit is ~0.3 GB in fp8).
+SWAP_STEP = 8
 
 
 @dataclass(frozen=True)
@@ -180,6 +190,39 @@ def _uses_augmentation(training: Any, dataset: Any | None) -> bool:
     return any(t.get("color_aug") or t.get("random_crop") for t in tables)
 
 
+def _family_memory(training: Any) -> DitMemory | None:
+    """The DiT family's memory model (its levers and limits), None for SD1/2/XL."""
+    from kohyagen.config.families import family_of_script
+    from kohyagen.config.presets import get_model
+    from kohyagen.config.schema import flatten_training_config, script_for_config
+
+    flat, _ = flatten_training_config(training.unwrap())
+    family = family_of_script(script_for_config(tomlkit.dumps(training), flat))
+    preset = get_model(family).family if family else None
+    return preset.memory if preset else None
+
+
+def _fp8_step(training: Any, memory: Any) -> list[Change]:
+    """fp8 DiT weights (fp8_base; HunyuanImage's fp8_scaled; Anima has none)."""
+    if memory is None or not memory.fp8 or _get(training, memory.fp8, False):
+        return []
+    _set(training, memory.fp8, True)
+    return [Change(memory.fp8, False, True, "training")]
+
+
+def _swap_step(training: Any, memory: Any) -> list[Change]:
+    """More blocks_to_swap, SWAP_STEP at a time up to the family's limit (kohya asserts
+    past it; and refuses swapping beside cpu_offload_checkpointing)."""
+    if memory is None:
+        return []
+    swap = int(_get(training, "blocks_to_swap", 0) or 0)
+    if swap < memory.max_swap and not _get(training, "cpu_offload_checkpointing", False):
+        new = min(memory.max_swap, swap + SWAP_STEP)
+        _set(training, "blocks_to_swap", new)
+        return [Change("blocks_to_swap", swap, new, "training")]
+    return []
+
+
 def shrink(training: Any, dataset: Any | None) -> list[Change]:
     """Apply the next memory-saving step in place; [] when the ladder is exhausted."""
     # Cheapest in result first: checkpointing costs only time; halving the batch with doubled
@@ -187,6 +230,12 @@ def shrink(training: Any, dataset: Any | None) -> list[Change]:
     if not _get(training, "gradient_checkpointing", False):
         _set(training, "gradient_checkpointing", True)
         return [Change("gradient_checkpointing", False, True, "training")]
+    # DiT families: fp8 first, then the batch, then swapped blocks (kohya's recipes swap
+    # at batch 1 only).
+    memory = _family_memory(training)
+    fp8 = _fp8_step(training, memory)
+    if fp8:
+        return fp8
     batch = effective_batch_size(training, dataset)
     if batch > 1:
         changes: list[Change] = []
@@ -210,6 +259,9 @@ def shrink(training: Any, dataset: Any | None) -> list[Change]:
             Change("gradient_accumulation_steps", accumulation, accumulation * 2, "training")
         )
         return changes
+    swapped = _swap_step(training, memory)
+    if swapped:
+        return swapped
     # kohya asserts cache_latents cannot go with color_aug or random_crop
     if not _get(training, "cache_latents", False) and not _uses_augmentation(training, dataset):
         _set(training, "cache_latents", True)

@@ -16,9 +16,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kohyagen.config.schema import flatten_training_config, load_toml, script_for_config
+from kohyagen.config.schema import (
+    SDXL_TRAIN_NETWORK,
+    TRAIN_NETWORK,
+    flatten_training_config,
+    load_toml,
+    script_for_config,
+)
 from kohyagen.errors import (
     ConfigError,
+    KohyagenError,
     LintFailed,
     RunStateError,
     SdScriptsNotFound,
@@ -261,11 +268,12 @@ def _lint(paths: list[Path], cwd: Path) -> list[Finding]:
 
 
 def _resolve_backend(
-    backend: str, sd_scripts: str | Path | None, cwd: Path
+    backend: str, sd_scripts: str | Path | None, cwd: Path, script_name: str = TRAIN_NETWORK
 ) -> tuple[str, Path | None]:
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}", hint="use auto, kohya or builtin")
     if backend == "builtin":
+        _refuse_builtin(script_name, UsageError)
         return "builtin", None
     # --sd-scripts given means the kohya backend, and a bad path is an error, not a fallback
     if backend == "kohya" or sd_scripts is not None:
@@ -273,7 +281,19 @@ def _resolve_backend(
     try:
         return "kohya", find_sd_scripts(None, cwd=cwd)
     except SdScriptsNotFound:
+        _refuse_builtin(script_name, SdScriptsNotFound)
         return "builtin", None
+
+
+def _refuse_builtin(script_name: str, error: type[KohyagenError]) -> None:
+    """The builtin trainer trains SD1.x/2.x/SDXL's U-Net; the DiT families need kohya."""
+    if script_name in (TRAIN_NETWORK, SDXL_TRAIN_NETWORK):
+        return
+    raise error(
+        f"this config is for kohya's {script_name}.py (a DiT family); the builtin trainer "
+        "trains SD1.x/2.x/SDXL only",
+        hint=f"{CLONE_HINT} and run with --backend kohya (accelerate launch {script_name}.py)",
+    )
 
 
 def _refuse_dataset_config(data: dict, path: Path) -> None:
@@ -355,7 +375,7 @@ def train(
             hint=f"run `kohyagen lint {shlex.quote(str(config_path))}` and fix them",
         )
 
-    chosen, checkout = _resolve_backend(backend, sd_scripts, cwd)
+    chosen, checkout = _resolve_backend(backend, sd_scripts, cwd, script_name)
     interpreter = (
         find_python(checkout, python) if chosen == "kohya" else str(python or sys.executable)
     )

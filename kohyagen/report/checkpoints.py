@@ -18,11 +18,12 @@ import math
 import re
 import statistics
 import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from kohyagen.errors import KohyagenError, RunStateError, UsageError
+from kohyagen.report.family import divergence_step
 from kohyagen.report.run_data import Checkpoint, RunData
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".pt")
@@ -216,7 +217,25 @@ def _no_checkpoint_hint(training: dict[str, Any]) -> str:
 
 
 def rank(run: RunData, *, by: str = "auto") -> Choice:
-    """Choose a checkpoint of a loaded run (kohyagen.report.summary.load_run) without writing."""
+    """Choose a checkpoint of a loaded run (kohyagen.report.summary.load_run) without writing.
+
+    Where the gradient norm FLUX logs (norm/avg_grad_norm) turned NaN or infinite, training
+    diverged: checkpoints from that step on are left out while earlier ones exist."""
+    bad = divergence_step(run.scalars)
+    kept = [cp for cp in run.checkpoints if cp.step is not None and bad is not None and cp.step < bad]
+    if bad is None or not kept:
+        return _rank(run, by=by)
+    choice = _rank(replace(run, checkpoints=kept), by=by)
+    note = (
+        f"; checkpoints from step {bad} on were left out: the gradient norm "
+        "(norm/avg_grad_norm) was not finite there"
+    )
+    return replace(
+        choice, reason=choice.reason + note, flags=[*choice.flags, "gradient-norm-not-finite"]
+    )
+
+
+def _rank(run: RunData, *, by: str = "auto") -> Choice:
     if by not in ("auto", "val", "train"):
         raise UsageError(f"--by must be auto, val or train, got {by!r}")
     checkpoints = run.checkpoints

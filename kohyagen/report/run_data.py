@@ -55,3 +55,4 @@ class RunData:
     current_loss: list[tuple[int, float]]
     noise: float | None = None
     samples: dict[str, list[str]] = field(default_factory=dict)
+    script: str = "train_network"  # which kohya script trained it (the family's LoRA format)

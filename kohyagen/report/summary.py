@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kohyagen.config.schema import flatten_training_config, load_toml
+from kohyagen.config.schema import flatten_training_config, load_toml, script_for_config
 from kohyagen.errors import KohyagenError, RunStateError
 from kohyagen.launch.attempts import atomic_write_text
 from kohyagen.report.checkpoints import epoch_noise, list_checkpoints, rank
+from kohyagen.report.family import grad_norm, lora_format
 from kohyagen.report.logs import parse_log
 from kohyagen.report.run_data import RunData
 from kohyagen.report.tensorboard import find_event_files, read_scalars, scalars_by_tag
@@ -65,9 +66,12 @@ def load_run(run_dir: str | Path) -> RunData:
     except (OSError, ValueError):
         state = None
     training: dict[str, Any] = {}
+    script = "train_network"
     config = run_dir / "training_config.toml"
     if config.is_file():
-        training, _ = flatten_training_config(load_toml(config).data)
+        doc = load_toml(config)
+        training, _ = flatten_training_config(doc.data)
+        script = script_for_config(doc.text, training)
     text = _read_log(run_dir, state)
     if text is None and not training:
         raise RunStateError(
@@ -165,6 +169,7 @@ def load_run(run_dir: str | Path) -> RunData:
         avg_loss_step, current, epoch_noise(current, epoch_end_step),
     )  # fmt: skip
     run.samples = _samples(output_dir, output_name) if output_dir else {}
+    run.script = script
     return run
 
 
@@ -271,6 +276,8 @@ def summarize(run: RunData) -> dict:
         "checkpoints": [cp.to_dict() for cp in run.checkpoints],
         "recommended": recommendation,
         "samples": run.samples,
+        "lora_format": lora_format(run.script, run.training),
+        "grad_norm": grad_norm(run.scalars),
         "sources": {
             "log": str(run.run_dir / "train.log") if log else None,
             "events": [str(p) for p in run.event_files],
@@ -314,6 +321,11 @@ def _markdown(summary: dict, run: RunData, plot: Path | None) -> str:
         lines.append(f"- cost: ${s['cost']:.2f} at ${s['price_per_hour']}/h")
     if s.get("attempts") and s["attempts"] > 1:
         lines.append(f"- attempts: {s['attempts']} (see attempts/ and train.json)")
+    lines.append(f"- LoRA for {s['lora_format']['family']}; loads in: {s['lora_format']['apps']}")
+    if s.get("grad_norm"):
+        g = s["grad_norm"]
+        lines.append(f"- gradient norm ({g['tag']}): first {_num(g['first'])}, last "
+                     f"{_num(g['last'])}, max {_num(g['max'])}")  # fmt: skip
     if s["recommended"]:
         lines += ["", f"**Use {s['recommended']['file']}**: {s['recommended']['reason']}."]
     if plot is not None:

@@ -13,6 +13,16 @@ Behaviour is planted through the environment:
   FAKE_KOHYA_MODE          "nodata" (kohya's no-data error, exit 0) or "nan" (NaN loss)
   FAKE_KOHYA_NAN_STEP      first step with a NaN loss (default 3)
   FAKE_KOHYA_STEP_SLEEP    seconds per step (default 0)
+  FAKE_KOHYA_OOM_UNLESS_SWAP  (DiT scripts) run out of memory while blocks_to_swap is
+                           below this
+  FAKE_KOHYA_GRAD_NAN_STEP (FLUX) first step whose norm/avg_grad_norm is NaN
+
+Run through one of the DiT family scripts (the wrappers beside it pass their name in
+FAKE_SCRIPT) it behaves as that script does at start-up (model-families.md): model files
+are opened (FileNotFoundError as kohya raises it), its bucket step and Chroma's T5 mask
+are asserted, FLUX logs norm/avg_grad_norm and block swapping is announced. With
+sample_prompts, sample images are written per epoch under output_dir/sample/ with
+kohya's names.
 """
 
 import argparse
@@ -100,6 +110,58 @@ class Events:
             self.writer.close()
 
 
+SCRIPT = globals().get("FAKE_SCRIPT", "train_network")  # set by the family wrappers
+FILE_KEYS = ("pretrained_model_name_or_path", "clip_l", "clip_g", "t5xxl", "ae", "gemma2",
+             "text_encoder", "byt5", "qwen3", "vae")
+BUCKET_STEP = {"flux_train_network": 64, "lumina_train_network": 64,
+               "hunyuan_image_train_network": 64, "sd3_train_network": 32,
+               "anima_train_network": 16}
+
+
+def fail(text: str) -> int:
+    sys.stderr.write(f"Traceback (most recent call last):\n  File \"{SCRIPT}.py\"\n{text}\n")
+    return 1
+
+
+def family_checks(conf: dict, ds: dict) -> int:
+    """kohya's own start-up checks of the DiT scripts; 0 when they pass."""
+    for key in FILE_KEYS:
+        value = conf.get(key)
+        if isinstance(value, str) and value and not os.path.exists(value):
+            return fail(f'FileNotFoundError: No such file or directory: "{value}"')
+    step = ds.get("general", {}).get("bucket_reso_steps", 64)
+    if step % 64 and SCRIPT in ("flux_train_network", "lumina_train_network",
+                                "hunyuan_image_train_network"):
+        return fail(f"AssertionError: bucket_reso_steps is {step}. it must be divisible by 64.")
+    if step % BUCKET_STEP[SCRIPT]:
+        return fail(f"AssertionError: bucket_reso_steps must be divisible by {BUCKET_STEP[SCRIPT]}")
+    if conf.get("model_type") == "chroma" and not conf.get("apply_t5_attn_mask"):
+        return fail("AssertionError: apply_t5_attn_mask must be True for Chroma")
+    swap = int(conf.get("blocks_to_swap", 0) or 0)
+    if swap and SCRIPT == "flux_train_network":
+        print(f"FLUX: Block swap enabled. Swapping {swap} blocks, double blocks: {swap // 2}, "
+              f"single blocks: {(swap - swap // 2) * 2}.")
+    need = os.environ.get("FAKE_KOHYA_OOM_UNLESS_SWAP")
+    if need is not None and swap < int(need):
+        sys.stderr.write(
+            "Traceback (most recent call last):\n"
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.00 GiB.\n"
+        )
+        return 1
+    return 0
+
+
+def write_sample(conf: dict, epoch: int) -> None:
+    folder = os.path.join(conf["output_dir"], "sample")
+    os.makedirs(folder, exist_ok=True)
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    name = conf.get("output_name", "last")
+    path = os.path.join(folder, f"{name}_e{epoch:06d}_00_{stamp}_1.png")
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (epoch * 20 % 255, 0, 0)).save(path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config_file", required=True)
@@ -120,6 +182,12 @@ def main() -> int:
         sizes = [s for s in sizes if s]
         batch = max(sizes) if sizes else batch
         log("INFO", f"Loading dataset config from {dataset_config}", "train_network.py:519")
+    else:
+        ds = {}
+    if SCRIPT in BUCKET_STEP:
+        failed = family_checks(conf, ds)
+        if failed:
+            return failed
     mode = os.environ.get("FAKE_KOHYA_MODE", "")
 
     print("accelerator device: cpu")
@@ -202,6 +270,10 @@ def main() -> int:
             events.scalar("loss/current", current, step)
             events.scalar("loss/average", average, step)
             events.scalar("lr/unet", 1e-4, step)
+            if SCRIPT == "flux_train_network":  # networks.lora_flux logs it every step
+                bad = int(os.environ.get("FAKE_KOHYA_GRAD_NAN_STEP", "0") or 0)
+                events.scalar("norm/avg_grad_norm", math.nan if bad and step >= bad else 0.5 / step,
+                              step)
         if epoch <= len(val_losses):
             sys.stderr.write("\n")
             for n in range(5):
@@ -219,6 +291,9 @@ def main() -> int:
             "ss_output_name": name,
             "ss_num_epochs": epochs,
         }
+        every = int(conf.get("sample_every_n_epochs", 0) or 0)
+        if conf.get("sample_prompts") and every and epoch % every == 0:
+            write_sample(conf, epoch)
         if save_every and epoch % save_every == 0 and epoch < epochs:
             path = os.path.join(output_dir, f"{name}-{epoch:06d}.safetensors")
             print(f"\nsaving checkpoint: {path}")
