@@ -427,18 +427,7 @@ def load_config(
             path=path,
             hint=KOHYA_HINT,
         )
-    # Both scripts' option names exist on args, so SDXL-only options read as None for SD1.
-    values: dict[str, Any] = dict.fromkeys(training_properties(SDXL_TRAIN_NETWORK))
-    values.update(dict.fromkeys(training_properties(script)))
-    values.update(training_defaults(script))
-    values.update(flat)
-    args = SimpleNamespace(**values)
-    if isinstance(args.text_encoder_lr, list):
-        args.text_encoder_lr = args.text_encoder_lr[0] if args.text_encoder_lr else None
-    if args.optimizer_type == "" and args.use_8bit_adam:
-        args.optimizer_type = "AdamW8bit"
-    elif args.optimizer_type == "" and args.use_lion_optimizer:
-        args.optimizer_type = "Lion"
+    args = _make_args(script, flat)
     ds_path = Path(args.dataset_config) if args.dataset_config else None
     if ds_path is not None:
         datasets = _datasets_from_dataset_config(ds_path, args)
@@ -453,6 +442,29 @@ def load_config(
     if not args.output_dir:
         raise ConfigError("output_dir is not set", path=path, hint="set output_dir")
     _check_latent_cache(args, datasets, ds_path or path)
+    _check_option_pairs(args, path)
+    return TrainerConfig(script, path, args, datasets, ds_path)
+
+
+def _make_args(script: str, flat: dict[str, Any]) -> SimpleNamespace:
+    """kohya's argparse namespace: every option of the script, its default, then the file's."""
+    # Both scripts' option names exist on args, so SDXL-only options read as None for SD1.
+    values: dict[str, Any] = dict.fromkeys(training_properties(SDXL_TRAIN_NETWORK))
+    values.update(dict.fromkeys(training_properties(script)))
+    values.update(training_defaults(script))
+    values.update(flat)
+    args = SimpleNamespace(**values)
+    if isinstance(args.text_encoder_lr, list):
+        args.text_encoder_lr = args.text_encoder_lr[0] if args.text_encoder_lr else None
+    if args.optimizer_type == "" and args.use_8bit_adam:
+        args.optimizer_type = "AdamW8bit"
+    elif args.optimizer_type == "" and args.use_lion_optimizer:
+        args.optimizer_type = "Lion"
+    return args
+
+
+def _check_option_pairs(args: SimpleNamespace, path: Path) -> None:
+    """Options that need another option, as kohya's own checks demand."""
     # kohya checks full_fp16 first and then ignores full_bf16.
     flag = "full_fp16" if args.full_fp16 else "full_bf16" if args.full_bf16 else None
     if flag is not None:
@@ -478,7 +490,6 @@ def load_config(
             path=path,
             hint="set noise_offset (e.g. 0.05) or remove adaptive_noise_scale",
         )
-    return TrainerConfig(script, path, args, datasets, ds_path)
 
 
 def _check_dim_from_weights(args: SimpleNamespace, path: Path) -> None:

@@ -128,95 +128,112 @@ class PreparedGroup:
         return sum(part.reg_count for part in self.parts)
 
 
-def prepare(spec: DatasetSpec, *, training: bool = True) -> PreparedDataset:
+def _bucket_list(spec: DatasetSpec) -> list[tuple[int, int]]:
+    """kohya's bucket resolutions for this dataset; none when bucketing is off."""
+    res = spec.resolution
+    if not spec.enable_bucket:
+        return []
+    settings = BucketSettings(
+        res, spec.min_bucket_reso, spec.max_bucket_reso, spec.bucket_reso_steps
+    )
+    problems = settings.problems()
+    if min(res) < spec.min_bucket_reso or max(res) > spec.max_bucket_reso or problems:
+        raise DatasetError(
+            problems[0]
+            if problems
+            else f"resolution {res} is outside min_bucket_reso {spec.min_bucket_reso} .."
+            f" max_bucket_reso {spec.max_bucket_reso}",
+            hint="set min_bucket_reso/max_bucket_reso to multiples of bucket_reso_steps "
+            "around the resolution",
+        )
+    return make_buckets(res, spec.min_bucket_reso, spec.max_bucket_reso, spec.bucket_reso_steps)
+
+
+def _subset_images(spec: DatasetSpec, subset: SubsetSpec, training: bool) -> list[Path]:
+    """The subset's images on this side of the validation split."""
+    if not subset.image_dir.is_dir():
+        raise DatasetError("image folder not found", path=subset.image_dir)
+    images = list_images(subset.image_dir)
+    if not subset.is_reg:
+        return split_validation(
+            images, spec.validation_split, spec.validation_seed, training=training
+        )
+    if not training:
+        return []  # kohya never validates on reg images
+    return images
+
+
+def _image_size(image: Path) -> tuple[int, int]:
+    """The image's size as it will be loaded."""
     from PIL import Image
 
-    res = spec.resolution
-    buckets: list[tuple[int, int]] = []
-    if spec.enable_bucket:
-        settings = BucketSettings(
-            res, spec.min_bucket_reso, spec.max_bucket_reso, spec.bucket_reso_steps
-        )
-        problems = settings.problems()
-        if min(res) < spec.min_bucket_reso or max(res) > spec.max_bucket_reso or problems:
+    try:
+        with Image.open(image) as im:
+            size = im.size
+            # Rotated by its EXIF orientation when loaded, so bucket it rotated too.
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):
+                size = (size[1], size[0])
+    except OSError as exc:
+        raise DatasetError("cannot read image", path=image, hint="remove or re-save it") from exc
+    return size
+
+
+def _unbucketed_item(
+    image: Path, subset: SubsetSpec, size: tuple[int, int], res: tuple[int, int]
+) -> ImageItem:
+    """An image trained at the fixed resolution, as kohya accepts it without bucketing."""
+    face = face_from_name(image) if subset.face_crop_aug_range else None
+    if face is not None:
+        if size[0] < res[0] or size[1] < res[1]:
             raise DatasetError(
-                problems[0]
-                if problems
-                else f"resolution {res} is outside min_bucket_reso {spec.min_bucket_reso} .."
-                f" max_bucket_reso {spec.max_bucket_reso}",
-                hint="set min_bucket_reso/max_bucket_reso to multiples of bucket_reso_steps "
-                "around the resolution",
+                f"image is {size[0]}x{size[1]}, smaller than the resolution"
+                f" {res[0]}x{res[1]}: face_crop_aug_range cannot cut it",
+                path=image,
+                hint="use a larger image or a lower resolution",
             )
-        buckets = make_buckets(
-            res, spec.min_bucket_reso, spec.max_bucket_reso, spec.bucket_reso_steps
+        caption = read_caption(image, subset)
+        return ImageItem(image, caption, subset, size, res, face=face)
+    larger = size[0] > res[0] or size[1] > res[1]
+    if larger and subset.random_crop and size[0] >= res[0] and size[1] >= res[1]:
+        return ImageItem(image, read_caption(image, subset), subset, size, res, True)
+    if larger and subset.random_crop:
+        raise DatasetError(
+            f"image is {size[0]}x{size[1]}: larger than the resolution"
+            f" {res[0]}x{res[1]} on one side and smaller on the other, which"
+            " random_crop cannot cut without bucketing",
+            path=image,
+            hint="set enable_bucket = true or resize the image",
         )
+    if larger:
+        raise DatasetError(
+            f"image is {size[0]}x{size[1]}, larger than the resolution"
+            f" {res[0]}x{res[1]}, and bucketing is off",
+            path=image,
+            hint="set enable_bucket = true or resize the image",
+        )
+    return ImageItem(image, read_caption(image, subset), subset, size, res)
+
+
+def prepare(spec: DatasetSpec, *, training: bool = True) -> PreparedDataset:
+    """The dataset's images on one side of the validation split, each with its bucket."""
+    res = spec.resolution
+    buckets = _bucket_list(spec)
     items: list[ImageItem] = []
     for subset in spec.subsets:
-        if not subset.image_dir.is_dir():
-            raise DatasetError("image folder not found", path=subset.image_dir)
-        images = list_images(subset.image_dir)
-        if not subset.is_reg:
-            images = split_validation(
-                images, spec.validation_split, spec.validation_seed, training=training
+        for image in _subset_images(spec, subset, training):
+            size = _image_size(image)
+            if not spec.enable_bucket:
+                items.append(_unbucketed_item(image, subset, size, res))
+                continue
+            bucket = select_bucket(
+                size,
+                buckets,
+                max_reso=res,
+                steps=spec.bucket_reso_steps,
+                no_upscale=spec.bucket_no_upscale,
+                min_size=spec.min_bucket_reso,
+                max_size=spec.max_bucket_reso,
             )
-        elif not training:
-            images = []  # kohya never validates on reg images
-        for image in images:
-            try:
-                with Image.open(image) as im:
-                    size = im.size
-                    # Rotated by its EXIF orientation when loaded, so bucket it rotated too.
-                    if im.getexif().get(0x0112) in (5, 6, 7, 8):
-                        size = (size[1], size[0])
-            except OSError as exc:
-                raise DatasetError(
-                    "cannot read image", path=image, hint="remove or re-save it"
-                ) from exc
-            if spec.enable_bucket:
-                bucket = select_bucket(
-                    size,
-                    buckets,
-                    max_reso=res,
-                    steps=spec.bucket_reso_steps,
-                    no_upscale=spec.bucket_no_upscale,
-                    min_size=spec.min_bucket_reso,
-                    max_size=spec.max_bucket_reso,
-                )
-            else:
-                face = face_from_name(image) if subset.face_crop_aug_range else None
-                if face is not None:
-                    if size[0] < res[0] or size[1] < res[1]:
-                        raise DatasetError(
-                            f"image is {size[0]}x{size[1]}, smaller than the resolution"
-                            f" {res[0]}x{res[1]}: face_crop_aug_range cannot cut it",
-                            path=image,
-                            hint="use a larger image or a lower resolution",
-                        )
-                    caption = read_caption(image, subset)
-                    items.append(ImageItem(image, caption, subset, size, res, face=face))
-                    continue
-                larger = size[0] > res[0] or size[1] > res[1]
-                if larger and subset.random_crop and size[0] >= res[0] and size[1] >= res[1]:
-                    items.append(
-                        ImageItem(image, read_caption(image, subset), subset, size, res, True)
-                    )
-                    continue
-                if larger and subset.random_crop:
-                    raise DatasetError(
-                        f"image is {size[0]}x{size[1]}: larger than the resolution"
-                        f" {res[0]}x{res[1]} on one side and smaller on the other, which"
-                        " random_crop cannot cut without bucketing",
-                        path=image,
-                        hint="set enable_bucket = true or resize the image",
-                    )
-                if larger:
-                    raise DatasetError(
-                        f"image is {size[0]}x{size[1]}, larger than the resolution"
-                        f" {res[0]}x{res[1]}, and bucketing is off",
-                        path=image,
-                        hint="set enable_bucket = true or resize the image",
-                    )
-                bucket = res
             items.append(ImageItem(image, read_caption(image, subset), subset, size, bucket))
     return PreparedDataset(spec, tuple(items), training)
 

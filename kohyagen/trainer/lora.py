@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,6 +202,61 @@ def lora_delta(mod: LoRAModule) -> torch.Tensor:
     return delta * mod.scale
 
 
+ModuleFactory = Callable[[str, nn.Module, int, Any], "LoRAModule | None"]
+
+
+def _text_encoder_modules(
+    text_encoders: list[nn.Module], module: ModuleFactory, rank: int, alpha: Any, *, sdxl: bool
+) -> list[LoRAModule | None]:
+    """One LoRA module per targeted text encoder layer, under kohya's lora_te names."""
+    te_mods: list[LoRAModule | None] = []
+    for idx, te in enumerate(text_encoders):
+        prefix = f"lora_te{idx + 1}" if sdxl else "lora_te"
+        seen: set[str] = set()
+        for path, org in _targets(te, TE_TARGETS):
+            # transformers 5 dropped the text_model wrapper; kohya's names keep it.
+            if not path.startswith("text_model."):
+                path = "text_model." + path
+            name = f"{prefix}_{path.replace('.', '_')}"
+            if name not in seen:
+                seen.add(name)
+                te_mods.append(module(name, org, rank, alpha))
+    return te_mods
+
+
+def _unet_modules(
+    unet: nn.Module,
+    module: ModuleFactory,
+    rank: int,
+    alpha: Any,
+    *,
+    conv: tuple[int | None, float | None] | None,
+    sdxl: bool,
+) -> list[LoRAModule | None]:
+    """One LoRA module per targeted U-Net layer (and conv layer), under kohya's names."""
+    layers = getattr(unet.config, "layers_per_block", 2)
+    if isinstance(layers, (list, tuple)):
+        layers = layers[0]
+    up_attn = frozenset(
+        i for i, block in enumerate(getattr(unet, "up_blocks", [])) if hasattr(block, "attentions")
+    )
+
+    def kohya_name(path: str) -> str:
+        kohya_path = sgm_unet_path(path, layers, up_attn) if sdxl else path
+        return f"lora_unet_{kohya_path.replace('.', '_')}"
+
+    unet_mods = [
+        module(kohya_name(path), org, rank, alpha) for path, org in _targets(unet, UNET_TARGETS)
+    ]
+    if conv is not None:
+        conv_rank, conv_alpha = conv
+        for path, org in _targets(unet, UNET_CONV_TARGETS, conv=True):
+            is_3x3 = isinstance(org, nn.Conv2d) and org.kernel_size != (1, 1)
+            r, a = (conv_rank or rank, conv_alpha) if is_3x3 else (rank, alpha)
+            unet_mods.append(module(kohya_name(path), org, r, a))
+    return unet_mods
+
+
 class LoRANetwork(nn.Module):
     def __init__(
         self,
@@ -230,39 +286,19 @@ class LoRANetwork(nn.Module):
 
         te_mods: list[LoRAModule | None] = []
         if train_text_encoder:
-            for idx, te in enumerate(text_encoders):
-                prefix = f"lora_te{idx + 1}" if sdxl else "lora_te"
-                seen: set[str] = set()
-                for path, org in _targets(te, TE_TARGETS):
-                    # transformers 5 dropped the text_model wrapper; kohya's names keep it.
-                    if not path.startswith("text_model."):
-                        path = "text_model." + path
-                    name = f"{prefix}_{path.replace('.', '_')}"
-                    if name not in seen:
-                        seen.add(name)
-                        te_mods.append(module(name, org, rank, alpha))
+            te_mods = _text_encoder_modules(text_encoders, module, rank, alpha, sdxl=sdxl)
         unet_mods: list[LoRAModule | None] = []
         if train_unet:
-            layers = getattr(unet.config, "layers_per_block", 2)
-            if isinstance(layers, (list, tuple)):
-                layers = layers[0]
-            up_attn = frozenset(
-                i
-                for i, block in enumerate(getattr(unet, "up_blocks", []))
-                if hasattr(block, "attentions")
+            # kohya's conv_dim: ResNet and resampler convs too
+            with_conv = bool(conv_rank) or dims is not None
+            unet_mods = _unet_modules(
+                unet,
+                module,
+                rank,
+                alpha,
+                conv=(conv_rank, conv_alpha) if with_conv else None,
+                sdxl=sdxl,
             )
-
-            def kohya_name(path: str) -> str:
-                kohya_path = sgm_unet_path(path, layers, up_attn) if sdxl else path
-                return f"lora_unet_{kohya_path.replace('.', '_')}"
-
-            for path, org in _targets(unet, UNET_TARGETS):
-                unet_mods.append(module(kohya_name(path), org, rank, alpha))
-            if conv_rank or dims is not None:  # kohya's conv_dim: ResNet and resampler convs too
-                for path, org in _targets(unet, UNET_CONV_TARGETS, conv=True):
-                    is_3x3 = isinstance(org, nn.Conv2d) and org.kernel_size != (1, 1)
-                    r, a = (conv_rank or rank, conv_alpha) if is_3x3 else (rank, alpha)
-                    unet_mods.append(module(kohya_name(path), org, r, a))
         self.text_encoder_loras = nn.ModuleList([m for m in te_mods if m is not None])
         self.unet_loras = nn.ModuleList([m for m in unet_mods if m is not None])
 

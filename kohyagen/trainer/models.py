@@ -50,7 +50,28 @@ def _uncached_config_repo(exc: BaseException) -> str | None:
     return None
 
 
-def load_components(args, *, sdxl: bool) -> Components:
+def _load_failure_hint(exc: BaseException, source: str, path: Path) -> str:
+    """What to try when the base model does not load: the cache, the path, the hub."""
+    import os
+
+    config_repo = _uncached_config_repo(exc) if path.is_file() else None
+    if config_repo is not None:
+        hint = (
+            f"a single file is read with the config and tokenizer files of {config_repo},"
+            " which are not in the Hugging Face cache, and the hub cannot be reached:"
+            f" fetch them once with `hf download {config_repo} --include '*.json'"
+            " '*/*.json' '*.txt' '*/*.txt' '*/*.model'`"
+        )
+    elif path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
+        hint = "check the path; a single file must be an SD1/SD2/SDXL checkpoint"
+    elif os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        hint = f"offline mode is on: fetch it once with `hf download {source}`"
+    else:
+        hint = "check the repo id and your network or HF_TOKEN"
+    return hint
+
+
+def load_components(args: Any, *, sdxl: bool) -> Components:
     diffusers = require("diffusers")
     require("transformers")
     source = str(args.pretrained_model_name_or_path)
@@ -65,23 +86,11 @@ def load_components(args, *, sdxl: bool) -> Components:
         else:
             pipe = cls.from_pretrained(source, **extra)
     except Exception as exc:  # diffusers raises many kinds for a missing or foreign model
-        import os
-
-        config_repo = _uncached_config_repo(exc) if path.is_file() else None
-        if config_repo is not None:
-            hint = (
-                f"a single file is read with the config and tokenizer files of {config_repo},"
-                " which are not in the Hugging Face cache, and the hub cannot be reached:"
-                f" fetch them once with `hf download {config_repo} --include '*.json'"
-                " '*/*.json' '*.txt' '*/*.txt' '*/*.model'`"
-            )
-        elif path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
-            hint = "check the path; a single file must be an SD1/SD2/SDXL checkpoint"
-        elif os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-            hint = f"offline mode is on: fetch it once with `hf download {source}`"
-        else:
-            hint = "check the repo id and your network or HF_TOKEN"
-        raise ModelNotFound(f"cannot load the base model: {exc}", path=source, hint=hint) from exc
+        raise ModelNotFound(
+            f"cannot load the base model: {exc}",
+            path=source,
+            hint=_load_failure_hint(exc, source, path),
+        ) from exc
     text_encoders = [pipe.text_encoder]
     tokenizers = [pipe.tokenizer]
     if sdxl:

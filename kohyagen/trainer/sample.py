@@ -12,6 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kohyagen.errors import ConfigError
 
@@ -104,37 +105,20 @@ def sample_filename(name: str | None, *, epoch: int | None, step: int, index: in
 
 
 def sample_images(
-    components, args, out_dir: Path, *, epoch: int | None, step: int, device, v_prediction: bool
+    components: Any,
+    args: Any,
+    out_dir: Path,
+    *,
+    epoch: int | None,
+    step: int,
+    device: Any,
+    v_prediction: bool,
 ) -> list[Path]:
-    import diffusers
+    """Draw every sample prompt with the LoRA applied; the written PNG files."""
     import torch
 
     prompts = read_prompts(args.sample_prompts)
-    cls_name = _SCHEDULERS.get(args.sample_sampler or "ddim", "DDIMScheduler")
-    scheduler = getattr(diffusers, cls_name)(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="v_prediction" if v_prediction else "epsilon",
-    )
-    common = {
-        "vae": components.vae,
-        "text_encoder": components.text_encoders[0],
-        "tokenizer": components.tokenizers[0],
-        "unet": components.unet,
-        "scheduler": scheduler,
-    }
-    if components.sdxl:
-        pipe = diffusers.StableDiffusionXLPipeline(
-            **common,
-            text_encoder_2=components.text_encoders[1],
-            tokenizer_2=components.tokenizers[1],
-        )
-    else:
-        pipe = diffusers.StableDiffusionPipeline(
-            **common, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-        )
+    pipe = _make_pipeline(components, args, v_prediction=v_prediction)
     pipe.set_progress_bar_config(disable=True)
     unet_device = next(components.unet.parameters()).device
     # Caching may have parked the text encoders and the VAE on the CPU; the pipeline
@@ -172,6 +156,38 @@ def sample_images(
         for module, dev in zip(parked, parked_devices, strict=True):
             module.to(dev)
     return written
+
+
+def _make_pipeline(components: Any, args: Any, *, v_prediction: bool) -> Any:
+    """A diffusers pipeline around the training models, with kohya's sample scheduler."""
+    import diffusers
+
+    cls_name = _SCHEDULERS.get(args.sample_sampler or "ddim", "DDIMScheduler")
+    scheduler = getattr(diffusers, cls_name)(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="v_prediction" if v_prediction else "epsilon",
+    )
+    common = {
+        "vae": components.vae,
+        "text_encoder": components.text_encoders[0],
+        "tokenizer": components.tokenizers[0],
+        "unet": components.unet,
+        "scheduler": scheduler,
+    }
+    if components.sdxl:
+        pipe = diffusers.StableDiffusionXLPipeline(
+            **common,
+            text_encoder_2=components.text_encoders[1],
+            tokenizer_2=components.tokenizers[1],
+        )
+    else:
+        pipe = diffusers.StableDiffusionPipeline(
+            **common, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
+    return pipe
 
 
 def _decode(pipe, components, latents):

@@ -127,7 +127,7 @@ def architecture(*, sdxl: bool, v2: bool, v_param: bool) -> str:
 
 
 def training_metadata(
-    args,
+    args: Any,
     *,
     sdxl: bool,
     v_param: bool,
@@ -170,6 +170,17 @@ def training_metadata(
         "ss_full_fp16": bool(a.full_fp16),
         "ss_v2": bool(a.v2),
         "ss_base_model_version": base_model_version(sdxl=sdxl, v2=bool(a.v2), v_param=v_param),
+    }
+    md.update(_option_keys(a, optimizer_name))
+    md = _with_hashes_and_args(md, args, dataset_info)
+    out = {k: _s(v) for k, v in md.items()}
+    out.update(modelspec(args, sdxl=sdxl, v_param=v_param, resolution=resolution))
+    return out
+
+
+def _option_keys(a: Any, optimizer_name: str) -> dict[str, Any]:
+    """The ss_* keys of the remaining training options (their order is the file's)."""
+    return {
         "ss_clip_skip": a.clip_skip,
         "ss_max_token_length": a.max_token_length,
         "ss_cache_latents": bool(a.cache_latents),
@@ -210,6 +221,13 @@ def training_metadata(
         "ss_validate_every_n_steps": a.validate_every_n_steps,
         "ss_resize_interpolation": a.resize_interpolation,
     }
+
+
+def _with_hashes_and_args(
+    md: dict[str, Any], args: Any, dataset_info: dict[str, Any]
+) -> dict[str, Any]:
+    """Model hashes, dataset keys, network_args; only the network's keys with no_metadata."""
+    a = args
     md.update(model_hashes(args.pretrained_model_name_or_path, "sd_model"))
     if args.vae:
         md.update(model_hashes(args.vae, "vae"))
@@ -228,9 +246,7 @@ def training_metadata(
             "ss_network_args",
         )
         md = {k: md[k] for k in keep if k in md}
-    out = {k: _s(v) for k, v in md.items()}
-    out.update(modelspec(args, sdxl=sdxl, v_param=v_param, resolution=resolution))
-    return out
+    return md
 
 
 def modelspec(args, *, sdxl: bool, v_param: bool, resolution: tuple[int, int]) -> dict[str, str]:
@@ -301,18 +317,34 @@ def _subset_entry(part, s) -> dict[str, Any]:
     }
 
 
-def dataset_metadata(cfg, group) -> dict[str, str]:
+def dataset_metadata(cfg: Any, group: Any) -> dict[str, str]:
     """ss_dataset_dirs, ss_tag_frequency and (with a dataset config) ss_datasets.
 
     group: the training datasets (kohyagen.trainer.data.PreparedGroup).
     """
-    args = cfg.args
-    dirs: dict[str, dict[str, int]] = {}
-    reg_dirs: dict[str, dict[str, int]] = {}
-    tags: dict[str, dict[str, int]] = {}
-    part_tags: list[dict[str, dict[str, int]]] = []
+    dirs, reg_dirs, tags, part_tags = _tag_counts(group)
+    out = {"ss_tag_frequency": json_field(tags), "ss_dataset_dirs": json_field(dirs)}
+    if cfg.dataset_config_path is None:
+        out.update(_single_dataset_keys(cfg.args, group.parts[0], reg_dirs))
+    else:
+        out["ss_datasets"] = json_field(
+            [_dataset_entry(part, own) for part, own in zip(group.parts, part_tags, strict=True)]
+        )
+    return out
+
+
+Counts = dict[str, dict[str, int]]
+
+
+def _tag_counts(group: Any) -> tuple[Counts, Counts, Counts, list[Counts]]:
+    """Each folder's repeats and image count, and its caption tags' frequencies, overall
+    and per dataset."""
+    dirs: Counts = {}
+    reg_dirs: Counts = {}
+    tags: Counts = {}
+    part_tags: list[Counts] = []
     for part in group.parts:
-        mine: dict[str, dict[str, int]] = {}
+        mine: Counts = {}
         for subset in part.spec.subsets:
             items = [it for it in part.items if it.subset is subset]
             target = reg_dirs if subset.is_reg else dirs
@@ -328,55 +360,46 @@ def dataset_metadata(cfg, group) -> dict[str, str]:
                         freq[tag] = freq.get(tag, 0) + 1
                         own[tag] = own.get(tag, 0) + 1
         part_tags.append(mine)
-    out = {"ss_tag_frequency": json_field(tags), "ss_dataset_dirs": json_field(dirs)}
-    if cfg.dataset_config_path is None:
-        part = group.parts[0]
-        spec = part.spec
-        out.update(
-            {
-                "ss_batch_size_per_device": str(spec.batch_size),
-                "ss_total_batch_size": str(
-                    spec.batch_size * int(args.gradient_accumulation_steps or 1)
-                ),
-                "ss_resolution": str(spec.resolution),
-                "ss_color_aug": str(bool(args.color_aug)),
-                "ss_flip_aug": str(bool(args.flip_aug)),
-                "ss_random_crop": str(bool(args.random_crop)),
-                "ss_shuffle_caption": str(bool(args.shuffle_caption)),
-                "ss_enable_bucket": str(spec.enable_bucket),
-                "ss_bucket_no_upscale": str(spec.bucket_no_upscale),
-                "ss_min_bucket_reso": str(spec.min_bucket_reso if spec.enable_bucket else None),
-                "ss_max_bucket_reso": str(spec.max_bucket_reso if spec.enable_bucket else None),
-                "ss_keep_tokens": str(args.keep_tokens),
-                "ss_reg_dataset_dirs": json_field(reg_dirs),
-                "ss_bucket_info": json_field(_bucket_info(part)),
-            }
-        )
-    else:
-        out["ss_datasets"] = json_field(
-            [
-                {
-                    "is_dreambooth": True,
-                    "batch_size_per_device": part.spec.batch_size,
-                    "num_train_images": part.train_count,
-                    "num_reg_images": part.reg_count,
-                    "resolution": list(part.spec.resolution),
-                    "enable_bucket": part.spec.enable_bucket,
-                    "min_bucket_reso": (
-                        part.spec.min_bucket_reso if part.spec.enable_bucket else None
-                    ),
-                    "max_bucket_reso": (
-                        part.spec.max_bucket_reso if part.spec.enable_bucket else None
-                    ),
-                    "tag_frequency": own,
-                    "bucket_info": _bucket_info(part) if part.spec.enable_bucket else None,
-                    "resize_interpolation": None,
-                    "subsets": [_subset_entry(part, s) for s in part.spec.subsets],
-                }
-                for part, own in zip(group.parts, part_tags, strict=True)
-            ]
-        )
-    return out
+    return dirs, reg_dirs, tags, part_tags
+
+
+def _single_dataset_keys(args: Any, part: Any, reg_dirs: Counts) -> dict[str, str]:
+    """kohya's flat ss_* dataset keys, written when no dataset config is used."""
+    spec = part.spec
+    return {
+        "ss_batch_size_per_device": str(spec.batch_size),
+        "ss_total_batch_size": str(spec.batch_size * int(args.gradient_accumulation_steps or 1)),
+        "ss_resolution": str(spec.resolution),
+        "ss_color_aug": str(bool(args.color_aug)),
+        "ss_flip_aug": str(bool(args.flip_aug)),
+        "ss_random_crop": str(bool(args.random_crop)),
+        "ss_shuffle_caption": str(bool(args.shuffle_caption)),
+        "ss_enable_bucket": str(spec.enable_bucket),
+        "ss_bucket_no_upscale": str(spec.bucket_no_upscale),
+        "ss_min_bucket_reso": str(spec.min_bucket_reso if spec.enable_bucket else None),
+        "ss_max_bucket_reso": str(spec.max_bucket_reso if spec.enable_bucket else None),
+        "ss_keep_tokens": str(args.keep_tokens),
+        "ss_reg_dataset_dirs": json_field(reg_dirs),
+        "ss_bucket_info": json_field(_bucket_info(part)),
+    }
+
+
+def _dataset_entry(part: Any, own: Counts) -> dict[str, Any]:
+    """One [[datasets]] entry of kohya's ss_datasets."""
+    return {
+        "is_dreambooth": True,
+        "batch_size_per_device": part.spec.batch_size,
+        "num_train_images": part.train_count,
+        "num_reg_images": part.reg_count,
+        "resolution": list(part.spec.resolution),
+        "enable_bucket": part.spec.enable_bucket,
+        "min_bucket_reso": (part.spec.min_bucket_reso if part.spec.enable_bucket else None),
+        "max_bucket_reso": (part.spec.max_bucket_reso if part.spec.enable_bucket else None),
+        "tag_frequency": own,
+        "bucket_info": _bucket_info(part) if part.spec.enable_bucket else None,
+        "resize_interpolation": None,
+        "subsets": [_subset_entry(part, s) for s in part.spec.subsets],
+    }
 
 
 def _bucket_info(train_ds) -> dict | None:
