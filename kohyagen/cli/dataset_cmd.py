@@ -8,11 +8,15 @@ import shlex
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kohyagen.cli.output import emit_json, print_findings, stdout_console
 from kohyagen.findings import Finding, Severity
+
+if TYPE_CHECKING:
+    from kohyagen.dataset.check import DatasetReport
 
 MODEL_CHOICES = ("sd15", "sd2", "sdxl")
 
@@ -158,11 +162,10 @@ def check_cmd(
         ctx.exit(1)
 
 
-def _print_report(report) -> None:
+def _summary_table(report: DatasetReport) -> Any:
+    """The dataset's numbers, one row each."""
     from rich.table import Table
 
-    console = stdout_console()
-    root = Path(report.root)
     summary = Table(title=f"dataset {report.root}", show_header=False, expand=False)
     summary.add_column(style="bold")
     summary.add_column()
@@ -186,7 +189,12 @@ def _print_report(report) -> None:
         if key == "regularisation images" and not report.reg_image_count:
             continue
         summary.add_row(key, value)
-    console.print(summary)
+    return summary
+
+
+def _print_tables(console: Any, report: DatasetReport) -> None:
+    """The folders table and the bucket histogram, when there is anything to show."""
+    from rich.table import Table
 
     if report.subsets:
         folders = Table(title="folders", expand=False)
@@ -214,6 +222,13 @@ def _print_report(report) -> None:
             hist.add_row(key, str(n), "█" * max(1, round(30 * n / top)))
         console.print(hist)
 
+
+def _print_report(report: DatasetReport) -> None:
+    """The check's summary, folder and bucket tables, top tags, findings and notes."""
+    console = stdout_console()
+    root = Path(report.root)
+    console.print(_summary_table(report))
+    _print_tables(console, report)
     if report.tag_frequencies:
         tags = list(report.tag_frequencies.items())[:15]
         console.print("top tags: " + ", ".join(f"{t} ({n})" for t, n in tags))

@@ -52,7 +52,8 @@ class LoRARecipe(RunSetup):
 
     def setup_metadata_and_trackers(self) -> None:
         """Print kohya's run summary, build the ss_* metadata and open TensorBoard."""
-        from kohyagen.trainer.saving import dataset_metadata, training_metadata
+        from kohyagen.trainer.dataset_metadata import dataset_metadata
+        from kohyagen.trainer.saving import training_metadata
 
         args, train_ds = self.args, self.train_ds
         self.console.summary(
