@@ -20,7 +20,7 @@ from kohyagen.dataset.layout import list_images
 from kohyagen.errors import DatasetError
 from kohyagen.trainer.augment import face_from_name
 from kohyagen.trainer.captions import read_caption
-from kohyagen.trainer.config import DatasetSpec, SubsetSpec
+from kohyagen.trainer.dataset_spec import DatasetSpec, SubsetSpec
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kohyagen.atomic import replacing
-from kohyagen.trainer.config import parse_face_range
+from kohyagen.trainer.dataset_spec import parse_face_range
 
 # The commit of sd-scripts whose formats this trainer reproduces.
 KOHYA_COMMIT = "48d368fa557731ad0488c07304dfeba8c07910eb"
