@@ -270,7 +270,9 @@ def _check_dim_from_weights(args: SimpleNamespace, path: Path) -> None:
         )
 
 
-def _check_latent_cache(args: SimpleNamespace, datasets, path: Path) -> None:
+def _check_latent_cache(
+    args: SimpleNamespace, datasets: tuple[DatasetSpec, ...], path: Path
+) -> None:
     """kohya's assertion: cached latents are fixed, so per-step crops and colours cannot be."""
     if not (args.cache_latents or args.cache_latents_to_disk):
         return  # kohya turns cache_latents on for cache_latents_to_disk

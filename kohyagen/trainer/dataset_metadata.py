@@ -15,7 +15,7 @@ def json_field(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _subset_entry(part, s) -> dict[str, Any]:
+def _subset_entry(part: Any, s: Any) -> dict[str, Any]:
     return {
         "img_count": len([it for it in part.items if it.subset is s]),
         "num_repeats": s.num_repeats,
@@ -121,7 +121,7 @@ def _dataset_entry(part: Any, own: Counts) -> dict[str, Any]:
     }
 
 
-def _bucket_info(train_ds) -> dict | None:
+def _bucket_info(train_ds: Any) -> dict[str, Any] | None:
     if not train_ds.spec.enable_bucket:
         return None
     counts: dict[tuple[int, int], int] = {}

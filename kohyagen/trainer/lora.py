@@ -136,13 +136,13 @@ class LoRANetwork(nn.Module):
         conv_rank: int | None = None,
         conv_alpha: float | None = None,
         dims: dict[str, tuple[int, float | int]] | None = None,
-    ):
+    ) -> None:
         """dims (dim_from_weights): rank and alpha per module name, as read from a LoRA
         file; only those modules are made, conv layers included."""
         super().__init__()
         self.rank = rank
 
-        def module(name: str, org: nn.Module, r: int, a) -> LoRAModule | None:
+        def module(name: str, org: nn.Module, r: int, a: Any) -> LoRAModule | None:
             if dims is None:
                 return LoRAModule(name, org, r, a)
             if name not in dims:

@@ -134,18 +134,18 @@ def clamped_snr(scheduler, timesteps):
 
 
 def diffusion_loss(
-    unet,
-    scheduler,
-    latents,
-    hidden,
+    unet: Any,
+    scheduler: Any,
+    latents: torch.Tensor,
+    hidden: torch.Tensor,
     *,
-    timesteps,
-    noise,
-    weights,
+    timesteps: torch.Tensor,
+    noise: torch.Tensor,
+    weights: torch.Tensor,
     v_prediction: bool,
     min_snr_gamma: float | None,
-    added_cond=None,
-    input_perturbation=None,
+    added_cond: dict[str, torch.Tensor] | None = None,
+    input_perturbation: torch.Tensor | None = None,
     debiased: bool = False,
     scale_v_like_eps: bool = False,
     loss_type: str = "l2",
@@ -153,8 +153,8 @@ def diffusion_loss(
     huber_c: float = 0.1,
     huber_scale: float = 1.0,
     v_pred_like: float | None = None,
-    mask=None,
-):
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-sample weighted loss (loss_type l2, l1, huber or smooth_l1) between the U-Net's
     prediction and its target.
 
