@@ -154,7 +154,7 @@ def test_folder_layout_and_oversized_image_without_buckets(tmp_path):
 
 
 def test_sgm_names_for_sdxl():
-    from kohyagen.trainer.lora import sgm_unet_path
+    from kohyagen.trainer.lora_names import sgm_unet_path
 
     assert sgm_unet_path("down_blocks.1.attentions.0.proj_in", 2) == "input_blocks.4.1.proj_in"
     assert sgm_unet_path("down_blocks.2.attentions.1.x", 2) == "input_blocks.8.1.x"

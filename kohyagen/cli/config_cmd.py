@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -94,6 +94,11 @@ def config_command(
         data["dry_run"] = dry_run
         emit_json(data)
         return
+    _print_rendered(rendered, written, dry_run=dry_run)
+
+
+def _print_rendered(rendered: Any, written: list[Path], *, dry_run: bool) -> None:
+    """The configs (on a dry run), the plan, notes, findings, written files and next step."""
     console = stdout_console()
     if dry_run:
         console.print(f"# ---- {rendered.training_path}", markup=False)

@@ -168,11 +168,10 @@ def check_cmd(
         ctx.exit(1)
 
 
-def _print_report(report: DatasetReport) -> None:
+def _summary_table(report: DatasetReport) -> Any:
+    """The dataset's numbers, one row each."""
     from rich.table import Table
 
-    console = stdout_console()
-    root = Path(report.root)
     summary = Table(title=f"dataset {report.root}", show_header=False, expand=False)
     summary.add_column(style="bold")
     summary.add_column()
@@ -196,7 +195,12 @@ def _print_report(report: DatasetReport) -> None:
         if key == "regularisation images" and not report.reg_image_count:
             continue
         summary.add_row(key, value)
-    console.print(summary)
+    return summary
+
+
+def _print_tables(console: Any, report: DatasetReport) -> None:
+    """The folders table and the bucket histogram, when there is anything to show."""
+    from rich.table import Table
 
     if report.subsets:
         folders = Table(title="folders", expand=False)
@@ -224,6 +228,13 @@ def _print_report(report: DatasetReport) -> None:
             hist.add_row(key, str(n), "█" * max(1, round(30 * n / top)))
         console.print(hist)
 
+
+def _print_report(report: DatasetReport) -> None:
+    """The check's summary, folder and bucket tables, top tags, findings and notes."""
+    console = stdout_console()
+    root = Path(report.root)
+    console.print(_summary_table(report))
+    _print_tables(console, report)
     if report.tag_frequencies:
         tags = list(report.tag_frequencies.items())[:15]
         console.print("top tags: " + ", ".join(f"{t} ({n})" for t, n in tags))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 import click
 
@@ -74,27 +75,10 @@ def tag_command(
     Existing captions are kept unless --mode says otherwise, so an interrupted run
     continues where it stopped.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     from kohyagen.tagging.directory import tag_directory
 
     err = stderr_console()
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=as_json,
-    )
-    task = bar.add_task("tagging", total=None)
-
-    def progress(done: int, total: int) -> None:
-        # Started on the first call, after any model download has printed its own bars.
-        if not bar.live.is_started:
-            bar.start()
-        bar.update(task, completed=done, total=total)
+    bar, progress = _progress_bar(err, disable=as_json)
 
     def message(text: str) -> None:
         style = "yellow" if text.startswith("warning:") else "cyan"
@@ -127,7 +111,31 @@ def tag_command(
     _print_summary(result)
 
 
-def _print_summary(result: TagResult) -> None:
+def _progress_bar(err: Any, *, disable: bool) -> tuple[Any, Callable[[int, int], None]]:
+    """A tagging progress bar on stderr, and the callback that drives it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=disable,
+    )
+    task = bar.add_task("tagging", total=None)
+
+    def progress(done: int, total: int) -> None:
+        # Started on the first call, after any model download has printed its own bars.
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    return bar, progress
+
+
+def _print_summary(result) -> None:
     from rich.table import Table
 
     out = stdout_console()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 import click
 
@@ -103,21 +104,7 @@ def train_command(
 
     console = stdout_console()
     err = stderr_console()
-    live = None
-    if not as_json and not dry_run:
-        from rich.live import Live
-        from rich.text import Text
-
-        live = Live(Text("starting"), console=err, refresh_per_second=4, transient=True)
-
-    def on_progress(p: Progress) -> None:
-        if live is None:
-            return
-        from rich.text import Text
-
-        if p.message:
-            live.console.print(f"[dim]{_clock(p.elapsed_s)}[/dim] {_esc(p.message)}")
-        live.update(Text(progress_line(p)))
+    live, on_progress = _live_display(err, enabled=not as_json and not dry_run)
 
     try:
         if live is not None:
@@ -144,18 +131,7 @@ def train_command(
             click.echo(shlex.join(result.command))
         return
     if as_json:
-        emit_json(
-            {
-                "run_dir": str(result.run_dir),
-                "status": result.status,
-                "failure": result.failure.to_dict() if result.failure else None,
-                "attempts": [a.to_dict() for a in result.attempts],
-                "command": result.command,
-                "cost": result.cost,
-                "summary": result.summary,
-                "report_error": result.report_error,
-            }
-        )
+        emit_json(_result_json(result))
     else:
         _print_outcome(console, result)
     if result.status == "interrupted":
@@ -163,7 +139,42 @@ def train_command(
     result.raise_for_status()
 
 
-def _print_outcome(console: Console, result: TrainResult) -> None:
+def _live_display(err: Any, *, enabled: bool) -> tuple[Any, Callable[[Any], None]]:
+    """The live progress line on stderr (None when disabled), and its on_progress callback."""
+    live = None
+    if enabled:
+        from rich.live import Live
+        from rich.text import Text
+
+        live = Live(Text("starting"), console=err, refresh_per_second=4, transient=True)
+
+    def on_progress(p: Any) -> None:
+        if live is None:
+            return
+        from rich.text import Text
+
+        if p.message:
+            live.console.print(f"[dim]{_clock(p.elapsed_s)}[/dim] {_esc(p.message)}")
+        live.update(Text(progress_line(p)))
+
+    return live, on_progress
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    """The training result as --json prints it."""
+    return {
+        "run_dir": str(result.run_dir),
+        "status": result.status,
+        "failure": result.failure.to_dict() if result.failure else None,
+        "attempts": [a.to_dict() for a in result.attempts],
+        "command": result.command,
+        "cost": result.cost,
+        "summary": result.summary,
+        "report_error": result.report_error,
+    }
+
+
+def _print_outcome(console, result) -> None:
     style = {"succeeded": "green", "interrupted": "yellow"}.get(result.status, "red")
     console.print(f"[{style}]training {result.status}[/{style}] in {_esc(result.run_dir)}")
     for attempt in result.attempts[:-1]:

@@ -47,6 +47,7 @@ def caption_extension_finding(
 
 
 def caption_file_findings(read: CaptionRead) -> list[Finding]:
+    """A caption file kohya cannot read, else what kohya makes of its text."""
     p = read.path
     if read.error:
         return [
@@ -68,7 +69,13 @@ def caption_file_findings(read: CaptionRead) -> list[Finding]:
                 f"save it as UTF-8 ({PREPARE} re-encodes it)",
             )
         ]
-    out = []
+    return _caption_text_findings(read)
+
+
+def _caption_text_findings(read: CaptionRead) -> list[Finding]:
+    """Empty, BOM-prefixed, multi-line captions and repeated tags, as kohya reads them."""
+    p = read.path
+    out: list[Finding] = []
     if read.no_lines:
         out.append(
             finding(

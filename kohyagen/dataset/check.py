@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from kohyagen.config.presets import get_model
+from kohyagen.config.presets import ModelPreset, get_model
 from kohyagen.config.render_values import bucket_range
 from kohyagen.dataset.buckets import (
     BucketSettings,
@@ -38,7 +38,7 @@ from kohyagen.dataset.rules import (
     same_stem_findings,
     size_advice,
 )
-from kohyagen.dataset.scan import SubsetListing, scan
+from kohyagen.dataset.scan import DirListing, SubsetListing, scan
 from kohyagen.errors import UsageError
 from kohyagen.findings import Finding, Severity, sort_findings
 
@@ -129,6 +129,115 @@ def _normalise_ext(ext: str | None) -> str | None:
     return ext if ext.startswith(".") else "." + ext
 
 
+def _bucket_settings(
+    res: int,
+    min_bucket_reso: int | None,
+    max_bucket_reso: int | None,
+    bucket_reso_steps: int,
+    bucket_no_upscale: bool | None,
+) -> BucketSettings:
+    """The bucket options, each defaulting to what `kohyagen config` renders."""
+    low, high = bucket_range(res, bucket_reso_steps)
+    return BucketSettings(
+        (res, res),
+        min_bucket_reso or low,
+        max_bucket_reso or high,
+        bucket_reso_steps,
+        RENDERED_NO_UPSCALE if bucket_no_upscale is None else bucket_no_upscale,
+    )
+
+
+def _layout_findings(listing: DirListing, reg_listing: DirListing | None) -> list[Finding]:
+    """The folder layout's findings, the regularisation folder's included."""
+    findings: list[Finding] = layout_findings(listing)
+    if reg_listing is not None:
+        findings += layout_findings(reg_listing)
+        if not any(s.listing.images for s in reg_listing.subsets):
+            findings += [
+                Finding(
+                    Severity.ERROR,
+                    "reg-no-images",
+                    "the regularisation folder has no N_name/ folder with images",
+                    str(reg_listing.root),
+                    "put the images in REG/1_CLASS/",
+                )
+            ]
+    return findings
+
+
+def _probe(
+    subsets: list[SubsetListing],
+    root: Path,
+    preset: ModelPreset,
+    *,
+    deep: bool,
+    near: bool,
+    workers: int | None,
+    progress: ProgressFn | None,
+) -> tuple[dict[str, ImageProbe], list[Finding]]:
+    """Every image probed (by path), and the findings of images, duplicates and stems."""
+    paths = [str(p) for s in subsets for p in s.listing.images]
+    probes = dict(
+        zip(
+            paths,
+            probe_many(paths, deep=deep, perceptual=near, workers=workers, progress=progress),
+            strict=True,
+        )
+    )
+    findings: list[Finding] = []
+    for probe in probes.values():
+        findings += image_findings(probe, min_side=preset.min_side, model=preset.name)
+    findings += duplicate_findings(list(probes.values()), near=near, root=root)
+    for subset in subsets:
+        findings += same_stem_findings(subset)
+    return probes, findings
+
+
+def _caption_findings(
+    listing: DirListing,
+    subsets: list[SubsetListing],
+    given_ext: str | None,
+    trigger: str | None,
+    probes: dict[str, ImageProbe],
+) -> tuple[str, list[Finding], dict[Path, dict[Path, CaptionRead]], list[str]]:
+    """The caption extension, caption findings, each subset's captions, and the training
+    captions as kohya reads them."""
+    train_subsets = [s for s in subsets if not s.is_reg]
+    ext, ext_finding = choose_caption_extension(listing, train_subsets, given_ext)
+    findings: list[Finding] = [ext_finding] if ext_finding else []
+    broken = {Path(p) for p, probe in probes.items() if probe.error}
+    captions_by_subset = {}
+    effective_captions: list[str] = []
+    for subset in subsets:
+        sub_findings, captions, effective = check_captions(
+            subset, ext, None if subset.is_reg else trigger, broken
+        )
+        findings += sub_findings
+        captions_by_subset[subset.path] = captions
+        if not subset.is_reg:
+            effective_captions += effective
+    return ext, findings, captions_by_subset, effective_captions
+
+
+def _settings_findings(settings: BucketSettings) -> list[Finding]:
+    """The bucket options kohya would refuse."""
+    return [
+        finding(Severity.ERROR, "bucket-settings", f"kohya would stop: {problem}", None,
+                "fix the bucket options", key="min_bucket_reso/max_bucket_reso")  # fmt: skip
+        for problem in settings.problems()
+    ]
+
+
+def _notes(deep: bool, near_duplicates: bool) -> tuple[str, ...]:
+    """What this check did not look at, and the option that would."""
+    notes = []
+    if not near_duplicates:
+        notes.append("near-duplicates are looked for with --deep (they need the pixels)")
+    if not deep:
+        notes.append("pixels were not decoded: damage inside the image data shows with --deep")
+    return tuple(notes)
+
+
 def check_dataset(
     path: str | Path,
     *,
@@ -162,105 +271,71 @@ def check_dataset(
         raise UsageError("batch size must be 1 or more", hint="e.g. --batch-size 2")
     trigger = trigger.strip() if trigger else None
     given_ext = _normalise_ext(caption_ext)
-    res = resolution or preset.resolution
-    low, high = bucket_range(res, bucket_reso_steps)
-    settings = BucketSettings(
-        (res, res),
-        min_bucket_reso or low,
-        max_bucket_reso or high,
-        bucket_reso_steps,
-        RENDERED_NO_UPSCALE if bucket_no_upscale is None else bucket_no_upscale,
-    )
+    settings = _bucket_settings(
+        resolution or preset.resolution, min_bucket_reso, max_bucket_reso, bucket_reso_steps,
+        bucket_no_upscale,
+    )  # fmt: skip
     if near_duplicates is None:
         near_duplicates = deep
 
     listing = scan(path)
     reg_listing = scan(reg, is_reg=True) if reg is not None else None
     subsets = list(listing.subsets) + (list(reg_listing.subsets) if reg_listing else [])
-    findings: list[Finding] = layout_findings(listing)
-    if reg_listing is not None:
-        findings += layout_findings(reg_listing)
-        if not any(s.listing.images for s in reg_listing.subsets):
-            findings += [
-                Finding(
-                    Severity.ERROR,
-                    "reg-no-images",
-                    "the regularisation folder has no N_name/ folder with images",
-                    str(reg_listing.root),
-                    "put the images in REG/1_CLASS/",
-                )
-            ]
-
-    paths = [str(p) for s in subsets for p in s.listing.images]
-    probes = dict(
-        zip(
-            paths,
-            probe_many(
-                paths, deep=deep, perceptual=near_duplicates, workers=workers, progress=progress
-            ),
-            strict=True,
-        )
+    findings = _layout_findings(listing, reg_listing)
+    probes, probe_found = _probe(
+        subsets, listing.root, preset, deep=deep, near=near_duplicates, workers=workers,
+        progress=progress,
+    )  # fmt: skip
+    findings += probe_found
+    ext, caption_found, captions_by_subset, effective_captions = _caption_findings(
+        listing, subsets, given_ext, trigger, probes
     )
-    for probe in probes.values():
-        findings += image_findings(probe, min_side=preset.min_side, model=preset.name)
-    findings += duplicate_findings(list(probes.values()), near=near_duplicates, root=listing.root)
-    for subset in subsets:
-        findings += same_stem_findings(subset)
-
-    train_subsets = [s for s in subsets if not s.is_reg]
-    ext, ext_finding = choose_caption_extension(listing, train_subsets, given_ext)
-    if ext_finding:
-        findings.append(ext_finding)
-    broken = {Path(p) for p, probe in probes.items() if probe.error}
-    captions_by_subset = {}
-    effective_captions: list[str] = []
-    for subset in subsets:
-        sub_findings, captions, effective = check_captions(
-            subset, ext, None if subset.is_reg else trigger, broken
-        )
-        findings += sub_findings
-        captions_by_subset[subset.path] = captions
-        if not subset.is_reg:
-            effective_captions += effective
-
+    findings += caption_found
     crash = _bucket_crash_findings(probes, settings, explicit=bucket_no_upscale is not None)
     findings += crash
     if crash and bucket_no_upscale is None:
         # kohyagen config renders bucket_no_upscale = false for such a dataset (render_fixes)
         settings = dataclasses.replace(settings, no_upscale=False)
-    records, subset_reports, samples = _numbers(subsets, probes, captions_by_subset, settings)
-    image_count = sum(len(s.listing.images) for s in train_subsets)
-    findings += count_findings(listing.root, image_count, listing.kind)
-    for problem in settings.problems():
-        findings.append(finding(Severity.ERROR, "bucket-settings", f"kohya would stop: {problem}",
-                                None, "fix the bucket options",
-                                key="min_bucket_reso/max_bucket_reso"))  # fmt: skip
+    numbers = _numbers(subsets, probes, captions_by_subset, settings)
+    return _report(
+        listing, preset, subsets, findings, numbers, ext=ext, captions=effective_captions,
+        settings=settings, batch_size=batch_size, deep=deep, near=near_duplicates,
+    )  # fmt: skip
 
-    notes = []
-    if not near_duplicates:
-        notes.append("near-duplicates are looked for with --deep (they need the pixels)")
-    if not deep:
-        notes.append("pixels were not decoded: damage inside the image data shows with --deep")
+
+def _report(
+    listing: DirListing,
+    preset: ModelPreset,
+    subsets: list[SubsetListing],
+    findings: list[Finding],
+    numbers: tuple[list[ImageRecord], list[SubsetReport], Counter[str]],
+    *,
+    ext: str,
+    captions: list[str],
+    settings: BucketSettings,
+    batch_size: int,
+    deep: bool,
+    near: bool,
+) -> DatasetReport:
+    """The report: the numbers kohya will count, and every finding once, most severe first."""
+    records, subset_reports, samples = numbers
+    train_subsets = [s for s in subsets if not s.is_reg]
+    image_count = sum(len(s.listing.images) for s in train_subsets)
+    findings = findings + count_findings(listing.root, image_count, listing.kind)
+    findings += _settings_findings(settings)
     return DatasetReport(
-        root=str(listing.root),
-        kind=listing.kind,
-        model=preset.name,
-        subsets=tuple(subset_reports),
-        findings=tuple(sort_findings(_dedupe(findings))),
+        root=str(listing.root), kind=listing.kind, model=preset.name,
+        subsets=tuple(subset_reports), findings=tuple(sort_findings(_dedupe(findings))),
         image_count=image_count,
         images_x_repeats=sum(len(s.listing.images) * s.repeats for s in train_subsets),
-        steps_per_epoch=steps_per_epoch(samples.values(), batch_size),
-        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch(samples.values(), batch_size), batch_size=batch_size,
         caption_extension=ext,
         buckets=dict(sorted(samples.items(), key=lambda kv: _bucket_sort(kv[0]))),
-        tag_frequencies=tag_frequencies(effective_captions),
-        size_advice=size_advice(image_count),
-        bucket_settings=settings,
+        tag_frequencies=tag_frequencies(captions),
+        size_advice=size_advice(image_count), bucket_settings=settings,
         reg_image_count=sum(len(s.listing.images) for s in subsets if s.is_reg),
-        images=tuple(records),
-        deep=deep,
-        notes=tuple(notes),
-    )
+        images=tuple(records), deep=deep, notes=_notes(deep, near),
+    )  # fmt: skip
 
 
 def _bucket_crash_findings(

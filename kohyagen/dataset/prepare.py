@@ -117,27 +117,8 @@ def _needs_conversion(probe: ImageProbe, suffix: str) -> str | None:
     return None
 
 
-def prepare_dataset(
-    src: str | Path,
-    out: str | Path,
-    *,
-    concept: str,
-    repeats: int | str = "auto",
-    trigger: str | None = None,
-    link: bool = False,
-    fix_orientation: bool = True,
-    convert: bool = True,
-    progress: ProgressFn | None = None,
-    force: bool = False,
-    caption_ext: str = ".txt",
-    workers: int | None = None,
-) -> PrepareResult:
-    """Build OUT/<repeats>_<concept>/ from the images (and captions) directly in SRC."""
-    src, out = Path(src), Path(out)
-    concept = _check_concept(concept)
-    fixed_repeats = _parse_repeats(repeats)
-    trigger = trigger.strip() if trigger else None
-    caption_ext = normalize_caption_extension(caption_ext)
+def _source_images(src: Path, out: Path) -> list[Path]:
+    """The image files directly in SRC, refusing a source that cannot be prepared."""
     if not src.exists():
         raise DatasetError("source folder not found", path=src, hint="check the path")
     if not src.is_dir():
@@ -161,7 +142,13 @@ def prepare_dataset(
             else "pass the folder that holds the images"
         )
         raise DatasetError("no images in the source folder", path=src, hint=hint)
+    return candidates
 
+
+def _usable_images(
+    src: Path, candidates: list[Path], *, convert: bool, workers: int | None
+) -> tuple[list[tuple[Path, ImageProbe]], list[tuple[str, str]]]:
+    """The images that can be copied (with their probes), and the skipped ones with why."""
     probes = probe_many([str(p) for p in candidates], workers=workers)
     usable: list[tuple[Path, ImageProbe]] = []
     skipped: list[tuple[str, str]] = []
@@ -178,6 +165,32 @@ def prepare_dataset(
             path=src,
             hint="run `kohyagen dataset check` on it to see why",
         )
+    return usable, skipped
+
+
+def prepare_dataset(
+    src: str | Path,
+    out: str | Path,
+    *,
+    concept: str,
+    repeats: int | str = "auto",
+    trigger: str | None = None,
+    link: bool = False,
+    fix_orientation: bool = True,
+    convert: bool = True,
+    progress: ProgressFn | None = None,
+    force: bool = False,
+    caption_ext: str = ".txt",
+    workers: int | None = None,
+) -> PrepareResult:
+    """Build OUT/<repeats>_<concept>/ from the images (and captions) directly in SRC."""
+    src, out = Path(src), Path(out)
+    concept = _check_concept(concept)
+    fixed_repeats = _parse_repeats(repeats)
+    trigger = trigger.strip() if trigger else None
+    caption_ext = normalize_caption_extension(caption_ext)
+    candidates = _source_images(src, out)
+    usable, skipped = _usable_images(src, candidates, convert=convert, workers=workers)
     n_repeats = fixed_repeats or auto_repeats(len(usable))
     if out.exists() and not out.is_dir():
         raise DatasetError("the output path is a file", path=out, hint="choose a folder with -o")

@@ -49,6 +49,17 @@ def finding(
 
 
 def layout_findings(listing: DirListing) -> list[Finding]:
+    """Where the folder layout makes kohya skip, ignore or misread images."""
+    out = _skipped_folder_findings(listing) + _root_findings(listing)
+    for subset in listing.subsets:
+        out += _subset_folder_findings(subset)
+    for subset in listing.subsets:
+        out += _file_name_findings(subset)
+    return out
+
+
+def _skipped_folder_findings(listing: DirListing) -> list[Finding]:
+    """Folders kohya skips for their name."""
     out: list[Finding] = []
     for folder in listing.skipped:
         head = folder.name.partition("_")[0]
@@ -68,6 +79,12 @@ def layout_findings(listing: DirListing) -> list[Finding]:
                     "(repeats, then the class tokens)",
                 )
             )
+    return out
+
+
+def _root_findings(listing: DirListing) -> list[Finding]:
+    """The folder given is an N_name/ folder or a plain image folder; loose images."""
+    out: list[Finding] = []
     if listing.kind == "image_folder":
         if listing.subsets[0].listing.images and parse_folder_name(listing.root.name):
             # the commonest kohya mistake: train_data_dir pointing at the N_name folder itself
@@ -103,61 +120,71 @@ def layout_findings(listing: DirListing) -> list[Finding]:
                     "move it into an N_name/ folder",
                 )
             )
-    for subset in listing.subsets:
-        if subset.listing.error:
-            out.append(
-                finding(
-                    ERR,
-                    "unreadable",
-                    f"cannot list the folder: {subset.listing.error}",
-                    subset.path,
-                    "check its permissions",
-                )
+    return out
+
+
+def _subset_folder_findings(subset: SubsetListing) -> list[Finding]:
+    """A subset folder kohya cannot list, finds empty, or whose subfolders it ignores."""
+    out: list[Finding] = []
+    if subset.listing.error:
+        out.append(
+            finding(
+                ERR,
+                "unreadable",
+                f"cannot list the folder: {subset.listing.error}",
+                subset.path,
+                "check its permissions",
             )
-        elif not subset.listing.images and not subset.pseudo:
-            out.append(
-                finding(
-                    WARN,
-                    "empty-subset",
-                    "this folder holds no image kohya reads",
-                    subset.path,
-                    f"add images ({KOHYA_READS}) or remove the folder",
-                )
+        )
+    elif not subset.listing.images and not subset.pseudo:
+        out.append(
+            finding(
+                WARN,
+                "empty-subset",
+                "this folder holds no image kohya reads",
+                subset.path,
+                f"add images ({KOHYA_READS}) or remove the folder",
             )
-        for sub in subset.listing.subdirs:
-            if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in _safe_iter(sub)):
-                out.append(
-                    finding(
-                        WARN,
-                        "nested-folder",
-                        "kohya reads only the files directly in a subset folder; "
-                        "the images in this subfolder are ignored",
-                        sub,
-                        "move them up, or make the subfolder its own N_name/ folder",
-                    )
-                )
-    for subset in listing.subsets:
-        for p in subset.listing.wrong_case:
+        )
+    for sub in subset.listing.subdirs:
+        if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in _safe_iter(sub)):
             out.append(
                 finding(
                     WARN,
-                    "extension-case",
-                    f"kohya looks for {p.suffix.lower()} and {p.suffix.upper()} only, "
-                    f"so it does not find {p.suffix}",
-                    p,
-                    f"rename it to {p.stem}{p.suffix.lower()} ({PREPARE} does)",
+                    "nested-folder",
+                    "kohya reads only the files directly in a subset folder; "
+                    "the images in this subfolder are ignored",
+                    sub,
+                    "move them up, or make the subfolder its own N_name/ folder",
                 )
             )
-        for p in subset.listing.unsupported:
-            out.append(
-                finding(
-                    WARN,
-                    "unsupported-format",
-                    f"kohya reads only {KOHYA_READS}; it skips {p.suffix} files",
-                    p,
-                    f"{PREPARE} converts it to PNG",
-                )
+    return out
+
+
+def _file_name_findings(subset: SubsetListing) -> list[Finding]:
+    """Files kohya's glob misses for their extension."""
+    out: list[Finding] = []
+    for p in subset.listing.wrong_case:
+        out.append(
+            finding(
+                WARN,
+                "extension-case",
+                f"kohya looks for {p.suffix.lower()} and {p.suffix.upper()} only, "
+                f"so it does not find {p.suffix}",
+                p,
+                f"rename it to {p.stem}{p.suffix.lower()} ({PREPARE} does)",
             )
+        )
+    for p in subset.listing.unsupported:
+        out.append(
+            finding(
+                WARN,
+                "unsupported-format",
+                f"kohya reads only {KOHYA_READS}; it skips {p.suffix} files",
+                p,
+                f"{PREPARE} converts it to PNG",
+            )
+        )
     return out
 
 
@@ -194,11 +221,18 @@ _FATAL = {
 
 
 def image_findings(probe: ImageProbe, *, min_side: int, model: str) -> list[Finding]:
+    """A read error alone (kohya would crash), else the format and geometry findings."""
     p = probe.path
     if probe.error:
         message, fix = _FATAL[probe.error]
         message = message.format(d=probe.detail, w=probe.width, h=probe.height)
         return [finding(ERR, probe.error, message, p, fix)]
+    return _pixel_format_findings(probe) + _geometry_findings(probe, min_side=min_side, model=model)
+
+
+def _pixel_format_findings(probe: ImageProbe) -> list[Finding]:
+    """Size limits, colour modes and alpha that kohya's RGB conversion mishandles."""
+    p = probe.path
     out: list[Finding] = []
     w, h, mode = probe.width, probe.height, probe.mode
     if probe.oversized:
@@ -233,6 +267,13 @@ def image_findings(probe: ImageProbe, *, min_side: int, model: str) -> list[Find
                 f"{PREPARE} converts it to 8-bit",
             )
         )
+    return out + _alpha_findings(probe)
+
+
+def _alpha_findings(probe: ImageProbe) -> list[Finding]:
+    """Transparency kohya drops, and palette images it converts."""
+    p, mode = probe.path, probe.mode
+    out: list[Finding] = []
     if probe.has_alpha:
         if probe.alpha_used is False:
             out.append(
@@ -265,6 +306,14 @@ def image_findings(probe: ImageProbe, *, min_side: int, model: str) -> list[Find
                 f"nothing needed; {PREPARE} stores it as RGB",
             )
         )
+    return out
+
+
+def _geometry_findings(probe: ImageProbe, *, min_side: int, model: str) -> list[Finding]:
+    """Rotation, size and aspect ratio that change what kohya trains on."""
+    p = probe.path
+    out: list[Finding] = []
+    w, h = probe.width, probe.height
     if probe.orientation != 1:
         out.append(
             finding(

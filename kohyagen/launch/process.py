@@ -97,6 +97,36 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _start(argv: Sequence[str], *, cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    """The child in its own process group (session), so a stop reaches all its processes."""
+    popen_kwargs: dict = {}
+    if os.name == "posix":
+        popen_kwargs["start_new_session"] = True
+    else:  # pragma: no cover - Windows
+        popen_kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+    return subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **popen_kwargs,
+    )
+
+
+def _pump(proc: subprocess.Popen, chunks: queue.Queue[bytes | None]) -> None:
+    """Move the child's output into the queue as it comes; None marks its end."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    while True:
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        chunks.put(data)
+    chunks.put(None)
+
+
 def run_streaming(
     argv: Sequence[str],
     *,
@@ -113,43 +143,15 @@ def run_streaming(
     (KeyboardInterrupt) while waiting stops the child with reason "interrupted"; a second
     Ctrl-C kills it at once. Returns when the child has exited and its output is drained.
     """
-    popen_kwargs: dict = {}
-    if os.name == "posix":
-        # a new session: the terminal's Ctrl-C reaches kohyagen only, which then stops the
-        # child on purpose instead of both racing to handle it
-        popen_kwargs["start_new_session"] = True
-    else:  # pragma: no cover - Windows
-        # Windows-only name: mypy checks for the platform it runs on
-        popen_kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log_start = log.tell()
         started = time.time()
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=env,
-            # nothing in a training run may wait for input
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            # one pipe: the log keeps the real order of the bar and the log lines
-            stderr=subprocess.STDOUT,
-            **popen_kwargs,
-        )
+        proc = _start(argv, cwd=cwd, env=env)
         chunks: queue.Queue[bytes | None] = queue.Queue()
-
-        def pump() -> None:
-            assert proc.stdout is not None
-            fd = proc.stdout.fileno()
-            while True:
-                # os.read returns what is there: a \r-updated bar arrives at once, not when 64 KiB are full
-                data = os.read(fd, 65536)
-                if not data:
-                    break
-                chunks.put(data)
-            chunks.put(None)
-
-        reader = threading.Thread(target=pump, name="kohyagen-trainer-output", daemon=True)
+        reader = threading.Thread(
+            target=_pump, args=(proc, chunks), name="kohyagen-trainer-output", daemon=True
+        )
         reader.start()
         # incremental: a multi-byte character (tqdm's █) may be split between two reads
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

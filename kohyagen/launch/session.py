@@ -19,41 +19,13 @@ from typing import Any
 from kohyagen.errors import TrainingFailed
 from kohyagen.findings import Finding
 from kohyagen.launch import attempts as cfg
-from kohyagen.launch.diagnose import OUT_OF_MEMORY, Diagnosis, diagnose_run, nan_loss
+from kohyagen.launch.diagnose import Diagnosis, diagnose_run
 from kohyagen.launch.process import child_env, run_streaming
-from kohyagen.report.logs import (
-    CheckpointSaved,
-    EpochStarted,
-    Event,
-    LogParser,
-    LogSummary,
-    StepProgress,
-    TextLine,
-    is_bad_loss,
-    log_message,
-)
+from kohyagen.launch.watch import Progress, _Watcher
 
-# kohya warnings that change what is trained, worth a line while it runs.
-NOTABLE_WARNINGS = ("ignore directory without repeats", "NaN found in latents")
+__all__ = ["Attempt", "Progress", "TrainResult", "run_attempts"]
 
 # --- results --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What the live line shows; sent to on_progress on every bar update and event."""
-
-    attempt: int
-    step: int
-    total_steps: int | None
-    epoch: int
-    total_epochs: int | None
-    loss: float | None
-    seconds_per_step: float | None
-    eta_s: float | None
-    elapsed_s: float
-    cost: float | None
-    message: str | None = None  # an event worth a line of its own (checkpoint, retry...)
 
 
 @dataclass(frozen=True)
@@ -127,71 +99,135 @@ def _keep_previous_log(run_dir: Path) -> None:
     log.rename(run_dir / f"train-{n}.log")
 
 
-class _Watcher:
-    """Feeds output to the parser, keeps the state, decides when to stop, reports progress."""
+def _copy_configs(
+    target: Path, config_path: Path, dataset_path: Path | None, cwd: Path
+) -> tuple[Any, Any]:
+    """The run folder's copies of both configs, as documents the retries may shrink."""
+    training_copy = target / "training_config.toml"
+    dataset_copy = target / "dataset_config.toml" if dataset_path else None
+    # The copies are written even when the sources are these very files: paths become absolute.
+    dataset_doc = (
+        cfg.copy_dataset_config(dataset_path, dataset_copy, base=cwd) if dataset_path else None
+    )
+    training_doc = cfg.copy_training_config(
+        config_path,
+        training_copy,
+        base=cwd,
+        dataset_copy=dataset_copy.resolve() if dataset_copy else None,
+    )
+    return training_doc, dataset_doc
 
-    def __init__(
-        self,
-        attempt: int,
-        started: float,
-        price: float | None,
-        on_progress: Callable[[Progress], None] | None,
-    ) -> None:
-        self.parser = LogParser()
-        self.summary = LogSummary()
-        self.attempt = attempt
-        self.started = started
-        self.price = price
-        self.on_progress = on_progress
-        self.fatal: Diagnosis | None = None
-        self.oom_seen = False
-        self.tail = ""
 
-    def progress(self, message: str | None = None) -> None:
-        if self.on_progress is None:
-            return
-        s = self.summary
-        elapsed = time.time() - self.started
-        cost = self.price * elapsed / 3600 if self.price is not None else None
-        loss = s.loss_by_step.get(s.step) if s.step else None
-        self.on_progress(
-            Progress(
-                self.attempt, s.step, s.total_steps, s.epoch, s.total_epochs, loss,
-                s.seconds_per_step, s.remaining_s, elapsed, cost, message,
+def _trainer_env(env: dict[str, str] | None, backend: str) -> dict[str, str]:
+    """The trainer's environment; a source checkout's builtin trainer can import kohyagen."""
+    child_environment = child_env(env)
+    source_root = Path(__file__).resolve().parents[2]
+    if backend == "builtin" and (source_root / "pyproject.toml").is_file():
+        # a source checkout (not an installed package): let the trainer import kohyagen
+        child_environment["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(source_root), child_environment.get("PYTHONPATH")) if p
+        )
+    return child_environment
+
+
+@dataclass
+class _Attempts:
+    """The attempts of one run: each writes its configs, runs the trainer, is diagnosed."""
+
+    target: Path
+    training_doc: Any
+    dataset_doc: Any
+    command_for: Callable[[Path, Path | None], list[str]]
+    environment: dict[str, str]
+    state: dict[str, Any]
+    price: float | None
+    on_progress: Callable[[Progress], None] | None
+    done: list[Attempt] = field(default_factory=list)
+
+    @property
+    def log_path(self) -> Path:
+        return self.target / "train.log"
+
+    def run(self, number: int, changes: list[dict]) -> Attempt:
+        """Attempt `number`, with the config changes made after the previous one failed."""
+        folder = self.target / "attempts" / str(number)
+        attempt_training, attempt_dataset = cfg.write_attempt(
+            folder, self.training_doc, self.dataset_doc
+        )
+        command = self.command_for(
+            attempt_training.resolve(), attempt_dataset.resolve() if attempt_dataset else None
+        )
+        self.state["command"] = command
+        logging_dir = cfg.option(self.training_doc, "logging_dir")
+        events_before = set(_event_files(logging_dir))
+        self._record_running(number, command)
+        watcher = _Watcher(number, self.state["started_at"], self.price, self.on_progress)
+        if number == 1:
+            watcher.progress(f"training in {self.target} (kohya's raw output: train.log)")
+        else:
+            watcher.progress(
+                f"attempt {number}: " + ", ".join(f"{c['key']} -> {c['new']}" for c in changes)
             )
+        outcome = run_streaming(
+            command, cwd=self.target, env=self.environment, log_path=self.log_path, on_text=watcher
+        )
+        watcher.close()
+        s = watcher.summary
+        diagnosis = diagnose_run(
+            watcher.tail, outcome.exit_code,
+            nan_at_step=s.nan_at_step if outcome.stop_reason == "nan-loss" else None,
+            model_saved=s.model_saved or bool(s.checkpoints),
+            interrupted=outcome.stop_reason == "interrupted",
         )  # fmt: skip
+        attempt = Attempt(
+            number, command, str(attempt_training), str(attempt_dataset) if attempt_dataset else None,
+            changes, outcome.exit_code, outcome.stop_reason, diagnosis, outcome.started_at,
+            outcome.ended_at, outcome.log_start, outcome.log_end,
+            [str(p) for p in _event_files(logging_dir) if p not in events_before],
+        )  # fmt: skip
+        self.done.append(attempt)
+        self.state["attempts"] = [a.to_dict() for a in self.done]
+        return attempt
 
-    def __call__(self, text: str) -> str | None:
-        self.tail = (self.tail + text)[-20000:]
-        stop = None
-        if not self.oom_seen and OUT_OF_MEMORY.search(self.tail[-(len(text) + 200) :]):
-            # With several GPUs the other ranks wait forever for the one that died:
-            # stop the whole group (a single process is exiting by itself anyway).
-            self.oom_seen = True
-            stop = "out-of-memory"
-        for event in self.parser.feed(text):
-            stop = self._apply(event) or stop
-        return stop
+    def _record_running(self, number: int, command: list[str]) -> None:
+        """A provisional entry, so that a report made while it runs reads this attempt."""
+        log_path = self.log_path
+        self.state["attempts"] = [a.to_dict() for a in self.done] + [
+            {
+                "number": number,
+                "command": command,
+                "started_at": time.time(),
+                "log_start": log_path.stat().st_size if log_path.exists() else 0,
+                "running": True,
+            }
+        ]
+        _write_state(self.target, self.state)
 
-    def close(self) -> None:
-        for event in self.parser.close():
-            self._apply(event)
-
-    def _apply(self, event: Event) -> str | None:
-        self.summary.apply(event)
-        if is_bad_loss(event):
-            self.fatal = nan_loss(event.step)
-            self.progress(f"loss is NaN at step {event.step}: stopping")
-            return "nan-loss"
-        if isinstance(event, StepProgress):
-            self.progress()
-        elif isinstance(event, EpochStarted):
-            self.progress(f"epoch {event.epoch}/{event.total}")
-        elif isinstance(event, CheckpointSaved):
-            self.progress(f"saved {Path(event.path).name}")
-        elif isinstance(event, TextLine) and any(w in event.text for w in NOTABLE_WARNINGS):
-            self.progress(f"kohya: {log_message(event.text)}")
-        return None
+    def run_until_done(self, retry: bool, max_attempts: int) -> tuple[str, Diagnosis | None]:
+        """Attempts until one succeeds or a retry cannot help; the status and the failure."""
+        changes: list[dict] = []
+        failure: Diagnosis | None = None
+        status = "failed"
+        number = 0
+        try:
+            while True:
+                number += 1
+                diagnosis = self.run(number, changes).diagnosis
+                if diagnosis is None:
+                    return "succeeded", None
+                failure = diagnosis
+                status = "interrupted" if diagnosis.code == "interrupted" else "failed"
+                if not (retry and diagnosis.retryable) or number >= max_attempts:
+                    break
+                applied = cfg.shrink(self.training_doc, self.dataset_doc)
+                if not applied:
+                    break
+                changes = [c.to_dict() for c in applied]
+        except KeyboardInterrupt:
+            # Ctrl-C outside the trainer (between attempts, while diagnosing): the trainer is
+            # not running, so the run simply ends here as interrupted.
+            status, failure = "interrupted", diagnose_run("", None, interrupted=True)
+        return status, failure
 
 
 def run_attempts(
@@ -216,28 +252,8 @@ def run_attempts(
     help, record train.json and write the report."""
     target.mkdir(parents=True, exist_ok=True)
     _keep_previous_log(target)
-    log_path = target / "train.log"
-    training_copy = target / "training_config.toml"
-    dataset_copy = target / "dataset_config.toml" if dataset_path else None
-    # The copies are written even when the sources are these very files: paths become absolute.
-    dataset_doc = (
-        cfg.copy_dataset_config(dataset_path, dataset_copy, base=cwd)
-        if dataset_path and dataset_copy
-        else None
-    )
-    training_doc = cfg.copy_training_config(
-        config_path,
-        training_copy,
-        base=cwd,
-        dataset_copy=dataset_copy.resolve() if dataset_copy else None,
-    )
-    child_environment = child_env(env)
-    source_root = Path(__file__).resolve().parents[2]
-    if backend == "builtin" and (source_root / "pyproject.toml").is_file():
-        # a source checkout (not an installed package): let the trainer import kohyagen
-        child_environment["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(source_root), child_environment.get("PYTHONPATH")) if p
-        )
+    training_doc, dataset_doc = _copy_configs(target, config_path, dataset_path, cwd)
+    child_environment = _trainer_env(env, backend)
     started = time.time()
     state: dict[str, Any] = {
         "status": "running",
@@ -252,77 +268,32 @@ def run_attempts(
         "started_at": started,
         "attempts": [],
     }
-    done: list[Attempt] = []
-    changes: list[dict] = []
-    failure: Diagnosis | None = None
-    status = "failed"
-    number = 0
-    try:
-        while True:
-            number += 1
-            folder = target / "attempts" / str(number)
-            attempt_training, attempt_dataset = cfg.write_attempt(folder, training_doc, dataset_doc)
-            command = command_for(
-                attempt_training.resolve(), attempt_dataset.resolve() if attempt_dataset else None
-            )
-            state["command"] = command
-            logging_dir = cfg.option(training_doc, "logging_dir")
-            events_before = set(_event_files(logging_dir))
-            # A provisional entry, so that a report made while it runs reads this attempt.
-            state["attempts"] = [a.to_dict() for a in done] + [
-                {
-                    "number": number,
-                    "command": command,
-                    "started_at": time.time(),
-                    "log_start": log_path.stat().st_size if log_path.exists() else 0,
-                    "running": True,
-                }
-            ]
-            _write_state(target, state)
-            watcher = _Watcher(number, started, price, on_progress)
-            if number == 1:
-                watcher.progress(f"training in {target} (kohya's raw output: train.log)")
-            else:
-                watcher.progress(
-                    f"attempt {number}: " + ", ".join(f"{c['key']} -> {c['new']}" for c in changes)
-                )
-            outcome = run_streaming(
-                command, cwd=target, env=child_environment, log_path=log_path, on_text=watcher
-            )
-            watcher.close()
-            s = watcher.summary
-            text = watcher.tail
-            diagnosis = diagnose_run(
-                text, outcome.exit_code,
-                nan_at_step=s.nan_at_step if outcome.stop_reason == "nan-loss" else None,
-                model_saved=s.model_saved or bool(s.checkpoints),
-                interrupted=outcome.stop_reason == "interrupted",
-            )  # fmt: skip
-            attempt = Attempt(
-                number, command, str(attempt_training), str(attempt_dataset) if attempt_dataset else None,
-                changes, outcome.exit_code, outcome.stop_reason, diagnosis, outcome.started_at,
-                outcome.ended_at, outcome.log_start, outcome.log_end,
-                [str(p) for p in _event_files(logging_dir) if p not in events_before],
-            )  # fmt: skip
-            done.append(attempt)
-            state["attempts"] = [a.to_dict() for a in done]
-            if diagnosis is None:
-                status, failure = "succeeded", None
-                break
-            failure = diagnosis
-            status = "interrupted" if diagnosis.code == "interrupted" else "failed"
-            if not (retry and diagnosis.retryable) or number >= max_attempts:
-                break
-            applied = cfg.shrink(training_doc, dataset_doc)
-            if not applied:
-                break
-            changes = [c.to_dict() for c in applied]
-    except KeyboardInterrupt:
-        # Ctrl-C outside the trainer (between attempts, while diagnosing): the trainer is
-        # not running, so the run simply ends here as interrupted.
-        status, failure = "interrupted", diagnose_run("", None, interrupted=True)
+    attempts = _Attempts(
+        target, training_doc, dataset_doc, command_for, child_environment, state, price, on_progress
+    )
+    status, failure = attempts.run_until_done(retry, max_attempts)
     # The run folder's configs are the ones that produced the result.
     cfg.write_attempt(target, training_doc, dataset_doc)
+    cost = _record_end(target, state, status, failure)
+    summary, report_error = None, None
+    try:
+        from kohyagen.report.summary import write_report
+
+        summary = write_report(target)
+    except Exception as exc:  # the training result matters more than its report
+        report_error = f"{type(exc).__name__}: {exc}"
+    done = attempts.done
+    command = done[-1].command if done else []
+    return TrainResult(
+        target, status, done, failure, command, summary, cost, findings, report_error
+    )
+
+
+def _record_end(
+    target: Path, state: dict[str, Any], status: str, failure: Diagnosis | None
+) -> float | None:
+    """Write train.json's final status, duration and cost; the cost."""
+    started, price = state["started_at"], state["price_per_hour"]
     ended = time.time()
     cost = price * (ended - started) / 3600 if price is not None else None
     state.update(
@@ -333,14 +304,4 @@ def run_attempts(
         failure=failure.to_dict() if failure else None,
     )
     _write_state(target, state)
-    summary, report_error = None, None
-    try:
-        from kohyagen.report.summary import write_report
-
-        summary = write_report(target)
-    except Exception as exc:  # the training result matters more than its report
-        report_error = f"{type(exc).__name__}: {exc}"
-    command = done[-1].command if done else []
-    return TrainResult(
-        target, status, done, failure, command, summary, cost, findings, report_error
-    )
+    return cost

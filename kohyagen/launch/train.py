@@ -322,6 +322,51 @@ def _refuse_training_config(data: dict, path: Path) -> None:
         )
 
 
+def _read_training_config(config: str | Path, cwd: Path) -> tuple[Path, dict[str, Any], str]:
+    """The training config's absolute path, its flat options and the kohya script it is for."""
+    config_path = Path(config)
+    config_path = (config_path if config_path.is_absolute() else cwd / config_path).resolve()
+    doc = load_toml(config_path)
+    _refuse_dataset_config(doc.data, config_path)
+    flat, _ = flatten_training_config(doc.data)
+    return config_path, flat, script_for_config(doc.text, flat)
+
+
+def _dataset_path(dataset_config: str | Path | None, cwd: Path) -> Path | None:
+    """The dataset config's absolute path, checked to exist and to be a dataset config."""
+    if dataset_config is None:
+        return None
+    dataset_path = Path(dataset_config).expanduser()
+    dataset_path = (dataset_path if dataset_path.is_absolute() else cwd / dataset_path).resolve()
+    if not dataset_path.is_file():
+        raise ConfigError("dataset config not found", path=dataset_path, hint="check the path")
+    _refuse_training_config(load_toml(dataset_path).data, dataset_path)
+    return dataset_path
+
+
+def _lint_or_refuse(config_path: Path, dataset_path: Path | None, cwd: Path) -> list[Finding]:
+    """Lint both configs; refuse to start on any error."""
+    findings = _lint([config_path, *([dataset_path] if dataset_path else [])], cwd)
+    if count_errors(findings):
+        raise LintFailed(
+            f"{count_errors(findings)} error(s) in the configs; not starting",
+            findings,
+            path=config_path,
+            hint=f"run `kohyagen lint {shlex.quote(str(config_path))}` and fix them",
+        )
+    return findings
+
+
+def _script_in(checkout: Path | None, script_name: str) -> Path | None:
+    """The kohya script in the checkout (None for the builtin trainer)."""
+    script = checkout / f"{script_name}.py" if checkout is not None else None
+    if script is not None and not script.is_file():
+        raise SdScriptsNotFound(
+            f"{script.name} is missing from the checkout", path=checkout, hint=CLONE_HINT
+        )
+    return script
+
+
 def train(
     config: str | Path,
     *,
@@ -348,44 +393,18 @@ def train(
     after the config options (e.g. ["--resume", STATE_DIR]).
     """
     cwd = Path(cwd or Path.cwd()).resolve()
-    config_path = Path(config)
-    config_path = (config_path if config_path.is_absolute() else cwd / config_path).resolve()
-    doc = load_toml(config_path)
-    _refuse_dataset_config(doc.data, config_path)
-    flat, _ = flatten_training_config(doc.data)
-    script_name = script_for_config(doc.text, flat)
+    config_path, flat, script_name = _read_training_config(config, cwd)
     if dataset_config is None and isinstance(flat.get("dataset_config"), str):
         dataset_config = flat["dataset_config"]
-    dataset_path = None
-    if dataset_config is not None:
-        dataset_path = Path(dataset_config).expanduser()
-        dataset_path = (
-            dataset_path if dataset_path.is_absolute() else cwd / dataset_path
-        ).resolve()
-        if not dataset_path.is_file():
-            raise ConfigError("dataset config not found", path=dataset_path, hint="check the path")
-        _refuse_training_config(load_toml(dataset_path).data, dataset_path)
-
-    findings = _lint([config_path, *([dataset_path] if dataset_path else [])], cwd)
-    if count_errors(findings):
-        raise LintFailed(
-            f"{count_errors(findings)} error(s) in the configs; not starting",
-            findings,
-            path=config_path,
-            hint=f"run `kohyagen lint {shlex.quote(str(config_path))}` and fix them",
-        )
+    dataset_path = _dataset_path(dataset_config, cwd)
+    findings = _lint_or_refuse(config_path, dataset_path, cwd)
 
     chosen, checkout = _resolve_backend(backend, sd_scripts, cwd, script_name)
     interpreter = (
         find_python(checkout, python) if chosen == "kohya" else str(python or sys.executable)
     )
-    script = checkout / f"{script_name}.py" if checkout is not None else None
-    if script is not None and not script.is_file():
-        raise SdScriptsNotFound(
-            f"{script.name} is missing from the checkout", path=checkout, hint=CLONE_HINT
-        )
-    output_name = str(flat.get("output_name") or config_path.stem)
-    target = choose_run_dir(output_name, run_dir, cwd=cwd)
+    script = _script_in(checkout, script_name)
+    target = choose_run_dir(str(flat.get("output_name") or config_path.stem), run_dir, cwd=cwd)
     mixed = str(flat.get("mixed_precision") or "no")
 
     def command_for(training: Path, dataset: Path | None) -> list[str]:

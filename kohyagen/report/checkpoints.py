@@ -254,19 +254,28 @@ def _rank(run: RunData, *, by: str = "auto") -> Choice:
             hint="set validation_split (and validation_seed) in the dataset config, or use --by train",
         )
     if by == "val" or (by == "auto" and has_val):
-        scored = [(v, cp) for cp, v in val if v is not None and math.isfinite(v)]
-        # validation loss is the direct measure: the lowest wins, the earlier one on a tie
-        best_value, best = min(scored, key=lambda item: (item[0], item[1].step or 0))
-        ranking = [
-            {**cp.to_dict(), "validation_loss": v}
-            for v, cp in sorted(scored, key=lambda item: (item[0], item[1].step or 0))
-        ]
-        listing = ", ".join(
-            f"{_label(cp)}: {_fmt(v)}" for v, cp in sorted(scored, key=lambda i: i[1].step or 0)
-        )
-        reason = f"lowest validation loss ({_fmt(best_value)}) at {_label(best)} [{listing}]"
-        return Choice(best.path, None, best.epoch, best.step, reason, ranking, "val", "validation")
+        return _by_validation(val)
+    return _by_training_loss(run)
 
+
+def _by_validation(val: list[tuple[Checkpoint, float | None]]) -> Choice:
+    """The checkpoint with the lowest validation loss (the earlier one on a tie)."""
+    scored = [(v, cp) for cp, v in val if v is not None and math.isfinite(v)]
+    best_value, best = min(scored, key=lambda item: (item[0], item[1].step or 0))
+    ranking = [
+        {**cp.to_dict(), "validation_loss": v}
+        for v, cp in sorted(scored, key=lambda item: (item[0], item[1].step or 0))
+    ]
+    listing = ", ".join(
+        f"{_label(cp)}: {_fmt(v)}" for v, cp in sorted(scored, key=lambda i: i[1].step or 0)
+    )
+    reason = f"lowest validation loss ({_fmt(best_value)}) at {_label(best)} [{listing}]"
+    return Choice(best.path, None, best.epoch, best.step, reason, ranking, "val", "validation")
+
+
+def _by_training_loss(run: RunData) -> Choice:
+    """By the epoch-average training loss's trend: the turn when it overfits, else the latest."""
+    checkpoints = run.checkpoints
     train = [(cp, _train_value(cp, run)) for cp in checkpoints]
     ranking = [{**cp.to_dict(), "train_loss": v} for cp, v in train]
     latest = checkpoints[-1]

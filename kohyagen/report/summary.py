@@ -80,6 +80,41 @@ def load_run(run_dir: str | Path) -> RunData:
         )  # fmt: skip
     log = parse_log(text) if text is not None else None
 
+    output_dir, output_name, unnamed = _output_names(training, log, run_dir)
+    scalars, event_files = _run_scalars(training, state, run_dir)
+    epoch_avg = dict(scalars.get("loss/epoch_average", []))
+    train_loss_epoch = _merge(epoch_avg, log.epoch_losses() if log else {})
+    epoch_end_step = _epoch_end_steps(log, scalars, epoch_avg)
+    val_loss_epoch = _merge(
+        dict(scalars.get("loss/validation/epoch_average", [])),
+        dict(log.val_loss_by_epoch) if log else {},
+    )
+    val_loss_step = _merge(
+        dict(scalars.get("loss/validation/step_average", [])),
+        dict(log.val_loss_by_step) if log else {},
+    )
+    avg_loss_step = _merge(
+        dict(scalars.get("loss/average", [])), dict(log.loss_by_step) if log else {}
+    )
+    current = scalars.get("loss/current", [])
+
+    checkpoints = _run_checkpoints(
+        output_dir, None if unnamed else output_name, log, training, epoch_end_step, state
+    )
+    run = RunData(
+        run_dir, state, training, output_dir, output_name, log, scalars, event_files,
+        checkpoints, epoch_end_step, train_loss_epoch, val_loss_epoch, val_loss_step,
+        avg_loss_step, current, epoch_noise(current, epoch_end_step),
+    )  # fmt: skip
+    run.samples = _samples(output_dir, output_name) if output_dir else {}
+    run.script = script
+    return run
+
+
+def _output_names(
+    training: dict[str, Any], log: LogSummary | None, run_dir: Path
+) -> tuple[Path | None, str, bool]:
+    """output_dir, output_name, and whether kohya named the files itself (no output_name)."""
     output_name = str(training.get("output_name") or "")
     output_dir = _resolve(training.get("output_dir"), run_dir)
     # the log names the files when the config does not (a config copied away)
@@ -91,7 +126,13 @@ def load_run(run_dir: str | Path) -> RunData:
     # kohya's names when output_name is unset: epoch-000001, at-step00000010, last
     unnamed = output_name in ("", "epoch", "at", "last") and not training.get("output_name")
     output_name = output_name if not unnamed else "last"
+    return output_dir, output_name, unnamed
 
+
+def _run_scalars(
+    training: dict[str, Any], state: dict[str, Any] | None, run_dir: Path
+) -> tuple[dict[str, list[tuple[int, float]]], list[Path]]:
+    """This attempt's TensorBoard scalars by tag, and the event files they came from."""
     scalars: dict[str, list[tuple[int, float]]] = {}
     event_files: list[Path] = []
     logging_dir = _resolve(training.get("logging_dir"), run_dir)
@@ -115,39 +156,41 @@ def load_run(run_dir: str | Path) -> RunData:
         for path in event_files:
             events += read_scalars(path)
         scalars = scalars_by_tag(events)
+    return scalars, event_files
 
+
+def _epoch_end_steps(
+    log: LogSummary | None, scalars: dict[str, list[tuple[int, float]]], epoch_avg: dict[int, float]
+) -> dict[int, int]:
+    """The global step at each epoch's end: from the log, else spread over the events' steps."""
     epoch_end_step = dict(log.epoch_end_step) if log else {}
     # steps before the first epoch header (epoch 0) end no epoch
     epoch_end_step.pop(0, None)
-    epoch_avg = dict(scalars.get("loss/epoch_average", []))
-    # kohya's loss/epoch_average uses the epoch number as its step (train_network.py:133-134)
-    train_loss_epoch = _merge(epoch_avg, log.epoch_losses() if log else {})
     if not epoch_end_step and epoch_avg and log is None:
         total = _max_step(scalars)
         epochs = max(epoch_avg)
         if total and epochs:
             # no log: spread the steps evenly over the epochs, close enough for the plot
             epoch_end_step = {e: round(total * e / epochs) for e in epoch_avg}
-    val_loss_epoch = _merge(
-        dict(scalars.get("loss/validation/epoch_average", [])),
-        dict(log.val_loss_by_epoch) if log else {},
-    )
-    val_loss_step = _merge(
-        dict(scalars.get("loss/validation/step_average", [])),
-        dict(log.val_loss_by_step) if log else {},
-    )
-    avg_loss_step = _merge(
-        dict(scalars.get("loss/average", [])), dict(log.loss_by_step) if log else {}
-    )
-    current = scalars.get("loss/current", [])
+    return epoch_end_step
 
+
+def _run_checkpoints(
+    output_dir: Path | None,
+    name: str | None,
+    log: LogSummary | None,
+    training: dict[str, Any],
+    epoch_end_step: dict[int, int],
+    state: dict[str, Any] | None,
+) -> list[Checkpoint]:
+    """This run's checkpoints: files of the name written while it ran."""
     total_epochs = (log.total_epochs if log else None) or _int(training.get("max_train_epochs"))
     total_steps = log.total_steps if log else None
     # The final file is the last epoch: the epoch the log had reached, else the planned total.
     checkpoints = (
         list_checkpoints(
             output_dir,
-            None if unnamed else output_name,
+            name,
             epoch_end_step=epoch_end_step,
             total_epochs=(log.epoch or None) if log else total_epochs,
             total_steps=(log.step or None) if log else total_steps,
@@ -163,14 +206,7 @@ def load_run(run_dir: str | Path) -> RunData:
     if isinstance(ended, (int, float)) and (state or {}).get("status") != "running":
         # nor are files a later run with the same output_name wrote after this one ended
         checkpoints = [c for c in checkpoints if c.path.stat().st_mtime <= ended + 5]
-    run = RunData(
-        run_dir, state, training, output_dir, output_name, log, scalars, event_files,
-        checkpoints, epoch_end_step, train_loss_epoch, val_loss_epoch, val_loss_step,
-        avg_loss_step, current, epoch_noise(current, epoch_end_step),
-    )  # fmt: skip
-    run.samples = _samples(output_dir, output_name) if output_dir else {}
-    run.script = script
-    return run
+    return checkpoints
 
 
 def _merge(exact: dict[int, float], printed: dict[int, float]) -> dict[int, float]:
@@ -219,6 +255,7 @@ def _seconds_per_step(run: RunData) -> float | None:
 
 
 def summarize(run: RunData) -> dict:
+    """The run's summary.json: status, progress, losses, cost, checkpoints and the pick."""
     state = run.state or {}
     log = run.log
     status = state.get("status") or ("succeeded" if log and log.model_saved else "unknown")
@@ -237,23 +274,9 @@ def summarize(run: RunData) -> dict:
         cost = round(price * duration / 3600, 4)
     step = log.step if log else _max_step(run.scalars) or 0
     total_steps = log.total_steps if log else None
-    # an epoch is done once the next one started, the run saved its model, or kohya
-    # logged its average; the current epoch of a running run is not
-    from_log = (log.epoch if log.model_saved else max(log.epoch - 1, 0)) if log else 0
-    logged = [step for step, _value in run.scalars.get("loss/epoch_average", [])]
-    epochs_done = max([from_log, *logged])
+    epochs_done = _epochs_done(run)
     total_epochs = (log.total_epochs if log else None) or _int(run.training.get("max_train_epochs"))
-    recommendation = None
-    if run.checkpoints:
-        try:
-            choice = rank(run)
-            recommendation = {
-                "file": choice.path.name, "epoch": choice.epoch, "step": choice.step,
-                "reason": choice.reason, "by": choice.by, "verdict": choice.verdict,
-                "flags": choice.flags,
-            }  # fmt: skip
-        except KohyagenError:
-            recommendation = None
+    recommendation = _recommendation(run)
     return {
         "run_dir": str(run.run_dir),
         "status": status,
@@ -283,6 +306,33 @@ def summarize(run: RunData) -> dict:
             "events": [str(p) for p in run.event_files],
         },
     }
+
+
+def _recommendation(run: RunData) -> dict[str, Any] | None:
+    """The checkpoint rank() would pick, or None when there is nothing to pick from."""
+    recommendation = None
+    if run.checkpoints:
+        try:
+            choice = rank(run)
+            recommendation = {
+                "file": choice.path.name, "epoch": choice.epoch, "step": choice.step,
+                "reason": choice.reason, "by": choice.by, "verdict": choice.verdict,
+                "flags": choice.flags,
+            }  # fmt: skip
+        except KohyagenError:
+            recommendation = None
+    return recommendation
+
+
+def _epochs_done(run: RunData) -> int:
+    """Epochs finished by the run (from its log and its TensorBoard epoch averages)."""
+    log = run.log
+    # an epoch is done once the next one started, the run saved its model, or kohya
+    # logged its average; the current epoch of a running run is not
+    from_log = (log.epoch if log.model_saved else max(log.epoch - 1, 0)) if log else 0
+    logged = [step for step, _value in run.scalars.get("loss/epoch_average", [])]
+    epochs_done = max([from_log, *logged])
+    return epochs_done
 
 
 def _alive(pid: Any) -> bool:

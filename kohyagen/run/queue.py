@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from kohyagen.errors import UsageError
 from kohyagen.run.manifest import MANIFEST_NAME
@@ -151,31 +151,9 @@ def _run_one(
     try:
         with log_path.open("a", encoding="utf-8") as log:
             log.write(f"$ {' '.join(cmd)}\n")
-            proc = subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                env=env,
-            )
-            assert proc.stdout is not None
-            lines: list[str] = []
-            for line in proc.stdout:
-                log.write(line)
-                log.flush()
-                lines.append(line)
-                # only the tail is kept in memory: the full output is in queue.log
-                del lines[:-200]
-                progress(item.label, line.rstrip("\n"))
-            code = proc.wait()
+            code, lines = _stream(cmd, env, log, lambda line: progress(item.label, line))
         seconds = time.monotonic() - started
-        data: dict[str, Any] = {}
-        try:
-            text = Path(result_file).read_text(encoding="utf-8")
-            data = json.loads(text) if text.strip() else {}
-        except (OSError, json.JSONDecodeError):
-            data = {}
+        data = _read_result(Path(result_file))
     finally:
         Path(result_file).unlink(missing_ok=True)
     if code == 0:
@@ -184,17 +162,43 @@ def _run_one(
         return ItemResult(
             str(item.path), item.kind, OK, 0, str(item.run_dir), lora, message, seconds, gpu
         )
+    message = f"{_error_line(''.join(lines))} (log: {log_path})"
     return ItemResult(
-        str(item.path),
-        item.kind,
-        FAILED,
-        code,
-        str(item.run_dir),
-        None,
-        f"{_error_line(''.join(lines))} (log: {log_path})",
-        seconds,
-        gpu,
+        str(item.path), item.kind, FAILED, code, str(item.run_dir), None, message, seconds, gpu
     )
+
+
+def _stream(
+    cmd: list[str], env: dict[str, str], log: IO[str], on_line: Callable[[str], None]
+) -> tuple[int, list[str]]:
+    """Run cmd, copying its output into log and each line to on_line; its exit code and
+    its last 200 lines."""
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        env=env,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:
+        log.write(line)
+        log.flush()
+        lines.append(line)
+        del lines[:-200]
+        on_line(line.rstrip("\n"))
+    return proc.wait(), lines
+
+
+def _read_result(result_file: Path) -> dict[str, Any]:
+    """The worker's result JSON; empty when it wrote none (it failed before the end)."""
+    try:
+        text = result_file.read_text(encoding="utf-8")
+        return json.loads(text) if text.strip() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def run_queue(
@@ -271,35 +275,7 @@ def run_item(
     pipeline, or train a config and write its report and choice. Returns a small summary."""
     entry = classify(item)
     if entry.kind == RUN_DIR:
-        from kohyagen.run.manifest import Manifest
-        from kohyagen.run.pipeline import RunOptions, run_pipeline
-
-        manifest = Manifest.load(entry.run_dir)
-        assert manifest is not None  # classify saw the file
-        inputs = manifest.data.get("inputs", {})
-        try:
-            options = RunOptions(
-                images=Path(inputs["images"]),
-                name=inputs["name"],
-                trigger=inputs["trigger"],
-                model=inputs.get("model", "sd15"),
-                base_model=inputs.get("base_model"),
-                gpu=inputs.get("gpu", "auto"),
-                budget=inputs.get("budget"),
-                backend=backend or inputs.get("backend", "auto"),
-                run_dir=entry.run_dir,
-                epochs=inputs.get("epochs"),
-                overrides=tuple(inputs.get("overrides") or ()),
-                seed=inputs.get("seed"),
-                price_per_hour=inputs.get("price_per_hour"),
-                sd_scripts=Path(sd_scripts) if sd_scripts else None,
-            )
-        except KeyError as exc:
-            from kohyagen.errors import RunStateError
-
-            raise RunStateError(f"the manifest lacks the input {exc}", path=manifest.path) from exc
-        result = run_pipeline(options, progress=progress)
-        return {"run_dir": str(result.run_dir), "lora": str(result.lora) if result.lora else None}
+        return _continue_run(entry, backend=backend, sd_scripts=sd_scripts, progress=progress)
     from kohyagen.errors import TrainingFailed
     from kohyagen.launch.train import train
     from kohyagen.report.pick import pick
@@ -322,3 +298,42 @@ def run_item(
     write_report(entry.run_dir)
     choice = pick(entry.run_dir)
     return {"run_dir": str(entry.run_dir), "lora": str(choice.path)}
+
+
+def _continue_run(
+    entry: QueueItem,
+    *,
+    backend: str | None,
+    sd_scripts: str | Path | None,
+    progress: Progress | None,
+) -> dict[str, Any]:
+    """Continue a run folder with the pipeline, from the inputs its manifest recorded."""
+    from kohyagen.run.manifest import Manifest
+    from kohyagen.run.pipeline import RunOptions, run_pipeline
+
+    manifest = Manifest.load(entry.run_dir)
+    assert manifest is not None  # classify saw the file
+    inputs = manifest.data.get("inputs", {})
+    try:
+        options = RunOptions(
+            images=Path(inputs["images"]),
+            name=inputs["name"],
+            trigger=inputs["trigger"],
+            model=inputs.get("model", "sd15"),
+            base_model=inputs.get("base_model"),
+            gpu=inputs.get("gpu", "auto"),
+            budget=inputs.get("budget"),
+            backend=backend or inputs.get("backend", "auto"),
+            run_dir=entry.run_dir,
+            epochs=inputs.get("epochs"),
+            overrides=tuple(inputs.get("overrides") or ()),
+            seed=inputs.get("seed"),
+            price_per_hour=inputs.get("price_per_hour"),
+            sd_scripts=Path(sd_scripts) if sd_scripts else None,
+        )
+    except KeyError as exc:
+        from kohyagen.errors import RunStateError
+
+        raise RunStateError(f"the manifest lacks the input {exc}", path=manifest.path) from exc
+    result = run_pipeline(options, progress=progress)
+    return {"run_dir": str(result.run_dir), "lora": str(result.lora) if result.lora else None}

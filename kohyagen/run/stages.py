@@ -211,14 +211,10 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) else len(value)
 
 
-def _stage_config(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
-    from kohyagen.config.lint import lint_files
-    from kohyagen.config.render import render_configs, write_configs
-
+def _config_overrides(ctx: RunContext, gpu: str) -> tuple[list[str], bool, str]:
+    """The --set overrides plus the run's own (seed, save_state, CPU precision); whether
+    save_state was added, and the GPU preset to render for."""
     opts = ctx.options
-    gpu, gpu_note = _gpu_name(opts)
-    if gpu_note:
-        ctx.say("config", f"GPU: {gpu_note}")
     overrides = list(opts.overrides)
     given = {o.split("=", 1)[0].strip().split(".")[-1] for o in overrides}
     if opts.seed is not None and "seed" not in given:
@@ -239,6 +235,37 @@ def _stage_config(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
             "no GPU: configs rendered for the generic "
             f"{CPU_RENDER_PRESET} preset with mixed_precision=no, to train on the CPU"
         )
+    return overrides, bool(auto_state), render_gpu
+
+
+def _refuse_lint_errors(rendered: Any, run_dir: Path) -> None:
+    """Stop before training when the rendered configs have a lint error."""
+    from kohyagen.config.lint import lint_files
+    from kohyagen.findings import count_errors
+
+    findings = lint_files([rendered.training_path, rendered.dataset_path], cwd=run_dir)
+    if count_errors(findings):
+        from kohyagen.errors import LintFailed
+
+        first = next(f for f in findings if f.severity.value == "error")
+        raise LintFailed(
+            f"the rendered config has {count_errors(findings)} error(s), first: "
+            f"{first.key or ''} {first.message}",
+            findings,
+            path=first.file or rendered.training_path,
+            hint=first.fix or "fix the --set override that caused it",
+        )
+
+
+def _stage_config(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
+    """Render, write and lint the configs for this run; record them in the manifest."""
+    from kohyagen.config.render import render_configs, write_configs
+
+    opts = ctx.options
+    gpu, gpu_note = _gpu_name(opts)
+    if gpu_note:
+        ctx.say("config", f"GPU: {gpu_note}")
+    overrides, auto_state, render_gpu = _config_overrides(ctx, gpu)
     rendered = render_configs(
         _train_dir(ctx),
         model=opts.model,
@@ -252,20 +279,7 @@ def _stage_config(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     )
     # This stage owns these two files; an interrupted earlier attempt may have left them.
     write_configs(rendered, force=True)
-    from kohyagen.findings import count_errors
-
-    findings = lint_files([rendered.training_path, rendered.dataset_path], cwd=ctx.run_dir)
-    if count_errors(findings):
-        from kohyagen.errors import LintFailed
-
-        first = next(f for f in findings if f.severity.value == "error")
-        raise LintFailed(
-            f"the rendered config has {count_errors(findings)} error(s), first: "
-            f"{first.key or ''} {first.message}",
-            findings,
-            path=first.file or rendered.training_path,
-            hint=first.fix or "fix the --set override that caused it",
-        )
+    _refuse_lint_errors(rendered, ctx.run_dir)
     from kohyagen.config.schema import load_toml
 
     dataset_data = load_toml(rendered.dataset_path).data

@@ -166,6 +166,43 @@ def _unet(kind: str) -> Any:
     )
 
 
+def _build_pipeline(kind: str, tmp: Path) -> Any:
+    """The random pipeline's parts, built in a fixed order so a seed gives the same weights."""
+    diffusers = require("diffusers")
+    transformers = require("transformers")
+    unet = _unet(kind)
+    vae = _vae()
+    text_encoder = transformers.CLIPTextModel(_text_config(projection=False))
+    write_clip_tokenizer(tmp / "_tok")
+    tokenizer = transformers.CLIPTokenizer.from_pretrained(tmp / "_tok")
+    scheduler = _scheduler(kind)
+    if kind == "sdxl":
+        text_encoder_2 = transformers.CLIPTextModelWithProjection(_text_config(projection=True))
+        write_clip_tokenizer(tmp / "_tok2", pad_token="!")
+        tokenizer_2 = transformers.CLIPTokenizer.from_pretrained(tmp / "_tok2")
+        pipe = diffusers.StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer_2,
+            unet=unet,
+            scheduler=scheduler,
+        )
+    else:
+        pipe = diffusers.StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    return pipe
+
+
 def make_tiny_pipeline(out_dir: str | Path, kind: str = "sd15", seed: int = 0) -> Path:
     """Write a tiny random diffusers pipeline folder of the given kind; return its path.
 
@@ -181,43 +218,14 @@ def make_tiny_pipeline(out_dir: str | Path, kind: str = "sd15", seed: int = 0) -
         )
     quiet_third_party()
     torch = require("torch")
-    diffusers = require("diffusers")
-    transformers = require("transformers")
+    require("diffusers")  # both checked before anything is written
+    require("transformers")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         torch.manual_seed(seed)
-        unet = _unet(kind)
-        vae = _vae()
-        text_encoder = transformers.CLIPTextModel(_text_config(projection=False))
-        write_clip_tokenizer(tmp / "_tok")
-        tokenizer = transformers.CLIPTokenizer.from_pretrained(tmp / "_tok")
-        scheduler = _scheduler(kind)
-        if kind == "sdxl":
-            text_encoder_2 = transformers.CLIPTextModelWithProjection(_text_config(projection=True))
-            write_clip_tokenizer(tmp / "_tok2", pad_token="!")
-            tokenizer_2 = transformers.CLIPTokenizer.from_pretrained(tmp / "_tok2")
-            pipe = diffusers.StableDiffusionXLPipeline(
-                vae=vae,
-                text_encoder=text_encoder,
-                text_encoder_2=text_encoder_2,
-                tokenizer=tokenizer,
-                tokenizer_2=tokenizer_2,
-                unet=unet,
-                scheduler=scheduler,
-            )
-        else:
-            pipe = diffusers.StableDiffusionPipeline(
-                vae=vae,
-                text_encoder=text_encoder,
-                tokenizer=tokenizer,
-                unet=unet,
-                scheduler=scheduler,
-                safety_checker=None,
-                feature_extractor=None,
-                requires_safety_checker=False,
-            )
+        pipe = _build_pipeline(kind, tmp)
         pipe.save_pretrained(tmp, safe_serialization=True)
         # Replace whatever save_pretrained wrote for the tokenizers with our own
         # slow-tokenizer files, which both tokenizer classes load.

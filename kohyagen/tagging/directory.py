@@ -30,7 +30,7 @@ from kohyagen.tagging.captions import (
     remove_stale_temps,
 )
 from kohyagen.tagging.loop import BatchRun, ImageFailure, ProgressCallback, caption_path
-from kohyagen.tagging.models import DEFAULT_MODEL, load_tags, resolve_model
+from kohyagen.tagging.models import DEFAULT_MODEL, ModelFiles, TagSet, load_tags, resolve_model
 from kohyagen.tagging.runtime import Runtime, open_runtime
 
 __all__ = ["DEFAULT_MODEL", "ImageFailure", "TagResult", "find_images", "tag_directory"]
@@ -111,7 +111,43 @@ def tag_directory(
     caption_ext = _check_arguments(
         root, mode, threshold, character_threshold, batch_size, caption_ext
     )
-    options = CaptionOptions(
+    options = _caption_options(
+        threshold, character_threshold, trigger, undesired_tags, always_first,
+        keep_underscores=keep_underscores, rating=rating,
+    )  # fmt: skip
+    found = find_images(root, recursive=recursive)
+    remove_stale_temps({p.parent for p in found})
+    images, shared = _one_image_per_caption(found, caption_ext)
+    todo = [p for p in images if mode != "skip" or not has_caption(caption_path(p, caption_ext))]
+    base = {
+        "root": root, "mode": mode, "caption_extension": caption_ext, "images": len(found),
+        "skipped": len(found) - len(todo),
+    }  # fmt: skip
+    if not todo:
+        # Nothing to do, so no model is loaded (or downloaded) at all.
+        return TagResult(
+            model=str(model), tagged=0, failed=0, warnings=tuple(shared),
+            seconds=_since(started), **base,
+        )  # fmt: skip
+    return _run_tagger(
+        todo, options, base, model=model, cache_dir=cache_dir, providers=providers,
+        batch_size=batch_size, warnings=shared, on_message=on_message, progress=progress,
+        workers=workers, started=started,
+    )  # fmt: skip
+
+
+def _caption_options(
+    threshold: float,
+    character_threshold: float,
+    trigger: str | None,
+    undesired_tags: Sequence[str],
+    always_first: Sequence[str],
+    *,
+    keep_underscores: bool,
+    rating: bool,
+) -> CaptionOptions:
+    """The caption policy, with blank tags and a blank trigger dropped."""
+    return CaptionOptions(
         threshold=threshold,
         character_threshold=character_threshold,
         trigger=trigger.strip() if trigger and trigger.strip() else None,
@@ -120,29 +156,12 @@ def tag_directory(
         keep_underscores=keep_underscores,
         rating=rating,
     )
-    found = find_images(root, recursive=recursive)
-    remove_stale_temps({p.parent for p in found})
-    images, shared = _one_image_per_caption(found, caption_ext)
-    todo = [p for p in images if mode != "skip" or not has_caption(caption_path(p, caption_ext))]
-    base: dict[str, Any] = {
-        "root": root,
-        "mode": mode,
-        "caption_extension": caption_ext,
-        "images": len(found),
-        "skipped": len(found) - len(todo),
-    }
-    if not todo:
-        # Nothing to do, so no model is loaded (or downloaded) at all.
-        return TagResult(
-            model=str(model),
-            tagged=0,
-            failed=0,
-            warnings=tuple(shared),
-            seconds=_since(started),
-            **base,
-        )
 
-    load_started = time.perf_counter()
+
+def _load_tagger(
+    model: str | Path, cache_dir: str | Path | None, providers: Sequence[str] | None
+) -> tuple[ModelFiles, TagSet, Runtime]:
+    """The model's files (downloaded when needed), its tag list and an onnxruntime session."""
     files = resolve_model(model, cache_dir=cache_dir)
     tags = load_tags(files.tags_path)
     runtime = open_runtime(files.model_path, providers)
@@ -153,8 +172,29 @@ def tag_directory(
             path=files.tags_path,
             hint="model.onnx and selected_tags.csv must come from the same tagger",
         )
+    return files, tags, runtime
+
+
+def _run_tagger(
+    todo: list[Path],
+    options: CaptionOptions,
+    base: dict[str, Any],
+    *,
+    model: str | Path,
+    cache_dir: str | Path | None,
+    providers: Sequence[str] | None,
+    batch_size: int | None,
+    warnings: list[str],
+    on_message: Callable[[str], None] | None,
+    progress: ProgressCallback | None,
+    workers: int | None,
+    started: float,
+) -> TagResult:
+    """Load the tagger, caption every image in todo, and report."""
+    load_started = time.perf_counter()
+    files, tags, runtime = _load_tagger(model, cache_dir, providers)
     load_seconds = _since(load_started)
-    warnings = list(runtime.warnings) + shared
+    warnings = list(runtime.warnings) + warnings
     rows = _batch_size(runtime, batch_size, warnings)
     if on_message is not None:
         on_message(f"tagger {files.name} on {runtime.provider}, batches of {rows}")
@@ -163,7 +203,7 @@ def tag_directory(
     if progress is not None:
         # Only now: a download's own progress output has finished by this point.
         progress(0, len(todo))
-
+    mode, caption_ext = base["mode"], base["caption_extension"]
     run = BatchRun(runtime, TagSelector(tags, options), options, mode, caption_ext, rows, progress)
     run.tag(todo, workers or min(8, os.cpu_count() or 2))
     return TagResult(
@@ -174,7 +214,7 @@ def tag_directory(
         tag_counts=dict(sorted(run.counts.items(), key=lambda kv: (-kv[1], kv[0]))),
         provider=runtime.provider,
         batch_size=rows,
-        input_size=spec.size,
+        input_size=runtime.input.size,
         warnings=tuple(warnings),
         seconds=_since(started),
         load_seconds=load_seconds,

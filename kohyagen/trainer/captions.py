@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from kohyagen.errors import DatasetError
-from kohyagen.trainer.config import SubsetSpec
+from kohyagen.trainer.dataset_spec import SubsetSpec
 
 
 def read_caption(image: Path, subset: SubsetSpec) -> str:

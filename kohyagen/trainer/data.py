@@ -20,7 +20,7 @@ from kohyagen.dataset.layout import list_images
 from kohyagen.errors import DatasetError
 from kohyagen.trainer.augment import face_from_name
 from kohyagen.trainer.captions import read_caption
-from kohyagen.trainer.config import DatasetSpec, SubsetSpec
+from kohyagen.trainer.dataset_spec import DatasetSpec, SubsetSpec
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,11 @@ def select_bucket(
     min_size/max_size are the dataset's min/max_bucket_reso; without them they are read
     off buckets (the list make_buckets returned for them).
     """
-    # callers that only have the bucket list: its extreme sides are kohya's min/max
     if min_size is None or max_size is None:
         sides = [side for bucket in buckets for side in bucket] or [steps]
         min_size = min(sides) if min_size is None else min_size
         max_size = max(sides) if max_size is None else max_size
-    settings = BucketSettings((max_reso[0], max_reso[1]), min_size, max_size, steps, no_upscale)
+    settings = BucketSettings(tuple(max_reso), min_size, max_size, steps, no_upscale)
     bw, bh = shared_select_bucket(size[0], size[1], settings)
     # kohya makes a 0-wide bucket of an image narrower than one step, and fails later.
     return max(steps, bw), max(steps, bh)
@@ -87,13 +86,10 @@ def split_validation(
     if split <= 0:
         return images if training else []
     shuffled = list(images)
-    # kohya shuffles with validation_seed when set, else from the global RNG: the same split
-    # is reproduced only with a seed (train_util.py:142-178)
     (random.Random(seed) if seed is not None else random).shuffle(shuffled)
     n = len(shuffled)
     if training:
         return shuffled[: math.ceil(n * (1 - split))]
-    # round, not the complement of ceil: as in kohya, one image can land in both halves
     take = round(n * split)
     return shuffled[n - take :] if take else []
 
@@ -106,7 +102,6 @@ class PreparedDataset:
 
     @property
     def train_count(self) -> int:
-        # kohya's `num train images * repeats`: reg images are counted apart
         return sum(it.subset.num_repeats for it in self.items if not it.is_reg)
 
     @property
@@ -133,99 +128,112 @@ class PreparedGroup:
         return sum(part.reg_count for part in self.parts)
 
 
-def prepare(spec: DatasetSpec, *, training: bool = True) -> PreparedDataset:
+def _bucket_list(spec: DatasetSpec) -> list[tuple[int, int]]:
+    """kohya's bucket resolutions for this dataset; none when bucketing is off."""
+    res = spec.resolution
+    if not spec.enable_bucket:
+        return []
+    settings = BucketSettings(
+        res, spec.min_bucket_reso, spec.max_bucket_reso, spec.bucket_reso_steps
+    )
+    problems = settings.problems()
+    if min(res) < spec.min_bucket_reso or max(res) > spec.max_bucket_reso or problems:
+        raise DatasetError(
+            problems[0]
+            if problems
+            else f"resolution {res} is outside min_bucket_reso {spec.min_bucket_reso} .."
+            f" max_bucket_reso {spec.max_bucket_reso}",
+            hint="set min_bucket_reso/max_bucket_reso to multiples of bucket_reso_steps "
+            "around the resolution",
+        )
+    return make_buckets(res, spec.min_bucket_reso, spec.max_bucket_reso, spec.bucket_reso_steps)
+
+
+def _subset_images(spec: DatasetSpec, subset: SubsetSpec, training: bool) -> list[Path]:
+    """The subset's images on this side of the validation split."""
+    if not subset.image_dir.is_dir():
+        raise DatasetError("image folder not found", path=subset.image_dir)
+    images = list_images(subset.image_dir)
+    if not subset.is_reg:
+        return split_validation(
+            images, spec.validation_split, spec.validation_seed, training=training
+        )
+    if not training:
+        return []  # kohya never validates on reg images
+    return images
+
+
+def _image_size(image: Path) -> tuple[int, int]:
+    """The image's size as it will be loaded."""
     from PIL import Image
 
-    res = spec.resolution
-    buckets: list[tuple[int, int]] = []
-    if spec.enable_bucket:
-        settings = BucketSettings(
-            res, spec.min_bucket_reso, spec.max_bucket_reso, spec.bucket_reso_steps
-        )
-        # kohya's BucketManager asserts these at start-up; say so before any model loads
-        problems = settings.problems()
-        if min(res) < spec.min_bucket_reso or max(res) > spec.max_bucket_reso or problems:
+    try:
+        with Image.open(image) as im:
+            size = im.size
+            # Rotated by its EXIF orientation when loaded, so bucket it rotated too.
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):
+                size = (size[1], size[0])
+    except OSError as exc:
+        raise DatasetError("cannot read image", path=image, hint="remove or re-save it") from exc
+    return size
+
+
+def _unbucketed_item(
+    image: Path, subset: SubsetSpec, size: tuple[int, int], res: tuple[int, int]
+) -> ImageItem:
+    """An image trained at the fixed resolution, as kohya accepts it without bucketing."""
+    face = face_from_name(image) if subset.face_crop_aug_range else None
+    if face is not None:
+        if size[0] < res[0] or size[1] < res[1]:
             raise DatasetError(
-                problems[0]
-                if problems
-                else f"resolution {res} is outside min_bucket_reso {spec.min_bucket_reso} .."
-                f" max_bucket_reso {spec.max_bucket_reso}",
-                hint="set min_bucket_reso/max_bucket_reso to multiples of bucket_reso_steps "
-                "around the resolution",
+                f"image is {size[0]}x{size[1]}, smaller than the resolution"
+                f" {res[0]}x{res[1]}: face_crop_aug_range cannot cut it",
+                path=image,
+                hint="use a larger image or a lower resolution",
             )
-        buckets = make_buckets(
-            res, spec.min_bucket_reso, spec.max_bucket_reso, spec.bucket_reso_steps
+        caption = read_caption(image, subset)
+        return ImageItem(image, caption, subset, size, res, face=face)
+    larger = size[0] > res[0] or size[1] > res[1]
+    if larger and subset.random_crop and size[0] >= res[0] and size[1] >= res[1]:
+        return ImageItem(image, read_caption(image, subset), subset, size, res, True)
+    if larger and subset.random_crop:
+        raise DatasetError(
+            f"image is {size[0]}x{size[1]}: larger than the resolution"
+            f" {res[0]}x{res[1]} on one side and smaller on the other, which"
+            " random_crop cannot cut without bucketing",
+            path=image,
+            hint="set enable_bucket = true or resize the image",
         )
+    if larger:
+        raise DatasetError(
+            f"image is {size[0]}x{size[1]}, larger than the resolution"
+            f" {res[0]}x{res[1]}, and bucketing is off",
+            path=image,
+            hint="set enable_bucket = true or resize the image",
+        )
+    return ImageItem(image, read_caption(image, subset), subset, size, res)
+
+
+def prepare(spec: DatasetSpec, *, training: bool = True) -> PreparedDataset:
+    """The dataset's images on one side of the validation split, each with its bucket."""
+    res = spec.resolution
+    buckets = _bucket_list(spec)
     items: list[ImageItem] = []
     for subset in spec.subsets:
-        if not subset.image_dir.is_dir():
-            raise DatasetError("image folder not found", path=subset.image_dir)
-        images = list_images(subset.image_dir)
-        if not subset.is_reg:
-            images = split_validation(
-                images, spec.validation_split, spec.validation_seed, training=training
+        for image in _subset_images(spec, subset, training):
+            size = _image_size(image)
+            if not spec.enable_bucket:
+                items.append(_unbucketed_item(image, subset, size, res))
+                continue
+            bucket = select_bucket(
+                size,
+                buckets,
+                max_reso=res,
+                steps=spec.bucket_reso_steps,
+                no_upscale=spec.bucket_no_upscale,
+                min_size=spec.min_bucket_reso,
+                max_size=spec.max_bucket_reso,
             )
-        elif not training:
-            images = []  # kohya never validates on reg images
-        for image in images:
-            try:
-                with Image.open(image) as im:
-                    size = im.size
-                    # Rotated by its EXIF orientation when loaded, so bucket it rotated too.
-                    if im.getexif().get(0x0112) in (5, 6, 7, 8):
-                        size = (size[1], size[0])
-            except OSError as exc:
-                raise DatasetError(
-                    "cannot read image", path=image, hint="remove or re-save it"
-                ) from exc
-            if spec.enable_bucket:
-                bucket = select_bucket(
-                    size,
-                    buckets,
-                    max_reso=res,
-                    steps=spec.bucket_reso_steps,
-                    no_upscale=spec.bucket_no_upscale,
-                    min_size=spec.min_bucket_reso,
-                    max_size=spec.max_bucket_reso,
-                )
-            else:
-                # kohya reads the face box from the file name (`name_cx_cy_w_h.png`) for face_crop_aug_range
-                face = face_from_name(image) if subset.face_crop_aug_range else None
-                if face is not None:
-                    if size[0] < res[0] or size[1] < res[1]:
-                        raise DatasetError(
-                            f"image is {size[0]}x{size[1]}, smaller than the resolution"
-                            f" {res[0]}x{res[1]}: face_crop_aug_range cannot cut it",
-                            path=image,
-                            hint="use a larger image or a lower resolution",
-                        )
-                    caption = read_caption(image, subset)
-                    items.append(ImageItem(image, caption, subset, size, res, face=face))
-                    continue
-                # Without buckets kohya's __getitem__ asserts `image too large, but cropping and
-                # bucketing are disabled`; random_crop cuts a window instead, if the image covers it.
-                larger = size[0] > res[0] or size[1] > res[1]
-                if larger and subset.random_crop and size[0] >= res[0] and size[1] >= res[1]:
-                    items.append(
-                        ImageItem(image, read_caption(image, subset), subset, size, res, True)
-                    )
-                    continue
-                if larger and subset.random_crop:
-                    raise DatasetError(
-                        f"image is {size[0]}x{size[1]}: larger than the resolution"
-                        f" {res[0]}x{res[1]} on one side and smaller on the other, which"
-                        " random_crop cannot cut without bucketing",
-                        path=image,
-                        hint="set enable_bucket = true or resize the image",
-                    )
-                if larger:
-                    raise DatasetError(
-                        f"image is {size[0]}x{size[1]}, larger than the resolution"
-                        f" {res[0]}x{res[1]}, and bucketing is off",
-                        path=image,
-                        hint="set enable_bucket = true or resize the image",
-                    )
-                bucket = res
             items.append(ImageItem(image, read_caption(image, subset), subset, size, bucket))
     return PreparedDataset(spec, tuple(items), training)
 
@@ -238,8 +246,6 @@ def build_reg_fill(items: list[ImageItem]) -> list[ImageItem]:
     if not reg:
         return out
     i = 0
-    # cycled, not sampled: kohya repeats the reg list in order to match the training count
-    # (train_util.py:2166-2182)
     while len(out) < train_samples:
         out.append(reg[i % len(reg)])
         i += 1
@@ -258,23 +264,19 @@ def epoch_batches(
             for batch in epoch_batches(part, seed + i, epoch, shuffle=shuffle)
         ]
         if shuffle and len(prepared.parts) > 1:
-            # kohya's DatasetGroup concatenates the datasets and the DataLoader shuffles the lot
             random.Random(seed * 7 + epoch).shuffle(batches)
         return batches
-    # a seed per epoch, so a resumed run draws the same batches as an uninterrupted one
     rng = random.Random(seed * 1000003 + epoch)
     samples: list[ImageItem] = []
     for it in prepared.items:
         if not it.is_reg:
-            # validation sets use num_repeats = 1 in kohya
             samples.extend([it] * (it.subset.num_repeats if prepared.training else 1))
     samples.extend(build_reg_fill(list(prepared.items)))
     by_bucket: dict[tuple[int, int], list[ImageItem]] = {}
     for it in samples:
         by_bucket.setdefault(it.bucket, []).append(it)
-    batches = []
+    batches: list[list[ImageItem]] = []
     bs = prepared.spec.batch_size
-    # a batch never mixes buckets: kohya's BucketBatchIndex draws each batch from one bucket
     for bucket in sorted(by_bucket):
         group = by_bucket[bucket]
         if shuffle:

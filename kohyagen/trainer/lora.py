@@ -6,26 +6,20 @@ module computes  org(x) + up(down(x)) * multiplier * alpha / rank,  with down
 initialised kaiming-uniform and up at zero, so training starts from the base model.
 Keys are `<prefix>_<module path with . -> _>.{lora_down.weight, lora_up.weight, alpha}`;
 SDXL U-Net paths are renamed to the SGM layout (input_blocks / middle_block /
-output_blocks) that kohya and A1111/ComfyUI use.
+output_blocks) that kohya and A1111/ComfyUI use (the names: kohyagen.trainer.lora_names).
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
 
 from kohyagen.errors import ConfigError
-
-UNET_TARGETS = ("Transformer2DModel",)
-UNET_CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
-TE_TARGETS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPFlashAttention2", "CLIPMLP")
+from kohyagen.trainer.lora_names import text_encoder_modules, unet_modules
 
 
 class LoRAModule(nn.Module):
@@ -34,22 +28,18 @@ class LoRAModule(nn.Module):
         self.lora_name = lora_name
         if isinstance(org, nn.Conv2d):
             # A 3x3 conv (conv_dim) keeps its kernel, stride and padding in the down half.
-            # torch types a Conv2d's kernel_size/stride/padding as tuple[int, ...] but its
-            # constructor as tuple[int, int]: the same values, passed straight back.
-            self.lora_down: nn.Conv2d | nn.Linear = nn.Conv2d(
+            self.lora_down = nn.Conv2d(
                 org.in_channels,
                 rank,
-                org.kernel_size,  # type: ignore[arg-type]
-                org.stride,  # type: ignore[arg-type]
-                org.padding,  # type: ignore[arg-type]
+                org.kernel_size,
+                org.stride,
+                org.padding,
                 bias=False,
             )
-            self.lora_up: nn.Conv2d | nn.Linear = nn.Conv2d(rank, org.out_channels, 1, bias=False)
+            self.lora_up = nn.Conv2d(rank, org.out_channels, 1, bias=False)
         else:
-            linear = cast(nn.Linear, org)  # _targets yields only Linear and Conv2d modules
-            self.lora_down = nn.Linear(linear.in_features, rank, bias=False)
-            self.lora_up = nn.Linear(rank, linear.out_features, bias=False)
-        # kohya's LoRAModule: no alpha (or 0) means alpha = rank, a scale of 1
+            self.lora_down = nn.Linear(org.in_features, rank, bias=False)
+            self.lora_up = nn.Linear(rank, org.out_features, bias=False)
         if alpha is None or alpha == 0:
             alpha = rank
         # Kept as given (int stays int) because kohya saves it that way.
@@ -60,16 +50,14 @@ class LoRAModule(nn.Module):
         self.dropout: float | None = None  # kohya's network_dropout, on the rank activations
         self.rank_dropout: float | None = None  # zeroes whole ranks per sample
         self.module_dropout: float | None = None  # skips the whole LoRA for a step
-        # kohya's init: up at zero, so the wrapped module starts exactly as the base model
         nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
         self._org = [org]  # a list, so the base module is not part of this state dict
-        self._org_forward: Callable[..., Any] | None = None
+        self._org_forward = None
 
     def apply_to(self) -> None:
         org = self._org[0]
         self._org_forward = org.forward
-        # monkey-patching forward, as kohya's apply_to does: the base model's code is untouched
         org.forward = self.forward
 
     def restore(self) -> None:
@@ -77,17 +65,12 @@ class LoRAModule(nn.Module):
             self._org[0].forward = self._org_forward
             self._org_forward = None
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        # only called through the base module, after apply_to() put this forward there
-        assert self._org_forward is not None
+    def forward(self, x, *args, **kwargs):
         base = self._org_forward(x, *args, **kwargs)
-        # multiplier 0 (a disabled LoRA) must cost nothing and give the base output exactly
         if self.multiplier == 0:
             return base
-        # kohya draws module_dropout once per call with torch.rand, so the seed makes it repeatable
         if self.module_dropout and self.training and torch.rand(1) < self.module_dropout:
             return base
-        # the base may run in fp16/fp8 while LoRA weights stay fp32 (or full_fp16): cast in, cast out
         lx = self.lora_down(x.to(self.lora_down.weight.dtype))
         if self.dropout and self.training:
             lx = torch.nn.functional.dropout(lx, p=self.dropout)
@@ -107,87 +90,6 @@ class LoRAModule(nn.Module):
         return base + (lx * (self.multiplier * scale)).to(base.dtype)
 
 
-_SGM_RESNET_PARTS = {
-    # diffusers' ResnetBlock2D parts under their names in Stability's SGM code, which
-    # kohya's SDXL keys use (library/sdxl_model_util.py's conversion tables)
-    "conv1": "in_layers.2",
-    "conv2": "out_layers.3",
-    "time_emb_proj": "emb_layers.1",
-    "conv_shortcut": "skip_connection",
-}
-
-
-def _sgm_resnet(rest: str) -> str:
-    head, _, tail = rest.partition(".")
-    return _SGM_RESNET_PARTS.get(head, head) + (f".{tail}" if tail else "")
-
-
-def sgm_unet_path(
-    path: str, layers_per_block: int, up_with_attention: frozenset[int] = frozenset()
-) -> str:
-    """diffusers U-Net module path -> kohya's SGM-layout name for SDXL.
-
-    up_with_attention: up-block indices that have attentions (their upsampler sits after
-    the attention, at sub-index 2; otherwise at 1).
-    """
-    # each SGM input/output block index counts the resnets plus the resampler
-    per = layers_per_block + 1
-    rules = (
-        (
-            r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)",
-            lambda i, j, r: f"input_blocks.{1 + i * per + j}.1.{r}",
-        ),
-        (
-            r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)",
-            lambda i, j, r: f"input_blocks.{1 + i * per + j}.0.{_sgm_resnet(r)}",
-        ),
-        (
-            r"down_blocks\.(\d+)\.downsamplers\.(\d+)\.conv(.*)",
-            lambda i, j, r: f"input_blocks.{(i + 1) * per}.0.op{r}",
-        ),
-        (r"mid_block\.attentions\.(\d+)\.(.*)", lambda j, r: f"middle_block.{1 + 2 * j}.{r}"),
-        (r"mid_block\.resnets\.(\d+)\.(.*)", lambda j, r: f"middle_block.{2 * j}.{_sgm_resnet(r)}"),
-        (
-            r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)",
-            lambda i, j, r: f"output_blocks.{i * per + j}.1.{r}",
-        ),
-        (
-            r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)",
-            lambda i, j, r: f"output_blocks.{i * per + j}.0.{_sgm_resnet(r)}",
-        ),
-        (
-            r"up_blocks\.(\d+)\.upsamplers\.(\d+)\.conv(.*)",
-            lambda i, j, r: (
-                f"output_blocks.{i * per + per - 1}.{2 if i in up_with_attention else 1}.conv{r}"
-            ),
-        ),
-    )
-    for pattern, build in rules:
-        m = re.fullmatch(pattern, path)
-        if m:
-            groups = [int(g) if g.isdigit() else g for g in m.groups()]
-            return build(*groups)
-    return path
-
-
-def _targets(
-    root: nn.Module, target_classes: tuple[str, ...], *, conv: bool = False
-) -> Iterator[tuple[str, nn.Module]]:
-    """(path, module) for Linear and 1x1 Conv2d (and, with conv, larger Conv2d) inside
-    modules of the target classes."""
-    for name, module in root.named_modules():
-        if module.__class__.__name__ not in target_classes:
-            continue
-        for child_name, child in module.named_modules():
-            if not child_name:
-                continue
-            is_linear = isinstance(child, nn.Linear)
-            is_conv = isinstance(child, nn.Conv2d)
-            # kohya's networks.lora: Linear and 1x1 Conv2d always, larger kernels only with conv_dim
-            if is_linear or (is_conv and (conv or child.kernel_size == (1, 1))):
-                yield f"{name}.{child_name}" if name else child_name, child
-
-
 @dataclass(frozen=True)
 class MaxNormResult:
     """What scale_weight_norms did this step, for the bar and TensorBoard (kohya's names)."""
@@ -197,7 +99,6 @@ class MaxNormResult:
     max_norm: float
 
     def postfix(self) -> dict[str, float]:
-        # kohya's bar postfix names (train_network.py:1514-1516), sorted before avr_loss by tqdm
         return {"Keys Scaled": self.keys_scaled, "Average key norm": self.mean_norm}
 
     def logs(self) -> dict[str, float]:
@@ -235,13 +136,13 @@ class LoRANetwork(nn.Module):
         conv_rank: int | None = None,
         conv_alpha: float | None = None,
         dims: dict[str, tuple[int, float | int]] | None = None,
-    ):
+    ) -> None:
         """dims (dim_from_weights): rank and alpha per module name, as read from a LoRA
         file; only those modules are made, conv layers included."""
         super().__init__()
         self.rank = rank
 
-        def module(name: str, org: nn.Module, r: int, a: float | None) -> LoRAModule | None:
+        def module(name: str, org: nn.Module, r: int, a: Any) -> LoRAModule | None:
             if dims is None:
                 return LoRAModule(name, org, r, a)
             if name not in dims:
@@ -250,42 +151,19 @@ class LoRANetwork(nn.Module):
 
         te_mods: list[LoRAModule | None] = []
         if train_text_encoder:
-            for idx, te in enumerate(text_encoders):
-                # SDXL's two text encoders are lora_te1_/lora_te2_; SD1/2's single one is lora_te_
-                prefix = f"lora_te{idx + 1}" if sdxl else "lora_te"
-                seen: set[str] = set()
-                for path, org in _targets(te, TE_TARGETS):
-                    # transformers 5 dropped the text_model wrapper; kohya's names keep it.
-                    if not path.startswith("text_model."):
-                        path = "text_model." + path
-                    name = f"{prefix}_{path.replace('.', '_')}"
-                    # a module reached through two target blocks still gets one LoRA
-                    if name not in seen:
-                        seen.add(name)
-                        te_mods.append(module(name, org, rank, alpha))
+            te_mods = text_encoder_modules(text_encoders, module, rank, alpha, sdxl=sdxl)
         unet_mods: list[LoRAModule | None] = []
         if train_unet:
-            layers = getattr(unet.config, "layers_per_block", 2)
-            # diffusers allows a per-block list; the SGM numbering assumes one count
-            if isinstance(layers, (list, tuple)):
-                layers = layers[0]
-            up_attn = frozenset(
-                i
-                for i, block in enumerate(getattr(unet, "up_blocks", []))
-                if hasattr(block, "attentions")
+            # kohya's conv_dim: ResNet and resampler convs too
+            with_conv = bool(conv_rank) or dims is not None
+            unet_mods = unet_modules(
+                unet,
+                module,
+                rank,
+                alpha,
+                conv=(conv_rank, conv_alpha) if with_conv else None,
+                sdxl=sdxl,
             )
-
-            def kohya_name(path: str) -> str:
-                kohya_path = sgm_unet_path(path, layers, up_attn) if sdxl else path
-                return f"lora_unet_{kohya_path.replace('.', '_')}"
-
-            for path, org in _targets(unet, UNET_TARGETS):
-                unet_mods.append(module(kohya_name(path), org, rank, alpha))
-            if conv_rank or dims is not None:  # kohya's conv_dim: ResNet and resampler convs too
-                for path, org in _targets(unet, UNET_CONV_TARGETS, conv=True):
-                    is_3x3 = isinstance(org, nn.Conv2d) and org.kernel_size != (1, 1)
-                    r, a = (conv_rank or rank, conv_alpha) if is_3x3 else (rank, alpha)
-                    unet_mods.append(module(kohya_name(path), org, r, a))
         self.text_encoder_loras = nn.ModuleList([m for m in te_mods if m is not None])
         self.unet_loras = nn.ModuleList([m for m in unet_mods if m is not None])
 
@@ -314,8 +192,6 @@ class LoRANetwork(nn.Module):
         norms: list[float] = []
         for mod in [*self.text_encoder_loras, *self.unet_loras]:
             raw = lora_delta(mod).float().norm()
-            # kohya's max-norm (networks/lora.py apply_max_norm_regularization): the clamp floor
-            # keeps the ratio finite for a near-zero delta
             norm = raw.clamp(min=max_norm / 2)
             ratio = float(norm.clamp(max=max_norm) / norm)
             if ratio != 1:
@@ -330,7 +206,6 @@ class LoRANetwork(nn.Module):
         for mod in [*self.text_encoder_loras, *self.unet_loras]:
             out[f"{mod.lora_name}.lora_down.weight"] = mod.lora_down.weight
             out[f"{mod.lora_name}.lora_up.weight"] = mod.lora_up.weight
-            # alpha as written (an int stays int): loaders compute the scale from it
             out[f"{mod.lora_name}.alpha"] = torch.tensor(mod.alpha_value)
         return out
 
@@ -342,7 +217,6 @@ class LoRANetwork(nn.Module):
             up = state.get(f"{mod.lora_name}.lora_up.weight")
             if down is None or up is None:
                 continue
-            # reshape: a 1x1 conv's weight may be stored 2-D, like a Linear's
             mod.lora_down.weight.data.copy_(down.reshape(mod.lora_down.weight.shape))
             mod.lora_up.weight.data.copy_(up.reshape(mod.lora_up.weight.shape))
             matched += 1
@@ -361,7 +235,6 @@ class LoRANetwork(nn.Module):
         With a LoRA+ ratio a side's lora_up weights get their own group ("<side> plus") at
         lr x ratio, after the side's lora_down group.
         """
-        # kohya's group order and desc names become the lr/<desc> TensorBoard tags
         groups: list[dict[str, Any]] = []
         sides = (
             (self.text_encoder_loras, text_encoder_lr, text_encoder_plus_ratio, "textencoder"),
@@ -370,20 +243,20 @@ class LoRANetwork(nn.Module):
         for loras, lr, ratio, desc in sides:
             if not len(loras):
                 continue
-            plain: list[nn.Parameter] = []
-            plus: list[nn.Parameter] = []
+            plain, plus = [], []
             for mod in loras:
                 for name, param in mod.named_parameters():
                     (plus if ratio is not None and "lora_up" in name else plain).append(param)
             for params, group_lr, suffix in ((plain, lr, ""), (plus, lr * (ratio or 0), " plus")):
-                # kohya drops a side whose LR is 0: its parameters then get no optimizer state
                 if params and group_lr:
                     groups.append({"params": params, "lr": group_lr, "desc": desc + suffix})
         return groups
 
 
-def read_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
+def read_lora_file(path) -> dict[str, torch.Tensor]:
     """A kohya LoRA .safetensors file's tensors (ConfigError when missing or unreadable)."""
+    from pathlib import Path
+
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -398,7 +271,7 @@ def read_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
         ) from exc
 
 
-def dims_from_weights(path: str | Path) -> dict[str, tuple[int, float | int]]:
+def dims_from_weights(path) -> dict[str, tuple[int, float | int]]:
     """dim_from_weights: each module's (rank, alpha) in a LoRA file; a missing alpha is the
     rank, as kohya reads old files."""
     state = read_lora_file(path)
@@ -409,7 +282,6 @@ def dims_from_weights(path: str | Path) -> dict[str, tuple[int, float | int]]:
             alpha = state.get(f"{name}.alpha")
             dims[name] = (
                 int(value.shape[0]),
-                # kohya reads a file without alpha as alpha = rank
                 alpha.item() if alpha is not None else value.shape[0],
             )
     if not dims:
@@ -419,7 +291,7 @@ def dims_from_weights(path: str | Path) -> dict[str, tuple[int, float | int]]:
     return dims
 
 
-def load_network_weights(network: LoRANetwork, path: str | Path) -> int:
+def load_network_weights(network: LoRANetwork, path) -> int:
     """network_weights: start from an existing kohya LoRA file; refuse one that does not fit."""
     state = read_lora_file(path)
     try:

@@ -190,15 +190,44 @@ def diffusion_loss(
         )
     per_sample = elementwise_loss(pred.float(), target.float(), loss_type, threshold)
     if mask is not None:
-        # alpha_mask / masked_loss: the (B, H, W) image mask averaged down to latent size
-        small = torch.nn.functional.interpolate(
-            mask.to(per_sample.device, per_sample.dtype).unsqueeze(1),
-            size=per_sample.shape[2:],
-            mode="area",
-        )
-        per_sample = per_sample * small
+        per_sample = _masked(per_sample, mask)
     per_sample = per_sample.mean(dim=[1, 2, 3])
     per_sample = per_sample * weights.to(per_sample.device)
+    per_sample = _snr_weighted(
+        per_sample,
+        scheduler,
+        timesteps,
+        min_snr_gamma=min_snr_gamma,
+        v_prediction=v_prediction,
+        scale_v_like_eps=scale_v_like_eps,
+        v_pred_like=v_pred_like,
+        debiased=debiased,
+    )
+    return per_sample.mean()
+
+
+def _masked(per_sample: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """alpha_mask / masked_loss: the (B, H, W) image mask averaged down to latent size."""
+    small = torch.nn.functional.interpolate(
+        mask.to(per_sample.device, per_sample.dtype).unsqueeze(1),
+        size=per_sample.shape[2:],
+        mode="area",
+    )
+    return per_sample * small
+
+
+def _snr_weighted(
+    per_sample: torch.Tensor,
+    scheduler: Any,
+    timesteps: torch.Tensor,
+    *,
+    min_snr_gamma: float | None,
+    v_prediction: bool,
+    scale_v_like_eps: bool,
+    v_pred_like: float | None,
+    debiased: bool,
+) -> torch.Tensor:
+    """The per-sample losses times kohya's SNR-based weights, applied in kohya's order."""
     per_sample = per_sample * snr_weights(
         scheduler, timesteps, gamma=min_snr_gamma, v_prediction=v_prediction
     )
@@ -212,4 +241,4 @@ def diffusion_loss(
     if debiased:
         snr = clamped_snr(scheduler, timesteps)
         per_sample = per_sample * (1 / (snr + 1) if v_prediction else 1 / torch.sqrt(snr))
-    return per_sample.mean()
+    return per_sample

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kohyagen.errors import ConfigError, ModelNotFound, require
-
-if TYPE_CHECKING:
-    import torch
 
 
 @dataclass
@@ -29,7 +25,7 @@ class Components:
     scaling_factor: float
 
 
-def _tokenizer_from_cache(cache_dir: str | None, repo: str) -> Any:
+def _tokenizer_from_cache(cache_dir: str | None, repo: str):
     if not cache_dir:
         return None
     folder = Path(cache_dir) / repo.replace("/", "_")
@@ -54,7 +50,28 @@ def _uncached_config_repo(exc: BaseException) -> str | None:
     return None
 
 
-def load_components(args: SimpleNamespace, *, sdxl: bool) -> Components:
+def _load_failure_hint(exc: BaseException, source: str, path: Path) -> str:
+    """What to try when the base model does not load: the cache, the path, the hub."""
+    import os
+
+    config_repo = _uncached_config_repo(exc) if path.is_file() else None
+    if config_repo is not None:
+        hint = (
+            f"a single file is read with the config and tokenizer files of {config_repo},"
+            " which are not in the Hugging Face cache, and the hub cannot be reached:"
+            f" fetch them once with `hf download {config_repo} --include '*.json'"
+            " '*/*.json' '*.txt' '*/*.txt' '*/*.model'`"
+        )
+    elif path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
+        hint = "check the path; a single file must be an SD1/SD2/SDXL checkpoint"
+    elif os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        hint = f"offline mode is on: fetch it once with `hf download {source}`"
+    else:
+        hint = "check the repo id and your network or HF_TOKEN"
+    return hint
+
+
+def load_components(args: Any, *, sdxl: bool) -> Components:
     diffusers = require("diffusers")
     require("transformers")
     source = str(args.pretrained_model_name_or_path)
@@ -69,23 +86,11 @@ def load_components(args: SimpleNamespace, *, sdxl: bool) -> Components:
         else:
             pipe = cls.from_pretrained(source, **extra)
     except Exception as exc:  # diffusers raises many kinds for a missing or foreign model
-        import os
-
-        config_repo = _uncached_config_repo(exc) if path.is_file() else None
-        if config_repo is not None:
-            hint = (
-                f"a single file is read with the config and tokenizer files of {config_repo},"
-                " which are not in the Hugging Face cache, and the hub cannot be reached:"
-                f" fetch them once with `hf download {config_repo} --include '*.json'"
-                " '*/*.json' '*.txt' '*/*.txt' '*/*.model'`"
-            )
-        elif path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
-            hint = "check the path; a single file must be an SD1/SD2/SDXL checkpoint"
-        elif os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-            hint = f"offline mode is on: fetch it once with `hf download {source}`"
-        else:
-            hint = "check the repo id and your network or HF_TOKEN"
-        raise ModelNotFound(f"cannot load the base model: {exc}", path=source, hint=hint) from exc
+        raise ModelNotFound(
+            f"cannot load the base model: {exc}",
+            path=source,
+            hint=_load_failure_hint(exc, source, path),
+        ) from exc
     text_encoders = [pipe.text_encoder]
     tokenizers = [pipe.tokenizer]
     if sdxl:
@@ -123,7 +128,7 @@ def load_components(args: SimpleNamespace, *, sdxl: bool) -> Components:
     )
 
 
-def _encode_sd(te: Any, ids: torch.Tensor, clip_skip: int | None) -> torch.Tensor:
+def _encode_sd(te, ids, clip_skip: int | None):
     if clip_skip and clip_skip > 1:
         out = te(ids, output_hidden_states=True)
         return getattr(te, "text_model", te).final_layer_norm(out.hidden_states[-clip_skip])
@@ -135,9 +140,9 @@ def encode_prompts(
     captions: list[str],
     *,
     clip_skip: int | None,
-    device: torch.device | str,
+    device,
     max_token_length: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+):
     """Text conditioning for a batch: (encoder_hidden_states, pooled or None).
 
     max_token_length (SD1/SD2: 150 or 225) reads longer captions in windows of 75 tokens,
@@ -189,12 +194,7 @@ def encode_prompts(
 
 
 def place_components(
-    components: Components,
-    *,
-    weight_dtype: torch.dtype,
-    device: torch.device | str,
-    xformers: bool,
-    gradient_checkpointing: bool,
+    components: Components, *, weight_dtype, device, xformers: bool, gradient_checkpointing: bool
 ) -> None:
     """Freeze the base models, cast them (VAE stays fp32) and move them to the device."""
     import torch

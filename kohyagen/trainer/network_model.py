@@ -6,31 +6,17 @@ the LoRA gradients are synchronised across processes.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from kohyagen.errors import ConfigError
 
-if TYPE_CHECKING:
-    from kohyagen.trainer.config import SubsetSpec, TrainerConfig
-    from kohyagen.trainer.lora import LoRANetwork
-    from kohyagen.trainer.models import Components
-
 
 class TrainingModel(torch.nn.Module):
     """U-Net, text encoders and the LoRA network in one module, so DDP syncs the LoRA grads."""
 
-    def __init__(
-        self,
-        components: Components,
-        network: LoRANetwork,
-        *,
-        args: SimpleNamespace,
-        noise_scheduler: Any,
-        needs_vae: bool = True,
-    ) -> None:
+    def __init__(self, components, network, *, args, noise_scheduler, needs_vae: bool = True):
         super().__init__()
         self.components = components
         self.unet = components.unet
@@ -45,7 +31,7 @@ class TrainingModel(torch.nn.Module):
         self.args = args
         self.noise_scheduler = noise_scheduler
 
-    def latents_of(self, batch: dict[str, Any]) -> torch.Tensor:
+    def latents_of(self, batch):
         import torch
 
         if "latents" in batch:
@@ -58,60 +44,25 @@ class TrainingModel(torch.nn.Module):
             return (dist.sample() * self.components.scaling_factor).float()
 
     def forward(
-        self,
-        batch: dict[str, Any],
-        timesteps: torch.Tensor | None = None,
-        noise: torch.Tensor | None = None,
+        self, batch: dict[str, Any], timesteps: Any = None, noise: Any = None
     ) -> torch.Tensor:
-        import torch
-
-        from kohyagen.trainer.loss import diffusion_loss, sample_noise
-        from kohyagen.trainer.models import encode_prompts
+        """The batch's training loss (or, given timesteps and noise, its validation loss)."""
+        from kohyagen.trainer.loss import diffusion_loss
 
         args = self.args
         device = next(self.unet.parameters()).device
         latents = self.latents_of(batch).to(device)
         dtype = next(self.unet.parameters()).dtype
-        if self.text_cache is not None:
-            entries = [self.text_cache[c] for c in batch["captions"]]
-            hidden = torch.stack([e[0] for e in entries]).to(device)
-            pooled = (
-                torch.stack([e[1] for e in entries]).to(device)
-                if entries[0][1] is not None
-                else None
-            )
-        else:
-            train_te = len(self.network.text_encoder_loras) > 0 and self.training
-            with torch.set_grad_enabled(train_te):
-                hidden, pooled = encode_prompts(
-                    self.components,
-                    batch["captions"],
-                    clip_skip=args.clip_skip,
-                    device=device,
-                    max_token_length=args.max_token_length,
-                )
+        hidden, pooled = self.text_states(batch["captions"], device)
         perturbation = None
         if noise is None:  # training; validation passes fixed noise and gets no perturbation
-            noise = sample_noise(
-                latents,
-                noise_offset=args.noise_offset,
-                random_strength=bool(args.noise_offset_random_strength),
-                multires_iterations=args.multires_noise_iterations,
-                multires_discount=float(args.multires_noise_discount or 0.3),
-                adaptive_noise_scale=args.adaptive_noise_scale,
-            )
-            if args.ip_noise_gamma:
-                strength = float(args.ip_noise_gamma)
-                if args.ip_noise_gamma_random_strength:
-                    strength *= torch.rand(1).item()
-                perturbation = (strength * torch.randn(latents.shape)).to(device, dtype)
+            noise, perturbation = self.training_noise(latents, device, dtype)
         if timesteps is None:
             lo = int(args.min_timestep or 0)
             hi = int(args.max_timestep or 1000)
             timesteps = torch.randint(lo, hi, (latents.shape[0],), device=device)
         added = None
         if self.components.sdxl:
-            assert pooled is not None  # SDXL's second text encoder always gives one
             added = {
                 "text_embeds": pooled.to(dtype),
                 "time_ids": batch["time_ids"].to(device, dtype),
@@ -139,6 +90,54 @@ class TrainingModel(torch.nn.Module):
             and self.components.v_parameterization,
         )
 
+    def text_states(self, captions: list[str], device: torch.device) -> tuple[Any, Any]:
+        """The captions' hidden states and pooled output, from the cache or the encoders."""
+        from kohyagen.trainer.models import encode_prompts
+
+        args = self.args
+        if self.text_cache is not None:
+            entries = [self.text_cache[c] for c in captions]
+            hidden = torch.stack([e[0] for e in entries]).to(device)
+            pooled = (
+                torch.stack([e[1] for e in entries]).to(device)
+                if entries[0][1] is not None
+                else None
+            )
+        else:
+            train_te = len(self.network.text_encoder_loras) > 0 and self.training
+            with torch.set_grad_enabled(train_te):
+                hidden, pooled = encode_prompts(
+                    self.components,
+                    captions,
+                    clip_skip=args.clip_skip,
+                    device=device,
+                    max_token_length=args.max_token_length,
+                )
+        return hidden, pooled
+
+    def training_noise(
+        self, latents: torch.Tensor, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The noise to add and the ip_noise_gamma perturbation, in kohya's order of draws."""
+        from kohyagen.trainer.loss import sample_noise
+
+        args = self.args
+        perturbation = None
+        noise = sample_noise(
+            latents,
+            noise_offset=args.noise_offset,
+            random_strength=bool(args.noise_offset_random_strength),
+            multires_iterations=args.multires_noise_iterations,
+            multires_discount=float(args.multires_noise_discount or 0.3),
+            adaptive_noise_scale=args.adaptive_noise_scale,
+        )
+        if args.ip_noise_gamma:
+            strength = float(args.ip_noise_gamma)
+            if args.ip_noise_gamma_random_strength:
+                strength *= torch.rand(1).item()
+            perturbation = (strength * torch.randn(latents.shape)).to(device, dtype)
+        return noise, perturbation
+
     def cache_text_outputs(self, captions: list[str], *, batch_size: int = 8) -> None:
         """Encode every caption once, then drop the text encoders from this module."""
         from kohyagen.trainer.models import encode_prompts
@@ -165,9 +164,7 @@ class TrainingModel(torch.nn.Module):
         self.text_encoders = torch.nn.ModuleList()
 
 
-def check_text_cache(
-    args: SimpleNamespace, network: LoRANetwork, subsets: list[SubsetSpec], cfg: TrainerConfig
-) -> None:
+def check_text_cache(args, network, subsets, cfg) -> None:
     """kohya's conditions for cache_text_encoder_outputs: fixed captions, frozen encoders."""
     if len(network.text_encoder_loras):
         raise ConfigError(

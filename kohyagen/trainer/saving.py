@@ -6,51 +6,37 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kohyagen.atomic import replacing
-from kohyagen.trainer.config import parse_face_range
-
-if TYPE_CHECKING:
-    import torch
-
-    from kohyagen.trainer.config import SubsetSpec, TrainerConfig
-    from kohyagen.trainer.data import PreparedDataset, PreparedGroup
+from kohyagen.trainer.dataset_spec import parse_face_range
 
 # The commit of sd-scripts whose formats this trainer reproduces.
 KOHYA_COMMIT = "48d368fa557731ad0488c07304dfeba8c07910eb"
 
 
 def epoch_name(name: str, epoch: int, ext: str) -> str:
-    # kohya's EPOCH_FILE_NAME (train_util.py:90-100): six digits
     return f"{name}-{epoch:06d}{ext}"
 
 
 def step_name(name: str, step: int, ext: str) -> str:
-    # kohya's STEP_FILE_NAME: eight digits after `step`
     return f"{name}-step{step:08d}{ext}"
 
 
-def save_dtype(save_precision: str | None) -> torch.dtype | None:
+def save_dtype(save_precision: str | None):
     import torch
 
-    # unset keeps the training dtype, as kohya does
     return {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(
         save_precision or ""
     )
 
 
 def _sha256_after_header(data: bytes) -> str:
-    # a safetensors file is an 8-byte header length, the JSON header, then the tensors;
-    # kohya's precalculate_safetensors_hashes hashes only the tensors, so metadata edits
-    # do not change the model hash
     header_len = int.from_bytes(data[:8], "little")
     return hashlib.sha256(data[8 + header_len :]).hexdigest()
 
 
 def _legacy_hash(data: bytes) -> str:
-    # A1111's old short hash: 64 KiB from the 1 MiB mark
     return hashlib.sha256(data[0x100000 : 0x100000 + 0x10000]).hexdigest()[:8]
 
 
@@ -58,7 +44,6 @@ def sshs_hashes(tensors: dict[str, Any], metadata: dict[str, str]) -> tuple[str,
     """The additional-networks hashes: of the tensor bytes, and the legacy 64 KiB one."""
     from safetensors.torch import save
 
-    # kohya hashes the file as it would be with only the ss_ keys (no modelspec)
     ss_only = {k: v for k, v in metadata.items() if k.startswith("ss_")}
     data = save(tensors, ss_only)
     return _sha256_after_header(data), _legacy_hash(data)
@@ -77,12 +62,10 @@ def write_lora(
     dtype = save_dtype(save_precision)
     tensors = {}
     for key, value in state.items():
-        # a copy: casting to save_precision must not touch the weights still being trained
         value = value.detach().clone().to("cpu")
         if dtype is not None:
             value = value.to(dtype)
         tensors[key] = value.contiguous()
-    # temp file + rename: a reader (A1111, pick) never sees half a file
     with replacing(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
@@ -93,7 +76,6 @@ def write_lora(
             meta["sshs_legacy_hash"] = legacy
             save_file(tensors, str(tmp), meta)
         else:
-            # kohya writes .ckpt/.pt with torch.save and no metadata (networks/lora.py:1255-1282)
             torch.save(tensors, tmp)
     return path
 
@@ -116,7 +98,6 @@ def model_hashes(source: str, kind: str) -> dict[str, str]:
     if not path.exists():
         return {f"ss_{kind}_name": str(source)}
     if path.is_dir():
-        # kohya's literal for a diffusers folder, which has no single file to hash
         legacy = new = "IsADirectory"
     else:
         legacy, new = file_hashes(path)
@@ -133,7 +114,6 @@ def _s(value: Any) -> str:
 
 def base_model_version(*, sdxl: bool, v2: bool, v_param: bool) -> str:
     if sdxl:
-        # the strings kohya writes to ss_base_model_version; A1111 reads them
         return "sdxl_base_v1-0"
     return ("sd_v2" if v2 else "sd_v1") + ("_v" if v_param else "")
 
@@ -147,7 +127,7 @@ def architecture(*, sdxl: bool, v2: bool, v_param: bool) -> str:
 
 
 def training_metadata(
-    args: SimpleNamespace,
+    args: Any,
     *,
     sdxl: bool,
     v_param: bool,
@@ -165,7 +145,6 @@ def training_metadata(
 ) -> dict[str, str]:
     """The ss_* keys written at the start of training (values are strings, as kohya's)."""
     a = args
-    # Key for key the list kohya writes at train start (train_network.py:1003-1066).
     md: dict[str, Any] = {
         "ss_session_id": session_id,
         "ss_training_started_at": started_at,
@@ -191,6 +170,17 @@ def training_metadata(
         "ss_full_fp16": bool(a.full_fp16),
         "ss_v2": bool(a.v2),
         "ss_base_model_version": base_model_version(sdxl=sdxl, v2=bool(a.v2), v_param=v_param),
+    }
+    md.update(_option_keys(a, optimizer_name))
+    md = _with_hashes_and_args(md, args, dataset_info)
+    out = {k: _s(v) for k, v in md.items()}
+    out.update(modelspec(args, sdxl=sdxl, v_param=v_param, resolution=resolution))
+    return out
+
+
+def _option_keys(a: Any, optimizer_name: str) -> dict[str, Any]:
+    """The ss_* keys of the remaining training options (their order is the file's)."""
+    return {
         "ss_clip_skip": a.clip_skip,
         "ss_max_token_length": a.max_token_length,
         "ss_cache_latents": bool(a.cache_latents),
@@ -222,7 +212,6 @@ def training_metadata(
         "ss_huber_schedule": a.huber_schedule,
         "ss_huber_scale": a.huber_scale,
         "ss_huber_c": a.huber_c,
-        # the builtin trainer has no fp8 path; kohya writes False then
         "ss_fp8_base": False,
         "ss_fp8_base_unet": False,
         "ss_validation_seed": a.validation_seed,
@@ -232,6 +221,13 @@ def training_metadata(
         "ss_validate_every_n_steps": a.validate_every_n_steps,
         "ss_resize_interpolation": a.resize_interpolation,
     }
+
+
+def _with_hashes_and_args(
+    md: dict[str, Any], args: Any, dataset_info: dict[str, Any]
+) -> dict[str, Any]:
+    """Model hashes, dataset keys, network_args; only the network's keys with no_metadata."""
+    a = args
     md.update(model_hashes(args.pretrained_model_name_or_path, "sd_model"))
     if args.vae:
         md.update(model_hashes(args.vae, "vae"))
@@ -240,7 +236,6 @@ def training_metadata(
         md["ss_network_args"] = json.dumps(
             {k.strip(): v.strip() for k, _, v in (str(x).partition("=") for x in a.network_args)}
         )
-    # no_metadata keeps only what loaders need to apply the LoRA, as kohya does
     if a.no_metadata:
         keep = (
             "ss_v2",
@@ -251,15 +246,10 @@ def training_metadata(
             "ss_network_args",
         )
         md = {k: md[k] for k in keep if k in md}
-    # safetensors metadata is str -> str: None becomes "None", as in kohya
-    out = {k: _s(v) for k, v in md.items()}
-    out.update(modelspec(args, sdxl=sdxl, v_param=v_param, resolution=resolution))
-    return out
+    return md
 
 
-def modelspec(
-    args: SimpleNamespace, *, sdxl: bool, v_param: bool, resolution: tuple[int, int]
-) -> dict[str, str]:
+def modelspec(args, *, sdxl: bool, v_param: bool, resolution: tuple[int, int]) -> dict[str, str]:
     spec = {
         "modelspec.sai_model_spec": "1.0.1",
         "modelspec.architecture": architecture(sdxl=sdxl, v2=bool(args.v2), v_param=v_param),
@@ -269,7 +259,6 @@ def modelspec(
         "modelspec.implementation_version": f"sd-scripts/{KOHYA_COMMIT}",
         "modelspec.title": args.metadata_title or args.output_name or "last",
         "modelspec.resolution": f"{resolution[0]}x{resolution[1]}",
-        # local time without a zone, as kohya's sai_model_spec writes it
         "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "modelspec.prediction_type": "v" if v_param else "epsilon",
     }
@@ -301,127 +290,3 @@ def thumbnail_url(value: str) -> str:
         return value
     mime = mimetypes.guess_type(value)[0] or "application/octet-stream"
     return f"data:{mime};base64," + base64.b64encode(Path(value).read_bytes()).decode("ascii")
-
-
-def json_field(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _subset_entry(part: PreparedDataset, s: SubsetSpec) -> dict[str, Any]:
-    return {
-        "img_count": len([it for it in part.items if it.subset is s]),
-        "num_repeats": s.num_repeats,
-        "color_aug": s.color_aug,
-        "flip_aug": s.flip_aug,
-        "random_crop": s.random_crop,
-        "shuffle_caption": s.shuffle_caption,
-        "keep_tokens": s.keep_tokens,
-        "keep_tokens_separator": s.keep_tokens_separator,
-        "secondary_separator": s.secondary_separator,
-        "enable_wildcard": s.enable_wildcard,
-        "caption_prefix": s.caption_prefix,
-        "caption_suffix": s.caption_suffix,
-        "resize_interpolation": s.resize_interpolation,
-        "image_dir": s.image_dir.name,
-        "class_tokens": s.class_tokens,
-        "is_reg": s.is_reg,
-    }
-
-
-def dataset_metadata(cfg: TrainerConfig, group: PreparedGroup) -> dict[str, str]:
-    """ss_dataset_dirs, ss_tag_frequency and (with a dataset config) ss_datasets.
-
-    group: the training datasets (kohyagen.trainer.data.PreparedGroup).
-    """
-    args = cfg.args
-    dirs: dict[str, dict[str, int]] = {}
-    reg_dirs: dict[str, dict[str, int]] = {}
-    tags: dict[str, dict[str, int]] = {}
-    part_tags: list[dict[str, dict[str, int]]] = []
-    for part in group.parts:
-        mine: dict[str, dict[str, int]] = {}
-        for subset in part.spec.subsets:
-            items = [it for it in part.items if it.subset is subset]
-            target = reg_dirs if subset.is_reg else dirs
-            target[subset.image_dir.name] = {
-                "n_repeats": subset.num_repeats,
-                "img_count": len(items),
-            }
-            freq = tags.setdefault(subset.image_dir.name, {})
-            own = mine.setdefault(subset.image_dir.name, {})
-            for it in items:
-                # kohya counts comma-separated tags per folder for ss_tag_frequency
-                for tag in (t.strip() for t in it.caption.split(",")):
-                    if tag:
-                        freq[tag] = freq.get(tag, 0) + 1
-                        own[tag] = own.get(tag, 0) + 1
-        part_tags.append(mine)
-    out = {"ss_tag_frequency": json_field(tags), "ss_dataset_dirs": json_field(dirs)}
-    # kohya writes the flat ss_* dataset keys for train_data_dir runs and one ss_datasets
-    # JSON list for dataset_config runs (train_network.py:1068-1229)
-    if cfg.dataset_config_path is None:
-        part = group.parts[0]
-        spec = part.spec
-        out.update(
-            {
-                "ss_batch_size_per_device": str(spec.batch_size),
-                "ss_total_batch_size": str(
-                    spec.batch_size * int(args.gradient_accumulation_steps or 1)
-                ),
-                "ss_resolution": str(spec.resolution),
-                "ss_color_aug": str(bool(args.color_aug)),
-                "ss_flip_aug": str(bool(args.flip_aug)),
-                "ss_random_crop": str(bool(args.random_crop)),
-                "ss_shuffle_caption": str(bool(args.shuffle_caption)),
-                "ss_enable_bucket": str(spec.enable_bucket),
-                "ss_bucket_no_upscale": str(spec.bucket_no_upscale),
-                "ss_min_bucket_reso": str(spec.min_bucket_reso if spec.enable_bucket else None),
-                "ss_max_bucket_reso": str(spec.max_bucket_reso if spec.enable_bucket else None),
-                "ss_keep_tokens": str(args.keep_tokens),
-                "ss_reg_dataset_dirs": json_field(reg_dirs),
-                "ss_bucket_info": json_field(_bucket_info(part)),
-            }
-        )
-    else:
-        out["ss_datasets"] = json_field(
-            [
-                {
-                    "is_dreambooth": True,
-                    "batch_size_per_device": part.spec.batch_size,
-                    "num_train_images": part.train_count,
-                    "num_reg_images": part.reg_count,
-                    "resolution": list(part.spec.resolution),
-                    "enable_bucket": part.spec.enable_bucket,
-                    "min_bucket_reso": (
-                        part.spec.min_bucket_reso if part.spec.enable_bucket else None
-                    ),
-                    "max_bucket_reso": (
-                        part.spec.max_bucket_reso if part.spec.enable_bucket else None
-                    ),
-                    "tag_frequency": own,
-                    "bucket_info": _bucket_info(part) if part.spec.enable_bucket else None,
-                    # kohya reports the dataset-level value, which a subset-only setting leaves unset
-                    "resize_interpolation": None,
-                    "subsets": [_subset_entry(part, s) for s in part.spec.subsets],
-                }
-                for part, own in zip(group.parts, part_tags, strict=True)
-            ]
-        )
-    return out
-
-
-def _bucket_info(train_ds: PreparedDataset) -> dict | None:
-    if not train_ds.spec.enable_bucket:
-        return None
-    counts: dict[tuple[int, int], int] = {}
-    for it in train_ds.items:
-        counts[it.bucket] = counts.get(it.bucket, 0) + (
-            it.subset.num_repeats if not it.is_reg else 1
-        )
-    buckets = {
-        str(i): {"resolution": list(reso), "count": n}
-        for i, reso in enumerate(sorted(counts))
-        for n in [counts[reso]]
-    }
-    # kohya measures the aspect error only with its fixed bucket list; with no_upscale it is 0
-    return {"buckets": buckets, "mean_img_ar_error": 0.0}
