@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,6 +13,7 @@ from kohyagen.tagging.models import DEFAULT_MODEL, KNOWN_MODELS
 
 if TYPE_CHECKING:
     from kohyagen.tagging.directory import TagResult
+    pass
 
 TOP_TAGS_SHOWN = 25
 
@@ -135,7 +136,7 @@ def _progress_bar(err: Any, *, disable: bool) -> tuple[Any, Callable[[int, int],
     return bar, progress
 
 
-def _print_summary(result) -> None:
+def _print_summary(result: TagResult) -> None:
     from rich.table import Table
 
     out = stdout_console()

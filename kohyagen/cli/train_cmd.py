@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -174,7 +174,7 @@ def _result_json(result: Any) -> dict[str, Any]:
     }
 
 
-def _print_outcome(console, result) -> None:
+def _print_outcome(console: Console, result: TrainResult) -> None:
     style = {"succeeded": "green", "interrupted": "yellow"}.get(result.status, "red")
     console.print(f"[{style}]training {result.status}[/{style}] in {_esc(result.run_dir)}")
     for attempt in result.attempts[:-1]:

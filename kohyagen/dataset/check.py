@@ -221,11 +221,12 @@ def _caption_findings(
 
 def _settings_findings(settings: BucketSettings) -> list[Finding]:
     """The bucket options kohya would refuse."""
-    return [
-        finding(Severity.ERROR, "bucket-settings", f"kohya would stop: {problem}", None,
-                "fix the bucket options", key="min_bucket_reso/max_bucket_reso")  # fmt: skip
-        for problem in settings.problems()
-    ]
+    out = []
+    for problem in settings.problems():
+        out.append(finding(Severity.ERROR, "bucket-settings", f"kohya would stop: {problem}",
+                           None, "fix the bucket options",
+                           key="min_bucket_reso/max_bucket_reso"))  # fmt: skip
+    return out
 
 
 def _notes(deep: bool, near_duplicates: bool) -> tuple[str, ...]:

@@ -103,7 +103,8 @@ def _start(argv: Sequence[str], *, cwd: Path, env: dict[str, str]) -> subprocess
     if os.name == "posix":
         popen_kwargs["start_new_session"] = True
     else:  # pragma: no cover - Windows
-        popen_kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+        # Windows-only name: mypy checks for the platform it runs on
+        popen_kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
     return subprocess.Popen(
         list(argv),
         cwd=cwd,

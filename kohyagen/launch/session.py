@@ -107,7 +107,9 @@ def _copy_configs(
     dataset_copy = target / "dataset_config.toml" if dataset_path else None
     # The copies are written even when the sources are these very files: paths become absolute.
     dataset_doc = (
-        cfg.copy_dataset_config(dataset_path, dataset_copy, base=cwd) if dataset_path else None
+        cfg.copy_dataset_config(dataset_path, dataset_copy, base=cwd)
+        if dataset_path and dataset_copy
+        else None
     )
     training_doc = cfg.copy_training_config(
         config_path,

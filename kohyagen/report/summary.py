@@ -13,7 +13,7 @@ import math
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kohyagen.config.schema import flatten_training_config, load_toml, script_for_config
 from kohyagen.errors import KohyagenError, RunStateError
@@ -23,6 +23,10 @@ from kohyagen.report.family import grad_norm, lora_format
 from kohyagen.report.logs import parse_log
 from kohyagen.report.run_data import RunData
 from kohyagen.report.tensorboard import find_event_files, read_scalars, scalars_by_tag
+
+if TYPE_CHECKING:
+    from kohyagen.report.logs import LogSummary
+    from kohyagen.report.run_data import Checkpoint
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 # kohya's sample names: NAME_e000002_00_<time>.png, or NAME_000500_00_<time>.png by step

@@ -119,7 +119,7 @@ def tag_directory(
     remove_stale_temps({p.parent for p in found})
     images, shared = _one_image_per_caption(found, caption_ext)
     todo = [p for p in images if mode != "skip" or not has_caption(caption_path(p, caption_ext))]
-    base = {
+    base: dict[str, Any] = {
         "root": root, "mode": mode, "caption_extension": caption_ext, "images": len(found),
         "skipped": len(found) - len(todo),
     }  # fmt: skip

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kohyagen.config.schema import (
     SDXL_TRAIN_NETWORK,
@@ -37,6 +37,9 @@ from kohyagen.trainer.options import (
     NETWORK_ARGS,
     SUPPORTED,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 # The dataset specs stay importable from here, where callers have always found them.
 __all__ = [
@@ -270,9 +273,7 @@ def _check_dim_from_weights(args: SimpleNamespace, path: Path) -> None:
         )
 
 
-def _check_latent_cache(
-    args: SimpleNamespace, datasets: tuple[DatasetSpec, ...], path: Path
-) -> None:
+def _check_latent_cache(args: SimpleNamespace, datasets: Sequence[DatasetSpec], path: Path) -> None:
     """kohya's assertion: cached latents are fixed, so per-step crops and colours cannot be."""
     if not (args.cache_latents or args.cache_latents_to_disk):
         return  # kohya turns cache_latents on for cache_latents_to_disk

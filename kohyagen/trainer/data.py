@@ -73,7 +73,7 @@ def select_bucket(
         sides = [side for bucket in buckets for side in bucket] or [steps]
         min_size = min(sides) if min_size is None else min_size
         max_size = max(sides) if max_size is None else max_size
-    settings = BucketSettings(tuple(max_reso), min_size, max_size, steps, no_upscale)
+    settings = BucketSettings((max_reso[0], max_reso[1]), min_size, max_size, steps, no_upscale)
     bw, bh = shared_select_bucket(size[0], size[1], settings)
     # kohya makes a 0-wide bucket of an image narrower than one step, and fails later.
     return max(steps, bw), max(steps, bh)
@@ -86,10 +86,13 @@ def split_validation(
     if split <= 0:
         return images if training else []
     shuffled = list(images)
+    # kohya shuffles with validation_seed when set, else from the global RNG: the same split
+    # is reproduced only with a seed (train_util.py:142-178)
     (random.Random(seed) if seed is not None else random).shuffle(shuffled)
     n = len(shuffled)
     if training:
         return shuffled[: math.ceil(n * (1 - split))]
+    # round, not the complement of ceil: as in kohya, one image can land in both halves
     take = round(n * split)
     return shuffled[n - take :] if take else []
 
@@ -102,6 +105,7 @@ class PreparedDataset:
 
     @property
     def train_count(self) -> int:
+        # kohya's `num train images * repeats`: reg images are counted apart
         return sum(it.subset.num_repeats for it in self.items if not it.is_reg)
 
     @property
@@ -246,6 +250,8 @@ def build_reg_fill(items: list[ImageItem]) -> list[ImageItem]:
     if not reg:
         return out
     i = 0
+    # cycled, not sampled: kohya repeats the reg list in order to match the training count
+    # (train_util.py:2166-2182)
     while len(out) < train_samples:
         out.append(reg[i % len(reg)])
         i += 1
@@ -264,19 +270,23 @@ def epoch_batches(
             for batch in epoch_batches(part, seed + i, epoch, shuffle=shuffle)
         ]
         if shuffle and len(prepared.parts) > 1:
+            # kohya's DatasetGroup concatenates the datasets and the DataLoader shuffles the lot
             random.Random(seed * 7 + epoch).shuffle(batches)
         return batches
+    # a seed per epoch, so a resumed run draws the same batches as an uninterrupted one
     rng = random.Random(seed * 1000003 + epoch)
     samples: list[ImageItem] = []
     for it in prepared.items:
         if not it.is_reg:
+            # validation sets use num_repeats = 1 in kohya
             samples.extend([it] * (it.subset.num_repeats if prepared.training else 1))
     samples.extend(build_reg_fill(list(prepared.items)))
     by_bucket: dict[tuple[int, int], list[ImageItem]] = {}
     for it in samples:
         by_bucket.setdefault(it.bucket, []).append(it)
-    batches: list[list[ImageItem]] = []
+    batches = []
     bs = prepared.spec.batch_size
+    # a batch never mixes buckets: kohya's BucketBatchIndex draws each batch from one bucket
     for bucket in sorted(by_bucket):
         group = by_bucket[bucket]
         if shuffle:

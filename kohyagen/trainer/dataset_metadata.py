@@ -8,14 +8,18 @@ ss_datasets, one entry per [[datasets]], when trained from a dataset config.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kohyagen.trainer.data import PreparedDataset
+    from kohyagen.trainer.dataset_spec import SubsetSpec
 
 
 def json_field(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _subset_entry(part: Any, s: Any) -> dict[str, Any]:
+def _subset_entry(part: PreparedDataset, s: SubsetSpec) -> dict[str, Any]:
     return {
         "img_count": len([it for it in part.items if it.subset is s]),
         "num_repeats": s.num_repeats,
@@ -121,7 +125,7 @@ def _dataset_entry(part: Any, own: Counts) -> dict[str, Any]:
     }
 
 
-def _bucket_info(train_ds: Any) -> dict[str, Any] | None:
+def _bucket_info(train_ds: PreparedDataset) -> dict | None:
     if not train_ds.spec.enable_bucket:
         return None
     counts: dict[tuple[int, int], int] = {}
@@ -134,4 +138,5 @@ def _bucket_info(train_ds: Any) -> dict[str, Any] | None:
         for i, reso in enumerate(sorted(counts))
         for n in [counts[reso]]
     }
+    # kohya measures the aspect error only with its fixed bucket list; with no_upscale it is 0
     return {"buckets": buckets, "mean_img_ar_error": 0.0}

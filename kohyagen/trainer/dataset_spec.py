@@ -173,7 +173,7 @@ def _subset_from_chain(
 
 
 def _dataset_from_chain(
-    chain: list[dict[str, Any]], subsets: list[SubsetSpec], path: Path | str | None
+    chain: list[dict[str, Any]], subsets: list[SubsetSpec], path: Path | None
 ) -> DatasetSpec:
     reso = _subset_value("resolution", chain, None)
     if reso is None:

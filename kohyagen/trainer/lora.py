@@ -12,14 +12,18 @@ output_blocks) that kohya and A1111/ComfyUI use (the names: kohyagen.trainer.lor
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
 from kohyagen.errors import ConfigError
 from kohyagen.trainer.lora_names import text_encoder_modules, unet_modules
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class LoRAModule(nn.Module):
@@ -28,18 +32,22 @@ class LoRAModule(nn.Module):
         self.lora_name = lora_name
         if isinstance(org, nn.Conv2d):
             # A 3x3 conv (conv_dim) keeps its kernel, stride and padding in the down half.
-            self.lora_down = nn.Conv2d(
+            # torch types a Conv2d's kernel_size/stride/padding as tuple[int, ...] but its
+            # constructor as tuple[int, int]: the same values, passed straight back.
+            self.lora_down: nn.Conv2d | nn.Linear = nn.Conv2d(
                 org.in_channels,
                 rank,
-                org.kernel_size,
-                org.stride,
-                org.padding,
+                org.kernel_size,  # type: ignore[arg-type]
+                org.stride,  # type: ignore[arg-type]
+                org.padding,  # type: ignore[arg-type]
                 bias=False,
             )
-            self.lora_up = nn.Conv2d(rank, org.out_channels, 1, bias=False)
+            self.lora_up: nn.Conv2d | nn.Linear = nn.Conv2d(rank, org.out_channels, 1, bias=False)
         else:
-            self.lora_down = nn.Linear(org.in_features, rank, bias=False)
-            self.lora_up = nn.Linear(rank, org.out_features, bias=False)
+            linear = cast(nn.Linear, org)  # _targets yields only Linear and Conv2d modules
+            self.lora_down = nn.Linear(linear.in_features, rank, bias=False)
+            self.lora_up = nn.Linear(rank, linear.out_features, bias=False)
+        # kohya's LoRAModule: no alpha (or 0) means alpha = rank, a scale of 1
         if alpha is None or alpha == 0:
             alpha = rank
         # Kept as given (int stays int) because kohya saves it that way.
@@ -50,14 +58,16 @@ class LoRAModule(nn.Module):
         self.dropout: float | None = None  # kohya's network_dropout, on the rank activations
         self.rank_dropout: float | None = None  # zeroes whole ranks per sample
         self.module_dropout: float | None = None  # skips the whole LoRA for a step
+        # kohya's init: up at zero, so the wrapped module starts exactly as the base model
         nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
         self._org = [org]  # a list, so the base module is not part of this state dict
-        self._org_forward = None
+        self._org_forward: Callable[..., Any] | None = None
 
     def apply_to(self) -> None:
         org = self._org[0]
         self._org_forward = org.forward
+        # monkey-patching forward, as kohya's apply_to does: the base model's code is untouched
         org.forward = self.forward
 
     def restore(self) -> None:
@@ -65,12 +75,17 @@ class LoRAModule(nn.Module):
             self._org[0].forward = self._org_forward
             self._org_forward = None
 
-    def forward(self, x, *args, **kwargs):
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # only called through the base module, after apply_to() put this forward there
+        assert self._org_forward is not None
         base = self._org_forward(x, *args, **kwargs)
+        # multiplier 0 (a disabled LoRA) must cost nothing and give the base output exactly
         if self.multiplier == 0:
             return base
+        # kohya draws module_dropout once per call with torch.rand, so the seed makes it repeatable
         if self.module_dropout and self.training and torch.rand(1) < self.module_dropout:
             return base
+        # the base may run in fp16/fp8 while LoRA weights stay fp32 (or full_fp16): cast in, cast out
         lx = self.lora_down(x.to(self.lora_down.weight.dtype))
         if self.dropout and self.training:
             lx = torch.nn.functional.dropout(lx, p=self.dropout)
@@ -99,6 +114,7 @@ class MaxNormResult:
     max_norm: float
 
     def postfix(self) -> dict[str, float]:
+        # kohya's bar postfix names (train_network.py:1514-1516), sorted before avr_loss by tqdm
         return {"Keys Scaled": self.keys_scaled, "Average key norm": self.mean_norm}
 
     def logs(self) -> dict[str, float]:
@@ -142,7 +158,7 @@ class LoRANetwork(nn.Module):
         super().__init__()
         self.rank = rank
 
-        def module(name: str, org: nn.Module, r: int, a: Any) -> LoRAModule | None:
+        def module(name: str, org: nn.Module, r: int, a: float | None) -> LoRAModule | None:
             if dims is None:
                 return LoRAModule(name, org, r, a)
             if name not in dims:
@@ -192,6 +208,8 @@ class LoRANetwork(nn.Module):
         norms: list[float] = []
         for mod in [*self.text_encoder_loras, *self.unet_loras]:
             raw = lora_delta(mod).float().norm()
+            # kohya's max-norm (networks/lora.py apply_max_norm_regularization): the clamp floor
+            # keeps the ratio finite for a near-zero delta
             norm = raw.clamp(min=max_norm / 2)
             ratio = float(norm.clamp(max=max_norm) / norm)
             if ratio != 1:
@@ -206,6 +224,7 @@ class LoRANetwork(nn.Module):
         for mod in [*self.text_encoder_loras, *self.unet_loras]:
             out[f"{mod.lora_name}.lora_down.weight"] = mod.lora_down.weight
             out[f"{mod.lora_name}.lora_up.weight"] = mod.lora_up.weight
+            # alpha as written (an int stays int): loaders compute the scale from it
             out[f"{mod.lora_name}.alpha"] = torch.tensor(mod.alpha_value)
         return out
 
@@ -217,6 +236,7 @@ class LoRANetwork(nn.Module):
             up = state.get(f"{mod.lora_name}.lora_up.weight")
             if down is None or up is None:
                 continue
+            # reshape: a 1x1 conv's weight may be stored 2-D, like a Linear's
             mod.lora_down.weight.data.copy_(down.reshape(mod.lora_down.weight.shape))
             mod.lora_up.weight.data.copy_(up.reshape(mod.lora_up.weight.shape))
             matched += 1
@@ -243,7 +263,8 @@ class LoRANetwork(nn.Module):
         for loras, lr, ratio, desc in sides:
             if not len(loras):
                 continue
-            plain, plus = [], []
+            plain: list[nn.Parameter] = []
+            plus: list[nn.Parameter] = []
             for mod in loras:
                 for name, param in mod.named_parameters():
                     (plus if ratio is not None and "lora_up" in name else plain).append(param)
@@ -253,7 +274,7 @@ class LoRANetwork(nn.Module):
         return groups
 
 
-def read_lora_file(path) -> dict[str, torch.Tensor]:
+def read_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A kohya LoRA .safetensors file's tensors (ConfigError when missing or unreadable)."""
     from pathlib import Path
 
@@ -271,7 +292,7 @@ def read_lora_file(path) -> dict[str, torch.Tensor]:
         ) from exc
 
 
-def dims_from_weights(path) -> dict[str, tuple[int, float | int]]:
+def dims_from_weights(path: str | Path) -> dict[str, tuple[int, float | int]]:
     """dim_from_weights: each module's (rank, alpha) in a LoRA file; a missing alpha is the
     rank, as kohya reads old files."""
     state = read_lora_file(path)
@@ -282,6 +303,7 @@ def dims_from_weights(path) -> dict[str, tuple[int, float | int]]:
             alpha = state.get(f"{name}.alpha")
             dims[name] = (
                 int(value.shape[0]),
+                # kohya reads a file without alpha as alpha = rank
                 alpha.item() if alpha is not None else value.shape[0],
             )
     if not dims:
@@ -291,7 +313,7 @@ def dims_from_weights(path) -> dict[str, tuple[int, float | int]]:
     return dims
 
 
-def load_network_weights(network: LoRANetwork, path) -> int:
+def load_network_weights(network: LoRANetwork, path: str | Path) -> int:
     """network_weights: start from an existing kohya LoRA file; refuse one that does not fit."""
     state = read_lora_file(path)
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -40,6 +40,7 @@ def sgm_unet_path(
     up_with_attention: up-block indices that have attentions (their upsampler sits after
     the attention, at sub-index 2; otherwise at 1).
     """
+    # each SGM input/output block index counts the resnets plus the resampler
     per = layers_per_block + 1
     rules = (
         (
@@ -96,14 +97,16 @@ def targets(
                 yield f"{name}.{child_name}" if name else child_name, child
 
 
-ModuleFactory = Callable[[str, nn.Module, int, Any], "nn.Module | None"]
+# generic in the module class, so the network keeps its LoRAModule type through these builders
+M = TypeVar("M", bound=nn.Module)
+ModuleFactory = Callable[[str, nn.Module, int, Any], "M | None"]
 
 
 def text_encoder_modules(
-    text_encoders: list[nn.Module], module: ModuleFactory, rank: int, alpha: Any, *, sdxl: bool
-) -> list[nn.Module | None]:
+    text_encoders: list[nn.Module], module: ModuleFactory[M], rank: int, alpha: Any, *, sdxl: bool
+) -> list[M | None]:
     """One LoRA module per targeted text encoder layer, under kohya's lora_te names."""
-    te_mods: list[nn.Module | None] = []
+    te_mods: list[M | None] = []
     for idx, te in enumerate(text_encoders):
         prefix = f"lora_te{idx + 1}" if sdxl else "lora_te"
         seen: set[str] = set()
@@ -120,13 +123,13 @@ def text_encoder_modules(
 
 def unet_modules(
     unet: nn.Module,
-    module: ModuleFactory,
+    module: ModuleFactory[M],
     rank: int,
     alpha: Any,
     *,
     conv: tuple[int | None, float | None] | None,
     sdxl: bool,
-) -> list[nn.Module | None]:
+) -> list[M | None]:
     """One LoRA module per targeted U-Net layer (and conv layer), under kohya's names."""
     layers = getattr(unet.config, "layers_per_block", 2)
     if isinstance(layers, (list, tuple)):

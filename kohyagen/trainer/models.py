@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kohyagen.errors import ConfigError, ModelNotFound, require
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -25,7 +28,7 @@ class Components:
     scaling_factor: float
 
 
-def _tokenizer_from_cache(cache_dir: str | None, repo: str):
+def _tokenizer_from_cache(cache_dir: str | None, repo: str) -> Any:
     if not cache_dir:
         return None
     folder = Path(cache_dir) / repo.replace("/", "_")
@@ -128,7 +131,7 @@ def load_components(args: Any, *, sdxl: bool) -> Components:
     )
 
 
-def _encode_sd(te, ids, clip_skip: int | None):
+def _encode_sd(te: Any, ids: torch.Tensor, clip_skip: int | None) -> torch.Tensor:
     if clip_skip and clip_skip > 1:
         out = te(ids, output_hidden_states=True)
         return getattr(te, "text_model", te).final_layer_norm(out.hidden_states[-clip_skip])
@@ -140,9 +143,9 @@ def encode_prompts(
     captions: list[str],
     *,
     clip_skip: int | None,
-    device,
+    device: torch.device | str,
     max_token_length: int | None = None,
-):
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Text conditioning for a batch: (encoder_hidden_states, pooled or None).
 
     max_token_length (SD1/SD2: 150 or 225) reads longer captions in windows of 75 tokens,
@@ -194,7 +197,12 @@ def encode_prompts(
 
 
 def place_components(
-    components: Components, *, weight_dtype, device, xformers: bool, gradient_checkpointing: bool
+    components: Components,
+    *,
+    weight_dtype: torch.dtype,
+    device: torch.device | str,
+    xformers: bool,
+    gradient_checkpointing: bool,
 ) -> None:
     """Freeze the base models, cast them (VAE stays fp32) and move them to the device."""
     import torch

@@ -6,17 +6,33 @@ the LoRA gradients are synchronised across processes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from kohyagen.errors import ConfigError
 
+if TYPE_CHECKING:
+    from types import SimpleNamespace
+
+    from kohyagen.trainer.config import TrainerConfig
+    from kohyagen.trainer.dataset_spec import SubsetSpec
+    from kohyagen.trainer.lora import LoRANetwork
+    from kohyagen.trainer.models import Components
+
 
 class TrainingModel(torch.nn.Module):
     """U-Net, text encoders and the LoRA network in one module, so DDP syncs the LoRA grads."""
 
-    def __init__(self, components, network, *, args, noise_scheduler, needs_vae: bool = True):
+    def __init__(
+        self,
+        components: Components,
+        network: LoRANetwork,
+        *,
+        args: SimpleNamespace,
+        noise_scheduler: Any,
+        needs_vae: bool = True,
+    ) -> None:
         super().__init__()
         self.components = components
         self.unet = components.unet
@@ -31,7 +47,7 @@ class TrainingModel(torch.nn.Module):
         self.args = args
         self.noise_scheduler = noise_scheduler
 
-    def latents_of(self, batch):
+    def latents_of(self, batch: dict[str, Any]) -> torch.Tensor:
         import torch
 
         if "latents" in batch:
@@ -164,7 +180,9 @@ class TrainingModel(torch.nn.Module):
         self.text_encoders = torch.nn.ModuleList()
 
 
-def check_text_cache(args, network, subsets, cfg) -> None:
+def check_text_cache(
+    args: SimpleNamespace, network: LoRANetwork, subsets: list[SubsetSpec], cfg: TrainerConfig
+) -> None:
     """kohya's conditions for cache_text_encoder_outputs: fixed captions, frozen encoders."""
     if len(network.text_encoder_loras):
         raise ConfigError(

@@ -6,37 +6,49 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kohyagen.atomic import replacing
 from kohyagen.trainer.dataset_spec import parse_face_range
+
+if TYPE_CHECKING:
+    from types import SimpleNamespace
+
+    import torch
 
 # The commit of sd-scripts whose formats this trainer reproduces.
 KOHYA_COMMIT = "48d368fa557731ad0488c07304dfeba8c07910eb"
 
 
 def epoch_name(name: str, epoch: int, ext: str) -> str:
+    # kohya's EPOCH_FILE_NAME (train_util.py:90-100): six digits
     return f"{name}-{epoch:06d}{ext}"
 
 
 def step_name(name: str, step: int, ext: str) -> str:
+    # kohya's STEP_FILE_NAME: eight digits after `step`
     return f"{name}-step{step:08d}{ext}"
 
 
-def save_dtype(save_precision: str | None):
+def save_dtype(save_precision: str | None) -> torch.dtype | None:
     import torch
 
+    # unset keeps the training dtype, as kohya does
     return {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(
         save_precision or ""
     )
 
 
 def _sha256_after_header(data: bytes) -> str:
+    # a safetensors file is an 8-byte header length, the JSON header, then the tensors;
+    # kohya's precalculate_safetensors_hashes hashes only the tensors, so metadata edits
+    # do not change the model hash
     header_len = int.from_bytes(data[:8], "little")
     return hashlib.sha256(data[8 + header_len :]).hexdigest()
 
 
 def _legacy_hash(data: bytes) -> str:
+    # A1111's old short hash: 64 KiB from the 1 MiB mark
     return hashlib.sha256(data[0x100000 : 0x100000 + 0x10000]).hexdigest()[:8]
 
 
@@ -44,6 +56,7 @@ def sshs_hashes(tensors: dict[str, Any], metadata: dict[str, str]) -> tuple[str,
     """The additional-networks hashes: of the tensor bytes, and the legacy 64 KiB one."""
     from safetensors.torch import save
 
+    # kohya hashes the file as it would be with only the ss_ keys (no modelspec)
     ss_only = {k: v for k, v in metadata.items() if k.startswith("ss_")}
     data = save(tensors, ss_only)
     return _sha256_after_header(data), _legacy_hash(data)
@@ -62,10 +75,12 @@ def write_lora(
     dtype = save_dtype(save_precision)
     tensors = {}
     for key, value in state.items():
+        # a copy: casting to save_precision must not touch the weights still being trained
         value = value.detach().clone().to("cpu")
         if dtype is not None:
             value = value.to(dtype)
         tensors[key] = value.contiguous()
+    # temp file + rename: a reader (A1111, pick) never sees half a file
     with replacing(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
@@ -76,6 +91,7 @@ def write_lora(
             meta["sshs_legacy_hash"] = legacy
             save_file(tensors, str(tmp), meta)
         else:
+            # kohya writes .ckpt/.pt with torch.save and no metadata (networks/lora.py:1255-1282)
             torch.save(tensors, tmp)
     return path
 
@@ -98,6 +114,7 @@ def model_hashes(source: str, kind: str) -> dict[str, str]:
     if not path.exists():
         return {f"ss_{kind}_name": str(source)}
     if path.is_dir():
+        # kohya's literal for a diffusers folder, which has no single file to hash
         legacy = new = "IsADirectory"
     else:
         legacy, new = file_hashes(path)
@@ -114,6 +131,7 @@ def _s(value: Any) -> str:
 
 def base_model_version(*, sdxl: bool, v2: bool, v_param: bool) -> str:
     if sdxl:
+        # the strings kohya writes to ss_base_model_version; A1111 reads them
         return "sdxl_base_v1-0"
     return ("sd_v2" if v2 else "sd_v1") + ("_v" if v_param else "")
 
@@ -249,7 +267,9 @@ def _with_hashes_and_args(
     return md
 
 
-def modelspec(args, *, sdxl: bool, v_param: bool, resolution: tuple[int, int]) -> dict[str, str]:
+def modelspec(
+    args: SimpleNamespace, *, sdxl: bool, v_param: bool, resolution: tuple[int, int]
+) -> dict[str, str]:
     spec = {
         "modelspec.sai_model_spec": "1.0.1",
         "modelspec.architecture": architecture(sdxl=sdxl, v2=bool(args.v2), v_param=v_param),
@@ -259,6 +279,7 @@ def modelspec(args, *, sdxl: bool, v_param: bool, resolution: tuple[int, int]) -
         "modelspec.implementation_version": f"sd-scripts/{KOHYA_COMMIT}",
         "modelspec.title": args.metadata_title or args.output_name or "last",
         "modelspec.resolution": f"{resolution[0]}x{resolution[1]}",
+        # local time without a zone, as kohya's sai_model_spec writes it
         "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "modelspec.prediction_type": "v" if v_param else "epsilon",
     }

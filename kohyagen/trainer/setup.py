@@ -48,6 +48,8 @@ class RunSetup:
         self.args = cfg.args
         self.resume = resume or self.args.resume
         self.console_factory = console_factory
+        # the training model once built; accelerate.prepare wraps it (DDP on several GPUs)
+        self.model: Any = None
 
     def setup(self) -> None:
         """Every phase, in kohya's order."""
