@@ -157,7 +157,11 @@ def estimate_cmd(
     """Steps, wall time, VRAM fit and cost by provider of a LoRA run, before renting."""
     from kohyagen.errors import UsageError
     from kohyagen.estimate.plan import DEFAULT_REPEATS, count_dataset, estimate, load_prices
+    from kohyagen.validate import number_problem, require
 
+    if price_per_hour is not None:
+        # NaN compares false with every bound, so it would pass any budget guard
+        require(number_problem(price_per_hour, "--price-per-hour", low=0), hint="e.g. 2.5")
     if (dataset is None) == (images is None):
         raise UsageError("give either a DATASET folder or --images N")
     gpu_name, gpu_note = resolve_gpu(gpu)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kohyagen.dataset.layout import IMAGE_EXTENSIONS
 from kohyagen.errors import UsageError
+from kohyagen.validate import caption_extension_problem, require
 
 BOM = "\ufeff"
 
@@ -73,8 +74,10 @@ def normalize_caption_extension(ext: str) -> str:
     ext = ext.strip()
     if not ext.startswith("."):
         ext = "." + ext
-    if ext == "." or ext.lower() in IMAGE_EXTENSIONS:
+    if ext.lower() in IMAGE_EXTENSIONS:
         raise UsageError(f"'{ext}' cannot be a caption extension", hint="use .txt or .caption")
+    # "/../evil.txt" would send every caption to one file outside the dataset
+    require(caption_extension_problem(ext), hint="use .txt or .caption")
     return ext
 
 

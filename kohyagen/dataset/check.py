@@ -38,6 +38,7 @@ from kohyagen.dataset.rules import (
 from kohyagen.dataset.scan import SubsetListing, scan
 from kohyagen.errors import UsageError
 from kohyagen.findings import Finding, Severity, sort_findings
+from kohyagen.validate import caption_extension_problem, require
 
 # `kohyagen config` renders bucket_no_upscale = true (render_values.training_choices).
 RENDERED_NO_UPSCALE = True
@@ -123,7 +124,9 @@ def _normalise_ext(ext: str | None) -> str | None:
     ext = ext.strip()
     if not ext or ext == ".":
         raise UsageError("the caption extension is empty", hint="e.g. --caption-ext .txt")
-    return ext if ext.startswith(".") else "." + ext
+    ext = ext if ext.startswith(".") else "." + ext
+    require(caption_extension_problem(ext), hint="e.g. --caption-ext .txt")
+    return ext
 
 
 def check_dataset(
@@ -230,8 +233,8 @@ def check_dataset(
                 "bucket-settings",
                 f"kohya would stop: {problem}",
                 None,
-                "fix the bucket options",
                 key="min_bucket_reso/max_bucket_reso",
+                fix="fix the bucket options",
             )
         )
 

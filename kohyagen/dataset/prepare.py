@@ -27,6 +27,7 @@ from kohyagen.dataset.layout import IMAGE_EXTENSIONS, parse_folder_name
 from kohyagen.dataset.probe_pool import ProgressFn, probe_many
 from kohyagen.dataset.scan import list_folder
 from kohyagen.errors import DatasetError, UsageError
+from kohyagen.validate import name_problem, require
 
 # auto repeats aim at this many image-steps over AUTO_EPOCHS epochs: 100 per image,
 # within the 1,500–3,000 range the usual LoRA recipes land in.
@@ -75,10 +76,8 @@ def auto_repeats(image_count: int, *, epochs: int = AUTO_EPOCHS) -> int:
 
 def _check_concept(concept: str) -> str:
     name = concept.strip()
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise UsageError(
-            f"invalid concept name {concept!r}", hint="a plain name such as 'sks dog' or 'mychar'"
-        )
+    # the folder becomes N_<concept>: the same rules as every name kohyagen creates
+    require(name_problem(name, "concept name"), hint="a plain name such as 'sks dog' or 'mychar'")
     return name
 
 

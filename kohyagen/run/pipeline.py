@@ -30,6 +30,7 @@ from kohyagen.run.manifest import (
     hash_dataset,
 )
 from kohyagen.run.stages import SKIP_NOTES, STAGE_FUNCTIONS, Confirm, Progress, RunContext
+from kohyagen.validate import name_problem, number_problem, require, trigger_problem
 
 BACKENDS = ("auto", "kohya", "builtin")
 SUGGESTED_WEIGHT = 0.8
@@ -259,16 +260,15 @@ def _move_aside(run_dir: Path) -> None:
 def _validate(options: RunOptions) -> None:
     if options.backend not in BACKENDS:
         raise UsageError(f"unknown backend {options.backend!r}", hint="auto, kohya or builtin")
-    if not options.name or any(c in options.name for c in "/\\"):
-        raise UsageError("--name must be a plain file name", hint="e.g. --name my_style")
-    if not options.trigger.strip():
-        raise UsageError("--trigger must not be empty", hint="e.g. --trigger sks")
+    require(name_problem(options.name, "--name"), hint="e.g. --name my_style")
+    require(trigger_problem(options.trigger), hint="e.g. --trigger sks")
+    for what, value in (("--budget", options.budget), ("--price-per-hour", options.price_per_hour)):
+        if value is not None:
+            require(number_problem(value, what, low=0), hint="an amount of dollars, e.g. 2.5")
     if not Path(options.images).is_dir():
         raise DatasetError(
             "images folder not found", path=options.images, hint="pass the folder of your images"
         )
-    if options.budget is not None and options.budget < 0:
-        raise UsageError("--budget must be a positive amount of dollars")
     if options.gpu.lower() not in ("auto", "cpu"):
         from kohyagen.config.presets import get_gpu
 

@@ -32,6 +32,7 @@ from kohyagen.tagging.captions import (
 from kohyagen.tagging.loop import BatchRun, ImageFailure, ProgressCallback, caption_path
 from kohyagen.tagging.models import DEFAULT_MODEL, load_tags, resolve_model
 from kohyagen.tagging.runtime import Runtime, open_runtime
+from kohyagen.validate import number_problem, require, trigger_problem
 
 __all__ = ["DEFAULT_MODEL", "ImageFailure", "TagResult", "find_images", "tag_directory"]
 GPU_BATCH = 32
@@ -111,6 +112,8 @@ def tag_directory(
     caption_ext = _check_arguments(
         root, mode, threshold, character_threshold, batch_size, caption_ext
     )
+    if trigger and trigger.strip():
+        require(trigger_problem(trigger), hint="e.g. --trigger sks")
     options = CaptionOptions(
         threshold=threshold,
         character_threshold=character_threshold,
@@ -260,8 +263,8 @@ def _check_arguments(
     if mode not in MODES:
         raise UsageError(f"unknown caption mode '{mode}'", hint="use one of " + ", ".join(MODES))
     for name, value in (("threshold", threshold), ("character threshold", character_threshold)):
-        if not value >= 0:  # also catches NaN
-            raise UsageError(f"the {name} must be 0 or more, got {value}")
+        # a score is a probability: above 1 would tag nothing, NaN compares false
+        require(number_problem(value, f"the {name}", low=0, high=1), hint="e.g. 0.35")
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"the batch size must be at least 1, got {batch_size}")
     return normalize_caption_extension(caption_ext)
