@@ -350,4 +350,5 @@ def test_unwritable_caption_is_a_failure_not_a_crash(images, tagger):
     result = tag_directory(images, model=tagger, mode="overwrite")
     assert result.tagged == 3
     assert [f.path.name for f in result.failures] == ["b_green.png"]
-    assert "cannot write b_green.txt" in result.failures[0].reason
+    # refused before the model ran: a folder is not a caption to read or replace
+    assert "b_green.txt is not a regular file" in result.failures[0].reason

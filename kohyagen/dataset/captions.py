@@ -7,13 +7,12 @@ of that line (the tagger's ", " separator; kohya's caption_separator default is 
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from kohyagen import safe_io
 from kohyagen.dataset.layout import IMAGE_EXTENSIONS
 from kohyagen.errors import UsageError
 from kohyagen.validate import caption_extension_problem, require
@@ -38,10 +37,9 @@ class CaptionRead:
 
 
 def read_bytes(path: Path) -> bytes:
-    """The file's bytes; OSError for anything but a regular file (a FIFO would block)."""
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise OSError(0, "not a regular file")
-    return path.read_bytes()
+    """The file's bytes; OSError for anything but a regular file (a FIFO would block, a
+    link to /dev/zero never end) and for a caption larger than any real one."""
+    return safe_io.read_bytes(path)
 
 
 def read_caption(path: Path) -> CaptionRead:

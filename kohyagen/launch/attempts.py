@@ -28,6 +28,7 @@ from typing import Any
 import tomlkit
 from tomlkit.items import Table
 
+from kohyagen import safe_io
 from kohyagen.atomic import write_text_atomic
 from kohyagen.errors import ConfigError
 
@@ -67,7 +68,7 @@ class Change:
 
 def _parse(path: Path) -> tomlkit.TOMLDocument:
     try:
-        return tomlkit.parse(path.read_text(encoding="utf-8"))
+        return tomlkit.parse(safe_io.read_text(path, safe_io.TOML_LIMIT))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", path=path) from exc
     except tomlkit.exceptions.ParseError as exc:

@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from kohyagen import __version__
+from kohyagen import __version__, safe_io
 from kohyagen.dataset.layout import CAPTION_EXTENSIONS, IMAGE_EXTENSIONS
 from kohyagen.errors import RunStateError
 
@@ -202,7 +202,7 @@ class Manifest:
         if not path.is_file():
             return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(safe_io.read_text(path))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RunStateError(
                 f"unreadable run manifest: {exc}",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kohyagen import safe_io
 from kohyagen.dataset.layout import IMAGE_EXTENSIONS
 from kohyagen.errors import (
     DatasetError,
@@ -216,7 +217,10 @@ def _ensure_trigger(train_dir: Path, caption_ext: str, trigger: str) -> int:
 
     changed = 0
     for caption in sorted(train_dir.rglob(f"*{caption_ext}")):
-        text = caption.read_text(encoding="utf-8", errors="replace")
+        try:
+            text = safe_io.read_bytes(caption).decode("utf-8", errors="replace")
+        except safe_io.NotRegularFile:
+            continue  # a FIFO or device named *.txt: not a caption, and not ours to replace
         first, _, rest = text.partition("\n")
         updated = trigger_first(first, trigger)
         if updated != first.strip():

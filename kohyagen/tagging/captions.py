@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kohyagen import safe_io
 from kohyagen.atomic import TEMP_SUFFIX, write_text_atomic
 from kohyagen.tagging.models import (
     CATEGORY_CHARACTER,
@@ -122,17 +123,20 @@ def caption_text(tags: Sequence[str]) -> str:
 def read_caption(path: Path) -> str | None:
     """The caption's text, or None when there is none (a missing or blank file)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = safe_io.read_text(path)
     except FileNotFoundError:
         return None
+    # kohya reads UTF-8 with or without a BOM (utf-8-sig would hide it here); a BOM is not
+    # part of the first tag, or append would keep "\ufeffsks" and add "sks" again
+    text = text.removeprefix("\ufeff")
     return text if text.strip() else None
 
 
 def has_caption(path: Path) -> bool:
     """Whether a non-blank caption exists (whatever its encoding: it is the user's)."""
     try:
-        return bool(path.read_bytes().strip())
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return bool(safe_io.read_bytes(path).strip())
+    except (FileNotFoundError, NotADirectoryError):
         return False
 
 

@@ -13,6 +13,7 @@ again carries on with the images still uncaptioned.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -126,20 +127,22 @@ def tag_directory(
     found = find_images(root, recursive=recursive)
     remove_stale_temps({p.parent for p in found})
     images, shared = _one_image_per_caption(found, caption_ext)
+    images, blocked = _special_captions(images, caption_ext)
     todo = [p for p in images if mode != "skip" or not has_caption(caption_path(p, caption_ext))]
     base = {
         "root": root,
         "mode": mode,
         "caption_extension": caption_ext,
         "images": len(found),
-        "skipped": len(found) - len(todo),
+        "skipped": len(found) - len(todo) - len(blocked),
     }
     if not todo:
         # Nothing to do, so no model is loaded (or downloaded) at all.
         return TagResult(
             model=str(model),
             tagged=0,
-            failed=0,
+            failed=len(blocked),
+            failures=tuple(blocked),
             warnings=tuple(shared),
             seconds=_since(started),
             **base,
@@ -169,11 +172,12 @@ def tag_directory(
 
     run = BatchRun(runtime, TagSelector(tags, options), options, mode, caption_ext, rows, progress)
     run.tag(todo, workers or min(8, os.cpu_count() or 2))
+    failures = blocked + run.failures
     return TagResult(
         model=files.name,
         tagged=run.tagged,
-        failed=len(run.failures),
-        failures=tuple(run.failures),
+        failed=len(failures),
+        failures=tuple(failures),
         tag_counts=dict(sorted(run.counts.items(), key=lambda kv: (-kv[1], kv[0]))),
         provider=runtime.provider,
         batch_size=rows,
@@ -211,6 +215,28 @@ def find_images(root: Path, *, recursive: bool = False) -> list[Path]:
             hint = "the images may be in subfolders: add --recursive"
         raise DatasetError("no images found", path=root, hint=hint)
     return sorted(found)
+
+
+def _special_captions(
+    images: list[Path], extension: str
+) -> tuple[list[Path], list[ImageFailure]]:
+    """Images whose caption path is a FIFO, device or folder: reading it would block or
+    never end, and replacing it would destroy something that is not a caption."""
+    kept: list[Path] = []
+    blocked: list[ImageFailure] = []
+    for image in images:
+        caption = caption_path(image, extension)
+        try:
+            mode = caption.stat().st_mode
+        except OSError:
+            kept.append(image)  # no caption yet (or a dangling link, replaced as a file)
+            continue
+        if stat.S_ISREG(mode):
+            kept.append(image)
+            continue
+        reason = f"{caption.name} is not a regular file, so it was neither read nor replaced"
+        blocked.append(ImageFailure(image, f"{reason} (remove it to tag this image)"))
+    return kept, blocked
 
 
 def _one_image_per_caption(images: list[Path], extension: str) -> tuple[list[Path], list[str]]:
