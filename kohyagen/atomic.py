@@ -17,9 +17,17 @@ from pathlib import Path
 TEMP_SUFFIX = ".kohyagen-tmp"
 
 
+# Most file systems allow 255 bytes per name; a long user file name plus the suffix
+# below would otherwise fail with ENAMETOOLONG where the file itself fits.
+NAME_MAX = 255
+
+
 def temp_name(path: Path) -> Path:
-    """A hidden sibling of path, unique to this process and call."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
+    """A hidden sibling of path, unique to this process and call, within NAME_MAX bytes."""
+    tail = f".{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
+    room = NAME_MAX - 1 - len(tail.encode())
+    head = path.name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return path.with_name(f".{head}{tail}")
 
 
 @contextmanager

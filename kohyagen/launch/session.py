@@ -240,6 +240,7 @@ def run_attempts(
     state: dict[str, Any] = {
         "status": "running",
         "pid": os.getpid(),
+        "run_dir": str(target.resolve()),  # a copy elsewhere reads its own files (report.origin)
         "backend": backend,
         "sd_scripts": str(checkout) if checkout else None,
         "python": interpreter,

@@ -21,6 +21,7 @@ from kohyagen.errors import KohyagenError, RunStateError
 from kohyagen.launch.attempts import atomic_write_text
 from kohyagen.report.checkpoints import Checkpoint, epoch_noise, list_checkpoints, rank
 from kohyagen.report.logs import LogSummary, parse_log
+from kohyagen.report.origin import follow_move, moved_path
 from kohyagen.report.tensorboard import find_event_files, read_scalars, scalars_by_tag
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -47,6 +48,7 @@ class RunData:
     current_loss: list[tuple[int, float]]
     noise: float | None = None
     samples: dict[str, list[str]] = field(default_factory=dict)
+    moved_from: str | None = None  # where the folder was made, when it was copied or moved
 
 
 def _last_attempt(state: dict | None) -> dict | None:
@@ -87,6 +89,8 @@ def load_run(run_dir: str | Path) -> RunData:
     config = run_dir / "training_config.toml"
     if config.is_file():
         training, _ = flatten_training_config(load_toml(config).data)
+    # a copied or moved run folder reads its own output and logs, not the original's
+    state, training, moved_from = follow_move(run_dir, state, training)
     text = _read_log(run_dir, state)
     if text is None and not training:
         raise RunStateError(
@@ -99,6 +103,8 @@ def load_run(run_dir: str | Path) -> RunData:
     output_dir = _resolve(training.get("output_dir"), run_dir)
     if log and log.checkpoints:
         first = Path(log.checkpoints[0][0])
+        if moved_from is not None:
+            first = Path(moved_path(str(first), moved_from, str(run_dir.resolve())))
         output_dir = output_dir or first.parent
         if not output_name:
             output_name = re.sub(r"(-\d{6}|-step\d{8})$", "", first.stem)
@@ -167,11 +173,17 @@ def load_run(run_dir: str | Path) -> RunData:
         else []
     )
     first = ((state or {}).get("attempts") or [{}])[0].get("started_at")
+    if moved_from is not None:
+        first = None  # a copy's files carry the copy's times, and its output is its own
     if isinstance(first, (int, float)):
         # files of the same name left by an earlier run are not this run's checkpoints
         checkpoints = [c for c in checkpoints if c.path.stat().st_mtime >= first - 1]
     ended = (state or {}).get("ended_at")
-    if isinstance(ended, (int, float)) and (state or {}).get("status") != "running":
+    if (
+        isinstance(ended, (int, float))
+        and (state or {}).get("status") != "running"
+        and moved_from is None
+    ):
         # nor are files a later run with the same output_name wrote after this one ended
         checkpoints = [c for c in checkpoints if c.path.stat().st_mtime <= ended + 5]
     run = RunData(
@@ -180,6 +192,7 @@ def load_run(run_dir: str | Path) -> RunData:
         avg_loss_step, current, epoch_noise(current, epoch_end_step),
     )  # fmt: skip
     run.samples = _samples(output_dir, output_name) if output_dir else {}
+    run.moved_from = moved_from
     return run
 
 

@@ -150,11 +150,12 @@ def _open_run_dir(options: RunOptions, notes: list[str]) -> tuple[Manifest, bool
     """The manifest to work on, and whether it is a fresh run (notes get what to tell)."""
     run_dir = options.resolved_run_dir()
     existing = Manifest.load(run_dir)
+    left: set[str] = {"previous"}
     if existing is not None and options.restart:
-        _move_aside(run_dir)
+        left |= _move_aside(run_dir, Path(options.images).resolve())
         existing = None
     if existing is None:
-        if run_dir.exists() and any(p.name != "previous" for p in run_dir.iterdir()):
+        if run_dir.exists() and any(p.name not in left for p in run_dir.iterdir()):
             raise RunStateError(
                 "the run folder exists, is not empty and is not a kohyagen run",
                 path=run_dir,
@@ -248,13 +249,38 @@ def _follow_moves(manifest: Manifest, options: RunOptions, run_dir: Path, notes:
     )
 
 
-def _move_aside(run_dir: Path) -> None:
+# What a run writes in its folder; --restart moves only these aside (train-N.log are
+# earlier logs kept by the launcher, dot-names kohyagen's temp files).
+OWN_ENTRIES = frozenset({
+    "kohyagen.json", "training_data", "training_config.toml", "dataset_config.toml",
+    "sample_prompts.txt", "train.log", "train.json", "attempts", "logs", "output",
+    "summary.json", "summary.md", "loss.png", "report.html", "queue.log",
+})  # fmt: skip
+
+
+def _is_own(entry: Path) -> bool:
+    name = entry.name
+    if name in OWN_ENTRIES or (name.startswith("train-") and name.endswith(".log")):
+        return True
+    return name.startswith(".") and (name.endswith(".tmp") or ".kohyagen-tmp" in name)
+
+
+def _move_aside(run_dir: Path, images: Path) -> set[str]:
+    """Move the run's own files under previous/<time>/; return the names left in place:
+    the images (when the user keeps them in the run folder) and anything not kohyagen's."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = run_dir / "previous" / stamp
     target.mkdir(parents=True)
+    left = set()
     for entry in list(run_dir.iterdir()):
-        if entry.name != "previous":
-            shutil.move(str(entry), str(target / entry.name))
+        if entry.name == "previous":
+            continue
+        holds_images = images == entry.resolve() or entry.resolve() in images.parents
+        if holds_images or not _is_own(entry):
+            left.add(entry.name)
+            continue
+        shutil.move(str(entry), str(target / entry.name))
+    return left
 
 
 def _validate(options: RunOptions) -> None:

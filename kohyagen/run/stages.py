@@ -139,7 +139,7 @@ def _stage_prepare(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
     opts = ctx.options
     check = ctx.out("check")
     if check.get("kind") == "train_dir":
-        return None  # skipped: kohya's layout already, used in place
+        return _copy_if_tagging(ctx)
     from kohyagen.dataset.check import prepare_dataset
 
     out = ctx.run_dir / "training_data"
@@ -161,6 +161,22 @@ def _stage_prepare(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
     return outputs, f"{result.copied} images into {result.subset_dir.name}/"
 
 
+def _copy_if_tagging(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
+    """kohya's layout already: used in place, unless the tag stage would write captions
+    into it; then it works on a linked copy in the run folder (the user's stays as it is)."""
+    source = Path(ctx.options.images).resolve()
+    ext = ctx.out("check").get("caption_extension") or ".txt"
+    if not _missing_captions(source, ext, exclude=ctx.run_dir):
+        return None
+    from kohyagen.run.layout_copy import copy_train_dir
+
+    out = ctx.run_dir / "training_data"
+    count = copy_train_dir(source, out, exclude=ctx.run_dir)
+    ctx.manifest.update("dataset", training_data=hash_dataset(out).to_dict())
+    outputs = {"train_dir": str(out), "kept_layout": True, "copied": count}
+    return outputs, f"images lack captions: {count} files linked into {out.name}/ to tag there"
+
+
 def _train_dir(ctx: RunContext) -> Path:
     prepared = ctx.out("prepare").get("train_dir")
     return Path(prepared) if prepared else Path(ctx.options.images).resolve()
@@ -168,7 +184,9 @@ def _train_dir(ctx: RunContext) -> Path:
 
 def _stage_tag(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
     train_dir = _train_dir(ctx)
-    ours = bool(ctx.out("prepare").get("train_dir"))
+    prepared = ctx.out("prepare")
+    # a prepare copy gets the trigger in every caption; a kept N_name layout keeps its own
+    ours = bool(prepared.get("train_dir")) and not prepared.get("kept_layout")
     caption_ext = ctx.out("check").get("caption_extension") or ".txt"
     missing = _missing_captions(train_dir, caption_ext, exclude=ctx.run_dir)
     outputs: dict[str, Any] = {"caption_extension": caption_ext, "tagged": 0, "trigger_added": 0}
@@ -205,7 +223,7 @@ def _stage_tag(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
         ctx.manifest.update("dataset", training_data=hash_dataset(train_dir).to_dict())
     if not missing and not outputs["trigger_added"]:
         return None
-    if missing and not ours:
+    if missing and train_dir == Path(ctx.options.images).resolve():
         # The captions were written into the user's own train dir: that is now its content.
         source = hash_dataset(train_dir, exclude=ctx.run_dir).to_dict()
         ctx.manifest.update("dataset", source=source)
