@@ -44,6 +44,50 @@ def replacing(path: str | Path) -> Iterator[Path]:
         raise
 
 
+STAGING_PREFIX = ".kohyagen-staging-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, under another user
+    return True
+
+
+def remove_stale_staging(parent: Path) -> list[Path]:
+    """Delete staging folders in parent whose process is gone (killed with -9 midway)."""
+    import shutil
+
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for entry in parent.iterdir():
+        if not entry.name.startswith(STAGING_PREFIX) or not entry.is_dir():
+            continue
+        pid = entry.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def make_staging_dir(parent: Path) -> Path:
+    """A new hidden folder in parent to build in before one rename puts it in place.
+
+    Named with this process id, so that a later run removes it when this one was killed;
+    made with the umask's mode (mkdtemp's 0700 would survive the rename and lock the
+    user's own group out of the result).
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(parent)
+    path = parent / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    return path
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Replace path with text (UTF-8, \\n line ends) in one step."""
     with replacing(path) as tmp, open(tmp, "x", encoding="utf-8", newline="\n") as handle:

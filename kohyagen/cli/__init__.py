@@ -13,7 +13,7 @@ import traceback
 import click
 
 from kohyagen import __version__
-from kohyagen.errors import EXIT_ERROR, EXIT_INTERRUPTED, KohyagenError
+from kohyagen.errors import EXIT_ERROR, EXIT_INTERRUPTED, KohyagenError, from_os_error
 
 
 def _echo_error(text: str) -> None:
@@ -36,14 +36,27 @@ class KohyagenGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except OSError as exc:
+            known = from_os_error(exc, training=ctx.invoked_subcommand == "train")
+            if known is None:
+                self._unexpected(ctx, exc)
+            else:
+                if ctx.meta.get("kohyagen.debug"):
+                    traceback.print_exc()
+                _echo_error(str(known))
+                ctx.exit(known.exit_code)
         except Exception as exc:
-            if ctx.meta.get("kohyagen.debug"):
-                traceback.print_exc()
-            _echo_error(
-                f"unexpected {type(exc).__name__}: {exc} "
-                "(this is a bug in kohyagen; rerun with --debug for the traceback and report it)"
-            )
-            ctx.exit(EXIT_ERROR)
+            self._unexpected(ctx, exc)
+
+    @staticmethod
+    def _unexpected(ctx: click.Context, exc: Exception) -> None:
+        if ctx.meta.get("kohyagen.debug"):
+            traceback.print_exc()
+        _echo_error(
+            f"unexpected {type(exc).__name__}: {exc} "
+            "(this is a bug in kohyagen; rerun with --debug for the traceback and report it)"
+        )
+        ctx.exit(EXIT_ERROR)
 
 
 @click.group(cls=KohyagenGroup, context_settings={"help_option_names": ["-h", "--help"]})

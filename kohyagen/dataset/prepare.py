@@ -11,11 +11,10 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kohyagen.atomic import write_text_atomic
+from kohyagen.atomic import make_staging_dir, write_text_atomic
 from kohyagen.dataset.captions import (
     decode_caption_bytes,
     normalize_caption_extension,
@@ -180,7 +179,7 @@ def prepare_dataset(
     target = out / f"{n_repeats}_{concept}"
     _refuse_clobber(src, out, target, concept, force)
 
-    work = Path(tempfile.mkdtemp(prefix=f".kohyagen-{n_repeats}_", dir=out))
+    work = make_staging_dir(out)
     try:
         counts = _build(
             usable,

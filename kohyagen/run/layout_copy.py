@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+from kohyagen.atomic import make_staging_dir
 from kohyagen.run.manifest import dataset_files
 
 
@@ -29,12 +30,13 @@ def copy_train_dir(source: Path, out: Path, *, exclude: Path) -> int:
     the N_name/ folders (and so the repeats and class tokens). Returns the file count."""
     if out.exists():
         shutil.rmtree(out)  # an interrupted copy: ours, made again
-    work = out.with_name(out.name + ".partial")
-    if work.exists():
-        shutil.rmtree(work)
-    files = dataset_files(source, exclude=exclude)
-    for path in files:
-        _link_or_copy(path, work / path.relative_to(source))
-    work.mkdir(parents=True, exist_ok=True)
-    work.rename(out)
+    work = make_staging_dir(out.parent)  # removed by the next run if this one is killed
+    try:
+        files = dataset_files(source, exclude=exclude)
+        for path in files:
+            _link_or_copy(path, work / path.relative_to(source))
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return len(files)

@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kohyagen import __version__, safe_io
+from kohyagen.atomic import temp_name
 from kohyagen.dataset.layout import CAPTION_EXTENSIONS, IMAGE_EXTENSIONS
 from kohyagen.errors import RunStateError
 
@@ -39,9 +39,10 @@ def now() -> str:
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temp file beside path, flush it to disk, then rename over path."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # not mkstemp: its 0600 would survive the rename; the manifest follows the umask
+    tmp = temp_name(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with open(tmp, "x", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
             fh.write("\n")
             fh.flush()

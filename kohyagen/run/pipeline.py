@@ -9,6 +9,7 @@ library never prompts: confirmation before training is a callback the CLI provid
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from kohyagen.errors import (
     KohyagenError,
     RunStateError,
     UsageError,
+    from_os_error,
 )
 from kohyagen.run.manifest import (
     MANIFEST_NAME,
@@ -345,6 +347,13 @@ def run_pipeline(
         except KeyboardInterrupt:
             manifest.fail(stage, "interrupted")
             raise
+        except OSError as exc:
+            # disk full, read-only, ...: a known problem, recorded as one (never "running")
+            known = from_os_error(exc, training=stage == "train")
+            _record_failure(manifest, stage, str(known) if known else f"OSError: {exc}")
+            if known is not None:
+                raise known from exc
+            raise
         except Exception as exc:
             manifest.fail(stage, f"{type(exc).__name__}: {exc}")
             raise
@@ -360,6 +369,12 @@ def run_pipeline(
         if stage == stop_after:
             break
     return _result(manifest, options, resumed_from, already, ctx.notes)
+
+
+def _record_failure(manifest: Manifest, stage: str, message: str) -> None:
+    # the disk that is full may hold the manifest too; the error still reaches the user
+    with contextlib.suppress(OSError):
+        manifest.fail(stage, message)
 
 
 def _remember_throughput(manifest: Manifest) -> None:
