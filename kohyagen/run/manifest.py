@@ -30,6 +30,24 @@ FORMAT_VERSION = 1
 STAGES = ("check", "prepare", "tag", "config", "estimate", "train", "report", "pick")
 PENDING, RUNNING, DONE, SKIPPED, FAILED = "pending", "running", "done", "skipped", "failed"
 FINISHED = (DONE, SKIPPED)
+DAMAGED_HINT = (
+    "pass --restart to start the run over (the old files are kept under previous/), "
+    "or another --run-dir"
+)
+_TABLES = ("stages", "inputs", "dataset", "configs")
+
+
+def _shape_problem(data: dict[str, Any]) -> str | None:
+    """What a hand edit broke in a manifest that still parses as JSON, or None."""
+    for key in _TABLES:
+        if key in data and not isinstance(data[key], dict):
+            return f'"{key}" is a {type(data[key]).__name__}, not an object'
+    for name, record in (data.get("stages") or {}).items():
+        if not isinstance(record, dict) or not isinstance(record.get("status", PENDING), str):
+            return f'stage "{name}" is not an object with a status'
+        if name in STAGES and not isinstance(record.get("outputs", {}), dict):
+            return f'the outputs of stage "{name}" are not an object'
+    return None
 
 
 def now() -> str:
@@ -206,16 +224,14 @@ class Manifest:
             data = json.loads(safe_io.read_text(path))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RunStateError(
-                f"unreadable run manifest: {exc}",
-                path=path,
-                hint="move the run folder aside and start again, or pass another --run-dir",
+                f"unreadable run manifest: {exc}", path=path, hint=DAMAGED_HINT
             ) from exc
         if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
             raise RunStateError(
-                "not a kohyagen run manifest of a known format",
-                path=path,
-                hint="pass another --run-dir",
+                "not a kohyagen run manifest of a known format", path=path, hint=DAMAGED_HINT
             )
+        if (problem := _shape_problem(data)) is not None:
+            raise RunStateError(f"damaged run manifest: {problem}", path=path, hint=DAMAGED_HINT)
         stages = data.setdefault("stages", {})
         for stage in STAGES:
             stages.setdefault(stage, {"status": PENDING})

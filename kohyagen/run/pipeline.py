@@ -151,9 +151,15 @@ class RunResult:
 def _open_run_dir(options: RunOptions, notes: list[str]) -> tuple[Manifest, bool]:
     """The manifest to work on, and whether it is a fresh run (notes get what to tell)."""
     run_dir = options.resolved_run_dir()
-    existing = Manifest.load(run_dir)
+    try:
+        existing = Manifest.load(run_dir)
+        damaged = False
+    except RunStateError:
+        if not options.restart:
+            raise
+        existing, damaged = None, True  # --restart always works, even on a broken manifest
     left: set[str] = {"previous"}
-    if existing is not None and options.restart:
+    if options.restart and (existing is not None or damaged):
         left |= _move_aside(run_dir, Path(options.images).resolve())
         existing = None
     if existing is None:
@@ -327,6 +333,7 @@ def run_pipeline(
     resumed_from = None if fresh else manifest.first_unfinished()
     already = not fresh and resumed_from is None
     if already:
+        _require_lora(manifest)
         ctx.say("run", "this run has already finished: nothing to do")
     elif resumed_from is not None:
         ctx.say(
@@ -369,6 +376,18 @@ def run_pipeline(
         if stage == stop_after:
             break
     return _result(manifest, options, resumed_from, already, ctx.notes)
+
+
+def _require_lora(manifest: Manifest) -> None:
+    """A finished run is only "LoRA ready" while the LoRA it chose is still there."""
+    lora = manifest.outputs("pick").get("lora")
+    if isinstance(lora, str) and not Path(lora).is_file():
+        raise RunStateError(
+            "this run finished, but the LoRA it chose is no longer there",
+            path=lora,
+            hint="put the file back, or pass --restart to train again (the old files "
+            "are kept under previous/)",
+        )
 
 
 def _record_failure(manifest: Manifest, stage: str, message: str) -> None:
