@@ -99,3 +99,74 @@ def test_json_is_valid_utf8_for_any_file_name(tmp_path, subprocess_env):
     data = json.loads(out.stdout.decode("utf-8"))  # strict: invalid UTF-8 raises
     names = json.dumps(data)
     assert "\\udcff\\udcfe.png" in names
+
+
+def _epoch_events(folder, epochs, wall):
+    from kohyagen.report.tensorboard import EventFileWriter
+
+    writer = EventFileWriter(folder, wall_time=wall)
+    for epoch, loss in epochs:
+        writer.add_scalar("loss/epoch_average", loss, epoch, wall_time=wall + epoch)
+    return str(writer.path)
+
+
+def test_report_and_pick_read_every_session_of_a_resumed_training(tmp_path):
+    """Killed after epoch 2, resumed for epochs 3-4: the early epochs still count."""
+    import time
+
+    from train_fixtures import write_checkpoint
+
+    run = tmp_path / "run"
+    out, logs = run / "output", run / "logs"
+    run.mkdir()
+    (run / "training_config.toml").write_text(
+        f'output_dir = "{out}"\nlogging_dir = "{logs}"\noutput_name = "lora"\n'
+        "max_train_epochs = 4\n"
+    )
+    now = time.time()
+    t0, t1 = now - 1000, now - 500
+    ev1 = _epoch_events(logs / "s1", [(1, 0.30), (2, 0.10)], t0)
+    ev2 = _epoch_events(logs / "s2", [(3, 0.20), (4, 0.25)], t1)
+    for epoch, when in ((1, t0 + 100), (2, t0 + 200), (3, t1 + 100), (4, t1 + 200)):
+        name = "lora.safetensors" if epoch == 4 else f"lora-{epoch:06d}.safetensors"
+        path = write_checkpoint(out / name, epoch=epoch, step=4 * epoch)
+        os.utime(path, (when, when))
+    state = {
+        "run_dir": str(run.resolve()), "status": "succeeded", "started_at": t1, "ended_at": now,
+        "attempts": [{"number": 1, "started_at": t1, "event_files": [ev2]}],
+        "earlier_sessions": [{"started_at": t0, "ended_at": t0 + 250, "event_files": [ev1]}],
+    }  # fmt: skip
+    (run / "train.json").write_text(json.dumps(state))
+    report = invoke("report", run, "--json")
+    assert_known(report, 0)
+    summary = json.loads(report.stdout)
+    assert [row["epoch"] for row in summary["loss_per_epoch"]] == [1, 2, 3, 4]
+    assert len(summary["checkpoints"]) == 4
+    picked = invoke("pick", run, "--by", "train", "--json")
+    assert_known(picked, 0)
+    assert json.loads(picked.stdout)["epoch"] in (1, 2, 3, 4)
+
+
+def test_a_resumed_session_records_the_sessions_before_it(tmp_path, monkeypatch):
+    from train_fixtures import fake_env, make_checkout, write_configs
+
+    from kohyagen.launch.train import train
+
+    for key in [k for k in os.environ if k.startswith("FAKE_KOHYA_")]:
+        monkeypatch.delenv(key)
+    checkout = make_checkout(tmp_path)
+    config, _ = write_configs(tmp_path, epochs=2)
+    monkeypatch.chdir(tmp_path)
+    for key, value in fake_env(losses="0.3,0.2").items():
+        monkeypatch.setenv(key, value)
+    first = train(config, sd_scripts=checkout, run_dir=tmp_path / "run")
+    before = json.loads((tmp_path / "run" / "train.json").read_text())
+    train(
+        config, sd_scripts=checkout, run_dir=tmp_path / "run", overwrite=True,
+        extra_args=["--resume", str(tmp_path / "state")],
+    )  # fmt: skip
+    after = json.loads((tmp_path / "run" / "train.json").read_text())
+    assert first.status == "succeeded"
+    [session] = after["earlier_sessions"]
+    assert session["started_at"] == before["started_at"] and session["log"] == "train-1.log"
+    assert session["event_files"] == before["attempts"][-1]["event_files"]

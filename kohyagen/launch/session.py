@@ -19,6 +19,7 @@ from typing import Any
 from kohyagen.errors import TrainingFailed
 from kohyagen.findings import Finding
 from kohyagen.launch import attempts as cfg
+from kohyagen.launch import resume
 from kohyagen.launch.diagnose import OUT_OF_MEMORY, Diagnosis, diagnose_run, nan_loss
 from kohyagen.launch.process import child_env, run_streaming
 from kohyagen.report.logs import (
@@ -116,15 +117,16 @@ def _event_files(logging_dir: Any) -> list[Path]:
     return find_event_files(logging_dir)
 
 
-def _keep_previous_log(run_dir: Path) -> None:
-    """A reused run folder keeps its earlier train.log as train-N.log."""
+def _keep_previous_log(run_dir: Path) -> str | None:
+    """A reused run folder keeps its earlier train.log as train-N.log (its new name)."""
     log = run_dir / "train.log"
     if not log.exists():
-        return
+        return None
     n = 1
     while (run_dir / f"train-{n}.log").exists():
         n += 1
     log.rename(run_dir / f"train-{n}.log")
+    return f"train-{n}.log"
 
 
 class _Watcher:
@@ -215,7 +217,8 @@ def run_attempts(
     """Copy the configs into target, run attempts until one succeeds or retrying cannot
     help, record train.json and write the report."""
     target.mkdir(parents=True, exist_ok=True)
-    _keep_previous_log(target)
+    previous = resume.read_state(target)
+    previous_log = _keep_previous_log(target)
     log_path = target / "train.log"
     training_copy = target / "training_config.toml"
     dataset_copy = target / "dataset_config.toml" if dataset_path else None
@@ -265,6 +268,8 @@ def run_attempts(
                 attempt_training.resolve(), attempt_dataset.resolve() if attempt_dataset else None
             )
             state["command"] = command
+            if number == 1 and "--resume" in command:
+                state["earlier_sessions"] = resume.earlier_sessions(previous, previous_log)
             logging_dir = cfg.option(training_doc, "logging_dir")
             events_before = set(_event_files(logging_dir))
             # A provisional entry, so that a report made while it runs reads this attempt.

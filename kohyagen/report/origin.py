@@ -57,7 +57,7 @@ def follow_move(
             training[key] = moved_path(training[key], old, new)
     if state is not None:
         state = json.loads(json.dumps(state))
-        for attempt in state.get("attempts") or []:
+        for attempt in [*(state.get("attempts") or []), *(state.get("earlier_sessions") or [])]:
             if isinstance(attempt, dict) and isinstance(attempt.get("event_files"), list):
                 attempt["event_files"] = [
                     moved_path(p, old, new) if isinstance(p, str) else p

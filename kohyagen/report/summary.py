@@ -19,6 +19,7 @@ from typing import Any
 from kohyagen.config.schema import flatten_training_config, load_toml
 from kohyagen.errors import KohyagenError, RunStateError
 from kohyagen.launch.attempts import atomic_write_text
+from kohyagen.launch.resume import first_start, sessions_before
 from kohyagen.report.checkpoints import Checkpoint, epoch_noise, list_checkpoints, rank
 from kohyagen.report.logs import LogSummary, parse_log
 from kohyagen.report.origin import follow_move, moved_path
@@ -117,9 +118,15 @@ def load_run(run_dir: str | Path) -> RunData:
     logging_dir = _resolve(training.get("logging_dir"), run_dir)
     if logging_dir is not None:
         last = _last_attempt(state) or {}
+        earlier = sessions_before(state)
         if isinstance(last.get("event_files"), list):
-            # kohyagen recorded which files this attempt wrote: exact, even within a second
-            event_files = [Path(p) for p in last["event_files"] if Path(p).is_file()]
+            # kohyagen recorded which files this attempt wrote: exact, even within a second;
+            # a resumed training adds the files of the sessions before the resume
+            recorded = [p for s in earlier for p in s.get("event_files") or []]
+            recorded += last["event_files"]
+            event_files = [Path(p) for p in recorded if isinstance(p, str) and Path(p).is_file()]
+        elif earlier:
+            event_files = find_event_files(logging_dir, newer_than=first_start(state))
         else:
             event_files = find_event_files(logging_dir, newer_than=last.get("started_at"))
             prefix = str(training.get("log_prefix") or "")
@@ -172,7 +179,7 @@ def load_run(run_dir: str | Path) -> RunData:
         if output_dir is not None
         else []
     )
-    first = ((state or {}).get("attempts") or [{}])[0].get("started_at")
+    first = first_start(state)
     if moved_from is not None:
         first = None  # a copy's files carry the copy's times, and its output is its own
     if isinstance(first, (int, float)):
