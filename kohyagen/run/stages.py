@@ -108,9 +108,14 @@ def _stage_check(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
 
     opts = ctx.options
     report = check_dataset(opts.images, model=opts.model, trigger=opts.trigger)
-    errors = count_errors(list(report.findings))
+    findings = list(report.findings)
+    if report.kind == "image_folder":
+        # the prepare stage converts GIF, TIFF, AVIF, ... into what kohya reads: counting only
+        # kohya's formats here would refuse (or undercount) images that run will train on
+        findings = [f for f in findings if f.code not in ("no-images", "too-few-images")]
+    errors = count_errors(findings)
     if errors:
-        first = next(f for f in report.findings if f.severity.value == "error")
+        first = next(f for f in findings if f.severity.value == "error")
         raise DatasetError(
             f"the dataset check found {errors} error(s), first: {first.message}",
             path=first.file or opts.images,
@@ -155,10 +160,11 @@ def _stage_prepare(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
         "subset_dir": str(result.subset_dir),
         "repeats": result.repeats,
         "copied": result.copied,
+        "images": result.copied + result.converted,  # what training sees
         "converted": result.converted,
         "captions_written": result.captions_written,
     }
-    return outputs, f"{result.copied} images into {result.subset_dir.name}/"
+    return outputs, f"{outputs['images']} images into {result.subset_dir.name}/"
 
 
 def _copy_if_tagging(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
@@ -195,8 +201,10 @@ def _stage_tag(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
         from kohyagen.tagging.directory import tag_directory
 
         ctx.say("tag", f"{len(missing)} image(s) have no {caption_ext} caption: tagging them")
+        model = {"model": ctx.options.tagger} if ctx.options.tagger else {}
         result = tag_directory(
             train_dir,
+            **model,
             trigger=ctx.options.trigger,
             caption_ext=caption_ext,
             mode="skip",

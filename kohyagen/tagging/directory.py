@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kohyagen.dataset.captions import normalize_caption_extension
-from kohyagen.dataset.layout import is_image_name
+from kohyagen.dataset.layout import is_image_name, parse_folder_name
 from kohyagen.errors import DatasetError, TaggingError, UsageError
 from kohyagen.tagging.captions import (
     MODES,
@@ -204,9 +204,13 @@ def find_images(root: Path, *, recursive: bool = False) -> list[Path]:
             and p.is_file()
         ]
     else:
+        # a kohya train dir (the parent of N_name/ folders) is one dataset: its concept
+        # folders are what kohya reads, so they are tagged without --recursive
+        folders = [root, *(d for d in root.iterdir() if d.is_dir() and parse_folder_name(d.name))]
         found = [
             p
-            for p in root.iterdir()
+            for folder in folders
+            for p in folder.iterdir()
             if is_image_name(p) and not p.name.startswith(".") and p.is_file()
         ]
     if not found:

@@ -1,0 +1,62 @@
+"""Hostile corpus, item 6: commands that agree.
+
+tag on a kohya train dir tags every concept folder; run accepts what its prepare stage
+converts; the demo runs the tag stage; estimate plans what config writes. Each asserts
+the exit code, the message, no traceback and unchanged user files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hostile_helpers import assert_known, hashes, invoke
+from test_tag_helpers import RED, make_tagger, solid
+
+from kohyagen.run import stages
+from kohyagen.run.manifest import Manifest
+from kohyagen.run.pipeline import run_pipeline
+from tests.test_run_pipeline import FakeStages, options
+
+
+def test_tag_on_a_kohya_train_dir_tags_every_concept(tmp_path):
+    root = tmp_path / "train"
+    solid(root / "10_sks" / "a.png", RED)
+    solid(root / "5_other" / "b.png", RED)
+    solid(root / "notes" / "c.png", RED)  # not a concept folder: kohya skips it
+    result = invoke("tag", root, "--model", make_tagger(tmp_path / "tagger"), "--json")
+    assert_known(result, 0)
+    assert json.loads(result.stdout)["tagged"] == 2
+    assert (root / "10_sks" / "a.txt").is_file() and (root / "5_other" / "b.txt").is_file()
+    assert not (root / "notes" / "c.txt").exists()
+
+
+@pytest.mark.parametrize("formats", [("GIF", "TIFF"), ("GIF", "TIFF", "PNG")])
+def test_run_accepts_what_prepare_converts(monkeypatch, tmp_path, formats):
+    from PIL import Image
+
+    FakeStages(monkeypatch)
+    for name in ("check", "prepare"):
+        monkeypatch.setitem(stages.STAGE_FUNCTIONS, name, getattr(stages, f"_stage_{name}"))
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(6):
+        fmt = formats[i % len(formats)]
+        Image.new("RGB", (256, 256), (40 * i, 9, 9)).save(images / f"{i}.{fmt.lower()}", fmt)
+        (images / f"{i}.txt").write_text("sks, red\n")
+    before = hashes(images)
+    run_pipeline(options(images, tmp_path), stop_after="prepare")
+    manifest = Manifest.load(tmp_path / "run")
+    assert manifest.outputs("prepare")["images"] == 6
+    assert hashes(images) == before
+
+
+def test_demo_runs_the_tag_stage_on_its_tiny_tagger(tmp_path):
+    pytest.importorskip("torch")
+    from kohyagen.run.demo import DEMO_UNCAPTIONED, prepare_demo
+
+    demo = prepare_demo(tmp_path)
+    assert demo.tagger is not None
+    result = run_pipeline(demo, stop_after="tag")
+    manifest = Manifest.load(result.run_dir)
+    assert manifest.status("tag") == "done"
+    assert manifest.outputs("tag")["tagged"] == DEMO_UNCAPTIONED
