@@ -60,3 +60,47 @@ def test_demo_runs_the_tag_stage_on_its_tiny_tagger(tmp_path):
     manifest = Manifest.load(result.run_dir)
     assert manifest.status("tag") == "done"
     assert manifest.outputs("tag")["tagged"] == DEMO_UNCAPTIONED
+
+
+def test_estimate_fits_kohyagens_own_sdxl_preset_on_a_4090():
+    result = invoke("estimate", "--images", "20", "--model", "sdxl", "--gpu", "rtx4090", "--json")
+    assert_known(result, 0)
+    data = json.loads(result.stdout)
+    assert data["fits"] != "no", data["notes"]
+
+
+def _train_dir(tmp_path):
+    for i in range(6):
+        solid(tmp_path / "train" / "5_sks" / f"{i}.png", (40 * i, 9, 9), size=(64, 64))
+        (tmp_path / "train" / "5_sks" / f"{i}.txt").write_text("sks, red\n")
+    return tmp_path / "train"
+
+
+def test_estimate_dataset_and_config_agree_with_config(tmp_path):
+    train = _train_dir(tmp_path)
+    before = hashes(train)
+    made = invoke(
+        "config", train, "--model", "sdxl", "--gpu", "rtx4090", "-o", tmp_path / "cfg", "--json"
+    )
+    assert_known(made, 0)
+    plan = json.loads(made.stdout)["plan"]
+    by_dataset = invoke("estimate", train, "--model", "sdxl", "--gpu", "rtx4090", "--json")
+    by_config = invoke(
+        "estimate", tmp_path / "cfg" / "training_config.toml", "--gpu", "rtx4090", "--json"
+    )
+    for result in (by_dataset, by_config):
+        assert_known(result, 0)
+        data = json.loads(result.stdout)
+        assert data["batch_size"] == plan["batch_size"], data
+        assert data["epochs"] == plan["epochs"]
+        assert data["steps"] == plan["total_steps"]
+        assert data["fits"] != "no"
+    assert json.loads(by_config.stdout)["model"] == "sdxl"  # read from the config
+    assert hashes(train) == before
+
+
+def test_estimate_config_without_images_is_a_usage_error(tmp_path):
+    config = tmp_path / "training_config.toml"
+    config.write_text('output_name = "x"\nmax_train_epochs = 3\n')
+    result = invoke("estimate", config, "--gpu", "rtx4090")
+    assert_known(result, 2, "no images", "--images")

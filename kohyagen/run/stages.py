@@ -70,33 +70,9 @@ def _missing_captions(train_dir: Path, caption_ext: str, *, exclude: Path) -> li
 
 
 def _training_values(rendered_training: dict[str, Any], dataset_data: dict[str, Any]) -> dict:
-    """batch size, epochs, resolution, ... as kohya will use them (dataset TOML wins)."""
-    general = dataset_data.get("general", {}) if isinstance(dataset_data, dict) else {}
-    datasets = dataset_data.get("datasets", []) if isinstance(dataset_data, dict) else []
-    first = datasets[0] if datasets else {}
-    flat = rendered_training
+    from kohyagen.config.plan_values import training_values
 
-    def pick(key: str, train_key: str | None = None, default: Any = None) -> Any:
-        for source in (first, general):
-            if key in source:
-                return source[key]
-        return flat.get(train_key or key, default)
-
-    resolution = pick("resolution")
-    if isinstance(resolution, str):
-        resolution = int(resolution.split(",")[0])
-    elif isinstance(resolution, list):
-        resolution = int(max(resolution))
-    return {
-        "batch_size": int(pick("batch_size", "train_batch_size", 1)),
-        "epochs": int(flat.get("max_train_epochs") or 1),
-        "resolution": resolution,
-        "gradient_checkpointing": bool(flat.get("gradient_checkpointing", False)),
-        "gradient_accumulation_steps": int(flat.get("gradient_accumulation_steps", 1)),
-        "optimizer": flat.get("optimizer_type"),
-        "unet_only": bool(flat.get("network_train_unet_only", False)),
-        "seed": flat.get("seed"),
-    }
+    return training_values(rendered_training, dataset_data)
 
 
 # ---------------------------------------------------------------- stages
