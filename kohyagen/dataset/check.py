@@ -24,6 +24,7 @@ from kohyagen.dataset.buckets import (
 )
 from kohyagen.dataset.caption_rules import check_captions, choose_caption_extension
 from kohyagen.dataset.captions import CaptionRead, tag_frequencies
+from kohyagen.dataset.digests import with_colliding_digests
 from kohyagen.dataset.images import ImageProbe
 from kohyagen.dataset.prepare import PrepareResult, auto_repeats, prepare_dataset
 from kohyagen.dataset.probe_pool import ProgressFn, probe_many
@@ -195,8 +196,13 @@ def check_dataset(
     probes = dict(
         zip(
             paths,
-            probe_many(
-                paths, deep=deep, perceptual=near_duplicates, workers=workers, progress=progress
+            # hashes only where sizes collide (kohyagen.dataset.digests): most files cannot
+            # be exact duplicates, and hashing them was a fifth of a default check
+            with_colliding_digests(
+                probe_many(
+                    paths, deep=deep, perceptual=near_duplicates, workers=workers,
+                    progress=progress, digest=False,
+                )
             ),
             strict=True,
         )
