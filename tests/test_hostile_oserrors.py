@@ -135,3 +135,23 @@ def test_train_disk_full_exits_3(monkeypatch, tmp_path):
     monkeypatch.setattr("kohyagen.launch.train.train", _full(tmp_path / "out"))
     result = invoke("train", config)
     assert_known(result, 3, "the disk is full")
+
+
+def test_own_temp_names_stay_within_name_limits(tmp_path):
+    from PIL import Image
+
+    from kohyagen.atomic import temp_name
+
+    long = tmp_path / ("é" * 120 + ".txt")  # 244 bytes: fits, and so must its temp file
+    assert len(temp_name(long).name.encode()) <= 255
+    images = tmp_path / "images"
+    images.mkdir()
+    stem = "x" * 247
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(images / f"{stem}.gif")  # converted: a temp file
+    (images / f"{stem}.txt").write_text("sks\n")
+    before = hashes(images)
+    result = invoke("dataset", "prepare", images, "-o", tmp_path / "out", "--concept", "c")
+    assert_known(result, 0)
+    assert hashes(images) == before
+    subset = next((tmp_path / "out").iterdir())
+    assert (subset / f"{stem}.png").is_file()

@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from kohyagen.atomic import make_staging_dir, write_text_atomic
+from kohyagen.atomic import make_staging_dir, temp_name, write_text_atomic
 from kohyagen.dataset.captions import (
     decode_caption_bytes,
     normalize_caption_extension,
@@ -323,7 +323,7 @@ def _reencode(src: Path, dest: Path, *, rotate: bool, flatten: bool) -> None:
                 im = Image.alpha_composite(white, rgba).convert("RGB")
             elif im.mode not in ("RGB", "L"):
                 im = im.convert("RGB")
-        tmp = dest.with_name(dest.name + ".part")
+        tmp = temp_name(dest)  # dest's name may already be near the 255-byte limit
         if dest.suffix == ".jpg":
             im.save(tmp, "JPEG", quality=95, subsampling=0, icc_profile=icc)
         else:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kohyagen import safe_io
+from kohyagen.atomic import write_text_atomic
 from kohyagen.dataset.layout import IMAGE_EXTENSIONS
 from kohyagen.errors import (
     DatasetError,
@@ -226,9 +227,8 @@ def _ensure_trigger(train_dir: Path, caption_ext: str, trigger: str) -> int:
         first, _, rest = text.partition("\n")
         updated = trigger_first(first, trigger)
         if updated != first.strip():
-            tmp = caption.with_name(caption.name + ".tmp")
-            tmp.write_text(updated + "\n" + rest, encoding="utf-8")
-            tmp.replace(caption)
+            # atomic, with a temp name that fits however long the caption's name is
+            write_text_atomic(caption, updated + "\n" + rest)
             changed += 1
     return changed
 
