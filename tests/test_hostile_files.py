@@ -100,3 +100,23 @@ def test_prepare_with_a_caption_linked_to_dev_zero(tmp_path):
     assert_known(result, result.exit_code)
     assert result.exit_code in (0, 1)
     assert hashes(folder) == before
+
+
+@pytest.mark.parametrize("which", ["model.onnx", "selected_tags.csv"])
+def test_tagger_files_that_are_fifos(tmp_path, images, which):
+    tagger = make_tagger(tmp_path / "tagger")
+    (tagger / which).unlink()
+    os.mkfifo(tagger / which)
+    before = hashes(images)
+    with deadline(60):
+        result = invoke("tag", images, "--model", tagger)
+    assert_known(result, 1, which)  # "missing": is_file() is false for a FIFO
+    assert hashes(images) == before
+
+
+def test_estimate_with_a_prices_file_that_is_a_fifo(tmp_path):
+    prices = tmp_path / "prices.toml"
+    os.mkfifo(prices)
+    with deadline(30):
+        result = invoke("estimate", "--images", "10", "--gpu", "rtx4090", "--prices", prices)
+    assert_known(result, 1, "not a regular file")
