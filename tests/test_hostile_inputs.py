@@ -123,3 +123,13 @@ def test_rules_in_plain_words():
     assert caption_extension_problem(".txt") is None
     assert caption_extension_problem(".png") is not None
     assert trigger_problem("sks") is None
+
+
+def test_a_concept_folder_name_with_a_newline_is_a_finding(tmp_path):
+    folder = tmp_path / "train" / "10_sks\ndog"
+    for i in range(3):
+        make_image(folder / f"{i}.png", color=(40 * i, 10, 10))
+    before = hashes(tmp_path / "train")
+    result = invoke("dataset", "check", tmp_path / "train", "--json")
+    assert_known(result, result.exit_code, "folder-name", "control character")
+    assert hashes(tmp_path / "train") == before
