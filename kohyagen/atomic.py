@@ -17,11 +17,19 @@ from pathlib import Path
 TEMP_SUFFIX = ".kohyagen-tmp"
 
 
+# Most file systems allow 255 bytes per name; a long user file name plus the suffix
+# below would otherwise fail with ENAMETOOLONG where the file itself fits.
+NAME_MAX = 255
+
+
 def temp_name(path: Path) -> Path:
-    """A hidden sibling of path, unique to this process and call."""
+    """A hidden sibling of path, unique to this process and call, within NAME_MAX bytes."""
     # beside the target, so os.replace never crosses a file system; hidden, so kohya's glob and
     # the dataset scan skip it; unique, so two writers never share one
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
+    tail = f".{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
+    room = NAME_MAX - 1 - len(tail.encode())
+    head = path.name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return path.with_name(f".{head}{tail}")
 
 
 @contextmanager
@@ -37,6 +45,50 @@ def replacing(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+STAGING_PREFIX = ".kohyagen-staging-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, under another user
+    return True
+
+
+def remove_stale_staging(parent: Path) -> list[Path]:
+    """Delete staging folders in parent whose process is gone (killed with -9 midway)."""
+    import shutil
+
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for entry in parent.iterdir():
+        if not entry.name.startswith(STAGING_PREFIX) or not entry.is_dir():
+            continue
+        pid = entry.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def make_staging_dir(parent: Path) -> Path:
+    """A new hidden folder in parent to build in before one rename puts it in place.
+
+    Named with this process id, so that a later run removes it when this one was killed;
+    made with the umask's mode (mkdtemp's 0700 would survive the rename and lock the
+    user's own group out of the result).
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(parent)
+    path = parent / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    return path
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

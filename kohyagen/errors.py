@@ -8,6 +8,7 @@ traceback.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -104,6 +105,53 @@ class TrainingFailed(KohyagenError):
     def __init__(self, message: str, *, cause: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.cause = cause
+
+
+_FREE_SPACE = (
+    "free space there (old runs, unused checkpoints: `kohyagen pick --prune`) "
+    "and run the command again: it continues where it stopped"
+)
+# errno -> (what happened, the fix): the OS errors a user can do something about
+_OS_PROBLEMS = {
+    errno.ENOSPC: ("the disk is full", _FREE_SPACE),
+    errno.EDQUOT: ("the disk quota is used up", _FREE_SPACE),
+    errno.EROFS: ("the file system is read-only", "pass a folder on a writable disk"),
+    errno.EACCES: (
+        "permission denied",
+        "check the permissions of that path, or pass a folder you can write to",
+    ),
+    errno.EPERM: (
+        "operation not permitted",
+        "check the permissions of that path, or pass a folder you can write to",
+    ),
+    errno.ENAMETOOLONG: (
+        "a file name is too long for the file system",
+        "use shorter names (--name, --concept, folder and file names)",
+    ),
+}
+
+
+class DiskProblem(KohyagenError):
+    """A known OS error (disk full, read-only, no permission, name too long)."""
+
+
+class TrainingDiskProblem(TrainingFailed):
+    """The same, while training: exit 3 like every training failure."""
+
+
+def from_os_error(exc: OSError, *, training: bool = False) -> KohyagenError | None:
+    """The KohyagenError for an OS error a user can fix, naming the path; None for others."""
+    known = _OS_PROBLEMS.get(exc.errno or 0)
+    if known is None:
+        return None
+    what, fix = known
+    path = exc.filename if isinstance(exc.filename, (str, Path)) else None
+    if training:
+        return TrainingDiskProblem(
+            f"training stopped: {what}", path=path, hint=fix,
+            cause=errno.errorcode.get(exc.errno or 0),
+        )
+    return DiskProblem(what, path=path, hint=fix)
 
 
 def require(module: str, extra: str = "train") -> ModuleType:

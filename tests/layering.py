@@ -15,7 +15,9 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-CORE = frozenset({"errors", "findings", "resources", "atomic", "toml_compat", "quiet"})
+CORE = frozenset(
+    {"errors", "findings", "resources", "atomic", "toml_compat", "quiet", "safe_io", "validate"}
+)
 TORCH_STACK = frozenset(
     {"torch", "diffusers", "transformers", "accelerate", "peft", "bitsandbytes", "safetensors"}
 )

@@ -340,6 +340,8 @@ def test_set_typing_property(dataset, tmp_path):
     from hypothesis import strategies as st
 
     from kohyagen.config.overrides import parse_override
+    from kohyagen.config.ranges import check_option_value
+    from kohyagen.errors import UsageError
 
     ints = _simple_keys("train_network", "integer")
     bools = _simple_keys("train_network", "boolean")
@@ -356,6 +358,11 @@ def test_set_typing_property(dataset, tmp_path):
     def check(key_kind, n, b):
         key, kind = key_kind
         raw = {"int": str(n), "bool": str(b).lower(), "num": str(n)}[kind]
+        if kind != "bool" and check_option_value(key, n) is not None:
+            # out of kohyagen.config.ranges' range (batch 0, ...): refused at the edge
+            with pytest.raises(UsageError, match=key):
+                parse_override(f"training.{key}={raw}", "train_network")
+            return
         (ov,) = [o for o in parse_override(f"training.{key}={raw}", "train_network")]
         if kind == "int":
             assert ov.value == n and type(ov.value) is int

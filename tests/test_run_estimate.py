@@ -239,8 +239,10 @@ def test_cli_json_and_dataset(tmp_path):
         make_image(tmp_path / "data" / "5_sks" / f"{i}.png")
     result = CliRunner().invoke(
         main,
-        ["estimate", str(tmp_path / "data"), "--gpu", "rtx3090", "--batch-size", "2", "--json"],
-    )
+        # --epochs: without it the epochs are what `kohyagen config` would choose (issue 15)
+        ["estimate", str(tmp_path / "data"), "--gpu", "rtx3090", "--batch-size", "2", "--json",
+         "--epochs", "10"],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["images"] == 4 and data["images_x_repeats"] == 20

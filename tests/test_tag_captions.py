@@ -64,7 +64,7 @@ def test_characters_before_general_and_no_crash_when_they_pass(tmp_path, tagger)
 def test_general_threshold(tmp_path, tagger):
     assert tag_one(tmp_path, tagger, RED, threshold=0.9) == ["1girl", "solo"]
     assert tag_one(tmp_path, tagger, RED, threshold=0.98) == ["1girl"]
-    assert tag_one(tmp_path, tagger, RED, threshold=1.5) == [""]
+    assert tag_one(tmp_path, tagger, RED, threshold=1.0) == [""]  # above 1 is refused (issue 15)
 
 
 def test_character_threshold_separate_from_general(tmp_path, tagger):

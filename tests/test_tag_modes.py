@@ -175,10 +175,11 @@ def test_recursive(tmp_path, tagger):
     solid(root / "10_sks" / "a.png", RED)
     solid(root / "10_sks" / "deeper" / "b.png", GREEN)
     solid(root / ".cache" / "c.png", BLUE)
-    with pytest.raises(DatasetError, match="--recursive"):
-        tag_directory(root, model=tagger)
+    # without --recursive a train dir's N_name/ folders are tagged, not deeper (issue 15)
+    assert tag_directory(root, model=tagger).tagged == 1
+    assert not (root / "10_sks" / "deeper" / "b.txt").exists()
     result = tag_directory(root, model=tagger, recursive=True)
-    assert result.tagged == 2
+    assert result.tagged == 1 and result.skipped == 1
     assert read_tags(root / "10_sks" / "deeper" / "b.txt") == ["^_^"]
     assert not (root / ".cache" / "c.txt").exists()
 
@@ -350,4 +351,5 @@ def test_unwritable_caption_is_a_failure_not_a_crash(images, tagger):
     result = tag_directory(images, model=tagger, mode="overwrite")
     assert result.tagged == 3
     assert [f.path.name for f in result.failures] == ["b_green.png"]
-    assert "cannot write b_green.txt" in result.failures[0].reason
+    # refused before the model ran: a folder is not a caption to read or replace
+    assert "b_green.txt is not a regular file" in result.failures[0].reason

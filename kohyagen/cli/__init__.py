@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from kohyagen import __version__
-from kohyagen.errors import EXIT_ERROR, EXIT_INTERRUPTED, KohyagenError
+from kohyagen.errors import EXIT_ERROR, EXIT_INTERRUPTED, KohyagenError, from_os_error
 
 
 def _echo_error(text: str) -> None:
@@ -40,15 +40,29 @@ class KohyagenGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        # disk full, read-only, no permission: known problems with a fix, not bugs
+        except OSError as exc:
+            known = from_os_error(exc, training=ctx.invoked_subcommand == "train")
+            if known is None:
+                self._unexpected(ctx, exc)
+            else:
+                if ctx.meta.get("kohyagen.debug"):
+                    traceback.print_exc()
+                _echo_error(str(known))
+                ctx.exit(known.exit_code)
         # anything else is a bug: say so in one line instead of a traceback
         except Exception as exc:
-            if ctx.meta.get("kohyagen.debug"):
-                traceback.print_exc()
-            _echo_error(
-                f"unexpected {type(exc).__name__}: {exc} "
-                "(this is a bug in kohyagen; rerun with --debug for the traceback and report it)"
-            )
-            ctx.exit(EXIT_ERROR)
+            self._unexpected(ctx, exc)
+
+    @staticmethod
+    def _unexpected(ctx: click.Context, exc: Exception) -> None:
+        if ctx.meta.get("kohyagen.debug"):
+            traceback.print_exc()
+        _echo_error(
+            f"unexpected {type(exc).__name__}: {exc} "
+            "(this is a bug in kohyagen; rerun with --debug for the traceback and report it)"
+        )
+        ctx.exit(EXIT_ERROR)
 
 
 @click.group(cls=KohyagenGroup, context_settings={"help_option_names": ["-h", "--help"]})

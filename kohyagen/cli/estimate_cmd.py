@@ -82,24 +82,6 @@ def print_estimate(est: Estimate, *, gpu_note: str | None = None) -> None:
     console.print("[dim]sources: kohyagen/templates/throughput.toml, providers.toml[/dim]")
 
 
-def _default_batch_size(model: str, gpu: str) -> int:
-    """The batch size kohyagen's presets would use for this model and GPU, else 2."""
-    try:
-        from kohyagen.config.family_settings import settings_for
-    except ImportError:
-        return 2
-    try:
-        settings = settings_for(model, gpu)
-    except Exception:
-        return 2
-    for key in ("train_batch_size", "batch_size"):
-        if key in settings:
-            value = getattr(settings[key], "value", settings[key])
-            if isinstance(value, int):
-                return value
-    return 2
-
-
 _PRICES_EPILOG = """\b
 Your own prices: ~/.config/kohyagen/prices.toml ($XDG_CONFIG_HOME/kohyagen/prices.toml)
 or --prices FILE, in dollars per hour; a provider of the same name replaces the default:
@@ -112,14 +94,13 @@ Figures and their sources: templates/throughput.toml and templates/providers.tom
 
 
 @click.command("estimate", epilog=_PRICES_EPILOG)
-@click.argument("dataset", required=False, type=click.Path(path_type=Path))
+@click.argument("dataset", required=False, type=click.Path(path_type=Path))  # or CONFIG.toml
 @click.option("--images", type=click.IntRange(min=1), help="Number of images (without DATASET).")
 @click.option(
     "--model",
     type=click.Choice(MODEL_CHOICES),
-    default="sd15",
-    show_default=True,
-    help="Base model family.",
+    default=None,
+    help="Base model family. Default: the config's, else sd15.",
 )
 @click.option(
     "--gpu",
@@ -127,16 +108,19 @@ Figures and their sources: templates/throughput.toml and templates/providers.tom
     show_default=True,
     help="GPU preset name (rtx4090, a100, 24gb, ...) or auto.",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Default: the config's, else what `kohyagen config` would choose, else 10.")  # fmt: skip
 @click.option(
     "--repeats",
     type=click.IntRange(min=1),
     help="Repeats per image. Default: 10 with --images (the guide's folder), what "
     "`kohyagen run` would choose for a plain folder; an N_name/ train dir's folders say it.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), help="Default: the GPU preset's.")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Default: the config's, else the GPU preset's.")  # fmt: skip
 @click.option("--resolution", type=click.IntRange(min=64), help="Default: the model's native.")
-@click.option("--gradient-checkpointing", is_flag=True, help="Assume gradient checkpointing.")
+@click.option("--gradient-checkpointing", is_flag=True,
+              help="Assume gradient checkpointing (default: where the config or preset uses it).")  # fmt: skip
 @click.option(
     "--prices",
     "prices_file",
@@ -148,9 +132,9 @@ Figures and their sources: templates/throughput.toml and templates/providers.tom
 def estimate_cmd(
     dataset: Path | None,
     images: int | None,
-    model: str,
+    model: str | None,
     gpu: str,
-    epochs: int,
+    epochs: int | None,
     repeats: int | None,
     batch_size: int | None,
     resolution: int | None,
@@ -161,28 +145,36 @@ def estimate_cmd(
 ) -> None:
     """Steps, wall time, VRAM fit and cost by provider of a LoRA run, before renting."""
     from kohyagen.errors import UsageError
-    from kohyagen.estimate.plan import DEFAULT_REPEATS, count_dataset, estimate, load_prices
+    from kohyagen.estimate.from_config import plan_for
+    from kohyagen.estimate.plan import estimate, load_prices
+    from kohyagen.validate import number_problem, require
 
+    if price_per_hour is not None:
+        # NaN compares false with every bound, so it would pass any budget guard
+        require(number_problem(price_per_hour, "--price-per-hour", low=0), hint="e.g. 2.5")
     if (dataset is None) == (images is None):
-        raise UsageError("give either a DATASET folder or --images N")
+        raise UsageError("give either a DATASET folder (or a CONFIG.toml) or --images N")
     gpu_name, gpu_note = resolve_gpu(gpu)
-    batch = batch_size or _default_batch_size(model, gpu_name)
-    if dataset is not None:
-        counts = count_dataset(dataset, model=model, batch_size=batch, repeats=repeats)
-        n_images, seen, per_epoch = counts.images, counts.images_x_repeats, counts.steps_per_epoch
-    else:
-        assert images is not None  # one of the two, checked above
-        n_images, seen, per_epoch = images, images * (repeats or DEFAULT_REPEATS), None
+    plan = plan_for(
+        dataset, images=images, model=model or "sd15", gpu=gpu_name, epochs=epochs,
+        repeats=repeats,
+    )  # fmt: skip
+    values = plan.values
+    if plan.images is None:
+        raise UsageError("the config's dataset has no images to count", hint="pass --images N")
     est = estimate(
-        model=model,
+        model=model or plan.model or "sd15",
         gpu=gpu_name,
-        images=n_images,
-        images_x_repeats=seen,
-        epochs=epochs,
-        batch_size=batch,
-        resolution=resolution,
-        steps_per_epoch=per_epoch,
-        gradient_checkpointing=gradient_checkpointing,
+        images=plan.images,
+        images_x_repeats=plan.images_x_repeats,
+        epochs=values["epochs"],
+        batch_size=batch_size or values.get("batch_size") or 2,
+        resolution=resolution or values.get("resolution"),
+        steps_per_epoch=None if batch_size else plan.steps_per_epoch,
+        gradient_accumulation_steps=values.get("gradient_accumulation_steps") or 1,
+        gradient_checkpointing=gradient_checkpointing or bool(values.get("gradient_checkpointing")),
+        optimizer=values.get("optimizer"),
+        unet_only=values.get("unet_only"),
         prices=load_prices(prices_file),
         own_price_per_hour=price_per_hour,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +17,20 @@ if TYPE_CHECKING:
 _STYLE = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
 
+# A file name that is not valid UTF-8 reaches Python as lone surrogates
+# (surrogateescape); printed as they are, they would make the output invalid UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def emit_json(data: Any) -> None:
-    """Print data as JSON on stdout (paths and other objects become strings)."""
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    """Print data as JSON on stdout (paths and other objects become strings).
+
+    Always valid UTF-8: lone surrogates are written as \\udcXX escapes, which JSON
+    allows and which json.loads turns back into the same name (os.fsencode gives the
+    original bytes)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    click.echo(text)
 
 
 def stderr_console() -> Console:

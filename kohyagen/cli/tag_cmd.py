@@ -108,8 +108,16 @@ def tag_command(
             bar.stop()
     if as_json:
         emit_json(result.to_dict())
-        return
-    _print_summary(result)
+    else:
+        _print_summary(result)
+    if result.failed and not result.tagged and not result.skipped:
+        from kohyagen.errors import TaggingError
+
+        raise TaggingError(
+            f"every image failed ({result.failed})",
+            path=directory,
+            hint="the reasons are listed above; fix those files and run again",
+        )
 
 
 def _progress_bar(err: Any, *, disable: bool) -> tuple[Any, Callable[[int, int], None]]:

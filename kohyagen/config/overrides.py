@@ -22,9 +22,11 @@ from kohyagen.config.keys import (
     suggest,
     training_keys,
 )
+from kohyagen.config.ranges import check_option_value
 from kohyagen.config.schema import DATASET_CONFIG, TomlValidator, load_schema, training_properties
-from kohyagen.errors import ConfigError
+from kohyagen.errors import ConfigError, UsageError
 from kohyagen.toml_compat import tomllib
+from kohyagen.validate import caption_extension_problem, name_problem
 
 TRAINING = "training"
 DATASET = "dataset"
@@ -106,6 +108,7 @@ def parse_override(text: str, script: str) -> list[Override]:
             f"--set {text}: unknown kohya option {key!r}",
             hint=f"did you mean {guess}?" if guess else "see `kohyagen lint` for the valid keys",
         )
+    _check_edges(key, value, text)
     values = {DATASET: value, TRAINING: value}
     if key == "resolution":
         values = _resolution_values(value, text)
@@ -117,6 +120,18 @@ def parse_override(text: str, script: str) -> list[Override]:
         typed = _typed(key, raw, values[TRAINING], train_props[key], "training config")
         out.append(Override(TRAINING, key, typed, text))
     return out
+
+
+def _check_edges(key: str, value: Any, text: str) -> None:
+    """Values the schema's types let through but kohya cannot use: numbers out of range
+    (batch 0 divides by zero in kohya's step count), names that are not file names."""
+    problem = check_option_value(key, value)
+    if key == "output_name" and isinstance(value, str):
+        problem = name_problem(value, "output_name")
+    elif key == "caption_extension" and isinstance(value, str):
+        problem = caption_extension_problem(value)
+    if problem is not None:
+        raise UsageError(f"--set {text}: {problem}")
 
 
 def _resolution_values(value: Any, text: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from kohyagen.config.presets import ModelPreset
 from kohyagen.dataset.layout import TrainDirLayout, parse_folder_name, scan_train_dir
 from kohyagen.errors import DatasetError, ModelNotFound
+from kohyagen.validate import NAME_BYTES, name_problem, require
 
 MODEL_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".sft")
 
@@ -62,9 +63,13 @@ def _safe_name(text: str) -> str:
 
 def default_name(layout: TrainDirLayout, name: str | None = None) -> str:
     """The LoRA name: as given, else the first folder's class tokens, else the folder name."""
+    if name is not None:
+        # what the user typed is refused, not silently rewritten into another name
+        require(name_problem(name, "--name"), hint="e.g. --name my_style")
     # the first folder's class tokens (`sks` of 10_sks) usually name the subject
     tokens = next((s.class_tokens for s in layout.subsets if s.class_tokens), "")
-    return _safe_name(name or tokens or layout.root.name)
+    # folder-derived names are made safe; kept short so kohya's suffixes still fit
+    return _safe_name(name or tokens or layout.root.name)[:NAME_BYTES]
 
 
 def resolve_base_model(base_model: str | None, model: ModelPreset, cwd: Path) -> tuple[str, str]:

@@ -21,6 +21,7 @@ from typing import Any
 import jsonschema
 from jsonschema import Draft202012Validator, TypeChecker, validators
 
+from kohyagen import safe_io
 from kohyagen.errors import ConfigError
 from kohyagen.resources import schema_path
 from kohyagen.toml_compat import tomllib
@@ -120,11 +121,16 @@ def load_toml(path: str | Path) -> TomlDocument:
     """Read a TOML file; a missing or malformed file is a ConfigError naming it."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # a FIFO would block and /dev/zero never end: regular files only, and bounded
+        text = safe_io.read_text(path, safe_io.TOML_LIMIT)
     except FileNotFoundError as exc:
         raise ConfigError("file not found", path=path, hint="check the path") from exc
-    except IsADirectoryError as exc:
-        raise ConfigError("expected a TOML file, got a folder", path=path) from exc
+    except (IsADirectoryError, safe_io.NotRegularFile) as exc:
+        if path.is_dir():
+            raise ConfigError("expected a TOML file, got a folder", path=path) from exc
+        raise ConfigError(
+            f"cannot read file: {exc.strerror}", path=path, hint="pass the TOML file itself"
+        ) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError("not a UTF-8 text file", path=path) from exc
     except OSError as exc:

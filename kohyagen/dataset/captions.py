@@ -7,15 +7,15 @@ of that line (the tagger's ", " separator; kohya's caption_separator default is 
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from kohyagen import safe_io
 from kohyagen.dataset.layout import IMAGE_EXTENSIONS
 from kohyagen.errors import UsageError
+from kohyagen.validate import caption_extension_problem, require
 
 BOM = "\ufeff"
 
@@ -37,11 +37,9 @@ class CaptionRead:
 
 
 def read_bytes(path: Path) -> bytes:
-    """The file's bytes; OSError for anything but a regular file (a FIFO would block)."""
-    # a caption named like a FIFO or a device would hang or read forever
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise OSError(0, "not a regular file")
-    return path.read_bytes()
+    """The file's bytes; OSError for anything but a regular file (a FIFO would block, a
+    link to /dev/zero never end) and for a caption larger than any real one."""
+    return safe_io.read_bytes(path)
 
 
 def read_caption(path: Path) -> CaptionRead:
@@ -80,6 +78,8 @@ def normalize_caption_extension(ext: str) -> str:
     # a caption written as `x.png` would replace the image
     if ext == "." or ext.lower() in IMAGE_EXTENSIONS:
         raise UsageError(f"'{ext}' cannot be a caption extension", hint="use .txt or .caption")
+    # "/../evil.txt" would send every caption to one file outside the dataset
+    require(caption_extension_problem(ext), hint="use .txt or .caption")
     return ext
 
 

@@ -26,6 +26,7 @@ from kohyagen.dataset.buckets import (
 )
 from kohyagen.dataset.caption_rules import check_captions, choose_caption_extension
 from kohyagen.dataset.captions import CaptionRead, tag_frequencies
+from kohyagen.dataset.digests import with_colliding_digests
 from kohyagen.dataset.images import ImageProbe
 from kohyagen.dataset.prepare import PrepareResult, auto_repeats, prepare_dataset
 from kohyagen.dataset.probe_pool import ProgressFn, probe_many
@@ -41,6 +42,7 @@ from kohyagen.dataset.rules import (
 from kohyagen.dataset.scan import DirListing, SubsetListing, scan
 from kohyagen.errors import UsageError
 from kohyagen.findings import Finding, Severity, sort_findings
+from kohyagen.validate import caption_extension_problem, require
 
 # `kohyagen config` renders bucket_no_upscale = true (render_values.training_choices).
 RENDERED_NO_UPSCALE = True
@@ -126,7 +128,9 @@ def _normalise_ext(ext: str | None) -> str | None:
     ext = ext.strip()
     if not ext or ext == ".":
         raise UsageError("the caption extension is empty", hint="e.g. --caption-ext .txt")
-    return ext if ext.startswith(".") else "." + ext
+    ext = ext if ext.startswith(".") else "." + ext
+    require(caption_extension_problem(ext), hint="e.g. --caption-ext .txt")
+    return ext
 
 
 def _bucket_settings(
@@ -180,7 +184,14 @@ def _probe(
     probes = dict(
         zip(
             paths,
-            probe_many(paths, deep=deep, perceptual=near, workers=workers, progress=progress),
+            # hashes only where sizes collide (kohyagen.dataset.digests): most files cannot
+            # be exact duplicates, and hashing them was a fifth of a default check
+            with_colliding_digests(
+                probe_many(
+                    paths, deep=deep, perceptual=near, workers=workers, progress=progress,
+                    digest=False,
+                )
+            ),
             strict=True,
         )
     )

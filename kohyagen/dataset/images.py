@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import stat
 import struct
 import warnings
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from PIL import Image
+
+from kohyagen import safe_io
 
 # Files above this are hashed in chunks instead of being read into memory at once.
 _WHOLE_READ_LIMIT = 256 * 1024 * 1024
@@ -62,46 +63,56 @@ class ImageProbe:
     decoded: bool = False
 
 
-def probe_image(path: str, *, deep: bool = False, perceptual: bool = False) -> ImageProbe:
-    """Inspect one image file; see the module docstring. Never raises."""
+def probe_image(
+    path: str, *, deep: bool = False, perceptual: bool = False, digest: bool = True
+) -> ImageProbe:
+    """Inspect one image file; see the module docstring. Never raises.
+
+    digest=False leaves the content hash out (kohyagen.dataset.digests adds it where a
+    duplicate is possible)."""
     try:
-        return _probe(path, deep=deep, perceptual=perceptual)
+        return _probe(path, deep=deep, perceptual=perceptual, digest=digest)
     except MemoryError:
         return ImageProbe(path, error=UNREADABLE, detail="not enough memory to read it")
     except Exception as exc:  # a probe must never stop the whole check
         return ImageProbe(path, error=UNREADABLE, detail=f"{type(exc).__name__}: {exc}")
 
 
-def _read(path: str) -> tuple[bytes, str, int]:
-    """(bytes to parse, hex digest of the whole file, file size)."""
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        # a FIFO or device would block or never end; kohya could not train on it either
-        raise OSError(0, "not a regular file")
-    size = st.st_size
-    with open(path, "rb") as fh:
+def _read(path: str, digest: bool = True) -> tuple[bytes, str | None, int]:
+    """(bytes to parse, hex digest of the whole file or None, file size)."""
+    # a FIFO or device would block or never end (NotRegularFile); kohya could not train
+    # on it either. One descriptor, one fstat, one read: no stat before the open, no
+    # buffered file object (this runs for every image of a check)
+    fd, st = safe_io.open_fd(path)
+    try:
+        size = st.st_size
         if size <= _WHOLE_READ_LIMIT:
-            data = fh.read()
-            return data, hashlib.sha256(data).hexdigest(), len(data)
-        digest = hashlib.sha256()
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-        fh.seek(0)
-        data = fh.read(_WHOLE_READ_LIMIT)
-        return data, digest.hexdigest(), size
+            data = safe_io.read_fd(fd, size, _WHOLE_READ_LIMIT)
+            return data, hashlib.sha256(data).hexdigest() if digest else None, len(data)
+        hexdigest = None
+        if digest:
+            hasher = hashlib.sha256()
+            while chunk := os.read(fd, _CHUNK):
+                hasher.update(chunk)
+            os.lseek(fd, 0, os.SEEK_SET)
+            hexdigest = hasher.hexdigest()
+        data = safe_io.read_fd(fd, _WHOLE_READ_LIMIT, _WHOLE_READ_LIMIT - 1)
+        return data[:_WHOLE_READ_LIMIT], hexdigest, size
+    finally:
+        os.close(fd)
 
 
-def _probe(path: str, *, deep: bool, perceptual: bool) -> ImageProbe:
+def _probe(path: str, *, deep: bool, perceptual: bool, digest: bool = True) -> ImageProbe:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        data, digest, size = _read(path)
+        data, hexdigest, size = _read(path, digest)
     except OSError as exc:
         return ImageProbe(path, error=UNREADABLE, detail=exc.strerror or str(exc))
     if size == 0:
         return ImageProbe(path, error=EMPTY_FILE, detail="the file is empty (0 bytes)")
     partial = len(data) < size
-    base: dict[str, Any] = {"path": path, "size_bytes": size, "digest": digest}
+    base: dict[str, Any] = {"path": path, "size_bytes": size, "digest": hexdigest}
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", Image.DecompressionBombWarning)

@@ -11,12 +11,11 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kohyagen.atomic import write_text_atomic
+from kohyagen.atomic import make_staging_dir, temp_name, write_text_atomic
 from kohyagen.dataset.captions import (
     decode_caption_bytes,
     normalize_caption_extension,
@@ -28,6 +27,7 @@ from kohyagen.dataset.layout import IMAGE_EXTENSIONS, parse_folder_name
 from kohyagen.dataset.probe_pool import ProgressFn, probe_many
 from kohyagen.dataset.scan import list_folder
 from kohyagen.errors import DatasetError, UsageError
+from kohyagen.validate import name_problem, require
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -79,10 +79,8 @@ def auto_repeats(image_count: int, *, epochs: int = AUTO_EPOCHS) -> int:
 
 def _check_concept(concept: str) -> str:
     name = concept.strip()
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise UsageError(
-            f"invalid concept name {concept!r}", hint="a plain name such as 'sks dog' or 'mychar'"
-        )
+    # the folder becomes N_<concept>: the same rules as every name kohyagen creates
+    require(name_problem(name, "concept name"), hint="a plain name such as 'sks dog' or 'mychar'")
     return name
 
 
@@ -198,7 +196,7 @@ def prepare_dataset(
     target = out / f"{n_repeats}_{concept}"
     _refuse_clobber(src, out, target, concept, force)
 
-    work = Path(tempfile.mkdtemp(prefix=f".kohyagen-{n_repeats}_", dir=out))
+    work = make_staging_dir(out)
     try:
         counts = _build(
             usable,
@@ -351,7 +349,7 @@ def _reencode(src: Path, dest: Path, *, rotate: bool, flatten: bool) -> None:
                 im = Image.alpha_composite(white, rgba).convert("RGB")
             elif im.mode not in ("RGB", "L"):
                 im = im.convert("RGB")
-        tmp = dest.with_name(dest.name + ".part")
+        tmp = temp_name(dest)  # dest's name may already be near the 255-byte limit
         if dest.suffix == ".jpg":
             im.save(tmp, "JPEG", quality=95, subsampling=0, icc_profile=icc)
         else:

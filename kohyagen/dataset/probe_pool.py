@@ -18,8 +18,10 @@ ProgressFn = Callable[[int, int], None]
 POOL_MIN_FILES = 64
 
 
-def _probe_chunk(paths: list[str], deep: bool, perceptual: bool) -> list[ImageProbe]:
-    return [probe_image(p, deep=deep, perceptual=perceptual) for p in paths]
+def _probe_chunk(
+    paths: list[str], deep: bool, perceptual: bool, digest: bool = True
+) -> list[ImageProbe]:
+    return [probe_image(p, deep=deep, perceptual=perceptual, digest=digest) for p in paths]
 
 
 def _context() -> BaseContext:
@@ -50,15 +52,17 @@ def probe_many(
     perceptual: bool = False,
     workers: int | None = None,
     progress: ProgressFn | None = None,
+    digest: bool = True,
 ) -> list[ImageProbe]:
-    """Probe every path, keeping the input order; progress(done, total) after each batch."""
+    """Probe every path, keeping the input order; progress(done, total) after each batch.
+    digest=False leaves content hashes out (see kohyagen.dataset.digests)."""
     total = len(paths)
     if workers is None:
         workers = default_workers(deep)
     if workers <= 1 or total < POOL_MIN_FILES:
         out = []
         for i, p in enumerate(paths, 1):
-            out.append(probe_image(p, deep=deep, perceptual=perceptual))
+            out.append(probe_image(p, deep=deep, perceptual=perceptual, digest=digest))
             if progress and (i % 32 == 0 or i == total):
                 progress(i, total)
         return out
@@ -71,7 +75,7 @@ def probe_many(
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
             futures = {
-                pool.submit(_probe_chunk, chunk, deep, perceptual): i
+                pool.submit(_probe_chunk, chunk, deep, perceptual, digest): i
                 for i, chunk in enumerate(chunks)
             }
             for future in as_completed(futures):
@@ -85,16 +89,18 @@ def probe_many(
         # culprit by probing each unfinished file in a worker of its own.
         for i, chunk in enumerate(chunks):
             if results[i] is None:
-                results[i] = [_isolated(p, deep, perceptual) for p in chunk]
+                results[i] = [_isolated(p, deep, perceptual, digest) for p in chunk]
                 done += len(chunk)
                 if progress:
                     progress(done, total)
     return [probe for chunk in results for probe in chunk or []]
 
 
-def _isolated(path: str, deep: bool, perceptual: bool) -> ImageProbe:
+def _isolated(path: str, deep: bool, perceptual: bool, digest: bool = True) -> ImageProbe:
     try:
         with ProcessPoolExecutor(max_workers=1, mp_context=_context()) as pool:
-            return pool.submit(probe_image, path, deep=deep, perceptual=perceptual).result()
+            return pool.submit(
+                probe_image, path, deep=deep, perceptual=perceptual, digest=digest
+            ).result()
     except BrokenProcessPool:
         return ImageProbe(path, error=UNREADABLE, detail="the image decoder crashed on this file")

@@ -24,6 +24,7 @@ from kohyagen.dataset.images import (
 from kohyagen.dataset.layout import IMAGE_EXTENSIONS, parse_folder_name
 from kohyagen.dataset.scan import DirListing, SubsetListing
 from kohyagen.findings import Finding, Severity
+from kohyagen.validate import name_problem
 
 ERR, WARN, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 
@@ -126,6 +127,13 @@ def _root_findings(listing: DirListing) -> list[Finding]:
 def _subset_folder_findings(subset: SubsetListing) -> list[Finding]:
     """A subset folder kohya cannot list, finds empty, or whose subfolders it ignores."""
     out: list[Finding] = []
+    problem = None if subset.pseudo else name_problem(subset.path.name, "folder name")
+    if problem is not None:
+        # the class tokens come from the name, and configs and captions carry it
+        out.append(
+            finding(WARN, "folder-name", problem, subset.path,
+                    "rename the folder to plain words (e.g. 10_sks)")
+        )  # fmt: skip
     if subset.listing.error:
         out.append(
             finding(

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from kohyagen import safe_io
 from kohyagen.run.manifest import now, write_json_atomic
 
 FILE_NAME = "measured.json"
@@ -42,7 +43,7 @@ def load(path: Path | None = None) -> list[Measurement]:
     """Recorded measurements; an unreadable file counts as none (it is only a cache)."""
     path = path or measurements_path()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(safe_io.read_text(path))
         return [Measurement(**entry) for entry in data.get("measurements", [])]
     except (OSError, ValueError, TypeError, AttributeError):
         return []

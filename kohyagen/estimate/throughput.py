@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from kohyagen import safe_io
 from kohyagen.errors import ConfigError
 from kohyagen.resources import template_path
 from kohyagen.toml_compat import tomllib
@@ -38,7 +39,8 @@ class GpuInfo:
 
 def read_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        # a prices file is the user's: a FIFO or /dev/zero must not hang the estimate
+        return tomllib.loads(safe_io.read_text(path, safe_io.TOML_LIMIT))
     except FileNotFoundError as exc:
         raise ConfigError("file not found", path=path, hint="check the path") from exc
     except (OSError, UnicodeDecodeError) as exc:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import tomlkit
 from tomlkit.items import Table
 
+from kohyagen import safe_io
 from kohyagen.atomic import write_text_atomic
 from kohyagen.errors import ConfigError
 
@@ -78,7 +79,7 @@ class Change:
 def _parse(path: Path) -> tomlkit.TOMLDocument:
     try:
         # tomlkit, not tomllib: the copies keep the user's comments, order and spelling
-        return tomlkit.parse(path.read_text(encoding="utf-8"))
+        return tomlkit.parse(safe_io.read_text(path, safe_io.TOML_LIMIT))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", path=path) from exc
     except tomlkit.exceptions.ParseError as exc:

@@ -19,6 +19,7 @@ from typing import Any
 from kohyagen.errors import TrainingFailed
 from kohyagen.findings import Finding
 from kohyagen.launch import attempts as cfg
+from kohyagen.launch import resume
 from kohyagen.launch.diagnose import Diagnosis, diagnose_run
 from kohyagen.launch.process import child_env, run_streaming
 from kohyagen.launch.watch import Progress, _Watcher
@@ -88,15 +89,16 @@ def _event_files(logging_dir: Any) -> list[Path]:
     return find_event_files(logging_dir)
 
 
-def _keep_previous_log(run_dir: Path) -> None:
-    """A reused run folder keeps its earlier train.log as train-N.log."""
+def _keep_previous_log(run_dir: Path) -> str | None:
+    """A reused run folder keeps its earlier train.log as train-N.log (its new name)."""
     log = run_dir / "train.log"
     if not log.exists():
-        return
+        return None
     n = 1
     while (run_dir / f"train-{n}.log").exists():
         n += 1
     log.rename(run_dir / f"train-{n}.log")
+    return f"train-{n}.log"
 
 
 def _copy_configs(
@@ -145,6 +147,8 @@ class _Attempts:
     price: float | None
     on_progress: Callable[[Progress], None] | None
     done: list[Attempt] = field(default_factory=list)
+    # train.json and the renamed train.log of the session a --resume continues
+    earlier: tuple[dict[str, Any] | None, str | None] = (None, None)
 
     @property
     def log_path(self) -> Path:
@@ -160,6 +164,8 @@ class _Attempts:
             attempt_training.resolve(), attempt_dataset.resolve() if attempt_dataset else None
         )
         self.state["command"] = command
+        if number == 1 and "--resume" in command:
+            self.state["earlier_sessions"] = resume.earlier_sessions(*self.earlier)
         logging_dir = cfg.option(self.training_doc, "logging_dir")
         events_before = set(_event_files(logging_dir))
         self._record_running(number, command)
@@ -253,13 +259,15 @@ def run_attempts(
     """Copy the configs into target, run attempts until one succeeds or retrying cannot
     help, record train.json and write the report."""
     target.mkdir(parents=True, exist_ok=True)
-    _keep_previous_log(target)
+    previous = resume.read_state(target)
+    previous_log = _keep_previous_log(target)
     training_doc, dataset_doc = _copy_configs(target, config_path, dataset_path, cwd)
     child_environment = _trainer_env(env, backend)
     started = time.time()
     state: dict[str, Any] = {
         "status": "running",
         "pid": os.getpid(),
+        "run_dir": str(target.resolve()),  # a copy elsewhere reads its own files (report.origin)
         "backend": backend,
         "sd_scripts": str(checkout) if checkout else None,
         "python": interpreter,
@@ -273,6 +281,8 @@ def run_attempts(
     attempts = _Attempts(
         target, training_doc, dataset_doc, command_for, child_environment, state, price, on_progress
     )
+    # a resumed training keeps the sessions before it: report and pick read them too
+    attempts.earlier = (previous, previous_log)
     status, failure = attempts.run_until_done(retry, max_attempts)
     # The run folder's configs are the ones that produced the result.
     cfg.write_attempt(target, training_doc, dataset_doc)

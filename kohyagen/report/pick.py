@@ -10,19 +10,40 @@ import os
 import shutil
 from pathlib import Path
 
+from kohyagen.atomic import temp_name
+from kohyagen.errors import RunStateError
 from kohyagen.report.checkpoints import BEST_SUFFIX, Choice, rank
-from kohyagen.report.summary import load_run
+from kohyagen.report.origin import inside
+from kohyagen.report.summary import RunData, load_run
 
 
 def _link_or_copy(source: Path, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    if tmp.exists():
-        tmp.unlink()
+    tmp = temp_name(dest)
     try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copy2(source, tmp)
-    os.replace(tmp, dest)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copy2(source, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # repeated or interrupted picks leave no temp files
+        raise
+
+
+def _refuse_outside(run: RunData, paths: list[Path], action: str) -> None:
+    """A copied or moved run folder acts only on its own files: the original's
+    checkpoints (still named by absolute paths in its configs) are not its to touch."""
+    if run.moved_from is None:
+        return
+    outside = [p for p in paths if not inside(p, run.run_dir)]
+    if outside:
+        raise RunStateError(
+            f"this run folder was copied or moved from {run.moved_from}, and {outside[0]} "
+            f"is not inside it, so pick will not {action} it",
+            path=run.run_dir,
+            hint="run pick in the folder that holds the checkpoints, or copy output/ "
+            "into this run folder",
+        )
 
 
 def best_path_for(choice_path: Path, output_name: str) -> Path:
@@ -35,6 +56,9 @@ def pick(run_dir: str | Path, *, by: str = "auto", prune: bool = False) -> Choic
     run = load_run(run_dir)
     choice = rank(run, by=by)
     best = best_path_for(choice.path, run.output_name)
+    _refuse_outside(run, [best], "write")
+    if prune:
+        _refuse_outside(run, [cp.path for cp in run.checkpoints], "delete")
     _link_or_copy(choice.path, best)
     pruned = []
     if prune:

@@ -55,4 +55,5 @@ class RunData:
     current_loss: list[tuple[int, float]]
     noise: float | None = None
     samples: dict[str, list[str]] = field(default_factory=dict)
-    script: str = "train_network"  # which kohya script trained it (the family's LoRA format)
+    script: str = "train_network"
+    moved_from: str | None = None  # where the folder was made, when it was copied or moved  # which kohya script trained it (the family's LoRA format)

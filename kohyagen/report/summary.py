@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 from kohyagen.config.schema import flatten_training_config, load_toml, script_for_config
 from kohyagen.errors import KohyagenError, RunStateError
 from kohyagen.launch.attempts import atomic_write_text
+from kohyagen.launch.resume import first_start, sessions_before
 from kohyagen.report.checkpoints import epoch_noise, list_checkpoints, rank
 from kohyagen.report.family import grad_norm, lora_format
 from kohyagen.report.logs import parse_log
+from kohyagen.report.origin import follow_move, moved_path
 from kohyagen.report.run_data import RunData
 from kohyagen.report.tensorboard import find_event_files, read_scalars, scalars_by_tag
 
@@ -76,6 +78,8 @@ def load_run(run_dir: str | Path) -> RunData:
         doc = load_toml(config)
         training, _ = flatten_training_config(doc.data)
         script = script_for_config(doc.text, training)
+    # a copied or moved run folder reads its own output and logs, not the original's
+    state, training, moved_from = follow_move(run_dir, state, training)
     text = _read_log(run_dir, state)
     if text is None and not training:
         raise RunStateError(
@@ -84,7 +88,7 @@ def load_run(run_dir: str | Path) -> RunData:
         )  # fmt: skip
     log = parse_log(text) if text is not None else None
 
-    output_dir, output_name, unnamed = _output_names(training, log, run_dir)
+    output_dir, output_name, unnamed = _output_names(training, log, run_dir, moved_from)
     scalars, event_files = _run_scalars(training, state, run_dir)
     epoch_avg = dict(scalars.get("loss/epoch_average", []))
     train_loss_epoch = _merge(epoch_avg, log.epoch_losses() if log else {})
@@ -103,7 +107,8 @@ def load_run(run_dir: str | Path) -> RunData:
     current = scalars.get("loss/current", [])
 
     checkpoints = _run_checkpoints(
-        output_dir, None if unnamed else output_name, log, training, epoch_end_step, state
+        output_dir, None if unnamed else output_name, log, training, epoch_end_step, state,
+        moved_from,
     )
     run = RunData(
         run_dir, state, training, output_dir, output_name, log, scalars, event_files,
@@ -112,11 +117,12 @@ def load_run(run_dir: str | Path) -> RunData:
     )  # fmt: skip
     run.samples = _samples(output_dir, output_name) if output_dir else {}
     run.script = script
+    run.moved_from = moved_from
     return run
 
 
 def _output_names(
-    training: dict[str, Any], log: LogSummary | None, run_dir: Path
+    training: dict[str, Any], log: LogSummary | None, run_dir: Path, moved_from: str | None
 ) -> tuple[Path | None, str, bool]:
     """output_dir, output_name, and whether kohya named the files itself (no output_name)."""
     output_name = str(training.get("output_name") or "")
@@ -124,6 +130,8 @@ def _output_names(
     # the log names the files when the config does not (a config copied away)
     if log and log.checkpoints:
         first = Path(log.checkpoints[0][0])
+        if moved_from is not None:
+            first = Path(moved_path(str(first), moved_from, str(run_dir.resolve())))
         output_dir = output_dir or first.parent
         if not output_name:
             output_name = re.sub(r"(-\d{6}|-step\d{8})$", "", first.stem)
@@ -142,9 +150,15 @@ def _run_scalars(
     logging_dir = _resolve(training.get("logging_dir"), run_dir)
     if logging_dir is not None:
         last = _last_attempt(state) or {}
+        earlier = sessions_before(state)
         if isinstance(last.get("event_files"), list):
-            # kohyagen recorded which files this attempt wrote: exact, even within a second
-            event_files = [Path(p) for p in last["event_files"] if Path(p).is_file()]
+            # kohyagen recorded which files this attempt wrote: exact, even within a second;
+            # a resumed training adds the files of the sessions before the resume
+            recorded = [p for s in earlier for p in s.get("event_files") or []]
+            recorded += last["event_files"]
+            event_files = [Path(p) for p in recorded if isinstance(p, str) and Path(p).is_file()]
+        elif earlier:
+            event_files = find_event_files(logging_dir, newer_than=first_start(state))
         else:
             event_files = find_event_files(logging_dir, newer_than=last.get("started_at"))
             prefix = str(training.get("log_prefix") or "")
@@ -186,6 +200,7 @@ def _run_checkpoints(
     training: dict[str, Any],
     epoch_end_step: dict[int, int],
     state: dict[str, Any] | None,
+    moved_from: str | None,
 ) -> list[Checkpoint]:
     """This run's checkpoints: files of the name written while it ran."""
     total_epochs = (log.total_epochs if log else None) or _int(training.get("max_train_epochs"))
@@ -202,12 +217,18 @@ def _run_checkpoints(
         if output_dir is not None
         else []
     )
-    first = ((state or {}).get("attempts") or [{}])[0].get("started_at")
+    first = first_start(state)
+    if moved_from is not None:
+        first = None  # a copy's files carry the copy's times, and its output is its own
     if isinstance(first, (int, float)):
         # files of the same name left by an earlier run are not this run's checkpoints
         checkpoints = [c for c in checkpoints if c.path.stat().st_mtime >= first - 1]
     ended = (state or {}).get("ended_at")
-    if isinstance(ended, (int, float)) and (state or {}).get("status") != "running":
+    if (
+        isinstance(ended, (int, float))
+        and (state or {}).get("status") != "running"
+        and moved_from is None
+    ):
         # nor are files a later run with the same output_name wrote after this one ended
         checkpoints = [c for c in checkpoints if c.path.stat().st_mtime <= ended + 5]
     return checkpoints

@@ -58,6 +58,7 @@ class RunOptions:
     prices_file: Path | None = None
     sd_scripts: Path | None = None
     restart: bool = False
+    tagger: str | None = None  # the tag stage's model (None: the default WD14 tagger)
 
     def resolved_run_dir(self) -> Path:
         return (self.run_dir or Path("runs") / self.name).resolve()

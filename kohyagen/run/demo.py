@@ -1,11 +1,11 @@
 """`kohyagen demo`: the whole `run` pipeline on a tiny random model, offline, on the CPU.
 
 It draws a small dataset of coloured shapes with matching captions, writes a tiny random
-SD1.5-shaped model (kohyagen.run.tiny), and runs check → prepare → tag → config → estimate →
-train (builtin backend) → report → pick on them, then draws a small preview (every
-checkpoint at two LoRA weights, two seeds, few steps) and writes report.html, so that a
-newcomer sees every stage work before renting a GPU. The LoRA it makes is of course
-useless for real images.
+SD1.5-shaped model (kohyagen.run.tiny) and a tiny random tagger (kohyagen.run.tiny_tagger),
+and runs check → prepare → tag → config → estimate → train (builtin backend) → report →
+pick on them, then draws a small preview (every checkpoint at two LoRA weights, two seeds,
+few steps) and writes report.html, so that a newcomer sees every stage work before renting
+a GPU. The LoRA it makes is of course useless for real images.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ DEMO_OVERRIDES = (
 DEMO_EPOCHS = 3
 # Small enough to draw in seconds on a CPU, big enough to show rows x columns x seeds.
 DEMO_PREVIEW = PreviewOptions(checkpoints="all", weights=(0.5, 1.0), seeds=2, steps=4)
+# images left without a caption, so that the tag stage runs (on a tiny random tagger)
+DEMO_UNCAPTIONED = 2
 
 
 def _draw(shape: str, color: tuple[int, int, int], size: int, rng: random.Random) -> Image.Image:
@@ -71,10 +73,16 @@ def _draw(shape: str, color: tuple[int, int, int], size: int, rng: random.Random
 
 
 def make_demo_dataset(
-    folder: str | Path, *, count: int = 8, trigger: str = TRIGGER, seed: int = 0
+    folder: str | Path,
+    *,
+    count: int = 8,
+    trigger: str = TRIGGER,
+    seed: int = 0,
+    uncaptioned: int = 0,
 ) -> list[Path]:
     """`count` images of coloured shapes, each with a caption naming the trigger, colour and
-    shape (`kgdemo, red circle, simple background`). Existing files are left alone."""
+    shape (`kgdemo, red circle, simple background`), except the last `uncaptioned` ones,
+    which the tag stage captions. Existing files are left alone."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -86,8 +94,9 @@ def make_demo_dataset(
         image_path = folder / f"{i:02d}_{color}_{shape}.png"
         if not image_path.exists():
             _draw(shape, COLORS[color], IMAGE_SIZE, rng).save(image_path)
-            caption = f"{trigger}, {color} {shape}, simple background\n"
-            image_path.with_suffix(".txt").write_text(caption, encoding="utf-8")
+            if i < count - uncaptioned:
+                caption = f"{trigger}, {color} {shape}, simple background\n"
+                image_path.with_suffix(".txt").write_text(caption, encoding="utf-8")
         made.append(image_path)
     return made
 
@@ -95,13 +104,15 @@ def make_demo_dataset(
 def prepare_demo(directory: str | Path, *, epochs: int = DEMO_EPOCHS) -> RunOptions:
     """Write the demo model and dataset under directory (once) and return the run options."""
     from kohyagen.run.tiny import make_tiny_pipeline
+    from kohyagen.run.tiny_tagger import make_tiny_tagger
 
     directory = Path(directory).resolve()
     model_dir = directory / "tiny-sd15"
     if not (model_dir / "model_index.json").is_file():
         model_dir = make_tiny_pipeline(model_dir, kind="sd15", seed=0)
+    tagger = make_tiny_tagger(directory / "tiny-tagger")
     images = directory / "images"
-    make_demo_dataset(images)
+    make_demo_dataset(images, uncaptioned=DEMO_UNCAPTIONED)
     return RunOptions(
         images=images,
         name=NAME,
@@ -114,6 +125,7 @@ def prepare_demo(directory: str | Path, *, epochs: int = DEMO_EPOCHS) -> RunOpti
         epochs=epochs,
         overrides=DEMO_OVERRIDES,
         seed=0,
+        tagger=str(tagger),
     )
 
 

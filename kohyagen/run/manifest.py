@@ -14,14 +14,14 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from kohyagen import __version__
+from kohyagen import __version__, safe_io
+from kohyagen.atomic import temp_name
 from kohyagen.dataset.layout import CAPTION_EXTENSIONS, IMAGE_EXTENSIONS
 from kohyagen.errors import RunStateError
 
@@ -31,6 +31,24 @@ STAGES = ("check", "prepare", "tag", "config", "estimate", "train", "report", "p
 PENDING, RUNNING, DONE, SKIPPED, FAILED = "pending", "running", "done", "skipped", "failed"
 # a skipped stage had nothing to do: a resumed run moves past it as past a done one
 FINISHED = (DONE, SKIPPED)
+DAMAGED_HINT = (
+    "pass --restart to start the run over (the old files are kept under previous/), "
+    "or another --run-dir"
+)
+_TABLES = ("stages", "inputs", "dataset", "configs")
+
+
+def _shape_problem(data: dict[str, Any]) -> str | None:
+    """What a hand edit broke in a manifest that still parses as JSON, or None."""
+    for key in _TABLES:
+        if key in data and not isinstance(data[key], dict):
+            return f'"{key}" is a {type(data[key]).__name__}, not an object'
+    for name, record in (data.get("stages") or {}).items():
+        if not isinstance(record, dict) or not isinstance(record.get("status", PENDING), str):
+            return f'stage "{name}" is not an object with a status'
+        if name in STAGES and not isinstance(record.get("outputs", {}), dict):
+            return f'the outputs of stage "{name}" are not an object'
+    return None
 
 
 def now() -> str:
@@ -41,9 +59,10 @@ def now() -> str:
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temp file beside path, flush it to disk, then rename over path."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # not mkstemp: its 0600 would survive the rename; the manifest follows the umask
+    tmp = temp_name(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with open(tmp, "x", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
             fh.write("\n")
             fh.flush()
@@ -211,20 +230,18 @@ class Manifest:
         if not path.is_file():
             return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(safe_io.read_text(path))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RunStateError(
-                f"unreadable run manifest: {exc}",
-                path=path,
-                hint="move the run folder aside and start again, or pass another --run-dir",
+                f"unreadable run manifest: {exc}", path=path, hint=DAMAGED_HINT
             ) from exc
         # refused, not guessed at: a run continued from a misread manifest could redo or skip work
         if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
             raise RunStateError(
-                "not a kohyagen run manifest of a known format",
-                path=path,
-                hint="pass another --run-dir",
+                "not a kohyagen run manifest of a known format", path=path, hint=DAMAGED_HINT
             )
+        if (problem := _shape_problem(data)) is not None:
+            raise RunStateError(f"damaged run manifest: {problem}", path=path, hint=DAMAGED_HINT)
         stages = data.setdefault("stages", {})
         for stage in STAGES:
             # a manifest from before a stage existed still loads

@@ -9,6 +9,7 @@ library never prompts: confirmation before training is a callback the CLI provid
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from kohyagen.errors import (
     KohyagenError,
     RunStateError,
     UsageError,
+    from_os_error,
 )
 from kohyagen.run.context import Confirm, Progress, RunContext, RunOptions, local_or_repo
 from kohyagen.run.manifest import (
@@ -31,6 +33,7 @@ from kohyagen.run.manifest import (
     hash_dataset,
 )
 from kohyagen.run.stages import SKIP_NOTES, STAGE_FUNCTIONS
+from kohyagen.validate import name_problem, number_problem, require, trigger_problem
 
 BACKENDS = ("auto", "kohya", "builtin")
 SUGGESTED_WEIGHT = 0.8
@@ -101,12 +104,19 @@ class RunResult:
 def _open_run_dir(options: RunOptions, notes: list[str]) -> tuple[Manifest, bool]:
     """The manifest to work on, and whether it is a fresh run (notes get what to tell)."""
     run_dir = options.resolved_run_dir()
-    existing = Manifest.load(run_dir)
-    if existing is not None and options.restart:
-        _move_aside(run_dir)
+    try:
+        existing = Manifest.load(run_dir)
+        damaged = False
+    except RunStateError:
+        if not options.restart:
+            raise
+        existing, damaged = None, True  # --restart always works, even on a broken manifest
+    left: set[str] = {"previous"}
+    if options.restart and (existing is not None or damaged):
+        left |= _move_aside(run_dir, Path(options.images).resolve())
         existing = None
     if existing is None:
-        if run_dir.exists() and any(p.name != "previous" for p in run_dir.iterdir()):
+        if run_dir.exists() and any(p.name not in left for p in run_dir.iterdir()):
             raise RunStateError(
                 "the run folder exists, is not empty and is not a kohyagen run",
                 path=run_dir,
@@ -200,28 +210,52 @@ def _follow_moves(manifest: Manifest, options: RunOptions, run_dir: Path, notes:
     )
 
 
-def _move_aside(run_dir: Path) -> None:
+# What a run writes in its folder; --restart moves only these aside (train-N.log are
+# earlier logs kept by the launcher, dot-names kohyagen's temp files).
+OWN_ENTRIES = frozenset({
+    "kohyagen.json", "training_data", "training_config.toml", "dataset_config.toml",
+    "sample_prompts.txt", "train.log", "train.json", "attempts", "logs", "output",
+    "summary.json", "summary.md", "loss.png", "report.html", "queue.log",
+})  # fmt: skip
+
+
+def _is_own(entry: Path) -> bool:
+    name = entry.name
+    if name in OWN_ENTRIES or (name.startswith("train-") and name.endswith(".log")):
+        return True
+    return name.startswith(".") and (name.endswith(".tmp") or ".kohyagen-tmp" in name)
+
+
+def _move_aside(run_dir: Path, images: Path) -> set[str]:
+    """Move the run's own files under previous/<time>/; return the names left in place:
+    the images (when the user keeps them in the run folder) and anything not kohyagen's."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = run_dir / "previous" / stamp
     target.mkdir(parents=True)
+    left = set()
     for entry in list(run_dir.iterdir()):
-        if entry.name != "previous":
-            shutil.move(str(entry), str(target / entry.name))
+        if entry.name == "previous":
+            continue
+        holds_images = images == entry.resolve() or entry.resolve() in images.parents
+        if holds_images or not _is_own(entry):
+            left.add(entry.name)
+            continue
+        shutil.move(str(entry), str(target / entry.name))
+    return left
 
 
 def _validate(options: RunOptions) -> None:
     if options.backend not in BACKENDS:
         raise UsageError(f"unknown backend {options.backend!r}", hint="auto, kohya or builtin")
-    if not options.name or any(c in options.name for c in "/\\"):
-        raise UsageError("--name must be a plain file name", hint="e.g. --name my_style")
-    if not options.trigger.strip():
-        raise UsageError("--trigger must not be empty", hint="e.g. --trigger sks")
+    require(name_problem(options.name, "--name"), hint="e.g. --name my_style")
+    require(trigger_problem(options.trigger), hint="e.g. --trigger sks")
+    for what, value in (("--budget", options.budget), ("--price-per-hour", options.price_per_hour)):
+        if value is not None:
+            require(number_problem(value, what, low=0), hint="an amount of dollars, e.g. 2.5")
     if not Path(options.images).is_dir():
         raise DatasetError(
             "images folder not found", path=options.images, hint="pass the folder of your images"
         )
-    if options.budget is not None and options.budget < 0:
-        raise UsageError("--budget must be a positive amount of dollars")
     if options.gpu.lower() not in ("auto", "cpu"):
         from kohyagen.config.presets import get_gpu
 
@@ -252,6 +286,7 @@ def run_pipeline(
     resumed_from = None if fresh else manifest.first_unfinished()
     already = not fresh and resumed_from is None
     if already:
+        _require_lora(manifest)
         ctx.say("run", "this run has already finished: nothing to do")
     elif resumed_from is not None:
         ctx.say(
@@ -275,6 +310,13 @@ def run_pipeline(
         except KeyboardInterrupt:
             manifest.fail(stage, "interrupted")
             raise
+        except OSError as exc:
+            # disk full, read-only, ...: a known problem, recorded as one (never "running")
+            known = from_os_error(exc, training=stage == "train")
+            _record_failure(manifest, stage, str(known) if known else f"OSError: {exc}")
+            if known is not None:
+                raise known from exc
+            raise
         except Exception as exc:
             manifest.fail(stage, f"{type(exc).__name__}: {exc}")
             raise
@@ -288,6 +330,24 @@ def run_pipeline(
                 _remember_throughput(manifest)
             ctx.say(stage, f"done: {note}" if note else "done")
     return _result(manifest, options, resumed_from, already, ctx.notes)
+
+
+def _require_lora(manifest: Manifest) -> None:
+    """A finished run is only "LoRA ready" while the LoRA it chose is still there."""
+    lora = manifest.outputs("pick").get("lora")
+    if isinstance(lora, str) and not Path(lora).is_file():
+        raise RunStateError(
+            "this run finished, but the LoRA it chose is no longer there",
+            path=lora,
+            hint="put the file back, or pass --restart to train again (the old files "
+            "are kept under previous/)",
+        )
+
+
+def _record_failure(manifest: Manifest, stage: str, message: str) -> None:
+    # the disk that is full may hold the manifest too; the error still reaches the user
+    with contextlib.suppress(OSError):
+        manifest.fail(stage, message)
 
 
 def _remember_throughput(manifest: Manifest) -> None:

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kohyagen.atomic import write_text_atomic
+
 CONFIG_FILES = ("training_config.toml", "dataset_config.toml")
 
 
@@ -65,10 +67,7 @@ def _rewrite_toml(path: Path, moves: list[tuple[str, str]]) -> bool:
 
     walk(doc)
     if changed:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
-        # replace is atomic: the config is the old one or the new one
-        tmp.replace(path)
+        write_text_atomic(path, tomlkit.dumps(doc))
     return changed
 
 

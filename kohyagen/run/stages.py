@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kohyagen import safe_io
+from kohyagen.atomic import write_text_atomic
 from kohyagen.dataset.layout import IMAGE_EXTENSIONS
 from kohyagen.errors import (
     DatasetError,
@@ -49,33 +51,9 @@ def _missing_captions(train_dir: Path, caption_ext: str, *, exclude: Path) -> li
 
 
 def _training_values(rendered_training: dict[str, Any], dataset_data: dict[str, Any]) -> dict:
-    """batch size, epochs, resolution, ... as kohya will use them (dataset TOML wins)."""
-    general = dataset_data.get("general", {}) if isinstance(dataset_data, dict) else {}
-    datasets = dataset_data.get("datasets", []) if isinstance(dataset_data, dict) else []
-    first = datasets[0] if datasets else {}
-    flat = rendered_training
+    from kohyagen.config.plan_values import training_values
 
-    def pick(key: str, train_key: str | None = None, default: Any = None) -> Any:
-        for source in (first, general):
-            if key in source:
-                return source[key]
-        return flat.get(train_key or key, default)
-
-    resolution = pick("resolution")
-    if isinstance(resolution, str):
-        resolution = int(resolution.split(",")[0])
-    elif isinstance(resolution, list):
-        resolution = int(max(resolution))
-    return {
-        "batch_size": int(pick("batch_size", "train_batch_size", 1)),
-        "epochs": int(flat.get("max_train_epochs") or 1),
-        "resolution": resolution,
-        "gradient_checkpointing": bool(flat.get("gradient_checkpointing", False)),
-        "gradient_accumulation_steps": int(flat.get("gradient_accumulation_steps", 1)),
-        "optimizer": flat.get("optimizer_type"),
-        "unet_only": bool(flat.get("network_train_unet_only", False)),
-        "seed": flat.get("seed"),
-    }
+    return training_values(rendered_training, dataset_data)
 
 
 # ---------------------------------------------------------------- stages
@@ -87,9 +65,14 @@ def _stage_check(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
 
     opts = ctx.options
     report = check_dataset(opts.images, model=opts.model, trigger=opts.trigger)
-    errors = count_errors(list(report.findings))
+    findings = list(report.findings)
+    if report.kind == "image_folder":
+        # the prepare stage converts GIF, TIFF, AVIF, ... into what kohya reads: counting only
+        # kohya's formats here would refuse (or undercount) images that run will train on
+        findings = [f for f in findings if f.code not in ("no-images", "too-few-images")]
+    errors = count_errors(findings)
     if errors:
-        first = next(f for f in report.findings if f.severity.value == "error")
+        first = next(f for f in findings if f.severity.value == "error")
         raise DatasetError(
             f"the dataset check found {errors} error(s), first: {first.message}",
             path=first.file or opts.images,
@@ -118,7 +101,7 @@ def _stage_prepare(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
     opts = ctx.options
     check = ctx.out("check")
     if check.get("kind") == "train_dir":
-        return None  # skipped: kohya's layout already, used in place
+        return _copy_if_tagging(ctx)
     from kohyagen.dataset.check import prepare_dataset
 
     out = ctx.run_dir / "training_data"
@@ -134,10 +117,27 @@ def _stage_prepare(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
         "subset_dir": str(result.subset_dir),
         "repeats": result.repeats,
         "copied": result.copied,
+        "images": result.copied + result.converted,  # what training sees
         "converted": result.converted,
         "captions_written": result.captions_written,
     }
-    return outputs, f"{result.copied} images into {result.subset_dir.name}/"
+    return outputs, f"{outputs['images']} images into {result.subset_dir.name}/"
+
+
+def _copy_if_tagging(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
+    """kohya's layout already: used in place, unless the tag stage would write captions
+    into it; then it works on a linked copy in the run folder (the user's stays as it is)."""
+    source = Path(ctx.options.images).resolve()
+    ext = ctx.out("check").get("caption_extension") or ".txt"
+    if not _missing_captions(source, ext, exclude=ctx.run_dir):
+        return None
+    from kohyagen.run.layout_copy import copy_train_dir
+
+    out = ctx.run_dir / "training_data"
+    count = copy_train_dir(source, out, exclude=ctx.run_dir)
+    ctx.manifest.update("dataset", training_data=hash_dataset(out).to_dict())
+    outputs = {"train_dir": str(out), "kept_layout": True, "copied": count}
+    return outputs, f"images lack captions: {count} files linked into {out.name}/ to tag there"
 
 
 def _train_dir(ctx: RunContext) -> Path:
@@ -147,7 +147,9 @@ def _train_dir(ctx: RunContext) -> Path:
 
 def _stage_tag(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
     train_dir = _train_dir(ctx)
-    ours = bool(ctx.out("prepare").get("train_dir"))
+    prepared = ctx.out("prepare")
+    # a prepare copy gets the trigger in every caption; a kept N_name layout keeps its own
+    ours = bool(prepared.get("train_dir")) and not prepared.get("kept_layout")
     caption_ext = ctx.out("check").get("caption_extension") or ".txt"
     missing = _missing_captions(train_dir, caption_ext, exclude=ctx.run_dir)
     outputs: dict[str, Any] = {"caption_extension": caption_ext, "tagged": 0, "trigger_added": 0}
@@ -156,8 +158,10 @@ def _stage_tag(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
         from kohyagen.tagging.directory import tag_directory
 
         ctx.say("tag", f"{len(missing)} image(s) have no {caption_ext} caption: tagging them")
+        model: dict[str, Any] = {"model": ctx.options.tagger} if ctx.options.tagger else {}
         result = tag_directory(
             train_dir,
+            **model,
             trigger=ctx.options.trigger,
             caption_ext=caption_ext,
             mode="skip",
@@ -184,7 +188,7 @@ def _stage_tag(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
         ctx.manifest.update("dataset", training_data=hash_dataset(train_dir).to_dict())
     if not missing and not outputs["trigger_added"]:
         return None
-    if missing and not ours:
+    if missing and train_dir == Path(ctx.options.images).resolve():
         # The captions were written into the user's own train dir: that is now its content.
         source = hash_dataset(train_dir, exclude=ctx.run_dir).to_dict()
         ctx.manifest.update("dataset", source=source)
@@ -196,13 +200,15 @@ def _ensure_trigger(train_dir: Path, caption_ext: str, trigger: str) -> int:
 
     changed = 0
     for caption in sorted(train_dir.rglob(f"*{caption_ext}")):
-        text = caption.read_text(encoding="utf-8", errors="replace")
+        try:
+            text = safe_io.read_bytes(caption).decode("utf-8", errors="replace")
+        except safe_io.NotRegularFile:
+            continue  # a FIFO or device named *.txt: not a caption, and not ours to replace
         first, _, rest = text.partition("\n")
         updated = trigger_first(first, trigger)
         if updated != first.strip():
-            tmp = caption.with_name(caption.name + ".tmp")
-            tmp.write_text(updated + "\n" + rest, encoding="utf-8")
-            tmp.replace(caption)
+            # atomic, with a temp name that fits however long the caption's name is
+            write_text_atomic(caption, updated + "\n" + rest)
             changed += 1
     return changed
 

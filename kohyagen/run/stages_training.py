@@ -30,19 +30,19 @@ def stage_estimate(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     values = configs["values"]
     check = ctx.out("check")
     prepare = ctx.out("prepare")
-    # the most exact count available: the config's own plan, then prepare's repeats, then
-    # the check's count of the source folder
+    # prepare's count holds conversions (GIF, TIFF, AVIF); else the check's count
+    images = prepare.get("images") or check["images"]  # prepare's count holds conversions
     if values.get("images_x_repeats"):
         seen, per_epoch = values["images_x_repeats"], values.get("steps_per_epoch")
     elif prepare.get("repeats"):
-        seen = check["images"] * int(prepare["repeats"])
+        seen = images * int(prepare["repeats"])
         per_epoch = None
     else:
         seen, per_epoch = check["images_x_repeats"], check.get("steps_per_epoch")
     est = estimate(
         model=opts.model,
         gpu=configs["gpu"],
-        images=check["images"],
+        images=images,
         images_x_repeats=seen,
         epochs=values["epochs"],
         batch_size=values["batch_size"],

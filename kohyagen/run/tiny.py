@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from kohyagen.atomic import make_staging_dir
 from kohyagen.errors import UsageError, require
 from kohyagen.quiet import quiet_third_party
 
@@ -221,8 +221,7 @@ def make_tiny_pipeline(out_dir: str | Path, kind: str = "sd15", seed: int = 0) -
     require("diffusers")  # both checked before anything is written
     require("transformers")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = make_staging_dir(out.parent)  # umask's mode, cleaned after a kill -9
     try:
         torch.manual_seed(seed)
         pipe = _build_pipeline(kind, tmp)

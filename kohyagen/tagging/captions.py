@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kohyagen import safe_io
 from kohyagen.atomic import TEMP_SUFFIX, write_text_atomic
 from kohyagen.tagging.models import (
     CATEGORY_CHARACTER,
@@ -130,10 +131,13 @@ def caption_text(tags: Sequence[str]) -> str:
 def read_caption(path: Path) -> str | None:
     """The caption's text, or None when there is none (a missing or blank file)."""
     try:
-        # strict UTF-8: a caption in another encoding is the user's, never rewritten by tagging
-        text = path.read_text(encoding="utf-8")
+        # strict UTF-8 (safe_io): a caption in another encoding is the user's, never rewritten
+        text = safe_io.read_text(path)
     except FileNotFoundError:
         return None
+    # kohya reads UTF-8 with or without a BOM (utf-8-sig would hide it here); a BOM is not
+    # part of the first tag, or append would keep "\ufeffsks" and add "sks" again
+    text = text.removeprefix("\ufeff")
     return text if text.strip() else None
 
 
@@ -141,7 +145,7 @@ def has_caption(path: Path) -> bool:
     """Whether a non-blank caption exists (whatever its encoding: it is the user's)."""
     try:
         # bytes, not text: a caption that is not UTF-8 still counts as the user's caption
-        return bool(path.read_bytes().strip())
+        return bool(safe_io.read_bytes(path).strip())
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return False
 

@@ -13,6 +13,7 @@ again carries on with the images still uncaptioned.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kohyagen.dataset.captions import normalize_caption_extension
-from kohyagen.dataset.layout import is_image_name
+from kohyagen.dataset.layout import is_image_name, parse_folder_name
 from kohyagen.errors import DatasetError, TaggingError, UsageError
 from kohyagen.tagging.captions import (
     MODES,
@@ -32,6 +33,7 @@ from kohyagen.tagging.captions import (
 from kohyagen.tagging.loop import BatchRun, ImageFailure, ProgressCallback, caption_path
 from kohyagen.tagging.models import DEFAULT_MODEL, ModelFiles, TagSet, load_tags, resolve_model
 from kohyagen.tagging.runtime import Runtime, open_runtime
+from kohyagen.validate import number_problem, require, trigger_problem
 
 __all__ = ["DEFAULT_MODEL", "ImageFailure", "TagResult", "find_images", "tag_directory"]
 GPU_BATCH = 32
@@ -111,6 +113,8 @@ def tag_directory(
     caption_ext = _check_arguments(
         root, mode, threshold, character_threshold, batch_size, caption_ext
     )
+    if trigger and trigger.strip():
+        require(trigger_problem(trigger), hint="e.g. --trigger sks")
     options = _caption_options(
         threshold, character_threshold, trigger, undesired_tags, always_first,
         keep_underscores=keep_underscores, rating=rating,
@@ -118,21 +122,23 @@ def tag_directory(
     found = find_images(root, recursive=recursive)
     remove_stale_temps({p.parent for p in found})
     images, shared = _one_image_per_caption(found, caption_ext)
+    images, blocked = _special_captions(images, caption_ext)
     todo = [p for p in images if mode != "skip" or not has_caption(caption_path(p, caption_ext))]
     base: dict[str, Any] = {
         "root": root, "mode": mode, "caption_extension": caption_ext, "images": len(found),
-        "skipped": len(found) - len(todo),
+        "skipped": len(found) - len(todo) - len(blocked),
     }  # fmt: skip
     if not todo:
         # Nothing to do, so no model is loaded (or downloaded) at all.
         return TagResult(
-            model=str(model), tagged=0, failed=0, warnings=tuple(shared),
+            model=str(model), tagged=0, failed=len(blocked), failures=tuple(blocked),
+            warnings=tuple(shared),
             seconds=_since(started), **base,
         )  # fmt: skip
     return _run_tagger(
         todo, options, base, model=model, cache_dir=cache_dir, providers=providers,
-        batch_size=batch_size, warnings=shared, on_message=on_message, progress=progress,
-        workers=workers, started=started,
+        batch_size=batch_size, warnings=shared, blocked=blocked, on_message=on_message,
+        progress=progress, workers=workers, started=started,
     )  # fmt: skip
 
 
@@ -185,6 +191,7 @@ def _run_tagger(
     providers: Sequence[str] | None,
     batch_size: int | None,
     warnings: list[str],
+    blocked: list[ImageFailure],
     on_message: Callable[[str], None] | None,
     progress: ProgressCallback | None,
     workers: int | None,
@@ -206,11 +213,12 @@ def _run_tagger(
     mode, caption_ext = base["mode"], base["caption_extension"]
     run = BatchRun(runtime, TagSelector(tags, options), options, mode, caption_ext, rows, progress)
     run.tag(todo, workers or min(8, os.cpu_count() or 2))
+    failures = blocked + run.failures
     return TagResult(
         model=files.name,
         tagged=run.tagged,
-        failed=len(run.failures),
-        failures=tuple(run.failures),
+        failed=len(failures),
+        failures=tuple(failures),
         tag_counts=dict(sorted(run.counts.items(), key=lambda kv: (-kv[1], kv[0]))),
         provider=runtime.provider,
         batch_size=rows,
@@ -237,9 +245,13 @@ def find_images(root: Path, *, recursive: bool = False) -> list[Path]:
             and p.is_file()
         ]
     else:
+        # a kohya train dir (the parent of N_name/ folders) is one dataset: its concept
+        # folders are what kohya reads, so they are tagged without --recursive
+        folders = [root, *(d for d in root.iterdir() if d.is_dir() and parse_folder_name(d.name))]
         found = [
             p
-            for p in root.iterdir()
+            for folder in folders
+            for p in folder.iterdir()
             if is_image_name(p) and not p.name.startswith(".") and p.is_file()
         ]
     if not found:
@@ -248,6 +260,28 @@ def find_images(root: Path, *, recursive: bool = False) -> list[Path]:
             hint = "the images may be in subfolders: add --recursive"
         raise DatasetError("no images found", path=root, hint=hint)
     return sorted(found)
+
+
+def _special_captions(
+    images: list[Path], extension: str
+) -> tuple[list[Path], list[ImageFailure]]:
+    """Images whose caption path is a FIFO, device or folder: reading it would block or
+    never end, and replacing it would destroy something that is not a caption."""
+    kept: list[Path] = []
+    blocked: list[ImageFailure] = []
+    for image in images:
+        caption = caption_path(image, extension)
+        try:
+            mode = caption.stat().st_mode
+        except OSError:
+            kept.append(image)  # no caption yet (or a dangling link, replaced as a file)
+            continue
+        if stat.S_ISREG(mode):
+            kept.append(image)
+            continue
+        reason = f"{caption.name} is not a regular file, so it was neither read nor replaced"
+        blocked.append(ImageFailure(image, f"{reason} (remove it to tag this image)"))
+    return kept, blocked
 
 
 def _one_image_per_caption(images: list[Path], extension: str) -> tuple[list[Path], list[str]]:
@@ -300,8 +334,8 @@ def _check_arguments(
     if mode not in MODES:
         raise UsageError(f"unknown caption mode '{mode}'", hint="use one of " + ", ".join(MODES))
     for name, value in (("threshold", threshold), ("character threshold", character_threshold)):
-        if not value >= 0:  # also catches NaN
-            raise UsageError(f"the {name} must be 0 or more, got {value}")
+        # a score is a probability: above 1 would tag nothing, NaN compares false
+        require(number_problem(value, f"the {name}", low=0, high=1), hint="e.g. 0.35")
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"the batch size must be at least 1, got {batch_size}")
     return normalize_caption_extension(caption_ext)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from kohyagen import safe_io
+
 WHITE = (255, 255, 255)
 
 
@@ -22,7 +24,8 @@ def load_square_rgb(path: Path, size: int) -> np.ndarray:
     The EXIF orientation is deliberately not applied: kohya trains on the pixels as
     stored, and the tags should describe what the trainer sees.
     """
-    with Image.open(path) as image:
+    # a FIFO named x.png would block Image.open, a link to /dev/zero never end its read
+    with safe_io.open_regular(path) as handle, Image.open(handle) as image:
         # Let the JPEG decoder do most of the downscaling: it may pick any DCT scale
         # that keeps the long side at least `size` (draft wants both sides covered).
         width, height = image.size

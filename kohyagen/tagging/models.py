@@ -11,11 +11,13 @@ honoured), or a local folder.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kohyagen import safe_io
 from kohyagen.errors import ModelNotFound, TaggingError
 
 MODEL_FILE = "model.onnx"
@@ -191,7 +193,9 @@ def load_tags(path: str | Path) -> TagSet:
     """Read selected_tags.csv (tag_id,name,category,count); row i is model output i."""
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        # bounded, regular files only: the tagger folder is the user's (--model DIR)
+        text = safe_io.read_text(path, 64 * 1024 * 1024)
+        with io.StringIO(text, newline="") as handle:
             reader = csv.DictReader(handle)
             fields = reader.fieldnames or []
             if "name" not in fields or "category" not in fields:

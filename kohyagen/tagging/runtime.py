@@ -6,6 +6,7 @@ graph rather than assumed, so that v2, v3 and third-party exports all work.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kohyagen import safe_io
 from kohyagen.errors import TaggingError
 
 # Fastest first. TensorRT is left out on purpose: it needs its own libraries and a
@@ -159,6 +161,13 @@ def open_runtime(model_path: Path, providers: Sequence[str] | None = None) -> Ru
     options = ort.SessionOptions()
     # every graph rewrite onnxruntime has: one cost at load, then every batch runs faster
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        # onnxruntime would block on a FIFO and read a link to /dev/zero forever
+        os.close(safe_io.open_fd(model_path)[0])
+    except OSError as exc:
+        raise TaggingError(
+            f"cannot read the tagger: {exc.strerror}", path=model_path, hint="pass model.onnx"
+        ) from exc
     try:
         session = ort.InferenceSession(str(model_path), sess_options=options, providers=chosen)
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
