@@ -36,6 +36,15 @@ def _is_local(address) -> bool:
 
 
 @pytest.fixture(autouse=True)
+def _private_user_folders(monkeypatch, tmp_path_factory):
+    """Measurements, prices and caches go to a folder of the test, never the user's own
+    (a test run once taught the real ~/.config/kohyagen a one-second 'RTX 4090' run)."""
+    home = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+
+
+@pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     real_connect = socket.socket.connect
 

@@ -41,9 +41,21 @@ def preset_plan(model: str, gpu: str) -> dict[str, Any] | None:
     """batch size, gradient checkpointing, optimizer and trained parts that `kohyagen
     config` chooses for model x GPU; None when either is no preset or nothing fits."""
     from kohyagen.config import presets
+    from kohyagen.config.family_settings import dit_plan
 
     try:
-        plan = presets.plan_training(presets.get_model(model), presets.get_gpu(gpu))
+        preset, gpu_preset = presets.get_model(model), presets.get_gpu(gpu)
+        if preset.family is not None:
+            # a DiT family's batch, checkpointing and optimizer come with its fp8 and
+            # blocks_to_swap choice (config.family_settings), not from the U-Net planner
+            dit = dit_plan(preset, gpu_preset)
+            return {
+                "batch_size": dit.batch_size,
+                "gradient_checkpointing": dit.gradient_checkpointing,
+                "optimizer": dit.optimizer,
+                "unet_only": True,
+            }
+        plan = presets.plan_training(preset, gpu_preset)
     except KohyagenError:
         return None
     return {
