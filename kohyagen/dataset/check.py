@@ -311,6 +311,7 @@ def _crash_findings_and_settings(
         settings = dataclasses.replace(settings, no_upscale=False)
     return crash, settings
 
+
 def _report(
     listing: DirListing,
     preset: ModelPreset,
