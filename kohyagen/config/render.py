@@ -206,6 +206,7 @@ def _base_model(
         return base, FILE_REASONS["pretrained_model_name_or_path"]
     return resolve_base_model(base_model, model, cwd)
 
+
 def _prompts(
     model: ModelPreset, word: str, tag_counts: Counter[str], first_tokens: str,
     set_training: dict[str, Any],
