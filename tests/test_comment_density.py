@@ -48,9 +48,9 @@ def test_parts_and_overall_add_up(tmp_path: Path):
     assert (parts["overall"].code, parts["overall"].comments) == (9, 4)
 
 
-def test_the_package_keeps_five_comment_lines_per_hundred_lines_of_code():
+def test_the_package_keeps_five_and_a_half_comment_lines_per_hundred_lines_of_code():
     overall = density.measure()["overall"]
-    assert overall.density >= 5.0, (
+    assert overall.density >= 5.5, (
         f"{overall.density:.1f} comment lines per 100 lines of code: comments that say why "
         "(above all where code follows a kohya quirk) keep the package readable"
     )

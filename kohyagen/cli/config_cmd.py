@@ -82,11 +82,15 @@ def config_command(
         samples=samples,
         epochs=epochs,
         attention="xformers" if xformers else "sdpa",
+        # checked against the checkout that will train, when there is one: its options can
+        # differ from the bundled tables of sd-scripts 48d368f
         tables=_kohya_tables(None, None),
         model_files=_parse_model_files(model_files),
         fetch=fetch,
+        # download progress on stderr: stdout is the result (or the JSON)
         on_progress=lambda text: click.echo(text, err=True),
     )
+    # rendered and linted either way, so a dry run reports the same errors a real one would
     written = [] if dry_run else write_configs(rendered, force=force)
     if as_json:
         data = rendered.to_dict()
@@ -100,6 +104,7 @@ def config_command(
 def _print_rendered(rendered: Any, written: list[Path], *, dry_run: bool) -> None:
     """The configs (on a dry run), the plan, notes, findings, written files and next step."""
     console = stdout_console()
+    # "# ----" headers are TOML comments: the dry-run output pastes back into files as it is
     if dry_run:
         console.print(f"# ---- {rendered.training_path}", markup=False)
         console.print(rendered.training_text, markup=False, highlight=False)
@@ -124,6 +129,7 @@ def _print_rendered(rendered: Any, written: list[Path], *, dry_run: bool) -> Non
     for path in written:
         console.print(f"wrote {path}", markup=False)
     if written:
+        # the plain kohya command too: the files are kohya's own, kohyagen is optional
         quoted = shlex.quote(str(rendered.training_path))
         console.print(
             f"next: kohyagen train {quoted}   (or plain kohya: accelerate "
@@ -141,6 +147,8 @@ def _kohya_tables(sd_scripts: Path | None, cwd: Path | None) -> KohyaTables | No
     try:
         checkout = find_sd_scripts(sd_scripts, cwd=cwd)
     except KohyagenError:
+        # an explicit --sd-scripts that is not a checkout is an error; none found is normal
+        # (the bundled tables are used)
         if sd_scripts is not None:
             raise
         return None
@@ -154,6 +162,7 @@ def _shown_relative(finding: Finding) -> Finding:
     try:
         rel = Path(finding.file).relative_to(Path.cwd())
     except ValueError:
+        # outside the current folder: the absolute path is the unambiguous one
         return finding
     return dataclasses.replace(finding, file=str(rel))
 
@@ -161,6 +170,7 @@ def _shown_relative(finding: Finding) -> Finding:
 def _parse_model_files(items: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for item in items:
+        # split at the first "=" only: a Windows or hf: path may hold more of them
         role, sep, path = item.partition("=")
         if not sep or not role.strip() or not path.strip():
             raise click.BadParameter(f"{item!r} is not ROLE=PATH", param_hint="--model-file")
@@ -197,6 +207,7 @@ def lint_command(
     from kohyagen.config.lint import LintOptions, lint_files
     from kohyagen.errors import UsageError
 
+    # checked here, not by click.Choice: aliases (sd1.5, sd3.5, hunyuan, ...) are accepted too
     if model is not None and normalise_family(model) is None:
         raise UsageError(f"unknown model family {model!r}",
                          hint="use sd15, sd2, sdxl, flux, chroma, sd3, lumina2, hunyuan-image "
@@ -218,6 +229,7 @@ def lint_command(
         )
     else:
         print_findings([_shown_relative(f) for f in findings])
+        # which sd-scripts the findings hold for: options differ between kohya versions
         click.echo(f"checked against {version}")
     if errors:
         raise click.exceptions.Exit(1)

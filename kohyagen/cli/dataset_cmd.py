@@ -29,6 +29,7 @@ MODEL_CHOICES = (
 def _progress(enabled: bool, label: str) -> Iterator[Any]:
     """A progress bar on stderr when it is a terminal. No refresh thread: the check may
     fork worker processes, which must not happen while another thread holds a lock."""
+    # a bar in a log file or a pipe is a screenful of \r noise
     if not enabled or not sys.stderr.isatty():
         yield None
         return
@@ -44,10 +45,12 @@ def _progress(enabled: bool, label: str) -> Iterator[Any]:
         auto_refresh=False,
         transient=True,
     )
+    # total unknown until the scan has listed the images: the bar starts indeterminate
     task = bar.add_task(label, total=None)
 
     def update(done: int, total: int) -> None:
         bar.update(task, completed=done, total=total)
+        # auto_refresh is off (no thread), so each update draws the bar itself
         bar.refresh()
 
     with bar:
@@ -60,10 +63,13 @@ def _rel(path: str | None, root: Path) -> str | None:
     try:
         rel = os.path.relpath(path, root)
     except ValueError:
+        # Windows: a path on another drive has no relative form
         return path
+    # a file outside the dataset (a --reg folder) keeps its full path, to be unambiguous
     return path if rel.startswith("..") else rel
 
 
+# a thousand "missing caption" rows hide the one finding that matters; --json has them all
 ROWS_PER_CODE = 8
 
 
@@ -79,6 +85,7 @@ def _trim(findings: Iterable[Finding], root: Path) -> tuple[list[Finding], int]:
         if len(same) > ROWS_PER_CODE:
             more = len(same) - ROWS_PER_CODE
             hidden += more
+            # the fold row keeps the code and severity, so the table still sorts and counts it
             rows.append(
                 dataclasses.replace(
                     same[ROWS_PER_CODE],
@@ -145,6 +152,7 @@ def check_cmd(
     """
     from kohyagen.dataset.check import check_dataset
 
+    # no bar with --json: a script reading stdout gets the JSON and nothing drawn around it
     with _progress(not as_json, "checking images") as progress:
         report = check_dataset(
             directory,
@@ -164,6 +172,7 @@ def check_cmd(
         emit_json(report.to_dict())
     else:
         _print_report(report)
+    # exit 1 on errors only: warnings are advice, and a script may train on despite them
     if report.errors:
         ctx.exit(1)
 
@@ -192,6 +201,7 @@ def _summary_table(report: DatasetReport) -> Any:
         ("check", "deep (every pixel decoded)" if report.deep else "fast (headers)"),
     ]
     for key, value in rows:
+        # most datasets have no reg images; a 0 row would suggest they are missing
         if key == "regularisation images" and not report.reg_image_count:
             continue
         summary.add_row(key, value)
@@ -223,6 +233,7 @@ def _print_tables(console: Any, report: DatasetReport) -> None:
         hist.add_column("bucket")
         hist.add_column("samples", justify="right")
         hist.add_column("")
+        # bars scaled to the fullest bucket; at least one block, so a bucket of 1 still shows
         top = max(report.buckets.values())
         for key, n in report.buckets.items():
             hist.add_row(key, str(n), "█" * max(1, round(30 * n / top)))
@@ -236,6 +247,7 @@ def _print_report(report: DatasetReport) -> None:
     console.print(_summary_table(report))
     _print_tables(console, report)
     if report.tag_frequencies:
+        # the top tags show at a glance whether the trigger and the subject are captioned
         tags = list(report.tag_frequencies.items())[:15]
         console.print("top tags: " + ", ".join(f"{t} ({n})" for t, n in tags))
 
@@ -317,8 +329,10 @@ def prepare_cmd(
         console.print(f"[yellow]skipped[/yellow] {file}: {reason}")
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
+    # the next command must read the captions just written: kohya's own default is .caption
     ext = f" --caption-ext {caption_ext}" if caption_ext != ".caption" else ""
     trig = f" --trigger {shlex.quote(trigger)}" if trigger else ""
+    # quoted and printed without markup, so the line can be pasted into a shell as it is
     console.print(
         f"next: kohyagen dataset check {shlex.quote(str(result.out_dir))}{ext}{trig}",
         markup=False,

@@ -45,6 +45,7 @@ def queue_cmd(
     another or one per free GPU. A failed item does not stop the others; exit 1 if any failed."""
     from kohyagen.run.queue import run_queue
 
+    # each line carries its item's label: with one worker per GPU the items' lines interleave
     def progress(label: str, line: str) -> None:
         if not as_json:
             click.echo(f"[{label}] {line}", err=True)
@@ -61,6 +62,7 @@ def queue_cmd(
         emit_json(result.to_dict())
     else:
         _print_queue(result)
+    # every item ran; exit 1 tells a script that at least one needs a look
     if result.failed:
         ctx.exit(1)
 
@@ -77,6 +79,7 @@ def _print_queue(result: QueueResult) -> None:
     table.add_column("result", overflow="fold")
     for r in result.results:
         style = "green" if r.status == "ok" else "red"
+        # item paths and failure messages are the user's text: escaped, [..] is not markup
         table.add_row(
             escape(r.item),
             r.gpu if r.gpu is not None else "-",
@@ -98,13 +101,17 @@ def queue_item_cmd(
     item: Path, result_file: Path, backend: str | None, sd_scripts: Path | None
 ) -> None:
     """One queue item, in its own process (used by `kohyagen queue`)."""
+    # a process per item: CUDA_VISIBLE_DEVICES pins it to one GPU, and a crash or an
+    # out-of-memory in one item cannot take the queue down with it
     import json
     import os
 
     from kohyagen.run.queue import run_item
 
     data = run_item(item, backend=backend, sd_scripts=sd_scripts, progress=ProgressPrinter())
+    # recorded so the queue can show (and a test can check) which GPU the item really saw
     data["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    # the result goes through a file, not stdout, which carries the item's progress lines
     result_file.write_text(json.dumps(data))
     pinned = data["cuda_visible_devices"]
     where = f" (CUDA_VISIBLE_DEVICES={pinned})" if pinned is not None else ""

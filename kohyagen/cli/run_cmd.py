@@ -25,6 +25,7 @@ COMMANDS: list[click.Command] = [*estimate_cmd.COMMANDS, *queue_cmd.COMMANDS]
 def print_report_path(result: RunResult) -> None:
     if result.report_html:
         console = stdout_console()
+        # suggested only when no preview was made: the loss alone cannot judge a style
         if not (result.run_dir / "preview" / "preview.json").is_file():
             console.print(f"compare the checkpoints by eye: kohyagen preview {result.run_dir} "
                           "--checkpoints all", markup=False)  # fmt: skip
@@ -36,6 +37,7 @@ def print_usage(result: RunResult, *, report_last: bool = True) -> None:
     console = stdout_console()
     if result.lora is None:
         console.print(f"run folder: {result.run_dir}")
+        # --prepare-only stops before training: say how to go on from here
         if {s: status for s, status, _ in result.stages}.get("train") == "pending":
             console.print(
                 "prepared, not trained: train it with the same `kohyagen run` command "
@@ -62,6 +64,7 @@ def print_usage(result: RunResult, *, report_last: bool = True) -> None:
     console.print("use it:")
     console.print("  AUTOMATIC1111 / Forge: copy it to stable-diffusion-webui/models/Lora/")
     console.print("  ComfyUI: copy it to ComfyUI/models/loras/ and load it with a LoraLoader node")
+    # A1111's <lora:NAME:weight> syntax; no markup or emoji, as the [..] and :..: would be eaten
     console.print(
         f"  prompt: {result.trigger}, ... <lora:{stem}:{weight}>   "
         f"(trigger word '{result.trigger}'; start at weight {weight}, try 0.6–1.0)",
@@ -70,11 +73,13 @@ def print_usage(result: RunResult, *, report_last: bool = True) -> None:
     )
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    # the costliest mistake of a first cloud run is an instance left running overnight
     if result.gpu not in (None, "cpu"):
         console.print(
             "[bold]On a rented GPU?[/bold] Copy the LoRA off the machine, then stop the "
             "instance: billing runs until you do."
         )
+    # the demo prints its own closing words before the report path
     if report_last:
         print_report_path(result)
 
@@ -86,12 +91,15 @@ def _stdin_is_terminal() -> bool:
 
 
 def _confirm_factory(yes: bool, as_json: bool) -> Callable[[Estimate], bool] | None:
+    # nobody to answer in a script, a pipe or a queue: not asking beats hanging forever
     if yes or not _stdin_is_terminal():
         return None
 
     def confirm(est: Estimate) -> bool:
+        # the estimate is what the question is about; with --json it is in the result instead
         if not as_json:
             print_estimate(est)
+        # asked on stderr, so stdout stays the result alone
         return click.confirm("start training?", default=True, err=True)
 
     return confirm
@@ -194,6 +202,7 @@ def run_cmd(
     result = run_pipeline(
         options,
         progress=ProgressPrinter(quiet=False),
+        # --prepare-only never trains, so there is nothing to confirm
         confirm=None if prepare_only else _confirm_factory(yes, as_json),
         stop_after="estimate" if prepare_only else None,
     )
@@ -231,6 +240,7 @@ def demo_cmd(directory: Path, epochs: int, as_json: bool) -> None:
         emit_json(result.to_dict())
         return
     print_usage(result, report_last=False)
+    # a random model's LoRA draws noise: say so before anyone judges kohyagen by its samples
     click.echo(
         "\nThis LoRA comes from a tiny random model, so it is only a demonstration. For a "
         "real one: kohyagen run YOUR_IMAGES --name NAME --trigger WORD --model sd15 --gpu auto"

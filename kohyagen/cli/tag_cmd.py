@@ -110,6 +110,11 @@ def tag_command(
         emit_json(result.to_dict())
     else:
         _print_summary(result)
+    _fail_when_nothing_worked(result, directory)
+
+
+def _fail_when_nothing_worked(result: TagResult, directory: Path) -> None:
+    """Exit 1 when every image failed: a scripted run must not take that for success."""
     if result.failed and not result.tagged and not result.skipped:
         from kohyagen.errors import TaggingError
 

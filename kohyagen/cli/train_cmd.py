@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 def _money(value: float | None) -> str:
     if value is None:
         return ""
+    # a CPU or demo run costs fractions of a cent: $0.00 would read as "free", not "tiny"
     return f"${value:.2f}" if value >= 0.01 else f"${value:.4f}"
 
 
@@ -35,6 +36,7 @@ def _clock(seconds: float | None) -> str:
     if seconds is None:
         return "?"
     seconds = int(seconds)
+    # m:ss as tqdm shows it, h:mm:ss once a run passes the hour
     if seconds >= 3600:
         return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
     return f"{seconds // 60}:{seconds % 60:02d}"
@@ -43,6 +45,7 @@ def _clock(seconds: float | None) -> str:
 def progress_line(p: Progress) -> str:
     """One line: attempt, epoch, step, loss, speed, ETA, cost so far."""
     parts = []
+    # the attempt number matters only once the out-of-memory ladder has retried
     if p.attempt > 1:
         parts.append(f"attempt {p.attempt}")
     if p.total_epochs:
@@ -50,11 +53,13 @@ def progress_line(p: Progress) -> str:
     if p.total_steps:
         parts.append(f"step {p.step}/{p.total_steps} ({100 * p.step // max(p.total_steps, 1)}%)")
     else:
+        # no step total until kohya prints its summary, after the models and latents load
         parts.append("loading")
     if p.loss is not None:
         parts.append(f"loss {p.loss:.4g}")
     if p.seconds_per_step:
         rate = p.seconds_per_step
+        # tqdm's convention: s/step when slow, step/s when fast, so the number stays readable
         parts.append(f"{rate:.3g} s/step" if rate >= 1 else f"{1 / rate:.3g} step/s")
     if p.eta_s is not None and p.total_steps:
         parts.append(f"ETA {_clock(p.eta_s)}")
@@ -100,10 +105,12 @@ def train_command(
     as_json: bool,
 ) -> None:
     """Train a LoRA from CONFIG with kohya sd-scripts: lint, launch, watch, recover, report."""
+    # imported here so that `kohyagen --help` does not load the launch machinery
     from kohyagen.launch.train import train
 
     console = stdout_console()
     err = stderr_console()
+    # the live line goes to stderr, so stdout stays clean for --json and for pipes
     live, on_progress = _live_display(err, enabled=not as_json and not dry_run)
 
     try:
@@ -116,6 +123,7 @@ def train_command(
                 price_per_hour=price, on_progress=on_progress, dry_run=dry_run, overwrite=overwrite,
             )  # fmt: skip
         finally:
+            # stopped before any error is printed, or the message is drawn over by the line
             if live is not None:
                 live.stop()
     except LintFailed as exc:
@@ -123,6 +131,7 @@ def train_command(
             emit_json({"status": "lint-failed", "findings": [f.to_dict() for f in exc.findings]})
         else:
             print_findings(exc.findings, title="lint")
+        # re-raised so that main() maps it to exit code 1 in one place
         raise
     if dry_run:
         if as_json:
@@ -134,6 +143,7 @@ def train_command(
         emit_json(_result_json(result))
     else:
         _print_outcome(console, result)
+    # Ctrl-C is not a failure of the training: its own exit code, as shells expect (130)
     if result.status == "interrupted":
         ctx.exit(EXIT_INTERRUPTED)
     result.raise_for_status()
@@ -146,6 +156,7 @@ def _live_display(err: Any, *, enabled: bool) -> tuple[Any, Callable[[Any], None
         from rich.live import Live
         from rich.text import Text
 
+        # transient: the line disappears at the end, leaving only the outcome in the scrollback
         live = Live(Text("starting"), console=err, refresh_per_second=4, transient=True)
 
     def on_progress(p: Any) -> None:
@@ -153,6 +164,7 @@ def _live_display(err: Any, *, enabled: bool) -> tuple[Any, Callable[[Any], None
             return
         from rich.text import Text
 
+        # messages (an OOM retry, a stage) scroll above the live line instead of replacing it
         if p.message:
             live.console.print(f"[dim]{_clock(p.elapsed_s)}[/dim] {_esc(p.message)}")
         live.update(Text(progress_line(p)))
@@ -183,8 +195,10 @@ def _print_outcome(console: Console, result: TrainResult) -> None:
     if result.failure:
         console.print(f"  cause: {_esc(result.failure.cause)}")
         console.print(f"  fix:   {_esc(result.failure.fix)}")
+        # the log line kohya printed, shown raw: it may hold [brackets] rich would eat
         if result.failure.evidence:
             console.print(f"  seen:  {result.failure.evidence}", markup=False)
+    # errors stopped the run before it started; warnings let it run and are only counted
     warnings = [f for f in result.lint if f.severity.value == "warning"]
     if warnings:
         codes = ", ".join(sorted({f.code for f in warnings}))
@@ -217,6 +231,7 @@ def report_command(run_dir: Path, as_json: bool) -> None:
         return
     console = stdout_console()
     ended = summary["ended_by"]
+    # "ended by" names the failure code only when it says more than the status does
     why = f" (ended by {ended})" if ended and ended != summary["status"] else ""
     console.print(f"[bold]{_esc(summary['output_name'])}[/bold]: {summary['status']}{why}")
     steps, epochs = summary["steps"], summary["epochs"]
@@ -228,6 +243,7 @@ def report_command(run_dir: Path, as_json: bool) -> None:
             None,
         )
         extra = f", validation {val:.4g}" if isinstance(val, float) else ""
+        # kohya does not stop on a NaN loss (it keeps training), so an epoch can have none
         loss = f"{row['loss']:.4g}" if isinstance(row["loss"], float) else "nan"
         console.print(f"  epoch {row['epoch']}: loss {loss}{extra}")
     if summary["recommended"]:

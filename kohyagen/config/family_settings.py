@@ -35,6 +35,8 @@ def dit_plan(model: ModelPreset, gpu: GpuPreset, memory: DitMemory | None = None
     assert model.family is not None
     mem = memory or model.family.memory
     fit = fit_params()
+    # not the whole card: CUDA's context and the allocator's fragmentation take the rest
+    # (usable_fraction in templates/presets/models.toml)
     budget = round(gpu.vram_gb * fit.usable_fraction, 2)
     batches = [b for b in fit.batch_sizes if b <= model.max_batch]
     plan = plan_dit(mem, budget, batches, relative_throughput)
@@ -48,12 +50,14 @@ def dit_plan(model: ModelPreset, gpu: GpuPreset, memory: DitMemory | None = None
 
 def smallest_fitting_gpu(model: ModelPreset, memory: DitMemory | None = None) -> str:
     """The name of the GPU preset with the least memory this model trains on ("" if none)."""
+    # by memory, then price: among cards of one size the hint names the cheapest
     for gpu in sorted(list_gpus(), key=lambda g: (g.vram_gb, g.price_per_hour)):
         try:
             if model.family is not None:
                 mem = memory or model.family.memory
                 fit = fit_params()
                 budget = round(gpu.vram_gb * fit.usable_fraction, 2)
+                # batch 1 with every lever pulled: the least this family can train with
                 if plan_dit(mem, budget, [1], relative_throughput) is not None:
                     return gpu.name
             else:
@@ -80,6 +84,7 @@ def settings_for(
         try:
             return training_settings(model, gpu, attention=attention)
         except PresetError as exc:
+            # the planner's own hint says what it tried; the GPU that fits is the next step
             fits = smallest_fitting_gpu(model)
             hint = f"the smallest GPU preset it fits is {fits} (--gpu {fits})" if fits else ""
             raise PresetError(exc.message, hint=hint or exc.hint) from exc
@@ -118,6 +123,8 @@ def _dit_settings(
         else f"{gpu.name} has no hardware bf16, so fp16",
     )
     s["save_precision"] = Setting("bf16", "bf16 LoRA weights, as kohya's DiT examples save them")
+    # HunyuanImage and Anima choose attention with their own attn_mode option, and kohya's
+    # sdpa flag would be a second, conflicting choice (model-families.md 2.4, 2.5)
     uses_attn_mode = any(key == "attn_mode" for key, _v, _r in model.family.options)
     if not uses_attn_mode:
         s[attention] = Setting(True, "PyTorch scaled-dot-product attention: fast, memory-efficient")
@@ -127,6 +134,7 @@ def _dit_settings(
         f"text encoders run once before training and leave the GPU (they need about "
         f"{mem.te_peak_gb:g} GB while caching)",
     )
+    # every DiT family's script asserts TE caching and TE training exclude each other
     s["network_train_unet_only"] = Setting(
         True, "train the DiT only: needed for cached text-encoder outputs (kohya asserts)"
     )
@@ -136,6 +144,9 @@ def _dit_settings(
 
 def _lever_settings(s: dict[str, Setting], mem: DitMemory, plan: DitPlan, gpu: GpuPreset) -> None:
     fp8_gb = round(mem.dit_gb * (1 - mem.fp8_factor), 1)
+    # the family's own fp8 switch: fp8_base for FLUX, Chroma, SD3 and Lumina 2, fp8_scaled for
+    # HunyuanImage
+    # (kohya warns that fp8_base is not supported there), none for Anima
     if mem.fp8:
         s[mem.fp8] = Setting(
             plan.fp8,
@@ -144,6 +155,7 @@ def _lever_settings(s: dict[str, Setting], mem: DitMemory, plan: DitPlan, gpu: G
             else f"not needed: the DiT fits in 16 bit ({fp8_gb:g} GB more, no fp8 rounding)",
         )
     if plan.blocks_to_swap:
+        # a swapped block in fp8 moves (and saves) a fraction of its 16-bit size
         factor = mem.fp8_factor if plan.fp8 else 1.0
         saved = plan.blocks_to_swap * mem.swap_unit_gb * factor
         # the planner's speed model: swapped weights add a fixed time to every step
@@ -153,9 +165,11 @@ def _lever_settings(s: dict[str, Setting], mem: DitMemory, plan: DitPlan, gpu: G
             f"keep {plan.blocks_to_swap} DiT blocks on the CPU (the fewest that fit): saves "
             f"about {saved:.1f} GB, steps about {longer - 1:.0%} longer",
         )
+    # only HunyuanImage has fp8_scaled, and its 15 GB text encoder has levers of its own
     if mem.fp8 == "fp8_scaled":
         hunyuan_text_encoder(s, mem, plan.budget_gb)
         return
+    # a note, not a setting: the fix is a different text-encoder file, which only the user has
     if not plan.te_fits and mem.te_fp8_hint:
         s["note:text_encoder"] = Setting(
             None,

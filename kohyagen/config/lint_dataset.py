@@ -14,109 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from kohyagen.config.family import FamilyGuess
-from kohyagen.config.keys import (
-    DATASET_ALIASES,
-    cli_only_dataset_keys,
-    dataset_level_keys,
-    suggest,
-    training_keys,
-)
+from kohyagen.config.keys import dataset_level_keys
 from kohyagen.config.lint_buckets import bucket_crash_findings, bucket_settings_of
+from kohyagen.config.lint_captions import caption_findings
+from kohyagen.config.lint_dataset_keys import dataset_finding as _f
+from kohyagen.config.lint_dataset_keys import first_set as _first
+from kohyagen.config.lint_dataset_keys import level_key_findings as _check_keys
 from kohyagen.config.lint_disk import (
     broken_link_findings,
-    caption_findings,
     empty_image_findings,
     image_dir_images,
     is_windows_path,
     relative_path_finding,
     resolve,
 )
-from kohyagen.config.lint_rules import (
-    RENAMED_IN_DATASET,
-    cross_key_findings,
-    parse_resolution,
-    type_finding,
-)
-from kohyagen.config.schema import (
-    DATASET_CONFIG,
-    TRAIN_NETWORK,
-    TomlDocument,
-    flatten_training_config,
-    load_schema,
-)
+from kohyagen.config.lint_rules import RENAMED_IN_DATASET, cross_key_findings, parse_resolution
+from kohyagen.config.schema import TomlDocument, flatten_training_config
 from kohyagen.dataset.layout import parse_folder_name
 from kohyagen.findings import Finding, Severity, sort_findings
-
-LEVEL_NAMES = {
-    "general": "[general]",
-    "datasets": "[[datasets]]",
-    "subsets": "[[datasets.subsets]]",
-}
-
-
-def _prop(level: str, key: str) -> dict | None:
-    defs = load_schema(DATASET_CONFIG)["$defs"]
-    if level == "general":
-        return defs["general"]["properties"].get(key)
-    prefix = "dataset_" if level == "datasets" else "subset_"
-    for style in ("dreambooth", "finetuning", "controlnet"):
-        prop = defs[f"{prefix}{style}"]["properties"].get(key)
-        if prop is not None:
-            return prop
-    return None
-
-
-def _f(sev: Severity, code: str, message: str, file: str, key: str, fix: str | None = None) -> Finding:
-    return Finding(sev, code, message, file=file, key=key, fix=fix)
-
-
-def _check_keys(file: str, table: dict, level: str, label: str) -> list[Finding]:
-    levels = dataset_level_keys()
-    allowed = levels[level]
-    out = []
-    for key, value in table.items():
-        if level == "datasets" and key == "subsets":
-            continue
-        path = f"{label}.{key}" if label else key
-        if key in allowed:
-            prop = _prop(level, key)
-            bad = type_finding(file, key, value, prop, path) if prop else None
-            if bad is not None:
-                out.append(bad)
-            continue
-        where = LEVEL_NAMES[level]
-        if key in cli_only_dataset_keys():
-            out.append(_f(Severity.ERROR, "cli-only-key",
-                          f"{key} is a command-line-only option: kohya rejects it in the dataset "
-                          "config (extra keys not allowed)", file, path,
-                          f"move {key} to the training config"))  # fmt: skip
-            continue
-        other = [name for name, keys in levels.items() if name != level and key in keys]
-        if other:
-            target = " or ".join(LEVEL_NAMES[o] for o in other)
-            out.append(_f(Severity.ERROR, "wrong-level",
-                          f"{key} is not allowed in {where} (kohya rejects it there)", file, path,
-                          f"move it to {target}"))  # fmt: skip
-            continue
-        guess = suggest(key, allowed, DATASET_ALIASES)
-        if guess:
-            out.append(_f(Severity.ERROR, "unknown-key",
-                          f"unknown key {key!r} in {where}: kohya rejects the file", file, path,
-                          f"rename it to {guess}"))  # fmt: skip
-        elif key in training_keys(TRAIN_NETWORK):
-            out.append(_f(Severity.ERROR, "training-key-in-dataset-config",
-                          f"{key} is a training option (command line / --config_file only); "
-                          "kohya rejects it in the dataset config", file, path,
-                          f"move {key} to the training config"))  # fmt: skip
-        else:
-            out.append(_f(Severity.ERROR, "unknown-key",
-                          f"unknown key {key!r} in {where}: kohya rejects the file", file, path,
-                          "remove it"))  # fmt: skip
-    return out
-
-
-def _first(*values: Any) -> Any:
-    return next((v for v in values if v is not None), None)
 
 
 def lint_dataset(
@@ -128,6 +43,38 @@ def lint_dataset(
     family = family or FamilyGuess(None, "")
     if training is not None:
         flat, _ = flatten_training_config(training.data)
+    findings: list[Finding] = []
+    name, top = _top_level_findings(file, data)
+    findings += top
+    general = data.get("general", {})
+    if not isinstance(general, dict):
+        findings.append(_f(Severity.ERROR, "wrong-type", "general must be a table", file,
+                           "general", "[general]"))  # fmt: skip
+        general = {}
+    findings += _check_keys(file, general, "general", "general")
+    datasets = data.get(name, [])
+    if not isinstance(datasets, list) or not datasets:
+        findings.append(_f(Severity.ERROR, "no-datasets",
+                           "no [[datasets]] entries: kohya finds no data and exits 0", file,
+                           "datasets", "add [[datasets]] with [[datasets.subsets]] image_dir = ..."))  # fmt: skip
+        datasets = []
+    for i, ds in enumerate(datasets):
+        if isinstance(ds, dict):
+            findings += _dataset(file, f"{name}[{i}]", ds, (general, flat), cwd)
+    findings += _resolution_findings(file, datasets, general, flat, training)
+    if training is None:
+        shaped = doc if name == "datasets" else TomlDocument(doc.path, doc.text, {
+            **{k: v for k, v in data.items() if k != name}, "datasets": datasets})  # fmt: skip
+        findings += [
+            f
+            for f in cross_key_findings(file, {}, family, shaped)
+            if f.code.startswith(("bucket", "min-bucket", "max-bucket"))
+        ]
+    return sort_findings(findings)
+
+
+def _top_level_findings(file: str, data: dict) -> tuple[str, list[Finding]]:
+    """The name the datasets table goes by here, and the top-level keys kohya rejects."""
     findings: list[Finding] = []
     name = "datasets"
     if "datasets" not in data and isinstance(data.get("dataset"), list):
@@ -146,53 +93,52 @@ def lint_dataset(
                 fix = "a dataset config holds only [general] and [[datasets]]"
             findings.append(_f(Severity.ERROR, "unknown-key",
                                f"top-level key {key!r}: kohya rejects the file", file, key, fix))  # fmt: skip
-    general = data.get("general", {})
-    if not isinstance(general, dict):
-        findings.append(_f(Severity.ERROR, "wrong-type", "general must be a table", file,
-                           "general", "[general]"))  # fmt: skip
-        general = {}
-    findings += _check_keys(file, general, "general", "general")
-    datasets = data.get(name, [])
-    if not isinstance(datasets, list) or not datasets:
-        findings.append(_f(Severity.ERROR, "no-datasets",
-                           "no [[datasets]] entries: kohya finds no data and exits 0", file,
-                           "datasets", "add [[datasets]] with [[datasets.subsets]] image_dir = ..."))  # fmt: skip
-        datasets = []
-    for i, ds in enumerate(datasets):
-        label = f"{name}[{i}]"
-        if not isinstance(ds, dict):
-            continue
-        findings += _check_keys(file, ds, "datasets", label)
-        subsets = ds.get("subsets", [])
-        if not isinstance(subsets, list) or not subsets:
-            findings.append(_f(Severity.ERROR, "no-subsets",
-                               f"{label} has no [[datasets.subsets]]: it contributes no images",
-                               file, f"{label}.subsets", "add a subset with image_dir"))  # fmt: skip
-            continue
-        styles = {
-            "metadata" if "metadata_file" in s else "folder" for s in subsets if isinstance(s, dict)
-        }
-        if len(styles) > 1:
-            findings.append(_f(Severity.ERROR, "mixed-styles",
-                               f"{label} mixes metadata_file and image_dir-only subsets "
-                               "(kohya rejects that)", file, label,
-                               "put them in separate [[datasets]]"))  # fmt: skip
-        for j, subset in enumerate(subsets):
-            if isinstance(subset, dict):
-                findings += _subset(file, f"{label}.subsets[{j}]", subset, (ds, general, flat), cwd)
-        split = _first(ds.get("validation_split"), general.get("validation_split"),
-                       flat.get("validation_split"))  # fmt: skip
-        seed = _first(ds.get("validation_seed"), general.get("validation_seed"),
-                      flat.get("validation_seed"))  # fmt: skip
-        if isinstance(split, (int, float)) and not 0 <= split <= 1:
-            findings.append(_f(Severity.ERROR, "bad-validation-split",
-                               f"validation_split {split} is outside 0..1; kohya skips it",
-                               file, f"{label}.validation_split", "validation_split = 0.1"))  # fmt: skip
-        elif isinstance(split, (int, float)) and split > 0 and seed is None:
-            findings.append(_f(Severity.WARNING, "validation-without-seed",
-                               "validation_split without validation_seed: training and "
-                               "validation images can overlap", file,
-                               f"{label}.validation_seed", "validation_seed = 42"))  # fmt: skip
+    return name, findings
+
+
+def _dataset(file: str, label: str, ds: dict, parents: tuple, cwd: Path) -> list[Finding]:
+    """One [[datasets]] table: its keys, its subsets, and its validation split."""
+    general, flat = parents
+    findings: list[Finding] = []
+    findings += _check_keys(file, ds, "datasets", label)
+    subsets = ds.get("subsets", [])
+    if not isinstance(subsets, list) or not subsets:
+        findings.append(_f(Severity.ERROR, "no-subsets",
+                           f"{label} has no [[datasets.subsets]]: it contributes no images",
+                           file, f"{label}.subsets", "add a subset with image_dir"))  # fmt: skip
+        return findings
+    styles = {
+        "metadata" if "metadata_file" in s else "folder" for s in subsets if isinstance(s, dict)
+    }
+    if len(styles) > 1:
+        findings.append(_f(Severity.ERROR, "mixed-styles",
+                           f"{label} mixes metadata_file and image_dir-only subsets "
+                           "(kohya rejects that)", file, label,
+                           "put them in separate [[datasets]]"))  # fmt: skip
+    for j, subset in enumerate(subsets):
+        if isinstance(subset, dict):
+            findings += _subset(file, f"{label}.subsets[{j}]", subset, (ds, general, flat), cwd)
+    split = _first(ds.get("validation_split"), general.get("validation_split"),
+                   flat.get("validation_split"))  # fmt: skip
+    seed = _first(ds.get("validation_seed"), general.get("validation_seed"),
+                  flat.get("validation_seed"))  # fmt: skip
+    if isinstance(split, (int, float)) and not 0 <= split <= 1:
+        findings.append(_f(Severity.ERROR, "bad-validation-split",
+                           f"validation_split {split} is outside 0..1; kohya skips it",
+                           file, f"{label}.validation_split", "validation_split = 0.1"))  # fmt: skip
+    elif isinstance(split, (int, float)) and split > 0 and seed is None:
+        findings.append(_f(Severity.WARNING, "validation-without-seed",
+                           "validation_split without validation_seed: training and "
+                           "validation images can overlap", file,
+                           f"{label}.validation_seed", "validation_seed = 42"))  # fmt: skip
+    return findings
+
+
+def _resolution_findings(
+    file: str, datasets: list, general: dict, flat: dict, training: TomlDocument | None
+) -> list[Finding]:
+    """kohya asserts a resolution per dataset, from its table, [general] or the command line."""
+    findings: list[Finding] = []
     has_res = [
         parse_resolution(_first(ds.get("resolution"), general.get("resolution"))) is not None
         for ds in datasets
@@ -205,15 +151,7 @@ def lint_dataset(
                            + ("" if training is None else " or in the training config")
                            + " (kohya asserts 'resolution is required')", file,
                            "general.resolution", "resolution = 512   # in [general]"))  # fmt: skip
-    if training is None:
-        shaped = doc if name == "datasets" else TomlDocument(doc.path, doc.text, {
-            **{k: v for k, v in data.items() if k != name}, "datasets": datasets})  # fmt: skip
-        findings += [
-            f
-            for f in cross_key_findings(file, {}, family, shaped)
-            if f.code.startswith(("bucket", "min-bucket", "max-bucket"))
-        ]
-    return sort_findings(findings)
+    return findings
 
 
 def _other_paths(file: str, label: str, subset: dict, cwd: Path) -> list[Finding]:
@@ -239,7 +177,7 @@ def _other_paths(file: str, label: str, subset: dict, cwd: Path) -> list[Finding
 
 
 def _subset(file: str, label: str, subset: dict, parents: tuple, cwd: Path) -> list[Finding]:
-    ds, general, flat = parents
+    """One [[datasets.subsets]] table: its keys, its paths, and the image folder it names."""
     out: list[Finding] = []
     out += _check_keys(file, subset, "subsets", label)
     if "image_dir" not in subset and "metadata_file" not in subset:
@@ -280,6 +218,15 @@ def _subset(file: str, label: str, subset: dict, parents: tuple, cwd: Path) -> l
                       "image_dir is not scanned for subfolders", file,
                       f"{label}.image_dir", fix))  # fmt: skip
         return out
+    return out + _folder_findings(file, label, subset, parents, folder, images)
+
+
+def _folder_findings(
+    file: str, label: str, subset: dict, parents: tuple, folder: Path, images: list[Path]
+) -> list[Finding]:
+    """An image folder as a dataset config names it: repeats, class tokens, images, captions."""
+    ds, general, flat = parents
+    out: list[Finding] = []
     parsed = parse_folder_name(folder.name)
     repeats = _first(subset.get("num_repeats"), ds.get("num_repeats"), general.get("num_repeats"),
                      flat.get("dataset_repeats"))  # fmt: skip

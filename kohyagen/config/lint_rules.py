@@ -149,6 +149,38 @@ def cross_key_findings(
     out: list[Finding] = []
     mp = flat.get("mixed_precision", "no")
     add = out.append
+    out += _precision_findings(file, flat, mp)
+    # train_network.py:581-589: latents cached once cannot follow a per-step augmentation
+    if flat.get("cache_latents"):
+        for aug in ("color_aug", "random_crop"):
+            if _any_augment(flat, dataset, aug):
+                add(finding(Severity.ERROR, "cache-latents-with-augment",
+                             f"cache_latents cannot be used with {aug} (kohya asserts): cached "
+                             "latents are computed once", file, "cache_latents",
+                             f"drop {aug}, or set cache_latents = false"))  # fmt: skip
+    # train_util.py:4443-4444 raises ValueError: the adaptive scale is added to noise_offset
+    if flat.get("adaptive_noise_scale") is not None and flat.get("noise_offset") is None:
+        add(finding(Severity.ERROR, "adaptive-noise-needs-offset",
+                     "adaptive_noise_scale requires noise_offset (kohya raises ValueError)",
+                     file, "adaptive_noise_scale", "noise_offset = 0.05"))  # fmt: skip
+    out += _sdxl_findings(file, flat, family, dataset, mp)
+    if flat.get("max_train_steps") is not None and flat.get("max_train_epochs") is not None:
+        add(finding(Severity.INFO, "epochs-override-steps",
+                     "max_train_epochs overrides max_train_steps", file, "max_train_steps",
+                     "drop one of them"))  # fmt: skip
+    out += _optimizer_findings(file, flat)
+    out += _bucket_range_findings(file, flat, family, dataset)
+    return out
+
+
+def _precision_findings(file: str, flat: dict, mp: str) -> list[Finding]:
+    """full_fp16, full_bf16 and fp8_base need a matching mixed_precision.
+
+    kohya asserts each when it prepares the network (train_network.py:815-833), that is
+    after the models are loaded: here it is caught before anything is downloaded.
+    """
+    out: list[Finding] = []
+    add = out.append
     if flat.get("full_fp16") and mp != "fp16":
         add(finding(Severity.ERROR, "full-fp16-needs-fp16",
                      "full_fp16 requires mixed_precision = \"fp16\" (kohya asserts)",
@@ -161,17 +193,19 @@ def cross_key_findings(
         add(finding(Severity.ERROR, "fp8-needs-mixed-precision",
                      "fp8_base requires mixed_precision fp16 or bf16 (kohya asserts)",
                      file, "fp8_base", 'mixed_precision = "bf16"'))  # fmt: skip
-    if flat.get("cache_latents"):
-        for aug in ("color_aug", "random_crop"):
-            if _any_augment(flat, dataset, aug):
-                add(finding(Severity.ERROR, "cache-latents-with-augment",
-                             f"cache_latents cannot be used with {aug} (kohya asserts): cached "
-                             "latents are computed once", file, "cache_latents",
-                             f"drop {aug}, or set cache_latents = false"))  # fmt: skip
-    if flat.get("adaptive_noise_scale") is not None and flat.get("noise_offset") is None:
-        add(finding(Severity.ERROR, "adaptive-noise-needs-offset",
-                     "adaptive_noise_scale requires noise_offset (kohya raises ValueError)",
-                     file, "adaptive_noise_scale", "noise_offset = 0.05"))  # fmt: skip
+    return out
+
+
+def _sdxl_findings(
+    file: str, flat: dict, family: FamilyGuess, dataset: TomlDocument | None, mp: str
+) -> list[Finding]:
+    """SDXL's text-encoder output cache against text-encoder training and caption changes.
+
+    sdxl_train_network.py:39-41 asserts both: cached outputs are computed once, so neither
+    a trained text encoder nor a caption that changes per step can use them.
+    """
+    out: list[Finding] = []
+    add = out.append
     if family.name == SDXL and (
         flat.get("cache_text_encoder_outputs") or flat.get("cache_text_encoder_outputs_to_disk")
     ):
@@ -191,10 +225,13 @@ def cross_key_findings(
         add(finding(Severity.WARNING, "sdxl-vae-fp16",
                     "SDXL's VAE overflows in fp16 and can give NaN latents",
                     file, "mixed_precision", "no_half_vae = true, or bf16 where the GPU has it"))  # fmt: skip
-    if flat.get("max_train_steps") is not None and flat.get("max_train_epochs") is not None:
-        add(finding(Severity.INFO, "epochs-override-steps",
-                     "max_train_epochs overrides max_train_steps", file, "max_train_steps",
-                     "drop one of them"))  # fmt: skip
+    return out
+
+
+def _optimizer_findings(file: str, flat: dict) -> list[Finding]:
+    """An optimizer_type that kohya's get_optimizer (train_util.py) cannot resolve."""
+    out: list[Finding] = []
+    add = out.append
     opt = flat.get("optimizer_type")
     known = isinstance(opt, str) and (opt.lower() in KNOWN_OPTIMIZERS or opt in TORCH_OPTIMIZERS)
     if isinstance(opt, str) and opt and "." not in opt and not known:
@@ -205,6 +242,15 @@ def cross_key_findings(
                      "looking it up in torch.optim)",
                      file, "optimizer_type",
                      f'optimizer_type = "{close}"' if close else 'optimizer_type = "AdamW8bit"'))  # fmt: skip
+    return out
+
+
+def _bucket_range_findings(
+    file: str, flat: dict, family: FamilyGuess, dataset: TomlDocument | None
+) -> list[Finding]:
+    """Per dataset: the bucket step, and the bucket range around the resolution."""
+    out: list[Finding] = []
+    add = out.append
     for ctx, labels in dataset_contexts(flat, dataset):
 
         def where(key: str, labels: dict[str, str] = labels) -> tuple[str, str]:

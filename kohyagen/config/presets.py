@@ -359,6 +359,37 @@ def training_settings(
     if attention not in ATTENTIONS:
         raise PresetError(f"unknown attention {attention!r}", hint="use sdpa or xformers")
     plan = plan_training(model, gpu)
+    s: dict[str, Setting] = _fit_settings(model, gpu, plan)
+    # kohya's fp16 path needs a GradScaler and can overflow; bf16 has fp32's range
+    precision = "bf16" if gpu.bf16 else "fp16"
+    s["mixed_precision"] = Setting(
+        precision,
+        f"{gpu.name} supports bf16: same speed as fp16 without its overflow risk"
+        if gpu.bf16
+        else f"{gpu.name} has no hardware bf16, so fp16",
+    )
+    s["save_precision"] = Setting("fp16", "fp16 LoRA files load everywhere (A1111, ComfyUI)")
+    s[attention] = Setting(
+        True,
+        "PyTorch scaled-dot-product attention: fast and memory-efficient, no extra package"
+        if attention == "sdpa"
+        else "xformers requested (needs the xformers package installed next to kohya)",
+    )
+    s["cache_latents"] = Setting(
+        True, "encode each image once with the VAE instead of every step (faster, less memory)"
+    )
+    s.update(_text_encoder_settings(model, plan))
+    s["fp8_base"] = Setting(
+        plan.fp8_base,
+        f"U-Net weights stored in fp8 ({gpu.name} supports fp8): the only way this fits"
+        if plan.fp8_base
+        else "not needed",
+    )
+    return s
+
+
+def _fit_settings(model: ModelPreset, gpu: GpuPreset, plan: TrainingPlan) -> dict[str, Setting]:
+    """Batch size, gradient checkpointing and optimizer: what the memory plan chose."""
     mem = f"about {plan.need_gb:g} GB of {gpu.vram_gb:g} GB"
     s: dict[str, Setting] = {}
     s["train_batch_size"] = Setting(
@@ -378,24 +409,12 @@ def training_settings(
         if plan.optimizer == "AdamW"
         else "bitsandbytes AdamW8bit keeps optimizer states in 8 bit, which this memory needs",
     )
-    # kohya's fp16 path needs a GradScaler and can overflow; bf16 has fp32's range
-    precision = "bf16" if gpu.bf16 else "fp16"
-    s["mixed_precision"] = Setting(
-        precision,
-        f"{gpu.name} supports bf16: same speed as fp16 without its overflow risk"
-        if gpu.bf16
-        else f"{gpu.name} has no hardware bf16, so fp16",
-    )
-    s["save_precision"] = Setting("fp16", "fp16 LoRA files load everywhere (A1111, ComfyUI)")
-    s[attention] = Setting(
-        True,
-        "PyTorch scaled-dot-product attention: fast and memory-efficient, no extra package"
-        if attention == "sdpa"
-        else "xformers requested (needs the xformers package installed next to kohya)",
-    )
-    s["cache_latents"] = Setting(
-        True, "encode each image once with the VAE instead of every step (faster, less memory)"
-    )
+    return s
+
+
+def _text_encoder_settings(model: ModelPreset, plan: TrainingPlan) -> dict[str, Setting]:
+    """Whether the text encoders train, and (SDXL) whether their outputs are cached."""
+    s: dict[str, Setting] = {}
     s["network_train_unet_only"] = Setting(
         plan.unet_only,
         (
@@ -416,10 +435,4 @@ def training_settings(
             if plan.unet_only
             else "off: text encoders are trained, so their outputs change",
         )
-    s["fp8_base"] = Setting(
-        plan.fp8_base,
-        f"U-Net weights stored in fp8 ({gpu.name} supports fp8): the only way this fits"
-        if plan.fp8_base
-        else "not needed",
-    )
     return s

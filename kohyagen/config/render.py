@@ -8,7 +8,6 @@ schema and linted before anything is written.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from kohyagen.config.presets import (
     get_gpu,
     get_model,
 )
+from kohyagen.config.render_check import lint_rendered, summarize_plan
 from kohyagen.config.render_family import FILE_REASONS, family_choices, model_variant
 from kohyagen.config.render_fixes import allow_upscale_if_needed, coupled_overrides
 from kohyagen.config.render_flags import (
@@ -37,22 +37,24 @@ from kohyagen.config.render_flags import (
     parse_overrides,
 )
 from kohyagen.config.render_inputs import default_name, load_train_dir, resolve_base_model
+from kohyagen.config.render_training import training_choices
 from kohyagen.config.render_values import (
     Choices,
     StepPlan,
     choose_captions,
     dataset_choices,
     plan_steps,
-    training_choices,
 )
 from kohyagen.config.sample_prompts import sample_prompts
 from kohyagen.config.schema import TomlDocument, flatten_training_config
-from kohyagen.errors import ConfigError, LintFailed
-from kohyagen.findings import Finding, Severity
+from kohyagen.errors import ConfigError
+from kohyagen.findings import Finding
 from kohyagen.resources import templates_dir
 from kohyagen.toml_compat import tomllib
 
 if TYPE_CHECKING:
+    from collections import Counter
+
     import jinja2
 
     from kohyagen.dataset.layout import TrainDirLayout
@@ -157,6 +159,31 @@ def render_configs(
     name = default_name(layout, name)
     trigger = (trigger or "").strip() or None
     captions = choose_captions(layout, trigger, notes)
+    set_training, plan = _plan_with_overrides(model, layout, settings, parsed, epochs, notes)
+    training_choice = training_choices(
+        model, gpu, settings, plan, base_model=_base_model(files, base_model, model, cwd),
+        name=name, out_dir=out_dir, attention=attention, samples=samples,
+    )  # fmt: skip
+    if model.is_dit:
+        family_choices(training_choice, model, settings, files)
+    cached_te = bool(training_choice.values.get("cache_text_encoder_outputs"))
+    general, subsets_ctx = dataset_choices(
+        model, layout, captions, plan, cached_text_encoder=cached_te, notes=notes
+    )
+    prompt_word = trigger or first_tokens or name
+    prompts_text = (_prompts(model, prompt_word, captions.tag_counts, first_tokens, set_training)
+                    if samples else None)  # fmt: skip
+    texts = _render_texts(model, gpu, name, out_dir, layout, training_choice, general, subsets_ctx)
+    return _finish(texts, parsed, out_dir, samples, prompts_text, notes, model, gpu, layout, plan,
+                   prompt_word, tables)  # fmt: skip
+
+
+def _plan_with_overrides(
+    model: ModelPreset, layout: TrainDirLayout, settings: dict[str, Setting],
+    parsed: list[Override], epochs: int | None, notes: list[str],
+) -> tuple[dict[str, Any], StepPlan]:  # fmt: skip
+    """The step plan, and the --set values of the training config (parsed gains the
+    bucket-range and coupled overrides they imply)."""
     # Values the plan derives others from (save interval, warmup, bucket range) are taken
     # from --set too, so that an override does not leave them computed for another run.
     set_training = {ov.key: ov.value for ov in parsed if ov.target == "training"}
@@ -167,30 +194,27 @@ def render_configs(
     if isinstance(set_training.get("save_every_n_epochs"), int):
         # samples follow the checkpoints, also when --set moves the save interval
         plan = dataclasses.replace(plan, save_every=set_training["save_every_n_epochs"])
+    return set_training, plan
+
+
+def _base_model(
+    files: dict[str, str], base_model: str | None, model: ModelPreset, cwd: Path
+) -> tuple[str, str]:
+    """The base model and why: the family's resolved file, else --base-model or the preset's."""
     base = files.get("pretrained_model_name_or_path")
-    training_choice = training_choices(
-        model, gpu, settings, plan,
-        base_model=(base, FILE_REASONS["pretrained_model_name_or_path"]) if base
-        else resolve_base_model(base_model, model, cwd),
-        name=name, out_dir=out_dir, attention=attention, samples=samples,
-    )  # fmt: skip
-    if model.is_dit:
-        family_choices(training_choice, model, settings, files)
-    general, subsets_ctx = dataset_choices(
-        model, layout, captions, plan,
-        cached_text_encoder=bool(training_choice.values.get("cache_text_encoder_outputs")),
-        notes=notes,
-    )  # fmt: skip
-    prompt_word = trigger or first_tokens or name
-    prompts_text = None
-    if samples:
-        size = str(set_training.get("resolution") or "").split(",")[0].strip()
-        prompts_text = sample_prompts(prompt_word, captions.tag_counts, model,
-                                      exclude=(first_tokens,),
-                                      size=int(size) if size.isdigit() else None)  # fmt: skip
-    texts = _render_texts(model, gpu, name, out_dir, layout, training_choice, general, subsets_ctx)
-    return _finish(texts, parsed, out_dir, samples, prompts_text, notes, model, gpu, layout, plan,
-                   prompt_word, tables)  # fmt: skip
+    if base:
+        return base, FILE_REASONS["pretrained_model_name_or_path"]
+    return resolve_base_model(base_model, model, cwd)
+
+
+def _prompts(
+    model: ModelPreset, word: str, tag_counts: Counter[str], first_tokens: str,
+    set_training: dict[str, Any],
+) -> str:  # fmt: skip
+    """The sample prompts, sized by the first number of the resolution --set gives."""
+    size = str(set_training.get("resolution") or "").split(",")[0].strip()
+    return sample_prompts(word, tag_counts, model, exclude=(first_tokens,),
+                          size=int(size) if size.isdigit() else None)  # fmt: skip
 
 
 def _settings(
@@ -250,27 +274,8 @@ def _finish(
     training_doc = TomlDocument(training_path, training_text, tomllib.loads(training_text))
     dataset_doc = TomlDocument(dataset_path, dataset_text, tomllib.loads(dataset_text))
     flat, _ = flatten_training_config(training_doc.data)
-    findings = _validate(training_doc, dataset_doc, prompts_path if samples else None, tables)
-    final_batch = flat.get("train_batch_size", 1)
-    final_epochs = flat.get("max_train_epochs", plan.epochs)
-    per_epoch = plan.per_epoch
-    plan_summary = {
-        "model": model.name,
-        "script": model.script,
-        "gpu": gpu.name,
-        "images": layout.image_count,
-        "train_images": plan.train_images,
-        "images_x_repeats": per_epoch,
-        "validation_split": dataset_doc.data.get("general", {}).get("validation_split", 0.0),
-        "batch_size": final_batch,
-        "epochs": final_epochs,
-        "steps_per_epoch": math.ceil(per_epoch / final_batch),
-        "total_steps": final_epochs * math.ceil(per_epoch / final_batch),
-        "save_every_n_epochs": flat.get("save_every_n_epochs"),
-        "price_per_hour": gpu.price_per_hour,
-        "trigger": prompt_word,
-        "apps": model.apps,
-    }
+    findings = lint_rendered(training_doc, dataset_doc, prompts_path if samples else None, tables)
+    plan_summary = summarize_plan(model, gpu, layout, plan, flat, dataset_doc.data, prompt_word)
     return RenderedConfigs(
         training_text=training_text,
         dataset_text=dataset_text,
@@ -284,36 +289,6 @@ def _finish(
         plan=plan_summary,
         findings=tuple(findings),
     )
-
-
-def _validate(
-    training: TomlDocument, dataset: TomlDocument, prompts_path: Path | None, tables: Any = None
-) -> list[Finding]:
-    from kohyagen.config.lint import LintOptions, lint_dataset_config, lint_training_config
-    from kohyagen.config.locate import with_places
-
-    options = LintOptions(tables=tables)
-    findings = lint_training_config(training, dataset=dataset, options=options)
-    findings += lint_dataset_config(dataset, training=training, options=options)
-    texts = {str(training.path): training.text, str(dataset.path): dataset.text}
-    findings = with_places(findings, texts)
-    # Files this render is about to write are not missing.
-    pending = {str(training.path), str(dataset.path)}
-    findings = [
-        f
-        for f in findings
-        if not (f.code == "file-not-found" and f.key == "sample_prompts" and prompts_path)
-        and not (f.code == "dataset-config-unreadable" and str(dataset.path) in pending)
-    ]
-    errors = [f for f in findings if f.severity is Severity.ERROR]
-    if errors:
-        first = errors[0]
-        raise LintFailed(
-            f"the rendered config is invalid: {first.key}: {first.message}",
-            errors,
-            hint=first.fix or "check the --set values",
-        )
-    return findings
 
 
 # --- writing ------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from kohyagen.errors import UsageError
 from kohyagen.findings import Finding, Severity, sort_findings
 from kohyagen.validate import caption_extension_problem, require
 
-# `kohyagen config` renders bucket_no_upscale = true (render_values.training_choices).
+# `kohyagen config` renders bucket_no_upscale = true (render_values.dataset_choices).
 RENDERED_NO_UPSCALE = True
 
 __all__ = [
@@ -303,16 +303,24 @@ def check_dataset(
         listing, subsets, given_ext, trigger, probes
     )
     findings += caption_found
-    crash = _bucket_crash_findings(probes, settings, explicit=bucket_no_upscale is not None)
+    crash, settings = _crash_findings_and_settings(probes, settings, bucket_no_upscale)
     findings += crash
-    if crash and bucket_no_upscale is None:
-        # kohyagen config renders bucket_no_upscale = false for such a dataset (render_fixes)
-        settings = dataclasses.replace(settings, no_upscale=False)
     numbers = _numbers(subsets, probes, captions_by_subset, settings)
     return _report(
         listing, preset, subsets, findings, numbers, ext=ext, captions=effective_captions,
         settings=settings, batch_size=batch_size, deep=deep, near=near_duplicates,
     )  # fmt: skip
+
+
+def _crash_findings_and_settings(
+    probes: dict[str, ImageProbe], settings: BucketSettings, bucket_no_upscale: bool | None
+) -> tuple[list[Finding], BucketSettings]:
+    """Images kohya's bucketing would crash on, and the settings the counts then use."""
+    crash = _bucket_crash_findings(probes, settings, explicit=bucket_no_upscale is not None)
+    if crash and bucket_no_upscale is None:
+        # kohyagen config renders bucket_no_upscale = false for such a dataset (render_fixes)
+        settings = dataclasses.replace(settings, no_upscale=False)
+    return crash, settings
 
 
 def _report(

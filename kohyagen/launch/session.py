@@ -287,18 +287,22 @@ def run_attempts(
     # The run folder's configs are the ones that produced the result.
     cfg.write_attempt(target, training_doc, dataset_doc)
     cost = _record_end(target, state, status, failure)
-    summary, report_error = None, None
-    try:
-        from kohyagen.report.summary import write_report
-
-        summary = write_report(target)
-    except Exception as exc:  # the training result matters more than its report
-        report_error = f"{type(exc).__name__}: {exc}"
+    summary, report_error = _report(target)
     done = attempts.done
     command = done[-1].command if done else []
     return TrainResult(
         target, status, done, failure, command, summary, cost, findings, report_error
     )
+
+
+def _report(target: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """summary.json and the rest of the report, or why it could not be written."""
+    try:
+        from kohyagen.report.summary import write_report
+
+        return write_report(target), None
+    except Exception as exc:  # the training result matters more than its report
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def _record_end(

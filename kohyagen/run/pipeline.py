@@ -124,6 +124,19 @@ def _open_run_dir(options: RunOptions, notes: list[str]) -> tuple[Manifest, bool
             )
         return Manifest.create(run_dir, inputs=options.to_inputs()), True
     _follow_moves(existing, options, run_dir, notes)
+    _check_same_inputs(existing, options, run_dir, notes)
+    inputs = existing.data["inputs"]
+    for key in ("gpu", "budget", "backend", "price_per_hour"):
+        inputs[key] = options.to_inputs()[key]
+    existing.save()
+    return existing, False
+
+
+def _check_same_inputs(
+    existing: Manifest, options: RunOptions, run_dir: Path, notes: list[str]
+) -> None:
+    """Refuse to continue a run with other inputs or changed images; note an edited
+    prepared copy (allowed: captions are often fixed by hand after --prepare-only)."""
     old = {k: existing.data.get("inputs", {}).get(k) for k in IDENTITY_KEYS}
     new = options.identity()
     differ = [k for k in IDENTITY_KEYS if old.get(k) != new[k]]
@@ -157,11 +170,6 @@ def _open_run_dir(options: RunOptions, notes: list[str]) -> tuple[Manifest, bool
                 f"({describe_change(before, now)}): training uses it as it is now"
             )
             existing.update("dataset", training_data=now.to_dict())
-    inputs = existing.data["inputs"]
-    for key in ("gpu", "budget", "backend", "price_per_hour"):
-        inputs[key] = options.to_inputs()[key]
-    existing.save()
-    return existing, False
 
 
 def _follow_moves(manifest: Manifest, options: RunOptions, run_dir: Path, notes: list) -> None:
@@ -281,8 +289,8 @@ def run_pipeline(
     ctx = RunContext(
         options, manifest, manifest.run_dir, progress or (lambda s, m: None), confirm, notes
     )
-    for note in notes:
-        ctx.say("run", note)
+    for line in notes:
+        ctx.say("run", line)
     resumed_from = None if fresh else manifest.first_unfinished()
     already = not fresh and resumed_from is None
     if already:
@@ -302,24 +310,7 @@ def run_pipeline(
             continue
         manifest.start(stage)
         ctx.say(stage, "started")
-        try:
-            outcome = STAGE_FUNCTIONS[stage](ctx)
-        except KohyagenError as exc:
-            manifest.fail(stage, str(exc))
-            raise
-        except KeyboardInterrupt:
-            manifest.fail(stage, "interrupted")
-            raise
-        except OSError as exc:
-            # disk full, read-only, ...: a known problem, recorded as one (never "running")
-            known = from_os_error(exc, training=stage == "train")
-            _record_failure(manifest, stage, str(known) if known else f"OSError: {exc}")
-            if known is not None:
-                raise known from exc
-            raise
-        except Exception as exc:
-            manifest.fail(stage, f"{type(exc).__name__}: {exc}")
-            raise
+        outcome = _run_stage(stage, ctx, manifest)
         if outcome is None:
             manifest.finish(stage, skipped=True, note=SKIP_NOTES.get(stage))
             ctx.say(stage, f"skipped: {SKIP_NOTES.get(stage, '')}")
@@ -330,6 +321,30 @@ def run_pipeline(
                 _remember_throughput(manifest)
             ctx.say(stage, f"done: {note}" if note else "done")
     return _result(manifest, options, resumed_from, already, ctx.notes)
+
+
+def _run_stage(
+    stage: str, ctx: RunContext, manifest: Manifest
+) -> tuple[dict[str, Any], str | None] | None:
+    """One stage; whatever ends it early is recorded in the manifest before it goes on up."""
+    try:
+        return STAGE_FUNCTIONS[stage](ctx)
+    except KohyagenError as exc:
+        manifest.fail(stage, str(exc))
+        raise
+    except KeyboardInterrupt:
+        manifest.fail(stage, "interrupted")
+        raise
+    except OSError as exc:
+        # disk full, read-only, ...: a known problem, recorded as one (never "running")
+        known = from_os_error(exc, training=stage == "train")
+        _record_failure(manifest, stage, str(known) if known else f"OSError: {exc}")
+        if known is not None:
+            raise known from exc
+        raise
+    except Exception as exc:
+        manifest.fail(stage, f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def _require_lora(manifest: Manifest) -> None:

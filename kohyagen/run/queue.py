@@ -201,6 +201,16 @@ def _read_result(result_file: Path) -> dict[str, Any]:
         return {}
 
 
+def _extra_args(backend: str | None, sd_scripts: str | Path | None) -> list[str]:
+    """The options every item's `kohyagen run` / `train` gets from the queue's own."""
+    extra: list[str] = []
+    if backend:
+        extra += ["--backend", backend]
+    if sd_scripts:
+        extra += ["--sd-scripts", str(sd_scripts)]
+    return extra
+
+
 def run_queue(
     items: Sequence[str | Path],
     *,
@@ -215,11 +225,7 @@ def run_queue(
     if not items:
         raise UsageError("nothing to queue", hint="pass run folders or training configs")
     progress = progress or (lambda label, line: None)
-    extra: list[str] = []
-    if backend:
-        extra += ["--backend", backend]
-    if sd_scripts:
-        extra += ["--sd-scripts", str(sd_scripts)]
+    extra = _extra_args(backend, sd_scripts)
     results: dict[int, ItemResult] = {}
     todo: stdlib_queue.Queue[tuple[int, QueueItem]] = stdlib_queue.Queue()
     for n, raw in enumerate(items):

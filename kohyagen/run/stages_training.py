@@ -22,6 +22,19 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) else len(value)
 
 
+def _images_seen(
+    values: dict[str, Any], check: dict[str, Any], prepare: dict[str, Any]
+) -> tuple[int, int | None]:
+    """Images x repeats per epoch, and the steps per epoch where they are known."""
+    # the most exact count available: the config's own plan, then prepare's repeats, then
+    # the check's count of the source folder
+    if values.get("images_x_repeats"):
+        return values["images_x_repeats"], values.get("steps_per_epoch")
+    if prepare.get("repeats"):
+        return (prepare.get("images") or check["images"]) * int(prepare["repeats"]), None
+    return check["images_x_repeats"], check.get("steps_per_epoch")
+
+
 def stage_estimate(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     from kohyagen.estimate.plan import estimate, load_prices
 
@@ -31,14 +44,8 @@ def stage_estimate(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     check = ctx.out("check")
     prepare = ctx.out("prepare")
     # prepare's count holds conversions (GIF, TIFF, AVIF); else the check's count
-    images = prepare.get("images") or check["images"]  # prepare's count holds conversions
-    if values.get("images_x_repeats"):
-        seen, per_epoch = values["images_x_repeats"], values.get("steps_per_epoch")
-    elif prepare.get("repeats"):
-        seen = images * int(prepare["repeats"])
-        per_epoch = None
-    else:
-        seen, per_epoch = check["images_x_repeats"], check.get("steps_per_epoch")
+    images = prepare.get("images") or check["images"]
+    seen, per_epoch = _images_seen(values, check, prepare)
     est = estimate(
         model=opts.model,
         gpu=configs["gpu"],

@@ -113,17 +113,11 @@ def tag_directory(
     caption_ext = _check_arguments(
         root, mode, threshold, character_threshold, batch_size, caption_ext
     )
-    if trigger and trigger.strip():
-        require(trigger_problem(trigger), hint="e.g. --trigger sks")
     options = _caption_options(
         threshold, character_threshold, trigger, undesired_tags, always_first,
         keep_underscores=keep_underscores, rating=rating,
     )  # fmt: skip
-    found = find_images(root, recursive=recursive)
-    remove_stale_temps({p.parent for p in found})
-    images, shared = _one_image_per_caption(found, caption_ext)
-    images, blocked = _special_captions(images, caption_ext)
-    todo = [p for p in images if mode != "skip" or not has_caption(caption_path(p, caption_ext))]
+    found, todo, shared, blocked = _select_images(root, recursive, caption_ext, mode)
     base: dict[str, Any] = {
         "root": root, "mode": mode, "caption_extension": caption_ext, "images": len(found),
         "skipped": len(found) - len(todo) - len(blocked),
@@ -142,6 +136,20 @@ def tag_directory(
     )  # fmt: skip
 
 
+def _select_images(
+    root: Path, recursive: bool, caption_ext: str, mode: str
+) -> tuple[list[Path], list[Path], list[str], list[ImageFailure]]:
+    """Every image found, those to tag, warnings about shared captions, and the images
+    whose caption path is no regular file (reported, never read or replaced)."""
+    found = find_images(root, recursive=recursive)
+    # temp files a killed run left beside the captions would otherwise stay forever
+    remove_stale_temps({p.parent for p in found})
+    images, shared = _one_image_per_caption(found, caption_ext)
+    images, blocked = _special_captions(images, caption_ext)
+    todo = [p for p in images if mode != "skip" or not has_caption(caption_path(p, caption_ext))]
+    return found, todo, shared, blocked
+
+
 def _caption_options(
     threshold: float,
     character_threshold: float,
@@ -153,6 +161,9 @@ def _caption_options(
     rating: bool,
 ) -> CaptionOptions:
     """The caption policy, with blank tags and a blank trigger dropped."""
+    if trigger and trigger.strip():
+        # a comma would split the trigger into two tags, a newline end the caption
+        require(trigger_problem(trigger), hint="e.g. --trigger sks")
     return CaptionOptions(
         threshold=threshold,
         character_threshold=character_threshold,

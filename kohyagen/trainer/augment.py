@@ -13,6 +13,7 @@ from kohyagen.errors import DatasetError
 if TYPE_CHECKING:
     from PIL import Image
 
+# the choices of kohya's --resize_interpolation (train_network.args.json)
 INTERPOLATIONS = ("lanczos", "nearest", "bilinear", "linear", "bicubic", "cubic", "area", "box")
 
 
@@ -51,7 +52,9 @@ def resize_and_crop(
 
     bw, bh = bucket
     w, h = image.size
+    # cover, not fit: the bucket is filled and the overflow cropped, as kohya's trim_and_resize
     scale = max(bw / w, bh / h)
+    # rounding must not leave the scaled image a pixel short of the bucket
     new_w, new_h = max(bw, round(w * scale)), max(bh, round(h * scale))
     if (new_w, new_h) != (w, h):
         image = resize(image, (new_w, new_h), interpolation)
@@ -72,6 +75,7 @@ def native_crop(image: Image.Image, size: tuple[int, int], rng: random.Random) -
 def face_from_name(path: Path) -> tuple[int, int, int, int] | None:
     """kohya's face box in the file name: `<name>_<cx>_<cy>_<w>_<h>.<ext>` (5+ parts)."""
     tokens = path.stem.split("_")
+    # fewer parts: not a face-annotated name, so kohya crops as if there were no face
     if len(tokens) < 5:
         return None
     try:
@@ -83,6 +87,7 @@ def face_from_name(path: Path) -> tuple[int, int, int, int] | None:
             path=path,
             hint="rename the image, or remove face_crop_aug_range",
         ) from exc
+    # kohya uses the box only when cx > 0: a 0 there marks an image without a face
     return (cx, cy, w, h) if cx > 0 else None
 
 
@@ -119,8 +124,10 @@ def face_crop(
     for target, length, face_p in ((tw, nw, centre[0]), (th, nh, centre[1])):
         start = face_p - target // 2
         if random_crop:
+            # the sum of two uniform draws: a triangle, so the face is mostly kept in frame
             spread = max(length - face_p, face_p)
             start += rng.randint(0, spread) + rng.randint(0, spread) - spread
+        # small faces are not jittered: ±5% of them would move the window by a pixel or two
         elif face_range[0] != face_range[1] and face_size > short // 10 and face_size >= 40:
             start += rng.randint(-face_size // 20, face_size // 20)
         starts.append(max(0, min(start, length - target)))
@@ -136,6 +143,7 @@ def color_aug(image: Image.Image, rng: random.Random) -> Image.Image:
     import numpy as np
     from PIL import Image
 
+    # kohya's color_aug changes about a third of the images and leaves the rest as they are
     if rng.random() > 0.33:
         return image
     if rng.random() > 0.5:

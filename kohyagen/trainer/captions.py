@@ -18,6 +18,7 @@ def read_caption(image: Path, subset: SubsetSpec) -> str:
     the name) also finds `name.txt`."""
     candidates = [image.with_suffix(subset.caption_extension)]
     tokens = image.stem.split("_")
+    # face-box names share one caption: kohya strips the four numbers to find it
     if len(tokens) >= 5:
         candidates.append(image.with_name("_".join(tokens[:-4]) + subset.caption_extension))
     for caption_file in candidates:
@@ -33,9 +34,11 @@ def read_caption(image: Path, subset: SubsetSpec) -> str:
             ) from exc
         lines = [line.strip() for line in raw.splitlines()]
         if subset.enable_wildcard:
+            # each line is one caption variant; a random one is drawn per step
             text = "\n".join(line for line in lines if line)
         else:
             text = lines[0] if lines else ""
+        # kohya asserts on an empty caption (train_util.py:1946-1970): fail before training
         if not text:
             raise DatasetError(
                 "caption file is empty",
@@ -43,6 +46,7 @@ def read_caption(image: Path, subset: SubsetSpec) -> str:
                 hint="write a caption on its first line or delete the file",
             )
         return text
+    # no caption file: the folder's class tokens, else an empty caption, as kohya
     return subset.class_tokens or ""
 
 
@@ -60,6 +64,7 @@ def expand_wildcards(caption: str, rng: random.Random) -> str:
 def warmup_steps(subset: SubsetSpec, max_train_steps: int) -> int:
     """token_warmup_step: a step count, or below 1 a fraction of the run (kohya)."""
     value = subset.token_warmup_step
+    # kohya floors the fraction, so a short run can have a warmup of 0 steps
     return math.floor(value * max_train_steps) if value < 1 else int(value)
 
 
@@ -80,9 +85,12 @@ def process_caption(
         caption = subset.caption_prefix + " " + caption
     if subset.caption_suffix:
         caption = caption + " " + subset.caption_suffix
+    # kohya's order (train_util.py, process_caption): prefix and suffix are added first, so
+    # a dropped caption drops them too
     if subset.caption_dropout_rate > 0 and rng.random() < subset.caption_dropout_rate:
         return ""
     every = subset.caption_dropout_every_n_epochs
+    # every Nth epoch trains uncaptioned: the LoRA also learns the unconditional image
     if every > 0 and epoch % every == 0:
         return ""
     wild = subset.enable_wildcard
@@ -103,14 +111,17 @@ def process_caption(
         else:
             tokens = [t.strip() for t in caption.strip().split(sep)]
             fixed, rest = tokens[: subset.keep_tokens], tokens[subset.keep_tokens :]
+        # token warmup grows the varying tags from token_warmup_min to all of them
         if warmup and step < warmup:
             lo = subset.token_warmup_min
             rest = rest[: math.floor(step * ((len(rest) - lo) / warmup)) + lo]
         if subset.shuffle_caption:
             rng.shuffle(rest)
+        # tag dropout after the shuffle; the kept head and tail are never dropped
         if subset.caption_tag_dropout_rate > 0:
             rest = [t for t in rest if rng.random() >= subset.caption_tag_dropout_rate]
         caption = ", ".join(fixed + rest + tail)
+    # last, so a secondary separator keeps its group together through shuffle and dropout
     if subset.secondary_separator:
         caption = caption.replace(subset.secondary_separator, subset.caption_separator)
     return caption

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 
 def json_field(value: Any) -> str:
+    # safetensors metadata holds strings only (train_network.py writes every ss_* value as
+    # one); ensure_ascii=False keeps non-Latin tags readable in A1111's metadata viewer
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -34,6 +36,7 @@ def _subset_entry(part: PreparedDataset, s: SubsetSpec) -> dict[str, Any]:
         "caption_prefix": s.caption_prefix,
         "caption_suffix": s.caption_suffix,
         "resize_interpolation": s.resize_interpolation,
+        # the folder's name only: kohya does not put the machine's full paths into the file
         "image_dir": s.image_dir.name,
         "class_tokens": s.class_tokens,
         "is_reg": s.is_reg,
@@ -47,6 +50,7 @@ def dataset_metadata(cfg: Any, group: Any) -> dict[str, str]:
     """
     dirs, reg_dirs, tags, part_tags = _tag_counts(group)
     out = {"ss_tag_frequency": json_field(tags), "ss_dataset_dirs": json_field(dirs)}
+    # kohya writes either the flat keys (folders) or ss_datasets (a dataset config), never both
     if cfg.dataset_config_path is None:
         out.update(_single_dataset_keys(cfg.args, group.parts[0], reg_dirs))
     else:
@@ -70,6 +74,7 @@ def _tag_counts(group: Any) -> tuple[Counts, Counts, Counts, list[Counts]]:
         mine: Counts = {}
         for subset in part.spec.subsets:
             items = [it for it in part.items if it.subset is subset]
+            # regularisation folders are listed apart (ss_reg_dataset_dirs) and have no tags
             target = reg_dirs if subset.is_reg else dirs
             target[subset.image_dir.name] = {
                 "n_repeats": subset.num_repeats,
@@ -78,6 +83,7 @@ def _tag_counts(group: Any) -> tuple[Counts, Counts, Counts, list[Counts]]:
             freq = tags.setdefault(subset.image_dir.name, {})
             own = mine.setdefault(subset.image_dir.name, {})
             for it in items:
+                # kohya counts comma-separated tags, each image once (not times its repeats)
                 for tag in (t.strip() for t in it.caption.split(",")):
                     if tag:
                         freq[tag] = freq.get(tag, 0) + 1
@@ -91,6 +97,7 @@ def _single_dataset_keys(args: Any, part: Any, reg_dirs: Counts) -> dict[str, st
     spec = part.spec
     return {
         "ss_batch_size_per_device": str(spec.batch_size),
+        # the batch per optimizer step, gradient accumulation included
         "ss_total_batch_size": str(spec.batch_size * int(args.gradient_accumulation_steps or 1)),
         "ss_resolution": str(spec.resolution),
         "ss_color_aug": str(bool(args.color_aug)),
@@ -99,6 +106,7 @@ def _single_dataset_keys(args: Any, part: Any, reg_dirs: Counts) -> dict[str, st
         "ss_shuffle_caption": str(bool(args.shuffle_caption)),
         "ss_enable_bucket": str(spec.enable_bucket),
         "ss_bucket_no_upscale": str(spec.bucket_no_upscale),
+        # str(None) == "None": kohya writes the range only when bucketing is on
         "ss_min_bucket_reso": str(spec.min_bucket_reso if spec.enable_bucket else None),
         "ss_max_bucket_reso": str(spec.max_bucket_reso if spec.enable_bucket else None),
         "ss_keep_tokens": str(args.keep_tokens),
@@ -110,6 +118,7 @@ def _single_dataset_keys(args: Any, part: Any, reg_dirs: Counts) -> dict[str, st
 def _dataset_entry(part: Any, own: Counts) -> dict[str, Any]:
     """One [[datasets]] entry of kohya's ss_datasets."""
     return {
+        # the builtin trainer reads folders and captions only (no fine-tuning metadata_file)
         "is_dreambooth": True,
         "batch_size_per_device": part.spec.batch_size,
         "num_train_images": part.train_count,
@@ -130,6 +139,7 @@ def _bucket_info(train_ds: PreparedDataset) -> dict | None:
         return None
     counts: dict[tuple[int, int], int] = {}
     for it in train_ds.items:
+        # as kohya's bucket_info counts: a training image once per repeat, a reg image once
         counts[it.bucket] = counts.get(it.bucket, 0) + (
             it.subset.num_repeats if not it.is_reg else 1
         )

@@ -70,6 +70,7 @@ def unsupported_dataset_options(data: dict[str, Any]) -> list[str]:
         for j, sub in enumerate(ds.get("subsets", [])):
             levels.append((f"datasets[{i}].subsets[{j}]", sub))
     problems: list[str] = []
+    # refused up front, not ignored: a run that silently skips an option is not kohya's run
     for where, table in levels:
         for key, default in DATASET_UNSUPPORTED_DEFAULTS.items():
             value = table.get(key)
@@ -79,6 +80,8 @@ def unsupported_dataset_options(data: dict[str, Any]) -> list[str]:
 
 
 def parse_resolution(value: Any, *, path: Path | None = None) -> tuple[int, int]:
+    # both spellings: the dataset config's int or [w, h], the training config's "W" or "W,H"
+    # (kohya's prepare_dataset_args splits that string; an int there crashes kohya)
     if isinstance(value, int) and not isinstance(value, bool):
         return value, value
     if isinstance(value, (list, tuple)) and len(value) == 2:
@@ -130,6 +133,7 @@ def parse_face_range(value: Any, *, path: Path | None = None) -> tuple[float, fl
 
 
 def _subset_value(key: str, chain: list[dict[str, Any]], default: Any) -> Any:
+    # the first level that sets the key wins: kohya's config_util.py:401-471 fallback order
     for level in chain:
         if level.get(key) is not None:
             return level[key]
@@ -139,7 +143,9 @@ def _subset_value(key: str, chain: list[dict[str, Any]], default: Any) -> Any:
 def _subset_from_chain(
     chain: list[dict[str, Any]], image_dir: Path, *, num_repeats: int, class_tokens: str | None
 ) -> SubsetSpec:
+    # kohya's default is .caption (train_util.py:4492), not the tagger's .txt
     ext = _subset_value("caption_extension", chain, ".caption")
+    # the old misspelt training option overrides every level (train_util.py:5404-5406)
     if chain[-1].get("caption_extention"):
         ext = chain[-1]["caption_extention"]
     return SubsetSpec(
@@ -189,6 +195,7 @@ def _dataset_from_chain(
         batch_size=int(_subset_value("batch_size", chain, 1)),
         resolution=parse_resolution(reso, path=path),
         enable_bucket=bool(_subset_value("enable_bucket", chain, False)),
+        # kohya's defaults for the bucket range and step, used when the configs say nothing
         min_bucket_reso=int(_subset_value("min_bucket_reso", chain, 256)),
         max_bucket_reso=int(_subset_value("max_bucket_reso", chain, 1024)),
         bucket_reso_steps=int(_subset_value("bucket_reso_steps", chain, 64)),
@@ -202,6 +209,7 @@ def _dataset_from_chain(
 def _cli_level(args: SimpleNamespace) -> dict[str, Any]:
     """The training options as the last fallback level, with kohya's two renames."""
     level = dict(vars(args))
+    # the dataset schema's names for them; the training option's name is not looked up there
     level["batch_size"] = level.get("train_batch_size")
     level["num_repeats"] = level.get("dataset_repeats")
     return level
@@ -210,6 +218,7 @@ def _cli_level(args: SimpleNamespace) -> dict[str, Any]:
 def datasets_from_dataset_config(path: Path, args: SimpleNamespace) -> tuple[DatasetSpec, ...]:
     """The dataset config's [[datasets]], validated against kohya's dataset schema."""
     doc = load_toml(path)
+    # kohya's voluptuous schema rejects the same files; sorted so the first error is stable
     errors = sorted(validator_for("dataset_config").iter_errors(doc.data), key=lambda e: e.path)
     if errors:
         first = errors[0]
@@ -240,6 +249,7 @@ def datasets_from_dataset_config(path: Path, args: SimpleNamespace) -> tuple[Dat
                 )
             chain = [sub, ds, general, cli]
             image_dir = Path(sub["image_dir"])
+            # relative to where training is launched, as kohya resolves it
             if not image_dir.is_absolute():
                 image_dir = (Path.cwd() / image_dir).resolve()
             subsets.append(
@@ -250,6 +260,7 @@ def datasets_from_dataset_config(path: Path, args: SimpleNamespace) -> tuple[Dat
                     class_tokens=sub.get("class_tokens"),
                 )
             )
+        # dataset-level values have no subset level to come from
         datasets.append(_dataset_from_chain([ds, general, cli], subsets, path))
     return tuple(datasets)
 
@@ -271,6 +282,8 @@ def datasets_from_folders(args: SimpleNamespace, path: Path) -> tuple[DatasetSpe
             continue
         layout = scan_train_dir(root)
         for sub in layout.subsets:
+            # folders have no tables of their own: every value comes from the training options,
+            # repeats and class tokens from the folder name (config_util.py:607-645)
             chain = [{"is_reg": is_reg}, cli]
             subsets.append(
                 _subset_from_chain(

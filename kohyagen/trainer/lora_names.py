@@ -14,11 +14,15 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+# kohya's default targets (networks/lora.py): Linear and 1x1 Conv2d inside these classes
 UNET_TARGETS = ("Transformer2DModel",)
+# added by network_args conv_dim: their 3x3 convs get conv_dim (lora.py:1036-1043)
 UNET_CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
+# one class per attention implementation transformers may pick for CLIP
 TE_TARGETS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPFlashAttention2", "CLIPMLP")
 
 
+# diffusers ResnetBlock2D layer names -> their place in the SGM ResBlock (Sequential indices)
 _SGM_RESNET_PARTS = {
     "conv1": "in_layers.2",
     "conv2": "out_layers.3",
@@ -72,6 +76,7 @@ def sgm_unet_path(
             ),
         ),
     )
+    # a path no rule knows keeps its diffusers name rather than failing the whole network
     for pattern, build in rules:
         m = re.fullmatch(pattern, path)
         if m:
@@ -86,9 +91,11 @@ def targets(
     """(path, module) for Linear and 1x1 Conv2d (and, with conv, larger Conv2d) inside
     modules of the target classes."""
     for name, module in root.named_modules():
+        # matched by class name, as kohya does, so that any diffusers version's class qualifies
         if module.__class__.__name__ not in target_classes:
             continue
         for child_name, child in module.named_modules():
+            # the target module itself is a container, not a layer to wrap
             if not child_name:
                 continue
             is_linear = isinstance(child, nn.Linear)
@@ -108,6 +115,7 @@ def text_encoder_modules(
     """One LoRA module per targeted text encoder layer, under kohya's lora_te names."""
     te_mods: list[M | None] = []
     for idx, te in enumerate(text_encoders):
+        # SD1/2 have one text encoder, lora_te; SDXL's two are lora_te1, lora_te2 (lora.py:867-875)
         prefix = f"lora_te{idx + 1}" if sdxl else "lora_te"
         seen: set[str] = set()
         for path, org in targets(te, TE_TARGETS):
@@ -115,6 +123,7 @@ def text_encoder_modules(
             if not path.startswith("text_model."):
                 path = "text_model." + path
             name = f"{prefix}_{path.replace('.', '_')}"
+            # a layer inside two nested targets would otherwise get two modules of one name
             if name not in seen:
                 seen.add(name)
                 te_mods.append(module(name, org, rank, alpha))
@@ -132,6 +141,7 @@ def unet_modules(
 ) -> list[M | None]:
     """One LoRA module per targeted U-Net layer (and conv layer), under kohya's names."""
     layers = getattr(unet.config, "layers_per_block", 2)
+    # diffusers allows one count per block; the SDXL and SD U-Nets use one value throughout
     if isinstance(layers, (list, tuple)):
         layers = layers[0]
     up_attn = frozenset(
@@ -149,6 +159,7 @@ def unet_modules(
         conv_rank, conv_alpha = conv
         for path, org in targets(unet, UNET_CONV_TARGETS, conv=True):
             is_3x3 = isinstance(org, nn.Conv2d) and org.kernel_size != (1, 1)
+            # time_emb_proj and conv_shortcut are Linear / 1x1 and keep the normal rank
             r, a = (conv_rank or rank, conv_alpha) if is_3x3 else (rank, alpha)
             unet_mods.append(module(kohya_name(path), org, r, a))
     return unet_mods

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import torch
     from tqdm.auto import tqdm
 
+# logging's numeric levels, so --console_log_level filters as kohya's handler does
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 
@@ -36,13 +37,16 @@ class Console:
         simple: bool = False,
     ):
         self.is_main = is_main
+        # kohya's default level is INFO (library/utils.py setup_logging)
         self.min_level = LEVELS.get((level or "INFO").upper(), 20)
         self.simple = simple
         self._file = None
+        # mode "w" as kohya's console_log_file: a rerun does not append to the old run's log
         if log_file and is_main:
             self._file = open(log_file, "w", encoding="utf-8")  # noqa: SIM115 (lives with the run)
 
     def out(self, text: str = "") -> None:
+        # accelerator.print: only the main process prints, so N GPUs do not print N times
         if self.is_main:
             print(text, flush=True)
 
@@ -58,8 +62,11 @@ class Console:
             self._file.write(message + "\n")
             self._file.flush()
         elif self.simple:
+            # --console_log_simple: a bare %(message)s handler, on stdout, not stderr
             print(message, flush=True)
         else:
+            # kohya's Rich handler writes "<date> LEVEL message  file:line" to stderr; the
+            # file:line column would name kohyagen's files, so it is left out
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             sys.stderr.write(f"{stamp} {level:<8} {message}\n")
             sys.stderr.flush()
@@ -78,9 +85,12 @@ class Console:
         grad_accum: int,
         total_steps: int,
     ) -> None:
+        # the exact lines of train_network.py:987-1000, Japanese included: report.logs and
+        # users' own scripts parse them, so the builtin trainer's log reads as kohya's
         self.out(f"accelerator device: {device}")
         self.out("import network module: networks.lora")
         self.out("prepare optimizer, data loader etc.")
+        # printed only when --max_train_epochs replaced max_train_steps
         if epochs_override is not None:
             n, steps = epochs_override
             self.out(
@@ -88,6 +98,7 @@ class Console:
             )
         self.out("running training / 学習開始")
         self.out(f"  num train images * repeats / 学習画像の数×繰り返し回数: {train_images}")
+        # kohya reuses the train line's Japanese text for the validation count
         self.out(
             f"  num validation images * repeats / 学習画像の数×繰り返し回数: {validation_images}"
         )
@@ -99,9 +110,11 @@ class Console:
         self.out(f"  total optimization steps / 学習ステップ数: {total_steps}")
 
     def epoch_header(self, epoch: int, total: int) -> None:
+        # a blank line before and after (train_network.py:1402); `^epoch (\d+)/(\d+)$` finds it
         self.out(f"\nepoch {epoch}/{total}\n")
 
     def saving(self, path: str | Path) -> None:
+        # train_network.py:1300 prints an empty line first
         self.out(f"\nsaving checkpoint: {path}")
 
 
@@ -116,6 +129,8 @@ class LossRecorder:
         if epoch == 0:
             self.losses.append(loss)
         else:
+            # later epochs replace the loss at the same batch index (train_util.py:6668-6688);
+            # an epoch with more batches than the first grows the window with zeros, as kohya's
             while len(self.losses) <= step:
                 self.losses.append(0.0)
             self.total -= self.losses[step]
@@ -133,9 +148,11 @@ def step_bar(total: int, initial: int, enabled: bool) -> tqdm:
     return tqdm(
         total=total,
         initial=initial,
+        # smoothing=0: the rate is the run's average, as kohya's bar (train_network.py:1357)
         smoothing=0,
         disable=not enabled,
         desc="steps",
+        # every kohya bar goes to stderr with \r updates; stdout stays line-by-line
         file=sys.stderr,
     )
 
@@ -147,9 +164,12 @@ def lr_logs(optimizer: torch.optim.Optimizer, groups_desc: list[str]) -> dict[st
     for i, lr in enumerate(lrs):
         desc = groups_desc[i] if i < len(groups_desc) else f"group{i}"
         logs[f"lr/{desc}"] = float(lr)
+        # the adaptive optimizers also log their effective step, d * lr, as kohya does
         if optimizer.__class__.__name__.lower().startswith(("prodigy", "dadapt")):
             group = optimizer.param_groups[i]
             logs[f"lr/d*lr/{desc}"] = float(group.get("d", 1.0) * group["lr"])
+    # kohya's `for ... else:` (train_network.py:89-127) always runs its else branch, so the
+    # last group is logged twice; TensorBoard readers of kohya runs expect the extra tag
     if lrs:
         logs[f"lr/group{len(lrs) - 1}"] = float(lrs[-1])
     return logs
