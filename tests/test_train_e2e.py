@@ -233,3 +233,30 @@ def test_a_second_run_does_not_overwrite_checkpoints_silently(tmp_path, monkeypa
     assert forced.exit_code == 0, forced.output
     assert (tmp_path / "runs" / "mylora-2" / "summary.json").is_file()
     assert not (out / "mylora-best.safetensors").exists()  # the stale choice is gone
+
+
+def test_disk_full_while_training_is_recorded_in_train_json(tmp_path, monkeypatch):
+    """Issue 15 item 3: an OSError escaping the attempts loop (here ENOSPC while the
+    trainer's output is written to train.log) ends the run as failed, not "running"."""
+    import errno
+
+    checkout = make_checkout(tmp_path)
+    config, _ = write_configs(tmp_path, epochs=2)
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "mylora"
+
+    def disk_full(*_a, log_path, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(log_path))
+
+    monkeypatch.setattr("kohyagen.launch.session.run_streaming", disk_full)
+    result = CliRunner().invoke(main, ["train", str(config), "--sd-scripts", str(checkout)])
+    assert result.exit_code == 3, result.output
+    assert "the disk is full" in result.output and "free space" in result.output
+    assert str(run / "train.log") in result.output
+    state = json.loads((run / "train.json").read_text())
+    assert state["status"] == "failed" and state["ended_at"] >= state["started_at"]
+    assert state["failure"]["code"] == "ENOSPC"
+    assert "disk is full" in state["failure"]["cause"]
+    assert str(run / "train.log") in state["failure"]["cause"]
+    assert "free space" in state["failure"]["fix"]
+    assert not any(a.get("running") for a in state["attempts"])

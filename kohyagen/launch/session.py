@@ -7,6 +7,8 @@ writes the report at the end however the run ended.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -283,7 +285,13 @@ def run_attempts(
     )
     # a resumed training keeps the sessions before it: report and pick read them too
     attempts.earlier = (previous, previous_log)
-    status, failure = attempts.run_until_done(retry, max_attempts)
+    try:
+        status, failure = attempts.run_until_done(retry, max_attempts)
+    except OSError as exc:
+        # A full disk (or another OS error) while writing the log or an attempt's configs:
+        # train.json must not go on saying "running"; the CLI turns exc into exit 3.
+        _record_os_error(target, state, exc)
+        raise
     # The run folder's configs are the ones that produced the result.
     cfg.write_attempt(target, training_doc, dataset_doc)
     cost = _record_end(target, state, status, failure)
@@ -303,6 +311,28 @@ def _report(target: Path) -> tuple[dict[str, Any] | None, str | None]:
         return write_report(target), None
     except Exception as exc:  # the training result matters more than its report
         return None, f"{type(exc).__name__}: {exc}"
+
+
+def _os_error_diagnosis(exc: OSError) -> Diagnosis:
+    """What train.json says when an OS error ended the run: the cause, the path, the fix."""
+    from kohyagen.errors import from_os_error
+
+    known = from_os_error(exc, training=True)
+    where = f" ({exc.filename})" if exc.filename else ""
+    if known is None:
+        return Diagnosis("os-error", f"{exc.strerror or exc}{where}", "see the message above")
+    cause = known.message.removeprefix("training stopped: ")
+    code = errno.errorcode.get(exc.errno or 0, "os-error")
+    return Diagnosis(code, cause + where, known.hint or "", evidence=str(exc))
+
+
+def _record_os_error(target: Path, state: dict[str, Any], exc: OSError) -> None:
+    """Best effort: mark the run failed with the disk problem; a disk that is still full
+    may refuse this write too, and then the original error is what the user must see."""
+    for entry in state.get("attempts", []):
+        entry.pop("running", None)  # the provisional attempt did not finish
+    with contextlib.suppress(OSError):
+        _record_end(target, state, "failed", _os_error_diagnosis(exc))
 
 
 def _record_end(
