@@ -8,13 +8,20 @@ commands in its own module here and lists them in COMMANDS.
 from __future__ import annotations
 
 import sys
-import traceback
 from typing import Any
 
 import click
 
 from kohyagen import __version__
 from kohyagen.errors import EXIT_ERROR, EXIT_INTERRUPTED, KohyagenError, from_os_error
+
+
+def _print_traceback() -> None:
+    """--debug's traceback; the module is imported here because start-up pays for every
+    import (traceback pulls in linecache and tokenize)."""
+    import traceback
+
+    traceback.print_exc()
 
 
 def _echo_error(text: str) -> None:
@@ -33,7 +40,7 @@ class KohyagenGroup(click.Group):
         # the one place where library errors become a line on stderr and an exit code
         except KohyagenError as exc:
             if ctx.meta.get("kohyagen.debug"):
-                traceback.print_exc()
+                _print_traceback()
             _echo_error(str(exc))
             ctx.exit(exc.exit_code)
         # 130 = 128 + SIGINT, what a shell reports for a Ctrl-C
@@ -47,17 +54,23 @@ class KohyagenGroup(click.Group):
                 self._unexpected(ctx, exc)
             else:
                 if ctx.meta.get("kohyagen.debug"):
-                    traceback.print_exc()
+                    _print_traceback()
                 _echo_error(str(known))
                 ctx.exit(known.exit_code)
         # anything else is a bug: say so in one line instead of a traceback
         except Exception as exc:
             self._unexpected(ctx, exc)
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return _load(cmd_name)
+
     @staticmethod
     def _unexpected(ctx: click.Context, exc: Exception) -> None:
         if ctx.meta.get("kohyagen.debug"):
-            traceback.print_exc()
+            _print_traceback()
         _echo_error(
             f"unexpected {type(exc).__name__}: {exc} "
             "(this is a bug in kohyagen; rerun with --debug for the traceback and report it)"
@@ -75,24 +88,38 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.meta["kohyagen.debug"] = debug
 
 
-def _register() -> None:
-    from kohyagen.cli import (
-        cloud_cmd,
-        config_cmd,
-        dataset_cmd,
-        preview_cmd,
-        run_cmd,
-        tag_cmd,
-        train_cmd,
-    )
+# Each command name and the module that defines it (in its COMMANDS). A command's module
+# is imported when the command runs, not at start-up: importing all seven was a third of
+# kohyagen.cli's import time, paid by every `kohyagen dataset check`.
+# tests/test_cli_lazy.py keeps this table in step with the modules' COMMANDS.
+LAZY_COMMANDS = {
+    "dataset": "dataset_cmd",
+    "tag": "tag_cmd",
+    "config": "config_cmd",
+    "lint": "config_cmd",
+    "train": "train_cmd",
+    "report": "train_cmd",
+    "pick": "train_cmd",
+    "preview": "preview_cmd",
+    "estimate": "run_cmd",
+    "queue": "run_cmd",
+    "queue-item": "run_cmd",
+    "run": "run_cmd",
+    "demo": "run_cmd",
+    "cloud": "cloud_cmd",
+}
 
-    for module in (dataset_cmd, tag_cmd, config_cmd, train_cmd, preview_cmd, run_cmd, cloud_cmd):
+
+def _load(name: str) -> click.Command | None:
+    """The command `name`, its module imported and its COMMANDS added on first use."""
+    if name not in main.commands and name in LAZY_COMMANDS:
+        import importlib
+
+        module = importlib.import_module(f"kohyagen.cli.{LAZY_COMMANDS[name]}")
         for command in module.COMMANDS:
             main.add_command(command)
+    return main.commands.get(name)
 
-
-# commands are added at import so that `kohyagen --help` lists them all
-_register()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

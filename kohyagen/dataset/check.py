@@ -13,6 +13,7 @@ import dataclasses
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kohyagen.config.presets import ModelPreset, get_model
 from kohyagen.config.render_values import bucket_range
@@ -28,7 +29,6 @@ from kohyagen.dataset.caption_rules import check_captions, choose_caption_extens
 from kohyagen.dataset.captions import CaptionRead, tag_frequencies
 from kohyagen.dataset.digests import with_colliding_digests
 from kohyagen.dataset.images import ImageProbe
-from kohyagen.dataset.prepare import PrepareResult, auto_repeats, prepare_dataset
 from kohyagen.dataset.probe_pool import ProgressFn, probe_many
 from kohyagen.dataset.rules import (
     count_findings,
@@ -43,6 +43,23 @@ from kohyagen.dataset.scan import DirListing, SubsetListing, scan
 from kohyagen.errors import UsageError
 from kohyagen.findings import Finding, Severity, sort_findings
 from kohyagen.validate import caption_extension_problem, require
+
+if TYPE_CHECKING:
+    from kohyagen.dataset.prepare import PrepareResult, auto_repeats, prepare_dataset
+
+_FROM_PREPARE = frozenset({"PrepareResult", "auto_repeats", "prepare_dataset"})
+
+
+def __getattr__(name: str) -> Any:
+    """prepare's names, imported on first use: a check never needs them, and importing
+    prepare (shutil, tempfile, the staging machinery) was a tenth of `dataset check`'s
+    start-up."""
+    if name in _FROM_PREPARE:
+        from kohyagen.dataset import prepare
+
+        return getattr(prepare, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # `kohyagen config` renders bucket_no_upscale = true (render_values.dataset_choices).
 RENDERED_NO_UPSCALE = True

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 from kohyagen import safe_io
+from kohyagen.dataset.file_ends import FileEnds, ends_complete, jpeg_scan_start, read_ends
 
 # Files above this are hashed in chunks instead of being read into memory at once.
 _WHOLE_READ_LIMIT = 256 * 1024 * 1024
@@ -103,29 +104,42 @@ def _read(path: str, digest: bool = True) -> tuple[bytes, str | None, int]:
 
 
 def _probe(path: str, *, deep: bool, perceptual: bool, digest: bool = True) -> ImageProbe:
-    from PIL import Image, UnidentifiedImageError
-
+    if not (deep or perceptual or digest):
+        # the default check: the file's two ends, when they are enough (file_ends)
+        ends = read_ends(path)
+        quick = _probe_data(path, ends.head, ends.size, None, ends=ends) if ends else None
+        if quick is not None:
+            return quick
     try:
         data, hexdigest, size = _read(path, digest)
     except OSError as exc:
         return ImageProbe(path, error=UNREADABLE, detail=exc.strerror or str(exc))
     if size == 0:
         return ImageProbe(path, error=EMPTY_FILE, detail="the file is empty (0 bytes)")
-    partial = len(data) < size
+    probe = _probe_data(path, data, size, hexdigest, deep=deep, perceptual=perceptual)
+    assert probe is not None  # only a probe of the ends leaves the answer open
+    return probe
+
+
+def _probe_data(
+    path: str,
+    data: bytes,
+    size: int,
+    hexdigest: str | None,
+    *,
+    deep: bool = False,
+    perceptual: bool = False,
+    ends: FileEnds | None = None,
+) -> ImageProbe | None:
+    """The probe of data (the whole file, or with `ends` its head); None when the ends
+    cannot settle it and the whole file must be read."""
+    partial = ends is None and len(data) < size
     base: dict[str, Any] = {"path": path, "size_bytes": size, "digest": hexdigest}
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as exc:
-            w, h = header_size(data)
-            return ImageProbe(**base, error=DECOMPRESSION_BOMB, detail=str(exc), width=w, height=h)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error,
-                EOFError) as exc:  # fmt: skip
-            return _unopenable(base, data, exc)
-    oversized = any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught)
-
+    opened = _open(data, base)
+    if isinstance(opened, ImageProbe):
+        # a head too short for the header, or a broken file: the whole-file path says which
+        return None if ends is not None else opened
+    im, oversized = opened
     fmt = im.format
     width, height = im.size
     mode = im.mode
@@ -142,7 +156,9 @@ def _probe(path: str, *, deep: bool, perceptual: bool, digest: bool = True) -> I
     }
     if width <= 0 or height <= 0:
         return ImageProbe(**facts, error=NOT_AN_IMAGE, detail=f"image size {width}x{height}")
-    incomplete = None if partial else completeness_problem(data, fmt)
+    if ends is not None and not ends_complete(ends, fmt):
+        return None
+    incomplete = None if partial or ends is not None else completeness_problem(data, fmt)
     if incomplete:
         return ImageProbe(**facts, error=TRUNCATED, detail=incomplete)
 
@@ -162,6 +178,25 @@ def _probe(path: str, *, deep: bool, perceptual: bool, digest: bool = True) -> I
     alpha_used = _alpha_used(im) if has_alpha else None
     sig = signature(im) if perceptual else None
     return ImageProbe(**facts, alpha_used=alpha_used, decoded=True, **_sig_fields(sig))
+
+
+def _open(data: bytes, base: dict[str, Any]) -> tuple[Image.Image, bool] | ImageProbe:
+    """Pillow's view of the header and whether it passed the decompression-bomb warning
+    limit; the probe of a file it refuses."""
+    from PIL import Image, UnidentifiedImageError
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            w, h = header_size(data)
+            return ImageProbe(**base, error=DECOMPRESSION_BOMB, detail=str(exc), width=w, height=h)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error,
+                EOFError) as exc:  # fmt: skip
+            return _unopenable(base, data, exc)
+    oversized = any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught)
+    return im, oversized
 
 
 def _sig_fields(sig: tuple[int, tuple[int, int, int]] | None) -> dict:
@@ -322,7 +357,7 @@ def completeness_problem(data: bytes, fmt: str | None) -> str | None:
 
 
 def _jpeg_problem(data: bytes) -> str | None:
-    scan = _jpeg_scan_start(data)
+    scan = jpeg_scan_start(data)
     if scan is None:
         return "no image data (SOS marker) before the end of the file"
     # Entropy-coded data never holds FF D9 (a data FF is followed by 00), so the end-of-image
@@ -330,25 +365,6 @@ def _jpeg_problem(data: bytes) -> str | None:
     # photo video) is ignored by decoders.
     if data.rfind(b"\xff\xd9") < scan:
         return "JPEG has no end-of-image marker (FF D9): the file is cut short"
-    return None
-
-
-def _jpeg_scan_start(data: bytes) -> int | None:
-    pos, n = 2, len(data)
-    while pos + 4 <= n:
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if marker == 0xDA:
-            return pos + 2 + length
-        pos += 2 + length
     return None
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from multiprocessing.context import BaseContext
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
+
+# multiprocessing and concurrent.futures are imported where a pool starts: a default
+# check runs in this process, and importing them was a tenth of its start-up.
 
 from kohyagen.dataset.images import UNREADABLE, ImageProbe, probe_image
 
@@ -25,6 +28,8 @@ def _probe_chunk(
 
 
 def _context() -> BaseContext:
+    import multiprocessing
+
     # fork starts workers in milliseconds and they inherit the imports, but forking while
     # another thread may hold a lock can deadlock the child: then use forkserver.
     methods = multiprocessing.get_all_start_methods()
@@ -66,6 +71,22 @@ def probe_many(
             if progress and (i % 32 == 0 or i == total):
                 progress(i, total)
         return out
+    return _probe_pooled(paths, deep, perceptual, workers, progress, digest)
+
+
+def _probe_pooled(
+    paths: Sequence[str],
+    deep: bool,
+    perceptual: bool,
+    workers: int,
+    progress: ProgressFn | None,
+    digest: bool,
+) -> list[ImageProbe]:
+    """probe_many in a pool of worker processes."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    total = len(paths)
     # Small chunks keep both workers busy to the end and the progress moving; each chunk
     # is big enough that pickling costs little next to the probing.
     size = max(8, min(256, total // (workers * 16)))
@@ -97,6 +118,9 @@ def probe_many(
 
 
 def _isolated(path: str, deep: bool, perceptual: bool, digest: bool = True) -> ImageProbe:
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
         with ProcessPoolExecutor(max_workers=1, mp_context=_context()) as pool:
             return pool.submit(
