@@ -255,3 +255,19 @@ def test_bucket_settings_kohya_would_stop_on_are_an_error_finding(tmp_path):
     assert len(found) == 1 and found[0].severity is Severity.ERROR
     assert found[0].key == "min_bucket_reso/max_bucket_reso"
     assert found[0].fix == "fix the bucket options" and "rounds down to 0" in found[0].message
+
+
+def test_to_dict_is_the_dataclass_as_plain_data(tmp_path):
+    """to_dict builds the dict field by field (speed); it must say what asdict says."""
+    import dataclasses
+    import json
+
+    train, reg, _ = build_defect_dataset(tmp_path)
+    report = check_dataset(train, trigger="sks", caption_ext=".txt", reg=reg)
+    expected = dataclasses.asdict(report)
+    expected["findings"] = [f.to_dict() for f in report.findings]
+    expected["bucket_settings"]["resolution"] = list(report.bucket_settings.resolution)
+    expected["counts"] = {s.value: sum(f.severity is s for f in report.findings) for s in Severity}
+    data = report.to_dict()
+    assert list(data) == list(expected) and data["images"]
+    assert json.dumps(data, sort_keys=True) == json.dumps(expected, sort_keys=True)
