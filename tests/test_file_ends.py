@@ -98,5 +98,5 @@ def test_jpeg_end_marker_before_the_scan_is_truncation(tmp_path):
     scan = file_ends.jpeg_scan_start(jpeg)
     assert scan is not None
     cut = jpeg[: len(jpeg) - 2]  # the real end marker gone
-    ends = file_ends.FileEnds(cut[: scan + 10], b"\x00" * file_ends.TAIL, len(cut))
+    ends = file_ends.FileEnds(cut[: scan + 10], b"\x00" * file_ends.TAIL, len(cut), scan)
     assert not file_ends.ends_complete(ends, "JPEG")

@@ -12,6 +12,7 @@ from typing import Any
 
 from kohyagen.config.presets import ModelPreset, Setting
 from kohyagen.config.sample_prompts import caption_tag_counts
+from kohyagen.dataset.buckets import bucket_range
 from kohyagen.dataset.captions import first_line
 from kohyagen.dataset.layout import Subset, TrainDirLayout
 
@@ -164,12 +165,6 @@ def plan_steps(
         save_every=max(1, math.ceil(chosen / TARGET_CHECKPOINTS)),
         warmup=round(total * WARMUP_FRACTION),
     )
-
-
-def bucket_range(resolution: int, steps: int = 64) -> tuple[int, int]:
-    """min/max bucket sides kohya accepts: multiples of steps around the resolution."""
-    # kohya asserts min_bucket_reso <= min(resolution) and max_bucket_reso >= max(resolution)
-    return max(steps, (resolution // 2) // steps * steps), resolution * 2
 
 
 def dataset_choices(

@@ -206,3 +206,12 @@ def steps_per_epoch(bucket_counts: Iterable[int], batch_size: int) -> int:
     batch = max(1, batch_size)
     # -(-n // b) is ceil(n / b) in integers
     return sum(-(-n // batch) for n in bucket_counts if n > 0)
+
+
+def bucket_range(resolution: int, steps: int = 64) -> tuple[int, int]:
+    """min/max bucket sides kohya accepts: multiples of steps around the resolution.
+
+    The defaults `kohyagen config` renders (render_values) and `dataset check` assumes;
+    kept here so that a check does not import the renderer."""
+    # kohya asserts min_bucket_reso <= min(resolution) and max_bucket_reso >= max(resolution)
+    return max(steps, (resolution // 2) // steps * steps), resolution * 2

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kohyagen.config.presets import ModelPreset, get_model
-from kohyagen.config.render_values import bucket_range
 from kohyagen.dataset.buckets import (
     BucketSettings,
     bucket_for,
     bucket_key,
+    bucket_range,
     kohya_bucket_fails,
     select_bucket,
     steps_per_epoch,

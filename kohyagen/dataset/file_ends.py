@@ -33,6 +33,7 @@ class FileEnds:
     head: bytes  # the first bytes, at least up to a JPEG's first scan
     tail: bytes  # the last TAIL bytes
     size: int  # the file's size (fstat)
+    scan: int | None = None  # where a JPEG's first scan starts (jpeg_scan_start of head)
 
 
 def jpeg_scan_start(data: bytes) -> int | None:
@@ -70,8 +71,10 @@ def read_ends(path: str) -> FileEnds | None:
         head = os.read(fd, HEAD)
         if head.startswith(_WHOLE):
             return None
-        if head.startswith(_JPEG) and jpeg_scan_start(head) is None:
+        scan = jpeg_scan_start(head) if head.startswith(_JPEG) else None
+        if head.startswith(_JPEG) and scan is None:
             head += os.read(fd, MORE)
+            scan = jpeg_scan_start(head)
         tail = os.pread(fd, TAIL, size - TAIL)
     except OSError:
         return None
@@ -79,7 +82,7 @@ def read_ends(path: str) -> FileEnds | None:
         os.close(fd)
     if len(tail) != TAIL:  # the file changed size under us: let the whole read judge
         return None
-    return FileEnds(head, tail, size)
+    return FileEnds(head, tail, size, scan)
 
 
 def ends_complete(ends: FileEnds, fmt: str | None) -> bool:
@@ -87,7 +90,7 @@ def ends_complete(ends: FileEnds, fmt: str | None) -> bool:
     (images.completeness_problem) would; False means "read it all and look"."""
     try:
         if fmt in ("JPEG", "MPO"):
-            scan = jpeg_scan_start(ends.head)
+            scan = ends.scan
             eoi = ends.tail.rfind(b"\xff\xd9")
             # the whole-file check wants the last FF D9 after the first scan
             return scan is not None and eoi >= 0 and ends.size - TAIL + eoi >= scan
