@@ -285,13 +285,7 @@ def run_attempts(
     )
     # a resumed training keeps the sessions before it: report and pick read them too
     attempts.earlier = (previous, previous_log)
-    try:
-        status, failure = attempts.run_until_done(retry, max_attempts)
-    except OSError as exc:
-        # A full disk (or another OS error) while writing the log or an attempt's configs:
-        # train.json must not go on saying "running"; the CLI turns exc into exit 3.
-        _record_os_error(target, state, exc)
-        raise
+    status, failure = _run_recorded(attempts, retry, max_attempts)
     # The run folder's configs are the ones that produced the result.
     cfg.write_attempt(target, training_doc, dataset_doc)
     cost = _record_end(target, state, status, failure)
@@ -311,6 +305,19 @@ def _report(target: Path) -> tuple[dict[str, Any] | None, str | None]:
         return write_report(target), None
     except Exception as exc:  # the training result matters more than its report
         return None, f"{type(exc).__name__}: {exc}"
+
+
+def _run_recorded(
+    attempts: _Attempts, retry: bool, max_attempts: int
+) -> tuple[str, Diagnosis | None]:
+    """run_until_done; an OS error that escapes it is recorded in train.json, then raised."""
+    try:
+        return attempts.run_until_done(retry, max_attempts)
+    except OSError as exc:
+        # A full disk (or another OS error) while writing the log or an attempt's configs:
+        # train.json must not go on saying "running"; the CLI turns exc into exit 3.
+        _record_os_error(attempts.target, attempts.state, exc)
+        raise
 
 
 def _os_error_diagnosis(exc: OSError) -> Diagnosis:
