@@ -23,9 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# the one conversion of an argparse action into a property, shared with lint
+sys.path.insert(0, str(REPO))
+from kohyagen.config.arg_schema import argument_property  # noqa: E402
+
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 # Every kohya LoRA script with an argument table in facts/kohya/.
@@ -39,53 +44,12 @@ SCRIPTS = (
     "anima_train_network",
 )
 
-PERCENT_STRING = {"type": "string", "pattern": r"^\d+(\.\d+)?%$"}
-
-
-def _scalar_schema(type_name: str | None) -> dict:
-    return {
-        "int": {"type": "integer"},
-        "float": {"type": "number"},
-        "str": {"type": "string"},
-        "Path": {"type": "string"},
-        None: {"type": "string"},
-        "int_or_float": {"anyOf": [{"type": "number"}, PERCENT_STRING]},
-    }[type_name]
-
-
-def argument_property(arg: dict) -> dict:
-    action = arg["action"]
-    if action in ("store_true", "store_false"):
-        prop: dict = {"type": "boolean"}
-    else:
-        item = _scalar_schema(arg["type"])
-        choices = [c for c in (arg["choices"] or []) if c is not None]
-        if choices:
-            item = {**item, "enum": choices}
-        if arg["nargs"] in ("*", "+"):
-            prop = {"type": "array", "items": item}
-            if arg["dest"] == "text_encoder_lr":
-                # train_network.py accepts a single float here as well as a list.
-                prop = {"anyOf": [item, prop]}
-        else:
-            prop = item
-    default = arg["default"]
-    if default is not None and not (isinstance(default, str) and arg["type"] not in ("str", None)):
-        prop["default"] = default
-    prop["x-kohya"] = {
-        "option": arg["option_strings"][0],
-        "action": action,
-        "type": arg["type"],
-        "nargs": arg["nargs"],
-        "defined_at": arg["defined_at"],
-    }
-    return prop
-
-
 def training_schema(args_file: Path) -> dict:
     data = json.loads(args_file.read_text())
     script = data["script"]
-    properties = {arg["dest"]: argument_property(arg) for arg in data["arguments"]}
+    properties = {
+        arg["dest"]: argument_property(arg, provenance=True) for arg in data["arguments"]
+    }
     return {
         "$schema": DRAFT,
         "$id": f"kohyagen:{Path(script).stem}",

@@ -97,3 +97,28 @@ def test_without_a_checkout_the_bundled_tables(tmp_path, monkeypatch):
     assert result.output.splitlines()[-1] == (
         "checked against kohya's options of sd-scripts 48d368f (bundled)"
     )
+
+
+@pytest.mark.parametrize(
+    "script", ["train_network", "sdxl_train_network", "flux_train_network", "sd3_train_network"]
+)
+def test_a_checkout_table_types_values_as_the_bundled_schema_does(script):
+    """Lint against a found checkout judges each option as the bundled schema does
+    (text_encoder_lr = 1e-4 and max_grad_norm percentages included)."""
+    from kohyagen.config.arg_schema import argument_property
+    from kohyagen.config.schema import training_properties
+
+    facts = Path(__file__).resolve().parent.parent / "facts" / "kohya" / f"{script}.args.json"
+    args = json.loads(facts.read_text(encoding="utf-8"))["arguments"]
+    bundled = training_properties(script)
+    for arg in args:
+        expected = {k: v for k, v in bundled[arg["dest"]].items() if k != "x-kohya"}
+        assert argument_property(arg) == expected, arg["dest"]
+
+
+def test_an_unknown_converter_of_a_newer_checkout_accepts_any_toml_value():
+    from kohyagen.config.arg_schema import argument_property
+
+    arg = {"dest": "x", "option_strings": ["--x"], "action": "store", "type": "parse_thing",
+           "default": None, "nargs": None, "choices": None}  # fmt: skip
+    assert argument_property(arg) == {}

@@ -16,9 +16,9 @@ import os
 import subprocess
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 from kohyagen.atomic import write_text_atomic
+from kohyagen.config.arg_schema import argument_property
 from kohyagen.config.family import FamilyGuess
 from kohyagen.config.schema import TRAIN_NETWORK, training_properties
 from kohyagen.errors import ConfigError
@@ -49,27 +49,6 @@ for a in parser._actions:
                 "choices": [safe(c) for c in a.choices] if a.choices else None})
 print(json.dumps(out))
 """
-_SCALAR = {"int": "integer", "float": "number", "str": "string", "Path": "string"}
-
-
-def argument_property(arg: dict[str, Any]) -> dict[str, Any]:
-    """One argparse action as the JSON Schema property a TOML value must match."""
-    if arg["action"] in ("store_true", "store_false"):
-        prop: dict[str, Any] = {"type": "boolean"}
-    else:
-        item: dict[str, Any] = {"type": _SCALAR.get(arg.get("type") or "str", "string")}
-        if arg.get("type") not in (None, "str", "int", "float", "Path"):
-            item = {}  # a custom converter (e.g. int_or_float): accept what TOML gives
-        choices = [c for c in (arg.get("choices") or []) if c is not None]
-        if choices:
-            item = {**item, "enum": choices}
-        multi = arg.get("nargs") in ("*", "+") or arg["action"] == "append"
-        prop = {"type": "array", "items": item} if multi else item
-    default = arg.get("default")
-    # a string default of a typed option is argparse text, not the value kohya would see
-    if default is not None and not (isinstance(default, str) and arg.get("type") not in (None, "str")):
-        prop["default"] = default
-    return prop
 
 
 def cache_root() -> Path:
