@@ -15,31 +15,17 @@ from dataclasses import dataclass
 from itertools import product
 from typing import Any
 
+from kohyagen.config.family import SCRIPT_FAMILY as ALL_SCRIPT_FAMILIES
 from kohyagen.errors import PresetError
 
 UNET_SCRIPTS = ("train_network", "sdxl_train_network")
-# What kohya asserts bucket_reso_steps is a multiple of, per script. FLUX, Lumina and
-# HunyuanImage call the base check (% 64) before their own; SDXL (% 32), SD3 (% 32) and
-# Anima (% 16) replace it (model-families.md, notes on the overview table).
-BUCKET_STEPS = {"sdxl_train_network": 32, "sd3_train_network": 32, "anima_train_network": 16}
-
-
-# The preset whose levers a script's configs use (Chroma shares FLUX's script and limits).
-SCRIPT_FAMILY = {
-    "flux_train_network": "flux",
-    "sd3_train_network": "sd3",
-    "lumina_train_network": "lumina2",
-    "hunyuan_image_train_network": "hunyuan-image",
-    "anima_train_network": "anima",
-}
+# The preset whose levers a script's configs use: the DiT part of config.family's table
+# (Chroma shares FLUX's script and limits).
+SCRIPT_FAMILY = {s: f for s, f in ALL_SCRIPT_FAMILIES.items() if s not in UNET_SCRIPTS}
 
 
 def family_of_script(script: str) -> str | None:
     return SCRIPT_FAMILY.get(script.removesuffix(".py"))
-
-
-def bucket_step(script: str) -> int:
-    return BUCKET_STEPS.get(script.removesuffix(".py"), 64)
 
 
 @dataclass(frozen=True)
@@ -71,7 +57,6 @@ class Family:
     """What a DiT family adds to a ModelPreset."""
 
     network_module: str
-    bucket_step: int  # kohya asserts bucket_reso_steps % bucket_step == 0
     files: tuple[ModelFile, ...]
     options: tuple[tuple[str, Any, str], ...]  # (key, value, reason)
     memory: DitMemory
@@ -92,7 +77,6 @@ def family_from_data(raw: dict[str, Any]) -> Family:
     medium = raw.get("medium_memory")
     return Family(
         network_module=raw["network_module"],
-        bucket_step=int(raw["bucket_step"]),
         files=files,
         options=options,
         memory=DitMemory(**raw["memory"]),

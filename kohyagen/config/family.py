@@ -39,6 +39,11 @@ FAMILY_SCRIPT = {
     LUMINA2: "lumina_train_network", HUNYUAN: "hunyuan_image_train_network",
     ANIMA: "anima_train_network",
 }  # fmt: skip
+# The multiple bucket_reso_steps must be, per family (model-families.md): train_network's
+# assert_extra_args asserts % 64, and FLUX/Lumina/Hunyuan call it first; SDXL and SD3
+# replace it with % 32; Anima with % 16.
+BUCKET_STEP = {SD15: 64, SD2: 64, FLUX: 64, CHROMA: 64, LUMINA2: 64, HUNYUAN: 64, SDXL: 32,
+               SD3: 32, ANIMA: 16}  # fmt: skip
 # Options only one family's script defines (from the seven *.args.json tables, 48d368f).
 # SD3 shares t5xxl/clip_l with FLUX, so only its own keys tell it apart.
 UNIQUE_KEYS: dict[str, tuple[str, ...]] = {

@@ -4,7 +4,7 @@ model files, checked before a GPU is rented (facts: model-families.md section 2)
 One entry, `family_findings`, called by kohyagen.config.lint for configs of
 flux/sd3/lumina/hunyuan_image/anima_train_network.py. The keys and TOML types come from
 each script's schema (lint picks it with schema.script_for_config); the bucket step
-from kohyagen.config.families.bucket_step.
+from kohyagen.config.family.BUCKET_STEP, through lint_runtime.
 """
 
 from __future__ import annotations

@@ -11,24 +11,14 @@ import math
 from typing import Any, TypeGuard
 
 from kohyagen.config.family import (
-    ANIMA,
-    CHROMA,
-    FLUX,
-    HUNYUAN,
-    LUMINA2,
+    BUCKET_STEP,
     SD2,
-    SD3,
     SD15,
     SDXL,
     FamilyGuess,
 )
 from kohyagen.findings import Finding, Severity
 
-# The multiple bucket_reso_steps must be, per family (model-families.md): train_network's
-# assert_extra_args asserts % 64, and FLUX/Lumina/Hunyuan call it first; SDXL and SD3
-# replace it with % 32; Anima with % 16.
-BUCKET_STEP = {SD15: 64, SD2: 64, FLUX: 64, CHROMA: 64, LUMINA2: 64, HUNYUAN: 64, SDXL: 32,
-               SD3: 32, ANIMA: 16}  # fmt: skip
 # The narrowest layer a LoRA of network_dim wraps (in/out features): a rank above it
 # trains nothing more, only costs memory. SD1/SD2: 320-wide first U-Net block; SDXL: 640.
 LAYER_WIDTH = {SD15: 320, SD2: 320, SDXL: 640}

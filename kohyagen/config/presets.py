@@ -16,6 +16,7 @@ from itertools import product
 from typing import Any
 
 from kohyagen.config.families import Family, dit_need, family_from_data
+from kohyagen.config.family import BUCKET_STEP
 from kohyagen.errors import PresetError
 from kohyagen.resources import template_path
 from kohyagen.toml_compat import tomllib
@@ -71,9 +72,7 @@ class ModelPreset:
     @property
     def bucket_step(self) -> int:
         """kohya asserts bucket_reso_steps is a multiple of this (SDXL: 32)."""
-        if self.family:
-            return self.family.bucket_step
-        return 32 if self.is_sdxl else 64
+        return BUCKET_STEP[self.name]
 
     @property
     def script_name(self) -> str:
@@ -139,7 +138,7 @@ def _models() -> dict[str, ModelPreset]:
             continue
         fields = {k: v for k, v in raw.items() if k != "memory"}
         out[name] = ModelPreset(name=name, memory=MemoryModel(**raw["memory"]), **fields)
-    family_data = {"files", "options", "memory", "medium_memory", "network_module", "bucket_step"}
+    family_data = {"files", "options", "memory", "medium_memory", "network_module"}
     for name, raw in _load("families").items():
         fields = {k: v for k, v in raw.items() if k not in family_data}
         out[name] = ModelPreset(name=name, memory=None, family=family_from_data(raw), **fields)
