@@ -46,12 +46,17 @@ def assert_known(result: Result, code: int, *needles: str) -> None:
         assert needle in text, (needle, text)
 
 
+class Hang(BaseException):
+    """Raised by deadline(): not an OSError (TimeoutError is one), so code that handles
+    OSError cannot swallow it and block again on the next special file."""
+
+
 @contextmanager
 def deadline(seconds: int) -> Iterator[None]:
     """Turn a hang (a FIFO read never returning) into a test failure, not a stuck suite."""
 
     def expired(_signum, _frame):
-        raise TimeoutError(f"still running after {seconds}s: a hang")
+        raise Hang(f"still running after {seconds}s: a hang")
 
     previous = signal.signal(signal.SIGALRM, expired)
     signal.alarm(seconds)

@@ -120,3 +120,32 @@ def test_estimate_with_a_prices_file_that_is_a_fifo(tmp_path):
     with deadline(30):
         result = invoke("estimate", "--images", "10", "--gpu", "rtx4090", "--prices", prices)
     assert_known(result, 1, "not a regular file")
+
+
+def test_report_html_dataset_facts_skip_fifo_captions_and_images(tmp_path):
+    """report.html's dataset section reads captions, images and the dataset config through
+    safe_io too: a FIFO among them is passed over, never a hang of `kohyagen report`."""
+    from kohyagen.report.html_data import dataset_facts
+
+    folder = tmp_path / "10_sks"
+    solid(folder / "a.png", RED)
+    (folder / "a.txt").write_text("sks, red\n", encoding="utf-8")
+    solid(folder / "b.png", RED)
+    os.mkfifo(folder / "b.txt")  # a caption that is a FIFO
+    os.mkfifo(folder / "c.png")  # an "image" that is a FIFO
+    config = tmp_path / "dataset_config.toml"
+    config.write_text(
+        f'[general]\ncaption_extension = ".txt"\n[[datasets]]\nresolution = 64\n'
+        f'[[datasets.subsets]]\nimage_dir = "{folder}"\nnum_repeats = 10\n',
+        encoding="utf-8",
+    )
+    with deadline(20):
+        facts = dataset_facts(config)
+    assert facts is not None
+    assert facts.images == 3 and facts.images_x_repeats == 30
+    assert facts.tags == {"sks": 1, "red": 1}
+    assert sum(facts.buckets.values()) == 2  # the FIFO "image" has no size to bucket
+    fifo_config = tmp_path / "fifo.toml"
+    os.mkfifo(fifo_config)
+    with deadline(20):
+        assert dataset_facts(fifo_config) is None

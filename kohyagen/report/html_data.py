@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kohyagen import safe_io
 from kohyagen.config.schema import SCRIPTS, script_for_config, training_defaults
 from kohyagen.dataset.buckets import BucketSettings, select_bucket
 from kohyagen.toml_compat import tomllib
@@ -53,7 +54,8 @@ def _bucket_settings(values: dict[str, Any]) -> BucketSettings | None:
 
 def _first_line(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        # safe_io: a caption that is a FIFO or a link to /dev/zero must not hang the report
+        text = safe_io.read_bytes(path).decode("utf-8", errors="replace")
     except OSError:
         return ""
     return next((ln for ln in text.splitlines() if ln.strip()), "")
@@ -64,7 +66,7 @@ def dataset_facts(config: Path) -> DatasetFacts | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        data = tomllib.loads(config.read_text(encoding="utf-8"))
+        data = tomllib.loads(safe_io.read_text(config, safe_io.TOML_LIMIT))
     except (OSError, ValueError):
         return None
     facts = DatasetFacts()
@@ -87,7 +89,7 @@ def dataset_facts(config: Path) -> DatasetFacts | None:
                 line = _first_line(image.with_suffix(extension))
                 facts.tags.update({t.strip() for t in line.split(",") if t.strip()})
                 try:
-                    with Image.open(image) as im:
+                    with safe_io.open_regular(image) as fh, Image.open(fh) as im:
                         size = im.size
                 except (OSError, UnidentifiedImageError):
                     continue
