@@ -68,17 +68,23 @@ def open_fd(path: str | Path) -> tuple[int, os.stat_result]:
 
 
 def read_fd(fd: int, size: int, limit: int) -> bytes:
-    """Up to limit + 1 bytes of fd: one os.read for a file of the size fstat gave (plus
-    one at its end), no buffered file object (a dataset check reads thousands)."""
+    """Up to limit + 1 bytes of fd: one os.read for a file of the size fstat gave, no
+    buffered file object (a dataset check reads thousands of captions and images)."""
     chunks: list[bytes] = []
     total = 0
     want = min(limit + 1, max(size, 0) + 1)
     while total <= limit:
-        chunk = os.read(fd, min(limit + 1 - total, max(want - total, 65536)))
+        ask = min(limit + 1 - total, max(want - total, 65536))
+        chunk = os.read(fd, ask)
         if not chunk:
             break
         chunks.append(chunk)
         total += len(chunk)
+        # a regular file reads short only at its end: getting all fstat promised and less
+        # than asked proves the end without a second read that returns nothing (files of
+        # /proc claim size 0 and read a page at a time: they read on to the empty read)
+        if len(chunk) < ask and total >= size > 0:
+            break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -28,9 +28,35 @@ def emit_json(data: Any) -> None:
     Always valid UTF-8: lone surrogates are written as \\udcXX escapes, which JSON
     allows and which json.loads turns back into the same name (os.fsencode gives the
     original bytes)."""
-    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
-    text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", dumps_readable(data))
     click.echo(text)
+
+
+# Containers this deep and deeper are written on one line.
+_FLAT_DEPTH = 2
+
+
+def dumps_readable(value: Any, depth: int = 0) -> str:
+    """JSON with the top two levels indented and each deeper value on one line: a
+    finding or an image record per line. json's indent=2 runs in pure Python and was a
+    tenth of a `dataset check --json` on 3,000 images; the one-line parts use its C
+    encoder."""
+    pad = "  " * (depth + 1)
+    if depth < _FLAT_DEPTH and isinstance(value, dict) and value:
+        items = [f"{pad}{_key(k)}: {dumps_readable(v, depth + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad[2:] + "}"
+    if depth < _FLAT_DEPTH and isinstance(value, (list, tuple)) and value:
+        items = [pad + dumps_readable(v, depth + 1) for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + pad[2:] + "]"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return json.dumps(key, ensure_ascii=False)
+    # json's own spelling of a number, bool or None key ("1.5", "true", "null")
+    text = json.dumps({key: 0}, ensure_ascii=False, default=str)
+    return text[1 : text.rindex(":")]
 
 
 def stderr_console() -> Console:

@@ -4,7 +4,8 @@ Two files can only hold the same bytes when they have the same size, and in a re
 dataset sizes rarely collide: hashing every file (a fifth of a default check's time,
 measured with benchmarks/dataset_check.py) is spent on files that cannot be duplicates.
 So the check probes without hashing and hashes just the files whose size another file
-shares.
+shares, and of those only the ones whose first and last bytes (file_ends.ends_key, taken
+from what the probe read anyway) match too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from kohyagen import safe_io
@@ -41,15 +42,23 @@ def file_digest(path: str) -> str | None:
 
 
 def with_colliding_digests(probes: Sequence[ImageProbe]) -> list[ImageProbe]:
-    """probes, with a digest added to each one whose size another probe shares."""
-
-    def usable(probe: ImageProbe) -> bool:
-        return probe.size_bytes is not None and probe.error != EMPTY_FILE
-
-    sizes = Counter(p.size_bytes for p in probes if usable(p))
-    out = []
+    """probes, with a digest added to each one that may share its bytes with another:
+    the same size, and the same ends_key where both probes have one."""
+    groups: dict[int, list[ImageProbe]] = defaultdict(list)
     for probe in probes:
-        if probe.digest is None and usable(probe) and sizes[probe.size_bytes] > 1:
-            probe = dataclasses.replace(probe, digest=file_digest(probe.path))
-        out.append(probe)
-    return out
+        if probe.size_bytes is not None and probe.error != EMPTY_FILE:
+            groups[probe.size_bytes].append(probe)
+    suspects: set[int] = set()
+    for group in groups.values():
+        if len(group) > 1:
+            keys = Counter(p.ends_key for p in group)
+            # a probe without a key may match any other of its size
+            suspects.update(
+                id(p) for p in group if p.ends_key is None or keys[None] or keys[p.ends_key] > 1
+            )
+    return [
+        dataclasses.replace(p, digest=file_digest(p.path))
+        if p.digest is None and id(p) in suspects
+        else p
+        for p in probes
+    ]

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 
 from kohyagen import safe_io
+from kohyagen.dataset.jpeg_header import JpegFacts, read_facts
 
 # The head covers the headers of web and generated images; a JPEG whose markers run
 # past it (a camera's EXIF thumbnail, a big ICC profile) gets one more read.
@@ -23,6 +25,8 @@ HEAD = 16 * 1024
 MORE = 240 * 1024
 TAIL = 1024
 _JPEG = b"\xff\xd8"
+# how much of the head goes into ends_key: where two photos' bytes already differ
+KEY_HEAD = 4096
 # PNG's chunks must all be walked, and Pillow reads a whole WebP to open it: these are
 # read whole at once rather than their ends first
 _WHOLE = (b"\x89PNG\r\n\x1a\n", b"RIFF")
@@ -34,6 +38,15 @@ class FileEnds:
     tail: bytes  # the last TAIL bytes
     size: int  # the file's size (fstat)
     scan: int | None = None  # where a JPEG's first scan starts (jpeg_scan_start of head)
+    jpeg: JpegFacts | None = None  # a plain JPEG's header facts (jpeg_header), Pillow unneeded
+
+
+def ends_key(head: bytes, tail: bytes) -> int:
+    """A checksum of a file's first KEY_HEAD and last TAIL bytes: two files of one size
+    whose keys differ cannot be byte-identical, so only files with equal keys need a
+    content hash (kohyagen.dataset.digests). Callers pass the same two slices of a
+    file however they read it."""
+    return zlib.crc32(tail, zlib.crc32(head[:KEY_HEAD]))
 
 
 def jpeg_scan_start(data: bytes) -> int | None:
@@ -71,10 +84,10 @@ def read_ends(path: str) -> FileEnds | None:
         head = os.read(fd, HEAD)
         if head.startswith(_WHOLE):
             return None
-        scan = jpeg_scan_start(head) if head.startswith(_JPEG) else None
+        jpeg, scan = _jpeg_head(head)
         if head.startswith(_JPEG) and scan is None:
             head += os.read(fd, MORE)
-            scan = jpeg_scan_start(head)
+            jpeg, scan = _jpeg_head(head)
         tail = os.pread(fd, TAIL, size - TAIL)
     except OSError:
         return None
@@ -82,7 +95,15 @@ def read_ends(path: str) -> FileEnds | None:
         os.close(fd)
     if len(tail) != TAIL:  # the file changed size under us: let the whole read judge
         return None
-    return FileEnds(head, tail, size, scan)
+    return FileEnds(head, tail, size, scan, jpeg)
+
+
+def _jpeg_head(head: bytes) -> tuple[JpegFacts | None, int | None]:
+    """(a plain JPEG's facts, where its first scan starts); (None, None) for other files."""
+    if not head.startswith(_JPEG):
+        return None, None
+    facts = read_facts(head)
+    return facts, facts.scan if facts else jpeg_scan_start(head)
 
 
 def ends_complete(ends: FileEnds, fmt: str | None) -> bool:
