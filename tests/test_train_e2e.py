@@ -75,7 +75,7 @@ def test_oom_retry_then_report_and_pick(tmp_path, monkeypatch):
     assert summary["cost"] is not None and summary["attempts"] == 3
     assert [c["epoch"] for c in summary["checkpoints"]] == [1, 2, 3, 4, 5]
     # the failed attempts' event files do not leak into the report (they logged 99.0)
-    from kohyagen.report.summary import load_run
+    from kohyagen.report.run_folder import load_run
 
     assert len(summary["sources"]["events"]) == 1
     assert 99.0 not in [v for _s, v in load_run(run).current_loss]

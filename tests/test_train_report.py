@@ -14,7 +14,8 @@ from kohyagen.cli import main
 from kohyagen.errors import KohyagenError, RunStateError
 from kohyagen.report.checkpoints import list_checkpoints, read_trend
 from kohyagen.report.pick import pick
-from kohyagen.report.summary import load_run, write_report
+from kohyagen.report.run_folder import load_run
+from kohyagen.report.summary import write_report
 
 
 def sample_run(tmp_path, shared_dir, run="run_B", events=True):

@@ -2,10 +2,11 @@
 
 Owns kohya's console log parser (logs), a TensorBoard event reader and writer that needs no
 tensorboard package (tensorboard), the values a report is made of (run_data: Checkpoint,
-RunData), checkpoint listing and ranking (checkpoints), the pick with its -best link
-(pick), summary.json/summary.md (summary), loss.png (plot), the static report.html (html,
-html_chart, html_data) and the preview grids (preview, preview_prompts, preview_grid).
-Entry points: `summary.load_run / write_report`, `pick.pick(run_dir) -> Choice`,
+RunData), a run folder read into RunData (run_folder), checkpoint listing and ranking
+(checkpoints), the pick with its -best link (pick), summary.json (summary) and summary.md
+(markdown), loss.png (plot), the static report.html (html, html_chart, html_data) and the
+preview grids (preview, preview_prompts, preview_grid).
+Entry points: `run_folder.load_run`, `summary.write_report`, `pick.pick(run_dir) -> Choice`,
 `preview.render_preview(run_dir, PreviewOptions) -> PreviewResult`.
 
 Torch-free; matplotlib is imported only inside plot, and preview draws through

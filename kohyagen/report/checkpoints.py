@@ -217,7 +217,7 @@ def _no_checkpoint_hint(training: dict[str, Any]) -> str:
 
 
 def rank(run: RunData, *, by: str = "auto") -> Choice:
-    """Choose a checkpoint of a loaded run (kohyagen.report.summary.load_run) without writing.
+    """Choose a checkpoint of a loaded run (kohyagen.report.run_folder.load_run) without writing.
 
     Where the gradient norm FLUX logs (norm/avg_grad_norm) turned NaN or infinite, training
     diverged: checkpoints from that step on are left out while earlier ones exist."""

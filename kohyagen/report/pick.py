@@ -1,7 +1,7 @@
 """`pick`: rank a run's checkpoints and put the chosen one where a user looks for it.
 
-Kept apart from checkpoints.py because it needs the whole run (summary.load_run), and the
-summary itself needs checkpoints: one direction only.
+Kept apart from checkpoints.py because it needs the whole run (run_folder.load_run), and
+loading a run itself needs checkpoints: one direction only.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from kohyagen.atomic import temp_name
 from kohyagen.errors import RunStateError
 from kohyagen.report.checkpoints import BEST_SUFFIX, Choice, rank
 from kohyagen.report.origin import inside
-from kohyagen.report.summary import RunData, load_run
+from kohyagen.report.run_data import RunData
+from kohyagen.report.run_folder import load_run
 
 
 def _link_or_copy(source: Path, dest: Path) -> None:

@@ -31,7 +31,8 @@ from kohyagen.report.preview_jobs import (  # noqa: F401  (the preview's public 
     PreviewResult,
 )
 from kohyagen.report.preview_prompts import PreviewPrompt, preview_prompts
-from kohyagen.report.summary import RunData, load_run
+from kohyagen.report.run_data import RunData
+from kohyagen.report.run_folder import load_run
 
 PREVIEW_DIR = "preview"
 INDEX = "preview.json"

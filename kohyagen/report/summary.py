@@ -1,276 +1,25 @@
-"""Run reports: summary.json, summary.md and loss.png from train.log and TensorBoard events.
+"""Run reports: summary.json, summary.md, loss.png and report.html for a run folder.
 
-TensorBoard events are exact (float32) and preferred; train.log is the fallback and
-always works, also on a run still in progress. Only the last attempt counts: train.json
-records where each attempt's output starts in train.log and when it started, so an
-earlier attempt that ran out of memory does not leak into the curves.
+summarize() turns a loaded run (run_folder.load_run) into summary.json's content: status,
+progress, losses, cost, checkpoints and the pick; write_report() writes it with the
+Markdown (markdown), the plot (plot) and the HTML page (html) beside it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from kohyagen.config.schema import flatten_training_config, load_toml, script_for_config
-from kohyagen.errors import KohyagenError, RunStateError
+from kohyagen.errors import KohyagenError
 from kohyagen.launch.attempts import atomic_write_text
-from kohyagen.launch.resume import first_start, sessions_before
-from kohyagen.report.checkpoints import epoch_noise, list_checkpoints, rank
+from kohyagen.report.checkpoints import rank
 from kohyagen.report.family import grad_norm, lora_format
-from kohyagen.report.logs import parse_log
-from kohyagen.report.origin import follow_move, moved_path
+from kohyagen.report.markdown import render_markdown
 from kohyagen.report.run_data import RunData
-from kohyagen.report.tensorboard import find_event_files, read_scalars, scalars_by_tag
-
-if TYPE_CHECKING:
-    from kohyagen.report.logs import LogSummary
-    from kohyagen.report.run_data import Checkpoint
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-# kohya's sample names: NAME_e000002_00_<time>.png, or NAME_000500_00_<time>.png by step
-_SAMPLE_EPOCH = re.compile(r"_e(\d{6})_(\d{2})_")
-_SAMPLE_STEP = re.compile(r"_(\d{6})_(\d{2})_")
-
-
-def _last_attempt(state: dict | None) -> dict | None:
-    attempts = (state or {}).get("attempts") or []
-    return attempts[-1] if attempts else None
-
-
-def _read_log(run_dir: Path, state: dict | None) -> str | None:
-    path = run_dir / "train.log"
-    if not path.is_file():
-        return None
-    data = path.read_bytes()
-    last = _last_attempt(state)
-    if last and isinstance(last.get("log_start"), int):
-        # only the last attempt's bytes: an out-of-memory attempt before it must not add points
-        data = data[last["log_start"] :]
-    return data.decode("utf-8", "replace")
-
-
-def _resolve(value: Any, base: Path) -> Path | None:
-    if not isinstance(value, str) or not value:
-        return None
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base / path
-
-
-def load_run(run_dir: str | Path) -> RunData:
-    """Everything known about a run folder (finished, failed or still running)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunStateError(
-            "run folder not found", path=run_dir, hint="pass the folder `kohyagen train` made"
-        )
-    try:
-        state = json.loads((run_dir / "train.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        state = None
-    training: dict[str, Any] = {}
-    script = "train_network"
-    config = run_dir / "training_config.toml"
-    if config.is_file():
-        doc = load_toml(config)
-        training, _ = flatten_training_config(doc.data)
-        script = script_for_config(doc.text, training)
-    # a copied or moved run folder reads its own output and logs, not the original's
-    state, training, moved_from = follow_move(run_dir, state, training)
-    text = _read_log(run_dir, state)
-    if text is None and not training:
-        raise RunStateError(
-            "no train.log and no training_config.toml here", path=run_dir,
-            hint="pass a run folder made by `kohyagen train`",
-        )  # fmt: skip
-    log = parse_log(text) if text is not None else None
-
-    output_dir, output_name, unnamed = _output_names(training, log, run_dir, moved_from)
-    scalars, event_files = _run_scalars(training, state, run_dir)
-    epoch_avg = dict(scalars.get("loss/epoch_average", []))
-    train_loss_epoch = _merge(epoch_avg, log.epoch_losses() if log else {})
-    epoch_end_step = _epoch_end_steps(log, scalars, epoch_avg)
-    val_loss_epoch = _merge(
-        dict(scalars.get("loss/validation/epoch_average", [])),
-        dict(log.val_loss_by_epoch) if log else {},
-    )
-    val_loss_step = _merge(
-        dict(scalars.get("loss/validation/step_average", [])),
-        dict(log.val_loss_by_step) if log else {},
-    )
-    avg_loss_step = _merge(
-        dict(scalars.get("loss/average", [])), dict(log.loss_by_step) if log else {}
-    )
-    current = scalars.get("loss/current", [])
-
-    checkpoints = _run_checkpoints(
-        output_dir, None if unnamed else output_name, log, training, epoch_end_step, state,
-        moved_from,
-    )
-    run = RunData(
-        run_dir, state, training, output_dir, output_name, log, scalars, event_files,
-        checkpoints, epoch_end_step, train_loss_epoch, val_loss_epoch, val_loss_step,
-        avg_loss_step, current, epoch_noise(current, epoch_end_step),
-    )  # fmt: skip
-    run.samples = _samples(output_dir, output_name) if output_dir else {}
-    run.script = script
-    run.moved_from = moved_from
-    return run
-
-
-def _output_names(
-    training: dict[str, Any], log: LogSummary | None, run_dir: Path, moved_from: str | None
-) -> tuple[Path | None, str, bool]:
-    """output_dir, output_name, and whether kohya named the files itself (no output_name)."""
-    output_name = str(training.get("output_name") or "")
-    output_dir = _resolve(training.get("output_dir"), run_dir)
-    # the log names the files when the config does not (a config copied away)
-    if log and log.checkpoints:
-        first = Path(log.checkpoints[0][0])
-        if moved_from is not None:
-            first = Path(moved_path(str(first), moved_from, str(run_dir.resolve())))
-        output_dir = output_dir or first.parent
-        if not output_name:
-            output_name = re.sub(r"(-\d{6}|-step\d{8})$", "", first.stem)
-    # kohya's names when output_name is unset: epoch-000001, at-step00000010, last
-    unnamed = output_name in ("", "epoch", "at", "last") and not training.get("output_name")
-    output_name = output_name if not unnamed else "last"
-    return output_dir, output_name, unnamed
-
-
-def _run_scalars(
-    training: dict[str, Any], state: dict[str, Any] | None, run_dir: Path
-) -> tuple[dict[str, list[tuple[int, float]]], list[Path]]:
-    """This attempt's TensorBoard scalars by tag, and the event files they came from."""
-    scalars: dict[str, list[tuple[int, float]]] = {}
-    event_files: list[Path] = []
-    logging_dir = _resolve(training.get("logging_dir"), run_dir)
-    if logging_dir is not None:
-        last = _last_attempt(state) or {}
-        earlier = sessions_before(state)
-        if isinstance(last.get("event_files"), list):
-            # kohyagen recorded which files this attempt wrote: exact, even within a second;
-            # a resumed training adds the files of the sessions before the resume
-            recorded = [p for s in earlier for p in s.get("event_files") or []]
-            recorded += last["event_files"]
-            event_files = [Path(p) for p in recorded if isinstance(p, str) and Path(p).is_file()]
-        elif earlier:
-            event_files = find_event_files(logging_dir, newer_than=first_start(state))
-        else:
-            event_files = find_event_files(logging_dir, newer_than=last.get("started_at"))
-            prefix = str(training.get("log_prefix") or "")
-            if prefix:
-                event_files = [
-                    p for p in event_files if any(q.name.startswith(prefix) for q in p.parents)
-                ]
-            if event_files:
-                # One attempt writes one timestamped folder; keep the newest one's files.
-                newest = event_files[-1].parent
-                event_files = [p for p in event_files if p.parent == newest]
-        events = []
-        for path in event_files:
-            events += read_scalars(path)
-        scalars = scalars_by_tag(events)
-    return scalars, event_files
-
-
-def _epoch_end_steps(
-    log: LogSummary | None, scalars: dict[str, list[tuple[int, float]]], epoch_avg: dict[int, float]
-) -> dict[int, int]:
-    """The global step at each epoch's end: from the log, else spread over the events' steps."""
-    epoch_end_step = dict(log.epoch_end_step) if log else {}
-    # steps before the first epoch header (epoch 0) end no epoch
-    epoch_end_step.pop(0, None)
-    if not epoch_end_step and epoch_avg and log is None:
-        total = _max_step(scalars)
-        epochs = max(epoch_avg)
-        if total and epochs:
-            # no log: spread the steps evenly over the epochs, close enough for the plot
-            epoch_end_step = {e: round(total * e / epochs) for e in epoch_avg}
-    return epoch_end_step
-
-
-def _run_checkpoints(
-    output_dir: Path | None,
-    name: str | None,
-    log: LogSummary | None,
-    training: dict[str, Any],
-    epoch_end_step: dict[int, int],
-    state: dict[str, Any] | None,
-    moved_from: str | None,
-) -> list[Checkpoint]:
-    """This run's checkpoints: files of the name written while it ran."""
-    total_epochs = (log.total_epochs if log else None) or _int(training.get("max_train_epochs"))
-    total_steps = log.total_steps if log else None
-    # The final file is the last epoch: the epoch the log had reached, else the planned total.
-    checkpoints = (
-        list_checkpoints(
-            output_dir,
-            name,
-            epoch_end_step=epoch_end_step,
-            total_epochs=(log.epoch or None) if log else total_epochs,
-            total_steps=(log.step or None) if log else total_steps,
-        )
-        if output_dir is not None
-        else []
-    )
-    first = first_start(state)
-    if moved_from is not None:
-        first = None  # a copy's files carry the copy's times, and its output is its own
-    if isinstance(first, (int, float)):
-        # files of the same name left by an earlier run are not this run's checkpoints
-        checkpoints = [c for c in checkpoints if c.path.stat().st_mtime >= first - 1]
-    ended = (state or {}).get("ended_at")
-    if (
-        isinstance(ended, (int, float))
-        and (state or {}).get("status") != "running"
-        and moved_from is None
-    ):
-        # nor are files a later run with the same output_name wrote after this one ended
-        checkpoints = [c for c in checkpoints if c.path.stat().st_mtime <= ended + 5]
-    return checkpoints
-
-
-def _merge(exact: dict[int, float], printed: dict[int, float]) -> dict[int, float]:
-    """TensorBoard's exact values, plus what the log printed beyond the last event
-    (events are written after the bar is drawn, so a stopped run's log is ahead)."""
-    if not exact:
-        return dict(printed)
-    last = max(exact)
-    merged = dict(exact)
-    merged.update({k: v for k, v in printed.items() if k > last})
-    return dict(sorted(merged.items()))
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _max_step(scalars: dict[str, list[tuple[int, float]]]) -> int | None:
-    points = scalars.get("loss/current") or scalars.get("loss/average") or []
-    return max((s for s, _v in points), default=None)
-
-
-def _samples(output_dir: Path, output_name: str) -> dict[str, list[str]]:
-    """kohya's sample images (output_dir/sample/<name>_e000001_00_<time>.png), by epoch."""
-    folder = output_dir / "sample"
-    if not folder.is_dir():
-        return {}
-    by_key: dict[str, list[str]] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        if match := _SAMPLE_EPOCH.search(path.name):
-            key = f"epoch {int(match.group(1))}"
-        elif match := _SAMPLE_STEP.search(path.name):
-            key = f"step {int(match.group(1))}"
-        else:
-            key = "other"
-        by_key.setdefault(key, []).append(str(path))
-    return by_key
+from kohyagen.report.run_folder import load_run, max_step, planned_epochs
 
 
 def _seconds_per_step(run: RunData) -> float | None:
@@ -297,10 +46,10 @@ def summarize(run: RunData) -> dict:
     cost = state.get("cost")
     if cost is None and price is not None and duration is not None:
         cost = round(price * duration / 3600, 4)
-    step = log.step if log else _max_step(run.scalars) or 0
+    step = log.step if log else max_step(run.scalars) or 0
     total_steps = log.total_steps if log else None
     epochs_done = _epochs_done(run)
-    total_epochs = (log.total_epochs if log else None) or _int(run.training.get("max_train_epochs"))
+    total_epochs = planned_epochs(log, run.training)
     recommendation = _recommendation(run)
     return {
         "run_dir": str(run.run_dir),
@@ -377,84 +126,6 @@ def _by_epoch(values: dict[int, float], end_step: dict[int, int]) -> list[dict]:
     ]
 
 
-def _markdown(summary: dict, run: RunData, plot: Path | None) -> str:
-    s = summary
-    lines = [f"# Training run: {s['output_name']}", ""]
-    ended = s["ended_by"]
-    why = f" (ended by: {ended})" if ended and ended != s["status"] else ""
-    lines.append(f"- status: **{s['status']}**{why}")
-    if s.get("failure"):
-        lines.append(f"- cause: {s['failure'].get('cause')}")
-        lines.append(f"- fix: {s['failure'].get('fix')}")
-    lines.append(f"- steps: {s['steps']['done']}/{s['steps']['total'] or '?'}; "
-                 f"epochs: {s['epochs']['done']}/{s['epochs']['total'] or '?'}")  # fmt: skip
-    if s["speed"]["seconds_per_step"]:
-        lines.append(f"- speed: {s['speed']['seconds_per_step']:.3g} s/step")
-    if s["duration_s"] is not None:
-        lines.append(f"- duration: {_hms(s['duration_s'])}")
-    if s["cost"] is not None:
-        lines.append(f"- cost: ${s['cost']:.2f} at ${s['price_per_hour']}/h")
-    if s.get("attempts") and s["attempts"] > 1:
-        lines.append(f"- attempts: {s['attempts']} (see attempts/ and train.json)")
-    lines.append(f"- LoRA for {s['lora_format']['family']}; loads in: {s['lora_format']['apps']}")
-    if s.get("grad_norm"):
-        g = s["grad_norm"]
-        lines.append(f"- gradient norm ({g['tag']}): first {_num(g['first'])}, last "
-                     f"{_num(g['last'])}, max {_num(g['max'])}")  # fmt: skip
-    if s["recommended"]:
-        lines += ["", f"**Use {s['recommended']['file']}**: {s['recommended']['reason']}."]
-    if plot is not None:
-        lines += ["", f"![loss]({plot.name})"]
-    val = {row["epoch"]: row["loss"] for row in s["validation_loss_per_epoch"]}
-    if s["loss_per_epoch"] or val:
-        lines += ["", "| epoch | step | training loss | validation loss |", "|---:|---:|---:|---:|"]
-        epochs = sorted({row["epoch"] for row in s["loss_per_epoch"]} | set(val))
-        train = {row["epoch"]: row for row in s["loss_per_epoch"]}
-        for e in epochs:
-            t = train.get(e, {})
-            lines.append(
-                f"| {e} | {run.epoch_end_step.get(e, '')} | {_num(t.get('loss'))} | {_num(val.get(e))} |"
-            )
-    if s["checkpoints"]:
-        lines += ["", "| checkpoint | epoch | step | size |", "|---|---:|---:|---:|"]
-        for cp in s["checkpoints"]:
-            lines.append(
-                f"| {cp['file']} | {cp['epoch'] or ''} | {cp['step'] or ''} | {_size(cp['bytes'])} |"
-            )
-    if s["samples"]:
-        lines += ["", "## Samples"]
-        for key, paths in s["samples"].items():
-            lines += ["", f"### {key}", ""]
-            lines += [f"![{key}]({_relative(Path(p), run.run_dir)})" for p in paths]
-    return "\n".join(lines) + "\n"
-
-
-def _relative(path: Path, base: Path) -> str:
-    import os
-
-    try:
-        return os.path.relpath(path, base)
-    except ValueError:
-        return str(path)
-
-
-def _size(size: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
-
-
-def _num(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, (int, float)) else ""
-
-
-def _hms(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def _json_safe(value: Any) -> Any:
     """NaN and infinity (a diverged run) become null: summary.json stays valid JSON."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -480,7 +151,7 @@ def write_report(run_dir: str | Path) -> dict:
         run.run_dir / "summary.json",
         json.dumps(summary, indent=2, ensure_ascii=False, default=str, allow_nan=False),
     )
-    atomic_write_text(run.run_dir / "summary.md", _markdown(summary, run, plot))
+    atomic_write_text(run.run_dir / "summary.md", render_markdown(summary, run, plot))
     from kohyagen.report.html import write_html
 
     write_html(summary, run, run.run_dir / "report.html")
