@@ -102,7 +102,7 @@ def test_json_is_valid_utf8_for_any_file_name(tmp_path, subprocess_env):
 
 
 def _epoch_events(folder, epochs, wall):
-    from kohyagen.report.tensorboard import EventFileWriter
+    from kohyagen.report.event_writer import EventFileWriter
 
     writer = EventFileWriter(folder, wall_time=wall)
     for epoch, loss in epochs:

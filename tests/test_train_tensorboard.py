@@ -8,15 +8,9 @@ import struct
 
 import pytest
 
-from kohyagen.report.tensorboard import (
-    EventFileWriter,
-    crc32c,
-    encode_scalar_event,
-    find_event_files,
-    frame_record,
-    read_scalars,
-    scalars_by_tag,
-)
+from kohyagen.report.event_writer import EventFileWriter, encode_scalar_event
+from kohyagen.report.tensorboard import find_event_files, read_scalars, scalars_by_tag
+from kohyagen.report.tfrecord import crc32c, frame_record
 
 
 def test_crc32c_known_vector():

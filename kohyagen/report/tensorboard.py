@@ -1,8 +1,8 @@
-"""A small reader (and writer) of TensorBoard event files, without the tensorboard package.
+"""A small reader of TensorBoard event files, without the tensorboard package.
 
-An event file is a sequence of TFRecords: an 8-byte little-endian length, a masked
-CRC-32C of those 8 bytes, the payload, and a masked CRC-32C of the payload. Each payload
-is a protobuf `Event` (wall_time = 1, step = 2, summary = 5); a `Summary` holds repeated
+An event file is a sequence of TFRecords (tfrecord.py: the length, the payload and their
+CRC-32C); writing one is event_writer.py's. Each payload is a protobuf `Event`
+(wall_time = 1, step = 2, summary = 5); a `Summary` holds repeated
 `Value`s (tag = 1, simple_value = 2, tensor = 8). Scalars come either as simple_value
 (what torch's SummaryWriter and accelerate write) or as a rank-0 `TensorProto`
 (what TF2-style writers produce). Only scalars are decoded; everything else is skipped.
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import re
 import struct
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from kohyagen.report.tfrecord import read_records
 
 EVENT_FILE_GLOB = "events.out.tfevents.*"
 
@@ -29,32 +30,6 @@ class ScalarEvent:
     step: int
     wall_time: float
     value: float
-
-
-# --- CRC-32C (Castagnoli), as TFRecord masks it -------------------------------------------
-
-_CRC_TABLE: list[int] = []
-for _n in range(256):
-    _c = _n
-    for _ in range(8):
-        # the reflected Castagnoli polynomial: TFRecord uses CRC-32C, not zlib's CRC-32
-        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
-    _CRC_TABLE.append(_c)
-
-
-def crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    table = _CRC_TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    crc = crc32c(data)
-    # TFRecord's mask (rotate right by 15, add a constant), so that a CRC of data that itself
-    # holds CRCs does not collide
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 # --- protobuf wire format ------------------------------------------------------------------
@@ -104,8 +79,8 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
 
 
 # TensorProto dtypes that a scalar may use, with struct formats for tensor_content.
-_DT_FLOAT, _DT_DOUBLE, _DT_INT32, _DT_INT64, _DT_BFLOAT16, _DT_HALF = 1, 2, 3, 9, 14, 19
-_CONTENT_FORMAT = {_DT_FLOAT: "<f", _DT_DOUBLE: "<d", _DT_INT32: "<i", _DT_INT64: "<q"}
+DT_FLOAT, DT_DOUBLE, DT_INT32, DT_INT64, DT_BFLOAT16, DT_HALF = 1, 2, 3, 9, 14, 19
+_CONTENT_FORMAT = {DT_FLOAT: "<f", DT_DOUBLE: "<d", DT_INT32: "<i", DT_INT64: "<q"}
 
 
 def _packed(values: Any, wire: int, fmt: str) -> list[float]:
@@ -157,7 +132,7 @@ def _tensor_scalar(buf: bytes) -> float | None:
                 for v in _packed_varints(value, wire)
             ]
         elif number == 13:  # half_val holds fp16 / bf16 bit patterns
-            convert = _bfloat16 if dtype == _DT_BFLOAT16 else _half
+            convert = _bfloat16 if dtype == DT_BFLOAT16 else _half
             values += [convert(v) for v in _packed_varints(value, wire)]
     if content:
         if dtype in _CONTENT_FORMAT:
@@ -165,9 +140,9 @@ def _tensor_scalar(buf: bytes) -> float | None:
             if len(content) != struct.calcsize(fmt):
                 return None
             return float(struct.unpack(fmt, content)[0])
-        if dtype in (_DT_HALF, _DT_BFLOAT16) and len(content) == 2:
+        if dtype in (DT_HALF, DT_BFLOAT16) and len(content) == 2:
             bits = struct.unpack("<H", content)[0]
-            return _bfloat16(bits) if dtype == _DT_BFLOAT16 else _half(bits)
+            return _bfloat16(bits) if dtype == DT_BFLOAT16 else _half(bits)
         return None
     # only a rank-0 tensor is a scalar; a vector is skipped
     return float(values[0]) if len(values) == 1 else None
@@ -190,27 +165,6 @@ def _summary_scalars(buf: bytes) -> Iterator[tuple[str, float]]:
             yield tag, float(scalar)
 
 
-def _records(data: bytes, *, check_crc: bool) -> Iterator[bytes]:
-    pos = 0
-    while pos + 12 <= len(data):
-        header = data[pos : pos + 8]
-        (length,) = struct.unpack("<Q", header)
-        (length_crc,) = struct.unpack("<I", data[pos + 8 : pos + 12])
-        # the length's CRC is always checked: a torn write would otherwise be read as a huge length
-        if masked_crc32c(header) != length_crc:
-            return  # not a record boundary: garbage or a torn write
-        start, end = pos + 12, pos + 12 + length
-        if end + 4 > len(data):
-            return  # partial last record (file still being written)
-        payload = data[start:end]
-        if check_crc:
-            (data_crc,) = struct.unpack("<I", data[end : end + 4])
-            if masked_crc32c(payload) != data_crc:
-                return
-        yield payload
-        pos = end + 4
-
-
 def read_scalars(path: str | Path, *, check_crc: bool = False) -> list[ScalarEvent]:
     """Every scalar in one event file, in file order.
 
@@ -219,7 +173,7 @@ def read_scalars(path: str | Path, *, check_crc: bool = False) -> list[ScalarEve
     """
     data = Path(path).read_bytes()
     events: list[ScalarEvent] = []
-    for record in _records(data, check_crc=check_crc):
+    for record in read_records(data, check_crc=check_crc):
         wall_time, step, summary = 0.0, 0, None
         try:
             for number, wire, value in _fields(record):
@@ -277,93 +231,3 @@ def scalars_by_tag(events: Iterable[ScalarEvent]) -> dict[str, list[tuple[int, f
         # last one written is the step's value, as TensorBoard's own reader keeps it
         table.setdefault(event.tag, {})[event.step] = event.value
     return {tag: sorted(points.items()) for tag, points in table.items()}
-
-
-# --- writing (used by tests and tools; kohya and the builtin trainer write their own) ----
-
-
-def _key(number: int, wire: int) -> bytes:
-    return _encode_varint((number << 3) | wire)
-
-
-def _encode_varint(value: int) -> bytes:
-    value &= 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _length_delimited(number: int, payload: bytes) -> bytes:
-    return _key(number, 2) + _encode_varint(len(payload)) + payload
-
-
-def encode_scalar_event(
-    tag: str, value: float, step: int, wall_time: float, *, as_tensor: bool = False
-) -> bytes:
-    """One Event holding one scalar, as simple_value or as a rank-0 float tensor."""
-    if as_tensor:
-        tensor = (
-            _key(1, 0) + _encode_varint(_DT_FLOAT) + _length_delimited(4, struct.pack("<f", value))
-        )
-        summary_value = _length_delimited(1, tag.encode()) + _length_delimited(8, tensor)
-    else:
-        summary_value = _length_delimited(1, tag.encode()) + _key(2, 5) + struct.pack("<f", value)
-    summary = _length_delimited(1, summary_value)
-    return (
-        _key(1, 1)
-        + struct.pack("<d", wall_time)
-        + _key(2, 0)
-        + _encode_varint(step)
-        + _length_delimited(5, summary)
-    )
-
-
-def frame_record(payload: bytes) -> bytes:
-    header = struct.pack("<Q", len(payload))
-    return (
-        header
-        + struct.pack("<I", masked_crc32c(header))
-        + payload
-        + struct.pack("<I", masked_crc32c(payload))
-    )
-
-
-class EventFileWriter:
-    """Appends scalar events to a new event file in a folder (flushes every write)."""
-
-    def __init__(self, folder: str | Path, *, wall_time: float | None = None) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        created = wall_time if wall_time is not None else time.time()
-        self.path = folder / f"events.out.tfevents.{int(created)}.kohyagen.0"
-        # the file_version event every TensorBoard file starts with; readers check it
-        version = _key(1, 1) + struct.pack("<d", created) + _length_delimited(3, b"brain.Event:2")
-        with open(self.path, "wb") as handle:
-            handle.write(frame_record(version))
-
-    def add_scalar(
-        self,
-        tag: str,
-        value: float,
-        step: int,
-        *,
-        wall_time: float | None = None,
-        as_tensor: bool = False,
-    ) -> None:
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise TypeError(f"scalar value must be a number, got {type(value).__name__}")
-        payload = encode_scalar_event(
-            tag,
-            float(value),
-            step,
-            wall_time if wall_time is not None else time.time(),
-            as_tensor=as_tensor,
-        )
-        with open(self.path, "ab") as handle:
-            handle.write(frame_record(payload))
