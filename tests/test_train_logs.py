@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kohyagen.report.log_summary import parse_log
 from kohyagen.report.logs import (
     CheckpointSaved,
     EpochStarted,
@@ -18,7 +19,6 @@ from kohyagen.report.logs import (
     TextLine,
     ValidationProgress,
     parse_events,
-    parse_log,
     parse_segment,
 )
 
@@ -194,7 +194,7 @@ def test_any_split_gives_the_same_events(pieces, cuts):
 
 
 def _summary(events):
-    from kohyagen.report.logs import summarize_events
+    from kohyagen.report.log_summary import summarize_events
 
     return summarize_events(events)
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kohyagen.launch.diagnose import OUT_OF_MEMORY, Diagnosis, nan_loss
+from kohyagen.report.log_summary import LogSummary
 from kohyagen.report.logs import (
     CheckpointSaved,
     EpochStarted,
     Event,
     LogParser,
-    LogSummary,
     StepProgress,
     TextLine,
     is_bad_loss,

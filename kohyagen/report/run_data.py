@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kohyagen.report.logs import LogSummary
+from kohyagen.report.log_summary import LogSummary
 
 
 @dataclass(frozen=True)

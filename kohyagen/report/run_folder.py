@@ -20,13 +20,13 @@ from kohyagen.config.schema import flatten_training_config, load_toml, script_fo
 from kohyagen.errors import RunStateError
 from kohyagen.launch.resume import first_start, sessions_before
 from kohyagen.report.checkpoints import epoch_noise, list_checkpoints
-from kohyagen.report.logs import parse_log
+from kohyagen.report.log_summary import parse_log
 from kohyagen.report.origin import follow_move, moved_path
 from kohyagen.report.run_data import RunData
 from kohyagen.report.tensorboard import find_event_files, read_scalars, scalars_by_tag
 
 if TYPE_CHECKING:
-    from kohyagen.report.logs import LogSummary
+    from kohyagen.report.log_summary import LogSummary
     from kohyagen.report.run_data import Checkpoint
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
