@@ -3,7 +3,9 @@
 Owns listing folders the way kohya globs them (scan), cheap per-image probes and their
 process pool (images, probe_pool), the check's rules and caption rules (rules,
 caption_rules), the `N_name` DreamBooth layout (layout), caption files (captions),
-kohya's aspect-ratio buckets (buckets), and the two entry points:
+kohya's aspect-ratio buckets (buckets), the check's bucket options and their findings
+(bucket_findings), its counting (tally) and its report values (check_report), and the two
+entry points:
 
 - `check.check_dataset(...) -> DatasetReport` (findings, counts, buckets, step counts)
 - `prepare.prepare_dataset(...) -> PrepareResult` (copies into OUT/N_concept/; the source
