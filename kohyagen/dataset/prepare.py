@@ -22,8 +22,9 @@ from kohyagen.dataset.captions import (
     read_bytes,
     trigger_first,
 )
-from kohyagen.dataset.images import HIGH_BIT_MODES, ImageProbe
+from kohyagen.dataset.images import ImageProbe
 from kohyagen.dataset.layout import IMAGE_EXTENSIONS, parse_folder_name
+from kohyagen.dataset.perceptual import HIGH_BIT_MODES
 from kohyagen.dataset.probe_pool import ProgressFn, probe_many
 from kohyagen.dataset.scan import list_folder
 from kohyagen.errors import DatasetError, UsageError

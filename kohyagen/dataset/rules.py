@@ -14,14 +14,13 @@ from kohyagen.dataset.images import (
     DECODE_FAILED,
     DECOMPRESSION_BOMB,
     EMPTY_FILE,
-    HIGH_BIT_MODES,
     NOT_AN_IMAGE,
     TRUNCATED,
     UNREADABLE,
     ImageProbe,
-    near_duplicate_pairs,
 )
 from kohyagen.dataset.layout import IMAGE_EXTENSIONS, parse_folder_name
+from kohyagen.dataset.perceptual import HIGH_BIT_MODES, near_duplicate_pairs
 from kohyagen.dataset.scan import DirListing, SubsetListing
 from kohyagen.findings import Finding, Severity
 from kohyagen.validate import name_problem
