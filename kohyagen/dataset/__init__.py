@@ -2,7 +2,7 @@
 
 Owns listing folders the way kohya globs them (scan), cheap per-image probes and their
 process pool (images, probe_pool) with the container walks (containers) and the
-perceptual hash (perceptual), the check's rules and caption rules (rules,
+perceptual hash (perceptual), the check's rules (rules, layout_rules, image_rules,
 caption_rules), the `N_name` DreamBooth layout (layout), caption files (captions),
 kohya's aspect-ratio buckets (buckets), the check's bucket options and their findings
 (bucket_findings), its counting (tally) and its report values (check_report), and the two

@@ -1,12 +1,12 @@
 """Dataset check: everything kohya would trip over, found before any GPU time is spent.
 
-check_dataset() lists the folders as kohya does (dataset_scan), probes every image
-(images, probe_pool), reads every caption (captions, caption_rules), applies the rules
-(dataset_rules) and computes the numbers kohya will use: images × repeats, the bucket
-of each image (buckets, tally) and the steps per epoch. The bucket options and their
-findings live in bucket_findings, the report's values in check_report; DatasetReport
-stays importable from here, check_dataset's home. prepare_dataset() (dataset_prepare)
-builds a clean kohya layout from a folder of images.
+check_dataset() lists the folders as kohya does (scan), probes every image (images,
+probe_pool), reads every caption (captions, caption_rules), applies the rules (rules,
+layout_rules, image_rules) and computes the numbers kohya will use: images × repeats,
+the bucket of each image (buckets, tally) and the steps per epoch. The bucket options
+and their findings live in bucket_findings, the report's values in check_report;
+DatasetReport stays importable from here, check_dataset's home. prepare_dataset()
+(prepare) builds a clean kohya layout from a folder of images.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from kohyagen.dataset.caption_rules import check_captions, choose_caption_extens
 from kohyagen.dataset.captions import CaptionRead, tag_frequencies
 from kohyagen.dataset.check_report import DatasetReport, ImageRecord, SubsetReport
 from kohyagen.dataset.digests import with_colliding_digests
+from kohyagen.dataset.image_rules import image_findings
 from kohyagen.dataset.images import ImageProbe
+from kohyagen.dataset.layout_rules import layout_findings
 from kohyagen.dataset.probe_pool import ProgressFn, probe_many
 from kohyagen.dataset.rules import (
     count_findings,
     duplicate_findings,
-    image_findings,
-    layout_findings,
     same_stem_findings,
     size_advice,
 )
