@@ -10,7 +10,7 @@ entry points:
 
 - `check.check_dataset(...) -> DatasetReport` (findings, counts, buckets, step counts)
 - `prepare.prepare_dataset(...) -> PrepareResult` (copies into OUT/N_concept/; the source
-  is only read)
+  is only read, by sources; images kohya would mishandle are re-encoded by conversion)
 
 Torch-free; imports only the core below it.
 """
