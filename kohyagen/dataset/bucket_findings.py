@@ -32,6 +32,7 @@ def default_bucket_settings(
     low, high = bucket_range(res, bucket_reso_steps)
     return BucketSettings(
         (res, res),
+        # not given: the range `kohyagen config` renders (resolution/2 to 2×resolution)
         min_bucket_reso or low,
         max_bucket_reso or high,
         bucket_reso_steps,

@@ -39,6 +39,7 @@ def _jpeg_problem(data: bytes) -> str | None:
 
 
 def _png_problem(data: bytes) -> str | None:
+    # past the 8-byte signature; each chunk is length (4), type (4), data and CRC (4)
     pos, n = 8, len(data)
     while pos + 8 <= n:
         (length,) = struct.unpack(">I", data[pos : pos + 4])
@@ -53,6 +54,7 @@ def _png_problem(data: bytes) -> str | None:
 
 
 def _webp_problem(data: bytes) -> str | None:
+    # the RIFF size counts the bytes after its own 8-byte header ("RIFF" and the size)
     (riff_size,) = struct.unpack("<I", data[4:8])
     if len(data) < riff_size + 8:
         return f"WebP declares {riff_size + 8} bytes but the file has {len(data)}: cut short"

@@ -23,6 +23,7 @@ __all__ = ["needs_conversion", "reencode"]
 
 
 def needs_conversion(probe: ImageProbe, suffix: str) -> str | None:
+    # None: kohya reads the file as it is, so prepare copies it unchanged
     if suffix.lower() not in IMAGE_EXTENSIONS:
         return f"{suffix} is not read by kohya"
     if probe.mode == "CMYK":

@@ -72,6 +72,7 @@ def usable_images(
 
 
 def source_caption(image: Path, files: dict[str, Path], caption_ext: str) -> str | None:
+    # the extension asked for first, then the tagger's .txt and kohya's default .caption
     for ext in dict.fromkeys((caption_ext, ".txt", ".caption")):
         cap = files.get(image.stem + ext)
         if cap is None:

@@ -39,6 +39,7 @@ def tally_subsets(
         for img in subset.listing.images:
             probe = probes[str(img)]
             bucket = None
+            # an image kohya cannot load gets no bucket: the check reports it as an error
             if probe.error is None and probe.width > 0 and probe.height > 0:
                 bucket = bucket_key(select_bucket(probe.width, probe.height, settings))
                 per_bucket[bucket] += 1
