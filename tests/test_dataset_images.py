@@ -16,13 +16,9 @@ from kohyagen.dataset.captions import (
     tag_frequencies,
     trigger_first,
 )
-from kohyagen.dataset.images import (
-    dhash_of,
-    hamming,
-    header_size,
-    near_duplicate_pairs,
-    probe_image,
-)
+from kohyagen.dataset.containers import header_size
+from kohyagen.dataset.images import probe_image
+from kohyagen.dataset.perceptual import dhash_of, hamming, near_duplicate_pairs
 
 
 @given(st.lists(st.integers(0, 2**64 - 1), max_size=40), st.integers(0, 64))

@@ -17,7 +17,8 @@ from PIL import Image
 
 from kohyagen.cli import main
 from kohyagen.dataset.check import check_dataset
-from kohyagen.dataset.images import completeness_problem, probe_image
+from kohyagen.dataset.containers import completeness_problem
+from kohyagen.dataset.images import probe_image
 
 
 def run_check(*args: str):

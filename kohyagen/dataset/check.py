@@ -1,45 +1,43 @@
 """Dataset check: everything kohya would trip over, found before any GPU time is spent.
 
-check_dataset() lists the folders as kohya does (dataset_scan), probes every image
-(images, probe_pool), reads every caption (captions, caption_rules), applies the rules
-(dataset_rules) and computes the numbers kohya will use: images × repeats, the bucket
-of each image (buckets) and the steps per epoch. prepare_dataset() (dataset_prepare)
-builds a clean kohya layout from a folder of images.
+check_dataset() lists the folders as kohya does (scan), probes every image (images,
+probe_pool), reads every caption (captions, caption_rules), applies the rules (rules,
+layout_rules, image_rules) and computes the numbers kohya will use: images × repeats,
+the bucket of each image (buckets, tally) and the steps per epoch. The bucket options
+and their findings live in bucket_findings, the report's values in check_report;
+DatasetReport stays importable from here, check_dataset's home. prepare_dataset()
+(prepare) builds a clean kohya layout from a folder of images.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kohyagen.config.presets import ModelPreset, get_model
-from kohyagen.dataset.buckets import (
-    BucketSettings,
-    bucket_for,
-    bucket_key,
-    bucket_range,
-    kohya_bucket_fails,
-    select_bucket,
-    steps_per_epoch,
+from kohyagen.dataset.bucket_findings import (
+    crash_findings_and_settings,
+    default_bucket_settings,
+    settings_findings,
 )
+from kohyagen.dataset.buckets import BucketSettings, bucket_for, steps_per_epoch
 from kohyagen.dataset.caption_rules import check_captions, choose_caption_extension
 from kohyagen.dataset.captions import CaptionRead, tag_frequencies
+from kohyagen.dataset.check_report import DatasetReport, ImageRecord, SubsetReport
 from kohyagen.dataset.digests import with_colliding_digests
+from kohyagen.dataset.image_rules import image_findings
 from kohyagen.dataset.images import ImageProbe
+from kohyagen.dataset.layout_rules import layout_findings
 from kohyagen.dataset.probe_pool import ProgressFn, probe_many
 from kohyagen.dataset.rules import (
     count_findings,
     duplicate_findings,
-    finding,
-    image_findings,
-    layout_findings,
     same_stem_findings,
     size_advice,
 )
 from kohyagen.dataset.scan import DirListing, SubsetListing, scan
+from kohyagen.dataset.tally import bucket_order, tally_subsets
 from kohyagen.errors import UsageError
 from kohyagen.findings import Finding, Severity, sort_findings
 from kohyagen.validate import caption_extension_problem, require
@@ -61,9 +59,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# `kohyagen config` renders bucket_no_upscale = true (render_values.dataset_choices).
-RENDERED_NO_UPSCALE = True
-
 __all__ = [
     "DatasetReport",
     "ImageRecord",
@@ -76,77 +71,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ImageRecord:
-    path: str
-    subset: str
-    width: int
-    height: int
-    format: str | None
-    mode: str | None
-    size_bytes: int
-    bucket: str | None  # "WxH", None when kohya cannot load the image
-    caption: str | None  # the caption file kohya reads, None when there is none
-
-
-@dataclass(frozen=True)
-class SubsetReport:
-    path: str
-    name: str
-    repeats: int
-    class_tokens: str
-    is_reg: bool
-    image_count: int
-    images_x_repeats: int
-    captioned: int
-    buckets: dict[str, int] = field(default_factory=dict)  # images per bucket (no repeats)
-
-
-@dataclass(frozen=True)
-class DatasetReport:
-    root: str
-    kind: str  # "train_dir" | "image_folder"
-    model: str
-    subsets: tuple[SubsetReport, ...]  # training subsets, then regularisation subsets
-    findings: tuple[Finding, ...]
-    image_count: int  # training images kohya lists (not counting regularisation)
-    images_x_repeats: int
-    steps_per_epoch: int  # at batch_size, bucketed, regularisation samples included
-    batch_size: int
-    caption_extension: str
-    buckets: dict[str, int]  # samples per bucket per epoch (repeats and reg included)
-    tag_frequencies: dict[str, int]
-    size_advice: str
-    bucket_settings: BucketSettings
-    reg_image_count: int = 0
-    images: tuple[ImageRecord, ...] = ()
-    deep: bool = False
-    notes: tuple[str, ...] = ()  # what this check did not cover, in words
-
-    @property
-    def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity is Severity.ERROR]
-
-    @property
-    def warnings(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity is Severity.WARNING]
-
-    def to_dict(self) -> dict:
-        # Field by field, not asdict(self): asdict deep-copies every value recursively,
-        # the findings included only to be replaced, which was a twentieth of a default
-        # `dataset check --json` on 3,000 images. The records hold plain values only.
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["subsets"] = [asdict(s) for s in self.subsets]
-        data["images"] = [dict(vars(r)) for r in self.images]
-        data["buckets"], data["tag_frequencies"] = dict(self.buckets), dict(self.tag_frequencies)
-        data["notes"] = list(self.notes)
-        data["bucket_settings"] = asdict(self.bucket_settings)
-        data["findings"] = [f.to_dict() for f in self.findings]
-        data["bucket_settings"]["resolution"] = list(self.bucket_settings.resolution)
-        data["counts"] = {s.value: sum(f.severity is s for f in self.findings) for s in Severity}
-        return data
-
-
 def _normalise_ext(ext: str | None) -> str | None:
     if ext is None:
         return None
@@ -156,24 +80,6 @@ def _normalise_ext(ext: str | None) -> str | None:
     ext = ext if ext.startswith(".") else "." + ext
     require(caption_extension_problem(ext), hint="e.g. --caption-ext .txt")
     return ext
-
-
-def _bucket_settings(
-    res: int,
-    min_bucket_reso: int | None,
-    max_bucket_reso: int | None,
-    bucket_reso_steps: int,
-    bucket_no_upscale: bool | None,
-) -> BucketSettings:
-    """The bucket options, each defaulting to what `kohyagen config` renders."""
-    low, high = bucket_range(res, bucket_reso_steps)
-    return BucketSettings(
-        (res, res),
-        min_bucket_reso or low,
-        max_bucket_reso or high,
-        bucket_reso_steps,
-        RENDERED_NO_UPSCALE if bucket_no_upscale is None else bucket_no_upscale,
-    )
 
 
 def _layout_findings(listing: DirListing, reg_listing: DirListing | None) -> list[Finding]:
@@ -255,16 +161,6 @@ def _caption_findings(
     return ext, findings, captions_by_subset, effective_captions
 
 
-def _settings_findings(settings: BucketSettings) -> list[Finding]:
-    """The bucket options kohya would refuse."""
-    out = []
-    for problem in settings.problems():
-        out.append(finding(Severity.ERROR, "bucket-settings", f"kohya would stop: {problem}",
-                           None, "fix the bucket options",
-                           key="min_bucket_reso/max_bucket_reso"))  # fmt: skip
-    return out
-
-
 def _notes(deep: bool, near_duplicates: bool) -> tuple[str, ...]:
     """What this check did not look at, and the option that would."""
     notes = []
@@ -308,7 +204,7 @@ def check_dataset(
         raise UsageError("batch size must be 1 or more", hint="e.g. --batch-size 2")
     trigger = trigger.strip() if trigger else None
     given_ext = _normalise_ext(caption_ext)
-    settings = _bucket_settings(
+    settings = default_bucket_settings(
         resolution or preset.resolution, min_bucket_reso, max_bucket_reso, bucket_reso_steps,
         bucket_no_upscale,
     )  # fmt: skip
@@ -328,24 +224,13 @@ def check_dataset(
         listing, subsets, given_ext, trigger, probes
     )
     findings += caption_found
-    crash, settings = _crash_findings_and_settings(probes, settings, bucket_no_upscale)
+    crash, settings = crash_findings_and_settings(probes, settings, bucket_no_upscale)
     findings += crash
-    numbers = _numbers(subsets, probes, captions_by_subset, settings)
+    numbers = tally_subsets(subsets, probes, captions_by_subset, settings)
     return _report(
         listing, preset, subsets, findings, numbers, ext=ext, captions=effective_captions,
         settings=settings, batch_size=batch_size, deep=deep, near=near_duplicates,
     )  # fmt: skip
-
-
-def _crash_findings_and_settings(
-    probes: dict[str, ImageProbe], settings: BucketSettings, bucket_no_upscale: bool | None
-) -> tuple[list[Finding], BucketSettings]:
-    """Images kohya's bucketing would crash on, and the settings the counts then use."""
-    crash = _bucket_crash_findings(probes, settings, explicit=bucket_no_upscale is not None)
-    if crash and bucket_no_upscale is None:
-        # kohyagen config renders bucket_no_upscale = false for such a dataset (render_fixes)
-        settings = dataclasses.replace(settings, no_upscale=False)
-    return crash, settings
 
 
 def _report(
@@ -367,7 +252,7 @@ def _report(
     train_subsets = [s for s in subsets if not s.is_reg]
     image_count = sum(len(s.listing.images) for s in train_subsets)
     findings = findings + count_findings(listing.root, image_count, listing.kind)
-    findings += _settings_findings(settings)
+    findings += settings_findings(settings)
     return DatasetReport(
         root=str(listing.root), kind=listing.kind, model=preset.name,
         subsets=tuple(subset_reports), findings=tuple(sort_findings(_dedupe(findings))),
@@ -375,7 +260,7 @@ def _report(
         images_x_repeats=sum(len(s.listing.images) * s.repeats for s in train_subsets),
         steps_per_epoch=steps_per_epoch(samples.values(), batch_size), batch_size=batch_size,
         caption_extension=ext,
-        buckets=dict(sorted(samples.items(), key=lambda kv: _bucket_sort(kv[0]))),
+        buckets=dict(sorted(samples.items(), key=lambda kv: bucket_order(kv[0]))),
         tag_frequencies=tag_frequencies(captions),
         size_advice=size_advice(image_count), bucket_settings=settings,
         reg_image_count=sum(len(s.listing.images) for s in subsets if s.is_reg),
@@ -383,118 +268,5 @@ def _report(
     )  # fmt: skip
 
 
-def _bucket_crash_findings(
-    probes: dict[str, ImageProbe], settings: BucketSettings, *, explicit: bool
-) -> list[Finding]:
-    """Images that stop real kohya in select_bucket (a bucket side rounds down to 0).
-
-    An error when bucket_no_upscale was asked for; otherwise a warning, because
-    `kohyagen config` then renders bucket_no_upscale = false for this dataset.
-    """
-    out = []
-    sev = Severity.ERROR if explicit else Severity.WARNING
-    then = ("kohya stops with a ZeroDivisionError in select_bucket" if explicit else
-            "kohyagen config therefore renders bucket_no_upscale = false (kohya would stop "
-            "with a ZeroDivisionError in select_bucket)")  # fmt: skip
-    for path, probe in probes.items():
-        if probe.error is None and kohya_bucket_fails(probe.width, probe.height, settings):
-            res = settings.resolution
-            out.append(finding(sev, "bucket-zero-side",
-                               f"{probe.width}x{probe.height} at resolution {res[0]}x{res[1]} "
-                               f"with bucket_no_upscale: a bucket side rounds down to 0 at "
-                               f"bucket_reso_steps {settings.steps}; {then}", path,
-                               "remove or enlarge the image, or set bucket_no_upscale = false"))  # fmt: skip
-    return out
-
-
 def _dedupe(findings: list[Finding]) -> list[Finding]:
     return list(dict.fromkeys(findings))
-
-
-def _bucket_sort(key: str) -> tuple[int, int]:
-    w, _, h = key.partition("x")
-    return int(w), int(h)
-
-
-def _numbers(
-    subsets: list[SubsetListing],
-    probes: dict[str, ImageProbe],
-    captions: dict[Path, dict[Path, CaptionRead]],
-    settings: BucketSettings,
-) -> tuple[list[ImageRecord], list[SubsetReport], Counter[str]]:
-    records: list[ImageRecord] = []
-    reports: list[SubsetReport] = []
-    buckets_of: dict[str, str] = {}
-    for subset in subsets:
-        per_bucket: Counter[str] = Counter()
-        for img in subset.listing.images:
-            probe = probes[str(img)]
-            bucket = None
-            if probe.error is None and probe.width > 0 and probe.height > 0:
-                bucket = bucket_key(select_bucket(probe.width, probe.height, settings))
-                per_bucket[bucket] += 1
-                buckets_of[str(img)] = bucket
-            read = captions[subset.path].get(img)
-            records.append(
-                ImageRecord(
-                    str(img),
-                    subset.path.name,
-                    probe.width,
-                    probe.height,
-                    probe.format,
-                    probe.mode,
-                    probe.size_bytes,
-                    bucket,
-                    str(read.path) if read else None,
-                )
-            )
-        n = len(subset.listing.images)
-        reports.append(
-            SubsetReport(
-                str(subset.path),
-                subset.path.name,
-                subset.repeats,
-                subset.class_tokens,
-                subset.is_reg,
-                n,
-                n * subset.repeats,
-                len(captions[subset.path]),
-                dict(sorted(per_bucket.items(), key=lambda kv: _bucket_sort(kv[0]))),
-            )
-        )
-    return records, reports, _epoch_samples(subsets, buckets_of)
-
-
-def _epoch_samples(subsets: list[SubsetListing], buckets_of: dict[str, str]) -> Counter[str]:
-    """Samples per bucket in one epoch, the way kohya fills them.
-
-    Each training image counts `repeats` times. Regularisation images are cycled (first
-    pass at their folder's repeats, then one more each) until they match the number of
-    training samples.
-    """
-    samples: Counter[str] = Counter()
-    train_total = 0
-    for subset in subsets:
-        if subset.is_reg:
-            continue
-        for img in subset.listing.images:
-            if (b := buckets_of.get(str(img))) is not None:
-                samples[b] += subset.repeats
-                train_total += subset.repeats
-    reg = [
-        (buckets_of[str(img)], s.repeats)
-        for s in subsets
-        if s.is_reg
-        for img in s.listing.images
-        if str(img) in buckets_of
-    ]
-    n, first = 0, True
-    while reg and n < train_total:
-        for bucket, repeats in reg:
-            step = repeats if first else 1
-            samples[bucket] += step
-            n += step
-            if n >= train_total:
-                break
-        first = False
-    return samples

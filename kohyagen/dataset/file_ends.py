@@ -108,7 +108,7 @@ def _jpeg_head(head: bytes) -> tuple[JpegFacts | None, int | None]:
 
 def ends_complete(ends: FileEnds, fmt: str | None) -> bool:
     """True when the ends prove the file complete as the whole-file check
-    (images.completeness_problem) would; False means "read it all and look"."""
+    (containers.completeness_problem) would; False means "read it all and look"."""
     try:
         if fmt in ("JPEG", "MPO"):
             scan = ends.scan
@@ -125,7 +125,7 @@ def ends_complete(ends: FileEnds, fmt: str | None) -> bool:
     return fmt is not None and fmt not in _WALKED
 
 
-# Formats whose completeness the whole-file check walks (images._CHECKERS); any other
+# Formats whose completeness the whole-file check walks (containers._CHECKERS); any other
 # format has no structure check there, so the ends need not prove anything either.
 _WALKED = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF"})
 

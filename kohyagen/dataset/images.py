@@ -5,7 +5,8 @@ header (size, mode, format, EXIF; no pixel decode) and checks that the file is c
 by walking its container structure (JPEG markers up to the scan and an EOI after it, PNG
 chunks up to IEND, the RIFF size of WebP, the pixel-array size of BMP, GIF's trailer).
 The deep probe also decodes every pixel, which is what catches damage inside the data,
-and computes the perceptual hash from the decoded pixels.
+and computes the perceptual hash from the decoded pixels. The container walks live in
+containers, the perceptual hash in perceptual.
 
 probe_image never raises: every failure becomes a field of the returned ImageProbe, so
 a single bad file cannot stop a check of thousands.
@@ -25,21 +26,15 @@ if TYPE_CHECKING:
     from PIL import Image
 
 from kohyagen import safe_io
-from kohyagen.dataset.file_ends import (
-    TAIL,
-    FileEnds,
-    ends_complete,
-    ends_key,
-    jpeg_scan_start,
-    read_ends,
-)
+from kohyagen.dataset.containers import completeness_problem, header_size
+from kohyagen.dataset.file_ends import TAIL, FileEnds, ends_complete, ends_key, read_ends
+from kohyagen.dataset.perceptual import signature, signature_cheap
 
 # Files above this are hashed in chunks instead of being read into memory at once.
 _WHOLE_READ_LIMIT = 256 * 1024 * 1024
 _CHUNK = 4 * 1024 * 1024
 
-# Pillow modes that keep more than 8 bits per channel; kohya's convert("RGB") clips them.
-HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+# Pillow modes with an alpha band (a palette's transparency shows in im.info instead).
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 # ImageProbe.error values (also the finding codes the dataset check uses for them).
@@ -188,7 +183,7 @@ def _probe_data(
         return ImageProbe(**facts, error=TRUNCATED, detail=incomplete)
 
     if not deep:
-        sig = _signature_cheap(im) if perceptual else None
+        sig = signature_cheap(im) if perceptual else None
         return ImageProbe(**facts, **_sig_fields(sig))
 
     try:
@@ -269,220 +264,3 @@ def _alpha_used(im: Image.Image) -> bool:
         return low < 255  # type: ignore[operator]
     except Exception:
         return True
-
-
-# --- perceptual hash -------------------------------------------------------------------
-
-
-def _as_8bit(im: Image.Image) -> Image.Image:
-    """An RGB or L view of any mode, so that reduce/resize accept it."""
-    import numpy as np
-    from PIL import Image
-
-    if im.mode in ("RGB", "L"):
-        return im
-    if im.mode in HIGH_BIT_MODES:
-        arr = np.asarray(im, dtype=np.float64)
-        top = 1.0 if im.mode == "F" and arr.max(initial=0) <= 1.0 else 65535.0
-        return Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
-    return im.convert("RGB")
-
-
-def signature(im: Image.Image) -> tuple[int, tuple[int, int, int]] | None:
-    """(64-bit dHash, mean RGB) of an image; None when it cannot be computed."""
-    import numpy as np
-    from PIL import Image
-
-    try:
-        small = _as_8bit(im)
-        # Shrink big images in integer steps first: much cheaper than resampling from full size.
-        factor = min(small.size[0] // 72, small.size[1] // 64)
-        if factor >= 2:
-            small = small.reduce(factor)
-        if small.mode != "RGB":
-            small = small.convert("RGB")
-        thumb = np.asarray(small.resize((9, 8), Image.Resampling.BILINEAR), dtype=np.float32)
-    except Exception:
-        return None
-    tone = thumb.mean(axis=(0, 1))
-    gray = thumb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    bits = (gray[:, 1:] > gray[:, :-1]).ravel()
-    dhash = int(np.packbits(bits).view(">u8")[0])
-    return dhash, (int(tone[0] + 0.5), int(tone[1] + 0.5), int(tone[2] + 0.5))
-
-
-def dhash_of(im: Image.Image) -> int:
-    """64-bit difference hash: 9×8 grayscale, one bit per horizontal neighbour comparison."""
-    sig = signature(im)
-    if sig is None:
-        raise ValueError(f"cannot hash an image of mode {im.mode}")
-    return sig[0]
-
-
-def _signature_cheap(im: Image.Image) -> tuple[int, tuple[int, int, int]] | None:
-    """The signature without a full decode where the format allows it (JPEG DCT scaling)."""
-    try:
-        if im.format == "JPEG" and im.mode in ("RGB", "L"):
-            im.draft(im.mode, (72, 64))
-        im.load()
-    except Exception:
-        return None
-    return signature(im)
-
-
-def hamming(a: int, b: int) -> int:
-    return (a ^ b).bit_count()
-
-
-def near_duplicate_pairs(
-    hashes: list[int],
-    max_distance: int,
-    tones: list[tuple[int, int, int]] | None = None,
-    max_tone: int = 24,
-) -> list[tuple[int, int, int]]:
-    """(i, j, distance) for every pair i < j whose hashes differ in at most max_distance bits
-    and, when tones are given, whose mean colours differ by at most max_tone per channel
-    (a dHash only sees brightness steps, so all flat images share one)."""
-    import numpy as np
-
-    n = len(hashes)
-    if n < 2:
-        return []
-    values = np.array(hashes, dtype=np.uint64)
-    colours = np.array(tones, dtype=np.int16) if tones is not None else None
-    pairs: list[tuple[int, int, int]] = []
-    block = max(1, 4_000_000 // n)  # rows per step: keeps each step's matrix near 32 MB
-    for start in range(0, n - 1, block):
-        rows = values[start : start + block]
-        # only columns from `start` on: pairs are unordered, so i < j suffices
-        dist = np.bitwise_count(rows[:, None] ^ values[None, start:])
-        close = dist <= max_distance
-        if colours is not None:
-            diff = np.abs(colours[start : start + block, None, :] - colours[None, start:, :])
-            close &= diff.max(axis=2) <= max_tone
-        for i, j in zip(*np.nonzero(close), strict=True):
-            gi, gj = start + int(i), start + int(j)
-            if gi < gj:
-                pairs.append((gi, gj, int(dist[i, j])))
-    return pairs
-
-
-# --- container completeness ------------------------------------------------------------
-
-
-def completeness_problem(data: bytes, fmt: str | None) -> str | None:
-    """Why the file looks cut short, or None when its structure is complete."""
-    checker = _CHECKERS.get(fmt or "")
-    if checker is None:
-        return None
-    try:
-        return checker(data)
-    except (IndexError, struct.error):
-        return "the file ends inside its header"
-
-
-def _jpeg_problem(data: bytes) -> str | None:
-    scan = jpeg_scan_start(data)
-    if scan is None:
-        return "no image data (SOS marker) before the end of the file"
-    # Entropy-coded data never holds FF D9 (a data FF is followed by 00), so the end-of-image
-    # marker must come after the first scan; anything after it (camera trailers, motion
-    # photo video) is ignored by decoders.
-    if data.rfind(b"\xff\xd9") < scan:
-        return "JPEG has no end-of-image marker (FF D9): the file is cut short"
-    return None
-
-
-def _png_problem(data: bytes) -> str | None:
-    pos, n = 8, len(data)
-    while pos + 8 <= n:
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind = data[pos + 4 : pos + 8]
-        end = pos + 12 + length
-        if end > n:
-            return f"PNG chunk {kind.decode('latin-1')} runs past the end of the file: cut short"
-        if kind == b"IEND":
-            return None
-        pos = end
-    return "PNG has no IEND chunk: the file is cut short"
-
-
-def _webp_problem(data: bytes) -> str | None:
-    (riff_size,) = struct.unpack("<I", data[4:8])
-    if len(data) < riff_size + 8:
-        return f"WebP declares {riff_size + 8} bytes but the file has {len(data)}: cut short"
-    return None
-
-
-def _bmp_problem(data: bytes) -> str | None:
-    (offset,) = struct.unpack("<I", data[10:14])
-    (header_len,) = struct.unpack("<I", data[14:18])
-    if header_len < 40:
-        return None  # OS/2 core header: rare, let the decoder judge
-    width, height, _planes, bpp, compression = struct.unpack("<iiHHI", data[18:34])
-    if compression not in (0, 3):  # RLE and embedded JPEG/PNG have no fixed size
-        return None
-    stride = ((bpp * abs(width) + 31) // 32) * 4
-    need = offset + stride * abs(height)
-    if len(data) < need:
-        return f"BMP pixel data needs {need} bytes but the file has {len(data)}: cut short"
-    return None
-
-
-def _gif_problem(data: bytes) -> str | None:
-    if not data.rstrip(b"\x00").endswith(b";"):
-        return "GIF has no trailer byte: the file is cut short"
-    return None
-
-
-_CHECKERS = {
-    "JPEG": _jpeg_problem,
-    "MPO": _jpeg_problem,
-    "PNG": _png_problem,
-    "WEBP": _webp_problem,
-    "BMP": _bmp_problem,
-    "GIF": _gif_problem,
-}
-
-
-def header_size(data: bytes) -> tuple[int, int]:
-    """Width and height read straight from a PNG, JPEG or WebP header; (0, 0) if unknown.
-
-    Used when Pillow refuses to open the file (decompression-bomb limit) so the finding can
-    still say how large the image claims to be.
-    """
-    try:
-        if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
-            return struct.unpack(">II", data[16:24])
-        if data.startswith(b"\xff\xd8"):
-            return _jpeg_sof_size(data)
-        if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
-            kind = data[12:16]
-            if kind == b"VP8X":  # extended: 24-bit canvas size minus one
-                w = int.from_bytes(data[24:27], "little") + 1
-                h = int.from_bytes(data[27:30], "little") + 1
-                return w, h
-            if kind == b"VP8 ":  # lossy: 14-bit sizes after the key-frame start code
-                w, h = struct.unpack("<HH", data[26:30])
-                return w & 0x3FFF, h & 0x3FFF
-            if kind == b"VP8L":  # lossless: two 14-bit sizes minus one after the signature
-                bits = int.from_bytes(data[21:25], "little")
-                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    except (struct.error, IndexError):
-        pass
-    return 0, 0
-
-
-def _jpeg_sof_size(data: bytes) -> tuple[int, int]:
-    pos, n = 2, len(data)
-    while pos + 9 <= n and data[pos] == 0xFF:
-        marker = data[pos + 1]
-        if marker in (0x01, 0xD8, 0xFF) or 0xD0 <= marker <= 0xD7:
-            pos += 1 if marker == 0xFF else 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            h, w = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return w, h
-        pos += 2 + length
-    return 0, 0

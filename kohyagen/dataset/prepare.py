@@ -3,7 +3,8 @@
 The source is only read: images are copied or hard-linked (or re-encoded when they need
 rotating or converting) and captions are rewritten as UTF-8 with the trigger first. The
 subset is built in a temporary folder beside the target and renamed into place, so an
-interrupted run leaves no half-filled N_concept/ for kohya to train on.
+interrupted run leaves no half-filled N_concept/ for kohya to train on. What SRC offers
+is read by sources, the re-encoding done by conversion.
 """
 
 from __future__ import annotations
@@ -13,24 +14,17 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from kohyagen.atomic import make_staging_dir, temp_name, write_text_atomic
-from kohyagen.dataset.captions import (
-    decode_caption_bytes,
-    normalize_caption_extension,
-    read_bytes,
-    trigger_first,
-)
-from kohyagen.dataset.images import HIGH_BIT_MODES, ImageProbe
-from kohyagen.dataset.layout import IMAGE_EXTENSIONS, parse_folder_name
-from kohyagen.dataset.probe_pool import ProgressFn, probe_many
+from kohyagen.atomic import make_staging_dir, write_text_atomic
+from kohyagen.dataset.captions import normalize_caption_extension, trigger_first
+from kohyagen.dataset.conversion import needs_conversion, reencode
+from kohyagen.dataset.images import ImageProbe
+from kohyagen.dataset.layout import parse_folder_name
+from kohyagen.dataset.probe_pool import ProgressFn
 from kohyagen.dataset.scan import list_folder
+from kohyagen.dataset.sources import source_caption, source_images, usable_images
 from kohyagen.errors import DatasetError, UsageError
 from kohyagen.validate import name_problem, require
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 # auto repeats aim at this many image-steps over AUTO_EPOCHS epochs: 100 per image,
 # within the 1,500–3,000 range the usual LoRA recipes land in.
@@ -103,69 +97,6 @@ def _non_empty(path: Path) -> bool:
         return True
 
 
-def _needs_conversion(probe: ImageProbe, suffix: str) -> str | None:
-    if suffix.lower() not in IMAGE_EXTENSIONS:
-        return f"{suffix} is not read by kohya"
-    if probe.mode == "CMYK":
-        return "CMYK"
-    if probe.mode in HIGH_BIT_MODES:
-        return f"{probe.mode} high bit depth"
-    if probe.has_alpha:
-        return "transparency"
-    return None
-
-
-def _source_images(src: Path, out: Path) -> list[Path]:
-    """The image files directly in SRC, refusing a source that cannot be prepared."""
-    if not src.exists():
-        raise DatasetError("source folder not found", path=src, hint="check the path")
-    if not src.is_dir():
-        raise DatasetError("expected a folder of images, got a file", path=src)
-    if out.resolve() == src.resolve():
-        # the N_concept/ folder would be added to SRC, which prepare promises not to change
-        raise UsageError(
-            "the output folder is the source folder",
-            path=src,
-            hint="choose another train dir with -o (the default is training_data)",
-        )
-    listing = list_folder(src)
-    if listing.error:
-        raise DatasetError(f"cannot read the folder: {listing.error}", path=src)
-    candidates = [*listing.images, *listing.wrong_case, *listing.unsupported]
-    if not candidates:
-        kohya_dirs = [d for d in listing.subdirs if parse_folder_name(d.name)]
-        hint = (
-            f"it already holds kohya folders ({kohya_dirs[0].name}); pass one of them as SRC"
-            if kohya_dirs
-            else "pass the folder that holds the images"
-        )
-        raise DatasetError("no images in the source folder", path=src, hint=hint)
-    return candidates
-
-
-def _usable_images(
-    src: Path, candidates: list[Path], *, convert: bool, workers: int | None
-) -> tuple[list[tuple[Path, ImageProbe]], list[tuple[str, str]]]:
-    """The images that can be copied (with their probes), and the skipped ones with why."""
-    probes = probe_many([str(p) for p in candidates], workers=workers)
-    usable: list[tuple[Path, ImageProbe]] = []
-    skipped: list[tuple[str, str]] = []
-    for path, probe in zip(candidates, probes, strict=True):
-        if probe.error:
-            skipped.append((str(path), f"{probe.error}: {probe.detail}"))
-        elif not convert and path.suffix.lower() not in IMAGE_EXTENSIONS:
-            skipped.append((str(path), f"{path.suffix} is not read by kohya (conversion is off)"))
-        else:
-            usable.append((path, probe))
-    if not usable:
-        raise DatasetError(
-            "none of the images in the source folder can be used",
-            path=src,
-            hint="run `kohyagen dataset check` on it to see why",
-        )
-    return usable, skipped
-
-
 def prepare_dataset(
     src: str | Path,
     out: str | Path,
@@ -187,8 +118,8 @@ def prepare_dataset(
     fixed_repeats = _parse_repeats(repeats)
     trigger = trigger.strip() if trigger else None
     caption_ext = normalize_caption_extension(caption_ext)
-    candidates = _source_images(src, out)
-    usable, skipped = _usable_images(src, candidates, convert=convert, workers=workers)
+    candidates = source_images(src, out)
+    usable, skipped = usable_images(src, candidates, convert=convert, workers=workers)
     n_repeats = fixed_repeats or auto_repeats(len(usable))
     if out.exists() and not out.is_dir():
         raise DatasetError("the output path is a file", path=out, hint="choose a folder with -o")
@@ -259,7 +190,7 @@ def _build(
     src_files = {p.name: p for p in list_folder(src).files}
     total = len(usable)
     for done, (path, probe) in enumerate(usable, 1):
-        reason = _needs_conversion(probe, path.suffix) if convert else None
+        reason = needs_conversion(probe, path.suffix) if convert else None
         rotate = fix_orientation and probe.orientation != 1
         if reason or rotate:
             ext = ".jpg" if not reason and probe.format == "JPEG" else ".png"
@@ -268,13 +199,13 @@ def _build(
         stem = _unique_stem(path.stem, used)
         dest = work / (stem + ext)
         if reason or rotate:
-            _reencode(path, dest, rotate=rotate, flatten=convert)
+            reencode(path, dest, rotate=rotate, flatten=convert)
             counts["converted"] += 1
             counts["rotated"] += rotate
         else:
             counts["linked"] += _copy_or_link(path, dest, link)
             counts["copied"] += 1
-        text = _source_caption(path, src_files, caption_ext)
+        text = source_caption(path, src_files, caption_ext)
         if trigger:
             text = trigger_first(text or "", trigger)
         if text:
@@ -294,20 +225,6 @@ def _unique_stem(stem: str, used: set[str]) -> str:
     return candidate
 
 
-def _source_caption(image: Path, files: dict[str, Path], caption_ext: str) -> str | None:
-    for ext in dict.fromkeys((caption_ext, ".txt", ".caption")):
-        cap = files.get(image.stem + ext)
-        if cap is None:
-            continue
-        try:
-            text = decode_caption_bytes(read_bytes(cap))
-        except OSError:
-            continue
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        return lines[0] if lines else None
-    return None
-
-
 def _copy_or_link(src: Path, dest: Path, link: bool) -> int:
     if link:
         try:
@@ -323,55 +240,6 @@ def _copy_or_link(src: Path, dest: Path, link: bool) -> int:
             raise
     shutil.copy2(src, dest)
     return 0
-
-
-def _reencode(src: Path, dest: Path, *, rotate: bool, flatten: bool) -> None:
-    import numpy as np
-    from PIL import Image, ImageOps
-
-    with Image.open(src) as im:
-        im.load()
-        icc = im.info.get("icc_profile")
-        if rotate:
-            im = ImageOps.exif_transpose(im)
-        if flatten:
-            if im.mode == "CMYK":
-                im = _cmyk_to_rgb(im, icc)
-                icc = None  # the profile described the CMYK data, not the result
-            elif im.mode in HIGH_BIT_MODES:
-                arr = np.asarray(im, dtype=np.float64)
-                scale = 1.0 if arr.max(initial=0) <= 1.0 and im.mode == "F" else 65535.0
-                arr = np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                im = Image.fromarray(arr, mode="L")
-            elif im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-                rgba = im.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(white, rgba).convert("RGB")
-            elif im.mode not in ("RGB", "L"):
-                im = im.convert("RGB")
-        tmp = temp_name(dest)  # dest's name may already be near the 255-byte limit
-        if dest.suffix == ".jpg":
-            im.save(tmp, "JPEG", quality=95, subsampling=0, icc_profile=icc)
-        else:
-            im.save(tmp, "PNG", icc_profile=icc)
-        os.replace(tmp, dest)
-
-
-def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> Image.Image:
-    """Through the embedded colour profile when there is one; Pillow's plain formula if not."""
-    if icc:
-        try:
-            import io
-
-            from PIL import ImageCms
-
-            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            srgb = ImageCms.createProfile("sRGB")
-            # Pillow's stub allows None, which only inPlace=True returns
-            return ImageCms.profileToProfile(im, source, srgb, outputMode="RGB")  # type: ignore[return-value]
-        except Exception:
-            pass
-    return im.convert("RGB")
 
 
 _write_text = write_text_atomic
