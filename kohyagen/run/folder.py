@@ -15,7 +15,8 @@ from pathlib import Path
 
 from kohyagen.errors import RunStateError
 from kohyagen.run.context import RunOptions, local_or_repo
-from kohyagen.run.manifest import DatasetHash, Manifest, describe_change, hash_dataset
+from kohyagen.run.dataset_hash import DatasetHash, describe_change, hash_dataset
+from kohyagen.run.manifest import Manifest
 
 # Inputs that define what a run produces: a run dir continued with other values for
 # these would mix two different runs, so it is refused (see RunOptions.identity in
