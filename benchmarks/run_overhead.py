@@ -87,10 +87,10 @@ def main() -> None:
         pipeline_s = time.perf_counter() - started
 
         from kohyagen.run.manifest import Manifest
-        from kohyagen.run.pipeline import _durations
+        from kohyagen.run.result import stage_durations
 
         manifest = Manifest.load(work / "demo" / "run")
-        stages = dict(_durations(manifest))
+        stages = dict(stage_durations(manifest))
 
         bare = work / "bare"
         bare.mkdir(exist_ok=True)

@@ -59,8 +59,8 @@ def _plant(path: Path, line: str) -> None:
         ("dataset/layout.py", "from kohyagen.dataset import check", "import circle"),
         (
             "run/context.py",
-            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from kohyagen.run.pipeline import RunResult",
-            "import circle: kohyagen.run.context ↔ kohyagen.run.pipeline",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from kohyagen.run.result import RunResult",
+            "import circle: kohyagen.run.context ↔ kohyagen.run.result",
         ),
     ],
 )

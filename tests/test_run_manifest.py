@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from kohyagen.errors import RunStateError
+from kohyagen.run.dataset_hash import describe_change, hash_dataset
 from kohyagen.run.manifest import (
     DONE,
     FAILED,
@@ -16,12 +17,9 @@ from kohyagen.run.manifest import (
     SKIPPED,
     STAGES,
     Manifest,
-    collect_versions,
-    describe_change,
-    git_revision,
-    hash_dataset,
     write_json_atomic,
 )
+from kohyagen.run.versions import collect_versions, git_revision
 from tests.conftest import make_image
 
 

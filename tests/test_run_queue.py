@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from kohyagen.cli import main
 from kohyagen.errors import UsageError
 from kohyagen.run.manifest import STAGES, Manifest
-from kohyagen.run.queue import CONFIG, RUN_DIR, classify, run_queue, worker_gpus
+from kohyagen.run.queue import run_queue, worker_gpus
+from kohyagen.run.queue_item import CONFIG, RUN_DIR, classify
 from tests.test_run_hardware import fake_nvidia_smi
 
 

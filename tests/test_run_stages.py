@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from kohyagen.run.context import RunContext, RunOptions
-from kohyagen.run.manifest import Manifest, hash_dataset
+from kohyagen.run.dataset_hash import hash_dataset
+from kohyagen.run.manifest import Manifest
 from kohyagen.run.stages import STAGE_FUNCTIONS
 from tests.conftest import make_image
 

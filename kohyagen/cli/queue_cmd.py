@@ -106,7 +106,7 @@ def queue_item_cmd(
     import json
     import os
 
-    from kohyagen.run.queue import run_item
+    from kohyagen.run.queue_item import run_item
 
     data = run_item(item, backend=backend, sd_scripts=sd_scripts, progress=ProgressPrinter())
     # recorded so the queue can show (and a test can check) which GPU the item really saw

@@ -17,7 +17,7 @@ from kohyagen.cli.run_progress import ProgressPrinter
 
 if TYPE_CHECKING:
     from kohyagen.estimate.plan import Estimate
-    from kohyagen.run.pipeline import RunResult
+    from kohyagen.run.result import RunResult
 
 COMMANDS: list[click.Command] = [*estimate_cmd.COMMANDS, *queue_cmd.COMMANDS]
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kohyagen.report.preview import PreviewOptions
-from kohyagen.run.pipeline import Progress, RunOptions, RunResult, run_pipeline
+from kohyagen.run.pipeline import Progress, RunOptions, run_pipeline
+from kohyagen.run.result import RunResult
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from kohyagen.atomic import make_staging_dir
-from kohyagen.run.manifest import dataset_files
+from kohyagen.run.dataset_hash import dataset_files
 
 
 def _link_or_copy(source: Path, dest: Path) -> None:

@@ -21,7 +21,7 @@ from kohyagen.errors import (
     KohyagenError,
 )
 from kohyagen.run.context import RunContext, RunOptions
-from kohyagen.run.manifest import dataset_files, hash_dataset
+from kohyagen.run.dataset_hash import dataset_files, hash_dataset
 from kohyagen.run.stages_training import stage_estimate, stage_pick, stage_report, stage_train
 
 CPU = "cpu"

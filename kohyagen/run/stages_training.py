@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kohyagen.errors import BudgetExceeded, KohyagenError, TrainingFailed
-from kohyagen.run.manifest import collect_versions
+from kohyagen.run.versions import collect_versions
 
 if TYPE_CHECKING:
     from kohyagen.run.context import RunContext
