@@ -42,6 +42,7 @@ def preset_plan(model: str, gpu: str) -> dict[str, Any] | None:
     config` chooses for model x GPU; None when either is no preset or nothing fits."""
     from kohyagen.config import presets
     from kohyagen.config.family_settings import dit_plan
+    from kohyagen.config.training_plan import plan_training
 
     try:
         preset, gpu_preset = presets.get_model(model), presets.get_gpu(gpu)
@@ -55,7 +56,7 @@ def preset_plan(model: str, gpu: str) -> dict[str, Any] | None:
                 "optimizer": dit.optimizer,
                 "unet_only": True,
             }
-        plan = presets.plan_training(preset, gpu_preset)
+        plan = plan_training(preset, gpu_preset)
     except KohyagenError:
         return None
     return {
