@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from kohyagen.cli import main
 from kohyagen.errors import ConfigError
+from kohyagen.estimate.dataset_counts import count_dataset
 from kohyagen.estimate.plan import (
-    count_dataset,
     estimate,
     load_prices,
     memory_needed,

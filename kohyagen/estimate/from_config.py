@@ -141,7 +141,8 @@ def plan_for(
     """The plan `kohyagen estimate` estimates: a training config's own, what `kohyagen
     config` would render for a kohya train dir, else the preset's choices for model x GPU
     with the dataset's counts (a plain folder counts as `kohyagen run` would prepare it)."""
-    from kohyagen.estimate.plan import DEFAULT_REPEATS, count_dataset
+    from kohyagen.estimate.dataset_counts import count_dataset
+    from kohyagen.estimate.plan import DEFAULT_REPEATS
 
     if dataset is not None and Path(dataset).suffix.lower() == ".toml":
         plan = config_plan(dataset)
