@@ -1,6 +1,6 @@
 import pytest
 
-from kohyagen.config import presets
+from kohyagen.config import presets, training_plan
 from kohyagen.errors import PresetError
 
 ISSUE_GPUS = [
@@ -40,11 +40,11 @@ def test_unknown_names_list_valid_ones():
 
 def test_memory_model_is_the_formula_in_the_data():
     m = presets.get_model("sd15").memory
-    need = presets.memory_need(
+    need = training_plan.memory_need(
         presets.get_model("sd15"), batch_size=3, gradient_checkpointing=False, optimizer="AdamW"
     )
     assert need == pytest.approx(m.base_gb + 3 * m.per_sample_gb + m.adamw_extra_gb)
-    gc_need = presets.memory_need(
+    gc_need = training_plan.memory_need(
         presets.get_model("sd15"), batch_size=3, gradient_checkpointing=True
     )
     assert gc_need < need
@@ -55,7 +55,7 @@ def test_memory_model_is_the_formula_in_the_data():
 def test_every_plan_fits_its_gpu(model, gpu):
     m, g = presets.get_model(model), presets.get_gpu(gpu)
     try:
-        plan = presets.plan_training(m, g)
+        plan = training_plan.plan_training(m, g)
     except PresetError:
         assert (model, gpu) == ("sdxl", "8gb")
         return
@@ -67,22 +67,22 @@ def test_every_plan_fits_its_gpu(model, gpu):
             continue
         for gc in (False, True):
             for opt in ("AdamW", "AdamW8bit"):
-                need = presets.memory_need(
+                need = training_plan.memory_need(
                     m, batch_size=batch, gradient_checkpointing=gc, optimizer=opt,
                     unet_only=plan.unet_only, fp8_base=plan.fp8_base,
                 )  # fmt: skip
                 if need <= plan.budget_gb:
-                    assert presets.relative_throughput(batch, gc, opt) <= plan.throughput + 1e-9
+                    assert training_plan.relative_throughput(batch, gc, opt) <= plan.throughput + 1e-9
 
 
 def test_sdxl_on_8gb_refuses_clearly():
     with pytest.raises(PresetError, match=r"does not fit on 8gb") as exc:
-        presets.training_settings("sdxl", "8gb")
+        training_plan.training_settings("sdxl", "8gb")
     assert "--model sd15" in exc.value.hint
 
 
 def test_sdxl_on_small_cards_uses_checkpointing_and_small_batch():
-    s = presets.training_settings("sdxl", "12gb")
+    s = training_plan.training_settings("sdxl", "12gb")
     assert s["gradient_checkpointing"].value is True
     assert s["train_batch_size"].value <= 2
     assert s["cache_text_encoder_outputs"].value is True
@@ -90,33 +90,33 @@ def test_sdxl_on_small_cards_uses_checkpointing_and_small_batch():
 
 
 def test_sd15_gets_larger_batch_on_24gb_than_on_8gb():
-    big = presets.training_settings("sd15", "24gb")
-    small = presets.training_settings("sd15", "8gb")
+    big = training_plan.training_settings("sd15", "24gb")
+    small = training_plan.training_settings("sd15", "8gb")
     assert big["train_batch_size"].value > 2
     assert big["gradient_checkpointing"].value is False
     assert big["train_batch_size"].value > small["train_batch_size"].value
     assert small["gradient_checkpointing"].value is True
-    assert presets.plan_training(presets.get_model("sd15"), presets.get_gpu("8gb")).need_gb <= 7.2
+    assert training_plan.plan_training(presets.get_model("sd15"), presets.get_gpu("8gb")).need_gb <= 7.2
 
 
 def test_precision_attention_and_reasons():
-    t4 = presets.training_settings("sd15", "t4")
+    t4 = training_plan.training_settings("sd15", "t4")
     assert t4["mixed_precision"].value == "fp16"
-    assert presets.training_settings("sd15", "a100-80")["mixed_precision"].value == "bf16"
+    assert training_plan.training_settings("sd15", "a100-80")["mixed_precision"].value == "bf16"
     assert t4["sdpa"].value is True and "xformers" not in t4
-    xf = presets.training_settings("sd15", "t4", attention="xformers")
+    xf = training_plan.training_settings("sd15", "t4", attention="xformers")
     assert xf["xformers"].value is True and "sdpa" not in xf
     for setting in t4.values():
         assert setting.reason
     with pytest.raises(PresetError):
-        presets.training_settings("sd15", "t4", attention="flash")
+        training_plan.training_settings("sd15", "t4", attention="flash")
 
 
 def test_fp8_only_on_fp8_cards():
     for gpu in presets.list_gpus():
         for model in presets.list_models():
             try:
-                plan = presets.plan_training(model, gpu)
+                plan = training_plan.plan_training(model, gpu)
             except PresetError:
                 continue
             assert not plan.fp8_base or gpu.fp8

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from kohyagen.cli import main
 from kohyagen.errors import ConfigError
+from kohyagen.estimate.dataset_counts import count_dataset
 from kohyagen.estimate.plan import (
-    count_dataset,
     estimate,
     load_prices,
     memory_needed,
@@ -113,7 +113,8 @@ def test_derived_gpu_says_so_and_cites_its_base():
 
 
 def test_vram_fit_levels_follow_the_presets_memory_model():
-    from kohyagen.config.presets import fit_params, get_gpu, get_model, memory_need
+    from kohyagen.config.presets import fit_params, get_gpu, get_model
+    from kohyagen.config.training_plan import memory_need
 
     kw = {"model": "sdxl", "gpu": "rtx4090", "images": 10}
     small = estimate(batch_size=1, gradient_checkpointing=True, unet_only=True, **kw)
@@ -223,7 +224,7 @@ def test_cli_acceptance_prints_steps_time_and_providers():
     )
     assert result.exit_code == 0, result.output
     out = result.output
-    from kohyagen.config.presets import training_settings
+    from kohyagen.config.training_plan import training_settings
 
     batch = training_settings("sd15", "rtx4090")["train_batch_size"].value
     per_epoch = math.ceil(50 * 10 / batch)  # 50 images x 10 repeats (the default)

@@ -445,7 +445,7 @@ def test_network_weights_load_back_into_the_network(sd15_run, sd15):
     assert all(again[k].float().equal(state[k].float()) for k in state)
 
     from kohyagen.errors import ConfigError
-    from kohyagen.trainer.lora import load_network_weights
+    from kohyagen.trainer.lora_weights import load_network_weights
 
     wider = LoRANetwork(pipe.unet, [pipe.text_encoder], rank=8, alpha=2, sdxl=False)
     with pytest.raises(ConfigError, match="network_dim"):
@@ -458,7 +458,8 @@ def test_base_weights_are_merged_before_training(sd15_run, sd15, tmp_path, capsy
     import diffusers
     import torch
 
-    from kohyagen.trainer.lora import LoRANetwork, read_lora_file
+    from kohyagen.trainer.lora import LoRANetwork
+    from kohyagen.trainer.lora_weights import read_lora_file
     from kohyagen.trainer.merge import merge_base_weights
     from kohyagen.trainer.models import Components
     from kohyagen.trainer.output import Console

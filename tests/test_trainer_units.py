@@ -969,7 +969,7 @@ def test_dim_from_weights_needs_weights_and_refuses_what_kohya_drops(tmp_path):
     torch = pytest.importorskip("torch")
     from safetensors.torch import save_file
 
-    from kohyagen.trainer.lora import dims_from_weights
+    from kohyagen.trainer.lora_weights import dims_from_weights
 
     data = make_train_dir(tmp_path / "data", n=1)
     model = tmp_path / "model"

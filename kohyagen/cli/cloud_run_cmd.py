@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from kohyagen.cli import run_options as opt
 from kohyagen.cli.output import emit_json, stdout_console
 
 if TYPE_CHECKING:
@@ -81,9 +82,9 @@ def _confirm(yes: bool) -> Callable[[CloudPlan], bool] | None:
 
 
 @click.command("run")
-@click.argument("images", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--name", required=True, help="LoRA name (file name and run folder).")
-@click.option("--trigger", required=True, help="Trigger word put in every caption.")
+@opt.images_argument()
+@opt.name_option()
+@opt.trigger_option()
 @click.option(
     "--model", type=click.Choice(["sd15", "sd2", "sdxl"]), default="sd15", show_default=True
 )
@@ -102,32 +103,15 @@ def _confirm(yes: bool) -> Callable[[CloudPlan], bool] | None:
 @click.option(
     "--max-price-per-hour", type=float, help="Rent no GPU above this many dollars an hour."
 )
-@click.option(
-    "--budget", type=float, help="Refuse when the expected total is above this many dollars."
+@opt.budget_option("Refuse when the expected total is above this many dollars.")
+@opt.backend_option(
+    "kohya sd-scripts (installed on the node at a pinned commit) or the builtin trainer."
 )
-@click.option(
-    "--backend",
-    type=click.Choice(["auto", "kohya", "builtin"]),
-    default="auto",
-    show_default=True,
-    help="kohya sd-scripts (installed on the node at a pinned commit) or the builtin trainer.",
-)
-@click.option(
-    "--run-dir", type=click.Path(path_type=Path, file_okay=False), help="Default: runs/NAME."
-)
-@click.option(
-    "--epochs", type=click.IntRange(min=1), help="Training epochs (default: the preset's)."
-)
-@click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config option."
-)
-@click.option("--seed", type=int, help="Training seed.")
-@click.option(
-    "--prices",
-    "prices_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Your prices TOML.",
-)
+@opt.run_dir_option()
+@opt.epochs_option()
+@opt.set_option()
+@opt.seed_option("Training seed.")
+@opt.prices_option()
 @click.option(
     "--idle-minutes", type=int, default=10, show_default=True, help="Autodown window after the job."
 )
@@ -137,14 +121,12 @@ def _confirm(yes: bool) -> Callable[[CloudPlan], bool] | None:
 @click.option(
     "--image", help="Docker image for the node (default: an official CUDA PyTorch image)."
 )
-@click.option(
-    "--restart", is_flag=True, help="Start the run folder over (old files kept under previous/)."
-)
+@opt.restart_option()
 @click.option(
     "--dry-run", is_flag=True, help="Prepare, print the task YAML and the cost plan; rent nothing."
 )
-@click.option("--yes", "-y", is_flag=True, help="Do not ask before renting.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@opt.yes_option("Do not ask before renting.")
+@opt.json_option()
 def cloud_run_cmd(images: Path, name: str, trigger: str, model: str, base_model: str | None,
                   gpu: str, cloud_name: str, spot: bool, max_price_per_hour: float | None,
                   budget: float | None, backend: str, run_dir: Path | None, epochs: int | None,

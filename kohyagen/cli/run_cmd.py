@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from kohyagen.cli import estimate_cmd, queue_cmd
+from kohyagen.cli import run_options as opt
 from kohyagen.cli.dataset_cmd import MODEL_CHOICES
 from kohyagen.cli.estimate_cmd import print_estimate
 from kohyagen.cli.output import emit_json, stdout_console
@@ -106,56 +107,35 @@ def _confirm_factory(yes: bool, as_json: bool) -> Callable[[Estimate], bool] | N
 
 
 @click.command("run")
-@click.argument("images", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--name", required=True, help="LoRA name (file name and run folder).")
-@click.option("--trigger", required=True, help="Trigger word put in every caption.")
+@opt.images_argument()
+@opt.name_option()
+@opt.trigger_option()
 @click.option("--model", type=click.Choice(MODEL_CHOICES), default="sd15", show_default=True)
 @click.option("--base-model", help="Local checkpoint/diffusers folder or a Hugging Face repo id "
               "(a DiT family's DiT file; give its other files with --set clip_l=PATH ...).")  # fmt: skip
 @click.option("--gpu", default="auto", show_default=True, help="GPU preset name, cpu, or auto.")
-@click.option(
-    "--budget", type=float, help="Stop before training if the estimate is above this many dollars."
-)
-@click.option(
-    "--backend",
-    type=click.Choice(["auto", "kohya", "builtin"]),
-    default="auto",
-    show_default=True,
-    help="kohya sd-scripts, kohyagen's builtin trainer, or kohya when found.",
-)
-@click.option(
-    "--run-dir", type=click.Path(path_type=Path, file_okay=False), help="Default: runs/NAME."
-)
-@click.option("--yes", "-y", is_flag=True, help="Do not ask before training.")
-@click.option(
-    "--epochs", type=click.IntRange(min=1), help="Training epochs (default: the preset's)."
-)
-@click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config option."
-)
-@click.option("--seed", type=int, help="Training seed (recorded in the manifest).")
+@opt.budget_option("Stop before training if the estimate is above this many dollars.")
+@opt.backend_option("kohya sd-scripts, kohyagen's builtin trainer, or kohya when found.")
+@opt.run_dir_option()
+@opt.yes_option("Do not ask before training.")
+@opt.epochs_option()
+@opt.set_option()
+@opt.seed_option("Training seed (recorded in the manifest).")
 @click.option("--price-per-hour", type=float, help="What this GPU costs you per hour.")
-@click.option(
-    "--prices",
-    "prices_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Your prices TOML.",
-)
+@opt.prices_option()
 @click.option(
     "--sd-scripts",
     type=click.Path(path_type=Path, file_okay=False),
     help="kohya sd-scripts checkout.",
 )
-@click.option(
-    "--restart", is_flag=True, help="Start the run folder over (old files kept under previous/)."
-)
+@opt.restart_option()
 @click.option(
     "--prepare-only",
     is_flag=True,
     help="Stop before training (after the estimate): train later with this command again "
     "or with `kohyagen queue`.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@opt.json_option()
 def run_cmd(
     images: Path,
     name: str,

@@ -116,7 +116,8 @@ def _configs(manifest: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 def fitting_presets(manifest: Any) -> tuple[float, list[str]]:
     """The memory the run needs (GB) and every rentable preset that runs its configs:
     the preset they were made for first, then the others in table order."""
-    from kohyagen.config.presets import fit_params, get_gpu, get_model, memory_need
+    from kohyagen.config.presets import fit_params, get_gpu, get_model
+    from kohyagen.config.training_plan import memory_need
 
     values, resolved = _configs(manifest)
     preset = get_gpu(manifest.data["configs"]["gpu"]).name

@@ -134,7 +134,7 @@ def plan_dit(
 ) -> DitPlan | None:
     """The fastest fitting combination of fp8, blocks_to_swap, batch, checkpointing and
     optimizer; None when nothing fits. throughput_of(batch, gc, optimizer) is the
-    relative speed of the U-Net presets' model (kohyagen.config.presets)."""
+    relative speed of the U-Net presets' model (kohyagen.config.training_plan)."""
     fp8_options = (False, True) if mem.fp8 else (False,)
     best: DitPlan | None = None
     for fp8, batch, gc, opt in product(fp8_options, batches, (False, True), ("AdamW", "AdamW8bit")):

@@ -1,4 +1,4 @@
-"""kohya options for any model x GPU: SD1/2/XL through kohyagen.config.presets, the DiT
+"""kohya options for any model x GPU: SD1/2/XL through kohyagen.config.training_plan, the DiT
 families through their own levers (fp8, blocks_to_swap, batch, checkpointing, optimizer,
 text-encoder output caching), each value with the memory it saves.
 
@@ -23,10 +23,8 @@ from kohyagen.config.presets import (
     get_gpu,
     get_model,
     list_gpus,
-    plan_training,
-    relative_throughput,
-    training_settings,
 )
+from kohyagen.config.training_plan import plan_training, relative_throughput, training_settings
 from kohyagen.errors import PresetError
 
 

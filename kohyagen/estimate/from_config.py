@@ -42,6 +42,7 @@ def preset_plan(model: str, gpu: str) -> dict[str, Any] | None:
     config` chooses for model x GPU; None when either is no preset or nothing fits."""
     from kohyagen.config import presets
     from kohyagen.config.family_settings import dit_plan
+    from kohyagen.config.training_plan import plan_training
 
     try:
         preset, gpu_preset = presets.get_model(model), presets.get_gpu(gpu)
@@ -55,7 +56,7 @@ def preset_plan(model: str, gpu: str) -> dict[str, Any] | None:
                 "optimizer": dit.optimizer,
                 "unet_only": True,
             }
-        plan = presets.plan_training(preset, gpu_preset)
+        plan = plan_training(preset, gpu_preset)
     except KohyagenError:
         return None
     return {
@@ -140,7 +141,8 @@ def plan_for(
     """The plan `kohyagen estimate` estimates: a training config's own, what `kohyagen
     config` would render for a kohya train dir, else the preset's choices for model x GPU
     with the dataset's counts (a plain folder counts as `kohyagen run` would prepare it)."""
-    from kohyagen.estimate.plan import DEFAULT_REPEATS, count_dataset
+    from kohyagen.estimate.dataset_counts import count_dataset
+    from kohyagen.estimate.plan import DEFAULT_REPEATS
 
     if dataset is not None and Path(dataset).suffix.lower() == ".toml":
         plan = config_plan(dataset)

@@ -5,14 +5,14 @@ throughput, overhead and memory figures, templates/providers.toml the rental pri
 with its source. The user's own prices (prices.toml, see load_prices) extend or replace
 the provider table. Time is seconds per step (published SDXL figures per GPU, scaled by
 model, pixels, batch and the GPU's relative speed; see templates/throughput.toml) times
-the steps, so a bigger batch means fewer, longer but cheaper-per-image steps.
+the steps, so a bigger batch means fewer, longer but cheaper-per-image steps (the minutes
+are train_time's; a dataset folder's counts are dataset_counts').
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from kohyagen.config.presets import fit_params
@@ -24,20 +24,17 @@ from kohyagen.estimate.throughput import (
     GpuInfo,
     Span,
     gpu_info,
-    gpu_seconds,
     memory_needed,
-    parse_span,
     provider_data,
     throughput_data,
 )
+from kohyagen.estimate.train_time import Levers, levers_for, overhead_minutes, train_minutes
 
 __all__ = [
     "CPU",
-    "DatasetCounts",
     "Estimate",
     "GpuInfo",
     "ProviderCost",
-    "count_dataset",
     "estimate",
     "gpu_info",
     "load_prices",
@@ -127,32 +124,6 @@ def steps_for(images_x_repeats: int, *, epochs: int, batch_size: int, grad_accum
     return math.ceil(per_epoch / grad_accum) * epochs
 
 
-def _measured_minutes(
-    gpu: str, model: str, resolution: int, seen_total: int
-) -> tuple[Span, str, str] | None:
-    """Training minutes from the user's own runs on this GPU and model, if any."""
-    from kohyagen.estimate.measurements import for_gpu, measurements_path
-
-    runs = [m for m in for_gpu(gpu, model) if m.resolution > 0 and m.seconds_per_image > 0]
-    if not runs:
-        return None
-    per_image = [m.seconds_per_image * (resolution / m.resolution) ** 2 for m in runs]
-    span = (seen_total * min(per_image) / 60, seen_total * max(per_image) / 60)
-    source = f"{len(runs)} of your runs of {model} on {gpu} ({measurements_path()})"
-    return span, "measured", source
-
-
-@dataclass(frozen=True)
-class _Levers:
-    """What the run's settings do to its speed and memory (the DiT families' fp8 and
-    blocks_to_swap from kohyagen's planner for this GPU)."""
-
-    fp8: bool = False
-    blocks_to_swap: int = 0
-    gradient_checkpointing: bool = False
-    note: str | None = None
-
-
 def estimate(
     *,
     model: str,
@@ -182,7 +153,7 @@ def estimate(
     per_epoch = math.ceil(micro_per_epoch / gradient_accumulation_steps)
     info = gpu_info(gpu)
     notes: list[str] = []
-    levers = _levers(model, info)
+    levers = levers_for(model, info)
     if levers.note:
         notes.append(levers.note)
     gradient_checkpointing = gradient_checkpointing or levers.gradient_checkpointing
@@ -200,11 +171,11 @@ def estimate(
     if info.name == CPU:
         return _cpu_estimate(head, sources, notes)
     micro_steps = micro_per_epoch * epochs
-    train, basis = _train_minutes(
+    train, basis = train_minutes(
         model, info, resolution, batch_size, gradient_checkpointing, micro_steps,
         seen_per_epoch * epochs, levers, use_measured, sources, notes,
     )  # fmt: skip
-    overhead = _overhead_minutes(model, images, sources)
+    overhead = overhead_minutes(model, images, sources)
     total = (train[0] + overhead[0], train[1] + overhead[1])
     uncertainty = UNCERTAINTY[basis]
     return Estimate(
@@ -249,24 +220,9 @@ def _check_inputs(model: str, images: int, epochs: int, batch: int, accumulation
             raise ConfigError(f"{label} must be at least 1, got {value}")
 
 
-def _levers(model: str, info: GpuInfo) -> _Levers:
-    """fp8 and blocks_to_swap as `kohyagen config` would set them for a DiT family here."""
-    from kohyagen.config.family_settings import dit_plan
-    from kohyagen.config.presets import get_gpu, get_model
-
-    preset = get_model(model)
-    if preset.family is None or info.name == CPU:
-        return _Levers()
-    try:
-        plan = dit_plan(preset, get_gpu(info.name))
-    except PresetError as exc:
-        return _Levers(note=f"{exc.message} ({exc.hint})")
-    return _Levers(plan.fp8, plan.blocks_to_swap, plan.gradient_checkpointing)
-
-
 def _memory_fit(
     model: str, info: GpuInfo, batch: int, resolution: int, gc: bool, optimizer: str | None,
-    unet_only: bool | None, levers: _Levers, notes: list[str],
+    unet_only: bool | None, levers: Levers, notes: list[str],
 ) -> tuple[float | None, str]:  # fmt: skip
     memory = memory_needed(
         model, batch_size=batch, resolution=resolution, gradient_checkpointing=gc,
@@ -283,66 +239,6 @@ def _memory_fit(
             "batch size or turn on gradient_checkpointing"
         )
     return memory, fits
-
-
-def _step_factor(model: str, batch: int, gc: bool, levers: _Levers) -> float:
-    """One step's time relative to a batch-1 step without checkpointing (the presets'
-    model: fixed per-step cost plus per-sample cost; fp8 upcasts; swapped blocks)."""
-    fit = fit_params()
-    factor = fit.step_overhead + batch * (1.0 - fit.step_overhead)
-    factor *= fit.gc_slowdown if gc else 1.0
-    if levers.fp8 or levers.blocks_to_swap:
-        from kohyagen.config.presets import get_model
-
-        family = get_model(model).family
-        assert family is not None  # fp8 and block swapping are DiT levers
-        mem = family.memory
-        factor *= mem.fp8_slowdown if levers.fp8 else 1.0
-        factor += levers.blocks_to_swap * mem.swap_slowdown * (mem.fp8_factor if levers.fp8 else 1)
-    return factor
-
-
-def _train_minutes(
-    model: str, info: GpuInfo, resolution: int, batch: int, gc: bool, micro_steps: int,
-    seen_total: int, levers: _Levers, use_measured: bool, sources: list[str], notes: list[str],
-) -> tuple[Span, str]:  # fmt: skip
-    model_data = throughput_data()["models"][model]
-    seconds, basis, gpu_sources = gpu_seconds(info)
-    factor = parse_span(model_data["time_factor"], what="time_factor")
-    if model_data["basis"] != "published" and basis == "published":
-        basis = "derived"
-    pixel_scale = (resolution / model_data["native_resolution"]) ** 2
-    step = _step_factor(model, batch, gc, levers) * pixel_scale
-    train = tuple(s * f * step * micro_steps / 60 for s, f in zip(seconds, factor, strict=True))
-    measured = _measured_minutes(info.name, model, resolution, seen_total) if use_measured else None
-    if measured is not None:
-        train, basis, measured_source = measured
-        gpu_sources = [measured_source]
-    ref = throughput_data()["reference"]
-    sources += [
-        f"unit: {ref['unit']} of a {ref['model']} LoRA at {ref['resolution']} px, batch "
-        f"{ref['batch_size']}, on the GPU below",
-        *gpu_sources,
-        f"model {model}: {model_data['source']}",
-    ]
-    low, high = train[0] * 60 / micro_steps, train[1] * 60 / micro_steps
-    notes.append(f"about {low:.2g}-{high:.2g} s per step at batch {batch}")
-    if pixel_scale != 1:
-        notes.append(
-            f"time scaled by the pixel count: {resolution} px vs {model}'s native "
-            f"{model_data['native_resolution']} px (x{pixel_scale:.2f})"
-        )
-    return (train[0], train[1]), basis
-
-
-def _overhead_minutes(model: str, images: int, sources: list[str]) -> Span:
-    overheads = throughput_data()["overhead"]
-    key = model if model in overheads else "dit"
-    data = overheads[key]
-    startup = parse_span(data["startup_seconds"], what="startup_seconds")
-    per_image = parse_span(data["seconds_per_image"], what="seconds_per_image")
-    sources.append(f"overhead ({key}): {data['source']}")
-    return ((startup[0] + images * per_image[0]) / 60, (startup[1] + images * per_image[1]) / 60)
 
 
 def _costs(info: GpuInfo, total: Span, prices: dict | None, notes: list[str]) -> list[ProviderCost]:
@@ -365,39 +261,3 @@ def _costs(info: GpuInfo, total: Span, prices: dict | None, notes: list[str]) ->
         costs.append(ProviderCost(name, provider["label"], price, setup, cost, price_basis, source))
     costs.sort(key=lambda c: c.cost[0])
     return costs
-
-
-@dataclass(frozen=True)
-class DatasetCounts:
-    images: int
-    images_x_repeats: int
-    steps_per_epoch: int | None  # bucket-aware when the dataset check provides it
-    kind: str  # "train_dir" or "image_folder"
-
-
-def count_dataset(
-    path: str | Path, *, model: str = "sd15", batch_size: int = 1, repeats: int | None = None
-) -> DatasetCounts:
-    """Images and images x repeats of a dataset folder (kohya N_name/ layout or plain images).
-
-    A plain folder of images counts with `repeats`, by default the repeats `kohyagen run`
-    (dataset prepare's "auto") would give it. Raises DatasetError for an unusable folder.
-    """
-    from kohyagen.dataset.check import check_dataset
-
-    report = check_dataset(path, model=model, batch_size=batch_size)
-    if report.kind == "train_dir":
-        return DatasetCounts(
-            report.image_count, report.images_x_repeats, report.steps_per_epoch, report.kind
-        )
-    if not report.image_count:
-        from kohyagen.errors import DatasetError
-
-        raise DatasetError(
-            "no images found", path=path, hint="pass a folder of images or of N_name/ folders"
-        )
-    if repeats is None:
-        from kohyagen.dataset.prepare import auto_repeats
-
-        repeats = auto_repeats(report.image_count)
-    return DatasetCounts(report.image_count, report.image_count * repeats, None, report.kind)

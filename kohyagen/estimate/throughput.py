@@ -149,10 +149,11 @@ def memory_needed(
     fp8: bool = False,
     blocks_to_swap: int = 0,
 ) -> float:
-    """GPU memory in GB of a LoRA run, from kohyagen.config.presets' VRAM model (the one that chose
-    the batch size); the per-sample part scales with the pixel count against the model's
-    native resolution. fp8 and blocks_to_swap are the DiT families' levers."""
+    """GPU memory in GB of a LoRA run, from kohyagen.config.training_plan's VRAM model (the
+    one that chose the batch size); the per-sample part scales with the pixel count against
+    the model's native resolution. fp8 and blocks_to_swap are the DiT families' levers."""
     from kohyagen.config import presets
+    from kohyagen.config.training_plan import memory_need
 
     native = throughput_data()["models"][model]["native_resolution"]
     # activation memory grows with the pixel count, the square of the side
@@ -166,8 +167,8 @@ def memory_needed(
         "blocks_to_swap": blocks_to_swap,
     }
     # batch 0 isolates the fixed part: weights, optimizer states, CUDA context
-    base = presets.memory_need(preset, batch_size=0, **kwargs)
-    per_sample = presets.memory_need(preset, batch_size=1, **kwargs) - base
+    base = memory_need(preset, batch_size=0, **kwargs)
+    per_sample = memory_need(preset, batch_size=1, **kwargs) - base
     return round(base + per_sample * scale * batch_size, 1)
 
 

@@ -7,6 +7,7 @@ initialised kaiming-uniform and up at zero, so training starts from the base mod
 Keys are `<prefix>_<module path with . -> _>.{lora_down.weight, lora_up.weight, alpha}`;
 SDXL U-Net paths are renamed to the SGM layout (input_blocks / middle_block /
 output_blocks) that kohya and A1111/ComfyUI use (the names: kohyagen.trainer.lora_names).
+Reading an existing LoRA file into a network: kohyagen.trainer.lora_weights.
 """
 
 from __future__ import annotations
@@ -14,16 +15,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from kohyagen.errors import ConfigError
 from kohyagen.trainer.lora_names import text_encoder_modules, unet_modules
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 class LoRAModule(nn.Module):
@@ -272,62 +269,3 @@ class LoRANetwork(nn.Module):
                 if params and group_lr:
                     groups.append({"params": params, "lr": group_lr, "desc": desc + suffix})
         return groups
-
-
-def read_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A kohya LoRA .safetensors file's tensors (ConfigError when missing or unreadable)."""
-    from pathlib import Path
-
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("network_weights file not found", path=path, hint="check the path")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise ConfigError(
-            f"network_weights is not a readable .safetensors LoRA: {exc}", path=path
-        ) from exc
-
-
-def dims_from_weights(path: str | Path) -> dict[str, tuple[int, float | int]]:
-    """dim_from_weights: each module's (rank, alpha) in a LoRA file; a missing alpha is the
-    rank, as kohya reads old files."""
-    state = read_lora_file(path)
-    dims: dict[str, tuple[int, float | int]] = {}
-    for key, value in state.items():
-        name, _, part = key.partition(".")
-        if part == "lora_down.weight":
-            alpha = state.get(f"{name}.alpha")
-            dims[name] = (
-                int(value.shape[0]),
-                # kohya reads a file without alpha as alpha = rank
-                alpha.item() if alpha is not None else value.shape[0],
-            )
-    if not dims:
-        raise ConfigError(
-            "network_weights has no lora_down weights", path=path, hint="use a kohya LoRA file"
-        )
-    return dims
-
-
-def load_network_weights(network: LoRANetwork, path: str | Path) -> int:
-    """network_weights: start from an existing kohya LoRA file; refuse one that does not fit."""
-    state = read_lora_file(path)
-    try:
-        matched = network.load_kohya_weights(state)
-    except RuntimeError as exc:  # shapes differ: another rank or another model
-        raise ConfigError(
-            f"network_weights does not fit this network: {exc}",
-            path=path,
-            hint="use a LoRA trained with the same network_dim on the same base model",
-        ) from exc
-    if not matched:
-        raise ConfigError(
-            "network_weights has no module of this network",
-            path=path,
-            hint="it was trained for another model family",
-        )
-    return matched

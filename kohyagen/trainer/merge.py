@@ -24,7 +24,8 @@ def merge_base_weights(
     U-Net and text encoder weights in memory; the files are only read."""
     import torch
 
-    from kohyagen.trainer.lora import LoRANetwork, dims_from_weights, lora_delta, read_lora_file
+    from kohyagen.trainer.lora import LoRANetwork, lora_delta
+    from kohyagen.trainer.lora_weights import dims_from_weights, read_lora_file
 
     for i, raw in enumerate(paths or []):
         path = Path(raw)

@@ -83,7 +83,8 @@ class LoraRenderer:
 
     def use_lora(self, path: Path | None) -> None:
         """Wrap the model with the LoRA in path (None: the base model alone)."""
-        from kohyagen.trainer.lora import LoRANetwork, dims_from_weights, load_network_weights
+        from kohyagen.trainer.lora import LoRANetwork
+        from kohyagen.trainer.lora_weights import dims_from_weights, load_network_weights
 
         if path == self.lora_path:
             return

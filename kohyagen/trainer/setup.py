@@ -153,7 +153,8 @@ class RunSetup:
 
     def setup_network(self) -> None:
         """The LoRA modules, hooked into the U-Net and text encoders."""
-        from kohyagen.trainer.lora import LoRANetwork, dims_from_weights, load_network_weights
+        from kohyagen.trainer.lora import LoRANetwork
+        from kohyagen.trainer.lora_weights import dims_from_weights, load_network_weights
         from kohyagen.trainer.netargs import conv_args, dropout_args
         from kohyagen.trainer.precision import apply_full_precision
 
