@@ -32,6 +32,11 @@ class RunContext:
     def out(self, stage: str) -> dict[str, Any]:
         return self.manifest.outputs(stage)
 
+    def train_dir(self) -> Path:
+        """The folder kohya trains from: prepare's output, else the images as given."""
+        prepared = self.out("prepare").get("train_dir")
+        return Path(prepared) if prepared else Path(self.options.images).resolve()
+
 
 def local_or_repo(base_model: str | None) -> str | None:
     """A local model as its absolute path (so ./m and /abs/m are one input); else as given."""

@@ -20,26 +20,12 @@ from kohyagen.errors import (
     DatasetError,
     KohyagenError,
 )
-from kohyagen.run.context import RunContext, RunOptions
+from kohyagen.run.context import RunContext
 from kohyagen.run.dataset_hash import dataset_files, hash_dataset
+from kohyagen.run.stages_config import stage_config
 from kohyagen.run.stages_training import stage_estimate, stage_pick, stage_report, stage_train
 
-CPU = "cpu"
-CPU_RENDER_PRESET = "80gb"
-
-
 # ---------------------------------------------------------------- helpers
-
-
-def _gpu_name(options: RunOptions) -> tuple[str, str | None]:
-    if options.gpu.lower() != "auto":
-        return options.gpu, None
-    from kohyagen.estimate.hardware import detect_preset
-
-    preset, hardware = detect_preset()
-    if preset == "cpu":
-        return preset, hardware.note
-    return preset, f"{hardware.gpus[0].name} → GPU preset {preset}"
 
 
 def _missing_captions(train_dir: Path, caption_ext: str, *, exclude: Path) -> list[Path]:
@@ -48,12 +34,6 @@ def _missing_captions(train_dir: Path, caption_ext: str, *, exclude: Path) -> li
         p for p in dataset_files(train_dir, exclude=exclude) if p.suffix.lower() in IMAGE_EXTENSIONS
     ]
     return [p for p in images if not p.with_suffix(caption_ext).is_file()]
-
-
-def _training_values(rendered_training: dict[str, Any], dataset_data: dict[str, Any]) -> dict:
-    from kohyagen.config.plan_values import training_values
-
-    return training_values(rendered_training, dataset_data)
 
 
 # ---------------------------------------------------------------- stages
@@ -140,13 +120,8 @@ def _copy_if_tagging(ctx: RunContext) -> tuple[dict[str, Any], str | None] | Non
     return outputs, f"images lack captions: {count} files linked into {out.name}/ to tag there"
 
 
-def _train_dir(ctx: RunContext) -> Path:
-    prepared = ctx.out("prepare").get("train_dir")
-    return Path(prepared) if prepared else Path(ctx.options.images).resolve()
-
-
 def _stage_tag(ctx: RunContext) -> tuple[dict[str, Any], str | None] | None:
-    train_dir = _train_dir(ctx)
+    train_dir = ctx.train_dir()
     prepared = ctx.out("prepare")
     # a prepare copy gets the trigger in every caption; a kept N_name layout keeps its own
     ours = bool(prepared.get("train_dir")) and not prepared.get("kept_layout")
@@ -217,108 +192,11 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) else len(value)
 
 
-def _config_overrides(ctx: RunContext, gpu: str) -> tuple[list[str], bool, str]:
-    """The --set overrides plus the run's own (seed, save_state, CPU precision); whether
-    save_state was added, and the GPU preset to render for."""
-    opts = ctx.options
-    overrides = list(opts.overrides)
-    given = {o.split("=", 1)[0].strip().split(".")[-1] for o in overrides}
-    if opts.seed is not None and "seed" not in given:
-        overrides.append(f"seed={opts.seed}")
-    auto_state = not given & {"save_state", "save_state_on_train_end", "save_last_n_epochs_state"}
-    if auto_state:
-        # A training state with each checkpoint (only the latest kept): an interrupted
-        # run continues from its last epoch instead of starting over. Removed after a
-        # successful training (see stages_training), since only a resume needs it.
-        overrides += ["save_state=true", "save_last_n_epochs_state=1"]
-    render_gpu = gpu
-    if gpu == CPU:
-        # No GPU preset describes a CPU: render for a roomy generic card, in full precision.
-        render_gpu = CPU_RENDER_PRESET
-        if "mixed_precision" not in given:
-            overrides.append("mixed_precision=no")
-        ctx.notes.append(
-            "no GPU: configs rendered for the generic "
-            f"{CPU_RENDER_PRESET} preset with mixed_precision=no, to train on the CPU"
-        )
-    return overrides, bool(auto_state), render_gpu
-
-
-def _refuse_lint_errors(rendered: Any, run_dir: Path) -> None:
-    """Stop before training when the rendered configs have a lint error."""
-    from kohyagen.config.lint import lint_files
-    from kohyagen.findings import count_errors
-
-    findings = lint_files([rendered.training_path, rendered.dataset_path], cwd=run_dir)
-    if count_errors(findings):
-        from kohyagen.errors import LintFailed
-
-        first = next(f for f in findings if f.severity.value == "error")
-        raise LintFailed(
-            f"the rendered config has {count_errors(findings)} error(s), first: "
-            f"{first.key or ''} {first.message}",
-            findings,
-            path=first.file or rendered.training_path,
-            hint=first.fix or "fix the --set override that caused it",
-        )
-
-
-def _stage_config(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
-    """Render, write and lint the configs for this run; record them in the manifest."""
-    from kohyagen.config.render import render_configs, write_configs
-
-    opts = ctx.options
-    gpu, gpu_note = _gpu_name(opts)
-    if gpu_note:
-        ctx.say("config", f"GPU: {gpu_note}")
-    overrides, auto_state, render_gpu = _config_overrides(ctx, gpu)
-    rendered = render_configs(
-        _train_dir(ctx),
-        model=opts.model,
-        gpu=render_gpu,
-        out_dir=ctx.run_dir,
-        name=opts.name,
-        trigger=opts.trigger,
-        base_model=opts.base_model,
-        overrides=tuple(overrides),
-        epochs=opts.epochs,
-    )
-    # This stage owns these two files; an interrupted earlier attempt may have left them.
-    write_configs(rendered, force=True)
-    _refuse_lint_errors(rendered, ctx.run_dir)
-    from kohyagen.config.schema import load_toml
-
-    dataset_data = load_toml(rendered.dataset_path).data
-    values = _training_values(dict(rendered.training), dataset_data)
-    plan = getattr(rendered, "plan", None) or {}
-    if plan.get("images_x_repeats"):
-        # render knows what kohya will train on per epoch (after a validation split)
-        values["images_x_repeats"] = plan["images_x_repeats"]
-        values["steps_per_epoch"] = plan.get("steps_per_epoch")
-    ctx.manifest.set("seed", values["seed"])
-    ctx.manifest.update(
-        "configs",
-        training=str(rendered.training_path),
-        dataset=str(rendered.dataset_path),
-        gpu=gpu,
-        resolved=dict(rendered.training),
-        auto_save_state=bool(auto_state),
-        values=values,
-        notes=list(rendered.notes),
-    )
-    outputs = {
-        "training_config": str(rendered.training_path),
-        "dataset_config": str(rendered.dataset_path),
-        "gpu": gpu,
-    }
-    return outputs, f"{rendered.training_path.name} for {gpu}"
-
-
 STAGE_FUNCTIONS: dict[str, Callable[[RunContext], Any]] = {
     "check": _stage_check,
     "prepare": _stage_prepare,
     "tag": _stage_tag,
-    "config": _stage_config,
+    "config": stage_config,
     "estimate": stage_estimate,
     "train": stage_train,
     "report": stage_report,
