@@ -15,7 +15,8 @@ from kohyagen.errors import EXIT_INTERRUPTED, LintFailed
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from kohyagen.launch.session import Progress, TrainResult
+    from kohyagen.launch.outcome import TrainResult
+    from kohyagen.launch.watch import Progress
 
 
 def _money(value: float | None) -> str:

@@ -2,7 +2,7 @@
 
 Owns finding sd-scripts and building the `accelerate launch` argv (train), the run's own
 config copies and the smaller ones of the out-of-memory ladder (attempts), the attempts
-loop and train.json (session), the live watching of the trainer's output (watch), the
+loop (session), what a run returns (outcome), train.json as it is written (state), the live watching of the trainer's output (watch), the
 failure messages kohya and torch print (signatures) and the diagnosis read from them
 (diagnose), and the child process with its process group and clean stop (process).
 The entry point is `train.train(config, ...) -> TrainResult`.

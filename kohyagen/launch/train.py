@@ -32,7 +32,9 @@ from kohyagen.errors import (
     UsageError,
 )
 from kohyagen.findings import Finding, count_errors
-from kohyagen.launch.session import Attempt, Progress, TrainResult, run_attempts
+from kohyagen.launch.outcome import Attempt, TrainResult
+from kohyagen.launch.session import run_attempts
+from kohyagen.launch.watch import Progress
 
 __all__ = [
     "Attempt",
