@@ -27,7 +27,7 @@ class Attempt:
     diagnosis: Diagnosis | None
     started_at: float
     ended_at: float
-    log_start: int
+    log_start: int  # byte offsets of this attempt's output in train.log
     log_end: int
     event_files: list[str] = field(default_factory=list)  # TensorBoard files it wrote
 
@@ -41,7 +41,7 @@ class Attempt:
 class TrainResult:
     run_dir: Path
     status: str  # "succeeded" | "failed" | "interrupted" | "dry-run"
-    attempts: list[Attempt]
+    attempts: list[Attempt]  # in order; the last one decided the status
     failure: Diagnosis | None
     command: list[str]
     summary: dict | None = None
