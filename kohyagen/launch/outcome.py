@@ -48,6 +48,8 @@ class TrainResult:
     cost: float | None = None
     lint: list[Finding] = field(default_factory=list)
     report_error: str | None = None  # the run's result stands even if its report failed
+    # which kohya version's option table the lint judged the configs by, in words
+    checked_against: str | None = None
 
     def raise_for_status(self) -> None:
         if self.status in ("succeeded", "dry-run"):

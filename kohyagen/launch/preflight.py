@@ -3,6 +3,10 @@
 Every refusal here leaves nothing behind (no run folder, no process): a config of the
 wrong kind, a DiT family for the builtin trainer, lint errors. Apart from train.py, which
 only strings these steps together and hands the run to the session.
+
+The backend is chosen before the lint: options come and go between sd-scripts versions,
+so the kohya backend's configs are judged by the option table of the checkout that will
+run them (config.kohya_tables), the builtin trainer's by the bundled 48d368f tables.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from kohyagen.config.kohya_tables import KohyaTables, checked_against
 from kohyagen.config.schema import (
     SDXL_TRAIN_NETWORK,
     TRAIN_NETWORK,
@@ -25,12 +30,19 @@ from kohyagen.launch.checkout import CLONE_HINT, find_sd_scripts
 BACKENDS = ("auto", "kohya", "builtin")
 
 
-def _lint(paths: list[Path], cwd: Path) -> list[Finding]:
-    from kohyagen.config.lint import (
-        lint_files,  # lazily: the linter pulls in presets and disk checks
-    )
+def _lint(paths: list[Path], cwd: Path, tables: KohyaTables | None) -> list[Finding]:
+    # lazily: the linter pulls in presets and disk checks
+    from kohyagen.config.lint import LintOptions, lint_files
 
-    return list(lint_files(paths, cwd=cwd))
+    return list(lint_files(paths, cwd=cwd, options=LintOptions(tables=tables)))
+
+
+def checkout_tables(backend: str, checkout: Path | None, python: str) -> KohyaTables | None:
+    """The option tables of the checkout the kohya backend will run, built (once per
+    commit) in the Python that will run it; None for the builtin trainer."""
+    if backend != "kohya" or checkout is None:
+        return None
+    return KohyaTables(checkout, python)
 
 
 def resolve_backend(
@@ -99,8 +111,11 @@ def read_training_config(config: str | Path, cwd: Path) -> tuple[Path, dict[str,
     return config_path, flat, script_for_config(doc.text, flat)
 
 
-def dataset_path_of(dataset_config: str | Path | None, cwd: Path) -> Path | None:
-    """The dataset config's absolute path, checked to exist and to be a dataset config."""
+def dataset_path_of(dataset_config: str | Path | None, flat: dict, cwd: Path) -> Path | None:
+    """The dataset config (the one given, else the training config's dataset_config) as an
+    absolute path, checked to exist and to be a dataset config."""
+    if dataset_config is None and isinstance(flat.get("dataset_config"), str):
+        dataset_config = flat["dataset_config"]
     if dataset_config is None:
         return None
     dataset_path = Path(dataset_config).expanduser()
@@ -111,14 +126,20 @@ def dataset_path_of(dataset_config: str | Path | None, cwd: Path) -> Path | None
     return dataset_path
 
 
-def lint_or_refuse(config_path: Path, dataset_path: Path | None, cwd: Path) -> list[Finding]:
-    """Lint both configs; refuse to start on any error."""
-    findings = _lint([config_path, *([dataset_path] if dataset_path else [])], cwd)
+def lint_or_refuse(
+    config_path: Path, dataset_path: Path | None, cwd: Path, tables: KohyaTables | None = None
+) -> tuple[list[Finding], str]:
+    """Lint both configs against tables (None: the bundled ones); refuse to start on any
+    error. The findings, and which kohya version's options judged them, in words."""
+    findings = _lint([config_path, *([dataset_path] if dataset_path else [])], cwd, tables)
+    # a checkout whose Python cannot build its table falls back to the bundled one: say so
+    version = checked_against(tables, tables.scripts_used if tables else [])
     if count_errors(findings):
         raise LintFailed(
             f"{count_errors(findings)} error(s) in the configs; not starting",
             findings,
+            checked_against=version,
             path=config_path,
             hint=f"run `kohyagen lint {shlex.quote(str(config_path))}` and fix them",
         )
-    return findings
+    return findings, version

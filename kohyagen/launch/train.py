@@ -9,6 +9,7 @@ when the run ends, however it ends. The steps live beside it: the checks before 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from kohyagen.launch.checkout import find_python, script_in
 from kohyagen.launch.command import build_command
 from kohyagen.launch.outcome import TrainResult
 from kohyagen.launch.preflight import (
+    checkout_tables,
     dataset_path_of,
     lint_or_refuse,
     read_training_config,
@@ -56,16 +58,15 @@ def train(
     """
     cwd = Path(cwd or Path.cwd()).resolve()
     config_path, flat, script_name = read_training_config(config, cwd)
-    if dataset_config is None and isinstance(flat.get("dataset_config"), str):
-        dataset_config = flat["dataset_config"]
-    dataset_path = dataset_path_of(dataset_config, cwd)
-    findings = lint_or_refuse(config_path, dataset_path, cwd)
-
+    dataset_path = dataset_path_of(dataset_config, flat, cwd)
+    # the checkout first: its own option table judges the configs, not the bundled one
     chosen, checkout = resolve_backend(backend, sd_scripts, cwd, script_name)
     interpreter = (
         find_python(checkout, python) if chosen == "kohya" else str(python or sys.executable)
     )
     script = script_in(checkout, script_name)
+    tables = checkout_tables(chosen, checkout, interpreter)
+    findings, version = lint_or_refuse(config_path, dataset_path, cwd, tables)
     target = choose_run_dir(str(flat.get("output_name") or config_path.stem), run_dir, cwd=cwd)
     mixed = str(flat.get("mixed_precision") or "no")
 
@@ -76,16 +77,17 @@ def train(
         )  # fmt: skip
 
     if dry_run:
-        training_copy = target / "training_config.toml"
         dataset_copy = target / "dataset_config.toml" if dataset_path else None
+        command = command_for(target / "training_config.toml", dataset_copy)
         return TrainResult(
-            target, "dry-run", [], None, command_for(training_copy, dataset_copy), lint=findings
+            target, "dry-run", [], None, command, lint=findings, checked_against=version
         )
 
     guard_outputs(flat, cwd, overwrite=overwrite)
-    return run_attempts(
+    result = run_attempts(
         target=target, config_path=config_path, dataset_path=dataset_path, cwd=cwd,
         command_for=command_for, backend=chosen, checkout=checkout, interpreter=interpreter,
         retry=retry, price=price_per_hour, on_progress=on_progress, env=env, gpus=gpus,
         max_attempts=max_attempts, findings=findings,
     )  # fmt: skip
+    return dataclasses.replace(result, checked_against=version)
