@@ -7,7 +7,7 @@ In a temp folder, in the same run:
   stage from its manifest;
 - baseline: the bare trainer on the very configs the pipeline used (output and logs
   redirected), started as the launcher starts it (`accelerate launch -m kohyagen.trainer`,
-  from kohyagen.launch.train.build_command), which is what a user of the bare trainer would run.
+  from kohyagen.launch.command.build_command), which is what a user of the bare trainer would run.
 
 Prints the seconds of each stage, then the ratios train-stage / bare trainer and whole
 pipeline / bare trainer. Target: the stages around training add a few seconds, so the
@@ -95,7 +95,7 @@ def main() -> None:
         bare = work / "bare"
         bare.mkdir(exist_ok=True)
         training, dataset = _bare_configs(work / "demo" / "run", bare)
-        from kohyagen.launch.train import build_command
+        from kohyagen.launch.command import build_command
 
         argv = build_command(
             backend="builtin", script=None, config=training, dataset_config=dataset,

@@ -62,11 +62,15 @@ class ConfigError(KohyagenError):
 
 
 class LintFailed(ConfigError):
-    """Linting found errors; the findings are attached."""
+    """Linting found errors; the findings are attached, and which kohya version's option
+    table judged them (checked_against, in words) when the caller knows it."""
 
-    def __init__(self, message: str, findings: list, **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, findings: list, *, checked_against: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(message, **kwargs)
         self.findings = findings
+        self.checked_against = checked_against
 
 
 class PresetError(KohyagenError):

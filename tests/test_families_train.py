@@ -112,7 +112,7 @@ def test_builtin_backend_refuses_dit_families(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match=r"sd3_train_network\.py") as exc:
         launch.train(config, backend="builtin", cwd=tmp_path, dry_run=True)
     assert "--backend kohya" in exc.value.hint
-    monkeypatch.setattr(launch, "find_sd_scripts", _no_checkout)
+    monkeypatch.setattr("kohyagen.launch.preflight.find_sd_scripts", _no_checkout)
     with pytest.raises(SdScriptsNotFound, match=r"builtin trainer trains SD1\.x/2\.x/SDXL only"):
         launch.train(config, cwd=tmp_path, dry_run=True)
     result = CliRunner().invoke(main, ["train", str(config), "--backend", "builtin"])

@@ -340,8 +340,9 @@ def test_auto_without_a_gpu_stops_before_training_unless_cpu_is_asked(
     def no_checkout(flag=None):
         raise SdScriptsNotFound("no sd-scripts")
 
-    fake_launch = types.SimpleNamespace(train=fake_train, find_sd_scripts=no_checkout)
+    fake_launch = types.SimpleNamespace(train=fake_train)
     monkeypatch.setitem(sys.modules, "kohyagen.launch.train", fake_launch)
+    monkeypatch.setattr("kohyagen.launch.checkout.find_sd_scripts", no_checkout)
     run_pipeline(options(images, tmp_path, gpu="cpu"))
     assert launched and launched[0]["backend"] == "auto"
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from kohyagen.cli import main
 from kohyagen.launch import attempts as cfg
 from kohyagen.launch.diagnose import Diagnosis
-from kohyagen.launch.session import TrainResult
+from kohyagen.launch.outcome import TrainResult
 
 
 def _doc(text: str):

@@ -11,15 +11,18 @@ from train_fixtures import make_checkout, write_configs
 
 from kohyagen.cli import main
 from kohyagen.errors import LintFailed, SdScriptsNotFound, UsageError
+from kohyagen.launch import checkout as checkout_module
 from kohyagen.launch import train as launch
-from kohyagen.launch.train import build_command, choose_run_dir, find_python, find_sd_scripts
+from kohyagen.launch.checkout import find_python, find_sd_scripts
+from kohyagen.launch.command import build_command
+from kohyagen.launch.run_folder import choose_run_dir
 
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
     monkeypatch.delenv("KOHYA_SD_SCRIPTS", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(launch, "_PACKAGE_ROOT", tmp_path / "kohyagen-checkout")
+    monkeypatch.setattr(checkout_module, "_PACKAGE_ROOT", tmp_path / "kohyagen-checkout")
 
 
 def test_argv_sd15_one_gpu():

@@ -243,7 +243,7 @@ def test_report_cli_json(tmp_path):
 
 def test_progress_line():
     from kohyagen.cli.train_cmd import progress_line
-    from kohyagen.launch.train import Progress
+    from kohyagen.launch.watch import Progress
 
     line = progress_line(Progress(2, 8, 16, 1, 2, 1.08, 1.83, 14.0, 3725.0, 0.71))
     assert line == (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from kohyagen.launch.session import _Watcher
+from kohyagen.launch.watch import _Watcher
 
 BAR = "\rsteps:  50%|█████     | 8/16 [00:14<00:14,  1.83s/it, avr_loss={}]"
 

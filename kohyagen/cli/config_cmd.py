@@ -142,7 +142,7 @@ def _kohya_tables(sd_scripts: Path | None, cwd: Path | None) -> KohyaTables | No
     """The option tables of the sd-scripts checkout `train` would use, if there is one."""
     from kohyagen.config.kohya_tables import KohyaTables
     from kohyagen.errors import KohyagenError
-    from kohyagen.launch.train import find_python, find_sd_scripts
+    from kohyagen.launch.checkout import find_python, find_sd_scripts
 
     try:
         checkout = find_sd_scripts(sd_scripts, cwd=cwd)

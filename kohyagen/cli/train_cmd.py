@@ -15,7 +15,8 @@ from kohyagen.errors import EXIT_INTERRUPTED, LintFailed
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from kohyagen.launch.session import Progress, TrainResult
+    from kohyagen.launch.outcome import TrainResult
+    from kohyagen.launch.watch import Progress
 
 
 def _money(value: float | None) -> str:
@@ -127,17 +128,17 @@ def train_command(
             if live is not None:
                 live.stop()
     except LintFailed as exc:
-        if as_json:
-            emit_json({"status": "lint-failed", "findings": [f.to_dict() for f in exc.findings]})
-        else:
-            print_findings(exc.findings, title="lint")
+        _print_lint_failed(exc, as_json=as_json)
         # re-raised so that main() maps it to exit code 1 in one place
         raise
     if dry_run:
         if as_json:
-            emit_json({"run_dir": str(result.run_dir), "command": result.command})
+            emit_json({"run_dir": str(result.run_dir), "command": result.command,
+                       "checked_against": result.checked_against})  # fmt: skip
         else:
             click.echo(shlex.join(result.command))
+            # stderr: stdout holds only the command, to be copied or piped as it is
+            click.echo(f"lint: checked against {result.checked_against}", err=True)
         return
     if as_json:
         emit_json(_result_json(result))
@@ -147,6 +148,18 @@ def train_command(
     if result.status == "interrupted":
         ctx.exit(EXIT_INTERRUPTED)
     result.raise_for_status()
+
+
+def _print_lint_failed(exc: LintFailed, *, as_json: bool) -> None:
+    """The findings that stopped the run, and which kohya version's options judged them."""
+    if as_json:
+        emit_json({"status": "lint-failed", "checked_against": exc.checked_against,
+                   "findings": [f.to_dict() for f in exc.findings]})  # fmt: skip
+        return
+    print_findings(exc.findings, title="lint")
+    if exc.checked_against:
+        # as `kohyagen lint` says it: an option one sd-scripts version lacks, another has
+        click.echo(f"checked against {exc.checked_against}")
 
 
 def _live_display(err: Any, *, enabled: bool) -> tuple[Any, Callable[[Any], None]]:
@@ -183,6 +196,7 @@ def _result_json(result: Any) -> dict[str, Any]:
         "cost": result.cost,
         "summary": result.summary,
         "report_error": result.report_error,
+        "checked_against": result.checked_against,
     }
 
 
@@ -203,6 +217,8 @@ def _print_outcome(console: Console, result: TrainResult) -> None:
     if warnings:
         codes = ", ".join(sorted({f.code for f in warnings}))
         console.print(f"  lint: {len(warnings)} warning(s) ({_esc(codes)}); see `kohyagen lint`")
+    if result.checked_against:
+        console.print(f"  lint: checked against {_esc(result.checked_against)}")
     summary = result.summary or {}
     if summary.get("recommended"):
         rec = summary["recommended"]

@@ -2,15 +2,12 @@
 
 kohyagen.launch.train.train validates and prepares; `run_attempts` runs the trainer until it
 succeeds, fails for a reason a smaller configuration cannot fix, or is stopped, and
-writes the report at the end however the run ended.
+writes the report at the end however the run ended. What it returns is in outcome.py,
+how train.json is written in state.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -18,69 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kohyagen.errors import TrainingFailed
 from kohyagen.findings import Finding
 from kohyagen.launch import attempts as cfg
 from kohyagen.launch import resume
 from kohyagen.launch.diagnose import Diagnosis, diagnose_run
+from kohyagen.launch.outcome import Attempt, TrainResult
 from kohyagen.launch.process import child_env, run_streaming
+from kohyagen.launch.state import record_end, record_os_error, write_state
 from kohyagen.launch.watch import Progress, _Watcher
 
-__all__ = ["Attempt", "Progress", "TrainResult", "run_attempts"]
-
-# --- results --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Attempt:
-    number: int
-    command: list[str]
-    training_config: str
-    dataset_config: str | None
-    changes: list[dict]
-    exit_code: int | None
-    stop_reason: str | None
-    diagnosis: Diagnosis | None
-    started_at: float
-    ended_at: float
-    log_start: int
-    log_end: int
-    event_files: list[str] = field(default_factory=list)  # TensorBoard files it wrote
-
-    def to_dict(self) -> dict:
-        data = {k: v for k, v in self.__dict__.items() if k != "diagnosis"}
-        data["diagnosis"] = self.diagnosis.to_dict() if self.diagnosis else None
-        return data
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    run_dir: Path
-    status: str  # "succeeded" | "failed" | "interrupted" | "dry-run"
-    attempts: list[Attempt]
-    failure: Diagnosis | None
-    command: list[str]
-    summary: dict | None = None
-    cost: float | None = None
-    lint: list[Finding] = field(default_factory=list)
-    report_error: str | None = None  # the run's result stands even if its report failed
-
-    def raise_for_status(self) -> None:
-        if self.status in ("succeeded", "dry-run"):
-            return
-        failure = self.failure
-        raise TrainingFailed(
-            f"training {self.status}: {failure.cause if failure else 'unknown cause'}",
-            cause=failure.code if failure else None,
-            path=self.run_dir / "train.log",
-            hint=failure.fix if failure else None,
-        )
-
-
-def _write_state(run_dir: Path, state: dict) -> None:
-    cfg.atomic_write_text(
-        run_dir / "train.json", json.dumps(state, indent=2, ensure_ascii=False, default=str)
-    )
+__all__ = ["run_attempts"]
 
 
 def _event_files(logging_dir: Any) -> list[Path]:
@@ -211,7 +155,7 @@ class _Attempts:
                 "running": True,
             }
         ]
-        _write_state(self.target, self.state)
+        write_state(self.target, self.state)
 
     def run_until_done(self, retry: bool, max_attempts: int) -> tuple[str, Diagnosis | None]:
         """Attempts until one succeeds or a retry cannot help; the status and the failure."""
@@ -288,7 +232,7 @@ def run_attempts(
     status, failure = _run_recorded(attempts, retry, max_attempts)
     # The run folder's configs are the ones that produced the result.
     cfg.write_attempt(target, training_doc, dataset_doc)
-    cost = _record_end(target, state, status, failure)
+    cost = record_end(target, state, status, failure)
     summary, report_error = _report(target)
     done = attempts.done
     command = done[-1].command if done else []
@@ -316,45 +260,5 @@ def _run_recorded(
     except OSError as exc:
         # A full disk (or another OS error) while writing the log or an attempt's configs:
         # train.json must not go on saying "running"; the CLI turns exc into exit 3.
-        _record_os_error(attempts.target, attempts.state, exc)
+        record_os_error(attempts.target, attempts.state, exc)
         raise
-
-
-def _os_error_diagnosis(exc: OSError) -> Diagnosis:
-    """What train.json says when an OS error ended the run: the cause, the path, the fix."""
-    from kohyagen.errors import from_os_error
-
-    known = from_os_error(exc, training=True)
-    where = f" ({exc.filename})" if exc.filename else ""
-    if known is None:
-        return Diagnosis("os-error", f"{exc.strerror or exc}{where}", "see the message above")
-    cause = known.message.removeprefix("training stopped: ")
-    code = errno.errorcode.get(exc.errno or 0, "os-error")
-    return Diagnosis(code, cause + where, known.hint or "", evidence=str(exc))
-
-
-def _record_os_error(target: Path, state: dict[str, Any], exc: OSError) -> None:
-    """Best effort: mark the run failed with the disk problem; a disk that is still full
-    may refuse this write too, and then the original error is what the user must see."""
-    for entry in state.get("attempts", []):
-        entry.pop("running", None)  # the provisional attempt did not finish
-    with contextlib.suppress(OSError):
-        _record_end(target, state, "failed", _os_error_diagnosis(exc))
-
-
-def _record_end(
-    target: Path, state: dict[str, Any], status: str, failure: Diagnosis | None
-) -> float | None:
-    """Write train.json's final status, duration and cost; the cost."""
-    started, price = state["started_at"], state["price_per_hour"]
-    ended = time.time()
-    cost = price * (ended - started) / 3600 if price is not None else None
-    state.update(
-        status=status,
-        ended_at=ended,
-        duration_s=ended - started,
-        cost=None if cost is None or math.isnan(cost) else round(cost, 4),
-        failure=failure.to_dict() if failure else None,
-    )
-    _write_state(target, state)
-    return cost

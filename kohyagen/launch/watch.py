@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kohyagen.launch.diagnose import OUT_OF_MEMORY, Diagnosis, nan_loss
+from kohyagen.launch.diagnose import Diagnosis, nan_loss
+from kohyagen.launch.signatures import OUT_OF_MEMORY
 from kohyagen.report.log_summary import LogSummary
 from kohyagen.report.logs import (
     CheckpointSaved,

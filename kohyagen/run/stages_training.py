@@ -242,7 +242,7 @@ def _check_where_training_runs(ctx: RunContext, gpu: str | None) -> None:
 
 
 def format_progress(event: Any) -> str:
-    """One line from the launcher's progress event (kohyagen.launch.train.Progress)."""
+    """One line from the launcher's progress event (kohyagen.launch.watch.Progress)."""
     message = getattr(event, "message", None)
     if message:
         return str(message)
@@ -267,7 +267,7 @@ def format_progress(event: Any) -> str:
 
 def _record_sd_scripts(ctx: RunContext) -> None:
     try:
-        from kohyagen.launch.train import find_sd_scripts
+        from kohyagen.launch.checkout import find_sd_scripts
 
         path = find_sd_scripts(ctx.options.sd_scripts)
     except KohyagenError:
