@@ -122,3 +122,14 @@ def test_an_unknown_converter_of_a_newer_checkout_accepts_any_toml_value():
     arg = {"dest": "x", "option_strings": ["--x"], "action": "store", "type": "parse_thing",
            "default": None, "nargs": None, "choices": None}  # fmt: skip
     assert argument_property(arg) == {}
+
+
+def test_a_cache_that_cannot_be_written_still_gives_the_table(checkout, tmp_path, monkeypatch):
+    # XDG_CACHE_HOME is a file here, so nothing can be created under it (a read-only or
+    # full home behaves alike): the table is still built and used, just not kept
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    tables = KohyaTables(checkout, sys.executable)
+    assert tables.properties("train_network")["brand_new_option"]["type"] == "integer"
+    assert not tables.failures

@@ -91,11 +91,10 @@ class KohyaTables:
 
     def arguments(self, script: str) -> list[dict] | None:
         cached = cache_root() / self.commit / f"{script}.args.json"
-        if cached.is_file():
-            try:
-                return json.loads(cached.read_text(encoding="utf-8"))
-            except ValueError:
-                pass  # a damaged cache entry is rebuilt
+        try:
+            return json.loads(cached.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass  # none yet, unreadable or damaged: built again below
         if not (self.checkout / f"{script}.py").is_file():
             return None
         try:
@@ -113,8 +112,13 @@ class KohyaTables:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             self.failures[script] = last
             return None
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(cached, json.dumps(args, indent=1))
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(cached, json.dumps(args, indent=1))
+        except OSError:
+            # a read-only home or a full disk costs the next run a rebuild, never this
+            # lint or training its version-exact table
+            pass
         return args
 
     def properties(self, script: str) -> dict[str, dict] | None:
