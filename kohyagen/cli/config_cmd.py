@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from kohyagen.cli.model_file_options import fetch_option, model_file_option, parse_model_files
 from kohyagen.cli.output import emit_json, format_finding, print_findings, stdout_console
 from kohyagen.findings import Finding, count_errors
 
@@ -25,14 +26,8 @@ if TYPE_CHECKING:
 @click.option("--trigger", help="Trigger word, used for sample prompts and caption checks.")
 @click.option("--base-model", help="Base model: a .safetensors/.ckpt file, a diffusers folder "
               "or a Hugging Face id. Default: the preset's.")  # fmt: skip
-@click.option("--model-file", "model_files", multiple=True, metavar="ROLE=PATH",
-              help="A DiT family's model file (flux: dit, clip_l, t5xxl, ae; sd3: checkpoint, "
-              "clip_l, clip_g, t5xxl; lumina2: dit, gemma2, ae; hunyuan-image: dit, "
-              "text_encoder, byt5, vae; anima: dit, qwen3, vae). PATH may be "
-              "hf:OWNER/REPO/FILE to fetch it from the Hugging Face hub. Repeatable.")  # fmt: skip
-@click.option("--fetch", is_flag=True, help="Fetch the family's public model files that "
-              "are not given from the Hugging Face hub (its cache; HF_TOKEN for gated repos; "
-              "HF_HUB_OFFLINE honoured).")  # fmt: skip
+@model_file_option()
+@fetch_option()
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a kohya option (typed by kohya's schema). Repeatable; prefix "
               "dataset. or training. to pick the file.")  # fmt: skip
@@ -85,7 +80,7 @@ def config_command(
         # checked against the checkout that will train, when there is one: its options can
         # differ from the bundled tables of sd-scripts 48d368f
         tables=_kohya_tables(None, None),
-        model_files=_parse_model_files(model_files),
+        model_files=parse_model_files(model_files),
         fetch=fetch,
         # download progress on stderr: stdout is the result (or the JSON)
         on_progress=lambda text: click.echo(text, err=True),
@@ -165,17 +160,6 @@ def _shown_relative(finding: Finding) -> Finding:
         # outside the current folder: the absolute path is the unambiguous one
         return finding
     return dataclasses.replace(finding, file=str(rel))
-
-
-def _parse_model_files(items: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        # split at the first "=" only: a Windows or hf: path may hold more of them
-        role, sep, path = item.partition("=")
-        if not sep or not role.strip() or not path.strip():
-            raise click.BadParameter(f"{item!r} is not ROLE=PATH", param_hint="--model-file")
-        out[role.strip()] = path.strip()
-    return out
 
 
 @click.command("lint")

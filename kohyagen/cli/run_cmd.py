@@ -13,6 +13,7 @@ from kohyagen.cli import estimate_cmd, queue_cmd
 from kohyagen.cli import run_options as opt
 from kohyagen.cli.dataset_cmd import MODEL_CHOICES
 from kohyagen.cli.estimate_cmd import print_estimate
+from kohyagen.cli.model_file_options import fetch_option, model_file_option, parse_model_files
 from kohyagen.cli.output import emit_json, stdout_console
 from kohyagen.cli.run_progress import ProgressPrinter
 
@@ -112,7 +113,9 @@ def _confirm_factory(yes: bool, as_json: bool) -> Callable[[Estimate], bool] | N
 @opt.trigger_option()
 @click.option("--model", type=click.Choice(MODEL_CHOICES), default="sd15", show_default=True)
 @click.option("--base-model", help="Local checkpoint/diffusers folder or a Hugging Face repo id "
-              "(a DiT family's DiT file; give its other files with --set clip_l=PATH ...).")  # fmt: skip
+              "(a DiT family's DiT file; give its other files with --model-file).")  # fmt: skip
+@model_file_option()
+@fetch_option()
 @click.option("--gpu", default="auto", show_default=True, help="GPU preset name, cpu, or auto.")
 @opt.budget_option("Stop before training if the estimate is above this many dollars.")
 @opt.backend_option("kohya sd-scripts, kohyagen's builtin trainer, or kohya when found.")
@@ -142,6 +145,8 @@ def run_cmd(
     trigger: str,
     model: str,
     base_model: str | None,
+    model_files: tuple[str, ...],
+    fetch: bool,
     gpu: str,
     budget: float | None,
     backend: str,
@@ -167,6 +172,8 @@ def run_cmd(
         trigger=trigger,
         model=model,
         base_model=base_model,
+        model_files=tuple(parse_model_files(model_files).items()),
+        fetch=fetch,
         gpu=gpu,
         budget=budget,
         backend=backend,

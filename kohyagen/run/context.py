@@ -64,6 +64,10 @@ class RunOptions:
     sd_scripts: Path | None = None
     restart: bool = False
     tagger: str | None = None  # the tag stage's model (None: the default WD14 tagger)
+    # a DiT family's other model files, (role, path or hf: spec) pairs; fetch downloads
+    # the public ones not given (kohyagen.config.model_files)
+    model_files: tuple[tuple[str, str], ...] = ()
+    fetch: bool = False
 
     def resolved_run_dir(self) -> Path:
         return (self.run_dir or Path("runs") / self.name).resolve()
@@ -78,6 +82,9 @@ class RunOptions:
             "epochs": self.epochs,
             "overrides": list(self.overrides),
             "seed": self.seed,
+            # None, not [], without model files: a run folder made before they were an
+            # input records none, and must still continue
+            "model_files": [[r, local_or_repo(p)] for r, p in sorted(self.model_files)] or None,
         }
 
     def to_inputs(self) -> dict[str, Any]:
@@ -87,4 +94,5 @@ class RunOptions:
             "budget": self.budget,
             "backend": self.backend,
             "price_per_hour": self.price_per_hour,
+            "fetch": self.fetch,
         }

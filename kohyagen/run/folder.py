@@ -30,6 +30,7 @@ IDENTITY_KEYS = (
     "epochs",
     "overrides",
     "seed",
+    "model_files",
 )
 
 

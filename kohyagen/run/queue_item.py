@@ -124,6 +124,8 @@ def _continue_run(
             seed=inputs.get("seed"),
             price_per_hour=inputs.get("price_per_hour"),
             sd_scripts=Path(sd_scripts) if sd_scripts else None,
+            model_files=tuple((r, p) for r, p in inputs.get("model_files") or ()),
+            fetch=bool(inputs.get("fetch")),
         )
     except KeyError as exc:
         from kohyagen.errors import RunStateError

@@ -100,6 +100,9 @@ def stage_config(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
         base_model=opts.base_model,
         overrides=tuple(overrides),
         epochs=opts.epochs,
+        model_files=dict(opts.model_files) or None,
+        fetch=opts.fetch,
+        on_progress=lambda message: ctx.say("config", message),
     )
     # This stage owns these two files; an interrupted earlier attempt may have left them.
     write_configs(rendered, force=True)
