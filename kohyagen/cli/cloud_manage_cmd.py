@@ -128,4 +128,5 @@ def cloud_queue_cmd(run_dirs: tuple[Path, ...], bucket: str | None, cloud_name: 
         return
     for job in submitted:
         click.echo(f"{job.cluster}: job {', '.join(map(str, job.job_ids))} submitted "
-                   "(`sky jobs queue` follows it)")  # fmt: skip
+                   "(`sky jobs queue` follows it; `kohyagen cloud fetch "
+                   f"{job.run_dir}` brings its results back)")  # fmt: skip

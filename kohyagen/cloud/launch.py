@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from kohyagen.cloud.fetch import adopt_node_manifest
 from kohyagen.cloud.plan import CloudPlan
 from kohyagen.cloud.records import note, recorded
 from kohyagen.cloud.sky_api import SkyApi
@@ -124,19 +125,7 @@ def copy_results(api: SkyApi, plan: CloudPlan) -> None:
     record = recorded(local)
     inputs = dict(local.data["inputs"])
     api.copy_down(plan.cluster, REMOTE_RUN_DIR, plan.run_dir, exclude=NOT_COPIED)
-    from kohyagen.run.relocate import relocate
-
-    back = _load(plan.run_dir)  # the node's manifest, with the node's paths
-    moves = [(back.data.get("run_dir"), str(plan.run_dir))]
-    for key in ("images", "base_model"):
-        there, here = back.data.get("inputs", {}).get(key), inputs.get(key)
-        if there and here and there != here:
-            moves.append((there, here))
-    relocate(back, [(old, new) for old, new in moves if old])
-    back.data["run_dir"] = str(plan.run_dir)
-    back.data["inputs"] = {**back.data.get("inputs", {}), **inputs}
-    back.data["cloud"] = record
-    back.save()
+    adopt_node_manifest(plan.run_dir, inputs, record)
 
 
 def _load(run_dir: Path) -> Manifest:
