@@ -130,8 +130,13 @@ def test_lambda_s_empty_spot_column_and_its_own_column_order(home):
 
 
 def test_names_match_without_case_and_counts_within_a_hundredth(home):
-    rows = [runpod_row("rtx4090", 1, "CA", "CA-MTL-1", 0.7, None)]
+    rows = [
+        runpod_row("rtx4090", 1, "CA", "CA-MTL-1", 0.7, None),
+        runpod_row("RTX4090", 2, "CA", "CA-MTL-1", 0.5, None),  # cheaper, but two GPUs
+        runpod_row("RTX4090", 1, "CA", "CA-MTL-1", 0.4, None),
+    ]
     rows[0][2] = "1.001"
+    rows[2][2] = "1.5"  # a fraction of a count is no single GPU either
     write_catalog(home, "runpod", RUNPOD_COLUMNS, rows)
     found = catalog_price(load_catalogs(["runpod"]), [("RTX4090", "runpod")])
     assert found is not None and found.price == pytest.approx(0.7)
