@@ -38,10 +38,13 @@ def _is_local(address) -> bool:
 @pytest.fixture(autouse=True)
 def _private_user_folders(monkeypatch, tmp_path_factory):
     """Measurements, prices and caches go to a folder of the test, never the user's own
-    (a test run once taught the real ~/.config/kohyagen a one-second 'RTX 4090' run)."""
+    (a test run once taught the real ~/.config/kohyagen a one-second 'RTX 4090' run).
+    SkyPilot's catalog cache too: with the user's real ~/.sky/catalogs, a plan's prices
+    would be theirs, not the test's."""
     home = tmp_path_factory.mktemp("xdg")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    monkeypatch.setenv("SKY_RUNTIME_DIR", str(home / "sky"))
 
 
 @pytest.fixture(autouse=True)

@@ -335,3 +335,77 @@ def test_cloud_queue_submits_one_managed_job_per_run(tmp_path, monkeypatch):
 
     record = recorded(Manifest.load(first.run_dir))
     assert record["status"] == "submitted" and record["bucket"] == "s3://b/k"
+
+
+# SkyPilot's own reader on kohyagen's fake catalogs, in a process of its own: the catalog
+# folder is fixed when sky.catalog.common is imported, and this one may not fetch.
+SKY_READS = """
+import socket
+def refuse(*args, **kwargs):
+    raise RuntimeError("tests must not use the network")
+socket.socket.connect = refuse
+from sky.catalog import runpod_catalog, vast_catalog
+for cloud, module in (("runpod", runpod_catalog), ("vast", vast_catalog)):
+    for spot in (False, True):
+        types, _ = module.get_instance_type_for_accelerator("RTX4090", 1, use_spot=spot)
+        print(cloud, spot, module.get_hourly_cost(types[0], use_spot=spot))
+"""
+
+
+def test_skypilot_reads_the_same_catalog_to_the_same_prices(tmp_path):
+    import subprocess
+    import sys
+
+    from kohyagen.cloud.catalog import catalog_price, load_catalogs
+    from tests.sky_catalogs import RUNPOD, RUNPOD_COLUMNS, VAST, VAST_COLUMNS, write_catalog
+
+    home = tmp_path / "home"
+    # fresh (SkyPilot refetches RunPod's after 7 h) and without .meta/*.md5, which SkyPilot
+    # takes for a file the user made and never overwrites; Vast's is never refetched
+    write_catalog(home, "runpod", RUNPOD_COLUMNS, RUNPOD)
+    write_catalog(home, "vast", VAST_COLUMNS, VAST)
+    (tmp_path / "tmp").mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "TMPDIR": str(tmp_path / "tmp"),
+           "SKYPILOT_DISABLE_USAGE_COLLECTION": "1", "SKYPILOT_DISABLE_LOCAL_API_SERVER": "1"}  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", SKY_READS], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    theirs = {
+        (c, s == "True"): float(p)
+        for c, s, p in (ln.split() for ln in proc.stdout.splitlines())
+        if c in ("runpod", "vast")  # SkyPilot may log lines of its own
+    }
+    assert len(theirs) == 4
+    ours = load_catalogs(["runpod", "vast"], root=home / ".sky" / "catalogs" / "v8")
+    for (cloud, spot), price in theirs.items():
+        found = catalog_price(ours, [("RTX4090", cloud)], spot=spot)
+        assert found is not None and found.spot == spot
+        assert found.price == pytest.approx(price), (cloud, spot)
+    assert not (home / ".sky" / "catalogs" / "v8" / ".meta").exists()  # no fetch was tried
+
+
+def test_dry_run_shows_where_each_price_comes_from(tmp_path, monkeypatch):
+    import json
+
+    from tests.sky_catalogs import RUNPOD, RUNPOD_COLUMNS, write_catalog
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SKY_RUNTIME_DIR", raising=False)
+    write_catalog(tmp_path / "home", "runpod", RUNPOD_COLUMNS, RUNPOD)
+    images = make_images(tmp_path / "images")
+    monkeypatch.chdir(tmp_path)
+    args = ["cloud", "run", str(images), "--name", "anna", "--trigger", "sks", "--cloud",
+            "runpod", "--dry-run"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "rtx4090: SkyPilot catalog (runpod, on-demand), cached 1 h ago" in result.output
+    try:  # stdout apart from the progress on stderr: click 8.1 must be asked, 8.2 always is
+        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:
+        runner = CliRunner()
+    as_json = runner.invoke(main, [*args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    first = json.loads(as_json.stdout)["plan"]["candidates"][0]
+    assert first["price_per_hour"] == pytest.approx(0.69)
+    assert first["price_source"].startswith("SkyPilot catalog (runpod, on-demand)")

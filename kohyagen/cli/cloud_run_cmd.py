@@ -50,10 +50,12 @@ def print_plan(plan: CloudPlan) -> None:
         )
     console = stdout_console()
     console.print(table)
-    console.print(
-        f"needs about {plan.need_gb:g} GB of GPU memory; prices: kohyagen's table and "
-        f"your prices.toml, {'on-demand (spot is usually cheaper)' if plan.spot else 'on-demand'}"
-    )
+    console.print(f"needs about {plan.need_gb:g} GB of GPU memory; where each $/hour is from:")
+    for c in plan.candidates:
+        # SkyPilot's cached catalog, kohyagen's table, prices.toml or the preset's typical
+        console.print(f"  {escape(c.preset)}: {escape(c.price_source)}")
+    if plan.spot:
+        console.print("  (a price not marked spot is on-demand: spot is usually cheaper)")
     low, high = plan.cost
     console.print(
         f"[bold]expected total: ${low:.2f} – ${high:.2f}[/bold]"

@@ -4,9 +4,11 @@ A run's configs are rendered for one GPU preset (batch size, precision, optimize
 other rentable GPU runs the same configs unchanged when the memory model of
 kohyagen.config.presets says they fit in its usable memory and it has the hardware the
 configs use (bf16, fp8). Each alternative's time comes from kohyagen.estimate (its own
-throughput figures), its price from kohyagen.estimate.prices (the provider table and the
-user's prices.toml) or else the preset's typical price. The guard holds the most
-expensive alternative against --budget, since SkyPilot may pick any of them.
+throughput figures), its price from SkyPilot's own catalog where this machine has it
+cached (kohyagen.cloud.catalog: what SkyPilot will actually rent at), else from
+kohyagen.estimate.prices (the provider table and the user's prices.toml), else the
+preset's typical price; each candidate names its price's source. The guard holds the
+most expensive alternative against --budget, since SkyPilot may pick any of them.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from kohyagen.cloud.catalog import CloudPrices, catalog_price, load_catalogs
 from kohyagen.cloud.gpus import CLOUDS, offers, rentable_presets
 from kohyagen.errors import BudgetExceeded, PresetError, RunStateError, UsageError
 
@@ -62,7 +66,7 @@ class Candidate:
     vram_gb: float
     offers: tuple[tuple[str, str], ...]  # (SkyPilot accelerator, cloud)
     price_per_hour: float  # the high end of what kohyagen knows
-    price_source: str
+    price_source: str  # e.g. "SkyPilot catalog (runpod, on-demand), cached 3 h ago"
     minutes: Span  # billed: provisioning + install + training + copy back
     cost: Span
 
@@ -169,7 +173,32 @@ def hourly_price(
     return (typical, typical), "typical price of kohyagen's GPU presets", PROVISION_MINUTES
 
 
-def _candidate(manifest: Any, preset: str, cloud: str, prices: dict[str, Any]) -> Candidate | None:
+def offer_price(
+    preset: str,
+    pairs: list[tuple[str, str]],
+    prices: dict[str, dict[str, Any]],
+    catalogs: Mapping[str, CloudPrices],
+    spot: bool = False,
+) -> tuple[Span, str, Span]:
+    """hourly_price's answer, unless SkyPilot's cached catalog prices one of these
+    (accelerator, cloud) offers: then its cheapest, which is what SkyPilot rents at."""
+    found = catalog_price(catalogs, pairs, spot=spot)
+    if found is None:
+        return hourly_price(preset, [c for _, c in pairs], prices)
+    # the catalog knows prices, not how long the cloud takes to hand a machine over
+    provider = prices.get(PROVIDER_KEYS.get(found.cloud, found.cloud))
+    provision = provider["setup_minutes"] if provider else PROVISION_MINUTES
+    return (found.price, found.price), found.source, provision
+
+
+def _candidate(
+    manifest: Any,
+    preset: str,
+    cloud: str,
+    prices: dict[str, Any],
+    catalogs: Mapping[str, CloudPrices],
+    spot: bool,
+) -> Candidate | None:
     from kohyagen.estimate.plan import estimate
     from kohyagen.estimate.throughput import gpu_info
 
@@ -193,7 +222,7 @@ def _candidate(manifest: Any, preset: str, cloud: str, prices: dict[str, Any]) -
         unet_only=bool(values["unet_only"]),
         prices={},
     )
-    price, source, provision = hourly_price(preset, [c for _, c in pairs], prices)
+    price, source, provision = offer_price(preset, list(pairs), prices, catalogs, spot)
     parts = (provision, INSTALL_MINUTES, est.total_minutes or (0.0, 0.0), COPY_MINUTES)
     minutes = (sum(p[0] for p in parts), sum(p[1] for p in parts))
     cost = (minutes[0] / 60 * price[0], minutes[1] / 60 * price[1])
@@ -201,6 +230,22 @@ def _candidate(manifest: Any, preset: str, cloud: str, prices: dict[str, Any]) -
     return Candidate(
         preset, info.label, float(info.vram_gb or 0), pairs, price[1], source, minutes, cost
     )
+
+
+def _within_cap(found: list[Candidate], max_price_per_hour: float | None) -> list[Candidate]:
+    """The candidates at most --max-price-per-hour; BudgetExceeded when none is left.
+    found[0] is the preset the configs were made for: the refusal names its price."""
+    if max_price_per_hour is None:
+        return found
+    kept = [c for c in found if c.price_per_hour <= max_price_per_hour]
+    if not kept:
+        first = found[0]
+        raise BudgetExceeded(
+            f"no GPU that fits this run costs at most ${max_price_per_hour:.2f}/hour "
+            f"({first.preset} is ${first.price_per_hour:.2f}, {first.price_source})",
+            hint="raise --max-price-per-hour or give your prices with --prices",
+        )
+    return kept
 
 
 def make_plan(
@@ -233,17 +278,17 @@ def make_plan(
             hint=f"it is on: {', '.join(where) or 'no cloud kohyagen rents'}; pass --cloud "
             "any or another --gpu",
         )
-    found = [c for p in presets if (c := _candidate(manifest, p, cloud, prices)) is not None]
+    # read once per plan, only the clouds its candidates could be rented on
+    catalogs = load_catalogs(c for p in presets for _, c in offers(p, cloud))
+    found = [
+        c
+        for p in presets
+        if (c := _candidate(manifest, p, cloud, prices, catalogs, spot)) is not None
+    ]
     ceiling = found[0].cost[1] * ALTERNATIVE_COST_FACTOR
-    found = found[:1] + [c for c in found[1:] if c.cost[1] <= ceiling]
-    if max_price_per_hour is not None:
-        found = [c for c in found if c.price_per_hour <= max_price_per_hour]
-        if not found:
-            raise BudgetExceeded(
-                f"no GPU that fits this run costs at most ${max_price_per_hour:.2f}/hour "
-                f"(kohyagen's prices; {chosen} is ${_price_of(manifest, chosen, cloud, prices):.2f})",
-                hint="raise --max-price-per-hour or give your prices with --prices",
-            )
+    found = _within_cap(
+        found[:1] + [c for c in found[1:] if c.cost[1] <= ceiling], max_price_per_hour
+    )
     run_dir = Path(manifest.run_dir)
     return CloudPlan(
         run_dir=run_dir,
@@ -260,10 +305,6 @@ def make_plan(
         max_price_per_hour=max_price_per_hour,
         budget=budget,
     )
-
-
-def _price_of(manifest: Any, preset: str, cloud: str, prices: dict[str, Any]) -> float:
-    return hourly_price(preset, [c for _, c in offers(preset, cloud)], prices)[0][1]
 
 
 def check_budget(plan: CloudPlan) -> None:
