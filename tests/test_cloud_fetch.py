@@ -103,6 +103,7 @@ def test_fetch_brings_the_results_home_with_local_paths(tmp_path, tools):
     assert NODE not in (run_dir / MANIFEST_NAME).read_text()
     record = recorded(back)
     assert record["bucket"] == "s3://bkt/kohyagen" and record["fetched_from"].endswith(CLUSTER)
+    assert record["status"] == "fetched"
     call = json.loads(tools.read_text().splitlines()[0])
     assert call["tool"] == "aws" and call["argv"][:3] == ["s3", "sync", "--no-follow-symlinks"]
     assert f"s3://bkt/kohyagen/{CLUSTER}" in call["argv"]

@@ -137,3 +137,23 @@ def test_results_that_cannot_be_copied_are_reported_after_the_down(tmp_path, pla
     with pytest.raises(KohyagenError, match="could not be copied back: rsync exit 12"):
         launch_run(plan, task, api)
     assert api.names() == ["launch", "tail_logs", "copy_down", "down"]
+
+
+def test_status_points_a_submitted_managed_job_to_fetch(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from kohyagen.cli import main
+    from kohyagen.cloud import sky_api
+    from kohyagen.cloud.records import note
+    from tests.cloud_fixtures import prepare
+
+    manifest = prepare(tmp_path)
+    note(manifest, cluster="kohyagen-anna-1a2b", managed=True, bucket="s3://b/k",
+         status="submitted")  # fmt: skip
+    monkeypatch.setattr(sky_api, "default_api", lambda: _api(tmp_path))
+    result = CliRunner().invoke(main, ["cloud", "status", "--runs", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert "kohyagen cloud fetch" in result.output
+    note(manifest, status="fetched")
+    result = CliRunner().invoke(main, ["cloud", "status", "--runs", str(tmp_path / "runs")])
+    assert "kohyagen cloud fetch" not in result.output

@@ -42,6 +42,10 @@ def cloud_status_cmd(roots: tuple[Path, ...], as_json: bool) -> None:
         table.add_row(r.cluster, r.run_dir or "-", r.recorded or "-",
                       r.live or "gone (not billing)", autodown, r.resources)  # fmt: skip
     stdout_console().print(table)
+    if any(r.recorded == "submitted" for r in rows):
+        # a managed job's cluster is gone when it ends; its results wait on the bucket
+        click.echo("managed jobs keep their results on the bucket: `kohyagen cloud fetch "
+                   "RUN_DIR` copies them into the run folder")  # fmt: skip
 
 
 @click.command("down")

@@ -126,7 +126,7 @@ def fetch_results(run_dir: str | Path, *, source: str | Path | None = None) -> F
     adopt_node_manifest(run_dir, inputs, record)
     adopted = Manifest.load(run_dir)
     assert adopted is not None  # adopt_node_manifest just wrote it
-    note(adopted, fetched=now(), fetched_from=origin)
+    note(adopted, status="fetched", fetched=now(), fetched_from=origin)
     return Fetched(str(run_dir), origin, entries)
 
 

@@ -19,7 +19,7 @@ from kohyagen.run.manifest import MANIFEST_NAME, Manifest, now
 SECTION = "cloud"
 PREFIX = "kohyagen-"
 # Recorded states: planned (dry run), launching, running, copying, down, down_failed,
-# submitted (a managed job).
+# submitted (a managed job), fetched (its results copied back by `cloud fetch`).
 LIVE_STATES = ("launching", "running", "copying", "down_failed")
 
 
