@@ -218,6 +218,45 @@ def test_headers_pillow_judges(patch, tmp_path, monkeypatch):
     assert fast == pillow
 
 
+def _photoshop(blocks: bytes) -> bytes:
+    return b"Photoshop 3.0\0" + blocks
+
+
+PHOTOSHOP = {
+    "resolution block": _photoshop(
+        b"8BIM\x03\xed\x00\x00"
+        + struct.pack(">I", 16)
+        + struct.pack(">IHHIHH", 72 << 16, 1, 1, 72 << 16, 1, 1)
+    ),
+    "cut at the name length": _photoshop(b"8BIM\x04\x04"),
+    "cut in the code": _photoshop(b"8BIM\x04"),
+    "cut in the size": _photoshop(b"8BIM\x04\x04\x00\x00\x00"),
+    "second block cut at the name": _photoshop(
+        b"8BIM\x04\x04\x00\x00" + struct.pack(">I", 2) + b"ab" + b"8BIM\x04\x04"
+    ),
+    "not a block": _photoshop(b"XXXX"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PHOTOSHOP))
+def test_photoshop_segments_as_pillow_reads_them(kind, tmp_path, monkeypatch):
+    fast, pillow = _both(tmp_path, _with_app(_jpeg(), 0xED, PHOTOSHOP[kind]), monkeypatch)
+    assert fast == pillow
+
+
+@pytest.mark.parametrize("extra", [1, 2, 3])
+def test_a_frame_header_cut_mid_component_is_pillow_s_to_judge(extra, tmp_path, monkeypatch):
+    data = bytearray(_jpeg("L"))
+    sof = _sof_offset(bytes(data))
+    (length,) = struct.unpack(">H", data[sof + 2 : sof + 4])
+    end = sof + 2 + length
+    data[end:end] = b"\x01" * extra  # bytes after the one component's three
+    data[sof + 2 : sof + 4] = struct.pack(">H", length + extra)
+    fast, pillow = _both(tmp_path, bytes(data), monkeypatch)
+    assert fast == pillow
+    assert (jpeg_header.read_facts(bytes(data)) is None) == (extra % 3 != 0)
+
+
 def test_mutated_headers_agree_with_pillow(tmp_path, monkeypatch):
     """Random byte changes before the first scan: the reader declines or agrees."""
     rng = random.Random(15)

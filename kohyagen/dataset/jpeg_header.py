@@ -86,8 +86,10 @@ def _walk(data: bytes) -> JpegFacts | None:
 
 
 def _facts(sof: bytes, exif: bytes | None, scan: int) -> JpegFacts | None:
-    if len(sof) < 6 or sof[0] != 8:
-        return None  # Pillow raises on other precisions; its message is the one to show
+    if len(sof) < 6 or sof[0] != 8 or (len(sof) - 6) % 3:
+        # Pillow raises on other precisions and on a component table cut mid-entry; its
+        # message is the one to show
+        return None
     height, width = struct.unpack_from(">HH", sof, 1)
     mode = _MODES.get(sof[5])
     if mode is None or width == 0 or height == 0 or width * height > _max_pixels():
@@ -125,7 +127,30 @@ def _app_ok(marker: int, body: bytes) -> bool:
         return False
     if marker == _APP2 and body.startswith(b"ICC_PROFILE\0") and len(body) < 14:
         return False
+    if marker == 0xED and body.startswith(b"Photoshop 3.0\0") and not _photoshop_ok(body):
+        return False
     return not (marker == _APP2 and body.startswith(b"MPF\0"))
+
+
+def _photoshop_ok(body: bytes) -> bool:
+    """False where Pillow's walk of Photoshop's resource blocks fails: it stops quietly
+    at a block cut short, except where the cut falls on a block's name length (an
+    IndexError it does not catch, and the file does not open)."""
+    pos = 14
+    while body[pos : pos + 4] == b"8BIM":
+        pos += 6  # the signature and the resource code
+        if pos > len(body):
+            return True  # the code itself is cut: Pillow's struct.error, caught
+        if pos == len(body):
+            return False  # no byte for the name's length: Pillow's IndexError
+        pos += 1 + body[pos]
+        pos += pos & 1
+        if pos + 4 > len(body):
+            return True
+        (size,) = struct.unpack_from(">I", body, pos)
+        pos += 4 + size
+        pos += pos & 1
+    return True
 
 
 def _orientation(exif: bytes) -> int | None:
