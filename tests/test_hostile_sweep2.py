@@ -1,0 +1,50 @@
+"""Hostile corpus, second sweep (after the module splits): what a demanding user found.
+
+Each case asserts the exit code, the message, no traceback and unchanged user files."""
+
+from __future__ import annotations
+
+import pytest
+from hostile_helpers import assert_known, hashes, invoke
+
+from kohyagen.config.lint_captions import caption_findings
+from kohyagen.dataset.layout import Subset
+from kohyagen.run.stages import _missing_captions
+from kohyagen.trainer.captions import read_caption
+from kohyagen.trainer.dataset_spec import SubsetSpec
+from tests.conftest import make_image
+
+# the longest name a file system allows (255 bytes): its .txt caption fits, the
+# .caption (kohya's default) and .tags names the lookups also try do not
+LONG = "a" * 251
+
+
+@pytest.fixture
+def long_named(tmp_path):
+    folder = tmp_path / "train" / "10_sks"
+    make_image(folder / f"{LONG}.png")
+    (folder / f"{LONG}.txt").write_text("sks, red\n")
+    make_image(folder / "b.png", color=(9, 9, 200))
+    (folder / "b.txt").write_text("sks, blue\n")
+    return tmp_path / "train"
+
+
+def test_config_and_lint_on_an_image_with_a_255_byte_name(tmp_path, long_named):
+    """A caption name too long to exist is a caption that is not there, as kohya's
+    os.path.isfile says, not an error that stops config, lint or the run's tag stage."""
+    before = hashes(long_named)
+    out = tmp_path / "cfg"
+    result = invoke("config", long_named, "--model", "sd15", "--gpu", "24gb", "-o", out)
+    assert_known(result, 0)
+    assert_known(invoke("lint", out / "training_config.toml"), 0)
+    assert hashes(long_named) == before
+    folder = long_named / "10_sks"
+    images = (folder / f"{LONG}.png", folder / "b.png")
+    assert Subset(folder, 10, "sks", images).caption_files(".caption") == []
+    assert caption_findings(
+        "x.toml", "subset", list(images), caption_extension=".caption", class_tokens=None,
+        where="subset",
+    )  # fmt: skip
+    assert _missing_captions(long_named, ".caption", exclude=tmp_path / "run") == list(images)
+    # the builtin trainer trains it on the class tokens, as kohya does
+    assert read_caption(images[0], SubsetSpec(folder, 10, "sks", ".caption")) == "sks"
