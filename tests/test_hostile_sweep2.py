@@ -4,8 +4,12 @@ Each case asserts the exit code, the message, no traceback and unchanged user fi
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
-from hostile_helpers import assert_known, hashes, invoke
+from hostile_helpers import assert_known, deadline, hashes, invoke
 
 from kohyagen.config.lint_captions import caption_findings
 from kohyagen.dataset.layout import Subset
@@ -48,3 +52,21 @@ def test_config_and_lint_on_an_image_with_a_255_byte_name(tmp_path, long_named):
     assert _missing_captions(long_named, ".caption", exclude=tmp_path / "run") == list(images)
     # the builtin trainer trains it on the class tokens, as kohya does
     assert read_caption(images[0], SubsetSpec(folder, 10, "sks", ".caption")) == "sks"
+
+
+def test_prepare_says_which_captions_it_could_not_read(tmp_path):
+    """check calls an unreadable caption an error; prepare took the image and wrote the
+    trigger alone as its caption without a word. It now lists the caption as skipped."""
+    folder = tmp_path / "images"
+    make_image(folder / "a.png")
+    make_image(folder / "b.png", color=(9, 9, 200))
+    (folder / "b.txt").write_text("sks, blue\n")
+    os.mkfifo(folder / "a.txt")
+    before = hashes(folder)
+    with deadline(60):
+        result = invoke("dataset", "prepare", folder, "-o", tmp_path / "out", "--concept", "sks",
+                        "--trigger", "sks", "--json")  # fmt: skip
+    assert_known(result, 0)
+    skipped = json.loads(result.stdout)["skipped"]
+    assert [(Path(s["file"]).name, "FIFO" in s["reason"]) for s in skipped] == [("a.txt", True)]
+    assert hashes(folder) == before

@@ -139,6 +139,7 @@ def prepare_dataset(
             fix_orientation=fix_orientation,
             caption_ext=caption_ext,
             progress=progress,
+            skipped=skipped,
         )
         notes = _move_into_place(work, target)
     finally:
@@ -184,6 +185,7 @@ def _build(
     fix_orientation: bool,
     caption_ext: str,
     progress: ProgressFn | None,
+    skipped: list[tuple[str, str]],
 ) -> dict[str, int]:
     counts = {"copied": 0, "linked": 0, "converted": 0, "rotated": 0, "captions_written": 0}
     used: set[str] = set()
@@ -205,7 +207,7 @@ def _build(
         else:
             counts["linked"] += _copy_or_link(path, dest, link)
             counts["copied"] += 1
-        text = source_caption(path, src_files, caption_ext)
+        text = source_caption(path, src_files, caption_ext, skipped)
         if trigger:
             text = trigger_first(text or "", trigger)
         if text:
