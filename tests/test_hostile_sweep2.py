@@ -70,3 +70,25 @@ def test_prepare_says_which_captions_it_could_not_read(tmp_path):
     skipped = json.loads(result.stdout)["skipped"]
     assert [(Path(s["file"]).name, "FIFO" in s["reason"]) for s in skipped] == [("a.txt", True)]
     assert hashes(folder) == before
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--model", "sd15", "--model-file", "dit=x.safetensors"], "sd15 takes one base model"),
+        (["--model", "flux", "--model-file", "bogus=x.safetensors"], "no model file 'bogus'"),
+    ],
+)
+def test_run_refuses_a_model_file_its_model_does_not_take_before_any_stage(
+    monkeypatch, tmp_path, flags, needle
+):
+    """config refuses these at once; run refused them only in its config stage, after
+    check, prepare and a tagging run that may take an hour."""
+    monkeypatch.chdir(tmp_path)
+    make_image(tmp_path / "images" / "a.png")
+    before = hashes(tmp_path / "images")
+    result = invoke("run", tmp_path / "images", "--name", "ok", "--trigger", "sks",
+                    "--gpu", "cpu", "-y", *flags)  # fmt: skip
+    assert_known(result, 1, needle)
+    assert hashes(tmp_path / "images") == before
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
