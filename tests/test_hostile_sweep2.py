@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
 from hostile_helpers import assert_known, deadline, hashes, invoke
+from train_fixtures import fake_env, make_checkout, write_configs
 
 from kohyagen.config.lint_captions import caption_findings
 from kohyagen.dataset.layout import Subset
+from kohyagen.errors import RunStateError
+from kohyagen.launch import train as launch
+from kohyagen.launch.run_folder import choose_run_dir
 from kohyagen.run.stages import _missing_captions
 from kohyagen.trainer.captions import read_caption
 from kohyagen.trainer.dataset_spec import SubsetSpec
@@ -92,3 +97,33 @@ def test_run_refuses_a_model_file_its_model_does_not_take_before_any_stage(
     assert_known(result, 1, needle)
     assert hashes(tmp_path / "images") == before
     assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+def test_a_trainer_that_outlived_a_killed_kohyagen_keeps_its_folder(tmp_path):
+    """kill -9 of kohyagen leaves its trainer running (its own process group, so that a
+    stop reaches accelerate's children); train.json named only kohyagen's pid, so a run
+    started again in the folder trained beside the orphan, both writing output/."""
+    checkout = make_checkout(tmp_path)
+    config, _ = write_configs(tmp_path, epochs=50)
+    run_dir = tmp_path / "run"
+    seen: list[str] = []
+
+    def on_progress(p):
+        if p.step >= 3 and not seen:
+            state = json.loads((run_dir / "train.json").read_text())
+            state["pid"] = 2**22 + 12345  # kohyagen itself gone, as after a kill -9
+            (run_dir / "train.json").write_text(json.dumps(state))
+            with pytest.raises(RunStateError) as err:
+                choose_run_dir("mylora", run_dir, cwd=tmp_path)
+            seen.append(str(err.value) + (err.value.hint or ""))
+            os.kill(os.getpid(), signal.SIGINT)
+
+    env = fake_env(steps=20, step_sleep=0.02, losses="0.3")
+    result = launch.train(
+        config, sd_scripts=checkout, cwd=tmp_path, env=env, run_dir=run_dir,
+        on_progress=on_progress,
+    )  # fmt: skip
+    assert result.status == "interrupted"
+    assert seen and "already running" in seen[0] and "kill -- -" in seen[0], seen
+    # once the trainer is gone the folder is free again
+    assert choose_run_dir("mylora", run_dir, cwd=tmp_path) == run_dir
