@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from hostile_helpers import assert_known, deadline, hashes, invoke
-from train_fixtures import fake_env, make_checkout, write_configs
+from train_fixtures import fake_env, make_checkout, make_run, write_configs
 
 from kohyagen.config.lint_captions import caption_findings
 from kohyagen.dataset.layout import Subset
@@ -127,3 +127,17 @@ def test_a_trainer_that_outlived_a_killed_kohyagen_keeps_its_folder(tmp_path):
     assert seen and "already running" in seen[0] and "kill -- -" in seen[0], seen
     # once the trainer is gone the folder is free again
     assert choose_run_dir("mylora", run_dir, cwd=tmp_path) == run_dir
+
+
+def test_pick_twice_leaves_no_temp_file(tmp_path):
+    """The second pick links the same checkpoint again: a rename of a hard link onto
+    another link of the same file does nothing (POSIX) and left the temp link behind,
+    one more hidden copy per pick (cp -a of a run folder keeps the links, so its first
+    pick did the same)."""
+    run = make_run(tmp_path, [0.5, 0.4, 0.3])
+    assert_known(invoke("pick", run), 0)
+    output = tmp_path / "out" / "output"
+    before = sorted(p.name for p in output.iterdir())
+    assert_known(invoke("pick", run), 0)
+    assert sorted(p.name for p in output.iterdir()) == before
+    assert not [p for p in output.iterdir() if p.name.endswith(".kohyagen-tmp")]
