@@ -141,3 +141,44 @@ def test_pick_twice_leaves_no_temp_file(tmp_path):
     assert_known(invoke("pick", run), 0)
     assert sorted(p.name for p in output.iterdir()) == before
     assert not [p for p in output.iterdir() if p.name.endswith(".kohyagen-tmp")]
+
+
+@pytest.mark.parametrize(
+    ("content", "code", "needle"),
+    [
+        (b"\xff\xfe bad\n", 1, "not UTF-8"),
+        (None, 1, "not a regular file (a FIFO)"),
+    ],
+)
+def test_preview_with_a_hostile_prompts_file(tmp_path, content, code, needle):
+    """A non-UTF-8 prompts file was "(this is a bug)"; a FIFO was "the run has no
+    sample_prompts file", which the user did not ask about."""
+    from preview_fixtures import make_preview_run
+
+    run = make_preview_run(tmp_path)
+    prompts = tmp_path / "prompts.txt"
+    if content is None:
+        os.mkfifo(prompts)
+    else:
+        prompts.write_bytes(content)
+    with deadline(60):
+        result = invoke("preview", run, "--prompts", prompts, "--seeds", "1")
+    assert_known(result, code, needle)
+
+
+def test_report_with_a_sample_prompts_file_that_is_not_utf8(tmp_path):
+    from preview_fixtures import make_preview_run
+
+    run = make_preview_run(tmp_path)
+    config = (run / "training_config.toml").read_text()
+    own = next(line for line in config.splitlines() if line.startswith("sample_prompts"))
+    Path(own.split("=", 1)[1].strip().strip('"')).write_bytes(b"\xff\xfe a red square\n")
+    assert_known(invoke("report", run), 0)
+
+
+@pytest.mark.parametrize("weight", ["nan", "inf", "1e400", "-inf"])
+def test_preview_refuses_weights_that_are_not_finite(tmp_path, weight):
+    from preview_fixtures import make_preview_run
+
+    result = invoke("preview", make_preview_run(tmp_path), "--weights", f"0.5,{weight}")
+    assert_known(result, 2, "finite")
