@@ -182,3 +182,27 @@ def test_preview_refuses_weights_that_are_not_finite(tmp_path, weight):
 
     result = invoke("preview", make_preview_run(tmp_path), "--weights", f"0.5,{weight}")
     assert_known(result, 2, "finite")
+
+
+DEEP = "[" * 5000 + "]" * 5000  # a TOML array nested past Python's recursion limit
+
+
+def test_a_toml_nested_too_deeply_is_a_known_problem(tmp_path):
+    """The TOML readers recurse per nesting level: a deep array was RecursionError,
+    "(this is a bug)", in lint, train and estimate's prices file."""
+    config = tmp_path / "training_config.toml"
+    config.write_text(f"network_args = {DEEP}\n")
+    assert_known(invoke("lint", config), 1, "nested too deeply")
+    assert_known(invoke("train", config, "--dry-run"), 1, "nested too deeply")
+    prices = tmp_path / "prices.toml"
+    prices.write_text(f"x = {DEEP}\n")
+    result = invoke("estimate", "--model", "sd15", "--gpu", "rtx4090", "--images", "20",
+                    "--prices", prices)  # fmt: skip
+    assert_known(result, 1, "nested too deeply")
+
+
+def test_set_with_a_value_nested_too_deeply(tmp_path, long_named):
+    result = invoke("config", long_named, "--model", "sd15", "--gpu", "24gb",
+                    "-o", tmp_path / "cfg", "--set", f"network_args={DEEP}")  # fmt: skip
+    assert_known(result, result.exit_code)
+    assert result.exit_code in (1, 2)
