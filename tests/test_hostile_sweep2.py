@@ -206,3 +206,26 @@ def test_set_with_a_value_nested_too_deeply(tmp_path, long_named):
                     "-o", tmp_path / "cfg", "--set", f"network_args={DEEP}")  # fmt: skip
     assert_known(result, result.exit_code)
     assert result.exit_code in (1, 2)
+
+
+def test_check_of_a_photo_with_a_broken_exif_entry_prints_no_python_warning(tmp_path):
+    """Pillow warns "Tag data larger than file" on an EXIF entry whose value lies past
+    the block; the warning went to the terminal as a raw Python UserWarning."""
+    import io
+    import struct
+    import warnings
+
+    from PIL import Image
+
+    entry = struct.pack("<HHII", 0x010F, 2, 40, 30)  # make: 40 bytes at 30, past the end
+    tiff = b"II" + struct.pack("<HIH", 42, 8, 1) + entry + struct.pack("<I", 0)
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 9, 9)).save(buf, "JPEG", exif=b"Exif\0\0" + tiff)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(buf.getvalue())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = invoke("dataset", "check", folder, "--json")
+    assert result.exit_code in (0, 1) and "Traceback" not in result.output
+    assert [str(w.message) for w in caught] == []
