@@ -229,3 +229,25 @@ def test_check_of_a_photo_with_a_broken_exif_entry_prints_no_python_warning(tmp_
         result = invoke("dataset", "check", folder, "--json")
     assert result.exit_code in (0, 1) and "Traceback" not in result.output
     assert [str(w.message) for w in caught] == []
+
+
+def test_report_past_the_file_size_limit_is_a_known_problem(tmp_path, subprocess_env):
+    """`ulimit -f` (RLIMIT_FSIZE) makes a write fail with EFBIG, as a full disk fails
+    with ENOSPC; report called it "(this is a bug)"."""
+    import resource
+    import subprocess
+    import sys
+
+    run = make_run(tmp_path, [0.5, 0.4, 0.3])
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    out = subprocess.run(
+        [sys.executable, "-m", "kohyagen", "report", str(run)], capture_output=True,
+        env=subprocess_env, timeout=120, preexec_fn=small_files,
+    )  # fmt: skip
+    err = out.stderr.decode()
+    assert out.returncode == 1, err
+    assert "this is a bug" not in err and "larger than this system allows" in err, err
+    assert not [p for p in run.iterdir() if p.name.endswith(".kohyagen-tmp")]
