@@ -112,6 +112,13 @@ class TrainingFailed(KohyagenError):
         self.cause = cause
 
 
+class TrainingInterrupted(TrainingFailed):
+    """Ctrl-C stopped the training: not a failure of it, so the shell's 130 (a queue,
+    which catches TrainingFailed, still counts the item as not done)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 _FREE_SPACE = (
     "free space there (old runs, unused checkpoints: `kohyagen pick --prune`) "
     "and run the command again: it continues where it stopped"

@@ -251,3 +251,26 @@ def test_report_past_the_file_size_limit_is_a_known_problem(tmp_path, subprocess
     assert out.returncode == 1, err
     assert "this is a bug" not in err and "larger than this system allows" in err, err
     assert not [p for p in run.iterdir() if p.name.endswith(".kohyagen-tmp")]
+
+
+def test_ctrl_c_in_runs_training_exits_130_as_train_does(monkeypatch, tmp_path):
+    """`kohyagen train` exits 130 when Ctrl-C stops the trainer; `kohyagen run` said
+    the same words with the exit code of a failed training (3)."""
+    from types import SimpleNamespace
+
+    from kohyagen.launch import train as train_module
+    from kohyagen.run import stages, stages_training
+    from kohyagen.run.manifest import Manifest
+    from tests.test_run_pipeline import FakeStages
+
+    FakeStages(monkeypatch)
+    monkeypatch.setitem(stages.STAGE_FUNCTIONS, "train", stages_training.stage_train)
+    monkeypatch.setattr(stages_training, "_check_where_training_runs", lambda ctx, gpu: None)
+    monkeypatch.setattr(train_module, "train",
+                        lambda *a, **k: SimpleNamespace(status="interrupted"))  # fmt: skip
+    make_image(tmp_path / "images" / "a.png")
+    result = invoke("run", tmp_path / "images", "--name", "x", "--trigger", "sks",
+                    "--gpu", "rtx4090", "-y", "--backend", "builtin",
+                    "--run-dir", tmp_path / "run")  # fmt: skip
+    assert_known(result, 130, "training interrupted", "run the same command again")
+    assert Manifest.load(tmp_path / "run").status("train") == "failed"
