@@ -274,3 +274,35 @@ def test_ctrl_c_in_runs_training_exits_130_as_train_does(monkeypatch, tmp_path):
                     "--run-dir", tmp_path / "run")  # fmt: skip
     assert_known(result, 130, "training interrupted", "run the same command again")
     assert Manifest.load(tmp_path / "run").status("train") == "failed"
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "GIF", "TIFF", "PNG"])
+def test_prepare_skips_an_image_it_cannot_decode_for_conversion(tmp_path, fmt):
+    """The default check reads headers only, so a file cut short in its pixel data passes
+    it; prepare's conversion then decodes it and Pillow's "image file is truncated" was
+    "(this is a bug)". The image is skipped with the reason, as an unreadable one is."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    make_image(folder / "good.png")
+    pixels = np.random.default_rng(0).integers(0, 256, (120, 150, 4), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(buf, fmt)  # RGBA: flattened, so decoded
+    data = buf.getvalue()
+    (folder / f"cut.{fmt.lower()}").write_bytes(data[: len(data) * 2 // 3])
+    before = hashes(folder)
+    result = invoke("dataset", "prepare", folder, "-o", tmp_path / "out", "--concept", "sks",
+                    "--json")  # fmt: skip
+    if result.exit_code == 0:
+        skipped = {Path(s["file"]).name: s["reason"] for s in json.loads(result.stdout)["skipped"]}
+        assert f"cut.{fmt.lower()}" in skipped, result.stdout
+        assert sorted(p.name for p in (tmp_path / "out").glob("*/*")) == ["good.png"]
+    else:  # the header probe already refused it
+        assert_known(result, 1)
+    assert "this is a bug" not in result.output
+    assert hashes(folder) == before
+    assert not [p for p in (tmp_path / "out").rglob("*") if ".kohyagen" in p.name]

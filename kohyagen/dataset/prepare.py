@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kohyagen.atomic import make_staging_dir, write_text_atomic
 from kohyagen.dataset.captions import normalize_caption_extension, trigger_first
-from kohyagen.dataset.conversion import needs_conversion, reencode
+from kohyagen.dataset.conversion import UndecodableImage, needs_conversion, reencode
 from kohyagen.dataset.images import ImageProbe
 from kohyagen.dataset.layout import parse_folder_name
 from kohyagen.dataset.probe_pool import ProgressFn
@@ -201,7 +201,14 @@ def _build(
         stem = _unique_stem(path.stem, used)
         dest = work / (stem + ext)
         if reason or rotate:
-            reencode(path, dest, rotate=rotate, flatten=convert)
+            try:
+                reencode(path, dest, rotate=rotate, flatten=convert)
+            except UndecodableImage as exc:
+                skipped.append((str(path), f"cannot be decoded: {exc}"))
+                used.discard(stem.lower())
+                if progress:
+                    progress(done, total)
+                continue
             counts["converted"] += 1
             counts["rotated"] += rotate
         else:
