@@ -306,3 +306,17 @@ def test_prepare_skips_an_image_it_cannot_decode_for_conversion(tmp_path, fmt):
     assert "this is a bug" not in result.output
     assert hashes(folder) == before
     assert not [p for p in (tmp_path / "out").rglob("*") if ".kohyagen" in p.name]
+
+
+def test_the_folded_row_of_a_check_names_no_one_files_fix(tmp_path):
+    """"... 3 more files with missing-caption (fix: write i.txt)": the fold row carried
+    the fix of the first file it hides, as if it were the fix of all of them."""
+    folder = tmp_path / "images"
+    for i in range(12):
+        make_image(folder / f"img{i:02d}.png", color=(20 * i, 9, 9))
+    (folder / "img00.txt").write_text("sks\n")  # the others lack one
+    result = invoke("dataset", "check", folder)
+    assert_known(result, 0, "more files with missing-caption")
+    text = " ".join(result.output.split())  # rich wraps the long row
+    fold = text.split("more files with missing-caption", 1)[1].split("\n", 1)[0][:60]
+    assert "(fix: write" not in fold, fold
