@@ -320,3 +320,23 @@ def test_the_folded_row_of_a_check_names_no_one_files_fix(tmp_path):
     text = " ".join(result.output.split())  # rich wraps the long row
     fold = text.split("more files with missing-caption", 1)[1].split("\n", 1)[0][:60]
     assert "(fix: write" not in fold, fold
+
+
+@pytest.mark.parametrize("trigger", ["a\nb", "sks, dog"])
+def test_config_and_prepare_refuse_a_trigger_run_refuses(tmp_path, long_named, trigger):
+    """run and tag refuse these triggers; config wrote the newline into
+    sample_prompts.txt (two broken prompts) and prepare into every caption (kohya reads
+    the first line: each image trained on "a" alone)."""
+    before = hashes(long_named)
+    out = tmp_path / "cfg"
+    result = invoke("config", long_named, "--model", "sd15", "--gpu", "24gb", "-o", out,
+                    "--trigger", trigger)  # fmt: skip
+    assert_known(result, 2, "the trigger")
+    assert not out.exists()
+    images = tmp_path / "images"
+    make_image(images / "a.png")
+    result = invoke("dataset", "prepare", images, "--concept", "sks", "-o", tmp_path / "td",
+                    "--trigger", trigger)  # fmt: skip
+    assert_known(result, 2, "the trigger")
+    assert not (tmp_path / "td").exists()
+    assert hashes(long_named) == before

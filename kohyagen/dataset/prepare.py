@@ -24,7 +24,7 @@ from kohyagen.dataset.probe_pool import ProgressFn
 from kohyagen.dataset.scan import list_folder
 from kohyagen.dataset.sources import source_caption, source_images, usable_images
 from kohyagen.errors import DatasetError, UsageError
-from kohyagen.validate import name_problem, require
+from kohyagen.validate import name_problem, require, trigger_problem
 
 # auto repeats aim at this many image-steps over AUTO_EPOCHS epochs: 100 per image,
 # within the 1,500–3,000 range the usual LoRA recipes land in.
@@ -117,6 +117,9 @@ def prepare_dataset(
     concept = _check_concept(concept)
     fixed_repeats = _parse_repeats(repeats)
     trigger = trigger.strip() if trigger else None
+    if trigger:
+        # as run and tag: a newline would put the trigger alone on each caption's first line
+        require(trigger_problem(trigger), hint="e.g. --trigger sks")
     caption_ext = normalize_caption_extension(caption_ext)
     candidates = source_images(src, out)
     usable, skipped = usable_images(src, candidates, convert=convert, workers=workers)
