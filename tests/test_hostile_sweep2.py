@@ -340,3 +340,20 @@ def test_config_and_prepare_refuse_a_trigger_run_refuses(tmp_path, long_named, t
     assert_known(result, 2, "the trigger")
     assert not (tmp_path / "td").exists()
     assert hashes(long_named) == before
+
+
+def test_lint_names_image_files_kohya_would_hang_on(tmp_path):
+    """dataset check calls a FIFO or a link to /dev/zero named like an image an error;
+    lint of a dataset config over the same folder said nothing, and kohya's glob lists
+    them, then blocks or reads forever when it loads them."""
+    folder = tmp_path / "images"
+    make_image(folder / "a.png")
+    (folder / "a.txt").write_text("sks\n")
+    os.mkfifo(folder / "fifo.png")
+    (folder / "zero.png").symlink_to("/dev/zero")
+    config = tmp_path / "dataset_config.toml"
+    config.write_text('[general]\ncaption_extension = ".txt"\n[[datasets]]\nresolution = 512\n'
+                      f'[[datasets.subsets]]\nimage_dir = "{folder}"\nnum_repeats = 1\n')  # fmt: skip
+    with deadline(30):
+        result = invoke("lint", config)
+    assert_known(result, 1, "not regular files", "fifo.png")
