@@ -357,3 +357,17 @@ def test_lint_names_image_files_kohya_would_hang_on(tmp_path):
     with deadline(30):
         result = invoke("lint", config)
     assert_known(result, 1, "not regular files", "fifo.png")
+
+
+@pytest.mark.parametrize("mine", ["images/keep.txt", "images/00_mine.png", "run/notes.txt"])
+def test_demo_refuses_a_folder_holding_the_users_files(tmp_path, mine):
+    """demo --dir wrote its images into a user's images/ (mixing them with the user's,
+    then training on both) and its models beside them, and only then refused a run/ that
+    was not a run, with a hint to pass --run-dir, which demo does not have."""
+    (tmp_path / mine).parent.mkdir(parents=True)
+    (tmp_path / mine).write_text("mine\n")
+    before = hashes(tmp_path)
+    result = invoke("demo", "--dir", tmp_path)
+    assert_known(result, 2, "--dir")
+    assert "--run-dir" not in result.output
+    assert hashes(tmp_path) == before  # nothing written
