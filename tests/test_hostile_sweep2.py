@@ -371,3 +371,22 @@ def test_demo_refuses_a_folder_holding_the_users_files(tmp_path, mine):
     assert_known(result, 2, "--dir")
     assert "--run-dir" not in result.output
     assert hashes(tmp_path) == before  # nothing written
+
+
+def test_tag_lists_the_images_it_cannot_read(tmp_path):
+    """dataset check calls a FIFO or a link loop named like an image an error; tag left
+    them out without a word ("images: 1" for a folder of three)."""
+    from test_tag_helpers import RED, make_tagger, solid
+
+    folder = tmp_path / "images"
+    solid(folder / "a.png", RED)
+    os.mkfifo(folder / "fifo.png")
+    (folder / "loop.png").symlink_to("loop.png")
+    with deadline(60):
+        result = invoke("tag", folder, "--model", make_tagger(tmp_path / "tagger"), "--json")
+    assert_known(result, 0)
+    data = json.loads(result.stdout)
+    assert (data["images"], data["tagged"], data["failed"]) == (3, 1, 2)
+    reasons = {Path(f["path"]).name: f["reason"] for f in data["failures"]}
+    assert "FIFO" in reasons["fifo.png"] and "symbolic links" in reasons["loop.png"], reasons
+    assert not (folder / "fifo.txt").exists() and not (folder / "loop.txt").exists()
