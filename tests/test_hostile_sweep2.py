@@ -390,3 +390,16 @@ def test_tag_lists_the_images_it_cannot_read(tmp_path):
     reasons = {Path(f["path"]).name: f["reason"] for f in data["failures"]}
     assert "FIFO" in reasons["fifo.png"] and "symbolic links" in reasons["loop.png"], reasons
     assert not (folder / "fifo.txt").exists() and not (folder / "loop.txt").exists()
+
+
+def test_queue_of_a_damaged_run_folder_gives_a_fix_queue_can_take(tmp_path):
+    """The manifest's message told a queue user to "pass --restart ... or another
+    --run-dir", options queue does not have."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "kohyagen.json").write_text('{"format": 1, "run_dir": ')
+    result = invoke("queue", run, "--json")
+    assert_known(result, 1)
+    reason = json.dumps(json.loads(result.stdout))
+    assert "damaged" in reason or "unreadable" in reason, reason
+    assert "kohyagen run" in reason and "another --run-dir" not in reason, reason
