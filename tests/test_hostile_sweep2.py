@@ -403,3 +403,12 @@ def test_queue_of_a_damaged_run_folder_gives_a_fix_queue_can_take(tmp_path):
     reason = json.dumps(json.loads(result.stdout))
     assert "damaged" in reason or "unreadable" in reason, reason
     assert "kohyagen run" in reason and "another --run-dir" not in reason, reason
+
+
+def test_train_with_a_dataset_config_that_is_a_fifo_says_so(tmp_path):
+    config, _ = write_configs(tmp_path, epochs=1)
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    with deadline(30):
+        result = invoke("train", config, "--dataset-config", fifo, "--dry-run")
+    assert_known(result, 1, "not a regular file (a FIFO)")
