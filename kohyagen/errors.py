@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -111,6 +112,13 @@ class TrainingFailed(KohyagenError):
         self.cause = cause
 
 
+class TrainingInterrupted(TrainingFailed):
+    """Ctrl-C stopped the training: not a failure of it, so the shell's 130 (a queue,
+    which catches TrainingFailed, still counts the item as not done)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 _FREE_SPACE = (
     "free space there (old runs, unused checkpoints: `kohyagen pick --prune`) "
     "and run the command again: it continues where it stopped"
@@ -132,6 +140,12 @@ _OS_PROBLEMS = {
         "a file name is too long for the file system",
         "use shorter names (--name, --concept, folder and file names)",
     ),
+    # a write past `ulimit -f` (RLIMIT_FSIZE; Python ignores SIGXFSZ) or the file
+    # system's largest file
+    errno.EFBIG: (
+        "a file grew larger than this system allows",
+        "raise the file size limit (ulimit -f) or write to another disk, and run it again",
+    ),
 }
 
 
@@ -146,7 +160,9 @@ class TrainingDiskProblem(TrainingFailed):
 def from_os_error(exc: OSError, *, training: bool = False) -> KohyagenError | None:
     """The KohyagenError for an OS error a user can fix, naming the path; None for others."""
     known = _OS_PROBLEMS.get(exc.errno or 0)
-    if known is None:
+    # safe_io.FileTooLarge (a read kohyagen bounds) shares EFBIG with its own message:
+    # only the OS's own EFBIG is the file size limit
+    if known is None or (exc.errno == errno.EFBIG and exc.strerror != os.strerror(errno.EFBIG)):
         return None
     what, fix = known
     path = exc.filename if isinstance(exc.filename, (str, Path)) else None

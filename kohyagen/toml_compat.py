@@ -10,4 +10,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["tomllib"]
+# tomllib and tomlkit recurse once per nested array or inline table: a file nested past
+# Python's recursion limit raises RecursionError, which every reader of a user's TOML
+# turns into this message
+TOO_DEEP = "malformed TOML: arrays or tables nested too deeply"
+
+__all__ = ["TOO_DEEP", "tomllib"]

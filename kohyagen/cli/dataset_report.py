@@ -58,9 +58,16 @@ def _trim(findings: Iterable[Finding], root: Path) -> tuple[list[Finding], int]:
                     line=None,
                     key=None,
                     message=f"... {more} more files with {same[0].code} (--json lists them)",
+                    # a fix naming one hidden file ("write a.txt") is not the fix of them all
+                    fix=_shared_fix(same[ROWS_PER_CODE:]),
                 )
             )
     return rows, hidden
+
+
+def _shared_fix(findings: list[Finding]) -> str | None:
+    fixes = {f.fix for f in findings}
+    return fixes.pop() if len(fixes) == 1 else None
 
 
 def _summary_table(report: DatasetReport) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -16,6 +17,9 @@ def _weights(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[
         raise click.BadParameter(f"{value!r}: give numbers separated by commas, e.g. 0.5,1.0") from None
     if not weights:
         raise click.BadParameter("give at least one weight, e.g. 0.8")
+    if not all(math.isfinite(w) for w in weights):
+        # float() takes nan and inf: a NaN weight draws noise, and names no grid column
+        raise click.BadParameter(f"{value!r}: every weight must be a finite number, e.g. 0.8")
     return weights
 
 

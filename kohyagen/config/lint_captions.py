@@ -7,6 +7,7 @@ and an uncaptioned image trains on its folder's class tokens or on an empty capt
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from kohyagen.dataset.captions import CaptionRead, read_caption
@@ -29,7 +30,8 @@ def caption_findings(
     ext = caption_extension or KOHYA_DEFAULT_CAPTION_EXTENSION
     if not images:
         return []
-    read = [img.with_suffix(ext) for img in images if img.with_suffix(ext).is_file()]
+    # os.path.isfile, as kohya: a name too long to exist is no caption, not an error
+    read = [img.with_suffix(ext) for img in images if os.path.isfile(img.with_suffix(ext))]
     # what kohya trains an uncaptioned image on (train_util.py:1946-1970): the folder's
     # class tokens, else an empty caption with one summary warning
     fallback = f"the class tokens {class_tokens!r}" if class_tokens else "an empty caption"
@@ -77,7 +79,7 @@ def _wrong_extension_finding(
     if read:
         return None
     others = {
-        other: sum(1 for img in images if img.with_suffix(other).is_file())
+        other: sum(1 for img in images if os.path.isfile(img.with_suffix(other)))
         # captions written under another extension are the common mistake: count each one
         for other in (*CAPTION_EXTENSIONS, ".tags")
         if other != ext

@@ -10,6 +10,7 @@ read.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +241,7 @@ def _folder_findings(
                  general.get("caption_extension"), flat.get("caption_extention"),
                  flat.get("caption_extension"))  # fmt: skip
     if tokens is None and parsed and parsed[1]:
-        uncaptioned = [img for img in images if not img.with_suffix(ext or ".caption").is_file()]
+        uncaptioned = [img for img in images if not os.path.isfile(img.with_suffix(ext or ".caption"))]
         if uncaptioned:
             out.append(_f(Severity.WARNING, "class-tokens-not-parsed",
                           f"{len(uncaptioned)} images have no caption and class_tokens is not "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 from kohyagen.config.lint_captions import caption_findings
@@ -120,29 +121,39 @@ def empty_image_findings(file: str, key: str, images: list[Path], *, where: str)
 
 
 def broken_link_findings(file: str, key: str, folder: Path, *, where: str) -> list[Finding]:
-    """Image links to nothing: kohya's glob lists them, then it fails loading them."""
+    """Image links to nothing, and image names that are FIFOs or devices: kohya's glob
+    lists them, then it fails (or blocks, or reads forever) loading them."""
     try:
-        broken = sorted(
-            p
-            for p in folder.iterdir()
-            # is_symlink() and not exists(): the link itself is there, its target is not
-            if is_kohya_image_name(p) and p.is_symlink() and not p.exists()
-        )
+        named = [p for p in folder.iterdir() if is_kohya_image_name(p)]
+        # is_symlink() and not exists(): the link itself is there, its target is not
+        broken = sorted(p for p in named if p.is_symlink() and not p.exists())
+        special = sorted(p for p in named if _special(p))
     except OSError:
         return []
-    if not broken:
-        return []
-    return [
-        Finding(
-            Severity.ERROR,
-            "broken-image-link",
+    out = []
+    if broken:
+        out.append(Finding(
+            Severity.ERROR, "broken-image-link",
             f"{len(broken)} image link(s) in {where} point to nothing, e.g. {broken[0].name}: "
             "kohya lists them and fails when it loads them",
-            file=file,
-            key=key,
-            fix="delete the links or restore the files they point to",
-        )
-    ]
+            file=file, key=key, fix="delete the links or restore the files they point to",
+        ))  # fmt: skip
+    if special:
+        out.append(Finding(
+            Severity.ERROR, "special-image-file",
+            f"{len(special)} image name(s) in {where} are not regular files (a FIFO, a "
+            f"device), e.g. {special[0].name}: kohya lists them, then blocks or never ends "
+            "reading them", file=file, key=key, fix="delete them or put the real images there",
+        ))  # fmt: skip
+    return out
+
+
+def _special(path: Path) -> bool:
+    try:
+        mode = path.stat().st_mode  # through links: a link to /dev/zero is a device
+    except OSError:
+        return False  # no target: a broken link, reported as one
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def train_data_dir_findings(

@@ -212,6 +212,18 @@ def _hub_error(repo_id: str, filename: str, exc: Exception) -> ModelNotFound:
 # --- a family's files for one render ------------------------------------------------------
 
 
+def role_of(family_name: str, family: Family, key: str) -> str:
+    """The role a --model-file key names (a role, or its kohya option); ConfigError for
+    a file the family does not take."""
+    role = {f.option: f.role for f in family.files}.get(key, key)
+    if role not in family.roles:
+        raise ConfigError(
+            f"{family_name} has no model file {key!r}",
+            hint=f"its files are: {', '.join(family.roles)}",
+        )
+    return role
+
+
 def resolve_model_files(
     family_name: str,
     family: Family,
@@ -227,16 +239,7 @@ def resolve_model_files(
     missing role is fetched from its public source when fetch is set. Every problem is
     reported at once, in one ConfigError.
     """
-    by_option = {f.option: f.role for f in family.files}
-    values: dict[str, str] = {}
-    for key, value in given.items():
-        role = by_option.get(key, key)
-        if role not in family.roles:
-            raise ConfigError(
-                f"{family_name} has no model file {key!r}",
-                hint=f"its files are: {', '.join(family.roles)}",
-            )
-        values[role] = value
+    values = {role_of(family_name, family, key): value for key, value in given.items()}
     out: dict[str, str] = {}
     problems: list[str] = []
     for role, value in _with_defaults(family, values, fetch).items():

@@ -44,7 +44,9 @@ class Override:
 def _parse_value(raw: str) -> Any:
     try:
         return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
+        # not a TOML value (RecursionError: nested past tomllib's recursion): the schema
+        # then judges the text as a string
         return raw
 
 

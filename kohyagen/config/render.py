@@ -36,7 +36,12 @@ from kohyagen.config.render_flags import (
     file_overrides,
     parse_overrides,
 )
-from kohyagen.config.render_inputs import default_name, load_train_dir, resolve_base_model
+from kohyagen.config.render_inputs import (
+    clean_trigger,
+    default_name,
+    load_train_dir,
+    resolve_base_model,
+)
 from kohyagen.config.render_training import training_choices
 from kohyagen.config.render_values import (
     Choices,
@@ -145,6 +150,7 @@ def render_configs(
     model = get_model(model) if isinstance(model, str) else model
     gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
     cwd = Path(cwd) if cwd is not None else Path.cwd()
+    trigger = clean_trigger(trigger)
     layout = load_train_dir(dataset if Path(dataset).is_absolute() else cwd / dataset)
     out_dir = _output_dir(out_dir, cwd)
     if epochs is not None and epochs < 1:
@@ -157,7 +163,6 @@ def render_configs(
     settings = _settings(model, gpu, attention, files, notes)
     first_tokens = next((s.class_tokens for s in layout.subsets if s.class_tokens), "")
     name = default_name(layout, name)
-    trigger = (trigger or "").strip() or None
     captions = choose_captions(layout, trigger, notes)
     set_training, plan = _plan_with_overrides(model, layout, settings, parsed, epochs, notes)
     training_choice = training_choices(

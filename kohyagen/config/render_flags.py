@@ -9,7 +9,7 @@ from pathlib import Path
 
 import tomlkit
 
-from kohyagen.config.model_files import resolve_model_files
+from kohyagen.config.model_files import resolve_model_files, role_of
 from kohyagen.config.overrides import Override, apply_overrides, parse_override
 from kohyagen.config.presets import ModelPreset, Setting
 from kohyagen.config.render_values import bucket_range
@@ -21,12 +21,8 @@ def family_files(
     fetch: bool, on_progress: Callable[[str], None] | None,
 ) -> dict[str, str]:  # fmt: skip
     """The DiT family's model files, checked ({} for SD1/2/XL)."""
+    check_model_file_roles(model, given or {})
     if model.family is None:
-        if given:
-            raise ConfigError(
-                f"{model.name} takes one base model, not --model-file",
-                hint="use --base-model (or --set pretrained_model_name_or_path=...)",
-            )
         return {}
     wanted = dict(given or {})
     if base_model is not None:
@@ -34,6 +30,21 @@ def family_files(
     return resolve_model_files(
         model.name, model.family, wanted, cwd=cwd, fetch=fetch, on_progress=on_progress
     )
+
+
+def check_model_file_roles(model: ModelPreset, given: Iterable[str]) -> None:
+    """ConfigError for a --model-file the model does not take. Cheap (no file is looked
+    at), so that run refuses a typo before its dataset stages, not in its config stage."""
+    keys = list(given)
+    if model.family is None:
+        if keys:
+            raise ConfigError(
+                f"{model.name} takes one base model, not --model-file",
+                hint="use --base-model (or --set pretrained_model_name_or_path=...)",
+            )
+        return
+    for key in keys:
+        role_of(model.name, model.family, key)
 
 
 def file_overrides(model: ModelPreset, parsed: list[Override]) -> tuple[list, dict[str, str]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from kohyagen.config.presets import ModelPreset
 from kohyagen.dataset.layout import TrainDirLayout, parse_folder_name, scan_train_dir
 from kohyagen.errors import DatasetError, ModelNotFound
-from kohyagen.validate import NAME_BYTES, name_problem, require
+from kohyagen.validate import NAME_BYTES, name_problem, require, trigger_problem
 
 MODEL_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".sft")
 
@@ -59,6 +59,15 @@ def _safe_name(text: str) -> str:
     # the name becomes kohya's output_name, a file name on every OS and in A1111's LoRA menu
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", text.strip()).strip("_")
     return name or "lora"
+
+
+def clean_trigger(trigger: str | None) -> str | None:
+    """The trigger stripped (None when blank); UsageError for one run and tag refuse: a
+    newline would split sample_prompts.txt, a comma make two tags of it."""
+    trigger = (trigger or "").strip() or None
+    if trigger is not None:
+        require(trigger_problem(trigger), hint="e.g. --trigger sks")
+    return trigger
 
 
 def default_name(layout: TrainDirLayout, name: str | None = None) -> str:

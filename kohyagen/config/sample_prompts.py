@@ -11,12 +11,14 @@ LoRA.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kohyagen import safe_io
 from kohyagen.config.presets import ModelPreset
 from kohyagen.dataset.captions import first_line
 from kohyagen.dataset.layout import Subset
@@ -154,12 +156,41 @@ def parse_prompt_line(line: str, index: int) -> SamplePrompt:
     return SamplePrompt(index, prompt, **opts)
 
 
+def _read_prompt_text(path: Path) -> str:
+    """The prompts file's text; ConfigError when it is missing, not a regular file (a FIFO
+    would block the read), too large or not UTF-8, as kohya would fail on it mid-training."""
+    if not os.path.lexists(path):
+        raise ConfigError("sample_prompts file not found", path=path, hint="check the path")
+    try:
+        return safe_io.read_text(path)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"the sample_prompts file is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            path=path,
+            hint="save it as UTF-8",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the sample_prompts file: {exc.strerror or exc}",
+            path=path,
+            hint="check the path and its permissions",
+        ) from None
+
+
 def read_prompts(path: str | Path) -> list[SamplePrompt]:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("sample_prompts file not found", path=path, hint="check the path")
+    text = _read_prompt_text(path)
     if path.suffix == ".json":
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            rows = json.loads(text)
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise ValueError("expected a list of objects")
+        except ValueError as exc:
+            raise ConfigError(
+                f"the sample_prompts JSON cannot be read: {exc}",
+                path=path,
+                hint='write a list of {"prompt": ...} objects',
+            ) from None
         return [
             SamplePrompt(
                 i,
@@ -173,6 +204,6 @@ def read_prompts(path: str | Path) -> list[SamplePrompt]:
             )
             for i, r in enumerate(rows)
         ]
-    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    lines = [ln for ln in text.splitlines() if ln.strip()]
     lines = [ln for ln in lines if not ln.lstrip().startswith("#")]
     return [parse_prompt_line(line, i) for i, line in enumerate(lines)]

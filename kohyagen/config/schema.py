@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator, TypeChecker, validators
 from kohyagen import safe_io
 from kohyagen.errors import ConfigError
 from kohyagen.resources import schema_path
-from kohyagen.toml_compat import tomllib
+from kohyagen.toml_compat import TOO_DEEP, tomllib
 
 TRAIN_NETWORK = "train_network"
 SDXL_TRAIN_NETWORK = "sdxl_train_network"
@@ -141,6 +141,8 @@ def load_toml(path: str | Path) -> TomlDocument:
         raise ConfigError(
             f"malformed TOML: {exc}", path=path, hint="fix the syntax at that line"
         ) from exc
+    except RecursionError:
+        raise ConfigError(TOO_DEEP, path=path, hint="no kohya option nests that deep") from None
     return TomlDocument(path, text, data)
 
 

@@ -19,7 +19,12 @@ from kohyagen.dataset.perceptual import HIGH_BIT_MODES
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["needs_conversion", "reencode"]
+__all__ = ["UndecodableImage", "needs_conversion", "reencode"]
+
+
+class UndecodableImage(Exception):
+    """Pillow could not decode the pixels (cut short, damaged): the header check passed,
+    since it reads no pixels, so prepare learns of it only here and skips the image."""
 
 
 def needs_conversion(probe: ImageProbe, suffix: str) -> str | None:
@@ -40,7 +45,14 @@ def reencode(src: Path, dest: Path, *, rotate: bool, flatten: bool) -> None:
     from PIL import Image, ImageOps
 
     with Image.open(src) as im:
-        im.load()
+        try:
+            im.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            # Pillow's decode errors are OSErrors without an errno ("image file is
+            # truncated", "broken data stream"); one with an errno is the OS's, and is raised
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise
+            raise UndecodableImage(str(exc)) from exc
         icc = im.info.get("icc_profile")
         if rotate:
             im = ImageOps.exif_transpose(im)

@@ -249,8 +249,13 @@ def _orientation(im: Image.Image) -> int:
         from PIL import Image
 
         exif = Image.Exif()
-        exif.load(raw)
-        value = int(exif.get(0x0112, 1))
+        with warnings.catch_warnings():
+            # "Tag data larger than file" for a broken entry: the entry is skipped either
+            # way, and a raw Python warning on the user's terminal tells them nothing
+            # (or "had too many entries", raised when the entry is read)
+            warnings.simplefilter("ignore")
+            exif.load(raw)
+            value = int(exif.get(0x0112, 1))
     except Exception:
         return 1
     return value if 1 <= value <= 8 else 1

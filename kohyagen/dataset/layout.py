@@ -8,6 +8,7 @@ caption of images that have no caption file.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,10 +61,12 @@ class Subset:
         return self.path.name
 
     def caption_files(self, extension: str) -> list[Path]:
+        # os.path.isfile as kohya checks: a caption name too long to exist (a 255-byte
+        # image name) or a link loop is no caption, where Path.is_file raises
         return [
             img.with_suffix(extension)
             for img in self.images
-            if img.with_suffix(extension).is_file()
+            if os.path.isfile(img.with_suffix(extension))
         ]
 
 

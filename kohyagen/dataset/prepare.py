@@ -17,14 +17,14 @@ from pathlib import Path
 
 from kohyagen.atomic import make_staging_dir, write_text_atomic
 from kohyagen.dataset.captions import normalize_caption_extension, trigger_first
-from kohyagen.dataset.conversion import needs_conversion, reencode
+from kohyagen.dataset.conversion import UndecodableImage, needs_conversion, reencode
 from kohyagen.dataset.images import ImageProbe
 from kohyagen.dataset.layout import parse_folder_name
 from kohyagen.dataset.probe_pool import ProgressFn
 from kohyagen.dataset.scan import list_folder
 from kohyagen.dataset.sources import source_caption, source_images, usable_images
 from kohyagen.errors import DatasetError, UsageError
-from kohyagen.validate import name_problem, require
+from kohyagen.validate import name_problem, require, trigger_problem
 
 # auto repeats aim at this many image-steps over AUTO_EPOCHS epochs: 100 per image,
 # within the 1,500–3,000 range the usual LoRA recipes land in.
@@ -117,6 +117,9 @@ def prepare_dataset(
     concept = _check_concept(concept)
     fixed_repeats = _parse_repeats(repeats)
     trigger = trigger.strip() if trigger else None
+    if trigger:
+        # as run and tag: a newline would put the trigger alone on each caption's first line
+        require(trigger_problem(trigger), hint="e.g. --trigger sks")
     caption_ext = normalize_caption_extension(caption_ext)
     candidates = source_images(src, out)
     usable, skipped = usable_images(src, candidates, convert=convert, workers=workers)
@@ -139,6 +142,7 @@ def prepare_dataset(
             fix_orientation=fix_orientation,
             caption_ext=caption_ext,
             progress=progress,
+            skipped=skipped,
         )
         notes = _move_into_place(work, target)
     finally:
@@ -184,6 +188,7 @@ def _build(
     fix_orientation: bool,
     caption_ext: str,
     progress: ProgressFn | None,
+    skipped: list[tuple[str, str]],
 ) -> dict[str, int]:
     counts = {"copied": 0, "linked": 0, "converted": 0, "rotated": 0, "captions_written": 0}
     used: set[str] = set()
@@ -199,13 +204,20 @@ def _build(
         stem = _unique_stem(path.stem, used)
         dest = work / (stem + ext)
         if reason or rotate:
-            reencode(path, dest, rotate=rotate, flatten=convert)
+            try:
+                reencode(path, dest, rotate=rotate, flatten=convert)
+            except UndecodableImage as exc:
+                skipped.append((str(path), f"cannot be decoded: {exc}"))
+                used.discard(stem.lower())
+                if progress:
+                    progress(done, total)
+                continue
             counts["converted"] += 1
             counts["rotated"] += rotate
         else:
             counts["linked"] += _copy_or_link(path, dest, link)
             counts["copied"] += 1
-        text = source_caption(path, src_files, caption_ext)
+        text = source_caption(path, src_files, caption_ext, skipped)
         if trigger:
             text = trigger_first(text or "", trigger)
         if text:

@@ -71,7 +71,12 @@ def usable_images(
     return usable, skipped
 
 
-def source_caption(image: Path, files: dict[str, Path], caption_ext: str) -> str | None:
+def source_caption(
+    image: Path, files: dict[str, Path], caption_ext: str, unreadable: list[tuple[str, str]]
+) -> str | None:
+    """The first line of image's caption in the source folder, if it has one. A caption
+    that cannot be read (a FIFO, no permission) goes into unreadable: the copy would
+    otherwise train on the trigger alone without a word, where check calls it an error."""
     # the extension asked for first, then the tagger's .txt and kohya's default .caption
     for ext in dict.fromkeys((caption_ext, ".txt", ".caption")):
         cap = files.get(image.stem + ext)
@@ -79,7 +84,11 @@ def source_caption(image: Path, files: dict[str, Path], caption_ext: str) -> str
             continue
         try:
             text = decode_caption_bytes(read_bytes(cap))
-        except OSError:
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            unreadable.append(
+                (str(cap), f"unreadable caption: {why} (the image was taken without it)")
+            )
             continue
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         return lines[0] if lines else None

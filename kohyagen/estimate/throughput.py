@@ -16,7 +16,7 @@ from typing import Any
 from kohyagen import safe_io
 from kohyagen.errors import ConfigError
 from kohyagen.resources import template_path
-from kohyagen.toml_compat import tomllib
+from kohyagen.toml_compat import TOO_DEEP, tomllib
 
 CPU = "cpu"
 # every figure is a (low, high) span: estimates say how sure they are
@@ -47,6 +47,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read file: {exc}", path=path) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"malformed TOML: {exc}", path=path, hint="fix the syntax") from exc
+    except RecursionError:  # tomllib recurses per nesting level
+        raise ConfigError(TOO_DEEP, path=path, hint="fix the syntax") from None
 
 
 @cache

@@ -33,6 +33,7 @@ from tomlkit.items import Table
 from kohyagen import safe_io
 from kohyagen.atomic import write_text_atomic
 from kohyagen.errors import ConfigError
+from kohyagen.toml_compat import TOO_DEEP
 
 if TYPE_CHECKING:
     from kohyagen.config.families import DitMemory
@@ -84,6 +85,8 @@ def _parse(path: Path) -> tomlkit.TOMLDocument:
         raise ConfigError(f"cannot read: {exc}", path=path) from exc
     except tomlkit.exceptions.ParseError as exc:
         raise ConfigError(f"malformed TOML: {exc}", path=path) from exc
+    except RecursionError:  # tomlkit recurses per nesting level
+        raise ConfigError(TOO_DEEP, path=path) from None
 
 
 atomic_write_text = write_text_atomic

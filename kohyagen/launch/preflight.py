@@ -120,8 +120,9 @@ def dataset_path_of(dataset_config: str | Path | None, flat: dict, cwd: Path) ->
         return None
     dataset_path = Path(dataset_config).expanduser()
     dataset_path = (dataset_path if dataset_path.is_absolute() else cwd / dataset_path).resolve()
-    if not dataset_path.is_file():
+    if not dataset_path.exists():
         raise ConfigError("dataset config not found", path=dataset_path, hint="check the path")
+    # load_toml says what else is wrong with it: a folder, a FIFO, not UTF-8
     _refuse_training_config(load_toml(dataset_path).data, dataset_path)
     return dataset_path
 

@@ -137,12 +137,14 @@ def run_streaming(
     on_text: Callable[[str], str | None],
     interrupt_grace: float = INTERRUPT_GRACE_S,
     terminate_grace: float = TERMINATE_GRACE_S,
+    on_start: Callable[[int], None] | None = None,
 ) -> ProcessOutcome:
     """Run argv, appending its raw output to log_path and passing decoded text to on_text.
 
     on_text returns a reason to stop the run (e.g. "nan-loss") or None. A Ctrl-C
     (KeyboardInterrupt) while waiting stops the child with reason "interrupted"; a second
     Ctrl-C kills it at once. Returns when the child has exited and its output is drained.
+    on_start(pid) is called once the child runs: on POSIX, pid is its process group too.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -159,6 +161,8 @@ def run_streaming(
         stopper = _Stopper(proc, interrupt_grace, terminate_grace)
         stop_reason: str | None = None
         try:
+            if on_start is not None:
+                on_start(proc.pid)
             stop_reason = _watch(proc, chunks, log, decoder, stopper, on_text)
         except BaseException:
             # a failing callback must not leave a trainer running on the GPU

@@ -30,12 +30,8 @@ def choose_run_dir(output_name: str, run_dir: str | Path | None, *, cwd: Path) -
         path = path if path.is_absolute() else cwd / path
         state = _read_state(path)
         # a run folder left `running` by a crash is fine to reuse; one whose process lives is not
-        if state and state.get("status") == "running" and _pid_alive(state.get("pid")):
-            raise RunStateError(
-                "a training run is already running in this folder",
-                path=path,
-                hint="wait for it, or stop it, or pass another --run-dir",
-            )
+        if state and state.get("status") == "running":
+            _refuse_if_alive(path, state)
         return path
     base = cwd / "runs" / output_name
     candidate, n = base, 1
@@ -44,6 +40,34 @@ def choose_run_dir(output_name: str, run_dir: str | Path | None, *, cwd: Path) -
         n += 1
         candidate = base.with_name(f"{output_name}-{n}")
     return candidate
+
+
+def _refuse_if_alive(path: Path, state: dict) -> None:
+    if _pid_alive(state.get("pid")):
+        raise RunStateError(
+            "a training run is already running in this folder",
+            path=path,
+            hint="wait for it, or stop it, or pass another --run-dir",
+        )
+    group = state.get("trainer_group")
+    # kohyagen killed (kill -9) while its trainer, in a process group of its own, trains on
+    if isinstance(group, int) and group > 0 and _group_alive(group):
+        raise RunStateError(
+            "a training run is already running in this folder: its trainer outlived the "
+            "kohyagen that started it",
+            path=path,
+            hint=f"wait for it, or stop it (kill -- -{group}), or pass another --run-dir",
+        )
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)  # signal 0 only checks that a process of the group exists
+    except PermissionError:
+        return True
+    except (OSError, AttributeError):  # AttributeError: no killpg (Windows)
+        return False
+    return True
 
 
 def _pid_alive(pid: Any) -> bool:

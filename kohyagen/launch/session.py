@@ -123,8 +123,9 @@ class _Attempts:
                 f"attempt {number}: " + ", ".join(f"{c['key']} -> {c['new']}" for c in changes)
             )
         outcome = run_streaming(
-            command, cwd=self.target, env=self.environment, log_path=self.log_path, on_text=watcher
-        )
+            command, cwd=self.target, env=self.environment, log_path=self.log_path,
+            on_text=watcher, on_start=self._record_group,
+        )  # fmt: skip
         watcher.close()
         s = watcher.summary
         diagnosis = diagnose_run(
@@ -155,6 +156,13 @@ class _Attempts:
                 "running": True,
             }
         ]
+        write_state(self.target, self.state)
+
+    def _record_group(self, pid: int) -> None:
+        """The trainer's process group in train.json: the trainer runs in a session of its
+        own, so a kill -9 of kohyagen leaves it training, and only its group tells the
+        next run in this folder (run_folder.choose_run_dir) that the folder is still busy."""
+        self.state["trainer_group"] = pid
         write_state(self.target, self.state)
 
     def run_until_done(self, retry: bool, max_attempts: int) -> tuple[str, Diagnosis | None]:

@@ -67,7 +67,7 @@ def dataset_facts(config: Path) -> DatasetFacts | None:
 
     try:
         data = tomllib.loads(safe_io.read_text(config, safe_io.TOML_LIMIT))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested too deeply
         return None
     facts = DatasetFacts()
     general = data.get("general") or {}

@@ -26,6 +26,9 @@ def _link_or_copy(source: Path, dest: Path) -> None:
         except OSError:
             shutil.copy2(source, tmp)
         os.replace(tmp, dest)
+        # renaming a link onto another link of the same file does nothing (POSIX): a
+        # repeated pick of one checkpoint would keep the temp link, a hidden copy each time
+        tmp.unlink(missing_ok=True)
     except BaseException:
         tmp.unlink(missing_ok=True)  # repeated or interrupted picks leave no temp files
         raise

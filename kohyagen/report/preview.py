@@ -115,7 +115,9 @@ def load_prompts(run: RunData, options: PreviewOptions) -> list[SamplePrompt]:
         path = Path(own) if own else None
         if path is not None and not path.is_absolute():
             path = run.run_dir / path
-    if path is None or not path.is_file():
+    # a file the user named goes to read_prompts, which says what is wrong with it (a
+    # FIFO, not UTF-8), not that the run has no prompts
+    if path is None or (options.prompts is None and not path.is_file()):
         raise UsageError(
             "no prompts to preview: the run has no sample_prompts file",
             path=path or run.run_dir,

@@ -73,6 +73,36 @@ def _draw(shape: str, color: tuple[int, int, int], size: int, rng: random.Random
     return image
 
 
+def _combos(count: int, rng: random.Random) -> list[tuple[str, str]]:
+    """The (colour, shape) of each demo image; the shuffle is the rng's first use."""
+    combos = [(c, s) for s in SHAPES for c in COLORS]
+    rng.shuffle(combos)
+    return [combos[i % len(combos)] for i in range(count)]
+
+
+def _refuse_foreign(directory: Path, count: int = 8, seed: int = 0) -> None:
+    """UsageError when directory holds files an earlier demo did not make: demo would
+    mix its images with a user's images/ and train on both, or stop at a run/ that is
+    not a run after writing its models. Checked before anything is written."""
+    from kohyagen.errors import UsageError
+    from kohyagen.run.manifest import MANIFEST_NAME
+
+    ours = {f"{i:02d}_{c}_{s}{ext}" for i, (c, s) in enumerate(_combos(count, random.Random(seed)))
+            for ext in (".png", ".txt")}  # fmt: skip
+    images, run = directory / "images", directory / "run"
+    # dot names: temp files a killed tag stage left, which the next one removes
+    listed = [p.name for p in images.iterdir()] if images.is_dir() else []
+    foreign = sorted(n for n in listed if n not in ours and not n.startswith("."))
+    if not foreign and run.is_dir() and any(run.iterdir()) and not (run / MANIFEST_NAME).exists():
+        foreign = ["run/"]
+    if foreign or images.is_file() or run.is_file():
+        raise UsageError(
+            f"this folder holds files the demo did not make ({(foreign or ['images or run'])[0]})",
+            path=directory,
+            hint="pass another --dir: an empty folder, or one an earlier demo made",
+        )
+
+
 def make_demo_dataset(
     folder: str | Path,
     *,
@@ -88,10 +118,7 @@ def make_demo_dataset(
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     made = []
-    combos = [(c, s) for s in SHAPES for c in COLORS]
-    rng.shuffle(combos)
-    for i in range(count):
-        color, shape = combos[i % len(combos)]
+    for i, (color, shape) in enumerate(_combos(count, rng)):
         image_path = folder / f"{i:02d}_{color}_{shape}.png"
         if not image_path.exists():
             _draw(shape, COLORS[color], IMAGE_SIZE, rng).save(image_path)
@@ -108,6 +135,7 @@ def prepare_demo(directory: str | Path, *, epochs: int = DEMO_EPOCHS) -> RunOpti
     from kohyagen.run.tiny_tagger import make_tiny_tagger
 
     directory = Path(directory).resolve()
+    _refuse_foreign(directory)
     model_dir = directory / "tiny-sd15"
     if not (model_dir / "model_index.json").is_file():
         model_dir = make_tiny_pipeline(model_dir, kind="sd15", seed=0)

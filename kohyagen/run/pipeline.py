@@ -50,6 +50,12 @@ def _validate(options: RunOptions) -> None:
         from kohyagen.config.presets import get_gpu
 
         get_gpu(options.gpu)  # an unknown name fails now, not after the dataset stages
+    if options.model_files:
+        from kohyagen.config.presets import get_model
+        from kohyagen.config.render_flags import check_model_file_roles
+
+        # as config does: a file the model does not take fails before check, prepare, tag
+        check_model_file_roles(get_model(options.model), (r for r, _ in options.model_files))
 
 
 def run_pipeline(

@@ -102,10 +102,21 @@ def _continue_run(
     progress: Progress | None,
 ) -> dict[str, Any]:
     """Continue a run folder with the pipeline, from the inputs its manifest recorded."""
-    from kohyagen.run.manifest import Manifest
+    from kohyagen.errors import RunStateError
+    from kohyagen.run.manifest import DAMAGED_HINT, Manifest
     from kohyagen.run.pipeline import RunOptions, run_pipeline
 
-    manifest = Manifest.load(entry.run_dir)
+    try:
+        manifest = Manifest.load(entry.run_dir)
+    except RunStateError as exc:
+        if exc.hint != DAMAGED_HINT:
+            raise
+        # the manifest's hint names run's --restart and --run-dir, which queue does not take
+        raise RunStateError(exc.message, path=exc.path, hint=(
+            "start it over with `kohyagen run IMAGES ... --run-dir "
+            f"{entry.run_dir} --restart` (the old files are kept under previous/), "
+            "then queue it again"
+        )) from exc  # fmt: skip
     assert manifest is not None  # classify saw the file
     inputs = manifest.data.get("inputs", {})
     try:
@@ -128,8 +139,6 @@ def _continue_run(
             fetch=bool(inputs.get("fetch")),
         )
     except KeyError as exc:
-        from kohyagen.errors import RunStateError
-
         raise RunStateError(f"the manifest lacks the input {exc}", path=manifest.path) from exc
     result = run_pipeline(options, progress=progress)
     return {"run_dir": str(result.run_dir), "lora": str(result.lora) if result.lora else None}

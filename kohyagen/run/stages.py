@@ -8,6 +8,7 @@ interrupted run continues. kohyagen.run.pipeline runs them in order and keeps th
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,8 @@ def _missing_captions(train_dir: Path, caption_ext: str, *, exclude: Path) -> li
     images = [
         p for p in dataset_files(train_dir, exclude=exclude) if p.suffix.lower() in IMAGE_EXTENSIONS
     ]
-    return [p for p in images if not p.with_suffix(caption_ext).is_file()]
+    # os.path.isfile, as kohya: a caption name too long to exist is a missing caption
+    return [p for p in images if not os.path.isfile(p.with_suffix(caption_ext))]
 
 
 # ---------------------------------------------------------------- stages

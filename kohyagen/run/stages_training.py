@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kohyagen.errors import BudgetExceeded, KohyagenError, TrainingFailed
+from kohyagen.errors import BudgetExceeded, KohyagenError, TrainingFailed, TrainingInterrupted
 from kohyagen.run.versions import collect_versions
 
 if TYPE_CHECKING:
@@ -146,7 +146,8 @@ def stage_train(ctx: RunContext) -> tuple[dict[str, Any], str | None]:
     )
     status = str(getattr(result, "status", "succeeded"))
     if status == "interrupted":
-        raise TrainingFailed(
+        # as `kohyagen train` does: a Ctrl-C exits 130, not the 3 of a failed training
+        raise TrainingInterrupted(
             "training interrupted",
             cause="interrupted",
             path=ctx.run_dir / "train.log",

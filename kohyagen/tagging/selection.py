@@ -27,8 +27,10 @@ def select_images(
     found = find_images(root, recursive=recursive)
     # temp files a killed run left beside the captions would otherwise stay forever
     remove_stale_temps({p.parent for p in found})
-    images, shared = _one_image_per_caption(found, caption_ext)
+    readable, unreadable = _regular_images(found)
+    images, shared = _one_image_per_caption(readable, caption_ext)
     images, blocked = _special_captions(images, caption_ext)
+    blocked = unreadable + blocked
     todo = [p for p in images if mode != "skip" or not has_caption(caption_path(p, caption_ext))]
     return found, todo, shared, blocked
 
@@ -45,7 +47,7 @@ def find_images(root: Path, *, recursive: bool = False) -> list[Path]:
             for p in root.rglob("*")
             if is_image_name(p)
             and not any(part.startswith(".") for part in p.relative_to(root).parts)
-            and p.is_file()
+            and not p.is_dir()
         ]
     else:
         # a kohya train dir (the parent of N_name/ folders) is one dataset: its concept
@@ -55,7 +57,8 @@ def find_images(root: Path, *, recursive: bool = False) -> list[Path]:
             p
             for folder in folders
             for p in folder.iterdir()
-            if is_image_name(p) and not p.name.startswith(".") and p.is_file()
+            # not is_file(): a FIFO or a link loop is found, and reported as not tagged
+            if is_image_name(p) and not p.name.startswith(".") and not p.is_dir()
         ]
     if not found:
         hint = "pass the folder that holds the images"
@@ -63,6 +66,31 @@ def find_images(root: Path, *, recursive: bool = False) -> list[Path]:
             hint = "the images may be in subfolders: add --recursive"
         raise DatasetError("no images found", path=root, hint=hint)
     return sorted(found)
+
+
+def _regular_images(images: list[Path]) -> tuple[list[Path], list[ImageFailure]]:
+    """The images that are regular files, and why the others are not tagged: a FIFO would
+    block the read, a link loop or a dangling link cannot be opened (dataset check calls
+    each an error; tag lists them rather than leave them out without a word)."""
+    kept: list[Path] = []
+    failed: list[ImageFailure] = []
+    for image in images:
+        try:
+            mode = image.stat().st_mode
+        except OSError as exc:
+            failed.append(ImageFailure(image, f"cannot be read: {exc.strerror or exc}"))
+            continue
+        if stat.S_ISREG(mode):
+            kept.append(image)
+        else:
+            failed.append(ImageFailure(image, f"not a regular file (a {_kind(mode)})"))
+    return kept, failed
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    return "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file"
 
 
 def _special_captions(images: list[Path], extension: str) -> tuple[list[Path], list[ImageFailure]]:

@@ -4,6 +4,7 @@ with kept tokens, token warmup, prefix and suffix."""
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
 from pathlib import Path
@@ -22,7 +23,8 @@ def read_caption(image: Path, subset: SubsetSpec) -> str:
     if len(tokens) >= 5:
         candidates.append(image.with_name("_".join(tokens[:-4]) + subset.caption_extension))
     for caption_file in candidates:
-        if not caption_file.is_file():
+        # os.path.isfile as kohya (False for a name too long to exist; Path.is_file raises)
+        if not os.path.isfile(caption_file):
             continue
         try:
             raw = caption_file.read_text(encoding="utf-8")
