@@ -151,6 +151,8 @@ def test_status_points_a_submitted_managed_job_to_fetch(tmp_path, monkeypatch):
     note(manifest, cluster="kohyagen-anna-1a2b", managed=True, bucket="s3://b/k",
          status="submitted")  # fmt: skip
     monkeypatch.setattr(sky_api, "default_api", lambda: _api(tmp_path))
+    # the fake stands in for SkyPilot, so the command need not find it installed
+    monkeypatch.setattr("kohyagen.cli.cloud_manage_cmd.need_sky", lambda: None)
     result = CliRunner().invoke(main, ["cloud", "status", "--runs", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     assert "kohyagen cloud fetch" in result.output
