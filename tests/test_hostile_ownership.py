@@ -136,3 +136,28 @@ def test_run_tags_a_copy_of_the_users_kohya_folders(monkeypatch, tmp_path):
     copy = tmp_path / "run" / "training_data" / "10_sks"
     # kohya's default caption_extension when the folders hold none
     assert sorted(p.name for p in copy.glob("*.caption")) == ["0.caption", "1.caption", "2.caption"]
+
+
+@pytest.mark.parametrize("damage", [b"", b"{not json", b"[1, 2]"])
+def test_pick_on_a_copy_with_damaged_records_acts_only_inside_it(tmp_path, damage):
+    original = make_run(tmp_path / "a", [0.3, 0.2])
+    outputs = tmp_path / "a" / "out"
+    before = hashes(outputs)
+    copy = tmp_path / "b" / "run"
+    shutil.copytree(original, copy)
+    # nothing left that says where the folder was made
+    (copy / "train.json").write_bytes(damage)
+    (copy / "kohyagen.json").write_bytes(damage)
+    for args in (("--prune",), ()):
+        result = invoke("pick", copy, *args)
+        assert_known(result, 1, "cannot be read", "will not")
+    assert hashes(outputs) == before
+
+
+def test_pick_on_a_plain_kohya_folder_still_writes_beside_its_checkpoints(tmp_path):
+    # no train.json, no kohyagen.json at all: a folder kohya made, not a damaged copy
+    run = make_run(tmp_path / "a", [0.3, 0.2])
+    for name in ("train.json", "kohyagen.json"):
+        (run / name).unlink(missing_ok=True)
+    result = invoke("pick", run)
+    assert_known(result, 0)

@@ -170,3 +170,23 @@ def test_a_resumed_session_records_the_sessions_before_it(tmp_path, monkeypatch)
     [session] = after["earlier_sessions"]
     assert session["started_at"] == before["started_at"] and session["log"] == "train-1.log"
     assert session["event_files"] == before["attempts"][-1]["event_files"]
+
+
+@pytest.mark.parametrize("kind", ["list", "fifo"])
+def test_a_train_json_of_another_shape_or_a_fifo_is_no_state(tmp_path, kind):
+    from hostile_helpers import deadline
+    from train_fixtures import make_run
+
+    from kohyagen.launch.run_folder import choose_run_dir
+
+    run = make_run(tmp_path, [0.3, 0.2])
+    state = run / "train.json"
+    state.unlink(missing_ok=True)
+    if kind == "list":
+        state.write_text("[1, 2]")
+    else:
+        os.mkfifo(state)
+    with deadline(10):
+        assert_known(invoke("report", run, "--json"), 0)
+        # a training started in that folder reads it too, before anything else
+        assert choose_run_dir("mylora", run, cwd=tmp_path) == run

@@ -6,19 +6,12 @@ Apart from the launch because both questions are about what earlier runs left on
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from kohyagen.errors import RunStateError
-
-
-def _read_state(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((run_dir / "train.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+from kohyagen.launch.resume import read_state
 
 
 def choose_run_dir(output_name: str, run_dir: str | Path | None, *, cwd: Path) -> Path:
@@ -28,7 +21,7 @@ def choose_run_dir(output_name: str, run_dir: str | Path | None, *, cwd: Path) -
         path = Path(run_dir).expanduser()
         # relative to the folder the run starts from, like every path kohya reads
         path = path if path.is_absolute() else cwd / path
-        state = _read_state(path)
+        state = read_state(path)
         # a run folder left `running` by a crash is fine to reuse; one whose process lives is not
         if state and state.get("status") == "running":
             _refuse_if_alive(path, state)

@@ -32,6 +32,24 @@ def made_in(run_dir: Path, state: dict | None) -> str | None:
     return recorded if isinstance(recorded, str) and os.path.isabs(recorded) else None
 
 
+def damaged_records(run_dir: Path) -> list[str]:
+    """The records of where the folder was made (train.json, kohyagen.json) that are
+    there but cannot be read: a folder without them is a plain kohya one, one whose
+    records are damaged may be a copy that no longer says so."""
+    damaged = []
+    for name in ("train.json", "kohyagen.json"):
+        path = run_dir / name
+        if not os.path.lexists(path):
+            continue
+        try:
+            data = json.loads(safe_io.read_text(path))
+        except (OSError, ValueError):
+            data = None
+        if not isinstance(data, dict):
+            damaged.append(name)
+    return damaged
+
+
 def moved_path(value: str, old: str, new: str) -> str:
     """value, moved from under old to under new (whole path components only)."""
     if value == old:

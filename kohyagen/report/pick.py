@@ -13,7 +13,7 @@ from pathlib import Path
 from kohyagen.atomic import temp_name
 from kohyagen.errors import RunStateError
 from kohyagen.report.checkpoints import BEST_SUFFIX, Choice, rank
-from kohyagen.report.origin import inside
+from kohyagen.report.origin import damaged_records, inside
 from kohyagen.report.run_data import RunData
 from kohyagen.report.run_folder import load_run
 
@@ -36,18 +36,26 @@ def _link_or_copy(source: Path, dest: Path) -> None:
 
 def _refuse_outside(run: RunData, paths: list[Path], action: str) -> None:
     """A copied or moved run folder acts only on its own files: the original's
-    checkpoints (still named by absolute paths in its configs) are not its to touch."""
-    if run.moved_from is None:
+    checkpoints (still named by absolute paths in its configs) are not its to touch.
+    Nor does a folder whose records of where it was made are damaged: it may be a copy."""
+    damaged = damaged_records(run.run_dir) if run.moved_from is None else []
+    if run.moved_from is None and not damaged:
         return
     outside = [p for p in paths if not inside(p, run.run_dir)]
-    if outside:
-        raise RunStateError(
-            f"this run folder was copied or moved from {run.moved_from}, and {outside[0]} "
-            f"is not inside it, so pick will not {action} it",
-            path=run.run_dir,
-            hint="run pick in the folder that holds the checkpoints, or copy output/ "
-            "into this run folder",
-        )
+    if not outside:
+        return
+    why = (
+        f"this run folder was copied or moved from {run.moved_from}"
+        if run.moved_from is not None
+        else f"{' and '.join(damaged)} cannot be read, so pick cannot tell whether this "
+        "run folder is a copy"
+    )
+    raise RunStateError(
+        f"{why}, and {outside[0]} is not inside it, so pick will not {action} it",
+        path=run.run_dir,
+        hint="run pick in the folder that holds the checkpoints, or copy output/ "
+        "into this run folder",
+    )
 
 
 def best_path_for(choice_path: Path, output_name: str) -> Path:

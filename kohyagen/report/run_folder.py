@@ -11,14 +11,13 @@ report files: pick and preview load a run without writing anything.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kohyagen.config.schema import flatten_training_config, load_toml, script_for_config
 from kohyagen.errors import RunStateError
-from kohyagen.launch.resume import first_start, sessions_before
+from kohyagen.launch.resume import first_start, read_state, sessions_before
 from kohyagen.report.checkpoints import epoch_noise, list_checkpoints
 from kohyagen.report.log_summary import parse_log
 from kohyagen.report.origin import follow_move, moved_path
@@ -66,10 +65,8 @@ def load_run(run_dir: str | Path) -> RunData:
         raise RunStateError(
             "run folder not found", path=run_dir, hint="pass the folder `kohyagen train` made"
         )
-    try:
-        state = json.loads((run_dir / "train.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        state = None
+    # damaged, of another shape ([], "x") or a FIFO: as if there were none
+    state = read_state(run_dir)
     training: dict[str, Any] = {}
     script = "train_network"
     config = run_dir / "training_config.toml"
