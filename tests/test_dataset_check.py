@@ -271,3 +271,26 @@ def test_to_dict_is_the_dataclass_as_plain_data(tmp_path):
     data = report.to_dict()
     assert list(data) == list(expected) and data["images"]
     assert json.dumps(data, sort_keys=True) == json.dumps(expected, sort_keys=True)
+
+
+def test_the_training_folder_is_no_regularisation_folder(tmp_path):
+    root = tmp_path / "train"
+    (root / "10_sks").mkdir(parents=True)
+    Image.new("RGB", (512, 512)).save(root / "10_sks" / "a.png")
+    for reg in (root, tmp_path / "train" / "." / "10_sks" / ".."):
+        with pytest.raises(UsageError, match="regularisation folder is the training folder"):
+            check_dataset(root, reg=reg)
+
+
+def test_a_caption_kohya_cannot_read_is_not_counted_as_captioned(tmp_path):
+    folder = tmp_path / "train" / "10_sks"
+    folder.mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (512, 512)).save(folder / f"{name}.png")
+    (folder / "a.txt").write_text("sks, red\n")
+    (folder / "b.txt").write_bytes(b"\xff\xfe\x00bad utf-8 \xc3")
+    os.mkfifo(folder / "c.txt")
+    report = check_dataset(tmp_path / "train", caption_ext=".txt")
+    assert report.subsets[0].captioned == 1
+    codes = {f.code for f in report.findings}
+    assert {"caption-not-utf8", "unreadable"} <= codes

@@ -212,6 +212,12 @@ def check_dataset(
         near_duplicates = deep
 
     listing = scan(path)
+    if reg is not None and Path(reg).resolve() == listing.root.resolve():
+        # kohya would train every image twice over, once as a regularisation image
+        raise UsageError(
+            "the regularisation folder is the training folder itself",
+            hint="pass the folder that holds REG/1_CLASS/ as --reg, or leave --reg out",
+        )
     reg_listing = scan(reg, is_reg=True) if reg is not None else None
     subsets = list(listing.subsets) + (list(reg_listing.subsets) if reg_listing else [])
     findings = _layout_findings(listing, reg_listing)

@@ -68,7 +68,8 @@ def tally_subsets(
                 subset.is_reg,
                 n,
                 n * subset.repeats,
-                len(captions[subset.path]),
+                # captions kohya can read: an unreadable or non-UTF-8 one is an error, not a caption
+                sum(1 for read in captions[subset.path].values() if read.text is not None),
                 dict(sorted(per_bucket.items(), key=lambda kv: bucket_order(kv[0]))),
             )
         )
