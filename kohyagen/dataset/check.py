@@ -171,6 +171,18 @@ def _notes(deep: bool, near_duplicates: bool) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def _scan_reg(reg: str | Path | None, train_root: Path) -> DirListing | None:
+    if reg is None:
+        return None
+    if Path(reg).resolve() == train_root.resolve():
+        # kohya would train every image twice over, once as a regularisation image
+        raise UsageError(
+            "the regularisation folder is the training folder itself",
+            hint="pass the folder that holds REG/1_CLASS/ as --reg, or leave --reg out",
+        )
+    return scan(reg, is_reg=True)
+
+
 def check_dataset(
     path: str | Path,
     *,
@@ -212,13 +224,7 @@ def check_dataset(
         near_duplicates = deep
 
     listing = scan(path)
-    if reg is not None and Path(reg).resolve() == listing.root.resolve():
-        # kohya would train every image twice over, once as a regularisation image
-        raise UsageError(
-            "the regularisation folder is the training folder itself",
-            hint="pass the folder that holds REG/1_CLASS/ as --reg, or leave --reg out",
-        )
-    reg_listing = scan(reg, is_reg=True) if reg is not None else None
+    reg_listing = _scan_reg(reg, listing.root)
     subsets = list(listing.subsets) + (list(reg_listing.subsets) if reg_listing else [])
     findings = _layout_findings(listing, reg_listing)
     probes, probe_found = _probe(
