@@ -7,12 +7,9 @@ tells the user to pass `--model-file ROLE=PATH` or `--fetch`, so both must take 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import click
 
-ParamDecorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+from kohyagen.cli.run_options import ParamDecorator
 
 
 def model_file_option() -> ParamDecorator:

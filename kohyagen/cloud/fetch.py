@@ -123,9 +123,7 @@ def fetch_results(run_dir: str | Path, *, source: str | Path | None = None) -> F
         entries = tuple(_move_in(staging, run_dir))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    adopt_node_manifest(run_dir, inputs, record)
-    adopted = Manifest.load(run_dir)
-    assert adopted is not None  # adopt_node_manifest just wrote it
+    adopted = adopt_node_manifest(run_dir, inputs, record)
     note(adopted, status="fetched", fetched=now(), fetched_from=origin)
     return Fetched(str(run_dir), origin, entries)
 
@@ -181,9 +179,12 @@ def _merge(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
-def adopt_node_manifest(run_dir: Path, inputs: dict[str, Any], record: dict[str, Any]) -> None:
+def adopt_node_manifest(
+    run_dir: Path, inputs: dict[str, Any], record: dict[str, Any]
+) -> Manifest:
     """After a copy from a node or a bucket: the node's paths in the manifest and configs
-    become this machine's, and this machine's inputs and cloud record are kept."""
+    become this machine's, and this machine's inputs and cloud record are kept. The
+    manifest, as saved."""
     from kohyagen.run.relocate import relocate
 
     back = Manifest.load(run_dir)
@@ -199,3 +200,4 @@ def adopt_node_manifest(run_dir: Path, inputs: dict[str, Any], record: dict[str,
     back.data["inputs"] = {**back.data.get("inputs", {}), **inputs}
     back.data["cloud"] = record
     back.save()
+    return back

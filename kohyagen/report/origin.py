@@ -24,11 +24,8 @@ def made_in(run_dir: Path, state: dict | None) -> str | None:
     """The absolute folder this run folder was made in, if it recorded one."""
     recorded = (state or {}).get("run_dir")
     if not isinstance(recorded, str):
-        try:
-            manifest = json.loads(safe_io.read_text(run_dir / "kohyagen.json"))
-        except (OSError, ValueError):
-            manifest = None
-        recorded = manifest.get("run_dir") if isinstance(manifest, dict) else None
+        manifest = _json_object(run_dir / "kohyagen.json")
+        recorded = manifest.get("run_dir") if manifest else None
     return recorded if isinstance(recorded, str) and os.path.isabs(recorded) else None
 
 
@@ -36,18 +33,21 @@ def damaged_records(run_dir: Path) -> list[str]:
     """The records of where the folder was made (train.json, kohyagen.json) that are
     there but cannot be read: a folder without them is a plain kohya one, one whose
     records are damaged may be a copy that no longer says so."""
-    damaged = []
-    for name in ("train.json", "kohyagen.json"):
-        path = run_dir / name
-        if not os.path.lexists(path):
-            continue
-        try:
-            data = json.loads(safe_io.read_text(path))
-        except (OSError, ValueError):
-            data = None
-        if not isinstance(data, dict):
-            damaged.append(name)
-    return damaged
+    return [
+        name
+        for name in ("train.json", "kohyagen.json")
+        if os.path.lexists(run_dir / name) and _json_object(run_dir / name) is None
+    ]
+
+
+def _json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in path; None when it is missing, unreadable (a FIFO, a folder),
+    not JSON, or JSON of another shape."""
+    try:
+        data = json.loads(safe_io.read_text(path))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def moved_path(value: str, old: str, new: str) -> str:
